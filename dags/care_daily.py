@@ -1,0 +1,5 @@
+"""Airflow DAG file: wiring only (the engine is in plugins/caretouch/)."""
+
+from caretouch.airflow.daily import build_care_daily
+
+dag = build_care_daily()

@@ -1,0 +1,139 @@
+"""``care_daily`` and ``care_dispatch``: the daily plan and the frequent sender.
+
+``care_daily`` runs at 12:00 UTC and plans the *next* local date: at that moment the next
+day has begun nowhere yet (UTC+14 reaches midnight at 10:00 UTC), so every touch is
+planned before its send time in every zone. A run can be pointed at any local date with the
+``day`` param (``airflow dags trigger care_daily -c '{"day": "2026-11-23"}'``); reruns and
+backfills are safe because the ledger keys every touch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from ..config import CareConfig
+
+log = logging.getLogger("caretouch.airflow")
+
+BATCH_SIZE = 500
+DEFAULT_ARGS = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)  # clock: the glue is where "now" enters a task
+
+
+def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.date:
+    """The local date a ``care_daily`` run plans: ``params['day']``, else the day after."""
+    if params.get("day"):
+        return dt.date.fromisoformat(str(params["day"]))
+    if logical_date is None:
+        raise ValueError("care_daily needs a logical date or a 'day' param")
+    return (logical_date.astimezone(dt.timezone.utc) + dt.timedelta(days=1)).date()
+
+
+def _engine() -> Any:
+    from ..runner import Engine
+
+    engine = Engine.open(CareConfig.from_env())
+    if engine.ruleset.errors:
+        for error in engine.ruleset.errors:
+            log.error("rule error: %s", error)
+        log.warning("%d rule error(s): broken rules are left out, the others run", len(engine.ruleset.errors))
+    engine.store.init()
+    return engine
+
+
+def build_care_daily() -> Any:
+    @dag(
+        dag_id="care_daily",
+        description="Plan a local day's care touches, send those due, and report.",
+        schedule="0 12 * * *",
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        params={
+            "day": Param(None, type=["null", "string"], format="date", description="Local date to plan (YYYY-MM-DD); default: the day after the logical date."),
+        },
+        tags=["caretouch"],
+    )
+    def care_daily() -> None:
+        @task
+        def plan(**context: Any) -> dict[str, Any]:
+            from ..runner import batches, plan_and_record, recover_in_flight
+
+            day = planned_day(context.get("logical_date"), context["params"])
+            engine = _engine()
+            run_id = f"airflow:care_daily:{context['run_id']}"
+            recovered = recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
+            ids = plan_and_record(engine, day, run_id=run_id, now=_now())
+            log.info("day %s: %d touch(es) to send in %d batch(es); recovered %s", day, len(ids), len(batches(ids, BATCH_SIZE)), recovered.as_dict())
+            return {"day": day.isoformat(), "batches": batches(ids, BATCH_SIZE)}
+
+        @task
+        def send(batch: list[int], **context: Any) -> dict[str, int]:
+            from ..runner import send_touches
+
+            engine = _engine()
+            run_id = f"airflow:care_daily:{context['run_id']}"
+            report = send_touches(engine, batch, run_id=run_id, now=_now())
+            log.info("batch of %d: %s", len(batch), report.as_dict())
+            for failure in report.failures:
+                log.error("failed: %s", failure)
+            return report.as_dict()
+
+        @task(trigger_rule="none_failed")
+        def summarise(day: str, reports: Any = None) -> dict[str, Any]:
+            from ..summary import DaySummary
+
+            engine = _engine()
+            summary = DaySummary.from_ledger(engine.ledger, dt.date.fromisoformat(day))
+            totals: dict[str, int] = {}
+            for report in reports or []:
+                for key, value in report.items():
+                    totals[key] = totals.get(key, 0) + value
+            for line in summary.render().splitlines():
+                log.info("%s", line)
+            log.info("this run: %s", totals)
+            if totals.get("failed"):
+                raise RuntimeError(f"{totals['failed']} touch(es) failed on {day}; see the ledger and the send task logs")
+            return {**summary.as_dict(), "this_run": totals}
+
+        planned = plan()
+        sent = send.expand(batch=planned["batches"])
+        summarise(planned["day"], sent)
+
+    return care_daily()
+
+
+def build_care_dispatch() -> Any:
+    @dag(
+        dag_id="care_dispatch",
+        description="Send planned touches whose send time has come (outside quiet hours).",
+        schedule="*/15 * * * *",
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["caretouch"],
+    )
+    def care_dispatch() -> None:
+        @task
+        def dispatch(**context: Any) -> dict[str, int]:
+            from ..runner import pending_ids, recover_in_flight, send_touches
+
+            engine = _engine()
+            run_id = f"airflow:care_dispatch:{context['run_id']}"
+            report = recover_in_flight(engine, run_id=run_id, now=_now())
+            report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=_now()))
+            log.info("dispatch: %s", report.as_dict())
+            return report.as_dict()
+
+        dispatch()
+
+    return care_dispatch()

@@ -1,0 +1,110 @@
+"""Calendar arithmetic for care triggers: anniversaries, 29 February, lunar birthdays.
+
+Everything here is pure and takes its dates as arguments; "today" is never read from a clock.
+A month-day is encoded as the integer ``month * 100 + day`` (``229`` is 29 February); the store
+keeps these keys in indexed columns so that "whose birthday is today" is an index lookup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import Enum
+
+from lunardate import LunarDate
+
+from .errors import CareError
+
+LUNAR_MIN_YEAR = 1900
+LUNAR_MAX_YEAR = 2099
+
+
+class LeapDayPolicy(str, Enum):
+    """When a 29 February anniversary falls in a year without one."""
+
+    FEB28 = "feb28"
+    MAR1 = "mar1"
+
+
+def month_day(d: dt.date) -> int:
+    """The month-day key of a date, e.g. 2000-02-29 -> 229."""
+    return d.month * 100 + d.day
+
+
+def is_leap_year(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def anniversary_keys(day: dt.date, leap_day: LeapDayPolicy = LeapDayPolicy.FEB28) -> list[int]:
+    """Month-day keys whose anniversary falls on ``day``.
+
+    In a year without 29 February, a 29 February date is celebrated on 28 February (default)
+    or on 1 March.
+    """
+    keys = [month_day(day)]
+    if not is_leap_year(day.year):
+        if leap_day is LeapDayPolicy.FEB28 and (day.month, day.day) == (2, 28):
+            keys.append(229)
+        if leap_day is LeapDayPolicy.MAR1 and (day.month, day.day) == (3, 1):
+            keys.append(229)
+    return keys
+
+
+def anniversary_in_year(origin: dt.date, year: int, leap_day: LeapDayPolicy) -> dt.date:
+    """The date on which ``origin``'s anniversary falls in ``year``."""
+    if (origin.month, origin.day) == (2, 29) and not is_leap_year(year):
+        return dt.date(year, 2, 28) if leap_day is LeapDayPolicy.FEB28 else dt.date(year, 3, 1)
+    return origin.replace(year=year)
+
+
+def lunar_month_day(d: dt.date) -> int:
+    """The lunar month-day key of a Gregorian date; a leap month counts as the regular month."""
+    if not LUNAR_MIN_YEAR <= d.year <= LUNAR_MAX_YEAR:
+        raise CareError(f"{d.isoformat()} is outside the lunar calendar's range (1900-2099)")
+    lunar = LunarDate.fromSolarDate(d.year, d.month, d.day)
+    return lunar.month * 100 + lunar.day
+
+
+def lunar_month_length(year: int, month: int, leap: bool) -> int:
+    """29 or 30: the number of days of a lunar month."""
+    try:
+        LunarDate(year, month, 30, leap).toSolarDate()
+    except ValueError:
+        return 29
+    return 30
+
+
+def lunar_anniversary_keys(day: dt.date) -> list[int]:
+    """Lunar month-day keys whose lunar birthday falls on Gregorian ``day``.
+
+    A lunar birthday is celebrated in the regular (not the leap) month of that number; a
+    birthday on day 30 is celebrated on day 29 when the month has only 29 days.
+    """
+    if not LUNAR_MIN_YEAR <= day.year <= LUNAR_MAX_YEAR:
+        return []
+    lunar = LunarDate.fromSolarDate(day.year, day.month, day.day)
+    if lunar.isLeapMonth:
+        return []
+    keys = [lunar.month * 100 + lunar.day]
+    if lunar.day == 29 and lunar_month_length(lunar.year, lunar.month, False) == 29:
+        keys.append(lunar.month * 100 + 30)
+    return keys
+
+
+def lunar_birthday_in_year(birth: dt.date, lunar_year: int) -> dt.date:
+    """The Gregorian date of the lunar birthday of ``birth`` in lunar year ``lunar_year``."""
+    key = lunar_month_day(birth)
+    month, day = divmod(key, 100)
+    day = min(day, lunar_month_length(lunar_year, month, False))
+    return LunarDate(lunar_year, month, day, False).toSolarDate()
+
+
+def years_between(origin: dt.date, day: dt.date) -> int:
+    """Whole calendar years from ``origin`` to the anniversary on ``day`` (its year count)."""
+    return day.year - origin.year
+
+
+def lunar_years_between(origin: dt.date, day: dt.date) -> int:
+    """Lunar years from ``origin`` to ``day`` (the age at a lunar birthday on ``day``)."""
+    first = LunarDate.fromSolarDate(origin.year, origin.month, origin.day)
+    second = LunarDate.fromSolarDate(day.year, day.month, day.day)
+    return int(second.year - first.year)

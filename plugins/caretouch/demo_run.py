@@ -1,0 +1,142 @@
+"""``care demo``: a demo store, the daily DAG through real Airflow, and a readable summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import CareConfig
+from .errors import ConfigurationError
+from .render import TemplateStore
+from .rules.loader import load_rules
+from .store.db import open_store
+from .store.demo import write_demo_csvs
+from .store.importer import import_csv
+from .summary import DaySummary
+
+Echo = Callable[[str], None]
+PLURAL = {"customer": "customers", "policy": "policies", "event": "events"}
+
+
+def project_dags_dir() -> Path:
+    """``dags/`` of the checkout: ``$CARE_DAGS_DIR``, else ``./dags``, else beside the package."""
+    candidates = [
+        Path(os.environ["CARE_DAGS_DIR"]) if os.environ.get("CARE_DAGS_DIR") else None,
+        Path.cwd() / "dags",
+        Path(__file__).resolve().parents[2] / "dags",
+    ]
+    for candidate in candidates:
+        if candidate is not None and (candidate / "care_daily.py").is_file():
+            return candidate.resolve()
+    raise ConfigurationError("dags/care_daily.py not found: run `care demo` from the project directory")
+
+
+def airflow_env(airflow_home: Path, dags: Path, config: CareConfig) -> dict[str, str]:
+    """Environment for running Airflow embedded on SQLite, with our DAGs and configuration."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(dags.parent / "plugins"),
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "CARE_STORE_URL": config.store_url,
+            "CARE_RULES_DIR": str(config.rules_dir.resolve()),
+            "CARE_TEMPLATES_DIR": str(config.templates_dir.resolve()),
+            "CARE_OUTBOX_DIR": str(config.outbox_dir.resolve()),
+        }
+    )
+    return env
+
+
+def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> int:
+    airflow = Path(sys.executable).with_name("airflow")
+    if not airflow.exists():
+        raise ConfigurationError(f"Airflow is not installed beside {sys.executable} (pip install 'caretouch[airflow]')")
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"\n$ airflow {' '.join(args)}\n")
+        log.flush()
+        return subprocess.run([str(airflow), *args], env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def run_demo(config: CareConfig, directory: Path, day: dt.date, *, customers: int, use_airflow: bool, echo: Echo) -> int:
+    """Build the demo and run ``day``; returns the process exit status."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db_path = directory / "care-demo.db"
+    for stale in (db_path, directory / "care-demo.db-wal", directory / "care-demo.db-shm"):
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(directory / "outbox", ignore_errors=True)
+    config = CareConfig(
+        store_url=f"sqlite:///{db_path}",
+        rules_dir=config.rules_dir.resolve(),
+        templates_dir=config.templates_dir.resolve(),
+        outbox_dir=directory / "outbox",
+    )
+
+    echo(f"== Caretouch demo for local date {day} ==")
+    files = write_demo_csvs(directory / "data", day, customers=customers)
+    store = open_store(config.store_url)
+    store.init()
+    report = import_csv(store, {"customer": files["customers"], "policy": files["policies"], "event": files["events"]})
+    if not report.written:
+        for problem in report.rejected:
+            echo(str(problem))
+        return 1
+    echo(
+        "store: "
+        + ", ".join(f"{n} {PLURAL[t]}" for t, n in report.inserted.items())
+        + f" imported from {files['customers'].parent} ({len(report.warnings)} warning(s): bad phone numbers or emails kept, never used)"
+    )
+    ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+    for error in ruleset.errors:
+        echo(f"rule error: {error}")
+    echo(f"rules: {', '.join(r.id for r in ruleset.rules)}")
+    store.dispose()
+
+    if use_airflow:
+        dags = project_dags_dir()
+        airflow_home = directory / "airflow"
+        airflow_home.mkdir(exist_ok=True)
+        env = airflow_env(airflow_home, dags, config)
+        log_path = directory / "airflow.log"
+        log_path.unlink(missing_ok=True)
+        echo(f"airflow: migrating the metadata DB in {airflow_home} ...")
+        if run_airflow(["db", "migrate"], env, log_path) != 0:
+            echo(f"airflow db migrate failed; see {log_path}")
+            return 1
+        logical = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(12), dt.timezone.utc)
+        echo(f"airflow: dags test care_daily {logical.isoformat()} (plans local date {day}) ...")
+        code = run_airflow(["dags", "test", "care_daily", logical.isoformat(), "-c", json.dumps({"day": day.isoformat()})], env, log_path)
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        state_line = next((line for line in reversed(tail) if "state=" in line or "DagRun Finished" in line), "")
+        if code != 0:
+            echo("\n".join(tail[-40:]))
+            echo(f"airflow dags test failed (exit {code}); full log: {log_path}")
+            return 1
+        echo(f"airflow: care_daily finished ({state_line.strip()[:160] or 'ok'}); log: {log_path}")
+    else:
+        from .runner import Engine, run_day
+
+        engine = Engine.open(config)
+        run_day(engine, day, run_id="cli:demo", now=dt.datetime.now(dt.timezone.utc))  # clock: demo
+
+    store = open_store(config.store_url)
+    from .ledger import Ledger
+
+    summary = DaySummary.from_ledger(Ledger(store), day)
+    echo("")
+    echo(summary.render())
+    outbox_files = sorted((directory / "outbox").rglob("*.json"))
+    echo("")
+    echo(f"outbox: {len(outbox_files)} message file(s) in {directory / 'outbox'}")
+    echo(f"try: care --store {config.store_url} plan --date {day} --explain")
+    return 0

@@ -1,0 +1,38 @@
+"""JSON encoding of template facts (dates, instants and decimals survive the round trip)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+
+def encode(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return {"$datetime": aware.isoformat()}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    return value
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1:
+            (tag, raw), = value.items()
+            if tag == "$datetime":
+                return dt.datetime.fromisoformat(raw)
+            if tag == "$date":
+                return dt.date.fromisoformat(raw)
+            if tag == "$decimal":
+                return Decimal(raw)
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value

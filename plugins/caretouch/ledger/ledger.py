@@ -1,0 +1,368 @@
+"""Reading and appending to the touch ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..plan.touch import Touch
+from ..render import RenderedMessage
+from ..store.db import Store
+from ..vocab import Decision, SuppressionReason, TouchStatus
+from .codec import decode, encode
+from .models import Attempt, TouchEvent, TouchRow
+
+_CHUNK = 500
+# Statuses after which a rerun leaves the touch alone: it was (or may have been) sent.
+HANDLED = frozenset(
+    {
+        TouchStatus.SENDING,
+        TouchStatus.SENT,
+        TouchStatus.DELIVERED,
+        TouchStatus.UNDELIVERED,
+        TouchStatus.BOUNCED,
+        TouchStatus.FAILED,
+        TouchStatus.UNKNOWN,
+    }
+)
+
+
+@dataclass(frozen=True)
+class TouchState:
+    """A touch as the ledger knows it now: its row and its latest status."""
+
+    row: TouchRow
+    status: TouchStatus
+    reason: str | None
+    attempts: int
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return decode(self.row.context)  # type: ignore[no-any-return]
+
+
+@dataclass
+class PlanRecord:
+    """What ``record_plan`` changed."""
+
+    new: int = 0
+    replanned: int = 0
+    suppressed: int = 0
+    unchanged: int = 0
+    planned_ids: list[int] | None = None
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+class Ledger:
+    """The only writer of the ledger tables."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _latest(session: Session, touch_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+        latest: dict[int, tuple[str, str | None]] = {}
+        for start in range(0, len(touch_ids), _CHUNK):
+            chunk = list(touch_ids[start : start + _CHUNK])
+            newest = (
+                select(TouchEvent.touch_id, func.max(TouchEvent.id).label("last"))
+                .where(TouchEvent.touch_id.in_(chunk))
+                .group_by(TouchEvent.touch_id)
+                .subquery()
+            )
+            rows = session.execute(
+                select(TouchEvent.touch_id, TouchEvent.status, TouchEvent.reason).join(
+                    newest, TouchEvent.id == newest.c.last
+                )
+            )
+            for touch_id, status, reason in rows:
+                latest[touch_id] = (status, reason)
+        return latest
+
+    def _states(self, session: Session, rows: Sequence[TouchRow]) -> list[TouchState]:
+        ids = [r.id for r in rows]
+        latest = self._latest(session, ids)
+        counts: dict[int, int] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            for touch_id, count in session.execute(
+                select(Attempt.touch_id, func.count())
+                .where(Attempt.touch_id.in_(chunk))
+                .group_by(Attempt.touch_id)
+            ):
+                counts[touch_id] = count
+        return [
+            TouchState(
+                row=r,
+                status=TouchStatus(latest.get(r.id, (TouchStatus.PLANNED.value, None))[0]),
+                reason=latest.get(r.id, ("", None))[1],
+                attempts=counts.get(r.id, 0),
+            )
+            for r in rows
+        ]
+
+    def states(self, touch_ids: Iterable[int]) -> list[TouchState]:
+        ids = list(touch_ids)
+        with self.store.session() as session:
+            rows: list[TouchRow] = []
+            for start in range(0, len(ids), _CHUNK):
+                rows.extend(session.scalars(select(TouchRow).where(TouchRow.id.in_(ids[start : start + _CHUNK]))))
+            rows.sort(key=lambda r: ids.index(r.id) if len(ids) < 2000 else r.id)
+            return self._states(session, rows)
+
+    def states_for_day(self, occurrence: dt.date) -> list[TouchState]:
+        with self.store.session() as session:
+            rows = list(
+                session.scalars(select(TouchRow).where(TouchRow.occurrence == occurrence).order_by(TouchRow.id))
+            )
+            return self._states(session, rows)
+
+    def touch_ids_in_status(
+        self, statuses: set[TouchStatus], *, day: dt.date | None = None
+    ) -> list[int]:
+        """Ids of touches whose latest status is one of ``statuses`` (of one day, or all)."""
+        wanted = [s.value for s in statuses]
+        newest = select(TouchEvent.touch_id, func.max(TouchEvent.id).label("last")).group_by(
+            TouchEvent.touch_id
+        )
+        if day is not None:
+            newest = newest.join(TouchRow, TouchRow.id == TouchEvent.touch_id).where(
+                TouchRow.occurrence == day
+            )
+        sub = newest.subquery()
+        query = (
+            select(TouchEvent.touch_id)
+            .join(sub, TouchEvent.id == sub.c.last)
+            .where(TouchEvent.status.in_(wanted))
+            .order_by(TouchEvent.touch_id)
+        )
+        with self.store.session() as session:
+            return list(session.scalars(query))
+
+    def final_keys(self, keys: list[str]) -> set[str]:
+        """The keys among ``keys`` whose touch was already handled (sent, failed, ...)."""
+        found: set[str] = set()
+        with self.store.session() as session:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                rows = list(session.execute(select(TouchRow.id, TouchRow.touch_key).where(TouchRow.touch_key.in_(chunk))))
+                latest = self._latest(session, [r[0] for r in rows])
+                found.update(key for tid, key in rows if TouchStatus(latest[tid][0]) in HANDLED)
+        return found
+
+    def attempts(self, touch_id: int) -> list[Attempt]:
+        with self.store.session() as session:
+            return list(session.scalars(select(Attempt).where(Attempt.touch_id == touch_id).order_by(Attempt.attempt_no)))
+
+    def history(self, touch_id: int) -> list[TouchEvent]:
+        with self.store.session() as session:
+            return list(session.scalars(select(TouchEvent).where(TouchEvent.touch_id == touch_id).order_by(TouchEvent.id)))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def record_plan(self, touches: Sequence[Touch], *, run_id: str, now: dt.datetime) -> PlanRecord:
+        """Record a day's plan idempotently; returns the ids of touches now waiting to be sent.
+
+        A new key gets its row and a ``planned`` or ``suppressed`` event. An existing key is
+        left alone once handled; a ``suppressed`` one whose decision is now ``send`` (say,
+        consent was given since) is planned again, and a ``planned`` one that is now
+        suppressed gets the suppression appended.
+        """
+        result = PlanRecord(planned_ids=[])
+        assert result.planned_ids is not None
+        with self.store.session() as session:
+            for start in range(0, len(touches), _CHUNK):
+                chunk = touches[start : start + _CHUNK]
+                self._insert_touch_rows(session, chunk, run_id, now)
+                rows = {
+                    r.touch_key: r
+                    for r in session.scalars(select(TouchRow).where(TouchRow.touch_key.in_([t.key for t in chunk])))
+                }
+                latest = self._latest(session, [r.id for r in rows.values()])
+                events: list[dict[str, Any]] = []
+                for touch in chunk:
+                    row = rows[touch.key]
+                    current = latest.get(row.id)
+                    status = TouchStatus(current[0]) if current else None
+                    reason = current[1] if current else None
+                    wanted_reason = touch.reason.value if touch.reason else None
+                    if touch.reason is SuppressionReason.ALREADY_SENT:
+                        result.unchanged += 1
+                        continue
+                    if status is None:
+                        result.new += 1
+                        new_status = TouchStatus.PLANNED if touch.decision is Decision.SEND else TouchStatus.SUPPRESSED
+                    elif status in HANDLED:
+                        result.unchanged += 1
+                        continue
+                    elif touch.decision is Decision.SEND and status is TouchStatus.SUPPRESSED:
+                        result.replanned += 1
+                        new_status = TouchStatus.PLANNED
+                    elif touch.decision is Decision.SUPPRESS and (status is TouchStatus.PLANNED or reason != wanted_reason):
+                        new_status = TouchStatus.SUPPRESSED
+                    else:
+                        if status is TouchStatus.PLANNED:
+                            result.planned_ids.append(row.id)
+                        result.unchanged += 1
+                        continue
+                    if new_status is TouchStatus.PLANNED:
+                        result.planned_ids.append(row.id)
+                    else:
+                        result.suppressed += 1
+                    events.append(
+                        {
+                            "touch_id": row.id,
+                            "status": new_status.value,
+                            "reason": wanted_reason if new_status is TouchStatus.SUPPRESSED else None,
+                            "detail": {"explain": touch.explain} if touch.explain else None,
+                            "at": now,
+                            "run_id": run_id,
+                        }
+                    )
+                if events:
+                    session.execute(TouchEvent.__table__.insert(), events)
+        return result
+
+    def _insert_touch_rows(self, session: Session, touches: Sequence[Touch], run_id: str, now: dt.datetime) -> None:
+        rows = [
+            {
+                "touch_key": t.key,
+                "rule_id": t.rule.id,
+                "rule_hash": t.rule.file_hash,
+                "category": t.rule.category.value,
+                "priority": t.rule.priority,
+                "subject_kind": t.subject.value,
+                "subject_id": t.subject_id,
+                "customer_id": t.customer_id,
+                "policy_id": (t.policy or {}).get("policy_id"),
+                "event_id": (t.event or {}).get("event_id"),
+                "occurrence": t.occurrence,
+                "send_at": t.send_at,
+                "timezone": t.timezone,
+                "locale": t.customer.get("locale") or "zh-CN",
+                "tier": t.customer.get("tier") or "C",
+                "channel": t.channel.value if t.channel else None,
+                "template_id": t.rule.template,
+                "context": encode(t.template_context()),
+                "created_at": now,
+                "run_id": run_id,
+            }
+            for t in touches
+        ]
+        dialect = session.get_bind().dialect.name
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        session.execute(insert(TouchRow.__table__).values(rows).on_conflict_do_nothing(index_elements=["touch_key"]))
+
+    def append(
+        self,
+        touch_id: int,
+        status: TouchStatus,
+        *,
+        run_id: str,
+        now: dt.datetime,
+        reason: str | None = None,
+        attempt_id: int | None = None,
+        provider_message_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one status event."""
+        with self.store.session() as session:
+            session.add(
+                TouchEvent(
+                    touch_id=touch_id,
+                    attempt_id=attempt_id,
+                    status=status.value,
+                    reason=reason,
+                    provider_message_id=provider_message_id,
+                    detail=detail,
+                    at=now,
+                    run_id=run_id,
+                )
+            )
+
+    def claim(
+        self,
+        state: TouchState,
+        *,
+        channel: str,
+        transport: str,
+        recipient: str,
+        template_hash: str,
+        message: RenderedMessage,
+        run_id: str,
+        now: dt.datetime,
+    ) -> Attempt | None:
+        """Atomically claim the touch for one delivery attempt; None if someone else has it.
+
+        Inserting attempt number ``n + 1`` is the claim: the UNIQUE (touch, attempt_no)
+        constraint lets exactly one of two racing workers through, and the ``sending`` event
+        is written in the same transaction, before the provider is called.
+        """
+        attempt = Attempt(
+            touch_id=state.id,
+            attempt_no=state.attempts + 1,
+            channel=channel,
+            transport=transport,
+            recipient=recipient,
+            template_id=state.row.template_id,
+            template_hash=template_hash,
+            content_hash=message.content_hash(),
+            subject=message.subject,
+            body=message.body,
+            html=message.html,
+            created_at=now,
+            run_id=run_id,
+        )
+        try:
+            with self.store.session() as session:
+                current = self._latest(session, [state.id]).get(state.id)
+                if current and TouchStatus(current[0]) is not TouchStatus.PLANNED:
+                    return None
+                session.add(attempt)
+                session.flush()
+                session.add(
+                    TouchEvent(
+                        touch_id=state.id,
+                        attempt_id=attempt.id,
+                        status=TouchStatus.SENDING.value,
+                        at=now,
+                        run_id=run_id,
+                    )
+                )
+        except IntegrityError:
+            return None
+        return attempt
+
+    # -- summaries -------------------------------------------------------------------------
+
+    def counts_for_day(self, occurrence: dt.date) -> list[dict[str, Any]]:
+        """One dict per touch of the day: rule, channel, tier, status and reason."""
+        out = []
+        for state in self.states_for_day(occurrence):
+            out.append(
+                {
+                    "rule_id": state.row.rule_id,
+                    "channel": state.row.channel,
+                    "tier": state.row.tier,
+                    "status": state.status.value,
+                    "reason": state.reason,
+                    "send_at": _aware(state.row.send_at),
+                }
+            )
+        return out

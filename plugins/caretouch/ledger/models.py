@@ -1,0 +1,86 @@
+"""Ledger tables. Rows are only ever inserted: a status change is a new ``touch_events`` row.
+
+- ``touches``: one row per idempotency key (rule, subject, occurrence); the key is UNIQUE, so
+  two runs racing on the same day cannot both create it.
+- ``touch_attempts``: one row per attempt to deliver the touch on a channel, with the rendered
+  content and its hashes; ``(touch_id, attempt_no)`` is UNIQUE, which makes inserting an
+  attempt the atomic claim that stops two workers sending the same touch.
+- ``touch_events``: the status history (planned, sending, sent, failed, suppressed, ...).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class LedgerBase(DeclarativeBase):
+    """Declarative base of the ledger tables."""
+
+
+class TouchRow(LedgerBase):
+    __tablename__ = "touches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    touch_key: Mapped[str] = mapped_column(String(300), unique=True, nullable=False)
+    rule_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    rule_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    category: Mapped[str] = mapped_column(String(16), nullable=False)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False)
+    subject_kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    subject_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    policy_id: Mapped[str | None] = mapped_column(String(64))
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    occurrence: Mapped[dt.date] = mapped_column(Date, nullable=False, index=True)
+    send_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    locale: Mapped[str] = mapped_column(String(8), nullable=False)
+    tier: Mapped[str] = mapped_column(String(1), nullable=False)
+    # The channel chosen at planning time (null when suppressed for want of one), and the
+    # facts the templates are rendered from, frozen when the touch was planned.
+    channel: Mapped[str | None] = mapped_column(String(16))
+    template_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(250), nullable=False)
+
+
+class Attempt(LedgerBase):
+    __tablename__ = "touch_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    touch_id: Mapped[int] = mapped_column(ForeignKey("touches.id"), nullable=False)
+    attempt_no: Mapped[int] = mapped_column(Integer, nullable=False)
+    channel: Mapped[str] = mapped_column(String(16), nullable=False)
+    transport: Mapped[str] = mapped_column(String(32), nullable=False)
+    recipient: Mapped[str] = mapped_column(String(320), nullable=False)
+    template_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    template_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(250), nullable=False)
+
+    __table_args__ = (UniqueConstraint("touch_id", "attempt_no", name="uq_attempt_touch_no"),)
+
+
+class TouchEvent(LedgerBase):
+    __tablename__ = "touch_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    touch_id: Mapped[int] = mapped_column(ForeignKey("touches.id"), nullable=False)
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("touch_attempts.id"))
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(250), nullable=False)
+
+    __table_args__ = (Index("ix_touch_events_touch_id_id", "touch_id", "id"),)

@@ -1,0 +1,100 @@
+"""A candidate touch: one rule, one subject, one occurrence, and the decision about it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..rules.model import Rule, TriggerKind
+from ..vocab import Channel, Decision, SubjectKind, SuppressionReason
+
+
+def touch_key(rule_id: str, subject: SubjectKind, subject_id: str, occurrence: dt.date) -> str:
+    """The idempotency key: (rule, subject, occurrence). The channel is not part of it."""
+    return f"{rule_id}|{subject.value}:{subject_id}|{occurrence.isoformat()}"
+
+
+@dataclass
+class Touch:
+    rule: Rule
+    customer: dict[str, Any]
+    policy: dict[str, Any] | None
+    event: dict[str, Any] | None
+    occurrence: dt.date
+    send_at: dt.datetime  # UTC
+    timezone: str
+    channel: Channel | None = None
+    decision: Decision = Decision.SEND
+    reason: SuppressionReason | None = None
+    explain: list[str] = field(default_factory=list)
+    years: int | None = None
+    days: int | None = None
+
+    @property
+    def subject(self) -> SubjectKind:
+        return self.rule.trigger.subject
+
+    @property
+    def subject_id(self) -> str:
+        if self.subject is SubjectKind.EVENT:
+            assert self.event is not None
+            return str(self.event["event_id"])
+        if self.subject is SubjectKind.POLICY:
+            assert self.policy is not None
+            return str(self.policy["policy_id"])
+        return str(self.customer["customer_id"])
+
+    @property
+    def key(self) -> str:
+        return touch_key(self.rule.id, self.subject, self.subject_id, self.occurrence)
+
+    @property
+    def customer_id(self) -> str:
+        return str(self.customer["customer_id"])
+
+    def suppress(self, reason: SuppressionReason, why: str) -> None:
+        self.decision = Decision.SUPPRESS
+        self.reason = reason
+        self.explain.append(f"suppressed ({reason.value}): {why}")
+
+    def template_context(self) -> dict[str, Any]:
+        """The variables the rule's templates see (``rules.model.template_variables``)."""
+        from ..rules.model import FIELDS
+
+        def visible(table: str, row: dict[str, Any] | None) -> dict[str, Any] | None:
+            if row is None:
+                return None
+            return {
+                col: value
+                for col, value in row.items()
+                if f"{table}.{col}" in FIELDS and FIELDS[f"{table}.{col}"].in_templates
+            }
+
+        ctx: dict[str, Any] = {
+            "occurrence": self.occurrence,
+            "rule_id": self.rule.id,
+            "customer": visible("customer", self.customer),
+        }
+        for table in self.rule.trigger.tables:
+            if table != "customer":
+                ctx[table] = visible(table, getattr(self, table))
+        if self.rule.trigger.kind is TriggerKind.ANNIVERSARY:
+            ctx["years"] = self.years
+        if self.rule.trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
+            ctx["days"] = self.days
+        return ctx
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``care plan --format json`` line (SPEC section 10)."""
+        return {
+            "rule_id": self.rule.id,
+            "customer_id": self.customer_id,
+            "policy_id": (self.policy or {}).get("policy_id"),
+            "event_id": (self.event or {}).get("event_id"),
+            "occurrence": self.occurrence.isoformat(),
+            "channel": self.channel.value if self.channel else None,
+            "send_at": self.send_at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "decision": self.decision.value,
+            "reason": self.reason.value if self.reason else None,
+        }

@@ -1,0 +1,166 @@
+"""The contact policy (SPEC section 6): it stands above every rule.
+
+It decides which channel may reach a customer (a valid address and the matching consent;
+marketing also needs marketing consent), keeps messages out of quiet hours, and caps how many
+touches one customer gets in a local day. It is read from ``care_rules/policy.yaml``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import Location, ValidationError, ValidationFailed
+from .rules.checks import schema_errors
+from .rules.schema import POLICY_FILE_SCHEMA
+from .rules.yamlpos import load_with_positions
+from .vocab import Category, Channel
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+def _parse_time(text: str) -> dt.time:
+    hours, minutes = text.split(":")
+    return dt.time(int(hours), int(minutes))
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """Local hours in which nothing is sent; may wrap midnight (21:00-08:00)."""
+
+    start: dt.time = dt.time(21, 0)
+    end: dt.time = dt.time(8, 0)
+
+    def contains(self, t: dt.time) -> bool:
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+    def next_allowed(self, local: dt.datetime) -> dt.datetime:
+        """``local`` itself if allowed, else the end of the quiet period it falls in."""
+        if not self.contains(local.timetz().replace(tzinfo=None)):
+            return local
+        candidate = local.replace(
+            hour=self.end.hour, minute=self.end.minute, second=0, microsecond=0
+        )
+        if candidate <= local:
+            candidate = (local + dt.timedelta(days=1)).replace(
+                hour=self.end.hour, minute=self.end.minute, second=0, microsecond=0
+            )
+        return candidate
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass(frozen=True)
+class ContactPolicy:
+    default_timezone: str = DEFAULT_TIMEZONE
+    quiet_hours: QuietHours = QuietHours()
+    per_day_cap: int | None = None
+    source: Location | None = None
+    file_hash: str = ""
+
+    def zone(self, name: str | None) -> ZoneInfo:
+        """The customer's zone; the default one when none is recorded or it is unknown."""
+        return _zone(name or self.default_timezone) or _zone(self.default_timezone) or ZoneInfo("UTC")
+
+    def usable_channel(
+        self,
+        preference: tuple[Channel, ...],
+        category: Category,
+        *,
+        phone: str | None,
+        email: str | None,
+        consent_sms: bool,
+        consent_email: bool,
+        consent_marketing: bool,
+    ) -> Channel | None:
+        """The first channel in ``preference`` with a valid address and consent, or None."""
+        if category is Category.MARKETING and not consent_marketing:
+            return None
+        for channel in preference:
+            if channel is Channel.SMS and consent_sms and phone_is_valid(phone):
+                return channel
+            if channel is Channel.EMAIL and consent_email and email_is_valid(email):
+                return channel
+        return None
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def timezone_is_valid(name: str) -> bool:
+    return _zone(name) is not None
+
+
+@lru_cache(maxsize=65536)
+def phone_is_valid(phone: str | None) -> bool:
+    """True for a dialable E.164 number (``+`` and country code), per ``phonenumbers``."""
+    if not phone or not phone.startswith("+"):
+        return False
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(parsed)
+
+
+@lru_cache(maxsize=65536)
+def email_is_valid(email: str | None) -> bool:
+    """True when the address passes ``email-validator``'s syntax checks (no DNS lookup)."""
+    if not email:
+        return False
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def load_policy(path: str | Path) -> ContactPolicy:
+    """Read ``policy.yaml``; a missing file gives the defaults. Raises ``ValidationFailed``."""
+    path = Path(path)
+    if not path.is_file():
+        return ContactPolicy()
+    raw = path.read_bytes()
+    data, pos = load_with_positions(raw.decode("utf-8"), str(path))
+    data = data if data is not None else {}
+    errors = schema_errors(data, POLICY_FILE_SCHEMA, pos)
+    if errors:
+        raise ValidationFailed(errors)
+    tz = data.get("default_timezone", DEFAULT_TIMEZONE)
+    if not timezone_is_valid(tz):
+        raise ValidationFailed(
+            [
+                ValidationError(
+                    f"unknown time zone {tz!r} (use an IANA name like Asia/Shanghai)",
+                    location=pos.at(("default_timezone",)),
+                )
+            ]
+        )
+    quiet: dict[str, Any] = data.get("quiet_hours") or {}
+    return ContactPolicy(
+        default_timezone=tz,
+        quiet_hours=QuietHours(
+            _parse_time(quiet.get("start", "21:00")), _parse_time(quiet.get("end", "08:00"))
+        ),
+        per_day_cap=(data.get("caps") or {}).get("per_day"),
+        source=Location(str(path)),
+        file_hash=hashlib.sha256(raw).hexdigest(),
+    )

@@ -1,0 +1,60 @@
+"""``care preview``: a rule's message for one real customer, rendered as it would be sent."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from .errors import CareError
+from .mask import mask_recipient
+from .plan import Touch, plan_day
+from .vocab import Channel
+
+if TYPE_CHECKING:
+    from .runner import Engine
+
+def _find_touch(engine: Engine, rule_id: str, customer_id: str, day: dt.date) -> Touch | None:
+    for touch in plan_day(engine.store, engine.ruleset, day, rule_ids=[rule_id]):
+        if touch.customer_id == customer_id:
+            return touch
+    return None
+
+
+def preview_touch(
+    engine: Engine, rule_id: str, customer_id: str, day: dt.date, channel: str | None
+) -> str:
+    """The message text (masked recipient), the decision and why, for one customer and day."""
+    try:
+        engine.ruleset.by_id(rule_id)
+    except KeyError:
+        known = ", ".join(r.id for r in engine.ruleset.rules)
+        raise CareError(f"unknown or invalid rule {rule_id!r}; loaded rules: {known}") from None
+    touch = _find_touch(engine, rule_id, customer_id, day)
+    if touch is None:
+        raise CareError(
+            f"rule {rule_id} has no touch for customer {customer_id} on {day}: "
+            "the trigger or the audience does not match (see `care plan --explain`)"
+        )
+    chosen = Channel(channel) if channel else touch.channel
+    lines = [
+        f"rule {rule_id}, customer {customer_id}, occurrence {touch.occurrence}",
+        f"decision: {touch.decision.value}" + (f" ({touch.reason.value})" if touch.reason else ""),
+    ]
+    lines += [f"  {why}" for why in touch.explain]
+    if chosen is None:
+        chosen = touch.rule.channels[0]
+        lines.append(f"(no usable channel; showing {chosen.value})")
+    locale = touch.customer.get("locale") or "zh-CN"
+    message = engine.templates.render(touch.rule.template, chosen, locale, touch.template_context())
+    address = touch.customer.get("phone") if chosen is Channel.SMS else touch.customer.get("email")
+    lines += [
+        f"channel: {chosen.value}, locale {locale}, to {mask_recipient(address)}",
+        f"send at: {touch.send_at:%Y-%m-%d %H:%M}Z ({touch.timezone})",
+        "",
+    ]
+    if message.subject is not None:
+        lines += [f"Subject: {message.subject}", ""]
+    lines.append(message.body)
+    if message.html is not None:
+        lines += ["", "--- HTML ---", message.html]
+    return "\n".join(lines)

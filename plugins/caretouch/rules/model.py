@@ -1,0 +1,195 @@
+"""What a loaded, validated rule is. Built by ``rules.loader``; compiled by ``rules.sql``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union
+
+from ..dates import LeapDayPolicy
+from ..errors import Location
+from ..vocab import (
+    BirthdayCalendar,
+    Category,
+    Channel,
+    CustomerStatus,
+    Locale,
+    PolicyStatus,
+    SubjectKind,
+    Tier,
+)
+
+
+class TriggerKind(str, Enum):
+    ANNIVERSARY = "anniversary"
+    DAYS_BEFORE = "days_before"
+    DAYS_AFTER = "days_after"
+    EVENT = "event"
+
+
+class FieldType(str, Enum):
+    TEXT = "text"
+    DATE = "date"
+    DATETIME = "datetime"
+    BOOL = "bool"
+    NUMBER = "number"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A field a rule may name, e.g. ``customer.tier``."""
+
+    table: str
+    column: str
+    type: FieldType
+    choices: tuple[str, ...] = ()  # closed vocabulary, if any
+    in_templates: bool = True  # personal contact data is kept out of templates
+
+    @property
+    def name(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+def _enum_values(enum: type[Enum]) -> tuple[str, ...]:
+    return tuple(str(m.value) for m in enum)  # type: ignore[attr-defined]
+
+
+FIELDS: dict[str, FieldSpec] = {
+    f.name: f
+    for f in (
+        FieldSpec("customer", "customer_id", FieldType.TEXT),
+        FieldSpec("customer", "name", FieldType.TEXT),
+        FieldSpec("customer", "birth_date", FieldType.DATE),
+        FieldSpec(
+            "customer", "birthday_calendar", FieldType.TEXT, _enum_values(BirthdayCalendar)
+        ),
+        FieldSpec("customer", "phone", FieldType.TEXT, in_templates=False),
+        FieldSpec("customer", "email", FieldType.TEXT, in_templates=False),
+        FieldSpec("customer", "locale", FieldType.TEXT, _enum_values(Locale)),
+        FieldSpec("customer", "timezone", FieldType.TEXT),
+        FieldSpec("customer", "tier", FieldType.TEXT, _enum_values(Tier)),
+        FieldSpec("customer", "status", FieldType.TEXT, _enum_values(CustomerStatus)),
+        FieldSpec("customer", "consent_sms", FieldType.BOOL, in_templates=False),
+        FieldSpec("customer", "consent_email", FieldType.BOOL, in_templates=False),
+        FieldSpec("customer", "consent_marketing", FieldType.BOOL, in_templates=False),
+        FieldSpec("policy", "policy_id", FieldType.TEXT),
+        FieldSpec("policy", "customer_id", FieldType.TEXT),
+        FieldSpec("policy", "product", FieldType.TEXT),
+        FieldSpec("policy", "start_date", FieldType.DATE),
+        FieldSpec("policy", "renewal_date", FieldType.DATE),
+        FieldSpec("policy", "status", FieldType.TEXT, _enum_values(PolicyStatus)),
+        FieldSpec("policy", "premium", FieldType.NUMBER),
+        FieldSpec("event", "event_id", FieldType.TEXT),
+        FieldSpec("event", "type", FieldType.TEXT),
+        FieldSpec("event", "customer_id", FieldType.TEXT),
+        FieldSpec("event", "policy_id", FieldType.TEXT),
+        FieldSpec("event", "occurred_at", FieldType.DATETIME),
+        FieldSpec("event", "payload", FieldType.JSON),
+    )
+}
+
+DATE_TRIGGER_FIELDS = ("customer.birth_date", "policy.start_date", "policy.renewal_date")
+
+
+class Op(str, Enum):
+    EQ = "eq"
+    NE = "ne"
+    IN = "in"
+    NOT_IN = "not_in"
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+    IS_NULL = "is_null"
+
+
+@dataclass(frozen=True)
+class Compare:
+    field: FieldSpec
+    op: Op
+    value: Any
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Condition
+
+
+Condition = Union[Compare, AllOf, AnyOf, Not]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: TriggerKind
+    field: FieldSpec | None = None  # date triggers
+    offsets: tuple[int, ...] = ()  # days_before / days_after
+    years_min: int = 0  # anniversary
+    leap_day: LeapDayPolicy = LeapDayPolicy.FEB28  # anniversary
+    event_type: str | None = None  # event
+    delay_days: int = 0  # event
+
+    @property
+    def subject(self) -> SubjectKind:
+        """What one occurrence of this trigger is about (the idempotency key's subject)."""
+        if self.kind is TriggerKind.EVENT:
+            return SubjectKind.EVENT
+        assert self.field is not None
+        return SubjectKind.POLICY if self.field.table == "policy" else SubjectKind.CUSTOMER
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Tables whose fields a rule with this trigger may use."""
+        if self.kind is TriggerKind.EVENT:
+            return ("customer", "event", "policy")
+        if self.subject is SubjectKind.POLICY:
+            return ("customer", "policy")
+        return ("customer",)
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    description: str
+    trigger: Trigger
+    audience: Condition | None
+    channels: tuple[Channel, ...]
+    template: str
+    category: Category
+    priority: int
+    send_time: dt.time
+    source: Location
+    file_hash: str = field(compare=False)
+
+    def __str__(self) -> str:
+        return f"rule {self.id} ({self.source})"
+
+
+def template_variables(trigger: Trigger) -> dict[str, frozenset[str] | None]:
+    """The variables a rule's templates may use, with the attributes each offers.
+
+    The planner builds exactly this context (``plan.candidates.template_context``);
+    validation checks templates against it, so an undefined variable is caught at
+    ``care validate`` rather than at send time.
+    """
+    variables: dict[str, frozenset[str] | None] = {"occurrence": None, "rule_id": None}
+    for table in trigger.tables:
+        variables[table] = frozenset(
+            f.column for f in FIELDS.values() if f.table == table and f.in_templates
+        )
+    if trigger.kind is TriggerKind.ANNIVERSARY:
+        variables["years"] = None
+    if trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
+        variables["days"] = None
+    return variables

@@ -1,0 +1,179 @@
+"""The JSON Schema of rule files and of the contact policy file.
+
+It is the single source of the files' structure: the loader validates against it (and turns
+its errors into ``file:line:col`` messages), and ``care schema`` publishes it as
+``care_rules/rule.schema.json`` so that editors can autocomplete and check as you type.
+Semantics the schema cannot express (field names, templates, quiet hours) are checked by the
+loader afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..vocab import Category, Channel
+
+_TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+_DATE_FIELD = {
+    "type": "string",
+    "description": "A date column: customer.birth_date, policy.start_date or policy.renewal_date.",
+    "examples": ["customer.birth_date", "policy.start_date", "policy.renewal_date"],
+}
+
+_CONDITION: dict[str, Any] = {
+    "description": (
+        "One condition: a field name mapped to a value (equality) or to an operator "
+        "({eq|ne|in|not_in|lt|le|gt|ge|is_null: ...}), or a combinator all/any (lists) or not."
+    ),
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        "all": {"type": "array", "items": {"$ref": "#/$defs/condition"}, "minItems": 1},
+        "any": {"type": "array", "items": {"$ref": "#/$defs/condition"}, "minItems": 1},
+        "not": {"$ref": "#/$defs/condition"},
+    },
+}
+
+
+def _trigger_branch(kind: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+        "then": {
+            "properties": {"kind": {"const": kind}, **properties},
+            "required": ["kind", *required],
+            "additionalProperties": False,
+        },
+    }
+
+
+_TRIGGER: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind"],
+    "properties": {
+        "kind": {"enum": ["anniversary", "days_before", "days_after", "event"]},
+    },
+    "allOf": [
+        _trigger_branch(
+            "anniversary",
+            {
+                "field": _DATE_FIELD,
+                "years_min": {"type": "integer", "minimum": 0, "default": 0},
+                "leap_day": {"enum": ["feb28", "mar1"], "default": "feb28"},
+            },
+            ["field"],
+        ),
+        _trigger_branch(
+            "days_before",
+            {
+                "field": _DATE_FIELD,
+                "offsets": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0, "maximum": 3660},
+                    "minItems": 1,
+                    "uniqueItems": True,
+                },
+            },
+            ["field", "offsets"],
+        ),
+        _trigger_branch(
+            "days_after",
+            {
+                "field": _DATE_FIELD,
+                "offsets": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0, "maximum": 3660},
+                    "minItems": 1,
+                    "uniqueItems": True,
+                },
+            },
+            ["field", "offsets"],
+        ),
+        _trigger_branch(
+            "event",
+            {
+                "type": {"type": "string", "minLength": 1, "examples": ["policy_purchased"]},
+                "delay_days": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 365,
+                    "description": "Local days after the event's local date (1 = next day).",
+                },
+            },
+            ["type", "delay_days"],
+        ),
+    ],
+}
+
+RULE_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string", "pattern": r"^[a-z][a-z0-9-]*$"},
+    "description": {"type": "string", "minLength": 1},
+    "trigger": _TRIGGER,
+    "audience": {"$ref": "#/$defs/condition"},
+    "channels": {
+        "type": "array",
+        "items": {"enum": [c.value for c in Channel]},
+        "minItems": 1,
+        "uniqueItems": True,
+    },
+    "template": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]*$"},
+    "category": {"enum": [c.value for c in Category]},
+    "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
+    "send_time": {**_TIME, "default": "09:00", "description": "Local time of day, HH:MM."},
+}
+
+RULE_FILE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://caretouch.dev/schema/rule-file.json",
+    "title": "Caretouch rule file",
+    "type": "object",
+    "required": ["rules"],
+    "additionalProperties": False,
+    "properties": {
+        "version": {"const": 1},
+        "rules": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": [
+                    "id",
+                    "description",
+                    "trigger",
+                    "channels",
+                    "template",
+                    "category",
+                    "priority",
+                ],
+                "additionalProperties": False,
+                "properties": RULE_PROPERTIES,
+            },
+        },
+    },
+    "$defs": {"condition": _CONDITION},
+}
+
+POLICY_FILE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://caretouch.dev/schema/policy-file.json",
+    "title": "Caretouch contact policy",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "version": {"const": 1},
+        "default_timezone": {"type": "string", "minLength": 1, "default": "Asia/Shanghai"},
+        "quiet_hours": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["start", "end"],
+            "properties": {"start": _TIME, "end": _TIME},
+        },
+        "caps": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "per_day": {"type": "integer", "minimum": 1},
+            },
+        },
+    },
+}

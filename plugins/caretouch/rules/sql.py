@@ -1,0 +1,155 @@
+"""Compiling rules to SQL: triggers and audience filters are evaluated in the database.
+
+Each trigger becomes one or more SELECTs whose WHERE clause starts with a condition on an
+indexed column (a month-day key, a renewal date, an event type and time), so the rows read grow
+with the touches due on the day, not with the size of the store. The audience filter is ANDed
+onto the same SELECT.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, not_, or_, select, true
+from sqlalchemy.sql.schema import Table
+
+from ..dates import anniversary_keys, lunar_anniversary_keys
+from ..store.models import Customer, Event, Policy
+from ..vocab import BirthdayCalendar
+from .model import AllOf, AnyOf, Compare, Condition, Not, Op, Rule, TriggerKind
+
+# Events are stored in UTC; a local calendar day spans at most these hours either side.
+_MAX_OFFSET = dt.timedelta(hours=14)
+
+TABLES: dict[str, Table] = {
+    "customer": Customer.__table__,  # type: ignore[dict-item]
+    "policy": Policy.__table__,  # type: ignore[dict-item]
+    "event": Event.__table__,  # type: ignore[dict-item]
+}
+PREFIX = {"customer": "c_", "policy": "p_", "event": "e_"}
+
+
+def compile_condition(cond: Condition) -> ColumnElement[bool]:
+    """An audience condition as a SQL boolean expression over the store tables."""
+    if isinstance(cond, AllOf):
+        return and_(*(compile_condition(c) for c in cond.items))
+    if isinstance(cond, AnyOf):
+        return or_(*(compile_condition(c) for c in cond.items))
+    if isinstance(cond, Not):
+        return not_(compile_condition(cond.item))
+    assert isinstance(cond, Compare)
+    col = TABLES[cond.field.table].c[cond.field.column]
+    value: Any = cond.value
+    if cond.op is Op.IS_NULL:
+        return col.is_(None) if value else col.is_not(None)
+    ops = {
+        Op.EQ: lambda: col == value,
+        Op.NE: lambda: or_(col != value, col.is_(None)),
+        Op.IN: lambda: col.in_(value),
+        Op.NOT_IN: lambda: or_(col.not_in(value), col.is_(None)),
+        Op.LT: lambda: col < value,
+        Op.LE: lambda: col <= value,
+        Op.GT: lambda: col > value,
+        Op.GE: lambda: col >= value,
+    }
+    return ops[cond.op]()
+
+
+def _columns(tables: tuple[str, ...]) -> list[Any]:
+    cols: list[Any] = []
+    for name in tables:
+        table = TABLES[name]
+        cols.extend(c.label(PREFIX[name] + c.name) for c in table.c if c.name != "id")
+    return cols
+
+
+def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
+    """SELECTs returning every (customer, policy, event) row the rule may touch on ``day``.
+
+    They may return a few rows more than are due (e.g. events near the edge of the local
+    day); ``plan.candidates`` makes the exact, time-zone-aware decision in Python.
+    """
+    trig = rule.trigger
+    customers = TABLES["customer"]
+    policies = TABLES["policy"]
+    events = TABLES["event"]
+    audience = compile_condition(rule.audience) if rule.audience is not None else true()
+    wheres: list[ColumnElement[bool]] = []
+
+    if trig.kind is TriggerKind.EVENT:
+        first = day - dt.timedelta(days=trig.delay_days)
+        lo = dt.datetime.combine(first, dt.time(), dt.timezone.utc) - _MAX_OFFSET
+        hi = dt.datetime.combine(first + dt.timedelta(days=1), dt.time(), dt.timezone.utc) + _MAX_OFFSET
+        stmt = (
+            select(*_columns(("customer", "event", "policy")))
+            .select_from(events)
+            .join(customers, customers.c.customer_id == events.c.customer_id)
+            .outerjoin(policies, policies.c.policy_id == events.c.policy_id)
+            .where(events.c.type == trig.event_type)
+            .where(events.c.occurred_at >= lo)
+            .where(events.c.occurred_at < hi)
+            .where(audience)
+        )
+        return [stmt]
+
+    assert trig.field is not None
+    field = trig.field
+    if field.table == "policy":
+        base = (
+            select(*_columns(("customer", "policy")))
+            .select_from(policies)
+            .join(customers, customers.c.customer_id == policies.c.customer_id)
+        )
+    else:
+        base = select(*_columns(("customer",))).select_from(customers)
+
+    col = TABLES[field.table].c[field.column]
+    if trig.kind is TriggerKind.ANNIVERSARY:
+        keys = anniversary_keys(day, trig.leap_day)
+        if field.name == "customer.birth_date":
+            wheres.append(
+                and_(
+                    customers.c.birth_md.in_(keys),
+                    customers.c.birthday_calendar == BirthdayCalendar.GREGORIAN.value,
+                )
+            )
+            lunar_keys = lunar_anniversary_keys(day)
+            selects = [base.where(*wheres, col <= day, audience)]
+            if lunar_keys:
+                selects.append(
+                    base.where(
+                        customers.c.birth_lunar_md.in_(lunar_keys),
+                        customers.c.birthday_calendar == BirthdayCalendar.LUNAR.value,
+                        col <= day,
+                        audience,
+                    )
+                )
+            return selects
+        md_col = policies.c.start_md if field.column == "start_date" else None
+        if md_col is None:
+            # An anniversary of another date column has no month-day index; it is rare and
+            # stays correct, only slower (documented in docs/rules.md).
+            return [base.where(col.is_not(None), col <= day, audience)]
+        return [base.where(md_col.in_(keys), col <= day, audience)]
+
+    sign = 1 if trig.kind is TriggerKind.DAYS_BEFORE else -1
+    dates = [day + dt.timedelta(days=sign * o) for o in trig.offsets]
+    return [base.where(col.in_(dates), audience)]
+
+
+def split_row(row: Any) -> dict[str, dict[str, Any] | None]:
+    """A result row as ``{"customer": {...}, "policy": {...} | None, "event": {...} | None}``."""
+    mapping = row._mapping
+    out: dict[str, dict[str, Any] | None] = {}
+    for name, prefix in PREFIX.items():
+        values = {k[len(prefix) :]: v for k, v in mapping.items() if k.startswith(prefix)}
+        if not values:
+            out[name] = None
+            continue
+        key = ID_KEYS[name]
+        out[name] = values if values.get(key) is not None else None
+    return out
+
+
+ID_KEYS = {"customer": "customer_id", "policy": "policy_id", "event": "event_id"}

@@ -1,0 +1,287 @@
+"""Running a day: plan -> record -> render -> send -> record, safe to rerun at any point.
+
+The CLI (``care run``) and the Airflow DAGs call these same functions. Nothing here reads the
+clock: ``now`` is always an argument.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from .channels.base import OutboundMessage, SendResult, Transport
+from .channels.outbox import OutboxTransport
+from .config import CareConfig
+from .errors import RenderError
+from .ledger import Ledger, TouchState
+from .ledger.models import Attempt
+from .mask import scrub
+from .plan import plan_day
+from .policy import ContactPolicy
+from .render import RenderedMessage, TemplateStore
+from .rules.loader import RuleSet, load_rules
+from .store.db import Store, open_store
+from .store.models import Customer
+from .vocab import Channel, Outcome, SuppressionReason, TouchStatus
+
+log = logging.getLogger("caretouch.run")
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass
+class Engine:
+    """Everything a run needs, opened once."""
+
+    config: CareConfig
+    store: Store
+    templates: TemplateStore
+    ruleset: RuleSet
+    transports: dict[Channel, Transport]
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.store)
+
+    @property
+    def policy(self) -> ContactPolicy:
+        return self.ruleset.policy
+
+    @classmethod
+    def open(cls, config: CareConfig, transports: dict[Channel, Transport] | None = None) -> Engine:
+        templates = TemplateStore(config.templates_dir)
+        ruleset = load_rules(config.rules_dir, templates)
+        store = open_store(config.store_url)
+        if transports is None:
+            transports = {ch: OutboxTransport(ch, config.outbox_dir) for ch in Channel}
+        return cls(config, store, templates, ruleset, transports)
+
+
+@dataclass
+class SendReport:
+    """What one call of ``send_touches`` did, by outcome."""
+
+    sent: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    waiting: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    retry: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def merge(self, other: SendReport) -> SendReport:
+        for name in ("sent", "failed", "suppressed", "waiting", "skipped", "unknown", "retry"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.extend(other.failures)
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            k: getattr(self, k)
+            for k in ("sent", "failed", "suppressed", "waiting", "skipped", "unknown", "retry")
+        }
+
+
+def plan_and_record(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> list[int]:
+    """Plan ``day`` and record it in the ledger; returns the ids of touches waiting to go."""
+    ledger = engine.ledger
+    touches = plan_day(engine.store, engine.ruleset, day, is_final=ledger.final_keys)
+    record = ledger.record_plan(touches, run_id=run_id, now=now)
+    log.info(
+        "planned %s: %d candidates, %d new, %d re-planned, %d suppressed, %d unchanged",
+        day,
+        len(touches),
+        record.new,
+        record.replanned,
+        record.suppressed,
+        record.unchanged,
+    )
+    return list(record.planned_ids or [])
+
+
+def _message(state: TouchState, attempt: Attempt, rendered: RenderedMessage) -> OutboundMessage:
+    return OutboundMessage(
+        touch_key=state.row.touch_key,
+        attempt_no=attempt.attempt_no,
+        channel=Channel(attempt.channel),
+        recipient=attempt.recipient,
+        body=rendered.body,
+        subject=rendered.subject,
+        html=rendered.html,
+        occurrence=state.row.occurrence.isoformat(),
+        metadata={"rule_id": state.row.rule_id, "customer_id": state.row.customer_id},
+    )
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+def _record_result(
+    engine: Engine, state: TouchState, attempt: Attempt, result: SendResult, report: SendReport, *, run_id: str, now: dt.datetime
+) -> None:
+    ledger = engine.ledger
+    detail = {"detail": scrub(result.detail)} if result.detail else None
+    if result.outcome is Outcome.SENT:
+        ledger.append(state.id, TouchStatus.SENT, attempt_id=attempt.id, provider_message_id=result.provider_message_id, detail=detail, run_id=run_id, now=now)
+        report.sent += 1
+        return
+    if result.outcome is Outcome.RETRYABLE_FAILURE and attempt.attempt_no < MAX_ATTEMPTS:
+        ledger.append(state.id, TouchStatus.PLANNED, attempt_id=attempt.id, reason="retry", detail=detail, run_id=run_id, now=now)
+        report.retry += 1
+        return
+    if result.outcome is Outcome.UNKNOWN:
+        ledger.append(state.id, TouchStatus.UNKNOWN, attempt_id=attempt.id, reason="unknown", detail=detail, run_id=run_id, now=now)
+        report.unknown += 1
+        return
+    reason = {
+        Outcome.REJECTED_INVALID_RECIPIENT: "invalid_recipient",
+        Outcome.REJECTED_OPTED_OUT: "opted_out",
+        Outcome.RETRYABLE_FAILURE: "retries_exhausted",
+    }.get(result.outcome, "provider_error")
+    ledger.append(state.id, TouchStatus.FAILED, attempt_id=attempt.id, reason=reason, detail=detail, run_id=run_id, now=now)
+    report.failed += 1
+    report.failures.append(f"{state.row.touch_key}: {reason}: {scrub(result.detail)}")
+
+
+def _recipient(engine: Engine, state: TouchState, customer: Customer | None) -> tuple[Channel | None, str | None, str]:
+    """The channel and address to use now, re-checked against the customer's current data."""
+    if customer is None:
+        return None, None, "customer no longer in the store"
+    if customer.status != "active":
+        return None, None, f"customer status is {customer.status}"
+    wanted = Channel(state.row.channel) if state.row.channel else None
+    try:
+        rule = engine.ruleset.by_id(state.row.rule_id)
+        preference = rule.channels
+        category = rule.category
+    except KeyError:
+        return None, None, f"rule {state.row.rule_id} is no longer loaded"
+    channel = engine.policy.usable_channel(
+        preference,
+        category,
+        phone=customer.phone,
+        email=customer.email,
+        consent_sms=customer.consent_sms,
+        consent_email=customer.consent_email,
+        consent_marketing=customer.consent_marketing,
+    )
+    if channel is None:
+        return None, None, "no usable channel any more (consent or address changed)"
+    if wanted is not None and channel is not wanted:
+        log.info("touch %s: channel changed from %s to %s since planning", state.row.touch_key, wanted, channel)
+    address = customer.phone if channel is Channel.SMS else customer.email
+    return channel, address, ""
+
+
+def send_touches(
+    engine: Engine, touch_ids: Iterable[int], *, run_id: str, now: dt.datetime
+) -> SendReport:
+    """Send the given touches whose time has come; skip those handled elsewhere.
+
+    A touch is sent when its ``send_at`` has passed and the customer's local time is outside
+    quiet hours; otherwise it stays ``planned`` and a later run (or ``care_dispatch``) sends it.
+    """
+    report = SendReport()
+    states = engine.ledger.states(list(touch_ids))
+    customer_ids = {s.row.customer_id for s in states}
+    with engine.store.session() as session:
+        customers = {
+            c.customer_id: c
+            for c in session.scalars(select(Customer).where(Customer.customer_id.in_(customer_ids)))
+        } if customer_ids else {}
+    for state in states:
+        if state.status is not TouchStatus.PLANNED:
+            report.skipped += 1
+            continue
+        local_now = now.astimezone(engine.policy.zone(state.row.timezone))
+        if _aware(state.row.send_at) > now or engine.policy.quiet_hours.contains(local_now.time()):
+            report.waiting += 1
+            continue
+        channel, address, why = _recipient(engine, state, customers.get(state.row.customer_id))
+        if channel is None or address is None:
+            engine.ledger.append(state.id, TouchStatus.SUPPRESSED, reason=SuppressionReason.NO_CONTACT.value, detail={"explain": [why]}, run_id=run_id, now=now)
+            report.suppressed += 1
+            continue
+        transport = engine.transports[channel]
+        locale = state.row.locale
+        try:
+            rendered = engine.templates.render(state.row.template_id, channel, locale, state.context)
+        except RenderError as exc:
+            engine.ledger.append(state.id, TouchStatus.FAILED, reason="render_error", detail={"detail": str(exc)}, run_id=run_id, now=now)
+            report.failed += 1
+            report.failures.append(f"{state.row.touch_key}: render_error: {exc}")
+            log.error("touch %s: %s", state.row.touch_key, exc)
+            continue
+        attempt = engine.ledger.claim(
+            state,
+            channel=channel.value,
+            transport=transport.name,
+            recipient=address,
+            template_hash=engine.templates.template_hash(state.row.template_id, channel, locale),
+            message=rendered,
+            run_id=run_id,
+            now=now,
+        )
+        if attempt is None:
+            report.skipped += 1
+            continue
+        result = transport.send(_message(state, attempt, rendered))
+        _record_result(engine, state, attempt, result, report, run_id=run_id, now=now)
+    return report
+
+
+def recover_in_flight(
+    engine: Engine, *, run_id: str, now: dt.datetime, day: dt.date | None = None
+) -> SendReport:
+    """Settle touches left in ``sending`` by a crash, asking the provider where it can answer.
+
+    Found at the provider: ``sent``. Certainly not there: ``planned`` again, to be sent.
+    The provider cannot tell: ``unknown``, for a person to review; never sent again blindly.
+    """
+    report = SendReport()
+    ledger = engine.ledger
+    ids = ledger.touch_ids_in_status({TouchStatus.SENDING}, day=day)
+    for state in ledger.states(ids):
+        if state.status is not TouchStatus.SENDING:
+            continue
+        attempt = ledger.attempts(state.id)[-1]
+        transport = engine.transports.get(Channel(attempt.channel))
+        rendered = RenderedMessage(Channel(attempt.channel), body=attempt.body or "", subject=attempt.subject, html=attempt.html)
+        answer = transport.reconcile(_message(state, attempt, rendered)) if transport and transport.name == attempt.transport else None
+        if answer is not None and answer.outcome is Outcome.SENT:
+            ledger.append(state.id, TouchStatus.SENT, attempt_id=attempt.id, provider_message_id=answer.provider_message_id, detail={"detail": "reconciled: " + answer.detail}, run_id=run_id, now=now)
+            report.sent += 1
+        elif answer is not None and answer.detail == "not found":
+            ledger.append(state.id, TouchStatus.PLANNED, attempt_id=attempt.id, reason="reconciled_not_sent", run_id=run_id, now=now)
+            report.retry += 1
+        else:
+            ledger.append(state.id, TouchStatus.UNKNOWN, attempt_id=attempt.id, reason="crash_unreconciled", run_id=run_id, now=now)
+            report.unknown += 1
+    return report
+
+
+def pending_ids(engine: Engine, day: dt.date | None = None) -> list[int]:
+    """Touches waiting in ``planned`` (all days, or one)."""
+    return engine.ledger.touch_ids_in_status({TouchStatus.PLANNED}, day=day)
+
+
+def batches(ids: Sequence[int], size: int) -> list[list[int]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+def run_day(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> SendReport:
+    """``care run``: recover, plan, send what is due. Idempotent."""
+    report = recover_in_flight(engine, run_id=run_id, now=now, day=day)
+    plan_and_record(engine, day, run_id=run_id, now=now)
+    return report.merge(send_touches(engine, pending_ids(engine, day), run_id=run_id, now=now))
+
+
+def tally(rows: Iterable[dict[str, object]], *keys: str) -> Counter[tuple[object, ...]]:
+    return Counter(tuple(r[k] for k in keys) for r in rows)

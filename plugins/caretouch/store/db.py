@@ -1,0 +1,110 @@
+"""Connecting to the store: SQLite (embedded default) or PostgreSQL (production)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import ConfigurationError
+
+DEFAULT_STORE_URL = "sqlite:///care.db"
+
+
+def store_url_from_env(explicit: str | None = None) -> str:
+    """``--store`` wins, then ``$CARE_STORE_URL``, then ``sqlite:///care.db``."""
+    return explicit or os.environ.get("CARE_STORE_URL") or DEFAULT_STORE_URL
+
+
+def _normalise(url: str) -> str:
+    # Plain "postgresql://" would pick psycopg2, which we do not ship; use psycopg 3.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (an auditor, the planner) run beside a writer; NORMAL is safe with WAL.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+@dataclass
+class Store:
+    """A connection to one customer store (and the ledger, which lives beside it)."""
+
+    url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def init(self) -> None:
+        """Create every table and index the engine needs (idempotent)."""
+        from ..ledger.models import LedgerBase
+        from .models import Base
+
+        Base.metadata.create_all(self.engine)
+        LedgerBase.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def masked_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+def open_store(url: str | None = None, **engine_kwargs: Any) -> Store:
+    """Open the store at ``url`` (see :func:`store_url_from_env`)."""
+    raw = _normalise(store_url_from_env(url))
+    try:
+        parsed = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"invalid store URL {raw!r}: {exc}") from exc
+    kwargs: dict[str, Any] = {"future": True}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    kwargs.update(engine_kwargs)
+    try:
+        engine = create_engine(raw, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigurationError(f"cannot open store {parsed!r}: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    store = Store(url=raw, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+    return store
+
+
+def check_reachable(store: Store) -> None:
+    """Raise ``ConfigurationError`` naming the (masked) URL when the store cannot be reached."""
+    try:
+        with store.engine.connect():
+            pass
+    except OperationalError as exc:
+        raise ConfigurationError(
+            f"cannot connect to store {store.masked_url()}: {exc.orig}"
+        ) from exc

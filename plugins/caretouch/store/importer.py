@@ -1,0 +1,420 @@
+"""``care store import``: CSV files into the store, validated row by row.
+
+By default an import is all-or-nothing: any invalid row means nothing is written, and every
+bad row is reported as ``FILE:LINE: reason``. With ``skip_invalid`` the valid rows are written
+and the rejected ones go, with their reasons, to a rejects file. Re-importing an id updates it.
+Rows that are valid but will never be contacted on some channel (a malformed phone number, say)
+are imported with a warning: the contact policy, not the importer, decides who is reachable.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ..dates import LUNAR_MAX_YEAR, LUNAR_MIN_YEAR, lunar_month_day, month_day
+from ..errors import Location
+from ..policy import email_is_valid, phone_is_valid, timezone_is_valid
+from ..rules.checks import did_you_mean
+from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
+from .db import Store
+from .models import CANONICAL_COLUMNS, Customer, Event, Policy
+from .write import upsert
+
+TABLE_FILES = {"customers": "customer", "policies": "policy", "events": "event"}
+REQUIRED = {
+    "customer": ("customer_id", "name"),
+    "policy": ("policy_id", "customer_id", "product", "start_date"),
+    "event": ("event_id", "type", "customer_id", "occurred_at"),
+}
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+class RowError(ValueError):
+    """One reason a row is invalid."""
+
+
+@dataclass
+class Problem:
+    location: Location
+    reason: str
+    row: dict[str, str] | None = None
+    warning: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.location}: {'warning: ' if self.warning else ''}{self.reason}"
+
+
+@dataclass
+class ImportReport:
+    inserted: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+    rejected: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    written: bool = False
+    rejects_file: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+
+def _date(value: str, column: str) -> dt.date | None:
+    if value == "":
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise RowError(f"{column}: {value!r} is not a real date (YYYY-MM-DD)") from None
+
+
+def _required_date(value: str, column: str) -> dt.date:
+    parsed = _date(value, column)
+    if parsed is None:
+        raise RowError(f"{column} is required")
+    return parsed
+
+
+def _bool(value: str, column: str) -> bool:
+    low = value.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise RowError(f"{column}: {value!r} is not true or false")
+
+
+def _choice(value: str, column: str, enum: Any, default: str) -> str:
+    if value == "":
+        return default
+    choices = [m.value for m in enum]
+    if value not in choices:
+        raise RowError(
+            f"{column}: {value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}"
+        )
+    return value
+
+
+def _text(value: str, column: str, *, required: bool = False, limit: int = 200) -> str | None:
+    value = value.strip()
+    if not value:
+        if required:
+            raise RowError(f"{column} is required")
+        return None
+    if len(value) > limit:
+        raise RowError(f"{column} is longer than {limit} characters")
+    return value
+
+
+def parse_customer(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """A typed customer row from CSV strings, and any warnings; raises ``RowError``."""
+    warnings: list[str] = []
+    calendar = _choice(
+        raw.get("birthday_calendar", ""), "birthday_calendar", BirthdayCalendar, "gregorian"
+    )
+    birth = _date(raw.get("birth_date", ""), "birth_date")
+    if calendar == BirthdayCalendar.LUNAR.value:
+        if birth is None:
+            raise RowError("birthday_calendar is lunar but birth_date is empty")
+        if not LUNAR_MIN_YEAR <= birth.year <= LUNAR_MAX_YEAR:
+            raise RowError(
+                f"birth_date {birth} is outside the lunar calendar's range "
+                f"({LUNAR_MIN_YEAR}-{LUNAR_MAX_YEAR})"
+            )
+    tz = _text(raw.get("timezone", ""), "timezone", limit=64)
+    if tz is not None and not timezone_is_valid(tz):
+        raise RowError(f"timezone: {tz!r} is not an IANA time zone (e.g. Asia/Shanghai)")
+    phone = _text(raw.get("phone", ""), "phone", limit=32)
+    if phone is not None and not phone_is_valid(phone):
+        warnings.append("phone is not a valid E.164 number: SMS will not be used")
+    email = _text(raw.get("email", ""), "email", limit=320)
+    if email is not None and not email_is_valid(email):
+        warnings.append("email address is not valid: email will not be used")
+    row = {
+        "customer_id": _text(raw.get("customer_id", ""), "customer_id", required=True, limit=64),
+        "name": _text(raw.get("name", ""), "name", required=True),
+        "birth_date": birth,
+        "birthday_calendar": calendar,
+        "phone": phone,
+        "email": email,
+        "locale": _choice(raw.get("locale", ""), "locale", Locale, Locale.ZH_CN.value),
+        "timezone": tz,
+        "tier": _choice(raw.get("tier", ""), "tier", Tier, Tier.C.value),
+        "status": _choice(raw.get("status", ""), "status", CustomerStatus, "active"),
+        "consent_sms": _bool(raw.get("consent_sms", ""), "consent_sms"),
+        "consent_email": _bool(raw.get("consent_email", ""), "consent_email"),
+        "consent_marketing": _bool(raw.get("consent_marketing", ""), "consent_marketing"),
+    }
+    return with_derived_customer(row), warnings
+
+
+def with_derived_customer(row: dict[str, Any]) -> dict[str, Any]:
+    """Add the indexed month-day keys the planner looks customers up by."""
+    birth = row.get("birth_date")
+    row["birth_md"] = month_day(birth) if birth else None
+    lunar = birth is not None and row.get("birthday_calendar") == BirthdayCalendar.LUNAR.value
+    row["birth_lunar_md"] = lunar_month_day(birth) if lunar and birth else None
+    return row
+
+
+def with_derived_policy(row: dict[str, Any]) -> dict[str, Any]:
+    start = row.get("start_date")
+    row["start_md"] = month_day(start) if start else None
+    return row
+
+
+def parse_policy(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    start = _required_date(raw.get("start_date", ""), "start_date")
+    renewal = _date(raw.get("renewal_date", ""), "renewal_date")
+    if renewal is not None and renewal < start:
+        raise RowError(f"renewal_date {renewal} is before start_date {start}")
+    premium_text = raw.get("premium", "").strip()
+    premium: Decimal | None = None
+    if premium_text:
+        try:
+            premium = Decimal(premium_text)
+        except InvalidOperation:
+            raise RowError(f"premium: {premium_text!r} is not a number") from None
+        if premium < 0 or not premium.is_finite():
+            raise RowError(f"premium: {premium_text!r} must be a non-negative amount")
+    row = {
+        "policy_id": _text(raw.get("policy_id", ""), "policy_id", required=True, limit=64),
+        "customer_id": _text(raw.get("customer_id", ""), "customer_id", required=True, limit=64),
+        "product": _text(raw.get("product", ""), "product", required=True),
+        "start_date": start,
+        "renewal_date": renewal,
+        "status": _choice(raw.get("status", ""), "status", PolicyStatus, "active"),
+        "premium": premium,
+    }
+    return with_derived_policy(row), []
+
+
+def parse_instant(value: str, column: str = "occurred_at") -> dt.datetime:
+    """An ISO 8601 timestamp with an offset, as an aware UTC datetime."""
+    text = value.strip()
+    if not text:
+        raise RowError(f"{column} is required")
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RowError(f"{column}: {text!r} is not an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise RowError(f"{column}: {text!r} has no UTC offset (e.g. +08:00)")
+    return parsed.astimezone(dt.timezone.utc)
+
+
+def parse_event(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    payload_text = raw.get("payload", "").strip()
+    payload = None
+    if payload_text:
+        try:
+            payload = json.loads(payload_text)
+        except json.JSONDecodeError as exc:
+            raise RowError(f"payload is not valid JSON: {exc.msg}") from None
+        if not isinstance(payload, dict):
+            raise RowError("payload must be a JSON object")
+    row = {
+        "event_id": _text(raw.get("event_id", ""), "event_id", required=True, limit=128),
+        "type": _text(raw.get("type", ""), "type", required=True, limit=64),
+        "customer_id": _text(raw.get("customer_id", ""), "customer_id", required=True, limit=64),
+        "policy_id": _text(raw.get("policy_id", ""), "policy_id", limit=64),
+        "occurred_at": parse_instant(raw.get("occurred_at", "")),
+        "payload": payload,
+    }
+    return row, []
+
+
+PARSERS: dict[str, Callable[[dict[str, str]], tuple[dict[str, Any], list[str]]]] = {
+    "customer": parse_customer,
+    "policy": parse_policy,
+    "event": parse_event,
+}
+ID_COLUMN = {"customer": "customer_id", "policy": "policy_id", "event": "event_id"}
+MODELS = {"customer": Customer, "policy": Policy, "event": Event}
+
+
+@dataclass
+class _Parsed:
+    table: str
+    path: Path
+    rows: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+
+
+def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        report.rejected.append(Problem(Location(str(path)), f"cannot read: {exc.strerror}"))
+        return
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            report.rejected.append(Problem(Location(str(path), 1), "empty file (no header row)"))
+            return
+        except (csv.Error, UnicodeDecodeError) as exc:
+            report.rejected.append(Problem(Location(str(path), 1), f"unreadable header: {exc}"))
+            return
+        columns = [h.strip() for h in header]
+        allowed = CANONICAL_COLUMNS[table]
+        bad_header = False
+        for name in columns:
+            if name not in allowed:
+                report.rejected.append(
+                    Problem(
+                        Location(str(path), 1),
+                        f"unknown column {name!r}{did_you_mean(name, allowed)}; "
+                        f"{table} columns are: {', '.join(allowed)}",
+                    )
+                )
+                bad_header = True
+        for name in REQUIRED[table]:
+            if name not in columns:
+                report.rejected.append(
+                    Problem(Location(str(path), 1), f"missing required column {name!r}")
+                )
+                bad_header = True
+        if len(set(columns)) != len(columns):
+            report.rejected.append(Problem(Location(str(path), 1), "duplicate column in header"))
+            bad_header = True
+        if bad_header:
+            return
+        line = reader.line_num + 1
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeDecodeError) as exc:
+                report.rejected.append(Problem(Location(str(path), line), f"unreadable row: {exc}"))
+                return
+            if not any(v.strip() for v in values):
+                line = reader.line_num + 1
+                continue
+            if len(values) != len(columns):
+                report.rejected.append(
+                    Problem(
+                        Location(str(path), line),
+                        f"expected {len(columns)} fields, found {len(values)}",
+                        row=dict(zip(columns, values, strict=False)),
+                    )
+                )
+            else:
+                yield line, dict(zip(columns, values, strict=True))
+            line = reader.line_num + 1
+
+
+def _existing_ids(store: Store, table: str, ids: Iterable[str]) -> set[str]:
+    model = MODELS[table]
+    column = getattr(model, ID_COLUMN[table])
+    found: set[str] = set()
+    wanted = list(ids)
+    with store.session() as session:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found.update(session.scalars(select(column).where(column.in_(chunk))))
+    return found
+
+
+def import_csv(
+    store: Store,
+    files: dict[str, Path],
+    *,
+    skip_invalid: bool = False,
+    rejects_path: Path | None = None,
+) -> ImportReport:
+    """Import CSV files keyed by table (``customer``, ``policy``, ``event``) in one transaction."""
+    report = ImportReport()
+    parsed: dict[str, _Parsed] = {}
+    for table in ("customer", "policy", "event"):
+        if table not in files:
+            continue
+        path = Path(files[table])
+        result = _Parsed(table, path)
+        seen: dict[str, int] = {}
+        for line, raw in _read_csv(path, table, report):
+            where = Location(str(path), line)
+            try:
+                row, warnings = PARSERS[table](raw)
+            except RowError as exc:
+                report.rejected.append(Problem(where, str(exc), row=raw))
+                continue
+            key = row[ID_COLUMN[table]]
+            if key in seen:
+                report.rejected.append(
+                    Problem(where, f"duplicate {ID_COLUMN[table]} {key!r} (also on line {seen[key]})", row=raw)
+                )
+                continue
+            seen[key] = line
+            report.warnings.extend(Problem(where, w, warning=True) for w in warnings)
+            result.rows.append((line, raw, row))
+        parsed[table] = result
+
+    _check_references(store, parsed, report)
+
+    if report.rejected and not skip_invalid:
+        return report
+    with store.session() as session:
+        for table, result in parsed.items():
+            rows = [row for _, _, row in result.rows]
+            existing = _existing_ids(store, table, [r[ID_COLUMN[table]] for r in rows])
+            upsert(session, MODELS[table], ID_COLUMN[table], rows)
+            report.updated[table] = len(existing)
+            report.inserted[table] = len(rows) - len(existing)
+    report.written = True
+    if report.rejected and rejects_path is not None:
+        write_rejects(rejects_path, report.rejected)
+        report.rejects_file = rejects_path
+    return report
+
+
+def _check_references(store: Store, parsed: dict[str, _Parsed], report: ImportReport) -> None:
+    """Policies and events must name customers (and policies) that exist or are imported."""
+    new_customers = {r["customer_id"] for _, _, r in parsed.get("customer", _Parsed("", Path())).rows}
+    new_policies = {r["policy_id"] for _, _, r in parsed.get("policy", _Parsed("", Path())).rows}
+    for table in ("policy", "event"):
+        result = parsed.get(table)
+        if result is None:
+            continue
+        wanted_customers = {r["customer_id"] for _, _, r in result.rows} - new_customers
+        known_customers = new_customers | _existing_ids(store, "customer", wanted_customers)
+        wanted_policies = {r["policy_id"] for _, _, r in result.rows if r.get("policy_id")}
+        known_policies = new_policies
+        if table == "event":
+            known_policies = new_policies | _existing_ids(store, "policy", wanted_policies - new_policies)
+        kept = []
+        for line, raw, row in result.rows:
+            where = Location(str(result.path), line)
+            if row["customer_id"] not in known_customers:
+                report.rejected.append(Problem(where, f"unknown customer_id {row['customer_id']!r}", row=raw))
+            elif table == "event" and row.get("policy_id") and row["policy_id"] not in known_policies:
+                report.rejected.append(Problem(where, f"unknown policy_id {row['policy_id']!r}", row=raw))
+            else:
+                kept.append((line, raw, row))
+        result.rows = kept
+
+
+def write_rejects(path: Path, problems: list[Problem]) -> None:
+    """One CSV of rejected rows: where, why, and the row's own fields."""
+    columns: list[str] = []
+    for p in problems:
+        for c in p.row or {}:
+            if c not in columns:
+                columns.append(c)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "line", "reason", *columns])
+        for p in problems:
+            writer.writerow(
+                [p.location.file, p.location.line or "", p.reason, *[(p.row or {}).get(c, "") for c in columns]]
+            )

@@ -1,0 +1,126 @@
+"""Canonical tables of the customer store (SPEC section 4), SQLAlchemy 2.x.
+
+Besides the canonical columns, customers and policies carry *derived* month-day keys
+(``birth_md``, ``birth_lunar_md``, ``start_md``), kept by the store on every write. They are
+indexed, so that the planner finds "anniversaries due on D" by index lookup and the cost of
+planning a day grows with the touches due, not with the size of the store. A deployment that
+maps its own tables through SQL views must compute them in the view (see docs/store.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    String,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the store tables (the ledger has its own metadata)."""
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    birth_date: Mapped[dt.date | None] = mapped_column(Date)
+    birthday_calendar: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=BirthdayCalendar.GREGORIAN.value
+    )
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(320))
+    locale: Mapped[str] = mapped_column(String(8), nullable=False, default=Locale.ZH_CN.value)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(1), nullable=False, default=Tier.C.value)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=CustomerStatus.ACTIVE.value
+    )
+    consent_sms: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    consent_email: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    consent_marketing: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Derived keys (see module docstring).
+    birth_md: Mapped[int | None] = mapped_column(Integer)
+    birth_lunar_md: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_customers_birth_md", "birth_md"),
+        Index("ix_customers_birth_lunar_md", "birth_lunar_md"),
+    )
+
+
+class Policy(Base):
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    product: Mapped[str] = mapped_column(String(200), nullable=False)
+    start_date: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    renewal_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=PolicyStatus.ACTIVE.value
+    )
+    premium: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    start_md: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    policy_id: Mapped[str | None] = mapped_column(String(64))
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_events_type_occurred_at", "type", "occurred_at"),)
+
+
+# The columns a rule author may name, per table, with their Python types. Derived and
+# surrogate columns are not part of the vocabulary.
+CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customer": (
+        "customer_id",
+        "name",
+        "birth_date",
+        "birthday_calendar",
+        "phone",
+        "email",
+        "locale",
+        "timezone",
+        "tier",
+        "status",
+        "consent_sms",
+        "consent_email",
+        "consent_marketing",
+    ),
+    "policy": (
+        "policy_id",
+        "customer_id",
+        "product",
+        "start_date",
+        "renewal_date",
+        "status",
+        "premium",
+    ),
+    "event": ("event_id", "type", "customer_id", "policy_id", "occurred_at", "payload"),
+}
+
+TABLE_MODELS: dict[str, type[Base]] = {"customer": Customer, "policy": Policy, "event": Event}

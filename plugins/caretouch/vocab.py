@@ -1,0 +1,111 @@
+"""Closed vocabularies of the domain, as enums.
+
+Values are the words that appear in the ledger, in JSON output and in the documentation;
+renaming one is a breaking change.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class StrEnum(str, Enum):
+    """A ``str`` enum whose ``str()`` is its value (Python 3.10 has no ``enum.StrEnum``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Channel(StrEnum):
+    """How a message reaches a customer."""
+
+    SMS = "sms"
+    EMAIL = "email"
+
+
+class Category(StrEnum):
+    """What a rule is for; drives consent (marketing needs explicit consent)."""
+
+    SERVICE = "service"
+    CARE = "care"
+    MARKETING = "marketing"
+
+
+class Locale(StrEnum):
+    ZH_CN = "zh-CN"
+    ZH_TW = "zh-TW"
+    EN = "en"
+
+
+class Tier(StrEnum):
+    A = "A"
+    B = "B"
+    C = "C"
+    D = "D"
+
+
+class CustomerStatus(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class PolicyStatus(StrEnum):
+    ACTIVE = "active"
+    LAPSED = "lapsed"
+    CANCELLED = "cancelled"
+
+
+class BirthdayCalendar(StrEnum):
+    GREGORIAN = "gregorian"
+    LUNAR = "lunar"
+
+
+class Decision(StrEnum):
+    SEND = "send"
+    SUPPRESS = "suppress"
+
+
+class SuppressionReason(StrEnum):
+    """Why a candidate touch is not sent. Every suppression carries exactly one."""
+
+    NO_CONTACT = "no_contact"  # no channel in the rule's preference is valid and consented
+    ALREADY_SENT = "already_sent"  # the ledger already holds this touch as sent
+    FREQUENCY_CAP = "frequency_cap"  # a higher-priority touch took the customer's day
+
+
+class TouchStatus(StrEnum):
+    """A touch's status history in the ledger (SPEC section 7)."""
+
+    PLANNED = "planned"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_final(self) -> bool:
+        """A final touch is never sent again by a rerun."""
+        return self not in (TouchStatus.PLANNED, TouchStatus.SENDING, TouchStatus.SUPPRESSED)
+
+
+class Outcome(StrEnum):
+    """The closed set of answers a channel gives for one message (SPEC section 8)."""
+
+    SENT = "sent"
+    REJECTED_INVALID_RECIPIENT = "rejected-invalid-recipient"
+    REJECTED_OPTED_OUT = "rejected-opted-out"
+    RETRYABLE_FAILURE = "retryable-failure"
+    PERMANENT_FAILURE = "permanent-failure"
+    UNKNOWN = "unknown"
+
+
+class SubjectKind(StrEnum):
+    """What a touch is about: the third part of the idempotency key names one of these."""
+
+    CUSTOMER = "customer"
+    POLICY = "policy"
+    EVENT = "event"
