@@ -61,7 +61,9 @@ def _parse_day(value: str | None) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint="--date") from None
+        raise click.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD)", param_hint="--date"
+        ) from None
 
 
 def _parse_now(value: str | None) -> dt.datetime:
@@ -70,21 +72,47 @@ def _parse_now(value: str | None) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 instant", param_hint="--now") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 instant", param_hint="--now"
+        ) from None
     if parsed.tzinfo is None:
-        raise click.BadParameter("give an offset, e.g. 2026-11-23T10:00:00+08:00", param_hint="--now")
+        raise click.BadParameter(
+            "give an offset, e.g. 2026-11-23T10:00:00+08:00", param_hint="--now"
+        )
     return parsed.astimezone(dt.timezone.utc)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", envvar="CARE_STORE_URL", help="Store URL (default sqlite:///care.db).")
-@click.option("--rules", type=click.Path(path_type=Path), envvar="CARE_RULES_DIR", help="Rules directory (default care_rules/).")
-@click.option("--templates", type=click.Path(path_type=Path), envvar="CARE_TEMPLATES_DIR", help="Templates directory (default templates/).")
-@click.option("--outbox", type=click.Path(path_type=Path), envvar="CARE_OUTBOX_DIR", help="Outbox directory (default outbox/).")
+@click.option(
+    "--rules",
+    type=click.Path(path_type=Path),
+    envvar="CARE_RULES_DIR",
+    help="Rules directory (default care_rules/).",
+)
+@click.option(
+    "--templates",
+    type=click.Path(path_type=Path),
+    envvar="CARE_TEMPLATES_DIR",
+    help="Templates directory (default templates/).",
+)
+@click.option(
+    "--outbox",
+    type=click.Path(path_type=Path),
+    envvar="CARE_OUTBOX_DIR",
+    help="Outbox directory (default outbox/).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 @click.version_option(package_name="caretouch")
 @click.pass_context
-def main(ctx: click.Context, store: str | None, rules: Path | None, templates: Path | None, outbox: Path | None, verbose: bool) -> None:
+def main(
+    ctx: click.Context,
+    store: str | None,
+    rules: Path | None,
+    templates: Path | None,
+    outbox: Path | None,
+    verbose: bool,
+) -> None:
     """Caretouch: plan, send and audit customer-care touches."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -119,11 +147,26 @@ def store_init(ctx: click.Context) -> None:
 @click.option("--customers", type=click.Path(path_type=Path, dir_okay=False), help="customers CSV")
 @click.option("--policies", type=click.Path(path_type=Path, dir_okay=False), help="policies CSV")
 @click.option("--events", type=click.Path(path_type=Path, dir_okay=False), help="events CSV")
-@click.option("--skip-invalid", is_flag=True, help="Import the valid rows; write the rejected ones to --rejects.")
-@click.option("--rejects", type=click.Path(path_type=Path, dir_okay=False), help="Rejects file (default rejects.csv).")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Import the valid rows; write the rejected ones to --rejects.",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Rejects file (default rejects.csv).",
+)
 @click.pass_context
 @friendly_errors
-def store_import(ctx: click.Context, customers: Path | None, policies: Path | None, events: Path | None, skip_invalid: bool, rejects: Path | None) -> None:
+def store_import(
+    ctx: click.Context,
+    customers: Path | None,
+    policies: Path | None,
+    events: Path | None,
+    skip_invalid: bool,
+    rejects: Path | None,
+) -> None:
     """Import CSV files whose headers are the store's column names.
 
     All-or-nothing unless --skip-invalid: any bad row means nothing is written, and every
@@ -132,13 +175,17 @@ def store_import(ctx: click.Context, customers: Path | None, policies: Path | No
     from .store.db import check_reachable, open_store
     from .store.importer import import_csv
 
-    files = {k: v for k, v in (("customer", customers), ("policy", policies), ("event", events)) if v}
+    files = {
+        k: v for k, v in (("customer", customers), ("policy", policies), ("event", events)) if v
+    }
     if not files:
         raise click.UsageError("give at least one of --customers, --policies, --events")
     s = open_store(_config(ctx).store_url)
     check_reachable(s)
     s.init()
-    report = import_csv(s, files, skip_invalid=skip_invalid, rejects_path=rejects or Path("rejects.csv"))
+    report = import_csv(
+        s, files, skip_invalid=skip_invalid, rejects_path=rejects or Path("rejects.csv")
+    )
     for warning in report.warnings[:20]:
         click.echo(str(warning), err=True)
     if len(report.warnings) > 20:
@@ -146,7 +193,9 @@ def store_import(ctx: click.Context, customers: Path | None, policies: Path | No
     for problem in report.rejected:
         click.echo(str(problem), err=True)
     if not report.written:
-        _fail(f"{len(report.rejected)} invalid row(s); nothing was imported (use --skip-invalid to import the valid rows).")
+        _fail(
+            f"{len(report.rejected)} invalid row(s); nothing was imported (use --skip-invalid to import the valid rows)."
+        )
     for table in report.inserted:
         click.echo(f"{table}: {report.inserted[table]} inserted, {report.updated[table]} updated")
     if report.rejected:
@@ -209,19 +258,29 @@ def _engine(config: CareConfig) -> Any:
 
 @main.command()
 @click.option("--date", "day_text", metavar="YYYY-MM-DD", help="Local date to plan.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 @click.option("--explain", is_flag=True, help="Show why each touch is sent or suppressed.")
 @click.option("--rule", "rule_ids", multiple=True, help="Only these rules.")
 @click.pass_context
 @friendly_errors
-def plan(ctx: click.Context, day_text: str | None, fmt: str, explain: bool, rule_ids: tuple[str, ...]) -> None:
+def plan(
+    ctx: click.Context, day_text: str | None, fmt: str, explain: bool, rule_ids: tuple[str, ...]
+) -> None:
     """Dry run: every candidate touch due on a local date, sent or suppressed. Writes nothing."""
     from .ledger import Ledger
     from .plan import plan_day
 
     day = _parse_day(day_text)
     engine = _engine(_config(ctx))
-    touches = plan_day(engine.store, engine.ruleset, day, rule_ids=rule_ids or None, is_final=Ledger(engine.store).final_keys)
+    touches = plan_day(
+        engine.store,
+        engine.ruleset,
+        day,
+        rule_ids=rule_ids or None,
+        is_final=Ledger(engine.store).final_keys,
+    )
     if fmt == "json":
         for t in touches:
             line = t.as_json()
@@ -232,26 +291,42 @@ def plan(ctx: click.Context, day_text: str | None, fmt: str, explain: bool, rule
     from .summary import _table
 
     rows = [
-        [t.rule.id, t.customer_id, (t.policy or {}).get("policy_id") or (t.event or {}).get("event_id") or "", t.channel.value if t.channel else "-", t.send_at.strftime("%Y-%m-%d %H:%MZ"), t.decision.value, t.reason.value if t.reason else ""]
+        [
+            t.rule.id,
+            t.customer_id,
+            (t.policy or {}).get("policy_id") or (t.event or {}).get("event_id") or "",
+            t.channel.value if t.channel else "-",
+            t.send_at.strftime("%Y-%m-%d %H:%MZ"),
+            t.decision.value,
+            t.reason.value if t.reason else "",
+        ]
         for t in touches
     ]
-    for line in _table(["rule", "customer", "policy/event", "channel", "send_at (UTC)", "decision", "reason"], rows):
+    for line in _table(
+        ["rule", "customer", "policy/event", "channel", "send_at (UTC)", "decision", "reason"], rows
+    ):
         click.echo(line)
         if explain and not line.startswith(("rule", "-")):
             pass
     if explain:
         click.echo("")
         for t in touches:
-            click.echo(f"{t.key}: {t.decision.value}" + (f" ({t.reason.value})" if t.reason else ""))
+            click.echo(
+                f"{t.key}: {t.decision.value}" + (f" ({t.reason.value})" if t.reason else "")
+            )
             for why in t.explain:
                 click.echo(f"    {why}")
     sends = sum(1 for t in touches if t.decision.value == "send")
-    click.echo(f"\n{len(touches)} candidate(s) on {day}: {sends} to send, {len(touches) - sends} suppressed.")
+    click.echo(
+        f"\n{len(touches)} candidate(s) on {day}: {sends} to send, {len(touches) - sends} suppressed."
+    )
 
 
 @main.command()
 @click.option("--date", "day_text", metavar="YYYY-MM-DD", help="Local date to run.")
-@click.option("--now", "now_text", metavar="ISO", help="Treat this instant as now (tests, replays).")
+@click.option(
+    "--now", "now_text", metavar="ISO", help="Treat this instant as now (tests, replays)."
+)
 @click.pass_context
 @friendly_errors
 def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
@@ -266,7 +341,9 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     report = run_day(engine, day, run_id=run_id, now=now)
     click.echo(DaySummary.from_ledger(engine.ledger, day).render())
     click.echo("")
-    click.echo(f"this run ({run_id}): " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items()))
+    click.echo(
+        f"this run ({run_id}): " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items())
+    )
     for failure in report.failures[:50]:
         click.echo(f"failed: {failure}", err=True)
     if report.failed:
@@ -276,11 +353,19 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
 @main.command()
 @click.argument("rule_id")
 @click.option("--customer", "customer_id", required=True, help="Customer id.")
-@click.option("--date", "day_text", metavar="YYYY-MM-DD", required=True, help="Local date the touch is due.")
-@click.option("--channel", type=click.Choice(["sms", "email"]), help="Channel (default: the one the plan would choose).")
+@click.option(
+    "--date", "day_text", metavar="YYYY-MM-DD", required=True, help="Local date the touch is due."
+)
+@click.option(
+    "--channel",
+    type=click.Choice(["sms", "email"]),
+    help="Channel (default: the one the plan would choose).",
+)
 @click.pass_context
 @friendly_errors
-def preview(ctx: click.Context, rule_id: str, customer_id: str, day_text: str | None, channel: str | None) -> None:
+def preview(
+    ctx: click.Context, rule_id: str, customer_id: str, day_text: str | None, channel: str | None
+) -> None:
     """Render a rule's message for a real customer, exactly as it would be sent."""
     from .preview import preview_touch
 
@@ -291,18 +376,39 @@ def preview(ctx: click.Context, rule_id: str, customer_id: str, day_text: str | 
 
 
 @main.command()
-@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=Path(".demo"), show_default=True)
-@click.option("--date", "day_text", metavar="YYYY-MM-DD", help="Local date to run (default: today in UTC).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".demo"),
+    show_default=True,
+)
+@click.option(
+    "--date", "day_text", metavar="YYYY-MM-DD", help="Local date to run (default: today in UTC)."
+)
 @click.option("--customers", default=240, show_default=True, help="How many demo customers.")
-@click.option("--no-airflow", is_flag=True, help="Run the day with the CLI engine instead of Airflow.")
+@click.option(
+    "--no-airflow", is_flag=True, help="Run the day with the CLI engine instead of Airflow."
+)
 @click.pass_context
 @friendly_errors
-def demo(ctx: click.Context, directory: Path, day_text: str | None, customers: int, no_airflow: bool) -> None:
+def demo(
+    ctx: click.Context, directory: Path, day_text: str | None, customers: int, no_airflow: bool
+) -> None:
     """Build a demo store and run the daily DAG through real Airflow, then print a summary."""
     from .demo_run import run_demo
 
-    day = _parse_day(day_text) if day_text else dt.datetime.now(dt.timezone.utc).date()  # clock: CLI
-    code = run_demo(_config(ctx), directory.resolve(), day, customers=customers, use_airflow=not no_airflow, echo=click.echo)
+    day = (
+        _parse_day(day_text) if day_text else dt.datetime.now(dt.timezone.utc).date()
+    )  # clock: CLI
+    code = run_demo(
+        _config(ctx),
+        directory.resolve(),
+        day,
+        customers=customers,
+        use_airflow=not no_airflow,
+        echo=click.echo,
+    )
     sys.exit(code)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,9 @@ def project_dags_dir() -> Path:
     for candidate in candidates:
         if candidate is not None and (candidate / "care_daily.py").is_file():
             return candidate.resolve()
-    raise ConfigurationError("dags/care_daily.py not found: run `care demo` from the project directory")
+    raise ConfigurationError(
+        "dags/care_daily.py not found: run `care demo` from the project directory"
+    )
 
 
 def airflow_env(airflow_home: Path, dags: Path, config: CareConfig) -> dict[str, str]:
@@ -61,14 +64,26 @@ def airflow_env(airflow_home: Path, dags: Path, config: CareConfig) -> dict[str,
 def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> int:
     airflow = Path(sys.executable).with_name("airflow")
     if not airflow.exists():
-        raise ConfigurationError(f"Airflow is not installed beside {sys.executable} (pip install 'caretouch[airflow]')")
+        raise ConfigurationError(
+            f"Airflow is not installed beside {sys.executable} (pip install 'caretouch[airflow]')"
+        )
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"\n$ airflow {' '.join(args)}\n")
         log.flush()
-        return subprocess.run([str(airflow), *args], env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        return subprocess.run(
+            [str(airflow), *args], env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
 
 
-def run_demo(config: CareConfig, directory: Path, day: dt.date, *, customers: int, use_airflow: bool, echo: Echo) -> int:
+def run_demo(
+    config: CareConfig,
+    directory: Path,
+    day: dt.date,
+    *,
+    customers: int,
+    use_airflow: bool,
+    echo: Echo,
+) -> int:
     """Build the demo and run ``day``; returns the process exit status."""
     directory.mkdir(parents=True, exist_ok=True)
     db_path = directory / "care-demo.db"
@@ -86,7 +101,10 @@ def run_demo(config: CareConfig, directory: Path, day: dt.date, *, customers: in
     files = write_demo_csvs(directory / "data", day, customers=customers)
     store = open_store(config.store_url)
     store.init()
-    report = import_csv(store, {"customer": files["customers"], "policy": files["policies"], "event": files["events"]})
+    report = import_csv(
+        store,
+        {"customer": files["customers"], "policy": files["policies"], "event": files["events"]},
+    )
     if not report.written:
         for problem in report.rejected:
             echo(str(problem))
@@ -115,14 +133,27 @@ def run_demo(config: CareConfig, directory: Path, day: dt.date, *, customers: in
             return 1
         logical = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(12), dt.timezone.utc)
         echo(f"airflow: dags test care_daily {logical.isoformat()} (plans local date {day}) ...")
-        code = run_airflow(["dags", "test", "care_daily", logical.isoformat(), "-c", json.dumps({"day": day.isoformat()})], env, log_path)
+        code = run_airflow(
+            [
+                "dags",
+                "test",
+                "care_daily",
+                logical.isoformat(),
+                "-c",
+                json.dumps({"day": day.isoformat()}),
+            ],
+            env,
+            log_path,
+        )
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        state_line = next((line for line in reversed(tail) if "state=" in line or "DagRun Finished" in line), "")
-        if code != 0:
+        finished = next((line for line in reversed(tail) if "DagRun Finished" in line), "")
+        match = re.search(r"state=(\w+)", finished)
+        state = match.group(1) if match else "unknown"
+        if code != 0 or state != "success":
             echo("\n".join(tail[-40:]))
-            echo(f"airflow dags test failed (exit {code}); full log: {log_path}")
+            echo(f"airflow dags test: exit {code}, run state {state}; full log: {log_path}")
             return 1
-        echo(f"airflow: care_daily finished ({state_line.strip()[:160] or 'ok'}); log: {log_path}")
+        echo(f"airflow: care_daily run state {state}; task logs under {airflow_home / 'logs'}")
     else:
         from .runner import Engine, run_day
 

@@ -73,7 +73,9 @@ class ContactPolicy:
 
     def zone(self, name: str | None) -> ZoneInfo:
         """The customer's zone; the default one when none is recorded or it is unknown."""
-        return _zone(name or self.default_timezone) or _zone(self.default_timezone) or ZoneInfo("UTC")
+        return (
+            _zone(name or self.default_timezone) or _zone(self.default_timezone) or ZoneInfo("UTC")
+        )
 
     def usable_channel(
         self,

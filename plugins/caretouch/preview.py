@@ -13,6 +13,7 @@ from .vocab import Channel
 if TYPE_CHECKING:
     from .runner import Engine
 
+
 def _find_touch(engine: Engine, rule_id: str, customer_id: str, day: dt.date) -> Touch | None:
     for touch in plan_day(engine.store, engine.ruleset, day, rule_ids=[rule_id]):
         if touch.customer_id == customer_id:

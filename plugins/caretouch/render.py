@@ -47,9 +47,7 @@ class RenderedMessage:
         return h.hexdigest()
 
 
-_MONTHS_EN = (
-    "January February March April May June July August September October November December"
-).split()
+_MONTHS_EN = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
 
 
 def _format_date(ctx: Any, value: Any) -> str:
@@ -99,8 +97,7 @@ class TemplateStore:
 
     def paths(self, template_id: str, channel: Channel, locale: str) -> list[Path]:
         return [
-            self.root / self.relpath(template_id, channel, locale, part)
-            for part in PARTS[channel]
+            self.root / self.relpath(template_id, channel, locale, part) for part in PARTS[channel]
         ]
 
     def template_hash(self, template_id: str, channel: Channel, locale: str) -> str:
@@ -136,7 +133,9 @@ class TemplateStore:
         if channel is Channel.SMS:
             return RenderedMessage(channel, body=rendered["txt"])
         subject = " ".join(rendered["subject.txt"].split())
-        return RenderedMessage(channel, body=rendered["txt"], subject=subject, html=rendered["html"])
+        return RenderedMessage(
+            channel, body=rendered["txt"], subject=subject, html=rendered["html"]
+        )
 
     def check(
         self,
@@ -155,8 +154,7 @@ class TemplateStore:
                 if not path.is_file():
                     errors.append(
                         ValidationError(
-                            f"missing template file for channel {channel.value}, "
-                            f"locale {locale}",
+                            f"missing template file for channel {channel.value}, locale {locale}",
                             location=Location(str(path)),
                         )
                     )

@@ -124,20 +124,51 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 def _record_result(
-    engine: Engine, state: TouchState, attempt: Attempt, result: SendResult, report: SendReport, *, run_id: str, now: dt.datetime
+    engine: Engine,
+    state: TouchState,
+    attempt: Attempt,
+    result: SendResult,
+    report: SendReport,
+    *,
+    run_id: str,
+    now: dt.datetime,
 ) -> None:
     ledger = engine.ledger
     detail = {"detail": scrub(result.detail)} if result.detail else None
     if result.outcome is Outcome.SENT:
-        ledger.append(state.id, TouchStatus.SENT, attempt_id=attempt.id, provider_message_id=result.provider_message_id, detail=detail, run_id=run_id, now=now)
+        ledger.append(
+            state.id,
+            TouchStatus.SENT,
+            attempt_id=attempt.id,
+            provider_message_id=result.provider_message_id,
+            detail=detail,
+            run_id=run_id,
+            now=now,
+        )
         report.sent += 1
         return
     if result.outcome is Outcome.RETRYABLE_FAILURE and attempt.attempt_no < MAX_ATTEMPTS:
-        ledger.append(state.id, TouchStatus.PLANNED, attempt_id=attempt.id, reason="retry", detail=detail, run_id=run_id, now=now)
+        ledger.append(
+            state.id,
+            TouchStatus.PLANNED,
+            attempt_id=attempt.id,
+            reason="retry",
+            detail=detail,
+            run_id=run_id,
+            now=now,
+        )
         report.retry += 1
         return
     if result.outcome is Outcome.UNKNOWN:
-        ledger.append(state.id, TouchStatus.UNKNOWN, attempt_id=attempt.id, reason="unknown", detail=detail, run_id=run_id, now=now)
+        ledger.append(
+            state.id,
+            TouchStatus.UNKNOWN,
+            attempt_id=attempt.id,
+            reason="unknown",
+            detail=detail,
+            run_id=run_id,
+            now=now,
+        )
         report.unknown += 1
         return
     reason = {
@@ -145,12 +176,22 @@ def _record_result(
         Outcome.REJECTED_OPTED_OUT: "opted_out",
         Outcome.RETRYABLE_FAILURE: "retries_exhausted",
     }.get(result.outcome, "provider_error")
-    ledger.append(state.id, TouchStatus.FAILED, attempt_id=attempt.id, reason=reason, detail=detail, run_id=run_id, now=now)
+    ledger.append(
+        state.id,
+        TouchStatus.FAILED,
+        attempt_id=attempt.id,
+        reason=reason,
+        detail=detail,
+        run_id=run_id,
+        now=now,
+    )
     report.failed += 1
     report.failures.append(f"{state.row.touch_key}: {reason}: {scrub(result.detail)}")
 
 
-def _recipient(engine: Engine, state: TouchState, customer: Customer | None) -> tuple[Channel | None, str | None, str]:
+def _recipient(
+    engine: Engine, state: TouchState, customer: Customer | None
+) -> tuple[Channel | None, str | None, str]:
     """The channel and address to use now, re-checked against the customer's current data."""
     if customer is None:
         return None, None, "customer no longer in the store"
@@ -175,7 +216,12 @@ def _recipient(engine: Engine, state: TouchState, customer: Customer | None) -> 
     if channel is None:
         return None, None, "no usable channel any more (consent or address changed)"
     if wanted is not None and channel is not wanted:
-        log.info("touch %s: channel changed from %s to %s since planning", state.row.touch_key, wanted, channel)
+        log.info(
+            "touch %s: channel changed from %s to %s since planning",
+            state.row.touch_key,
+            wanted,
+            channel,
+        )
     address = customer.phone if channel is Channel.SMS else customer.email
     return channel, address, ""
 
@@ -192,10 +238,16 @@ def send_touches(
     states = engine.ledger.states(list(touch_ids))
     customer_ids = {s.row.customer_id for s in states}
     with engine.store.session() as session:
-        customers = {
-            c.customer_id: c
-            for c in session.scalars(select(Customer).where(Customer.customer_id.in_(customer_ids)))
-        } if customer_ids else {}
+        customers = (
+            {
+                c.customer_id: c
+                for c in session.scalars(
+                    select(Customer).where(Customer.customer_id.in_(customer_ids))
+                )
+            }
+            if customer_ids
+            else {}
+        )
     for state in states:
         if state.status is not TouchStatus.PLANNED:
             report.skipped += 1
@@ -206,15 +258,31 @@ def send_touches(
             continue
         channel, address, why = _recipient(engine, state, customers.get(state.row.customer_id))
         if channel is None or address is None:
-            engine.ledger.append(state.id, TouchStatus.SUPPRESSED, reason=SuppressionReason.NO_CONTACT.value, detail={"explain": [why]}, run_id=run_id, now=now)
+            engine.ledger.append(
+                state.id,
+                TouchStatus.SUPPRESSED,
+                reason=SuppressionReason.NO_CONTACT.value,
+                detail={"explain": [why]},
+                run_id=run_id,
+                now=now,
+            )
             report.suppressed += 1
             continue
         transport = engine.transports[channel]
         locale = state.row.locale
         try:
-            rendered = engine.templates.render(state.row.template_id, channel, locale, state.context)
+            rendered = engine.templates.render(
+                state.row.template_id, channel, locale, state.context
+            )
         except RenderError as exc:
-            engine.ledger.append(state.id, TouchStatus.FAILED, reason="render_error", detail={"detail": str(exc)}, run_id=run_id, now=now)
+            engine.ledger.append(
+                state.id,
+                TouchStatus.FAILED,
+                reason="render_error",
+                detail={"detail": str(exc)},
+                run_id=run_id,
+                now=now,
+            )
             report.failed += 1
             report.failures.append(f"{state.row.touch_key}: render_error: {exc}")
             log.error("touch %s: %s", state.row.touch_key, exc)
@@ -253,16 +321,47 @@ def recover_in_flight(
             continue
         attempt = ledger.attempts(state.id)[-1]
         transport = engine.transports.get(Channel(attempt.channel))
-        rendered = RenderedMessage(Channel(attempt.channel), body=attempt.body or "", subject=attempt.subject, html=attempt.html)
-        answer = transport.reconcile(_message(state, attempt, rendered)) if transport and transport.name == attempt.transport else None
+        rendered = RenderedMessage(
+            Channel(attempt.channel),
+            body=attempt.body or "",
+            subject=attempt.subject,
+            html=attempt.html,
+        )
+        answer = (
+            transport.reconcile(_message(state, attempt, rendered))
+            if transport and transport.name == attempt.transport
+            else None
+        )
         if answer is not None and answer.outcome is Outcome.SENT:
-            ledger.append(state.id, TouchStatus.SENT, attempt_id=attempt.id, provider_message_id=answer.provider_message_id, detail={"detail": "reconciled: " + answer.detail}, run_id=run_id, now=now)
+            ledger.append(
+                state.id,
+                TouchStatus.SENT,
+                attempt_id=attempt.id,
+                provider_message_id=answer.provider_message_id,
+                detail={"detail": "reconciled: " + answer.detail},
+                run_id=run_id,
+                now=now,
+            )
             report.sent += 1
         elif answer is not None and answer.detail == "not found":
-            ledger.append(state.id, TouchStatus.PLANNED, attempt_id=attempt.id, reason="reconciled_not_sent", run_id=run_id, now=now)
+            ledger.append(
+                state.id,
+                TouchStatus.PLANNED,
+                attempt_id=attempt.id,
+                reason="reconciled_not_sent",
+                run_id=run_id,
+                now=now,
+            )
             report.retry += 1
         else:
-            ledger.append(state.id, TouchStatus.UNKNOWN, attempt_id=attempt.id, reason="crash_unreconciled", run_id=run_id, now=now)
+            ledger.append(
+                state.id,
+                TouchStatus.UNKNOWN,
+                attempt_id=attempt.id,
+                reason="crash_unreconciled",
+                run_id=run_id,
+                now=now,
+            )
             report.unknown += 1
     return report
 

@@ -54,11 +54,18 @@ class DaySummary:
     def render(self) -> str:
         """A plain-text report for a terminal or a task log."""
         statuses = [s for s in STATUS_ORDER if self.count(status=s)] or ["sent"]
-        lines = [f"Care touches for local date {self.day.isoformat()}: {self.total} in the ledger", ""]
+        lines = [
+            f"Care touches for local date {self.day.isoformat()}: {self.total} in the ledger",
+            "",
+        ]
         lines += _table(
             ["rule", *statuses, "total"],
             [
-                [rule, *[self.count(rule_id=rule, status=s) for s in statuses], self.count(rule_id=rule)]
+                [
+                    rule,
+                    *[self.count(rule_id=rule, status=s) for s in statuses],
+                    self.count(rule_id=rule),
+                ]
                 for rule in sorted({r["rule_id"] for r in self.rows})
             ],
         )
@@ -97,7 +104,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     out = []
     for n, row in enumerate(cells):
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        out.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return out

@@ -43,7 +43,10 @@ def _engine() -> Any:
     if engine.ruleset.errors:
         for error in engine.ruleset.errors:
             log.error("rule error: %s", error)
-        log.warning("%d rule error(s): broken rules are left out, the others run", len(engine.ruleset.errors))
+        log.warning(
+            "%d rule error(s): broken rules are left out, the others run",
+            len(engine.ruleset.errors),
+        )
     engine.store.init()
     return engine
 
@@ -58,13 +61,18 @@ def build_care_daily() -> Any:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         params={
-            "day": Param(None, type=["null", "string"], format="date", description="Local date to plan (YYYY-MM-DD); default: the day after the logical date."),
+            "day": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description="Local date to plan (YYYY-MM-DD); default: the day after the logical date.",
+            ),
         },
         tags=["caretouch"],
     )
     def care_daily() -> None:
         @task
-        def plan(**context: Any) -> dict[str, Any]:
+        def plan(**context: Any) -> list[list[int]]:
             from ..runner import batches, plan_and_record, recover_in_flight
 
             day = planned_day(context.get("logical_date"), context["params"])
@@ -72,8 +80,14 @@ def build_care_daily() -> Any:
             run_id = f"airflow:care_daily:{context['run_id']}"
             recovered = recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
             ids = plan_and_record(engine, day, run_id=run_id, now=_now())
-            log.info("day %s: %d touch(es) to send in %d batch(es); recovered %s", day, len(ids), len(batches(ids, BATCH_SIZE)), recovered.as_dict())
-            return {"day": day.isoformat(), "batches": batches(ids, BATCH_SIZE)}
+            log.info(
+                "day %s: %d touch(es) to send in %d batch(es); recovered %s",
+                day,
+                len(ids),
+                len(batches(ids, BATCH_SIZE)),
+                recovered.as_dict(),
+            )
+            return batches(ids, BATCH_SIZE)
 
         @task
         def send(batch: list[int], **context: Any) -> dict[str, int]:
@@ -88,11 +102,12 @@ def build_care_daily() -> Any:
             return report.as_dict()
 
         @task(trigger_rule="none_failed")
-        def summarise(day: str, reports: Any = None) -> dict[str, Any]:
+        def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
             from ..summary import DaySummary
 
+            day = planned_day(context.get("logical_date"), context["params"])
             engine = _engine()
-            summary = DaySummary.from_ledger(engine.ledger, dt.date.fromisoformat(day))
+            summary = DaySummary.from_ledger(engine.ledger, day)
             totals: dict[str, int] = {}
             for report in reports or []:
                 for key, value in report.items():
@@ -101,12 +116,13 @@ def build_care_daily() -> Any:
                 log.info("%s", line)
             log.info("this run: %s", totals)
             if totals.get("failed"):
-                raise RuntimeError(f"{totals['failed']} touch(es) failed on {day}; see the ledger and the send task logs")
+                raise RuntimeError(
+                    f"{totals['failed']} touch(es) failed on {day}; see the ledger and the send task logs"
+                )
             return {**summary.as_dict(), "this_run": totals}
 
-        planned = plan()
-        sent = send.expand(batch=planned["batches"])
-        summarise(planned["day"], sent)
+        sent = send.expand(batch=plan())
+        summarise(sent)
 
     return care_daily()
 

@@ -66,5 +66,7 @@ class OutboxTransport(Transport):
     def reconcile(self, message: OutboundMessage) -> SendResult | None:
         path = self.path_for(message)
         if path.is_file():
-            return SendResult(Outcome.SENT, provider_message_id=f"outbox:{path.name}", detail="found in outbox")
+            return SendResult(
+                Outcome.SENT, provider_message_id=f"outbox:{path.name}", detail="found in outbox"
+            )
         return SendResult(Outcome.UNKNOWN, detail="not found")

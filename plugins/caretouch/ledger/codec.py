@@ -25,7 +25,7 @@ def encode(value: Any) -> Any:
 def decode(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1:
-            (tag, raw), = value.items()
+            ((tag, raw),) = value.items()
             if tag == "$datetime":
                 return dt.datetime.fromisoformat(raw)
             if tag == "$date":

@@ -122,14 +122,20 @@ class Ledger:
         with self.store.session() as session:
             rows: list[TouchRow] = []
             for start in range(0, len(ids), _CHUNK):
-                rows.extend(session.scalars(select(TouchRow).where(TouchRow.id.in_(ids[start : start + _CHUNK]))))
+                rows.extend(
+                    session.scalars(
+                        select(TouchRow).where(TouchRow.id.in_(ids[start : start + _CHUNK]))
+                    )
+                )
             rows.sort(key=lambda r: ids.index(r.id) if len(ids) < 2000 else r.id)
             return self._states(session, rows)
 
     def states_for_day(self, occurrence: dt.date) -> list[TouchState]:
         with self.store.session() as session:
             rows = list(
-                session.scalars(select(TouchRow).where(TouchRow.occurrence == occurrence).order_by(TouchRow.id))
+                session.scalars(
+                    select(TouchRow).where(TouchRow.occurrence == occurrence).order_by(TouchRow.id)
+                )
             )
             return self._states(session, rows)
 
@@ -161,18 +167,32 @@ class Ledger:
         with self.store.session() as session:
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
-                rows = list(session.execute(select(TouchRow.id, TouchRow.touch_key).where(TouchRow.touch_key.in_(chunk))))
+                rows = list(
+                    session.execute(
+                        select(TouchRow.id, TouchRow.touch_key).where(TouchRow.touch_key.in_(chunk))
+                    )
+                )
                 latest = self._latest(session, [r[0] for r in rows])
                 found.update(key for tid, key in rows if TouchStatus(latest[tid][0]) in HANDLED)
         return found
 
     def attempts(self, touch_id: int) -> list[Attempt]:
         with self.store.session() as session:
-            return list(session.scalars(select(Attempt).where(Attempt.touch_id == touch_id).order_by(Attempt.attempt_no)))
+            return list(
+                session.scalars(
+                    select(Attempt).where(Attempt.touch_id == touch_id).order_by(Attempt.attempt_no)
+                )
+            )
 
     def history(self, touch_id: int) -> list[TouchEvent]:
         with self.store.session() as session:
-            return list(session.scalars(select(TouchEvent).where(TouchEvent.touch_id == touch_id).order_by(TouchEvent.id)))
+            return list(
+                session.scalars(
+                    select(TouchEvent)
+                    .where(TouchEvent.touch_id == touch_id)
+                    .order_by(TouchEvent.id)
+                )
+            )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -192,7 +212,9 @@ class Ledger:
                 self._insert_touch_rows(session, chunk, run_id, now)
                 rows = {
                     r.touch_key: r
-                    for r in session.scalars(select(TouchRow).where(TouchRow.touch_key.in_([t.key for t in chunk])))
+                    for r in session.scalars(
+                        select(TouchRow).where(TouchRow.touch_key.in_([t.key for t in chunk]))
+                    )
                 }
                 latest = self._latest(session, [r.id for r in rows.values()])
                 events: list[dict[str, Any]] = []
@@ -207,14 +229,20 @@ class Ledger:
                         continue
                     if status is None:
                         result.new += 1
-                        new_status = TouchStatus.PLANNED if touch.decision is Decision.SEND else TouchStatus.SUPPRESSED
+                        new_status = (
+                            TouchStatus.PLANNED
+                            if touch.decision is Decision.SEND
+                            else TouchStatus.SUPPRESSED
+                        )
                     elif status in HANDLED:
                         result.unchanged += 1
                         continue
                     elif touch.decision is Decision.SEND and status is TouchStatus.SUPPRESSED:
                         result.replanned += 1
                         new_status = TouchStatus.PLANNED
-                    elif touch.decision is Decision.SUPPRESS and (status is TouchStatus.PLANNED or reason != wanted_reason):
+                    elif touch.decision is Decision.SUPPRESS and (
+                        status is TouchStatus.PLANNED or reason != wanted_reason
+                    ):
                         new_status = TouchStatus.SUPPRESSED
                     else:
                         if status is TouchStatus.PLANNED:
@@ -229,7 +257,9 @@ class Ledger:
                         {
                             "touch_id": row.id,
                             "status": new_status.value,
-                            "reason": wanted_reason if new_status is TouchStatus.SUPPRESSED else None,
+                            "reason": wanted_reason
+                            if new_status is TouchStatus.SUPPRESSED
+                            else None,
                             "detail": {"explain": touch.explain} if touch.explain else None,
                             "at": now,
                             "run_id": run_id,
@@ -239,7 +269,9 @@ class Ledger:
                     session.execute(TouchEvent.__table__.insert(), events)
         return result
 
-    def _insert_touch_rows(self, session: Session, touches: Sequence[Touch], run_id: str, now: dt.datetime) -> None:
+    def _insert_touch_rows(
+        self, session: Session, touches: Sequence[Touch], run_id: str, now: dt.datetime
+    ) -> None:
         rows = [
             {
                 "touch_key": t.key,
@@ -267,7 +299,11 @@ class Ledger:
         ]
         dialect = session.get_bind().dialect.name
         insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
-        session.execute(insert(TouchRow.__table__).values(rows).on_conflict_do_nothing(index_elements=["touch_key"]))
+        session.execute(
+            insert(TouchRow.__table__)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["touch_key"])
+        )
 
     def append(
         self,

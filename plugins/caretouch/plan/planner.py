@@ -31,7 +31,9 @@ def _local_send_at(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
     return local.astimezone(dt.timezone.utc)
 
 
-def _due(rule: Rule, rows: dict[str, dict | None], day: dt.date, policy: ContactPolicy) -> Touch | None:
+def _due(
+    rule: Rule, rows: dict[str, dict | None], day: dt.date, policy: ContactPolicy
+) -> Touch | None:
     """The touch for one candidate row if it is really due on ``day``, else None."""
     customer = rows["customer"]
     assert customer is not None
@@ -85,7 +87,9 @@ def _due(rule: Rule, rows: dict[str, dict | None], day: dt.date, policy: Contact
         touch.explain.append(f"{trig.field.name} {origin} -> {kind}, year {years}")
         return touch
     touch.days = abs((origin - day).days)
-    touch.explain.append(f"{trig.field.name} {origin} is {touch.days} day(s) {'after' if trig.kind is TriggerKind.DAYS_BEFORE else 'before'} {day}")
+    touch.explain.append(
+        f"{trig.field.name} {origin} is {touch.days} day(s) {'after' if trig.kind is TriggerKind.DAYS_BEFORE else 'before'} {day}"
+    )
     return touch
 
 
@@ -103,16 +107,40 @@ def _choose_channel(touch: Touch, policy: ContactPolicy) -> None:
     )
     if channel is not None:
         touch.channel = channel
-        touch.explain.append(f"channel {channel.value}: first usable of {', '.join(ch.value for ch in rule.channels)}")
+        touch.explain.append(
+            f"channel {channel.value}: first usable of {', '.join(ch.value for ch in rule.channels)}"
+        )
         return
     why: list[str] = []
     if rule.category is Category.MARKETING and not c.get("consent_marketing"):
         why.append("no marketing consent")
     for ch in rule.channels:
         if ch is Channel.SMS:
-            why.append("sms: " + ("no consent" if not c.get("consent_sms") else "phone missing" if not c.get("phone") else "phone not valid E.164" if not phone_is_valid(c.get("phone")) else "usable"))
+            why.append(
+                "sms: "
+                + (
+                    "no consent"
+                    if not c.get("consent_sms")
+                    else "phone missing"
+                    if not c.get("phone")
+                    else "phone not valid E.164"
+                    if not phone_is_valid(c.get("phone"))
+                    else "usable"
+                )
+            )
         else:
-            why.append("email: " + ("no consent" if not c.get("consent_email") else "address missing" if not c.get("email") else "address not valid" if not email_is_valid(c.get("email")) else "usable"))
+            why.append(
+                "email: "
+                + (
+                    "no consent"
+                    if not c.get("consent_email")
+                    else "address missing"
+                    if not c.get("email")
+                    else "address not valid"
+                    if not email_is_valid(c.get("email"))
+                    else "usable"
+                )
+            )
     touch.suppress(SuppressionReason.NO_CONTACT, "; ".join(why))
 
 
@@ -178,7 +206,9 @@ def plan_day(
         done = is_final([t.key for t in touches])
         for touch in touches:
             if touch.key in done and touch.decision is Decision.SEND:
-                touch.suppress(SuppressionReason.ALREADY_SENT, "the ledger holds this touch as handled")
+                touch.suppress(
+                    SuppressionReason.ALREADY_SENT, "the ledger holds this touch as handled"
+                )
     touches.sort(key=lambda t: (t.send_at, -t.rule.priority, t.rule.id, t.customer_id, t.key))
     return touches
 

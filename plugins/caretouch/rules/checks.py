@@ -60,7 +60,9 @@ def schema_errors(
     return found
 
 
-def _translate(error: SchemaViolation, pos: Positions, base: tuple[Any, ...]) -> list[ValidationError]:
+def _translate(
+    error: SchemaViolation, pos: Positions, base: tuple[Any, ...]
+) -> list[ValidationError]:
     path = (*base, *error.absolute_path)
     where = pos.at(path)
     name = str(path[-1]) if path and isinstance(path[-1], str) else None
@@ -89,7 +91,9 @@ def _translate(error: SchemaViolation, pos: Positions, base: tuple[Any, ...]) ->
         ]
     if v == "const":
         return [
-            ValidationError(f"expected {error.validator_value!r}, got {error.instance!r}", location=where)
+            ValidationError(
+                f"expected {error.validator_value!r}, got {error.instance!r}", location=where
+            )
         ]
     if v == "type":
         expected = _TYPE_WORDS.get(str(error.validator_value), str(error.validator_value))
@@ -104,9 +108,7 @@ def _translate(error: SchemaViolation, pos: Positions, base: tuple[Any, ...]) ->
         hint = ""
         if "[0-5][0-9]" in str(error.validator_value):
             hint = ' (a time of day like "09:00", in quotes)'
-        return [
-            ValidationError(f"{error.instance!r} has the wrong form{hint}", location=where)
-        ]
+        return [ValidationError(f"{error.instance!r} has the wrong form{hint}", location=where)]
     if v in ("minItems", "maxProperties", "minProperties") and isinstance(error.instance, dict):
         return [
             ValidationError(

@@ -59,7 +59,9 @@ class RuleSet:
 
 def rule_files(rules_dir: Path) -> list[Path]:
     return sorted(
-        p for p in rules_dir.glob("*.y*ml") if p.name != POLICY_FILE and p.suffix in (".yaml", ".yml")
+        p
+        for p in rules_dir.glob("*.y*ml")
+        if p.name != POLICY_FILE and p.suffix in (".yaml", ".yml")
     )
 
 
@@ -242,9 +244,13 @@ def _build_trigger(
 
 
 def _build_condition(
-    data: dict[str, Any], path: YPath, pos: Positions, trigger: Trigger, errors: list[ValidationError]
+    data: dict[str, Any],
+    path: YPath,
+    pos: Positions,
+    trigger: Trigger,
+    errors: list[ValidationError],
 ) -> Condition | None:
-    (key, value), = data.items()
+    ((key, value),) = data.items()
     if key in ("all", "any"):
         items = [
             _build_condition(sub, (*path, key, i), pos, trigger, errors)
@@ -272,7 +278,7 @@ def _build_condition(
                 )
             )
             return None
-        (op_word, operand), = value.items()
+        ((op_word, operand),) = value.items()
         if op_word not in {o.value for o in Op}:
             errors.append(
                 ValidationError(
@@ -300,9 +306,7 @@ def _check_operand(spec: FieldSpec, op: Op, operand: Any) -> str | None:
         return f"{op.value} takes a non-empty list"
     for v in values:
         if spec.choices and str(v) not in spec.choices:
-            return (
-                f"{v!r} is not one of {', '.join(spec.choices)}{did_you_mean(v, spec.choices)}"
-            )
+            return f"{v!r} is not one of {', '.join(spec.choices)}{did_you_mean(v, spec.choices)}"
         if spec.type is FieldType.DATE and not isinstance(v, dt.date):
             try:
                 dt.date.fromisoformat(str(v))

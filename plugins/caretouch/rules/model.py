@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 from ..dates import LeapDayPolicy
 from ..errors import Location
@@ -62,9 +62,7 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("customer", "customer_id", FieldType.TEXT),
         FieldSpec("customer", "name", FieldType.TEXT),
         FieldSpec("customer", "birth_date", FieldType.DATE),
-        FieldSpec(
-            "customer", "birthday_calendar", FieldType.TEXT, _enum_values(BirthdayCalendar)
-        ),
+        FieldSpec("customer", "birthday_calendar", FieldType.TEXT, _enum_values(BirthdayCalendar)),
         FieldSpec("customer", "phone", FieldType.TEXT, in_templates=False),
         FieldSpec("customer", "email", FieldType.TEXT, in_templates=False),
         FieldSpec("customer", "locale", FieldType.TEXT, _enum_values(Locale)),
@@ -127,7 +125,7 @@ class Not:
     item: Condition
 
 
-Condition = Union[Compare, AllOf, AnyOf, Not]
+Condition = Compare | AllOf | AnyOf | Not
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,10 @@ def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
     if trig.kind is TriggerKind.EVENT:
         first = day - dt.timedelta(days=trig.delay_days)
         lo = dt.datetime.combine(first, dt.time(), dt.timezone.utc) - _MAX_OFFSET
-        hi = dt.datetime.combine(first + dt.timedelta(days=1), dt.time(), dt.timezone.utc) + _MAX_OFFSET
+        hi = (
+            dt.datetime.combine(first + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+            + _MAX_OFFSET
+        )
         stmt = (
             select(*_columns(("customer", "event", "policy")))
             .select_from(events)

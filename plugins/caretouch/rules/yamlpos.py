@@ -8,8 +8,8 @@ each mapping key under ``path + (KEY, name)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml

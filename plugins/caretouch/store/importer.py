@@ -352,7 +352,11 @@ def import_csv(
             key = row[ID_COLUMN[table]]
             if key in seen:
                 report.rejected.append(
-                    Problem(where, f"duplicate {ID_COLUMN[table]} {key!r} (also on line {seen[key]})", row=raw)
+                    Problem(
+                        where,
+                        f"duplicate {ID_COLUMN[table]} {key!r} (also on line {seen[key]})",
+                        row=raw,
+                    )
                 )
                 continue
             seen[key] = line
@@ -380,7 +384,9 @@ def import_csv(
 
 def _check_references(store: Store, parsed: dict[str, _Parsed], report: ImportReport) -> None:
     """Policies and events must name customers (and policies) that exist or are imported."""
-    new_customers = {r["customer_id"] for _, _, r in parsed.get("customer", _Parsed("", Path())).rows}
+    new_customers = {
+        r["customer_id"] for _, _, r in parsed.get("customer", _Parsed("", Path())).rows
+    }
     new_policies = {r["policy_id"] for _, _, r in parsed.get("policy", _Parsed("", Path())).rows}
     for table in ("policy", "event"):
         result = parsed.get(table)
@@ -391,14 +397,22 @@ def _check_references(store: Store, parsed: dict[str, _Parsed], report: ImportRe
         wanted_policies = {r["policy_id"] for _, _, r in result.rows if r.get("policy_id")}
         known_policies = new_policies
         if table == "event":
-            known_policies = new_policies | _existing_ids(store, "policy", wanted_policies - new_policies)
+            known_policies = new_policies | _existing_ids(
+                store, "policy", wanted_policies - new_policies
+            )
         kept = []
         for line, raw, row in result.rows:
             where = Location(str(result.path), line)
             if row["customer_id"] not in known_customers:
-                report.rejected.append(Problem(where, f"unknown customer_id {row['customer_id']!r}", row=raw))
-            elif table == "event" and row.get("policy_id") and row["policy_id"] not in known_policies:
-                report.rejected.append(Problem(where, f"unknown policy_id {row['policy_id']!r}", row=raw))
+                report.rejected.append(
+                    Problem(where, f"unknown customer_id {row['customer_id']!r}", row=raw)
+                )
+            elif (
+                table == "event" and row.get("policy_id") and row["policy_id"] not in known_policies
+            ):
+                report.rejected.append(
+                    Problem(where, f"unknown policy_id {row['policy_id']!r}", row=raw)
+                )
             else:
                 kept.append((line, raw, row))
         result.rows = kept
@@ -416,5 +430,10 @@ def write_rejects(path: Path, problems: list[Problem]) -> None:
         writer.writerow(["file", "line", "reason", *columns])
         for p in problems:
             writer.writerow(
-                [p.location.file, p.location.line or "", p.reason, *[(p.row or {}).get(c, "") for c in columns]]
+                [
+                    p.location.file,
+                    p.location.line or "",
+                    p.reason,
+                    *[(p.row or {}).get(c, "") for c in columns],
+                ]
             )

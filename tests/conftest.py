@@ -1,0 +1,174 @@
+"""Shared fixtures: stores on SQLite and on the real PostgreSQL, shipped rules, a clock.
+
+PostgreSQL tests run against 127.0.0.1:5432 (user postgres, database test), each in a schema
+of its own that is dropped afterwards. Where the server is unreachable they are skipped with
+the reason, except under CI=true, where they fail: CI must prove the PostgreSQL path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from caretouch.render import TemplateStore
+from caretouch.rules.loader import RuleSet, load_rules
+from caretouch.store.db import Store, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES_DIR = ROOT / "care_rules"
+TEMPLATES_DIR = ROOT / "templates"
+PG_URL = os.environ.get("CARE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_available() -> str | None:
+    """None when PostgreSQL answers, else the reason it does not."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure to connect is a reason to skip
+        return (
+            f"PostgreSQL at {PG_URL} unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        )
+    return None
+
+
+_PG_REASON: list[str | None] = []
+
+
+def require_postgres() -> None:
+    if not _PG_REASON:
+        _PG_REASON.append(_pg_available())
+    reason = _PG_REASON[0]
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
+    store.init()
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def pg_store() -> Iterator[Store]:
+    require_postgres()
+    from sqlalchemy import create_engine, text
+
+    schema = f"care_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    store = open_store(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    store.init()
+    try:
+        yield store
+    finally:
+        store.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> Store:
+    """The same test on SQLite and on PostgreSQL."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_store")  # type: ignore[no-any-return]
+    return request.getfixturevalue("sqlite_store")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def templates() -> TemplateStore:
+    return TemplateStore(TEMPLATES_DIR)
+
+
+@pytest.fixture(scope="session")
+def shipped_rules(templates: TemplateStore) -> RuleSet:
+    ruleset = load_rules(RULES_DIR, templates)
+    assert ruleset.errors == []
+    return ruleset
+
+
+def customer_row(customer_id: str = "C1", **overrides: Any) -> dict[str, str]:
+    """A valid customers.csv row (strings, as in a CSV), reachable on both channels."""
+    row = {
+        "customer_id": customer_id,
+        "name": "王芳",
+        "birth_date": "1990-11-23",
+        "birthday_calendar": "gregorian",
+        "phone": "+8613812348000",
+        "email": "wang.fang@example.com",
+        "locale": "zh-CN",
+        "timezone": "Asia/Shanghai",
+        "tier": "B",
+        "status": "active",
+        "consent_sms": "true",
+        "consent_email": "true",
+        "consent_marketing": "false",
+    }
+    row.update({k: str(v) if not isinstance(v, str) else v for k, v in overrides.items()})
+    return row
+
+
+def policy_row(policy_id: str = "P1", customer_id: str = "C1", **overrides: Any) -> dict[str, str]:
+    row = {
+        "policy_id": policy_id,
+        "customer_id": customer_id,
+        "product": "安心医疗险",
+        "start_date": "2020-01-15",
+        "renewal_date": "",
+        "status": "active",
+        "premium": "1200.00",
+    }
+    row.update(overrides)
+    return row
+
+
+def event_row(event_id: str = "E1", customer_id: str = "C1", **overrides: Any) -> dict[str, str]:
+    row = {
+        "event_id": event_id,
+        "type": "policy_purchased",
+        "customer_id": customer_id,
+        "policy_id": "",
+        "occurred_at": "2026-11-22T10:00:00+08:00",
+        "payload": "",
+    }
+    row.update(overrides)
+    return row
+
+
+def load_rows(
+    store: Store,
+    customers: list[dict[str, str]] = (),  # type: ignore[assignment]
+    policies: list[dict[str, str]] = (),  # type: ignore[assignment]
+    events: list[dict[str, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """Write CSV-shaped rows through the importer's own parsers (so derived keys are set)."""
+    from caretouch.store.importer import ID_COLUMN, MODELS, PARSERS
+    from caretouch.store.write import upsert
+
+    with store.session() as session:
+        for table, rows in (("customer", customers), ("policy", policies), ("event", events)):
+            parsed = [PARSERS[table](r)[0] for r in rows]
+            upsert(session, MODELS[table], ID_COLUMN[table], parsed)
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.timezone.utc)
