@@ -82,7 +82,7 @@ def lunar_anniversary_keys(day: dt.date) -> list[int]:
     if not LUNAR_MIN_YEAR <= day.year <= LUNAR_MAX_YEAR:
         return []
     lunar = LunarDate.fromSolarDate(day.year, day.month, day.day)
-    if lunar.isLeapMonth:
+    if lunar.is_leap_month:
         return []
     keys = [lunar.month * 100 + lunar.day]
     if lunar.day == 29 and lunar_month_length(lunar.year, lunar.month, False) == 29:

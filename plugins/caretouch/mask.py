@@ -20,11 +20,12 @@ def mask_phone(phone: str | None) -> str:
         cc, national = str(parsed.country_code), str(parsed.national_number)
     except phonenumbers.NumberParseException:
         cc, national = "", digits
-    if len(national) <= 4:
-        return (f"+{cc} " if cc else "") + "*" * len(national)
-    head = national[:3] if len(national) > 7 else national[:1]
-    tail = national[-4:]
-    return (f"+{cc} " if cc else "") + head + "*" * (len(national) - len(head) - 4) + tail
+    prefix = f"+{cc} " if cc else ""
+    if len(national) <= 7:
+        # Too short to show a head and a tail without revealing most of it.
+        return prefix + "*" * max(len(national) - 2, 1) + national[-2:]
+    head, tail = national[:3], national[-4:]
+    return prefix + head + "*" * (len(national) - len(head) - 4) + tail
 
 
 def mask_email(email: str | None) -> str:

@@ -110,8 +110,15 @@ def load_with_positions(text: str, file: str) -> tuple[Any, Positions]:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         problem = exc.problem or str(exc)
-        if exc.context:
-            problem = f"{exc.context}: {problem}" if "found" in problem else problem
+        ctx = exc.context_mark
+        if (
+            exc.context
+            and ctx is not None
+            and (ctx.line, ctx.column) != (mark.line if mark else -1, mark.column if mark else -1)
+        ):
+            problem += (
+                f" ({exc.context} that started at line {ctx.line + 1}, column {ctx.column + 1})"
+            )
         raise ValidationError(
             f"YAML syntax error: {problem}", location=Location(file, line, col)
         ) from None

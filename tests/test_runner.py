@@ -1,0 +1,258 @@
+"""Running a day: idempotent reruns, waiting for send time, races and crashes never duplicate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from caretouch.config import CareConfig
+from caretouch.ledger import Ledger
+from caretouch.runner import Engine, pending_ids, plan_and_record, run_day, send_touches
+from caretouch.store.db import Store
+from caretouch.vocab import TouchStatus
+from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
+
+DAY = dt.date(2026, 11, 23)
+# 12:00 UTC: 20:00 in Shanghai (allowed, after 09:00), 12:00 in London, 04:00 in Los Angeles.
+NOON = utc(2026, 11, 23, 12, 0)
+LATE = utc(2026, 11, 24, 3, 0)  # 11:00 Shanghai on the 24th: everything of the 23rd is due
+
+
+def engine_for(store: Store, tmp_path: Path) -> Engine:
+    config = CareConfig(store.url, RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox")
+    engine = Engine.open(config)
+    engine.store.dispose()
+    engine.store = store
+    return engine
+
+
+def outbox_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "outbox").rglob("*.json"))
+
+
+def birthday_customers(n: int, zones: tuple[str, ...] = ("Asia/Shanghai",)) -> list[dict[str, str]]:
+    return [
+        customer_row(f"C{i:05d}", timezone=zones[i % len(zones)], phone=f"+86138{i:08d}")
+        for i in range(n)
+    ]
+
+
+def test_second_run_sends_nothing(sqlite_store: Store, tmp_path: Path) -> None:
+    load_rows(sqlite_store, customers=birthday_customers(20))
+    engine = engine_for(sqlite_store, tmp_path)
+    first = run_day(engine, DAY, run_id="t1", now=NOON)
+    assert first.sent == 20 and first.failed == 0
+    assert len(outbox_files(tmp_path)) == 20
+    second = run_day(engine, DAY, run_id="t2", now=NOON)
+    assert second.sent == 0
+    assert len(outbox_files(tmp_path)) == 20
+    states = Ledger(sqlite_store).states_for_day(DAY)
+    assert Counter(s.status for s in states) == {TouchStatus.SENT: 20}
+
+
+def test_touch_waits_for_send_time_and_quiet_hours(sqlite_store: Store, tmp_path: Path) -> None:
+    load_rows(
+        sqlite_store,
+        customers=[
+            customer_row("SH", timezone="Asia/Shanghai"),
+            customer_row("LA", timezone="America/Los_Angeles", phone="+14155550123"),
+        ],
+    )
+    engine = engine_for(sqlite_store, tmp_path)
+    # 00:30 UTC: 08:30 in Shanghai (before 09:00), 16:30 the day before in Los Angeles.
+    early = run_day(engine, DAY, run_id="t1", now=utc(2026, 11, 23, 0, 30))
+    assert (early.sent, early.waiting) == (0, 2)
+    # 14:00 UTC: Shanghai is at 22:00 (quiet hours), Los Angeles at 06:00 (before 09:00).
+    quiet = send_touches(engine, pending_ids(engine, DAY), run_id="t2", now=utc(2026, 11, 23, 14))
+    assert (quiet.sent, quiet.waiting) == (0, 2)
+    # 17:30 UTC: 09:30 in Los Angeles; Shanghai still quiet (01:30 on the 24th).
+    la = send_touches(engine, pending_ids(engine, DAY), run_id="t3", now=utc(2026, 11, 23, 17, 30))
+    assert (la.sent, la.waiting) == (1, 1)
+    sh = send_touches(engine, pending_ids(engine, DAY), run_id="t4", now=LATE)
+    assert (sh.sent, sh.waiting) == (1, 0)
+    assert pending_ids(engine, DAY) == []
+
+
+def test_consent_given_later_replans_a_suppressed_touch(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    load_rows(
+        sqlite_store, customers=[customer_row("C1", consent_sms="false", consent_email="false")]
+    )
+    engine = engine_for(sqlite_store, tmp_path)
+    run_day(engine, DAY, run_id="t1", now=NOON)
+    (state,) = Ledger(sqlite_store).states_for_day(DAY)
+    assert (state.status, state.reason) == (TouchStatus.SUPPRESSED, "no_contact")
+    load_rows(
+        sqlite_store, customers=[customer_row("C1", consent_sms="true", consent_email="false")]
+    )
+    report = run_day(engine, DAY, run_id="t2", now=NOON)
+    assert report.sent == 1
+    history = [e.status for e in Ledger(sqlite_store).history(state.id)]
+    assert history == ["suppressed", "planned", "sending", "sent"]
+
+
+def test_consent_withdrawn_after_planning_is_honoured(sqlite_store: Store, tmp_path: Path) -> None:
+    load_rows(sqlite_store, customers=[customer_row("C1")])
+    engine = engine_for(sqlite_store, tmp_path)
+    plan_and_record(engine, DAY, run_id="t1", now=NOON)
+    load_rows(
+        sqlite_store, customers=[customer_row("C1", consent_sms="false", consent_email="false")]
+    )
+    report = send_touches(engine, pending_ids(engine, DAY), run_id="t2", now=NOON)
+    assert (report.sent, report.suppressed) == (0, 1)
+    assert outbox_files(tmp_path) == []
+
+
+def test_ledger_records_versions_and_content(sqlite_store: Store, tmp_path: Path) -> None:
+    load_rows(sqlite_store, customers=[customer_row("C1", name="<script>x</script>")])
+    engine = engine_for(sqlite_store, tmp_path)
+    run_day(engine, DAY, run_id="t1", now=NOON)
+    (state,) = Ledger(sqlite_store).states_for_day(DAY)
+    (attempt,) = Ledger(sqlite_store).attempts(state.id)
+    assert state.row.touch_key == "birthday|customer:C1|2026-11-23"
+    assert len(state.row.rule_hash) == 64 and len(attempt.template_hash) == 64
+    assert attempt.channel == "sms" and attempt.recipient == "+8613812348000"
+    assert "<script>x</script>" in (attempt.body or "")
+    sent = [e for e in Ledger(sqlite_store).history(state.id) if e.status == "sent"]
+    assert sent and sent[0].provider_message_id.startswith("outbox:")
+    file = json.loads(outbox_files(tmp_path)[0].read_text(encoding="utf-8"))
+    assert file["body"] == attempt.body
+
+
+def test_racing_workers_send_each_touch_once(store: Store, tmp_path: Path) -> None:
+    load_rows(store, customers=birthday_customers(60))
+    engine = engine_for(store, tmp_path)
+    ids = plan_and_record(engine, DAY, run_id="plan", now=NOON)
+    reports = []
+
+    def worker(name: str) -> None:
+        reports.append(send_touches(engine, ids, run_id=name, now=NOON))
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.sent for r in reports) == 60
+    assert len(outbox_files(tmp_path)) == 60
+    keys = Counter(
+        json.loads(f.read_text(encoding="utf-8"))["touch_key"] for f in outbox_files(tmp_path)
+    )
+    assert max(keys.values()) == 1
+
+
+CRASHING_RUN = r"""
+import datetime as dt, os, signal, sys
+from pathlib import Path
+from caretouch.channels.outbox import OutboxTransport
+from caretouch.config import CareConfig
+from caretouch.runner import Engine, run_day
+from caretouch.vocab import Channel
+
+store_url, outbox, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+count = [0]
+
+class DyingOutbox(OutboxTransport):
+    def post(self, payload):
+        path = super().post(payload)
+        count[0] += 1
+        if count[0] == kill_after:
+            # The worst moment: the provider has the message, the ledger does not know yet.
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+config = CareConfig(store_url, Path(sys.argv[4]), Path(sys.argv[5]), outbox)
+engine = Engine.open(config, transports={ch: DyingOutbox(ch, outbox) for ch in Channel})
+now = dt.datetime(2026, 11, 23, 12, tzinfo=dt.timezone.utc)
+report = run_day(engine, dt.date(2026, 11, 23), run_id=f"pid{os.getpid()}", now=now)
+print(report.as_dict())
+"""
+
+
+def _run(store: Store, tmp_path: Path, kill_after: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CRASHING_RUN,
+            store.url,
+            str(tmp_path / "outbox"),
+            str(kill_after),
+            str(RULES_DIR),
+            str(TEMPLATES_DIR),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_run_killed_between_provider_and_ledger_never_duplicates(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    load_rows(sqlite_store, customers=birthday_customers(40))
+    for kill_after in (7, 1, 13):
+        proc = _run(sqlite_store, tmp_path, kill_after)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    final = _run(sqlite_store, tmp_path, 10_000)
+    assert final.returncode == 0, final.stderr
+    files = outbox_files(tmp_path)
+    keys = Counter(json.loads(f.read_text(encoding="utf-8"))["touch_key"] for f in files)
+    assert len(keys) == 40, "every due touch was delivered"
+    assert max(keys.values()) == 1, "no touch was delivered twice"
+    states = Ledger(sqlite_store).states_for_day(DAY)
+    assert Counter(s.status for s in states) == {TouchStatus.SENT: 40}
+
+
+@pytest.mark.slow
+def test_run_killed_at_random_times_never_duplicates(sqlite_store: Store, tmp_path: Path) -> None:
+    total = 1200
+    load_rows(
+        sqlite_store, customers=birthday_customers(total, zones=("Asia/Shanghai", "Europe/London"))
+    )
+    env = {**os.environ, "CARE_STORE_URL": sqlite_store.url}
+    cmd = [
+        str(Path(sys.executable).with_name("care")),
+        "--rules",
+        str(RULES_DIR),
+        "--templates",
+        str(TEMPLATES_DIR),
+        "--outbox",
+        str(tmp_path / "outbox"),
+        "run",
+        "--date",
+        DAY.isoformat(),
+        "--now",
+        NOON.isoformat(),
+    ]
+    killed_midway = 0
+    for delay in (1.2, 1.0, 1.1, 0.9):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if 0 < len(outbox_files(tmp_path)) < total:
+            killed_midway += 1
+    assert killed_midway >= 2, "the kills must land while messages are being sent"
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert final.returncode == 0, final.stderr
+    keys = Counter(
+        json.loads(f.read_text(encoding="utf-8"))["touch_key"] for f in outbox_files(tmp_path)
+    )
+    assert len(keys) == total
+    assert max(keys.values()) == 1
+    states = Ledger(sqlite_store).states_for_day(DAY)
+    assert Counter(s.status for s in states) == {TouchStatus.SENT: total}
