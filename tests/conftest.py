@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from caretouch.render import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.store.db import Store, open_store
