@@ -60,14 +60,14 @@ def lunar_month_day(d: dt.date) -> int:
     """The lunar month-day key of a Gregorian date; a leap month counts as the regular month."""
     if not LUNAR_MIN_YEAR <= d.year <= LUNAR_MAX_YEAR:
         raise CareError(f"{d.isoformat()} is outside the lunar calendar's range (1900-2099)")
-    lunar = LunarDate.fromSolarDate(d.year, d.month, d.day)
+    lunar = LunarDate.from_solar_date(d.year, d.month, d.day)
     return lunar.month * 100 + lunar.day
 
 
 def lunar_month_length(year: int, month: int, leap: bool) -> int:
     """29 or 30: the number of days of a lunar month."""
     try:
-        LunarDate(year, month, 30, leap).toSolarDate()
+        LunarDate(year, month, 30, leap).to_solar_date()
     except ValueError:
         return 29
     return 30
@@ -81,7 +81,7 @@ def lunar_anniversary_keys(day: dt.date) -> list[int]:
     """
     if not LUNAR_MIN_YEAR <= day.year <= LUNAR_MAX_YEAR:
         return []
-    lunar = LunarDate.fromSolarDate(day.year, day.month, day.day)
+    lunar = LunarDate.from_solar_date(day.year, day.month, day.day)
     if lunar.is_leap_month:
         return []
     keys = [lunar.month * 100 + lunar.day]
@@ -95,7 +95,7 @@ def lunar_birthday_in_year(birth: dt.date, lunar_year: int) -> dt.date:
     key = lunar_month_day(birth)
     month, day = divmod(key, 100)
     day = min(day, lunar_month_length(lunar_year, month, False))
-    return LunarDate(lunar_year, month, day, False).toSolarDate()
+    return LunarDate(lunar_year, month, day, False).to_solar_date()
 
 
 def years_between(origin: dt.date, day: dt.date) -> int:
@@ -105,6 +105,6 @@ def years_between(origin: dt.date, day: dt.date) -> int:
 
 def lunar_years_between(origin: dt.date, day: dt.date) -> int:
     """Lunar years from ``origin`` to ``day`` (the age at a lunar birthday on ``day``)."""
-    first = LunarDate.fromSolarDate(origin.year, origin.month, origin.day)
-    second = LunarDate.fromSolarDate(day.year, day.month, day.day)
+    first = LunarDate.from_solar_date(origin.year, origin.month, origin.day)
+    second = LunarDate.from_solar_date(day.year, day.month, day.day)
     return int(second.year - first.year)
