@@ -459,7 +459,7 @@ def due_set(due: int, spec: DaySpec, pools: Pools, default_zone: str, seed: int)
                 renewal = day + dt.timedelta(days=spec.renewal_offsets[0])
                 pol = _policy(pid, cid, _minus_years(renewal, 1), renewal, "active", rng)
                 out.batch.policies.append(pol)
-                out.plan["birthday+renewal"] += 1
+                out.plan["(birthday also renewal)"] += 1
         elif kind == "lunar":
             row["birthday_calendar"] = "lunar"
             row["birth_date"] = lunar_births[int(r() * len(lunar_births))]
@@ -506,7 +506,9 @@ def _lunar_birth_dates(spec: DaySpec) -> list[dt.date]:
         for key in spec.lunar_keys:
             month, mday = divmod(key, 100)
             try:
-                out.append(LunarDate(year, month, mday, False).toSolarDate())
+                lunar = LunarDate(year, month, mday, False)
+                # lunardate 0.3 renamed toSolarDate (deprecated) to to_solar_date.
+                out.append(getattr(lunar, "to_solar_date", lunar.toSolarDate)())
             except ValueError:  # day 30 of a 29-day month
                 continue
     return out
