@@ -238,15 +238,27 @@ def test_run_killed_at_random_times_never_duplicates(sqlite_store: Store, tmp_pa
         "--now",
         NOON.isoformat(),
     ]
+    # First a kill during planning, then kills while messages are being written, each
+    # as soon as the outbox has grown past a threshold.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.8)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     killed_midway = 0
-    for delay in (1.2, 1.0, 1.1, 0.9):
+    for threshold in (1, 200, 450, 800):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.monotonic() + 60
+        while (
+            len(outbox_files(tmp_path)) < threshold
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if 0 < len(outbox_files(tmp_path)) < total:
+        if proc.returncode == -signal.SIGKILL and len(outbox_files(tmp_path)) < total:
             killed_midway += 1
-    assert killed_midway >= 2, "the kills must land while messages are being sent"
+    assert killed_midway >= 3, "the kills must land while messages are being sent"
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert final.returncode == 0, final.stderr
     keys = Counter(

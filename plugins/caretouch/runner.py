@@ -18,7 +18,7 @@ from .channels.base import OutboundMessage, SendResult, Transport
 from .channels.outbox import OutboxTransport
 from .config import CareConfig
 from .errors import RenderError
-from .ledger import Ledger, TouchState
+from .ledger import Claim, Ledger, StatusChange, TouchState
 from .ledger.models import Attempt
 from .mask import scrub
 from .plan import plan_day
@@ -32,6 +32,8 @@ from .vocab import Channel, Outcome, SuppressionReason, TouchStatus
 log = logging.getLogger("caretouch.run")
 
 MAX_ATTEMPTS = 5
+# Touches per claim/record transaction. A crash leaves at most this many in ``sending``.
+CHUNK = 50
 
 
 @dataclass
@@ -123,70 +125,34 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
-def _record_result(
-    engine: Engine,
-    state: TouchState,
-    attempt: Attempt,
-    result: SendResult,
-    report: SendReport,
-    *,
-    run_id: str,
-    now: dt.datetime,
-) -> None:
-    ledger = engine.ledger
+def _result_change(
+    state: TouchState, attempt: Attempt, result: SendResult, report: SendReport
+) -> StatusChange:
+    """The status event that records a provider's answer, counted in ``report``."""
     detail = {"detail": scrub(result.detail)} if result.detail else None
     if result.outcome is Outcome.SENT:
-        ledger.append(
+        report.sent += 1
+        return StatusChange(
             state.id,
             TouchStatus.SENT,
             attempt_id=attempt.id,
             provider_message_id=result.provider_message_id,
             detail=detail,
-            run_id=run_id,
-            now=now,
         )
-        report.sent += 1
-        return
     if result.outcome is Outcome.RETRYABLE_FAILURE and attempt.attempt_no < MAX_ATTEMPTS:
-        ledger.append(
-            state.id,
-            TouchStatus.PLANNED,
-            attempt_id=attempt.id,
-            reason="retry",
-            detail=detail,
-            run_id=run_id,
-            now=now,
-        )
         report.retry += 1
-        return
+        return StatusChange(state.id, TouchStatus.PLANNED, "retry", attempt.id, detail=detail)
     if result.outcome is Outcome.UNKNOWN:
-        ledger.append(
-            state.id,
-            TouchStatus.UNKNOWN,
-            attempt_id=attempt.id,
-            reason="unknown",
-            detail=detail,
-            run_id=run_id,
-            now=now,
-        )
         report.unknown += 1
-        return
+        return StatusChange(state.id, TouchStatus.UNKNOWN, "unknown", attempt.id, detail=detail)
     reason = {
         Outcome.REJECTED_INVALID_RECIPIENT: "invalid_recipient",
         Outcome.REJECTED_OPTED_OUT: "opted_out",
         Outcome.RETRYABLE_FAILURE: "retries_exhausted",
     }.get(result.outcome, "provider_error")
-    ledger.append(
-        state.id,
-        TouchStatus.FAILED,
-        attempt_id=attempt.id,
-        reason=reason,
-        detail=detail,
-        run_id=run_id,
-        now=now,
-    )
     report.failed += 1
     report.failures.append(f"{state.row.touch_key}: {reason}: {scrub(result.detail)}")
+    return StatusChange(state.id, TouchStatus.FAILED, reason, attempt.id, detail=detail)
 
 
 def _recipient(
@@ -227,27 +193,40 @@ def _recipient(
 
 
 def send_touches(
-    engine: Engine, touch_ids: Iterable[int], *, run_id: str, now: dt.datetime
+    engine: Engine,
+    touch_ids: Iterable[int],
+    *,
+    run_id: str,
+    now: dt.datetime,
+    chunk_size: int = CHUNK,
 ) -> SendReport:
     """Send the given touches whose time has come; skip those handled elsewhere.
 
     A touch is sent when its ``send_at`` has passed and the customer's local time is outside
-    quiet hours; otherwise it stays ``planned`` and a later run (or ``care_dispatch``) sends it.
+    quiet hours; otherwise it stays ``planned`` and a later run (or ``care_dispatch``) sends
+    it. Work goes in chunks: check and render, claim the chunk in one transaction (``sending``
+    is recorded before any provider call), send, then record the answers in one transaction.
+    A crash in between leaves the chunk in ``sending`` for ``recover_in_flight``.
     """
     report = SendReport()
-    states = engine.ledger.states(list(touch_ids))
+    ids = list(touch_ids)
+    for start in range(0, len(ids), chunk_size):
+        report.merge(_send_chunk(engine, ids[start : start + chunk_size], run_id=run_id, now=now))
+    return report
+
+
+def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime) -> SendReport:
+    report = SendReport()
+    ledger = engine.ledger
+    states = ledger.states(ids)
     customer_ids = {s.row.customer_id for s in states}
-    with engine.store.session() as session:
-        customers = (
-            {
-                c.customer_id: c
-                for c in session.scalars(
-                    select(Customer).where(Customer.customer_id.in_(customer_ids))
-                )
-            }
-            if customer_ids
-            else {}
-        )
+    with engine.store.read_session() as session:
+        customers = {
+            c.customer_id: c
+            for c in session.scalars(select(Customer).where(Customer.customer_id.in_(customer_ids)))
+        }
+    changes: list[StatusChange] = []
+    claims: list[Claim] = []
     for state in states:
         if state.status is not TouchStatus.PLANNED:
             report.skipped += 1
@@ -258,50 +237,55 @@ def send_touches(
             continue
         channel, address, why = _recipient(engine, state, customers.get(state.row.customer_id))
         if channel is None or address is None:
-            engine.ledger.append(
-                state.id,
-                TouchStatus.SUPPRESSED,
-                reason=SuppressionReason.NO_CONTACT.value,
-                detail={"explain": [why]},
-                run_id=run_id,
-                now=now,
+            changes.append(
+                StatusChange(
+                    state.id,
+                    TouchStatus.SUPPRESSED,
+                    SuppressionReason.NO_CONTACT.value,
+                    detail={"explain": [why]},
+                )
             )
             report.suppressed += 1
             continue
-        transport = engine.transports[channel]
         locale = state.row.locale
         try:
             rendered = engine.templates.render(
                 state.row.template_id, channel, locale, state.context
             )
         except RenderError as exc:
-            engine.ledger.append(
-                state.id,
-                TouchStatus.FAILED,
-                reason="render_error",
-                detail={"detail": str(exc)},
-                run_id=run_id,
-                now=now,
+            changes.append(
+                StatusChange(
+                    state.id, TouchStatus.FAILED, "render_error", detail={"detail": str(exc)}
+                )
             )
             report.failed += 1
             report.failures.append(f"{state.row.touch_key}: render_error: {exc}")
             log.error("touch %s: %s", state.row.touch_key, exc)
             continue
-        attempt = engine.ledger.claim(
-            state,
-            channel=channel.value,
-            transport=transport.name,
-            recipient=address,
-            template_hash=engine.templates.template_hash(state.row.template_id, channel, locale),
-            message=rendered,
-            run_id=run_id,
-            now=now,
+        claims.append(
+            Claim(
+                state=state,
+                channel=channel.value,
+                transport=engine.transports[channel].name,
+                recipient=address,
+                template_hash=engine.templates.template_hash(
+                    state.row.template_id, channel, locale
+                ),
+                message=rendered,
+            )
         )
+    ledger.append_many(changes, run_id=run_id, now=now)
+    won = ledger.claim_many(claims, run_id=run_id, now=now)
+    report.skipped += len(claims) - len(won)
+    results: list[StatusChange] = []
+    for claim in claims:
+        attempt = won.get(claim.state.id)
         if attempt is None:
-            report.skipped += 1
             continue
-        result = transport.send(_message(state, attempt, rendered))
-        _record_result(engine, state, attempt, result, report, run_id=run_id, now=now)
+        transport = engine.transports[Channel(claim.channel)]
+        result = transport.send(_message(claim.state, attempt, claim.message))
+        results.append(_result_change(claim.state, attempt, result, report))
+    ledger.append_many(results, run_id=run_id, now=now)
     return report
 
 

@@ -3,7 +3,16 @@
 Only this package writes the ledger tables; everything else asks it.
 """
 
-from .ledger import Ledger, TouchState
+from .ledger import Claim, Ledger, StatusChange, TouchState
 from .models import Attempt, LedgerBase, TouchEvent, TouchRow
 
-__all__ = ["Attempt", "Ledger", "LedgerBase", "TouchEvent", "TouchRow", "TouchState"]
+__all__ = [
+    "Attempt",
+    "Claim",
+    "Ledger",
+    "LedgerBase",
+    "StatusChange",
+    "TouchEvent",
+    "TouchRow",
+    "TouchState",
+]

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..plan.touch import Touch
@@ -61,6 +60,35 @@ class PlanRecord:
     suppressed: int = 0
     unchanged: int = 0
     planned_ids: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One status event to append."""
+
+    touch_id: int
+    status: TouchStatus
+    reason: str | None = None
+    attempt_id: int | None = None
+    provider_message_id: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A touch a worker wants to send now, with the message it rendered for it."""
+
+    state: TouchState
+    channel: str
+    transport: str
+    recipient: str
+    template_hash: str
+    message: RenderedMessage
+
+
+def _dialect_insert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -119,7 +147,7 @@ class Ledger:
 
     def states(self, touch_ids: Iterable[int]) -> list[TouchState]:
         ids = list(touch_ids)
-        with self.store.session() as session:
+        with self.store.read_session() as session:
             rows: list[TouchRow] = []
             for start in range(0, len(ids), _CHUNK):
                 rows.extend(
@@ -131,7 +159,7 @@ class Ledger:
             return self._states(session, rows)
 
     def states_for_day(self, occurrence: dt.date) -> list[TouchState]:
-        with self.store.session() as session:
+        with self.store.read_session() as session:
             rows = list(
                 session.scalars(
                     select(TouchRow).where(TouchRow.occurrence == occurrence).order_by(TouchRow.id)
@@ -158,13 +186,13 @@ class Ledger:
             .where(TouchEvent.status.in_(wanted))
             .order_by(TouchEvent.touch_id)
         )
-        with self.store.session() as session:
+        with self.store.read_session() as session:
             return list(session.scalars(query))
 
     def final_keys(self, keys: list[str]) -> set[str]:
         """The keys among ``keys`` whose touch was already handled (sent, failed, ...)."""
         found: set[str] = set()
-        with self.store.session() as session:
+        with self.store.read_session() as session:
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
                 rows = list(
@@ -177,7 +205,7 @@ class Ledger:
         return found
 
     def attempts(self, touch_id: int) -> list[Attempt]:
-        with self.store.session() as session:
+        with self.store.read_session() as session:
             return list(
                 session.scalars(
                     select(Attempt).where(Attempt.touch_id == touch_id).order_by(Attempt.attempt_no)
@@ -185,7 +213,7 @@ class Ledger:
             )
 
     def history(self, touch_id: int) -> list[TouchEvent]:
-        with self.store.session() as session:
+        with self.store.read_session() as session:
             return list(
                 session.scalars(
                     select(TouchEvent)
@@ -318,72 +346,110 @@ class Ledger:
         detail: dict[str, Any] | None = None,
     ) -> None:
         """Append one status event."""
-        with self.store.session() as session:
-            session.add(
-                TouchEvent(
-                    touch_id=touch_id,
-                    attempt_id=attempt_id,
-                    status=status.value,
-                    reason=reason,
-                    provider_message_id=provider_message_id,
-                    detail=detail,
-                    at=now,
-                    run_id=run_id,
-                )
-            )
+        self.append_many(
+            [StatusChange(touch_id, status, reason, attempt_id, provider_message_id, detail)],
+            run_id=run_id,
+            now=now,
+        )
 
-    def claim(
-        self,
-        state: TouchState,
-        *,
-        channel: str,
-        transport: str,
-        recipient: str,
-        template_hash: str,
-        message: RenderedMessage,
-        run_id: str,
-        now: dt.datetime,
-    ) -> Attempt | None:
-        """Atomically claim the touch for one delivery attempt; None if someone else has it.
+    def append_many(
+        self, changes: Sequence[StatusChange], *, run_id: str, now: dt.datetime
+    ) -> None:
+        """Append status events in one transaction."""
+        if not changes:
+            return
+        rows = [
+            {
+                "touch_id": c.touch_id,
+                "attempt_id": c.attempt_id,
+                "status": c.status.value,
+                "reason": c.reason,
+                "provider_message_id": c.provider_message_id,
+                "detail": c.detail,
+                "at": now,
+                "run_id": run_id,
+            }
+            for c in changes
+        ]
+        with self.store.session() as session:
+            session.execute(TouchEvent.__table__.insert(), rows)
+
+    def claim_many(
+        self, claims: Sequence[Claim], *, run_id: str, now: dt.datetime
+    ) -> dict[int, Attempt]:
+        """Atomically claim touches for one delivery attempt each; returns those won, by touch.
 
         Inserting attempt number ``n + 1`` is the claim: the UNIQUE (touch, attempt_no)
-        constraint lets exactly one of two racing workers through, and the ``sending`` event
-        is written in the same transaction, before the provider is called.
+        constraint lets exactly one of two racing workers through (the other's insert does
+        nothing), and the ``sending`` event is written in the same transaction, before any
+        provider is called. A touch no longer ``planned`` is not claimed.
         """
-        attempt = Attempt(
-            touch_id=state.id,
-            attempt_no=state.attempts + 1,
-            channel=channel,
-            transport=transport,
-            recipient=recipient,
-            template_id=state.row.template_id,
-            template_hash=template_hash,
-            content_hash=message.content_hash(),
-            subject=message.subject,
-            body=message.body,
-            html=message.html,
-            created_at=now,
-            run_id=run_id,
-        )
-        try:
-            with self.store.session() as session:
-                current = self._latest(session, [state.id]).get(state.id)
+        if not claims:
+            return {}
+        won: dict[int, Attempt] = {}
+        with self.store.session() as session:
+            ids = [c.state.id for c in claims]
+            latest = self._latest(session, ids)
+            numbers: dict[int, int] = dict.fromkeys(ids, 0)
+            for touch_id, highest in session.execute(
+                select(Attempt.touch_id, func.max(Attempt.attempt_no))
+                .where(Attempt.touch_id.in_(ids))
+                .group_by(Attempt.touch_id)
+            ):
+                numbers[touch_id] = highest or 0
+            rows = []
+            for c in claims:
+                current = latest.get(c.state.id)
                 if current and TouchStatus(current[0]) is not TouchStatus.PLANNED:
-                    return None
-                session.add(attempt)
-                session.flush()
-                session.add(
-                    TouchEvent(
-                        touch_id=state.id,
-                        attempt_id=attempt.id,
-                        status=TouchStatus.SENDING.value,
-                        at=now,
-                        run_id=run_id,
-                    )
+                    continue
+                rows.append(
+                    {
+                        "touch_id": c.state.id,
+                        "attempt_no": numbers[c.state.id] + 1,
+                        "channel": c.channel,
+                        "transport": c.transport,
+                        "recipient": c.recipient,
+                        "template_id": c.state.row.template_id,
+                        "template_hash": c.template_hash,
+                        "content_hash": c.message.content_hash(),
+                        "subject": c.message.subject,
+                        "body": c.message.body,
+                        "html": c.message.html,
+                        "created_at": now,
+                        "run_id": run_id,
+                    }
                 )
-        except IntegrityError:
-            return None
-        return attempt
+            if not rows:
+                return {}
+            insert = _dialect_insert(session)
+            stmt = (
+                insert(Attempt.__table__)
+                .on_conflict_do_nothing(index_elements=["touch_id", "attempt_no"])
+                .returning(Attempt.__table__.c.id, Attempt.__table__.c.touch_id)
+            )
+            inserted = {
+                touch_id: attempt_id for attempt_id, touch_id in session.execute(stmt, rows)
+            }
+            if not inserted:
+                return {}
+            session.execute(
+                TouchEvent.__table__.insert(),
+                [
+                    {
+                        "touch_id": touch_id,
+                        "attempt_id": attempt_id,
+                        "status": TouchStatus.SENDING.value,
+                        "at": now,
+                        "run_id": run_id,
+                    }
+                    for touch_id, attempt_id in inserted.items()
+                ],
+            )
+            for attempt in session.scalars(
+                select(Attempt).where(Attempt.id.in_(list(inserted.values())))
+            ):
+                won[attempt.touch_id] = attempt
+        return won
 
     # -- summaries -------------------------------------------------------------------------
 

@@ -188,7 +188,7 @@ def plan_day(
     policy = ruleset.policy
     touches: list[Touch] = []
     seen: set[str] = set()
-    with store.session() as session:
+    with store.read_session() as session:
         for rule in ruleset.rules:
             if wanted is not None and rule.id not in wanted:
                 continue

@@ -31,12 +31,25 @@ def _normalise(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, decide how transactions begin (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # WAL lets readers (an auditor, the planner) run beside a writer; NORMAL is safe with WAL.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # A write transaction takes SQLite's write lock up front (BEGIN IMMEDIATE). A deferred
+    # transaction that reads and then writes can fail with "database is locked" when another
+    # writer committed in between (WAL's busy snapshot, which busy_timeout does not retry);
+    # taking the lock first makes racing workers wait their turn instead.
+    if conn.get_execution_options().get("care_read_only"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @dataclass
@@ -46,6 +59,7 @@ class Store:
     url: str
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
 
     @property
     def is_sqlite(self) -> bool:
@@ -57,8 +71,14 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in a transaction: committed on success, rolled back on error."""
+        """A write session in a transaction: committed on success, rolled back on error."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reading only: on SQLite it does not take the write lock."""
+        with self.read_sessions() as session, session.begin():
             yield session
 
     def init(self) -> None:
@@ -95,8 +115,14 @@ def open_store(url: str | None = None, **engine_kwargs: Any) -> Store:
         raise ConfigurationError(f"cannot open store {parsed!r}: {exc}") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    store = Store(url=raw, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
-    return store
+        event.listen(engine, "begin", _sqlite_begin)
+    reader = engine.execution_options(care_read_only=True)
+    return Store(
+        url=raw,
+        engine=engine,
+        sessions=sessionmaker(engine, expire_on_commit=False),
+        read_sessions=sessionmaker(reader, expire_on_commit=False),
+    )
 
 
 def check_reachable(store: Store) -> None:

@@ -319,7 +319,7 @@ def _existing_ids(store: Store, table: str, ids: Iterable[str]) -> set[str]:
     column = getattr(model, ID_COLUMN[table])
     found: set[str] = set()
     wanted = list(ids)
-    with store.session() as session:
+    with store.read_session() as session:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             found.update(session.scalars(select(column).where(column.in_(chunk))))
