@@ -16,6 +16,14 @@ from .errors import CareError
 
 LUNAR_MIN_YEAR = 1900
 LUNAR_MAX_YEAR = 2099
+# lunardate's tables start at lunar 1900-01-01, which is Gregorian 1900-01-31.
+LUNAR_FIRST_DAY = dt.date(1900, 1, 31)
+LUNAR_LAST_DAY = dt.date(LUNAR_MAX_YEAR, 12, 31)
+
+
+def in_lunar_range(d: dt.date) -> bool:
+    """True when the lunar calendar tables cover ``d``."""
+    return LUNAR_FIRST_DAY <= d <= LUNAR_LAST_DAY
 
 
 class LeapDayPolicy(str, Enum):
@@ -58,8 +66,11 @@ def anniversary_in_year(origin: dt.date, year: int, leap_day: LeapDayPolicy) -> 
 
 def lunar_month_day(d: dt.date) -> int:
     """The lunar month-day key of a Gregorian date; a leap month counts as the regular month."""
-    if not LUNAR_MIN_YEAR <= d.year <= LUNAR_MAX_YEAR:
-        raise CareError(f"{d.isoformat()} is outside the lunar calendar's range (1900-2099)")
+    if not in_lunar_range(d):
+        raise CareError(
+            f"{d.isoformat()} is outside the lunar calendar's range "
+            f"({LUNAR_FIRST_DAY} to {LUNAR_LAST_DAY})"
+        )
     lunar = LunarDate.from_solar_date(d.year, d.month, d.day)
     return lunar.month * 100 + lunar.day
 
@@ -79,7 +90,7 @@ def lunar_anniversary_keys(day: dt.date) -> list[int]:
     A lunar birthday is celebrated in the regular (not the leap) month of that number; a
     birthday on day 30 is celebrated on day 29 when the month has only 29 days.
     """
-    if not LUNAR_MIN_YEAR <= day.year <= LUNAR_MAX_YEAR:
+    if not in_lunar_range(day):
         return []
     lunar = LunarDate.from_solar_date(day.year, day.month, day.day)
     if lunar.is_leap_month:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..dates import LUNAR_MAX_YEAR, LUNAR_MIN_YEAR, lunar_month_day, month_day
+from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month_day, month_day
 from ..errors import Location
 from ..policy import email_is_valid, phone_is_valid, timezone_is_valid
 from ..rules.checks import did_you_mean
@@ -125,10 +125,10 @@ def parse_customer(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
     if calendar == BirthdayCalendar.LUNAR.value:
         if birth is None:
             raise RowError("birthday_calendar is lunar but birth_date is empty")
-        if not LUNAR_MIN_YEAR <= birth.year <= LUNAR_MAX_YEAR:
+        if not in_lunar_range(birth):
             raise RowError(
                 f"birth_date {birth} is outside the lunar calendar's range "
-                f"({LUNAR_MIN_YEAR}-{LUNAR_MAX_YEAR})"
+                f"({LUNAR_FIRST_DAY} to {LUNAR_LAST_DAY})"
             )
     tz = _text(raw.get("timezone", ""), "timezone", limit=64)
     if tz is not None and not timezone_is_valid(tz):
@@ -251,7 +251,8 @@ class _Parsed:
 
 def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        # Undecodable bytes are kept as surrogates and reported at the row that holds them.
+        handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
         report.rejected.append(Problem(Location(str(path)), f"cannot read: {exc.strerror}"))
         return
@@ -266,6 +267,11 @@ def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[in
             report.rejected.append(Problem(Location(str(path), 1), f"unreadable header: {exc}"))
             return
         columns = [h.strip() for h in header]
+        if any(_undecodable(c) for c in columns):
+            report.rejected.append(
+                Problem(Location(str(path), 1), "not valid UTF-8 text (save the file as UTF-8)")
+            )
+            return
         allowed = CANONICAL_COLUMNS[table]
         bad_header = False
         for name in columns:
@@ -301,7 +307,13 @@ def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[in
             if not any(v.strip() for v in values):
                 line = reader.line_num + 1
                 continue
-            if len(values) != len(columns):
+            if any(_undecodable(v) for v in values):
+                report.rejected.append(
+                    Problem(
+                        Location(str(path), line), "not valid UTF-8 text (save the file as UTF-8)"
+                    )
+                )
+            elif len(values) != len(columns):
                 report.rejected.append(
                     Problem(
                         Location(str(path), line),
@@ -312,6 +324,10 @@ def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[in
             else:
                 yield line, dict(zip(columns, values, strict=True))
             line = reader.line_num + 1
+
+
+def _undecodable(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def _existing_ids(store: Store, table: str, ids: Iterable[str]) -> set[str]:
