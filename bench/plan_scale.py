@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import random
 import statistics
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, Text, insert, inspect, select
+from sqlalchemy import Column, MetaData, Table, Text, event, insert, inspect, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
@@ -384,7 +385,7 @@ def bulk_batches(n: int, spec: DaySpec, pools: Pools, seed: int) -> Iterator[tup
 
         x = r()
         npol = 0 if x < 0.15 else 1 if x < 0.65 else 2 if x < 0.90 else 3
-        first_pid = None
+        first_pid: str | None = None
         for _ in range(npol):
             pno += 1
             pid = f"P{pno:08d}"
@@ -407,8 +408,8 @@ def bulk_batches(n: int, spec: DaySpec, pools: Pools, seed: int) -> Iterator[tup
                 dt.timezone.utc,
             )
             payload = {"source": "app"} if r() < 0.2 else None
-            pid = first_pid if etype in ("policy_purchased", "claim_filed") else None
-            batch.events.append(_event(f"E{eno:08d}", etype, cid, pid, at, payload))
+            about = first_pid if etype in ("policy_purchased", "claim_filed") else None
+            batch.events.append(_event(f"E{eno:08d}", etype, cid, about, at, payload))
         if i % CHUNK == 0 or i == n:
             yield i, batch
             batch = Batch()
@@ -483,12 +484,12 @@ def due_set(due: int, spec: DaySpec, pools: Pools, default_zone: str, seed: int)
             local_day = yesterday - dt.timedelta(days=1 if r() < 0.05 else 0)
             local = dt.datetime.combine(local_day, dt.time(1 + int(r() * 22), int(r() * 60)))
             at = local.replace(tzinfo=zone).astimezone(dt.timezone.utc)
-            renewal = (
+            next_renewal: dt.date | None = (
                 yesterday.replace(year=yesterday.year + 1) if month_day(yesterday) != 229 else None
             )
-            if renewal in spec.forbidden_renewals:
-                renewal = None
-            out.batch.policies.append(_policy(pid, cid, yesterday, renewal, "active", rng))
+            if next_renewal in spec.forbidden_renewals:
+                next_renewal = None
+            out.batch.policies.append(_policy(pid, cid, yesterday, next_renewal, "active", rng))
             payload = {"channel": "agent", "premium": "1200.00"}
             out.batch.events.append(_event(eid, spec.event_type, cid, pid, at, payload))
             kind = "thanks" if local_day == yesterday else "thanks-near-miss"
@@ -552,17 +553,18 @@ def build_store(
     started = time.perf_counter()
     store.init()
     counts = Counter[str]()
-    tables = {
+    tables: dict[str, Any] = {
         "customers": Customer.__table__,
         "policies": Policy.__table__,
         "events": Event.__table__,
     }
+    if store.is_sqlite:
+        # Set on connect, outside any transaction (SQLite refuses to change the safety level
+        # inside one); the build's connections are disposed of before anything is measured.
+        store.dispose()
+        event.listen(store.engine, "connect", _bulk_pragmas)
     with store.engine.connect() as conn:
-        if store.is_sqlite:
-            conn.exec_driver_sql("PRAGMA synchronous=OFF")
-            conn.exec_driver_sql("PRAGMA cache_size=-400000")  # 400 MB for index builds
-            conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
-        else:
+        if store.is_postgres:
             conn.exec_driver_sql("SET synchronous_commit TO OFF")
             conn.exec_driver_sql("SET maintenance_work_mem TO '256MB'")
         indexes = _secondary_indexes()
@@ -609,25 +611,36 @@ def build_store(
         conn.execute(MARKER.delete())
         conn.execute(insert(MARKER), {"params": json.dumps(info)})
         conn.commit()
-        if store.is_sqlite:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    check_schema(store)
+    if store.is_sqlite:
+        event.remove(store.engine, "connect", _bulk_pragmas)
+    store.dispose()  # closing the last connection also checkpoints SQLite's WAL
+    for problem in schema_differences(store):
+        say(f"WARNING: {store.masked_url()}: {problem}")
     return info
 
 
-def check_schema(store: Store) -> None:
-    """The rebuilt indexes are exactly those ``store.init()`` creates."""
+def _bulk_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA synchronous=OFF")
+    cur.execute("PRAGMA cache_size=-400000")  # 400 MB, for the index builds
+    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.close()
+
+
+def schema_differences(store: Store) -> list[str]:
+    """How the store's tables and indexes differ from what ``store.init()`` creates now."""
     insp = inspect(store.engine)
+    out = []
     for table in Base.metadata.sorted_tables:
+        if not insp.has_table(table.name):
+            out.append(f"no table {table.name}")
+            continue
+        columns = {c["name"] for c in insp.get_columns(table.name)}
+        out.extend(f"no column {table.name}.{c.name}" for c in table.c if c.name not in columns)
         want = {(i.name, tuple(c.name for c in i.columns)) for i in table.indexes}
-        have = {
-            (i["name"], tuple(i["column_names"]))
-            for i in insp.get_indexes(table.name)
-            if not i.get("unique")
-        }
-        missing = want - have
-        if missing:
-            say(f"WARNING: {table.name} lacks indexes {sorted(missing)}")
+        have = {(i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table.name)}
+        out.extend(f"no index {name} {cols}" for name, cols in sorted(want - have))
+    return out
 
 
 # --- stores per size -------------------------------------------------------------------------
@@ -705,15 +718,21 @@ class SelectReport:
     rows: int
     seconds: float
     explain_seconds: float
-    indexed: bool
+    scans: list[str]  # tables read whole
     plan: list[str]
+
+    @property
+    def indexed(self) -> bool:
+        return not self.scans
 
 
 def inspect_selects(store: Store, ruleset: RuleSet, day: dt.date) -> list[SelectReport]:
     """Run and explain every candidate SELECT of every rule."""
     reports = []
     prefix = "EXPLAIN QUERY PLAN" if store.is_sqlite else "EXPLAIN"
-    with store.session() as session:
+    # plan_day reads through Store.read_session where the store has one.
+    reading = getattr(store, "read_session", store.session)
+    with reading() as session:
         for rule in ruleset.rules:
             selects = candidate_selects(rule, day)
             for n, stmt in enumerate(selects):
@@ -726,16 +745,19 @@ def inspect_selects(store: Store, ruleset: RuleSet, day: dt.date) -> list[Select
                 t_run = time.perf_counter() - t0
                 if store.is_sqlite:
                     plan = [str(r[-1]) for r in plan_rows]
-                    indexed = not any(_sqlite_scans_table(line) for line in plan)
+                    scans = [line.split()[1] for line in plan if _sqlite_scans_table(line)]
                 else:
-                    plan = [str(r[0]).strip() for r in plan_rows]
-                    indexed = not any("Seq Scan" in line for line in plan)
                     plan = [
-                        line.split("  (cost")[0].lstrip("-> ").strip()
-                        for line in plan
-                        if "Scan" in line or "Join" in line or "Loop" in line
+                        str(r[0]).split("  (cost")[0].strip().removeprefix("->").strip()
+                        for r in plan_rows
+                        if any(w in str(r[0]) for w in ("Scan", "Join", "Loop"))
                     ]
-                reports.append(SelectReport(name, rows, t_run, t_explain, indexed, plan))
+                    scans = [
+                        line.split("Seq Scan on ")[1].split()[0]
+                        for line in plan
+                        if "Seq Scan on " in line
+                    ]
+                reports.append(SelectReport(name, rows, t_run, t_explain, scans, plan))
     return reports
 
 
@@ -751,27 +773,40 @@ class Result:
     size: int
     build: str
     counts: dict[str, int]
-    times: list[float]
-    touches: int
-    breakdown: Counter[str]
     selects: list[SelectReport]
+    times: list[float] = field(default_factory=list)
+    touches: int = 0
+    breakdown: Counter[str] = field(default_factory=Counter)
 
     @property
     def median(self) -> float:
         return statistics.median(self.times)
 
 
-def measure(target: Target, ruleset: RuleSet, day: dt.date, repeat: int) -> tuple[list[float], Any]:
-    plan_day(target.store, ruleset, day)  # warm-up: caches, pages, compiled statements
-    times, touches = [], []
+def measure(
+    pairs: list[tuple[Target, Result]], ruleset: RuleSet, day: dt.date, repeat: int
+) -> None:
+    """Warm up every store once, then time ``plan_day`` in rounds over the stores.
+
+    Interleaving the sizes (rather than timing one store after the other) exposes them all
+    to the same background load, which keeps the ratio meaningful on a busy machine.
+    """
+    for target, _ in pairs:
+        plan_day(target.store, ruleset, day)  # warm-up: caches, pages, compiled statements
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        touches = plan_day(target.store, ruleset, day)
-        times.append(time.perf_counter() - t0)
-    return times, touches
+        for target, res in pairs:
+            gc.collect()
+            t0 = time.perf_counter()
+            touches = plan_day(target.store, ruleset, day)
+            res.times.append(time.perf_counter() - t0)
+            res.touches = len(touches)
+            res.breakdown = Counter(
+                f"{t.rule.id}:{t.decision.value}{'/' + t.reason.value if t.reason else ''}"
+                for t in touches
+            )
 
 
-def run_size(
+def prepare(
     target: Target,
     args: argparse.Namespace,
     ruleset: RuleSet,
@@ -781,23 +816,29 @@ def run_size(
 ) -> Result:
     params = params_for(target.size, args.due, spec.day, args.seed)
     marker = None if args.rebuild else read_marker(target.store)
-    if marker is not None and {k: marker.get(k) for k in params} == params:
+    same = marker is not None and {k: marker.get(k) for k in params} == params
+    differences = schema_differences(target.store) if same else []
+    if marker is not None and same and not differences:
         build = f"reused ({marker['build_seconds']:.0f} s)"
         counts = marker["counts"]
         note(f"{target.label}: reusing the store built with {params}")
     else:
-        why = "--rebuild" if args.rebuild else "no store" if marker is None else "other parameters"
+        why = (
+            "--rebuild"
+            if args.rebuild
+            else "no store"
+            if marker is None
+            else f"schema changed: {differences[0]}"
+            if differences
+            else "other parameters"
+        )
         note(f"{target.label}: building {target.size:,} customers ({why})")
         store = target.reset()
         info = build_store(store, params, spec, pools, due, f"build {target.size:,}")
         build = f"{info['build_seconds']:.1f} s"
         counts = info["counts"]
     selects = inspect_selects(target.store, ruleset, spec.day)
-    times, touches = measure(target, ruleset, spec.day, args.repeat)
-    breakdown = Counter(
-        f"{t.rule.id}:{t.decision.value}{'/' + t.reason.value if t.reason else ''}" for t in touches
-    )
-    return Result(target.size, build, counts, times, len(touches), breakdown, selects)
+    return Result(target.size, build, counts, selects)
 
 
 def print_result(res: Result) -> None:
@@ -814,7 +855,7 @@ def print_result(res: Result) -> None:
         say(f"    {count:6d}  {key}")
     say("candidate SELECTs (rows, execution, EXPLAIN time, index use):")
     for s in res.selects:
-        verdict = "index" if s.indexed else "NO INDEX (full scan)"
+        verdict = "index" if s.indexed else f"FULL SCAN of {', '.join(s.scans)}"
         say(
             f"  {s.name:24s} {s.rows:6d} rows  {s.seconds * 1000:8.1f} ms  "
             f"explain {s.explain_seconds * 1000:6.1f} ms  {verdict}"
@@ -839,12 +880,28 @@ def print_summary(results: list[Result], backend: str) -> None:
             "WARNING: the stores do not plan the same number of touches: "
             + ", ".join(f"{r.size:,}: {r.touches}" for r in results)
         )
+    rows = {tuple((s.name, s.rows) for s in r.selects) for r in results}
+    if len(rows) > 1:
+        say(
+            "WARNING: the candidate SELECTs read different numbers of rows at different sizes "
+            "(the bulk population leaks into the due set)"
+        )
     small, big = results[0], results[-1]
     if len(results) > 1:
         say(f"ratio big/small = {big.median / small.median:.2f} (target <= 2)")
-    unindexed = sorted({s.name for r in results for s in r.selects if not s.indexed})
-    if unindexed:
-        say(f"NOTE: candidate SELECTs with a full table scan: {', '.join(unindexed)}")
+        say(f"(ratio of the minima: {min(big.times) / min(small.times):.2f})")
+    notes = False
+    for res in results:
+        unindexed = [f"{s.name} ({', '.join(s.scans)})" for s in res.selects if not s.indexed]
+        if unindexed:
+            say(f"NOTE: full table scans at {res.size:,}: {'; '.join(unindexed)}")
+            notes = True
+    if notes and "PostgreSQL" in backend:
+        say(
+            "      (PostgreSQL's cost-based planner may prefer a hash join over a full scan when "
+            "the due rows are a large share of a small table; at 1,000,000 customers a full "
+            "scan would mean an index the query cannot use)"
+        )
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -855,7 +912,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", default="100000,1000000", help="customers per store, comma-separated")
     p.add_argument("--due", type=int, default=2000, help="customers due on the day (every store)")
     p.add_argument("--day", default="2026-11-23", help="the planning day, YYYY-MM-DD")
-    p.add_argument("--dir", default=str(Path(__file__).parent / ".data"), help="SQLite files")
+    p.add_argument(
+        "--dir",
+        default=str(Path(__file__).parent / ".data"),
+        help="directory of the SQLite stores (default: bench/.data)",
+    )
     p.add_argument("--store-url", help="PostgreSQL URL (one schema per size) instead of SQLite")
     p.add_argument("--repeat", type=int, default=3, help="timed plan_day runs per store")
     p.add_argument("--seed", type=int, default=SEED)
@@ -905,10 +966,11 @@ def main(argv: list[str] | None = None) -> int:
                 else sqlite_target(size, Path(args.dir))
             )
             targets.append(target)
-            res = run_size(target, args, ruleset, spec, pools, due)
+            results.append(prepare(target, args, ruleset, spec, pools, due))
+        note(f"timing plan_day: warm-up, then {args.repeat} round(s) over the stores")
+        measure(list(zip(targets, results, strict=True)), ruleset, args.day, args.repeat)
+        for res in results:
             print_result(res)
-            results.append(res)
-            target.store.dispose()
     finally:
         for target in targets:
             target.store.dispose()

@@ -14,7 +14,7 @@ from ..dates import LeapDayPolicy, anniversary_in_year, lunar_month_day, lunar_y
 from ..policy import ContactPolicy, email_is_valid, phone_is_valid
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
-from ..rules.sql import candidate_selects, split_row
+from ..rules.sql import candidate_selects, row_splitter
 from ..store.db import Store
 from ..vocab import BirthdayCalendar, Category, Channel, Decision, SuppressionReason
 from .touch import Touch
@@ -193,8 +193,10 @@ def plan_day(
             if wanted is not None and rule.id not in wanted:
                 continue
             for stmt in candidate_selects(rule, day):
-                for row in session.execute(stmt):
-                    touch = _due(rule, split_row(row), day, policy)
+                result = session.execute(stmt)
+                split = row_splitter(list(result.keys()))
+                for row in result:
+                    touch = _due(rule, split(row), day, policy)
                     if touch is None or touch.key in seen:
                         continue
                     seen.add(touch.key)

@@ -9,6 +9,7 @@ onto the same SELECT.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, not_, or_, select, true
@@ -141,18 +142,37 @@ def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
     return [base.where(col.in_(dates), audience)]
 
 
-def split_row(row: Any) -> dict[str, dict[str, Any] | None]:
-    """A result row as ``{"customer": {...}, "policy": {...} | None, "event": {...} | None}``."""
-    mapping = row._mapping
-    out: dict[str, dict[str, Any] | None] = {}
-    for name, prefix in PREFIX.items():
-        values = {k[len(prefix) :]: v for k, v in mapping.items() if k.startswith(prefix)}
-        if not values:
-            out[name] = None
-            continue
-        key = ID_KEYS[name]
-        out[name] = values if values.get(key) is not None else None
-    return out
+def row_splitter(
+    keys: Sequence[str],
+) -> Callable[[Sequence[Any]], dict[str, dict[str, Any] | None]]:
+    """A function that splits result rows of these column ``keys`` into tables.
+
+    It returns ``{"customer": {...}, "policy": {...} | None, "event": {...} | None}``; a
+    table whose id is NULL (an outer join that found nothing) is None. The column layout is
+    worked out once per statement, not once per row.
+    """
+    layout: dict[str, list[tuple[int, str]]] = {name: [] for name in PREFIX}
+    for index, key in enumerate(keys):
+        for name, prefix in PREFIX.items():
+            if key.startswith(prefix):
+                layout[name].append((index, key[len(prefix) :]))
+    id_index = {
+        name: next((i for i, col in cols if col == ID_KEYS[name]), None)
+        for name, cols in layout.items()
+    }
+
+    def split(row: Sequence[Any]) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
+        for name, cols in layout.items():
+            idx = id_index[name]
+            out[name] = (
+                {col: row[i] for i, col in cols}
+                if idx is not None and row[idx] is not None
+                else None
+            )
+        return out
+
+    return split
 
 
 ID_KEYS = {"customer": "customer_id", "policy": "policy_id", "event": "event_id"}

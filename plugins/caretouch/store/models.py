@@ -88,7 +88,8 @@ class Event(Base):
     customer_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     policy_id: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # none_as_null: an empty payload is SQL NULL (so `is_null` filters match it), not JSON null.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (Index("ix_events_type_occurred_at", "type", "occurred_at"),)
 
