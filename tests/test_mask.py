@@ -29,3 +29,29 @@ def test_scrub_free_text() -> None:
     out = scrub(text)
     assert "13812348000" not in out and "zhang.wei" not in out
     assert "+86 138****8000" in out and "z***@example.com" in out
+
+
+@pytest.mark.parametrize(
+    ("phone", "valid"),
+    [
+        ("+8613812348000", True),
+        ("+14155550123", True),
+        ("+8613812348000x", False),
+        ("+86 138 1234 8000", False),
+        ("13812348000", False),
+        ("+86123", False),
+        (None, False),
+    ],
+)
+def test_phone_must_be_strict_e164(phone: str | None, valid: bool) -> None:
+    from caretouch.policy import phone_is_valid
+
+    assert phone_is_valid(phone) is valid
+
+
+def test_import_normalises_formatted_numbers() -> None:
+    from caretouch.store.importer import normalise_phone
+
+    assert normalise_phone("+86 138-1234-8000") == "+8613812348000"
+    assert normalise_phone("+8613812348000x") == "+8613812348000x"
+    assert normalise_phone("138-0000-0000") == "138-0000-0000"

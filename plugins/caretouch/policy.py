@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -111,10 +112,14 @@ def timezone_is_valid(name: str) -> bool:
     return _zone(name) is not None
 
 
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
 @lru_cache(maxsize=65536)
 def phone_is_valid(phone: str | None) -> bool:
-    """True for a dialable E.164 number (``+`` and country code), per ``phonenumbers``."""
-    if not phone or not phone.startswith("+"):
+    """True for an E.164 number (``+``, country code, digits only) that ``phonenumbers`` finds
+    valid. Spaces, dashes or trailing text are refused: the string goes to the provider as is."""
+    if not phone or not _E164.match(phone):
         return False
     try:
         parsed = phonenumbers.parse(phone, None)

@@ -98,7 +98,9 @@ def test_plan_explain_names_the_clause(filled: Path) -> None:
 def test_run_then_plan_shows_already_sent(filled: Path) -> None:
     run = care(filled, "run", "--date", "2026-11-23", "--now", "2026-11-23T04:00:00Z")
     assert run.exit_code == 0, run.output
-    assert "this run" in run.output and "sent 2" in run.output  # C3: thank-you loses to renewal (cap)
+    assert (
+        "this run" in run.output and "sent 2" in run.output
+    )  # C3: thank-you loses to renewal (cap)
     lines = [
         json.loads(x)
         for x in care(

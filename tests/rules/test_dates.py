@@ -9,6 +9,10 @@ import calendar
 import datetime as dt
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from lunardate import LunarDate
+
 from caretouch.dates import (
     LUNAR_MAX_YEAR,
     LeapDayPolicy,
@@ -22,9 +26,6 @@ from caretouch.dates import (
     month_day,
 )
 from caretouch.errors import CareError
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-from lunardate import LunarDate
 
 ONE_DAY = dt.timedelta(days=1)
 POLICIES = st.sampled_from(list(LeapDayPolicy))
@@ -278,14 +279,6 @@ def test_lunar_month_day_outside_the_range_is_an_error(day: dt.date) -> None:
     assert lunar_anniversary_keys(day) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: dates.lunar_month_day / lunar_anniversary_keys check only the year against "
-        "LUNAR_MIN_YEAR=1900, but lunardate starts at 1900-01-31 (lunar 1900-01-01); for "
-        "1900-01-01..1900-01-30 LunarDate.fromSolarDate returns a day <= 0, giving keys like 85"
-    ),
-)
 @pytest.mark.parametrize("day", [dt.date(1900, 1, 1), dt.date(1900, 1, 15), dt.date(1900, 1, 30)])
 def test_first_days_of_1900_give_a_valid_lunar_key_or_an_error(day: dt.date) -> None:
     try:

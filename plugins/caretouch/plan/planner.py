@@ -81,7 +81,7 @@ def _due(
                 return None
             years = day.year - origin.year
             kind = "anniversary"
-        if years < trig.years_min or years < 0 or (lunar and day <= origin):
+        if years < trig.years_min or years < 0 or (lunar and day < origin):
             return None
         touch.years = years
         touch.explain.append(f"{trig.field.name} {origin} -> {kind}, year {years}")

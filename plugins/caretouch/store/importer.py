@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 from sqlalchemy import select
 
 from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month_day, month_day
@@ -133,7 +135,7 @@ def parse_customer(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
     tz = _text(raw.get("timezone", ""), "timezone", limit=64)
     if tz is not None and not timezone_is_valid(tz):
         raise RowError(f"timezone: {tz!r} is not an IANA time zone (e.g. Asia/Shanghai)")
-    phone = _text(raw.get("phone", ""), "phone", limit=32)
+    phone = normalise_phone(_text(raw.get("phone", ""), "phone", limit=32))
     if phone is not None and not phone_is_valid(phone):
         warnings.append("phone is not a valid E.164 number: SMS will not be used")
     email = _text(raw.get("email", ""), "email", limit=320)
@@ -155,6 +157,23 @@ def parse_customer(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
         "consent_marketing": _bool(raw.get("consent_marketing", ""), "consent_marketing"),
     }
     return with_derived_customer(row), warnings
+
+
+_FORMATTED_PHONE = re.compile(r"^\+[0-9][0-9 ().-]*[0-9]$")
+
+
+def normalise_phone(phone: str | None) -> str | None:
+    """``+86 138-1234-8000`` -> ``+8613812348000``; anything that does not parse is kept as is
+    (and never used: the contact policy accepts only valid E.164)."""
+    if phone is None or not _FORMATTED_PHONE.match(phone):
+        return phone
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return phone
+    if not phonenumbers.is_valid_number(parsed):
+        return phone
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def with_derived_customer(row: dict[str, Any]) -> dict[str, Any]:
