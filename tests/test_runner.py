@@ -25,6 +25,8 @@ from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 DAY = dt.date(2026, 11, 23)
 # 12:00 UTC: 20:00 in Shanghai (allowed, after 09:00), 12:00 in London, 04:00 in Los Angeles.
 NOON = utc(2026, 11, 23, 12, 0)
+# A restart after a crash: past the sending lease, still before quiet hours in Shanghai.
+RESTART = utc(2026, 11, 23, 12, 15)
 LATE = utc(2026, 11, 24, 3, 0)  # 11:00 Shanghai on the 24th: everything of the 23rd is due
 
 
@@ -131,25 +133,34 @@ def test_ledger_records_versions_and_content(sqlite_store: Store, tmp_path: Path
 
 
 def test_racing_workers_send_each_touch_once(store: Store, tmp_path: Path) -> None:
-    load_rows(store, customers=birthday_customers(60))
+    total = 150
+    load_rows(store, customers=birthday_customers(total))
     engine = engine_for(store, tmp_path)
     ids = plan_and_record(engine, DAY, run_id="plan", now=NOON)
     reports = []
 
-    def worker(name: str) -> None:
-        reports.append(send_touches(engine, ids, run_id=name, now=NOON))
+    def worker(name: str, order: list[int]) -> None:
+        # Small chunks and different orders make the workers collide often.
+        reports.append(send_touches(engine, order, run_id=name, now=NOON, chunk_size=7))
 
-    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(3)]
+    orders = [ids, ids[::-1], ids[len(ids) // 2 :] + ids[: len(ids) // 2], ids]
+    threads = [threading.Thread(target=worker, args=(f"w{i}", o)) for i, o in enumerate(orders)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sum(r.sent for r in reports) == 60
-    assert len(outbox_files(tmp_path)) == 60
+    assert sum(r.sent for r in reports) == total
+    assert len(outbox_files(tmp_path)) == total
     keys = Counter(
         json.loads(f.read_text(encoding="utf-8"))["touch_key"] for f in outbox_files(tmp_path)
     )
     assert max(keys.values()) == 1
+    attempts = Counter(
+        a.attempt_no
+        for s in Ledger(store).states_for_day(DAY)
+        for a in Ledger(store).attempts(s.id)
+    )
+    assert attempts == {1: total}
 
 
 CRASHING_RUN = r"""
@@ -161,6 +172,7 @@ from caretouch.runner import Engine, run_day
 from caretouch.vocab import Channel
 
 store_url, outbox, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+now = dt.datetime.fromisoformat(sys.argv[6])
 count = [0]
 
 class DyingOutbox(OutboxTransport):
@@ -174,13 +186,14 @@ class DyingOutbox(OutboxTransport):
 
 config = CareConfig(store_url, Path(sys.argv[4]), Path(sys.argv[5]), outbox)
 engine = Engine.open(config, transports={ch: DyingOutbox(ch, outbox) for ch in Channel})
-now = dt.datetime(2026, 11, 23, 12, tzinfo=dt.timezone.utc)
 report = run_day(engine, dt.date(2026, 11, 23), run_id=f"pid{os.getpid()}", now=now)
 print(report.as_dict())
 """
 
 
-def _run(store: Store, tmp_path: Path, kill_after: int) -> subprocess.CompletedProcess[str]:
+def _run(
+    store: Store, tmp_path: Path, kill_after: int, now: dt.datetime = NOON
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -191,6 +204,7 @@ def _run(store: Store, tmp_path: Path, kill_after: int) -> subprocess.CompletedP
             str(kill_after),
             str(RULES_DIR),
             str(TEMPLATES_DIR),
+            now.isoformat(),
         ],
         capture_output=True,
         text=True,
@@ -204,10 +218,18 @@ def test_run_killed_between_provider_and_ledger_never_duplicates(
     sqlite_store: Store, tmp_path: Path
 ) -> None:
     load_rows(sqlite_store, customers=birthday_customers(40))
-    for kill_after in (7, 1, 13):
-        proc = _run(sqlite_store, tmp_path, kill_after)
+    minutes = dt.timedelta(minutes=1)
+    # Each restart comes after the sending lease of the run before, which it reconciles.
+    for kill_after, at in ((7, NOON), (1, NOON + 15 * minutes), (13, NOON + 30 * minutes)):
+        proc = _run(sqlite_store, tmp_path, kill_after, now=at)
         assert proc.returncode == -signal.SIGKILL, proc.stderr
-    final = _run(sqlite_store, tmp_path, 10_000)
+    # Within the sending lease a restart leaves the crashed attempts alone (their worker
+    # might still be sending them); after it, they are reconciled with the outbox.
+    within = _run(sqlite_store, tmp_path, 10_000, now=NOON + 31 * minutes)
+    assert within.returncode == 0, within.stderr
+    in_flight = Counter(s.status for s in Ledger(sqlite_store).states_for_day(DAY))
+    assert in_flight[TouchStatus.SENDING] >= 1
+    final = _run(sqlite_store, tmp_path, 10_000, now=NOON + 45 * minutes)
     assert final.returncode == 0, final.stderr
     files = outbox_files(tmp_path)
     keys = Counter(json.loads(f.read_text(encoding="utf-8"))["touch_key"] for f in files)
@@ -259,6 +281,7 @@ def test_run_killed_at_random_times_never_duplicates(sqlite_store: Store, tmp_pa
         if proc.returncode == -signal.SIGKILL and len(outbox_files(tmp_path)) < total:
             killed_midway += 1
     assert killed_midway >= 3, "the kills must land while messages are being sent"
+    cmd[-1] = RESTART.isoformat()
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert final.returncode == 0, final.stderr
     keys = Counter(

@@ -32,6 +32,8 @@ from .vocab import Channel, Outcome, SuppressionReason, TouchStatus
 log = logging.getLogger("caretouch.run")
 
 MAX_ATTEMPTS = 5
+# A touch in ``sending`` for longer than this was abandoned by a crashed worker.
+SENDING_LEASE = dt.timedelta(minutes=10)
 # Touches per claim/record transaction. A crash leaves at most this many in ``sending``.
 CHUNK = 50
 
@@ -294,8 +296,10 @@ def recover_in_flight(
 ) -> SendReport:
     """Settle touches left in ``sending`` by a crash, asking the provider where it can answer.
 
-    Found at the provider: ``sent``. Certainly not there: ``planned`` again, to be sent.
-    The provider cannot tell: ``unknown``, for a person to review; never sent again blindly.
+    Only attempts older than ``SENDING_LEASE`` are touched: a younger one may belong to a
+    worker that is still sending it. Found at the provider: ``sent``. Certainly not there:
+    ``planned`` again, to be sent. The provider cannot tell: ``unknown``, for a person to
+    review; never sent again blindly.
     """
     report = SendReport()
     ledger = engine.ledger
@@ -304,6 +308,9 @@ def recover_in_flight(
         if state.status is not TouchStatus.SENDING:
             continue
         attempt = ledger.attempts(state.id)[-1]
+        if _aware(attempt.created_at) > now - SENDING_LEASE:
+            report.skipped += 1
+            continue
         transport = engine.transports.get(Channel(attempt.channel))
         rendered = RenderedMessage(
             Channel(attempt.channel),

@@ -388,7 +388,17 @@ class Ledger:
             return {}
         won: dict[int, Attempt] = {}
         with self.store.session() as session:
-            ids = [c.state.id for c in claims]
+            ids = sorted(c.state.id for c in claims)
+            # Lock the touches first (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the
+            # database). Without it, under READ COMMITTED, the status and the attempt count
+            # below could come from either side of a racing worker's commit, and both
+            # workers would then "win" with different attempt numbers.
+            session.execute(
+                select(TouchRow.id)
+                .where(TouchRow.id.in_(ids))
+                .order_by(TouchRow.id)
+                .with_for_update()
+            ).all()
             latest = self._latest(session, ids)
             numbers: dict[int, int] = dict.fromkeys(ids, 0)
             for touch_id, highest in session.execute(
