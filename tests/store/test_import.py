@@ -812,3 +812,35 @@ def test_care_binary_reports_bad_input_without_a_traceback(
     assert expected in proc.stderr
     assert str(path) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_reimport_with_fewer_columns_keeps_the_others(store: Store, tmp_path: Path) -> None:
+    full = tmp_path / "full.csv"
+    full.write_text(
+        ",".join(CUSTOMER_COLUMNS)
+        + "\n"
+        + csv_line(
+            customer_row("C1", tier="A", birth_date="1970-03-03", birthday_calendar="lunar"),
+            CUSTOMER_COLUMNS,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    assert import_csv(store, {"customer": full}).ok
+    before = table_rows(store, Customer, "customer_id")["C1"]
+    partial = tmp_path / "names.csv"
+    partial.write_text("customer_id,name\nC1,New Name\nC2,Brand New\n", encoding="utf-8")
+    report = import_csv(store, {"customer": partial})
+    assert report.ok and report.updated == {"customer": 1} and report.inserted == {"customer": 1}
+    after = table_rows(store, Customer, "customer_id")
+    assert after["C1"]["name"] == "New Name"
+    for column in (
+        "tier",
+        "birth_date",
+        "birthday_calendar",
+        "consent_sms",
+        "birth_lunar_md",
+        "phone",
+    ):
+        assert after["C1"][column] == before[column], column
+    assert after["C2"]["tier"] == "C" and after["C2"]["consent_sms"] is False

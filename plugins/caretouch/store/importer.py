@@ -345,6 +345,51 @@ def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[in
             line = reader.line_num + 1
 
 
+def _as_csv(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return aware.isoformat()
+    if isinstance(value, (dt.date, Decimal)):
+        return str(value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _fill_missing_columns(
+    store: Store, table: str, raw_rows: list[tuple[int, dict[str, str]]]
+) -> None:
+    """Re-importing an existing id with fewer columns keeps the values of the others.
+
+    A file of ``customer_id,name`` renames customers; it does not reset their consents.
+    """
+    if not raw_rows:
+        return
+    missing = [c for c in CANONICAL_COLUMNS[table] if c not in raw_rows[0][1]]
+    if not missing:
+        return
+    model = MODELS[table]
+    key = ID_COLUMN[table]
+    wanted = [raw.get(key, "").strip() for _, raw in raw_rows]
+    existing: dict[str, dict[str, str]] = {}
+    columns = [getattr(model, c) for c in (key, *missing)]
+    with store.read_session() as session:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            for values in session.execute(select(*columns).where(getattr(model, key).in_(chunk))):
+                existing[values[0]] = {
+                    c: _as_csv(v) for c, v in zip(missing, values[1:], strict=True)
+                }
+    for _, raw in raw_rows:
+        known = existing.get(raw.get(key, "").strip())
+        if known:
+            raw.update(known)
+
+
 def _undecodable(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
@@ -377,7 +422,9 @@ def import_csv(
         path = Path(files[table])
         result = _Parsed(table, path)
         seen: dict[str, int] = {}
-        for line, raw in _read_csv(path, table, report):
+        raw_rows = list(_read_csv(path, table, report))
+        _fill_missing_columns(store, table, raw_rows)
+        for line, raw in raw_rows:
             where = Location(str(path), line)
             try:
                 row, warnings = PARSERS[table](raw)
