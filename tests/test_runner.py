@@ -291,3 +291,27 @@ def test_run_killed_at_random_times_never_duplicates(sqlite_store: Store, tmp_pa
     assert max(keys.values()) == 1
     states = Ledger(sqlite_store).states_for_day(DAY)
     assert Counter(s.status for s in states) == {TouchStatus.SENT: total}
+
+
+def test_render_error_fails_the_touch_and_a_fixed_template_sends_it(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    import shutil
+
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    sms = templates / "birthday" / "sms.zh-CN.txt"
+    good = sms.read_text(encoding="utf-8")
+    # Valid for `care validate`, fails at send time: a filter applied to the wrong type.
+    sms.write_text("{{ customer.name | longdate }}", encoding="utf-8")
+    load_rows(sqlite_store, customers=[customer_row("C1"), customer_row("C2", locale="en")])
+    config = CareConfig(sqlite_store.url, RULES_DIR, templates, tmp_path / "outbox")
+    engine = Engine.open(config)
+    first = run_day(engine, DAY, run_id="t1", now=NOON)
+    assert (first.sent, first.failed) == (1, 1)
+    assert "render_error" in first.failures[0] and "sms.zh-CN.txt" in first.failures[0]
+    sms.write_text(good, encoding="utf-8")
+    engine = Engine.open(config)
+    second = run_day(engine, DAY, run_id="t2", now=NOON)
+    assert (second.sent, second.failed) == (1, 0)
+    assert len(outbox_files(tmp_path)) == 2

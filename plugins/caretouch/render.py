@@ -137,10 +137,19 @@ class TemplateStore:
                 text = self.env.get_template(name).render({**context, "locale": locale})
             except jinja2.TemplateNotFound as exc:
                 raise RenderError(f"template not found: {self.root / name}") from exc
-            except jinja2.TemplateError as exc:
+            except (
+                jinja2.TemplateError,
+                RenderError,
+                TypeError,
+                ValueError,
+                ArithmeticError,
+            ) as exc:
+                # A filter's own error (RenderError, TypeError...) carries no line; a Jinja
+                # error does. Either way the message names the template file.
                 lineno = getattr(exc, "lineno", None)
+                message = exc.message if isinstance(exc, RenderError) else str(exc)
                 raise RenderError(
-                    f"cannot render: {exc}", location=Location(str(self.root / name), lineno)
+                    f"cannot render: {message}", location=Location(str(self.root / name), lineno)
                 ) from exc
             rendered[part] = text.strip() if part != "html" else text
         if channel is Channel.SMS:

@@ -200,3 +200,18 @@ def test_store_import_reports_file_line(tmp_path: Path) -> None:
     )
     assert ok.exit_code == 0 and "customer: 1 inserted" in ok.output
     assert (tmp_path / "rej.csv").read_text(encoding="utf-8").count("\n") == 3
+
+
+def test_broken_contact_policy_stops_planning(filled: Path) -> None:
+    rules = filled / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    (rules / "policy.yaml").write_text("version: 1\ncaps:\n  per_dya: 1\n", encoding="utf-8")
+    result = care(filled, "plan", "--date", "2026-11-23", rules=rules)
+    assert result.exit_code == 1
+    assert (
+        f"{rules / 'policy.yaml'}:3:3: unknown field 'per_dya' (did you mean 'per_day'?)"
+        in result.output
+    )
+    run = care(filled, "run", "--date", "2026-11-23", "--now", "2026-11-23T04:00:00Z", rules=rules)
+    assert run.exit_code == 1
+    assert not (filled / "outbox").exists()

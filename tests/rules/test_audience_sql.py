@@ -53,6 +53,9 @@ def c(field: str, op: Op, value: object) -> Compare:
             {"A1", "C1"},
         ),
         (Not(c("customer.tier", Op.IN, ("A", "B"))), {"C1", "D1"}),
+        # NOT of a comparison with an empty field is true, as for `ne`.
+        (Not(c("customer.timezone", Op.EQ, "Asia/Shanghai")), {"B1"}),
+        (c("customer.timezone", Op.NE, "Asia/Shanghai"), {"B1"}),
     ],
 )
 def test_operators(store: Store, cond, expected: set[str]) -> None:  # type: ignore[no-untyped-def]

@@ -33,6 +33,17 @@ HANDLED = frozenset(
 )
 
 
+# Failures that happened before anything reached a provider: a rerun may try again.
+RETRYABLE_BY_RERUN = frozenset({"render_error"})
+
+
+def is_handled(status: str, reason: str | None) -> bool:
+    """True when a rerun must leave the touch alone: it was, or may have been, sent."""
+    if status == TouchStatus.FAILED.value and reason in RETRYABLE_BY_RERUN:
+        return False
+    return TouchStatus(status) in HANDLED
+
+
 @dataclass(frozen=True)
 class TouchState:
     """A touch as the ledger knows it now: its row and its latest status."""
@@ -201,7 +212,7 @@ class Ledger:
                     )
                 )
                 latest = self._latest(session, [r[0] for r in rows])
-                found.update(key for tid, key in rows if TouchStatus(latest[tid][0]) in HANDLED)
+                found.update(key for tid, key in rows if is_handled(*latest[tid]))
         return found
 
     def attempts(self, touch_id: int) -> list[Attempt]:
@@ -262,10 +273,13 @@ class Ledger:
                             if touch.decision is Decision.SEND
                             else TouchStatus.SUPPRESSED
                         )
-                    elif status in HANDLED:
+                    elif is_handled(status.value, reason):
                         result.unchanged += 1
                         continue
-                    elif touch.decision is Decision.SEND and status is TouchStatus.SUPPRESSED:
+                    elif touch.decision is Decision.SEND and status in (
+                        TouchStatus.SUPPRESSED,
+                        TouchStatus.FAILED,
+                    ):
                         result.replanned += 1
                         new_status = TouchStatus.PLANNED
                     elif touch.decision is Decision.SUPPRESS and (

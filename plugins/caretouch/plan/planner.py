@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from ..dates import LeapDayPolicy, anniversary_in_year, lunar_month_day, lunar_years_between
+from ..errors import ValidationFailed
 from ..policy import ContactPolicy, email_is_valid, phone_is_valid
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
@@ -184,6 +185,8 @@ def plan_day(
     ``is_final`` (usually ``Ledger.final_keys``) names the keys already sent, which are then
     reported as ``already_sent`` rather than planned again.
     """
+    if ruleset.policy_errors:
+        raise ValidationFailed(ruleset.policy_errors)
     wanted = set(rule_ids) if rule_ids is not None else None
     policy = ruleset.policy
     touches: list[Touch] = []

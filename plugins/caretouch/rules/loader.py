@@ -49,6 +49,9 @@ class RuleSet:
     errors: list[ValidationError] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # ids (or files) refused
     policy: ContactPolicy = field(default_factory=ContactPolicy)
+    # A broken contact policy stops planning altogether: it stands above every rule, and
+    # running without it could pester customers it protects.
+    policy_errors: list[ValidationError] = field(default_factory=list)
 
     def by_id(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -73,6 +76,7 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
         result.policy = load_policy(rules_dir / POLICY_FILE)
     except ValidationFailed as failed:
         result.errors.extend(failed.errors)
+        result.policy_errors.extend(failed.errors)
     seen: dict[str, Location] = {}
     for path in rule_files(rules_dir):
         rules, errors = load_rule_file(path, templates, result.policy)

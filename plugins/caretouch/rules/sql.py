@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
 from sqlalchemy.sql.schema import Table
 
 from ..dates import anniversary_keys, lunar_anniversary_keys
@@ -38,7 +38,9 @@ def compile_condition(cond: Condition) -> ColumnElement[bool]:
     if isinstance(cond, AnyOf):
         return or_(*(compile_condition(c) for c in cond.items))
     if isinstance(cond, Not):
-        return not_(compile_condition(cond.item))
+        # SQL's NOT of an unknown (a comparison with NULL) is unknown; here it is true, so
+        # `not: {customer.tier: A}` matches customers with no tier as `ne` does.
+        return not_(func.coalesce(compile_condition(cond.item), false()))
     assert isinstance(cond, Compare)
     col = TABLES[cond.field.table].c[cond.field.column]
     value: Any = cond.value
