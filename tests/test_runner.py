@@ -17,10 +17,11 @@ import pytest
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
+from caretouch.plan import plan_day
 from caretouch.runner import Engine, pending_ids, plan_and_record, run_day, send_touches
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
+from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)
 # 12:00 UTC: 20:00 in Shanghai (allowed, after 09:00), 12:00 in London, 04:00 in Los Angeles.
@@ -315,3 +316,41 @@ def test_render_error_fails_the_touch_and_a_fixed_template_sends_it(
     second = run_day(engine, DAY, run_id="t2", now=NOON)
     assert (second.sent, second.failed) == (1, 0)
     assert len(outbox_files(tmp_path)) == 2
+
+
+def test_a_touch_planned_later_cannot_exceed_the_daily_cap(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    # The birthday goes out in the morning; a purchase the evening before, recorded late,
+    # makes a thank-you due the same day. It outranks the birthday but the day is taken.
+    load_rows(sqlite_store, customers=[customer_row("C1")])
+    engine = engine_for(sqlite_store, tmp_path)
+    assert run_day(engine, DAY, run_id="morning", now=utc(2026, 11, 23, 2)).sent == 1
+    load_rows(
+        sqlite_store,
+        events=[event_row("E1", "C1", occurred_at="2026-11-22T23:30:00+08:00")],
+    )
+    later = run_day(engine, DAY, run_id="afternoon", now=utc(2026, 11, 23, 6))
+    assert later.sent == 0
+    states = {s.row.rule_id: s for s in Ledger(sqlite_store).states_for_day(DAY)}
+    assert states["birthday"].status is TouchStatus.SENT
+    assert (states["thank-you"].status, states["thank-you"].reason) == (
+        TouchStatus.SUPPRESSED,
+        "frequency_cap",
+    )
+
+
+def test_template_instants_are_in_the_customers_zone(sqlite_store: Store, tmp_path: Path) -> None:
+    load_rows(
+        sqlite_store,
+        customers=[customer_row("C1", birth_date="1990-01-01", locale="zh-CN")],
+        events=[event_row("E1", "C1", occurred_at="2026-11-22T07:00:00+08:00")],
+    )
+    engine = engine_for(sqlite_store, tmp_path)
+    (touch,) = plan_day(engine.store, engine.ruleset, DAY)
+    occurred = touch.template_context()["event"]["occurred_at"]
+    assert (occurred.date(), occurred.utcoffset()) == (dt.date(2026, 11, 22), dt.timedelta(hours=8))
+    rendered = engine.templates.env.from_string("{{ d | longdate }}").render(
+        d=occurred, locale="zh-CN"
+    )
+    assert rendered == "2026年11月22日"

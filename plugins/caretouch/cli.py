@@ -199,7 +199,9 @@ def store_import(
     for table in report.inserted:
         click.echo(f"{table}: {report.inserted[table]} inserted, {report.updated[table]} updated")
     if report.rejected:
-        click.echo(f"{len(report.rejected)} row(s) rejected, written to {report.rejects_file}")
+        click.echo(
+            f"{len(report.rejected)} problem(s); the rejected rows are in {report.rejects_file}"
+        )
 
 
 # -- rules -------------------------------------------------------------------------------
@@ -244,15 +246,16 @@ def schema() -> None:
 # -- plan / run / preview ------------------------------------------------------------------
 
 
-def _engine(config: CareConfig) -> Any:
+def _engine(config: CareConfig, *, live_clock: bool = False) -> Any:
     from .runner import Engine
-    from .store.db import check_reachable
+    from .store.db import check_initialised
 
     ruleset = _load_ruleset(config, strict=False)
     engine = Engine.open(config)
     engine.ruleset = ruleset
-    check_reachable(engine.store)
-    engine.store.init()
+    check_initialised(engine.store)
+    if live_clock:
+        engine.clock = lambda: dt.datetime.now(dt.timezone.utc)  # clock: the CLI's real time
     return engine
 
 
@@ -336,13 +339,39 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
 
     day = _parse_day(day_text)
     now = _parse_now(now_text)
-    engine = _engine(_config(ctx))
+    engine = _engine(_config(ctx), live_clock=now_text is None)
     run_id = f"cli:{uuid.uuid4().hex[:12]}"
     report = run_day(engine, day, run_id=run_id, now=now)
     click.echo(DaySummary.from_ledger(engine.ledger, day).render())
     click.echo("")
     click.echo(
         f"this run ({run_id}): " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items())
+    )
+    for failure in report.failures[:50]:
+        click.echo(f"failed: {failure}", err=True)
+    if report.failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
+@click.option(
+    "--now", "now_text", metavar="ISO", help="Treat this instant as now (tests, replays)."
+)
+@click.pass_context
+@friendly_errors
+def dispatch(ctx: click.Context, now_text: str | None) -> None:
+    """Plan the local dates in effect now and send every touch whose time has come.
+
+    What the care_dispatch DAG does every 15 minutes; run it from cron without Airflow.
+    """
+    from .runner import dispatch as dispatch_due
+
+    now = _parse_now(now_text)
+    engine = _engine(_config(ctx), live_clock=now_text is None)
+    run_id = f"cli:{uuid.uuid4().hex[:12]}"
+    report = dispatch_due(engine, run_id=run_id, now=now)
+    click.echo(
+        f"dispatch ({run_id}): " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items())
     )
     for failure in report.failures[:50]:
         click.echo(f"failed: {failure}", err=True)

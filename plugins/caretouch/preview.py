@@ -15,7 +15,16 @@ if TYPE_CHECKING:
 
 
 def _find_touch(engine: Engine, rule_id: str, customer_id: str, day: dt.date) -> Touch | None:
-    for touch in plan_day(engine.store, engine.ruleset, day, rule_ids=[rule_id]):
+    from .ledger import Ledger
+
+    touches = plan_day(
+        engine.store,
+        engine.ruleset,
+        day,
+        rule_ids=[rule_id],
+        is_final=Ledger(engine.store).final_keys,
+    )
+    for touch in touches:
         if touch.customer_id == customer_id:
             return touch
     return None

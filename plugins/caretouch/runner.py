@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -47,6 +47,13 @@ class Engine:
     templates: TemplateStore
     ruleset: RuleSet
     transports: dict[Channel, Transport]
+    # Where ledger timestamps come from. None: the ``now`` each call is given (tests, replays
+    # with ``--now``); the CLI and the DAGs set the real clock so each send is stamped when
+    # it happens, not when the run started.
+    clock: Callable[[], dt.datetime] | None = None
+
+    def stamp(self, now: dt.datetime) -> dt.datetime:
+        return self.clock() if self.clock is not None else now
 
     @property
     def ledger(self) -> Ledger:
@@ -276,8 +283,8 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
                 message=rendered,
             )
         )
-    ledger.append_many(changes, run_id=run_id, now=now)
-    won = ledger.claim_many(claims, run_id=run_id, now=now)
+    ledger.append_many(changes, run_id=run_id, now=engine.stamp(now))
+    won = ledger.claim_many(claims, run_id=run_id, now=engine.stamp(now))
     report.skipped += len(claims) - len(won)
     results: list[StatusChange] = []
     for claim in claims:
@@ -287,7 +294,7 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
         transport = engine.transports[Channel(claim.channel)]
         result = transport.send(_message(claim.state, attempt, claim.message))
         results.append(_result_change(claim.state, attempt, result, report))
-    ledger.append_many(results, run_id=run_id, now=now)
+    ledger.append_many(results, run_id=run_id, now=engine.stamp(now))
     return report
 
 
@@ -360,6 +367,24 @@ def recover_in_flight(
 def pending_ids(engine: Engine, day: dt.date | None = None) -> list[int]:
     """Touches waiting in ``planned`` (all days, or one)."""
     return engine.ledger.touch_ids_in_status({TouchStatus.PLANNED}, day=day)
+
+
+def dates_in_effect(now: dt.datetime) -> list[dt.date]:
+    """The local dates that are "today" somewhere on Earth at ``now`` (UTC-12 to UTC+14)."""
+    utc_day = now.astimezone(dt.timezone.utc).date()
+    return [utc_day - dt.timedelta(days=1), utc_day, utc_day + dt.timedelta(days=1)]
+
+
+def dispatch(engine: Engine, *, run_id: str, now: dt.datetime) -> SendReport:
+    """``care_dispatch``: settle crashed sends, plan the dates in effect, send what is due.
+
+    Planning again is cheap (index lookups) and idempotent; it is what gives a thank-you to
+    a purchase recorded after ``care_daily`` ran, within the contact policy's daily cap.
+    """
+    report = recover_in_flight(engine, run_id=run_id, now=now)
+    for day in dates_in_effect(now):
+        plan_and_record(engine, day, run_id=run_id, now=engine.stamp(now))
+    return report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=now))
 
 
 def batches(ids: Sequence[int], size: int) -> list[list[int]]:

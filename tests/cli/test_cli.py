@@ -215,3 +215,27 @@ def test_broken_contact_policy_stops_planning(filled: Path) -> None:
     run = care(filled, "run", "--date", "2026-11-23", "--now", "2026-11-23T04:00:00Z", rules=rules)
     assert run.exit_code == 1
     assert not (filled / "outbox").exists()
+
+
+def test_plan_on_a_store_without_tables_says_so(tmp_path: Path) -> None:
+    result = care(tmp_path, "plan", "--date", "2026-11-23")
+    assert result.exit_code == 1
+    assert "has no customers, events, policies table(s): run `care store init`" in result.output
+
+
+def test_dispatch_plans_late_events_and_sends_what_is_due(filled: Path) -> None:
+    # Nothing planned yet: dispatch plans the dates in effect and sends what is due now
+    # (04:00Z is 12:00 in Shanghai on the 23rd).
+    result = care(filled, "dispatch", "--now", "2026-11-23T04:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert "sent 2" in result.output
+    store = open_store(f"sqlite:///{filled / 'care.db'}")
+    # A purchase recorded after that: its thank-you is due on the 24th, Shanghai time.
+    load_rows(store, events=[event_row("E9", "C1", occurred_at="2026-11-23T20:00:00+08:00")])
+    nothing_yet = care(filled, "dispatch", "--now", "2026-11-23T04:30:00Z")
+    assert "sent 0" in nothing_yet.output
+    next_day = care(filled, "dispatch", "--now", "2026-11-24T02:30:00Z")
+    assert "sent 1" in next_day.output
+    lines = care(filled, "plan", "--date", "2026-11-24", "--format", "json").output.splitlines()
+    thank_you = [json.loads(x) for x in lines if '"E9"' in x]
+    assert thank_you and thank_you[0]["reason"] == "already_sent"

@@ -105,7 +105,7 @@ def test_good_rule_loads(rules_dir: Path, templates_dir: Path) -> None:
         (
             "field: customer.birth_date",
             "field: customer.birthdate",
-            "r.yaml:7:14: 'customer.birthdate' is not a date field a trigger can use (did you mean 'customer.birth_date'?)",
+            "r.yaml:7:14: 'customer.birthdate' is not a date field the anniversary trigger can use (did you mean 'customer.birth_date'?)",
         ),
         (
             "customer.status: active",

@@ -1,8 +1,8 @@
 """``care_daily`` and ``care_dispatch``: the daily plan and the frequent sender.
 
 ``care_daily`` runs at 12:00 UTC and plans the *next* local date: at that moment the next
-day has begun nowhere yet (UTC+14 reaches midnight at 10:00 UTC), so every touch is
-planned before its send time in every zone. A run can be pointed at any local date with the
+day has begun only east of UTC+12, where it is at most 02:00, hours before any send time
+(quiet hours end at 08:00), so every touch is planned before it is due in every zone. A run can be pointed at any local date with the
 ``day`` param (``airflow dags trigger care_daily -c '{"day": "2026-11-23"}'``); reruns and
 backfills are safe because the ledger keys every touch.
 """
@@ -38,8 +38,11 @@ def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.
 
 def _engine() -> Any:
     from ..runner import Engine
+    from ..store.db import check_initialised
 
     engine = Engine.open(CareConfig.from_env())
+    engine.clock = _now
+    check_initialised(engine.store)
     if engine.ruleset.errors:
         for error in engine.ruleset.errors:
             log.error("rule error: %s", error)
@@ -47,7 +50,6 @@ def _engine() -> Any:
             "%d rule error(s): broken rules are left out, the others run",
             len(engine.ruleset.errors),
         )
-    engine.store.init()
     return engine
 
 
@@ -130,7 +132,7 @@ def build_care_daily() -> Any:
 def build_care_dispatch() -> Any:
     @dag(
         dag_id="care_dispatch",
-        description="Send planned touches whose send time has come (outside quiet hours).",
+        description="Plan the dates in effect and send touches whose time has come.",
         schedule="*/15 * * * *",
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
         catchup=False,
@@ -141,13 +143,14 @@ def build_care_dispatch() -> Any:
     def care_dispatch() -> None:
         @task
         def dispatch(**context: Any) -> dict[str, int]:
-            from ..runner import pending_ids, recover_in_flight, send_touches
+            from ..runner import dispatch as dispatch_due
 
             engine = _engine()
             run_id = f"airflow:care_dispatch:{context['run_id']}"
-            report = recover_in_flight(engine, run_id=run_id, now=_now())
-            report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=_now()))
+            report = dispatch_due(engine, run_id=run_id, now=_now())
             log.info("dispatch: %s", report.as_dict())
+            for failure in report.failures:
+                log.error("failed: %s", failure)
             return report.as_dict()
 
         dispatch()

@@ -38,8 +38,8 @@ def _due(
     """The touch for one candidate row if it is really due on ``day``, else None."""
     customer = rows["customer"]
     assert customer is not None
-    tz_name = customer.get("timezone") or policy.default_timezone
     zone = policy.zone(customer.get("timezone"))
+    tz_name = zone.key  # the zone actually used (the default one when none is recorded)
     trig = rule.trigger
     touch = Touch(
         rule=rule,
@@ -145,10 +145,13 @@ def _choose_channel(touch: Touch, policy: ContactPolicy) -> None:
     touch.suppress(SuppressionReason.NO_CONTACT, "; ".join(why))
 
 
-def _apply_daily_cap(touches: list[Touch], policy: ContactPolicy) -> None:
+def _apply_daily_cap(touches: list[Touch], policy: ContactPolicy, done: set[str]) -> None:
     """At most ``per_day`` sends per customer per local day; higher priority wins.
 
-    Ties break on rule id, then touch key, so the same inputs always give the same plan.
+    Touches the ledger already holds as handled (``done``) took their place first: a touch
+    planned later in the day (an event that came in after the daily run) cannot push the
+    customer over the cap. Ties break on rule id, then touch key, so the same inputs always
+    give the same plan.
     """
     cap = policy.per_day_cap
     if cap is None:
@@ -160,7 +163,7 @@ def _apply_daily_cap(touches: list[Touch], policy: ContactPolicy) -> None:
     for group in by_customer.values():
         if len(group) <= cap:
             continue
-        group.sort(key=lambda t: (-t.rule.priority, t.rule.id, t.key))
+        group.sort(key=lambda t: (t.key not in done, -t.rule.priority, t.rule.id, t.key))
         winners = group[:cap]
         for loser in group[cap:]:
             loser.suppress(
@@ -206,9 +209,9 @@ def plan_day(
                     touches.append(touch)
     for touch in touches:
         _choose_channel(touch, policy)
-    _apply_daily_cap(touches, policy)
-    if is_final is not None and touches:
-        done = is_final([t.key for t in touches])
+    done = is_final([t.key for t in touches]) if is_final is not None and touches else set()
+    _apply_daily_cap(touches, policy, done)
+    if done:
         for touch in touches:
             if touch.key in done and touch.decision is Decision.SEND:
                 touch.suppress(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from ..rules.model import Rule, TriggerKind
 from ..vocab import Channel, Decision, SubjectKind, SuppressionReason
@@ -62,11 +63,17 @@ class Touch:
         """The variables the rule's templates see (``rules.model.template_variables``)."""
         from ..rules.model import FIELDS
 
+        zone = ZoneInfo(self.timezone)
+
+        def local(value: Any) -> Any:
+            # Instants are shown in the customer's zone: "yesterday" means their yesterday.
+            return value.astimezone(zone) if isinstance(value, dt.datetime) else value
+
         def visible(table: str, row: dict[str, Any] | None) -> dict[str, Any] | None:
             if row is None:
                 return None
             return {
-                col: value
+                col: local(value)
                 for col, value in row.items()
                 if f"{table}.{col}" in FIELDS and FIELDS[f"{table}.{col}"].in_templates
             }

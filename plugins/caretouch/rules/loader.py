@@ -225,12 +225,12 @@ def _build_trigger(
     if kind is TriggerKind.EVENT:
         return Trigger(kind, event_type=data["type"], delay_days=data["delay_days"]), []
     name = data["field"]
-    if name not in DATE_TRIGGER_FIELDS:
+    allowed = DATE_TRIGGER_FIELDS[kind]
+    if name not in allowed:
         return None, [
             ValidationError(
-                f"{name!r} is not a date field a trigger can use"
-                f"{did_you_mean(name, DATE_TRIGGER_FIELDS)}; use one of "
-                f"{', '.join(DATE_TRIGGER_FIELDS)}",
+                f"{name!r} is not a date field the {kind.value} trigger can use"
+                f"{did_you_mean(name, allowed)}; use one of {', '.join(allowed)}",
                 location=pos.at((*path, "field")),
             )
         ]

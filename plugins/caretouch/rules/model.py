@@ -88,7 +88,13 @@ FIELDS: dict[str, FieldSpec] = {
     )
 }
 
-DATE_TRIGGER_FIELDS = ("customer.birth_date", "policy.start_date", "policy.renewal_date")
+# The date fields each trigger kind may use: each is backed by an index, so planning a day
+# stays an index lookup (an anniversary by the month-day key, an offset by the date itself).
+DATE_TRIGGER_FIELDS: dict[TriggerKind, tuple[str, ...]] = {
+    TriggerKind.ANNIVERSARY: ("customer.birth_date", "policy.start_date"),
+    TriggerKind.DAYS_BEFORE: ("policy.renewal_date", "policy.start_date"),
+    TriggerKind.DAYS_AFTER: ("policy.start_date", "policy.renewal_date"),
+}
 
 
 class Op(str, Enum):

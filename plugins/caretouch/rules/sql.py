@@ -132,12 +132,8 @@ def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
                     )
                 )
             return selects
-        md_col = policies.c.start_md if field.column == "start_date" else None
-        if md_col is None:
-            # An anniversary of another date column has no month-day index; it is rare and
-            # stays correct, only slower (documented in docs/rules.md).
-            return [base.where(col.is_not(None), col <= day, audience)]
-        return [base.where(md_col.in_(keys), col <= day, audience)]
+        # policy.start_date: the loader allows no other anniversary field.
+        return [base.where(policies.c.start_md.in_(keys), col <= day, audience)]
 
     sign = 1 if trig.kind is TriggerKind.DAYS_BEFORE else -1
     dates = [day + dt.timedelta(days=sign * o) for o in trig.offsets]

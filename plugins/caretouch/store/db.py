@@ -134,3 +134,22 @@ def check_reachable(store: Store) -> None:
         raise ConfigurationError(
             f"cannot connect to store {store.masked_url()}: {exc.orig}"
         ) from exc
+
+
+def check_initialised(store: Store) -> None:
+    """Refuse to work on a store without its tables, and create missing ledger tables.
+
+    A mistyped SQLite path would otherwise silently create an empty database and plan
+    nothing; instead the user is told to run ``care store init``.
+    """
+    from sqlalchemy import inspect
+
+    check_reachable(store)
+    tables = set(inspect(store.engine).get_table_names())
+    missing = {"customers", "policies", "events"} - tables
+    if missing:
+        raise ConfigurationError(
+            f"store {store.masked_url()} has no {', '.join(sorted(missing))} table(s): "
+            "run `care store init` (or check --store / $CARE_STORE_URL)"
+        )
+    store.init()

@@ -70,7 +70,7 @@ class Policy(Base):
     policy_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     customer_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     product: Mapped[str] = mapped_column(String(200), nullable=False)
-    start_date: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    start_date: Mapped[dt.date] = mapped_column(Date, nullable=False, index=True)
     renewal_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
     status: Mapped[str] = mapped_column(
         String(16), nullable=False, default=PolicyStatus.ACTIVE.value
