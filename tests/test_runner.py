@@ -139,10 +139,14 @@ def test_racing_workers_send_each_touch_once(store: Store, tmp_path: Path) -> No
     engine = engine_for(store, tmp_path)
     ids = plan_and_record(engine, DAY, run_id="plan", now=NOON)
     reports = []
+    errors: list[BaseException] = []
 
     def worker(name: str, order: list[int]) -> None:
         # Small chunks and different orders make the workers collide often.
-        reports.append(send_touches(engine, order, run_id=name, now=NOON, chunk_size=7))
+        try:
+            reports.append(send_touches(engine, order, run_id=name, now=NOON, chunk_size=7))
+        except BaseException as exc:  # a deadlock or lock timeout must fail the test
+            errors.append(exc)
 
     orders = [ids, ids[::-1], ids[len(ids) // 2 :] + ids[: len(ids) // 2], ids]
     threads = [threading.Thread(target=worker, args=(f"w{i}", o)) for i, o in enumerate(orders)]
@@ -150,6 +154,7 @@ def test_racing_workers_send_each_touch_once(store: Store, tmp_path: Path) -> No
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     assert sum(r.sent for r in reports) == total
     assert len(outbox_files(tmp_path)) == total
     keys = Counter(
@@ -303,8 +308,11 @@ def test_render_error_fails_the_touch_and_a_fixed_template_sends_it(
     shutil.copytree(TEMPLATES_DIR, templates)
     sms = templates / "birthday" / "sms.zh-CN.txt"
     good = sms.read_text(encoding="utf-8")
-    # Valid for `care validate`, fails at send time: a filter applied to the wrong type.
-    sms.write_text("{{ customer.name | longdate }}", encoding="utf-8")
+    # Passes `care validate` (its sample customer is not C1), fails at send time for C1.
+    sms.write_text(
+        "{% if customer.customer_id == 'C1' %}{{ customer.name | longdate }}{% endif %}",
+        encoding="utf-8",
+    )
     load_rows(sqlite_store, customers=[customer_row("C1"), customer_row("C2", locale="en")])
     config = CareConfig(sqlite_store.url, RULES_DIR, templates, tmp_path / "outbox")
     engine = Engine.open(config)

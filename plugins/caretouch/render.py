@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -165,15 +165,22 @@ class TemplateStore:
         channel: Channel,
         locales: Iterable[str],
         provided: Mapping[str, frozenset[str] | None],
+        samples: Sequence[Mapping[str, Any]] = (),
     ) -> list[ValidationError]:
-        """Check that the template's files exist, parse, and use only ``provided`` names.
+        """Check that the template's files exist, compile, and use only ``provided`` names.
 
         ``provided`` maps each top-level variable to the attributes it offers (``None``: any).
+        Each of ``samples`` (contexts shaped like the real ones, e.g. an event without a
+        policy) is then rendered, so that what only fails at run time (an unguarded
+        ``policy.product`` when there is no policy, a filter given the wrong type) is
+        caught by ``care validate`` instead of at send time.
         """
         errors: list[ValidationError] = []
         for locale in locales:
+            complete = True
             for path in self.paths(template_id, channel, locale):
                 if not path.is_file():
+                    complete = False
                     errors.append(
                         ValidationError(
                             f"missing template file for channel {channel.value}, locale {locale}",
@@ -181,19 +188,35 @@ class TemplateStore:
                         )
                     )
                     continue
-                errors.extend(_check_source(path, provided))
+                found = _check_source(self.env, path, provided)
+                complete = complete and not found
+                errors.extend(found)
+            if not complete:
+                continue
+            for sample in samples:
+                try:
+                    self.render(template_id, channel, locale, sample)
+                except RenderError as exc:
+                    errors.append(
+                        ValidationError(
+                            f"{exc.message} (with sample data: {sample.get('_sample', 'typical values')})",
+                            location=exc.location,
+                        )
+                    )
+                    break
         return errors
 
 
 def _check_source(
-    path: Path, provided: Mapping[str, frozenset[str] | None]
+    env: jinja2.Environment, path: Path, provided: Mapping[str, frozenset[str] | None]
 ) -> list[ValidationError]:
     from difflib import get_close_matches
 
-    env = SandboxedEnvironment()
     source = path.read_text(encoding="utf-8")
     try:
         tree = env.parse(source, filename=str(path))
+        # Compiling also checks what parsing does not, such as unknown filters and tests.
+        env.compile(tree, filename=str(path))
     except jinja2.TemplateSyntaxError as exc:
         return [
             ValidationError(

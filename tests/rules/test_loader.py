@@ -234,3 +234,43 @@ def test_policy_file_errors_have_positions(rules_dir: Path, templates_dir: Path)
         f"{rules_dir / 'policy.yaml'}:2:1: unknown field 'quiet_hour' (did you mean 'quiet_hours'?)"
         in errors
     )
+
+
+EVENT_RULE = """\
+version: 1
+rules:
+  - id: thanks-copy
+    description: A copy of the thank-you rule.
+    trigger: {kind: event, type: policy_purchased, delay_days: 1}
+    channels: [email, sms]
+    template: thank_you
+    category: care
+    priority: 70
+"""
+
+
+def test_unguarded_policy_in_an_event_template_is_caught(
+    rules_dir: Path, templates_dir: Path
+) -> None:
+    sms = templates_dir / "thank_you" / "sms.en.txt"
+    sms.write_text("Thanks for buying {{ policy.product }}!", encoding="utf-8")
+    errors = errors_for(rules_dir, templates_dir, EVENT_RULE)
+    assert any(
+        str(sms) in e and "with sample data: an event without a policy" in e for e in errors
+    ), errors
+
+
+def test_unknown_filter_is_caught(rules_dir: Path, templates_dir: Path) -> None:
+    sms = templates_dir / "birthday" / "sms.en.txt"
+    sms.write_text("Hi {{ customer.name | shout }}", encoding="utf-8")
+    errors = errors_for(rules_dir, templates_dir, GOOD)
+    assert any(
+        e.startswith(f"{sms}:1: template syntax error: No filter named 'shout'") for e in errors
+    ), errors
+
+
+def test_filter_given_the_wrong_type_is_caught(rules_dir: Path, templates_dir: Path) -> None:
+    sms = templates_dir / "birthday" / "sms.en.txt"
+    sms.write_text("{{ customer.name | longdate }}", encoding="utf-8")
+    errors = errors_for(rules_dir, templates_dir, GOOD)
+    assert any(str(sms) in e and "longdate expects a date" in e for e in errors), errors

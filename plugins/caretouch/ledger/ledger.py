@@ -406,12 +406,14 @@ class Ledger:
             # Lock the touches first (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the
             # database). Without it, under READ COMMITTED, the status and the attempt count
             # below could come from either side of a racing worker's commit, and both
-            # workers would then "win" with different attempt numbers.
+            # workers would then "win" with different attempt numbers. FOR NO KEY UPDATE, not
+            # FOR UPDATE: status events referencing these touches take KEY SHARE locks, and
+            # FOR UPDATE would deadlock a claimer against a worker recording its results.
             session.execute(
                 select(TouchRow.id)
                 .where(TouchRow.id.in_(ids))
                 .order_by(TouchRow.id)
-                .with_for_update()
+                .with_for_update(key_share=True)
             ).all()
             latest = self._latest(session, ids)
             numbers: dict[int, int] = dict.fromkeys(ids, 0)

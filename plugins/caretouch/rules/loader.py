@@ -32,6 +32,7 @@ from .model import (
     Rule,
     Trigger,
     TriggerKind,
+    sample_contexts,
     template_variables,
 )
 from .schema import RULE_FILE_SCHEMA
@@ -185,7 +186,13 @@ def _build_rule(
         variables = template_variables(trigger)
         for channel in channels:
             errors.extend(
-                templates.check(template_id, channel, [loc.value for loc in Locale], variables)
+                templates.check(
+                    template_id,
+                    channel,
+                    [loc.value for loc in Locale],
+                    variables,
+                    sample_contexts(trigger),
+                )
             )
     for e in errors:
         e.rule_id = rule_id

@@ -197,3 +197,47 @@ def template_variables(trigger: Trigger) -> dict[str, frozenset[str] | None]:
     if trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
         variables["days"] = None
     return variables
+
+
+_SAMPLE_VALUES: dict[FieldType, Any] = {
+    FieldType.TEXT: "Sample",
+    FieldType.DATE: dt.date(2026, 1, 15),
+    FieldType.DATETIME: dt.datetime(2026, 1, 14, 20, 30, tzinfo=dt.timezone.utc),
+    FieldType.BOOL: True,
+    FieldType.NUMBER: __import__("decimal").Decimal("1234.50"),
+    FieldType.JSON: {"note": "sample"},
+}
+
+
+def sample_contexts(trigger: Trigger) -> list[dict[str, Any]]:
+    """Template contexts with typical values, plus the awkward cases the real data has.
+
+    ``care validate`` renders every template with each, so that a template that would only
+    fail at send time (an unguarded ``policy`` of an event without one, a nullable field
+    printed without a default) is refused before any customer is involved.
+    """
+    base: dict[str, Any] = {"occurrence": dt.date(2026, 1, 15), "rule_id": "sample"}
+    for table in trigger.tables:
+        row = {}
+        for f in FIELDS.values():
+            if f.table == table and f.in_templates:
+                row[f.column] = f.choices[0] if f.choices else _SAMPLE_VALUES[f.type]
+        base[table] = row
+    base["customer"]["name"] = "王芳"
+    if trigger.kind is TriggerKind.ANNIVERSARY:
+        base["years"] = 3
+    if trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
+        base["days"] = 7
+    samples = [dict(base, _sample="typical values")]
+    nullable = {"customer": ("birth_date", "timezone"), "policy": ("renewal_date", "premium")}
+    empty = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for table, columns in nullable.items():
+        if table in empty:
+            for column in columns:
+                empty[table][column] = None
+    if "event" in empty:
+        empty["event"]["payload"] = None
+    samples.append(dict(empty, _sample="empty optional fields"))
+    if trigger.kind is TriggerKind.EVENT:
+        samples.append(dict(base, policy=None, _sample="an event without a policy"))
+    return samples
