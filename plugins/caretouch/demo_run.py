@@ -153,7 +153,7 @@ def run_demo(
             echo("\n".join(tail[-40:]))
             echo(f"airflow dags test: exit {code}, run state {state}; full log: {log_path}")
             return 1
-        echo(f"airflow: care_daily run state {state}; task logs under {airflow_home / 'logs'}")
+        echo(f"airflow: care_daily run state {state}; full log: {log_path}")
     else:
         from .runner import Engine, run_day
 

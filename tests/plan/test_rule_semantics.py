@@ -696,9 +696,9 @@ def scenarios(draw: st.DrawFn) -> tuple[dt.date, list[dict], list[dict], list[di
         kind = draw(st.sampled_from(["today", "today", "feb29", "random", "none"]))
         year = draw(st.integers(1940, day.year - 1))
         if kind == "today" and calendar == "lunar":
-            ld = LunarDate.fromSolarDate(day.year, day.month, day.day)
+            ld = LunarDate.from_solar_date(day.year, day.month, day.day)
             try:
-                birth: dt.date | None = LunarDate(year, ld.month, ld.day, False).toSolarDate()
+                birth: dt.date | None = LunarDate(year, ld.month, ld.day, False).to_solar_date()
             except ValueError:
                 birth = dt.date(year, 6, 1)
             birth = min(birth, day - dt.timedelta(days=1))
@@ -805,7 +805,7 @@ def oracle(
             continue
         birth = dt.date.fromisoformat(c["birth_date"])
         if c["birthday_calendar"] == "lunar":
-            ld = LunarDate.fromSolarDate(day.year, day.month, day.day)
+            ld = LunarDate.from_solar_date(day.year, day.month, day.day)
             hit = birth < day and lunar_birthday_in_year(birth, ld.year) == day
         else:
             hit = birth <= day and anniversary_in_year(birth, day.year, LeapDayPolicy.FEB28) == day

@@ -42,13 +42,13 @@ def days_of_year(year: int) -> list[dt.date]:
 
 def days_of_lunar_year(year: int) -> list[dt.date]:
     """Every Gregorian date whose lunar year is ``year``."""
-    first = LunarDate(year, 1, 1).toSolarDate()
-    end = LunarDate(year + 1, 1, 1).toSolarDate()
+    first = LunarDate(year, 1, 1).to_solar_date()
+    end = LunarDate(year + 1, 1, 1).to_solar_date()
     return [first + dt.timedelta(days=i) for i in range((end - first).days)]
 
 
 def lunar(d: dt.date) -> LunarDate:
-    return LunarDate.fromSolarDate(d.year, d.month, d.day)
+    return LunarDate.from_solar_date(d.year, d.month, d.day)
 
 
 def is_due(origin: dt.date, day: dt.date, policy: LeapDayPolicy) -> bool:
@@ -175,7 +175,7 @@ def test_month_day_and_leap_years(day: dt.date) -> None:
 def test_lunar_keys_of_a_day(day: dt.date) -> None:
     ld = lunar(day)
     keys = lunar_anniversary_keys(day)
-    if ld.isLeapMonth:
+    if ld.is_leap_month:
         assert keys == []  # leap months never match
         return
     assert keys[0] == ld.month * 100 + ld.day
@@ -202,7 +202,7 @@ def test_a_lunar_birthday_is_found_exactly_once_per_lunar_year(birth: dt.date, y
     due = [d for d in days_of_lunar_year(year) if key in lunar_anniversary_keys(d)]
     assert len(due) == 1, (birth, year, due)
     greeted = lunar(due[0])
-    assert not greeted.isLeapMonth
+    assert not greeted.is_leap_month
     assert greeted.month * 100 + greeted.day == key or (
         key % 100 == 30 and greeted.day == 29 and lunar_month_length(year, key // 100, False) == 29
     )
@@ -214,7 +214,7 @@ def test_a_lunar_birthday_is_found_exactly_once_per_lunar_year(birth: dt.date, y
 def test_lunar_month_length_is_where_the_next_month_starts(year: int, month: int) -> None:
     length = lunar_month_length(year, month, False)
     assert length in (29, 30)
-    last = LunarDate(year, month, length, False).toSolarDate()
+    last = LunarDate(year, month, length, False).to_solar_date()
     assert lunar(last).day == length
     assert lunar(last + ONE_DAY).day == 1
 
@@ -230,8 +230,8 @@ def test_day_30_birth_falls_back_to_day_29_in_a_short_month() -> None:
     assert lunar_birthday_in_year(birth, 2026) == dt.date(2026, 4, 16)
     # 2027: the second month has 30 days, so day 30 itself is the birthday and day 29 is not.
     assert lunar_month_length(2027, 2, False) == 30
-    day29 = LunarDate(2027, 2, 29, False).toSolarDate()
-    day30 = LunarDate(2027, 2, 30, False).toSolarDate()
+    day29 = LunarDate(2027, 2, 29, False).to_solar_date()
+    day30 = LunarDate(2027, 2, 30, False).to_solar_date()
     assert lunar_anniversary_keys(day29) == [229]
     assert lunar_anniversary_keys(day30) == [230]
     assert lunar_birthday_in_year(birth, 2027) == day30
@@ -239,11 +239,11 @@ def test_day_30_birth_falls_back_to_day_29_in_a_short_month() -> None:
 
 def test_leap_month_days_never_match_and_the_regular_month_does() -> None:
     # 2025 has a leap sixth month (25 July - 22 August 2025).
-    regular = LunarDate(2025, 6, 10, False).toSolarDate()
-    leap = LunarDate(2025, 6, 10, True).toSolarDate()
-    assert leap > regular and lunar(leap).isLeapMonth
+    regular = LunarDate(2025, 6, 10, False).to_solar_date()
+    leap = LunarDate(2025, 6, 10, True).to_solar_date()
+    assert leap > regular and lunar(leap).is_leap_month
     assert lunar_anniversary_keys(regular) == [610]
-    start = LunarDate(2025, 6, 1, True).toSolarDate()
+    start = LunarDate(2025, 6, 1, True).to_solar_date()
     assert start == dt.date(2025, 7, 25)
     for i in range(29):
         assert lunar_anniversary_keys(start + dt.timedelta(days=i)) == []
@@ -251,10 +251,10 @@ def test_leap_month_days_never_match_and_the_regular_month_does() -> None:
 
 def test_a_leap_month_birth_counts_as_the_regular_month() -> None:
     birth = dt.date(2020, 6, 1)  # leap fourth month of 2020, day 10
-    assert lunar(birth).isLeapMonth and (lunar(birth).month, lunar(birth).day) == (4, 10)
+    assert lunar(birth).is_leap_month and (lunar(birth).month, lunar(birth).day) == (4, 10)
     assert lunar_month_day(birth) == 410
-    assert lunar_birthday_in_year(birth, 2021) == LunarDate(2021, 4, 10, False).toSolarDate()
-    assert 410 in lunar_anniversary_keys(LunarDate(2021, 4, 10, False).toSolarDate())
+    assert lunar_birthday_in_year(birth, 2021) == LunarDate(2021, 4, 10, False).to_solar_date()
+    assert 410 in lunar_anniversary_keys(LunarDate(2021, 4, 10, False).to_solar_date())
 
 
 @pytest.mark.parametrize(

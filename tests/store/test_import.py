@@ -177,7 +177,7 @@ def test_clean_import_writes_every_row_with_counts_and_types(store: Store, tmp_p
 
 def test_derived_month_day_keys_are_set(store: Store, tmp_path: Path) -> None:
     lunar_birth = dt.date(1990, 11, 23)
-    expected_lunar = LunarDate.fromSolarDate(1990, 11, 23)
+    expected_lunar = LunarDate.from_solar_date(1990, 11, 23)
     assert (expected_lunar.month, expected_lunar.day) == (10, 7)
     paths = files(
         tmp_path,
@@ -203,8 +203,8 @@ def test_derived_month_day_keys_are_set(store: Store, tmp_path: Path) -> None:
     assert (customers["L"]["birth_md"], customers["L"]["birth_lunar_md"]) == (1123, 1007)
     assert (customers["LEAP"]["birth_md"], customers["LEAP"]["birth_lunar_md"]) == (229, None)
     assert (customers["NONE"]["birth_md"], customers["NONE"]["birth_lunar_md"]) == (None, None)
-    leap_month = LunarDate.fromSolarDate(2020, 6, 1)
-    assert leap_month.isLeapMonth and leap_month.month == 4
+    leap_month = LunarDate.from_solar_date(2020, 6, 1)
+    assert leap_month.is_leap_month and leap_month.month == 4
     assert customers["LM"]["birth_lunar_md"] == 400 + leap_month.day
 
     policies = table_rows(store, Policy, "policy_id")
