@@ -236,11 +236,14 @@ def validate(ctx: click.Context) -> None:
 
 
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of rule files (published as care_rules/rule.schema.json)."""
-    from .rules.schema import RULE_FILE_SCHEMA
+@click.option("--policy", is_flag=True, help="The schema of policy.yaml instead.")
+def schema(policy: bool) -> None:
+    """Print the JSON Schema of rule files (published as care_rules/rule.schema.json) or,
+    with --policy, of the contact policy (care_rules/policy.schema.json)."""
+    from .rules.schema import POLICY_FILE_SCHEMA, RULE_FILE_SCHEMA
 
-    click.echo(json.dumps(RULE_FILE_SCHEMA, indent=2, ensure_ascii=False))
+    chosen = POLICY_FILE_SCHEMA if policy else RULE_FILE_SCHEMA
+    click.echo(json.dumps(chosen, indent=2, ensure_ascii=False))
 
 
 # -- plan / run / preview ------------------------------------------------------------------
@@ -282,7 +285,7 @@ def plan(
         engine.ruleset,
         day,
         rule_ids=rule_ids or None,
-        is_final=Ledger(engine.store).final_keys,
+        history=Ledger(engine.store),
     )
     if fmt == "json":
         for t in touches:

@@ -8,6 +8,7 @@ keeps these keys in indexed columns so that "whose birthday is today" is an inde
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from enum import Enum
 
 from lunardate import LunarDate
@@ -119,3 +120,62 @@ def lunar_years_between(origin: dt.date, day: dt.date) -> int:
     first = LunarDate.from_solar_date(origin.year, origin.month, origin.day)
     second = LunarDate.from_solar_date(day.year, day.month, day.day)
     return int(second.year - first.year)
+
+
+# -- festivals -------------------------------------------------------------------------------
+# Named days a `calendar` trigger may use. Lunar ones are computed from the lunar calendar,
+# so they move every Gregorian year.
+
+
+def _lunar(month: int, day: int) -> Callable[[int], dt.date | None]:
+    def on(year: int) -> dt.date | None:
+        try:
+            return LunarDate(year, month, day, False).to_solar_date()
+        except ValueError:
+            return None
+
+    return on
+
+
+def _lunar_new_years_eve(year: int) -> dt.date | None:
+    # The last day of the twelfth lunar month of the previous lunar year.
+    new_year = _lunar(1, 1)(year)
+    return new_year - dt.timedelta(days=1) if new_year else None
+
+
+HOLIDAYS: dict[str, Callable[[int], dt.date | None]] = {
+    "new_year": lambda year: dt.date(year, 1, 1),
+    "lunar_new_years_eve": _lunar_new_years_eve,
+    "spring_festival": _lunar(1, 1),
+    "lantern_festival": _lunar(1, 15),
+    "dragon_boat": _lunar(5, 5),
+    "mid_autumn": _lunar(8, 15),
+    "national_day": lambda year: dt.date(year, 10, 1),
+}
+
+
+def holidays_on(day: dt.date) -> list[str]:
+    """The named festivals that fall on ``day`` (in Gregorian year ``day.year``)."""
+    found = []
+    for name, when in HOLIDAYS.items():
+        try:
+            if when(day.year) == day:
+                found.append(name)
+        except (ValueError, IndexError):  # outside the lunar tables
+            continue
+    return found
+
+
+def public_holiday_cn(day: dt.date) -> tuple[bool | None, str | None]:
+    """Whether ``day`` is a statutory public holiday in mainland China, and its name.
+
+    ``(None, why)`` when the ``chinese-calendar`` data does not cover the year: the State
+    Council publishes each year's schedule only late in the year before.
+    """
+    import chinese_calendar
+
+    try:
+        is_holiday, name = chinese_calendar.get_holiday_detail(day)
+    except NotImplementedError as exc:
+        return None, str(exc)
+    return bool(is_holiday and name), name if is_holiday and name else None

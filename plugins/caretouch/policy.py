@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from .errors import Location, ValidationError, ValidationFailed
 from .rules.checks import schema_errors
 from .rules.schema import POLICY_FILE_SCHEMA
-from .rules.yamlpos import load_with_positions
+from .rules.yamlpos import KEY, load_with_positions
 from .vocab import Category, Channel
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -65,12 +65,69 @@ class QuietHours:
 
 
 @dataclass(frozen=True)
+class Cap:
+    """At most ``per_day`` touches in a local day and ``per_7_days`` in any 7 local days."""
+
+    per_day: int | None = None
+    per_7_days: int | None = None
+    name: str = "caps"  # the clause, e.g. "caps.categories.marketing"
+
+
+@dataclass(frozen=True)
+class Blackout:
+    """Days on which ``categories`` are not sent: explicit dates and/or public holidays."""
+
+    categories: frozenset[Category] = frozenset()
+    dates: frozenset[dt.date] = frozenset()
+    public_holidays: str | None = None  # "cn"
+
+    def reason(self, day: dt.date, category: Category) -> str | None:
+        """Why ``day`` is a blackout day for ``category``, or None."""
+        if category not in self.categories:
+            return None
+        if day in self.dates:
+            return f"{day} is listed in blackout.dates"
+        if self.public_holidays == "cn":
+            from .dates import public_holiday_cn
+
+            is_holiday, name = public_holiday_cn(day)
+            if is_holiday:
+                return f"{day} is a public holiday in China ({name})"
+        return None
+
+
+@dataclass(frozen=True)
 class ContactPolicy:
     default_timezone: str = DEFAULT_TIMEZONE
     quiet_hours: QuietHours = QuietHours()
-    per_day_cap: int | None = None
+    caps: Cap = Cap()
+    category_caps: dict[Category, Cap] = field(default_factory=dict)
+    channel_caps: dict[Channel, Cap] = field(default_factory=dict)
+    # Consents a category needs besides the channel's own; marketing always needs marketing.
+    consent: dict[Category, frozenset[str]] = field(
+        default_factory=lambda: {Category.MARKETING: frozenset({"marketing"})}
+    )
+    blackout: Blackout = Blackout()
+    capacity: dict[Channel, int] = field(default_factory=dict)
+    tier_order: tuple[str, ...] = ("A", "B", "C", "D")
     source: Location | None = None
     file_hash: str = ""
+    # Where each clause stands in the file, for `care plan --explain`.
+    clauses: dict[str, Location] = field(default_factory=dict)
+
+    @property
+    def per_day_cap(self) -> int | None:
+        return self.caps.per_day
+
+    def clause(self, name: str) -> str:
+        """``caps.per_day (care_rules/policy.yaml:8:3)``, or the name alone for a default."""
+        where = self.clauses.get(name)
+        return f"{name} ({where})" if where else f"{name} (default)"
+
+    def needs_marketing(self, category: Category) -> bool:
+        return "marketing" in self.consent.get(category, frozenset()) or (
+            category is Category.MARKETING
+        )
 
     def zone(self, name: str | None) -> ZoneInfo:
         """The customer's zone; the default one when none is recorded or it is unknown."""
@@ -90,7 +147,7 @@ class ContactPolicy:
         consent_marketing: bool,
     ) -> Channel | None:
         """The first channel in ``preference`` with a valid address and consent, or None."""
-        if category is Category.MARKETING and not consent_marketing:
+        if self.needs_marketing(category) and not consent_marketing:
             return None
         for channel in preference:
             if channel is Channel.SMS and consent_sms and phone_is_valid(phone):
@@ -162,12 +219,55 @@ def load_policy(path: str | Path) -> ContactPolicy:
             ]
         )
     quiet: dict[str, Any] = data.get("quiet_hours") or {}
+    caps: dict[str, Any] = data.get("caps") or {}
+    blackout: dict[str, Any] = data.get("blackout") or {}
+    errors = []
+    dates = set()
+    for i, text in enumerate(blackout.get("dates", [])):
+        try:
+            dates.add(dt.date.fromisoformat(str(text)))
+        except ValueError:
+            errors.append(
+                ValidationError(
+                    f"{text!r} is not a real date", location=pos.at(("blackout", "dates", i))
+                )
+            )
+    if errors:
+        raise ValidationFailed(errors)
+    # Each clause's location is where its key stands, e.g. "caps.per_day" -> policy.yaml:11:3.
+    clauses = {
+        ".".join((*path[:-2], path[-1])): Location(pos.file, *mark)
+        for path, mark in pos.marks.items()
+        if len(path) >= 2 and path[-2] == KEY and all(isinstance(p, str) for p in path)
+    }
+    consent = {
+        Category(name): frozenset(needs) for name, needs in (data.get("consent") or {}).items()
+    }
+    consent.setdefault(Category.MARKETING, frozenset({"marketing"}))
+    consent[Category.MARKETING] = consent[Category.MARKETING] | {"marketing"}
     return ContactPolicy(
         default_timezone=tz,
         quiet_hours=QuietHours(
             _parse_time(quiet.get("start", "21:00")), _parse_time(quiet.get("end", "08:00"))
         ),
-        per_day_cap=(data.get("caps") or {}).get("per_day"),
+        caps=Cap(caps.get("per_day"), caps.get("per_7_days"), "caps"),
+        category_caps={
+            Category(name): Cap(c.get("per_day"), c.get("per_7_days"), f"caps.categories.{name}")
+            for name, c in (caps.get("categories") or {}).items()
+        },
+        channel_caps={
+            Channel(name): Cap(c.get("per_day"), c.get("per_7_days"), f"caps.channels.{name}")
+            for name, c in (caps.get("channels") or {}).items()
+        },
+        consent=consent,
+        blackout=Blackout(
+            categories=frozenset(Category(c) for c in blackout.get("categories", [])),
+            dates=frozenset(dates),
+            public_holidays=blackout.get("public_holidays"),
+        ),
+        capacity={Channel(name): c["per_day"] for name, c in (data.get("capacity") or {}).items()},
+        tier_order=tuple(data.get("tier_order", ("A", "B", "C", "D"))),
         source=Location(str(path)),
         file_hash=hashlib.sha256(raw).hexdigest(),
+        clauses=clauses,
     )

@@ -22,7 +22,7 @@ def _find_touch(engine: Engine, rule_id: str, customer_id: str, day: dt.date) ->
         engine.ruleset,
         day,
         rule_ids=[rule_id],
-        is_final=Ledger(engine.store).final_keys,
+        history=Ledger(engine.store),
     )
     for touch in touches:
         if touch.customer_id == customer_id:

@@ -102,7 +102,7 @@ class SendReport:
 def plan_and_record(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> list[int]:
     """Plan ``day`` and record it in the ledger; returns the ids of touches waiting to go."""
     ledger = engine.ledger
-    touches = plan_day(engine.store, engine.ruleset, day, is_final=ledger.final_keys)
+    touches = plan_day(engine.store, engine.ruleset, day, history=ledger)
     record = ledger.record_plan(touches, run_id=run_id, now=now)
     log.info(
         "planned %s: %d candidates, %d new, %d re-planned, %d suppressed, %d unchanged",

@@ -68,9 +68,17 @@ class Decision(StrEnum):
 class SuppressionReason(StrEnum):
     """Why a candidate touch is not sent. Every suppression carries exactly one."""
 
-    NO_CONTACT = "no_contact"  # no channel in the rule's preference is valid and consented
-    ALREADY_SENT = "already_sent"  # the ledger already holds this touch as sent
-    FREQUENCY_CAP = "frequency_cap"  # a higher-priority touch took the customer's day
+    # Decided when planning:
+    NO_CONTACT = "no_contact"  # no channel in the rule's preference has an address and consent
+    OPTED_OUT = "opted_out"  # ... and the customer explicitly withdrew consent for them
+    BLACKOUT = "blackout"  # the day is a blackout day for the rule's category
+    FREQUENCY_CAP = "frequency_cap"  # a cap of the contact policy is reached (priority decides)
+    CAPACITY = "capacity"  # the channel's daily capacity went to higher tiers
+    DEFERRED = "deferred"  # held back today (cap, blackout, capacity); tried again tomorrow
+    ALREADY_SENT = "already_sent"  # the ledger already holds this touch as handled
+    # Decided when sending:
+    QUIET_HOURS = "quiet_hours"  # quiet hours last beyond the touch's sending window
+    TOO_LATE = "too_late"  # the sending window passed before the touch could go out
 
 
 class TouchStatus(StrEnum):

@@ -10,7 +10,7 @@ import pytest
 
 from caretouch.render import TemplateStore
 from caretouch.rules.loader import load_rules
-from caretouch.rules.schema import RULE_FILE_SCHEMA
+from caretouch.rules.schema import POLICY_FILE_SCHEMA, RULE_FILE_SCHEMA
 from conftest import RULES_DIR, TEMPLATES_DIR
 
 GOOD = """\
@@ -60,9 +60,13 @@ def test_shipped_rules_are_valid(shipped_rules) -> None:
     ]
 
 
-def test_published_schema_is_current() -> None:
+def test_published_schemas_are_current() -> None:
     published = json.loads((RULES_DIR / "rule.schema.json").read_text(encoding="utf-8"))
     assert published == RULE_FILE_SCHEMA, "run `care schema > care_rules/rule.schema.json`"
+    policy = json.loads((RULES_DIR / "policy.schema.json").read_text(encoding="utf-8"))
+    assert policy == POLICY_FILE_SCHEMA, (
+        "run `care schema --policy > care_rules/policy.schema.json`"
+    )
 
 
 def test_good_rule_loads(rules_dir: Path, templates_dir: Path) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..plan.history import DeferredTouch, PastContact
 from ..plan.touch import Touch
 from ..render import RenderedMessage
 from ..store.db import Store
@@ -33,6 +36,20 @@ HANDLED = frozenset(
 )
 
 
+# Touches that count against the contact policy's caps: sent or about to be.
+COUNTED = HANDLED - {TouchStatus.FAILED} | {TouchStatus.PLANNED}
+# The longest deferral a rule may ask for (rules.schema: defer_days maximum).
+MAX_DEFER_DAYS = 14
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
 # Failures that happened before anything reached a provider: a rerun may try again.
 RETRYABLE_BY_RERUN = frozenset({"render_error"})
 
@@ -52,6 +69,12 @@ class TouchState:
     status: TouchStatus
     reason: str | None
     attempts: int
+    scheduled: dt.datetime | None = None  # a later planned event's send time, if any
+
+    @property
+    def send_at(self) -> dt.datetime:
+        """When the touch is to be sent: as first planned, or as re-planned after deferral."""
+        return self.scheduled or _aware(self.row.send_at)
 
     @property
     def id(self) -> int:
@@ -116,7 +139,18 @@ class Ledger:
 
     @staticmethod
     def _latest(session: Session, touch_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
-        latest: dict[int, tuple[str, str | None]] = {}
+        """Each touch's latest status and reason."""
+        return {
+            touch_id: (status, reason)
+            for touch_id, (status, reason, _) in Ledger._latest_events(session, touch_ids).items()
+        }
+
+    @staticmethod
+    def _latest_events(
+        session: Session, touch_ids: Sequence[int]
+    ) -> dict[int, tuple[str, str | None, dt.datetime | None]]:
+        """Each touch's latest status, reason and (for ``planned``) scheduled send time."""
+        latest: dict[int, tuple[str, str | None, dt.datetime | None]] = {}
         for start in range(0, len(touch_ids), _CHUNK):
             chunk = list(touch_ids[start : start + _CHUNK])
             newest = (
@@ -126,17 +160,17 @@ class Ledger:
                 .subquery()
             )
             rows = session.execute(
-                select(TouchEvent.touch_id, TouchEvent.status, TouchEvent.reason).join(
-                    newest, TouchEvent.id == newest.c.last
-                )
+                select(
+                    TouchEvent.touch_id, TouchEvent.status, TouchEvent.reason, TouchEvent.send_at
+                ).join(newest, TouchEvent.id == newest.c.last)
             )
-            for touch_id, status, reason in rows:
-                latest[touch_id] = (status, reason)
+            for touch_id, status, reason, send_at in rows:
+                latest[touch_id] = (status, reason, _aware(send_at) if send_at else None)
         return latest
 
     def _states(self, session: Session, rows: Sequence[TouchRow]) -> list[TouchState]:
         ids = [r.id for r in rows]
-        latest = self._latest(session, ids)
+        latest = self._latest_events(session, ids)
         counts: dict[int, int] = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
@@ -146,15 +180,19 @@ class Ledger:
                 .group_by(Attempt.touch_id)
             ):
                 counts[touch_id] = count
-        return [
-            TouchState(
-                row=r,
-                status=TouchStatus(latest.get(r.id, (TouchStatus.PLANNED.value, None))[0]),
-                reason=latest.get(r.id, ("", None))[1],
-                attempts=counts.get(r.id, 0),
+        states = []
+        for r in rows:
+            status, reason, send_at = latest.get(r.id, (TouchStatus.PLANNED.value, None, None))
+            states.append(
+                TouchState(
+                    row=r,
+                    status=TouchStatus(status),
+                    reason=reason,
+                    attempts=counts.get(r.id, 0),
+                    scheduled=send_at if status == TouchStatus.PLANNED.value else None,
+                )
             )
-            for r in rows
-        ]
+        return states
 
     def states(self, touch_ids: Iterable[int]) -> list[TouchState]:
         ids = list(touch_ids)
@@ -214,6 +252,99 @@ class Ledger:
                 latest = self._latest(session, [r[0] for r in rows])
                 found.update(key for tid, key in rows if is_handled(*latest[tid]))
         return found
+
+    # -- history for the planner (plan.history.History) ----------------------------------------
+
+    def contacts(
+        self, customer_ids: Iterable[str] | None, first: dt.date, last: dt.date
+    ) -> list[PastContact]:
+        """Touches that reached, or are planned to reach, customers on local days first..last.
+
+        A touch's contact day is the local date of its last attempt, or of its scheduled send
+        time if it has not been attempted. Suppressed and failed touches do not count.
+        """
+        # Deferral moves a touch at most MAX_DEFER_DAYS forward, a late send one more day.
+        lo = first - dt.timedelta(days=MAX_DEFER_DAYS + 1)
+        query = select(TouchRow).where(TouchRow.occurrence >= lo, TouchRow.occurrence <= last)
+        found: list[PastContact] = []
+        with self.store.read_session() as session:
+            batches: list[list[TouchRow]] = []
+            if customer_ids is None:
+                batches.append(list(session.scalars(query)))
+            else:
+                wanted = sorted(set(customer_ids))
+                for start in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[start : start + _CHUNK]
+                    batches.append(
+                        list(session.scalars(query.where(TouchRow.customer_id.in_(chunk))))
+                    )
+            for rows in batches:
+                states = self._states(session, rows)
+                attempted = self._last_attempts(session, [st.id for st in states])
+                for st in states:
+                    if st.status not in COUNTED:
+                        continue
+                    instant = attempted.get(st.id) or st.send_at
+                    day = instant.astimezone(_zone(st.row.timezone)).date()
+                    if first <= day <= last:
+                        found.append(
+                            PastContact(
+                                key=st.row.touch_key,
+                                customer_id=st.row.customer_id,
+                                rule_id=st.row.rule_id,
+                                category=st.row.category,
+                                channel=st.row.channel,
+                                day=day,
+                                handled=st.status in HANDLED,
+                            )
+                        )
+        return found
+
+    @staticmethod
+    def _last_attempts(session: Session, touch_ids: Sequence[int]) -> dict[int, dt.datetime]:
+        out: dict[int, dt.datetime] = {}
+        for start in range(0, len(touch_ids), _CHUNK):
+            chunk = list(touch_ids[start : start + _CHUNK])
+            for touch_id, created in session.execute(
+                select(Attempt.touch_id, func.max(Attempt.created_at))
+                .where(Attempt.touch_id.in_(chunk))
+                .group_by(Attempt.touch_id)
+            ):
+                out[touch_id] = _aware(created)
+        return out
+
+    def deferred(
+        self, rule_ids: Iterable[str], first: dt.date, last: dt.date
+    ) -> list[DeferredTouch]:
+        """Touches of ``rule_ids`` (occurrence first..last) whose latest decision is a deferral."""
+        wanted = list(rule_ids)
+        if not wanted:
+            return []
+        with self.store.read_session() as session:
+            rows = list(
+                session.scalars(
+                    select(TouchRow).where(
+                        TouchRow.rule_id.in_(wanted),
+                        TouchRow.occurrence >= first,
+                        TouchRow.occurrence <= last,
+                    )
+                )
+            )
+            latest = self._latest(session, [r.id for r in rows])
+        return [
+            DeferredTouch(
+                key=r.touch_key,
+                rule_id=r.rule_id,
+                customer_id=r.customer_id,
+                policy_id=r.policy_id,
+                event_id=r.event_id,
+                occurrence=r.occurrence,
+                context=decode(r.context),
+            )
+            for r in rows
+            if latest.get(r.id, ("", None))[:2]
+            == (TouchStatus.SUPPRESSED.value, SuppressionReason.DEFERRED.value)
+        ]
 
     def attempts(self, touch_id: int) -> list[Attempt]:
         with self.store.read_session() as session:
@@ -303,6 +434,7 @@ class Ledger:
                             if new_status is TouchStatus.SUPPRESSED
                             else None,
                             "detail": {"explain": touch.explain} if touch.explain else None,
+                            "send_at": touch.send_at if new_status is TouchStatus.PLANNED else None,
                             "at": now,
                             "run_id": run_id,
                         }

@@ -42,7 +42,7 @@ class TouchRow(LedgerBase):
     priority: Mapped[int] = mapped_column(Integer, nullable=False)
     subject_kind: Mapped[str] = mapped_column(String(16), nullable=False)
     subject_id: Mapped[str] = mapped_column(String(128), nullable=False)
-    customer_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
     policy_id: Mapped[str | None] = mapped_column(String(64))
     event_id: Mapped[str | None] = mapped_column(String(128))
     occurrence: Mapped[dt.date] = mapped_column(Date, nullable=False, index=True)
@@ -57,6 +57,12 @@ class TouchRow(LedgerBase):
     context: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     run_id: Mapped[str] = mapped_column(String(250), nullable=False)
+
+    __table_args__ = (
+        # A customer's recent touches (caps over 7 days) and a rule's deferred ones.
+        Index("ix_touches_customer_occurrence", "customer_id", "occurrence"),
+        Index("ix_touches_rule_occurrence", "rule_id", "occurrence"),
+    )
 
 
 class Attempt(LedgerBase):
@@ -90,6 +96,8 @@ class TouchEvent(LedgerBase):
     reason: Mapped[str | None] = mapped_column(String(64))
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # On ``planned`` events: when to send (a deferred touch is planned again for a later day).
+    send_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     run_id: Mapped[str] = mapped_column(String(250), nullable=False)
 

@@ -7,17 +7,22 @@ it returns and ``care run`` hands it to the ledger.
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from sqlalchemy import select
+
+from ..consent import withdrawn_consents
 from ..dates import LeapDayPolicy, anniversary_in_year, lunar_month_day, lunar_years_between
 from ..errors import ValidationFailed
-from ..policy import ContactPolicy, email_is_valid, phone_is_valid
+from ..policy import ContactPolicy
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
-from ..rules.sql import candidate_selects, row_splitter
+from ..rules.sql import TABLES, candidate_selects, row_splitter
 from ..store.db import Store
-from ..vocab import BirthdayCalendar, Category, Channel, Decision, SuppressionReason
+from ..vocab import BirthdayCalendar, Decision, SuppressionReason
+from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
+from .history import History
 from .touch import Touch
 
 
@@ -50,6 +55,10 @@ def _due(
         send_at=_local_send_at(day, rule.send_time, zone),
         timezone=tz_name,
     )
+    if trig.kind is TriggerKind.CALENDAR:
+        _, touch.holiday = trig.calendar_match(day)
+        touch.explain.append(f"calendar: {touch.holiday or day.strftime('%m-%d')} on {day}")
+        return touch
     if trig.kind is TriggerKind.EVENT:
         event = touch.event
         assert event is not None
@@ -94,85 +103,46 @@ def _due(
     return touch
 
 
-def _choose_channel(touch: Touch, policy: ContactPolicy) -> None:
-    c = touch.customer
-    rule = touch.rule
-    channel = policy.usable_channel(
-        rule.channels,
-        rule.category,
-        phone=c.get("phone"),
-        email=c.get("email"),
-        consent_sms=bool(c.get("consent_sms")),
-        consent_email=bool(c.get("consent_email")),
-        consent_marketing=bool(c.get("consent_marketing")),
-    )
-    if channel is not None:
-        touch.channel = channel
-        touch.explain.append(
-            f"channel {channel.value}: first usable of {', '.join(ch.value for ch in rule.channels)}"
-        )
-        return
-    why: list[str] = []
-    if rule.category is Category.MARKETING and not c.get("consent_marketing"):
-        why.append("no marketing consent")
-    for ch in rule.channels:
-        if ch is Channel.SMS:
-            why.append(
-                "sms: "
-                + (
-                    "no consent"
-                    if not c.get("consent_sms")
-                    else "phone missing"
-                    if not c.get("phone")
-                    else "phone not valid E.164"
-                    if not phone_is_valid(c.get("phone"))
-                    else "usable"
-                )
-            )
-        else:
-            why.append(
-                "email: "
-                + (
-                    "no consent"
-                    if not c.get("consent_email")
-                    else "address missing"
-                    if not c.get("email")
-                    else "address not valid"
-                    if not email_is_valid(c.get("email"))
-                    else "usable"
-                )
-            )
-    touch.suppress(SuppressionReason.NO_CONTACT, "; ".join(why))
-
-
-def _apply_daily_cap(touches: list[Touch], policy: ContactPolicy, done: set[str]) -> None:
-    """At most ``per_day`` sends per customer per local day; higher priority wins.
-
-    Touches the ledger already holds as handled (``done``) took their place first: a touch
-    planned later in the day (an event that came in after the daily run) cannot push the
-    customer over the cap. Ties break on rule id, then touch key, so the same inputs always
-    give the same plan.
-    """
-    cap = policy.per_day_cap
-    if cap is None:
-        return
-    by_customer: dict[str, list[Touch]] = defaultdict(list)
-    for t in touches:
-        if t.decision is Decision.SEND:
-            by_customer[t.customer_id].append(t)
-    for group in by_customer.values():
-        if len(group) <= cap:
+def _deferred_touches(
+    store: Store, ruleset: RuleSet, day: dt.date, history: History, wanted: set[str] | None
+) -> list[Touch]:
+    """Touches deferred on earlier days whose window still includes ``day``."""
+    rules = {r.id: r for r in ruleset.rules if r.defer_days and (wanted is None or r.id in wanted)}
+    if not rules:
+        return []
+    longest = max(r.defer_days for r in rules.values())
+    waiting = history.deferred(rules, day - dt.timedelta(days=longest), day - dt.timedelta(days=1))
+    waiting = [w for w in waiting if (day - w.occurrence).days <= rules[w.rule_id].defer_days]
+    if not waiting:
+        return []
+    customers = TABLES["customer"]
+    ids = sorted({w.customer_id for w in waiting})
+    rows: dict[str, dict[str, Any]] = {}
+    with store.read_session() as session:
+        for start in range(0, len(ids), 500):
+            stmt = select(customers).where(customers.c.customer_id.in_(ids[start : start + 500]))
+            for row in session.execute(stmt):
+                rows[row.customer_id] = dict(row._mapping)
+    touches = []
+    for w in waiting:
+        customer = rows.get(w.customer_id)
+        if customer is None:
             continue
-        group.sort(key=lambda t: (t.key not in done, -t.rule.priority, t.rule.id, t.key))
-        winners = group[:cap]
-        for loser in group[cap:]:
-            loser.suppress(
-                SuppressionReason.FREQUENCY_CAP,
-                f"caps.per_day={cap} in {policy.source or 'policy defaults'}: "
-                f"{', '.join(w.rule.id for w in winners)} (priority "
-                f"{', '.join(str(w.rule.priority) for w in winners)}) outranks "
-                f"{loser.rule.id} (priority {loser.rule.priority})",
-            )
+        rule = rules[w.rule_id]
+        zone = ruleset.policy.zone(customer.get("timezone"))
+        touch = Touch(
+            rule=rule,
+            customer=customer,
+            policy={"policy_id": w.policy_id} if w.policy_id else None,
+            event={"event_id": w.event_id} if w.event_id else None,
+            occurrence=w.occurrence,
+            send_at=_local_send_at(day, rule.send_time, zone),
+            timezone=zone.key,
+            frozen_context=w.context,
+        )
+        touch.explain.append(f"deferred from {w.occurrence}; competes again on {day}")
+        touches.append(touch)
+    return touches
 
 
 def plan_day(
@@ -181,12 +151,14 @@ def plan_day(
     day: dt.date,
     *,
     rule_ids: Iterable[str] | None = None,
-    is_final: Callable[[list[str]], set[str]] | None = None,
+    history: History | None = None,
 ) -> list[Touch]:
     """Every candidate touch due on local date ``day``, sent or suppressed, with the reason.
 
-    ``is_final`` (usually ``Ledger.final_keys``) names the keys already sent, which are then
-    reported as ``already_sent`` rather than planned again.
+    ``history`` (usually the ``Ledger``) tells what already happened: touches already
+    handled are reported as ``already_sent``, touches that reached the customer count
+    against the caps, and touches deferred on earlier days compete again. Without it the
+    plan treats the past as empty.
     """
     if ruleset.policy_errors:
         raise ValidationFailed(ruleset.policy_errors)
@@ -207,16 +179,33 @@ def plan_day(
                         continue
                     seen.add(touch.key)
                     touches.append(touch)
-    for touch in touches:
-        _choose_channel(touch, policy)
-    done = is_final([t.key for t in touches]) if is_final is not None and touches else set()
-    _apply_daily_cap(touches, policy, done)
-    if done:
+    if history is not None:
+        touches += [
+            t for t in _deferred_touches(store, ruleset, day, history, wanted) if t.key not in seen
+        ]
+        done = history.final_keys([t.key for t in touches]) if touches else set()
         for touch in touches:
-            if touch.key in done and touch.decision is Decision.SEND:
+            if touch.key in done:
                 touch.suppress(
                     SuppressionReason.ALREADY_SENT, "the ledger holds this touch as handled"
                 )
+    sending = [t for t in touches if t.decision is Decision.SEND]
+    opted_out = withdrawn_consents(store, {t.customer_id for t in sending})
+    for touch in sending:
+        choose_channel(touch, policy, opted_out.get(touch.customer_id, set()))
+    apply_blackout(touches, policy, day)
+    week = dt.timedelta(days=6)
+    past = (
+        history.contacts({t.customer_id for t in touches}, day - week, day + week)
+        if history is not None and touches
+        else []
+    )
+    apply_caps(touches, policy, day, past)
+    if policy.capacity and history is not None:
+        apply_capacity(touches, policy, day, history.contacts(None, day, day))
+    elif policy.capacity:
+        apply_capacity(touches, policy, day, [])
+    apply_deferral(touches, day)
     touches.sort(key=lambda t: (t.send_at, -t.rule.priority, t.rule.id, t.customer_id, t.key))
     return touches
 

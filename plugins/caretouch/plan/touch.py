@@ -31,6 +31,9 @@ class Touch:
     explain: list[str] = field(default_factory=list)
     years: int | None = None
     days: int | None = None
+    holiday: str | None = None
+    # A deferred touch keeps the facts it was first planned with (SPEC: one touch per key).
+    frozen_context: dict[str, Any] | None = None
 
     @property
     def subject(self) -> SubjectKind:
@@ -63,6 +66,9 @@ class Touch:
         """The variables the rule's templates see (``rules.model.template_variables``)."""
         from ..rules.model import FIELDS
 
+        if self.frozen_context is not None:
+            return dict(self.frozen_context)
+
         zone = ZoneInfo(self.timezone)
 
         def local(value: Any) -> Any:
@@ -90,6 +96,8 @@ class Touch:
             ctx["years"] = self.years
         if self.rule.trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
             ctx["days"] = self.days
+        if self.rule.trigger.kind is TriggerKind.CALENDAR:
+            ctx["holiday"] = self.holiday
         return ctx
 
     def as_json(self) -> dict[str, Any]:

@@ -158,6 +158,11 @@ def _build_rule(
     audience: Condition | None = None
     if "audience" in item:
         audience = _build_condition(item["audience"], (*path, "audience"), pos, trigger, errors)
+    tiers = tuple(item.get("tiers", ()))
+    if tiers:
+        # `tiers: [A, B]` is shorthand for the condition `customer.tier: {in: [A, B]}`.
+        by_tier = Compare(FIELDS["customer.tier"], Op.IN, tiers)
+        audience = by_tier if audience is None else AllOf((audience, by_tier))
 
     send_time = dt.time(*map(int, item.get("send_time", "09:00").split(":")))
     if policy.quiet_hours.contains(send_time):
@@ -208,6 +213,8 @@ def _build_rule(
         send_time=send_time,
         source=pos.at(path),
         file_hash=file_hash,
+        tiers=tiers,
+        defer_days=item.get("defer_days", 0),
     )
     return rule, errors
 
@@ -231,6 +238,8 @@ def _build_trigger(
     kind = TriggerKind(data["kind"])
     if kind is TriggerKind.EVENT:
         return Trigger(kind, event_type=data["type"], delay_days=data["delay_days"]), []
+    if kind is TriggerKind.CALENDAR:
+        return _calendar_trigger(data, path, pos)
     name = data["field"]
     allowed = DATE_TRIGGER_FIELDS[kind]
     if name not in allowed:
@@ -252,6 +261,37 @@ def _build_trigger(
         ),
         [],
     )
+
+
+def _calendar_trigger(
+    data: dict[str, Any], path: YPath, pos: Positions
+) -> tuple[Trigger | None, list[ValidationError]]:
+    errors: list[ValidationError] = []
+    dates: list[tuple[int | None, int, int]] = []
+    for i, text in enumerate(data.get("dates", [])):
+        parts = [int(p) for p in str(text).split("-")]
+        year, month, day = parts if len(parts) == 3 else (None, *parts)
+        try:
+            dt.date(year or 2000, month, day)  # 2000 is a leap year: 02-29 is allowed
+        except ValueError:
+            errors.append(
+                ValidationError(
+                    f"{text!r} is not a real date", location=pos.at((*path, "dates", i))
+                )
+            )
+            continue
+        dates.append((year, month, day))
+    holidays = tuple(data.get("holidays", ()))
+    if not dates and not holidays and not errors:
+        errors.append(
+            ValidationError(
+                "a calendar trigger needs dates (MM-DD or YYYY-MM-DD) or holidays",
+                location=pos.at(path),
+            )
+        )
+    if errors:
+        return None, errors
+    return Trigger(TriggerKind.CALENDAR, dates=tuple(dates), holidays=holidays), []
 
 
 def _build_condition(

@@ -26,6 +26,7 @@ class TriggerKind(str, Enum):
     DAYS_BEFORE = "days_before"
     DAYS_AFTER = "days_after"
     EVENT = "event"
+    CALENDAR = "calendar"
 
 
 class FieldType(str, Enum):
@@ -143,12 +144,28 @@ class Trigger:
     leap_day: LeapDayPolicy = LeapDayPolicy.FEB28  # anniversary
     event_type: str | None = None  # event
     delay_days: int = 0  # event
+    dates: tuple[tuple[int | None, int, int], ...] = ()  # calendar: (year or None, month, day)
+    holidays: tuple[str, ...] = ()  # calendar: names from dates.HOLIDAYS
+
+    def calendar_match(self, day: dt.date) -> tuple[bool, str | None]:
+        """Whether a calendar trigger fires on ``day``, and the festival's name if any."""
+        from ..dates import holidays_on
+
+        for name in holidays_on(day):
+            if name in self.holidays:
+                return True, name
+        for year, month, mday in self.dates:
+            if (month, mday) == (day.month, day.day) and year in (None, day.year):
+                return True, None
+        return False, None
 
     @property
     def subject(self) -> SubjectKind:
         """What one occurrence of this trigger is about (the idempotency key's subject)."""
         if self.kind is TriggerKind.EVENT:
             return SubjectKind.EVENT
+        if self.kind is TriggerKind.CALENDAR:
+            return SubjectKind.CUSTOMER
         assert self.field is not None
         return SubjectKind.POLICY if self.field.table == "policy" else SubjectKind.CUSTOMER
 
@@ -157,7 +174,7 @@ class Trigger:
         """Tables whose fields a rule with this trigger may use."""
         if self.kind is TriggerKind.EVENT:
             return ("customer", "event", "policy")
-        if self.subject is SubjectKind.POLICY:
+        if self.kind is not TriggerKind.CALENDAR and self.subject is SubjectKind.POLICY:
             return ("customer", "policy")
         return ("customer",)
 
@@ -175,6 +192,8 @@ class Rule:
     send_time: dt.time
     source: Location
     file_hash: str = field(compare=False)
+    tiers: tuple[str, ...] = ()
+    defer_days: int = 0
 
     def __str__(self) -> str:
         return f"rule {self.id} ({self.source})"
@@ -196,6 +215,8 @@ def template_variables(trigger: Trigger) -> dict[str, frozenset[str] | None]:
         variables["years"] = None
     if trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
         variables["days"] = None
+    if trigger.kind is TriggerKind.CALENDAR:
+        variables["holiday"] = None
     return variables
 
 
@@ -228,6 +249,8 @@ def sample_contexts(trigger: Trigger) -> list[dict[str, Any]]:
         base["years"] = 3
     if trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
         base["days"] = 7
+    if trigger.kind is TriggerKind.CALENDAR:
+        base["holiday"] = trigger.holidays[0] if trigger.holidays else None
     samples = [dict(base, _sample="typical values")]
     nullable = {"customer": ("birth_date", "timezone"), "policy": ("renewal_date", "premium")}
     empty = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
@@ -240,4 +263,8 @@ def sample_contexts(trigger: Trigger) -> list[dict[str, Any]]:
     samples.append(dict(empty, _sample="empty optional fields"))
     if trigger.kind is TriggerKind.EVENT:
         samples.append(dict(base, policy=None, _sample="an event without a policy"))
+    if trigger.kind is TriggerKind.CALENDAR:
+        samples += [dict(base, holiday=h, _sample=f"holiday {h}") for h in trigger.holidays[1:]]
+        if trigger.dates:
+            samples.append(dict(base, holiday=None, _sample="a fixed date (no festival)"))
     return samples

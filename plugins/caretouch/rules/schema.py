@@ -11,13 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..vocab import Category, Channel
+from ..dates import HOLIDAYS
+from ..vocab import Category, Channel, Tier
 
 _TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
 _DATE_FIELD = {
     "type": "string",
     "description": "A date column: customer.birth_date, policy.start_date or policy.renewal_date.",
     "examples": ["customer.birth_date", "policy.start_date", "policy.renewal_date"],
+}
+
+_CAP: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "per_day": {"type": "integer", "minimum": 0},
+        "per_7_days": {"type": "integer", "minimum": 0},
+    },
 }
 
 _CONDITION: dict[str, Any] = {
@@ -51,7 +61,7 @@ _TRIGGER: dict[str, Any] = {
     "type": "object",
     "required": ["kind"],
     "properties": {
-        "kind": {"enum": ["anniversary", "days_before", "days_after", "event"]},
+        "kind": {"enum": ["anniversary", "days_before", "days_after", "event", "calendar"]},
     },
     "allOf": [
         _trigger_branch(
@@ -102,6 +112,26 @@ _TRIGGER: dict[str, Any] = {
             },
             ["type", "delay_days"],
         ),
+        _trigger_branch(
+            "calendar",
+            {
+                "dates": {
+                    "type": "array",
+                    "items": {
+                        "type": "string",
+                        "pattern": r"^([0-9]{4}-)?(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+                        "description": "MM-DD every year, or YYYY-MM-DD once.",
+                    },
+                    "uniqueItems": True,
+                },
+                "holidays": {
+                    "type": "array",
+                    "items": {"enum": list(HOLIDAYS)},
+                    "uniqueItems": True,
+                },
+            },
+            [],
+        ),
     ],
 }
 
@@ -120,6 +150,21 @@ RULE_PROPERTIES: dict[str, Any] = {
     "category": {"enum": [c.value for c in Category]},
     "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
     "send_time": {**_TIME, "default": "09:00", "description": "Local time of day, HH:MM."},
+    "tiers": {
+        "type": "array",
+        "items": {"enum": [t.value for t in Tier]},
+        "minItems": 1,
+        "uniqueItems": True,
+        "description": "Only customers of these tiers (shorthand for an audience condition).",
+    },
+    "defer_days": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 14,
+        "default": 0,
+        "description": "When the contact policy holds a touch back (cap, blackout, capacity), "
+        "try again on each of the next N days instead of dropping it.",
+    },
 }
 
 RULE_FILE_SCHEMA: dict[str, Any] = {
@@ -171,9 +216,75 @@ POLICY_FILE_SCHEMA: dict[str, Any] = {
         "caps": {
             "type": "object",
             "additionalProperties": False,
+            "description": "Touches per customer per local day and per rolling 7 local days.",
             "properties": {
-                "per_day": {"type": "integer", "minimum": 1},
+                **_CAP["properties"],
+                "categories": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {c.value: _CAP for c in Category},
+                },
+                "channels": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {c.value: _CAP for c in Channel},
+                },
             },
+        },
+        "consent": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Consents a category needs besides the channel's own.",
+            "properties": {
+                c.value: {"type": "array", "items": {"enum": ["marketing"]}, "uniqueItems": True}
+                for c in Category
+            },
+        },
+        "blackout": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Days on which the listed categories are not sent.",
+            "properties": {
+                "categories": {
+                    "type": "array",
+                    "items": {"enum": [c.value for c in Category]},
+                    "uniqueItems": True,
+                },
+                "dates": {
+                    "type": "array",
+                    "items": {
+                        "type": "string",
+                        "format": "date",
+                        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                    },
+                    "uniqueItems": True,
+                },
+                "public_holidays": {
+                    "enum": ["cn"],
+                    "description": "cn: mainland China's statutory holidays (chinese-calendar).",
+                },
+            },
+        },
+        "capacity": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Messages per channel per local day; higher tiers are served first.",
+            "properties": {
+                c.value: {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["per_day"],
+                    "properties": {"per_day": {"type": "integer", "minimum": 0}},
+                }
+                for c in Channel
+            },
+        },
+        "tier_order": {
+            "type": "array",
+            "items": {"enum": [t.value for t in Tier]},
+            "uniqueItems": True,
+            "minItems": 4,
+            "maxItems": 4,
         },
     },
 }

@@ -99,6 +99,12 @@ def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
         )
         return [stmt]
 
+    if trig.kind is TriggerKind.CALENDAR:
+        # A greeting day touches everyone in the audience: the due set is the audience.
+        if not trig.calendar_match(day)[0]:
+            return []
+        return [select(*_columns(("customer",))).select_from(customers).where(audience)]
+
     assert trig.field is not None
     field = trig.field
     if field.table == "policy":

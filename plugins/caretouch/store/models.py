@@ -125,3 +125,23 @@ CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 TABLE_MODELS: dict[str, type[Base]] = {"customer": Customer, "policy": Policy, "event": Event}
+
+
+class ConsentEvent(Base):
+    """A change of a customer's consent: who changed it, how, and when (append-only).
+
+    ``customers.consent_*`` hold the current state; these rows tell an explicit opt-out
+    (``opted_out``) from consent never given (``no_contact``), and show an auditor why.
+    """
+
+    __tablename__ = "consent_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(16), nullable=False)  # sms | email | marketing
+    granted: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    source: Mapped[str] = mapped_column(String(120), nullable=False)  # cli, import:FILE, webhook
+    note: Mapped[str | None] = mapped_column(String(500))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("ix_consent_events_customer", "customer_id", "purpose", "id"),)

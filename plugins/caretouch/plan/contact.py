@@ -1,0 +1,234 @@
+"""Applying the contact policy to a day's candidate touches (SPEC section 6).
+
+In order: a usable channel (address and consent), blackout days, caps per customer (higher
+priority first, counting what the ledger says already reached the customer), channel capacity
+(higher tiers first), then deferral of what a rule allows to wait. Every suppression carries
+one reason word and the clause of ``policy.yaml`` behind it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+
+from ..policy import Cap, ContactPolicy, email_is_valid, phone_is_valid
+from ..vocab import Channel, Decision, SuppressionReason
+from .history import PastContact
+from .touch import Touch
+
+DEFERRABLE = frozenset(
+    {SuppressionReason.FREQUENCY_CAP, SuppressionReason.BLACKOUT, SuppressionReason.CAPACITY}
+)
+WEEK = 7
+
+
+def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> None:
+    """The first channel of the rule's preference with a valid address and consent.
+
+    ``opted_out`` names the purposes (``sms``, ``email``, ``marketing``) this customer
+    explicitly withdrew; they make the reason ``opted_out`` rather than ``no_contact``.
+    """
+    c = touch.customer
+    rule = touch.rule
+    channel = policy.usable_channel(
+        rule.channels,
+        rule.category,
+        phone=c.get("phone"),
+        email=c.get("email"),
+        consent_sms=bool(c.get("consent_sms")),
+        consent_email=bool(c.get("consent_email")),
+        consent_marketing=bool(c.get("consent_marketing")),
+    )
+    if channel is not None:
+        touch.channel = channel
+        touch.explain.append(
+            f"channel {channel.value}: first usable of {', '.join(ch.value for ch in rule.channels)}"
+        )
+        return
+    why: list[str] = []
+    withdrawn = False
+    if policy.needs_marketing(rule.category) and not c.get("consent_marketing"):
+        withdrawn = withdrawn or "marketing" in opted_out
+        why.append(
+            f"{rule.category.value} needs marketing consent ({policy.clause('consent')})"
+            + (": withdrawn" if "marketing" in opted_out else ": not given")
+        )
+    for ch in rule.channels:
+        consent = bool(c.get(f"consent_{ch.value}"))
+        address = c.get("phone") if ch is Channel.SMS else c.get("email")
+        valid = phone_is_valid(address) if ch is Channel.SMS else email_is_valid(address)
+        if not consent:
+            state = "consent withdrawn" if ch.value in opted_out else "no consent"
+            withdrawn = withdrawn or ch.value in opted_out
+        elif not address:
+            state = "phone missing" if ch is Channel.SMS else "address missing"
+        elif not valid:
+            state = "phone not valid E.164" if ch is Channel.SMS else "address not valid"
+        else:
+            state = "usable"
+        why.append(f"{ch.value}: {state}")
+    reason = SuppressionReason.OPTED_OUT if withdrawn else SuppressionReason.NO_CONTACT
+    touch.suppress(reason, "; ".join(why))
+
+
+def apply_blackout(touches: Iterable[Touch], policy: ContactPolicy, day: dt.date) -> None:
+    for t in touches:
+        if t.decision is not Decision.SEND:
+            continue
+        why = policy.blackout.reason(day, t.rule.category)
+        if why:
+            t.suppress(
+                SuppressionReason.BLACKOUT,
+                f"{why}; {policy.clause('blackout')} holds back {t.rule.category.value}",
+            )
+
+
+def _caps_for(policy: ContactPolicy, t: Touch) -> list[Cap]:
+    caps = [policy.caps]
+    if t.rule.category in policy.category_caps:
+        caps.append(policy.category_caps[t.rule.category])
+    if t.channel is not None and t.channel in policy.channel_caps:
+        caps.append(policy.channel_caps[t.channel])
+    return caps
+
+
+def _in_scope(cap: Cap, contact: PastContact) -> bool:
+    if cap.name.startswith("caps.categories."):
+        return contact.category == cap.name.rsplit(".", 1)[1]
+    if cap.name.startswith("caps.channels."):
+        return contact.channel == cap.name.rsplit(".", 1)[1]
+    return True
+
+
+def _violation(
+    cap: Cap, taken: list[PastContact], day: dt.date, policy: ContactPolicy
+) -> str | None:
+    """Why one more touch on ``day`` would break ``cap``, or None."""
+    scoped = [c for c in taken if _in_scope(cap, c)]
+    if cap.per_day is not None:
+        same_day = [c for c in scoped if c.day == day]
+        if len(same_day) + 1 > cap.per_day:
+            return (
+                f"{policy.clause(cap.name + '.per_day')}={cap.per_day}: "
+                f"{_listing(same_day)} on {day}"
+            )
+    if cap.per_7_days is not None:
+        # Every 7-day window that contains the day must stay within the cap.
+        for offset in range(WEEK - 1, -1, -1):
+            first = day - dt.timedelta(days=offset)
+            last = first + dt.timedelta(days=WEEK - 1)
+            inside = [c for c in scoped if first <= c.day <= last]
+            if len(inside) + 1 > cap.per_7_days:
+                return (
+                    f"{policy.clause(cap.name + '.per_7_days')}={cap.per_7_days}: "
+                    f"{_listing(inside)} in {first}..{last}"
+                )
+    return None
+
+
+def _listing(contacts: list[PastContact]) -> str:
+    shown = ", ".join(f"{c.rule_id} ({c.day})" for c in contacts[:3])
+    more = f" and {len(contacts) - 3} more" if len(contacts) > 3 else ""
+    return f"{len(contacts)} touch(es) already: {shown}{more}"
+
+
+def apply_caps(
+    touches: list[Touch], policy: ContactPolicy, day: dt.date, past: list[PastContact]
+) -> None:
+    """Per customer, in order of priority, accept touches while every cap allows one more.
+
+    ``past`` holds what the ledger counts for these customers around ``day``; touches that
+    are candidates again today are taken out of it (they compete anew), except those already
+    handled, which keep their place.
+    """
+    competing = {t.key for t in touches if t.decision is Decision.SEND}
+    taken: dict[str, list[PastContact]] = defaultdict(list)
+    for contact in past:
+        if contact.key not in competing or contact.handled:
+            taken[contact.customer_id].append(contact)
+    by_customer: dict[str, list[Touch]] = defaultdict(list)
+    for t in touches:
+        if t.decision is Decision.SEND:
+            by_customer[t.customer_id].append(t)
+    for customer_id, group in by_customer.items():
+        group.sort(key=lambda t: (-t.rule.priority, t.rule.id, t.key))
+        accepted = taken[customer_id]
+        for t in group:
+            problem = next(
+                (
+                    v
+                    for cap in _caps_for(policy, t)
+                    if (v := _violation(cap, accepted, day, policy))
+                ),
+                None,
+            )
+            if problem:
+                t.suppress(SuppressionReason.FREQUENCY_CAP, f"{problem} (priority decides)")
+                continue
+            accepted.append(
+                PastContact(
+                    t.key,
+                    customer_id,
+                    t.rule.id,
+                    t.rule.category.value,
+                    t.channel.value if t.channel else None,
+                    day,
+                    handled=False,
+                )
+            )
+
+
+def apply_capacity(
+    touches: list[Touch], policy: ContactPolicy, day: dt.date, past: list[PastContact]
+) -> None:
+    """Spend each channel's daily capacity on higher tiers first, then higher priority."""
+    if not policy.capacity:
+        return
+    competing = {t.key for t in touches if t.decision is Decision.SEND}
+    rank = {tier: i for i, tier in enumerate(policy.tier_order)}
+    for channel, budget in policy.capacity.items():
+        used = sum(
+            1
+            for c in past
+            if c.channel == channel.value and c.day == day and (c.handled or c.key not in competing)
+        )
+        queue = [t for t in touches if t.decision is Decision.SEND and t.channel is channel]
+        queue.sort(
+            key=lambda t: (
+                rank.get(str(t.customer.get("tier")), len(rank)),
+                -t.rule.priority,
+                t.rule.id,
+                t.key,
+            )
+        )
+        for t in queue:
+            if used < budget:
+                used += 1
+                continue
+            t.suppress(
+                SuppressionReason.CAPACITY,
+                f"{policy.clause(f'capacity.{channel.value}.per_day')}={budget}: spent on "
+                f"tiers {'>'.join(policy.tier_order)} first (this customer is tier "
+                f"{t.customer.get('tier')})",
+            )
+
+
+def apply_deferral(touches: Iterable[Touch], day: dt.date) -> None:
+    """A touch held back by a cap, a blackout or capacity waits for its next day, if its rule
+    allows (``defer_days``) and its window is not over; never beyond the window."""
+    for t in touches:
+        if t.decision is not Decision.SUPPRESS or t.reason not in DEFERRABLE:
+            continue
+        waited = (day - t.occurrence).days
+        window_end = t.occurrence + dt.timedelta(days=t.rule.defer_days)
+        if t.rule.defer_days and waited < t.rule.defer_days:
+            t.reason = SuppressionReason.DEFERRED
+            t.explain.append(
+                f"deferred: competes again on {day + dt.timedelta(days=1)} "
+                f"(defer_days={t.rule.defer_days}, window ends {window_end})"
+            )
+        elif t.rule.defer_days:
+            t.explain.append(
+                f"not deferred: its window (defer_days={t.rule.defer_days}) ended {window_end}"
+            )

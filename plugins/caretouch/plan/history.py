@@ -1,0 +1,56 @@
+"""What the planner needs to know about the past, and the ledger answers.
+
+The planner does not import the ledger (the ledger records plans, so it depends on the
+planner); it asks through this small protocol, which ``ledger.Ledger`` implements.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class PastContact:
+    """A touch that has reached, or is about to reach, a customer: it counts against caps."""
+
+    key: str
+    customer_id: str
+    rule_id: str
+    category: str
+    channel: str | None
+    day: dt.date  # the customer-local day of the contact
+    handled: bool  # sent (or being sent): it can no longer be moved or suppressed
+
+
+@dataclass(frozen=True)
+class DeferredTouch:
+    """A touch an earlier plan deferred; it competes again on later days of its window."""
+
+    key: str
+    rule_id: str
+    customer_id: str
+    policy_id: str | None
+    event_id: str | None
+    occurrence: dt.date
+    context: dict[str, Any]
+
+
+class History(Protocol):
+    def final_keys(self, keys: list[str]) -> set[str]:
+        """Keys whose touch was handled (sent, being sent, failed at the provider...)."""
+        ...
+
+    def contacts(
+        self, customer_ids: Iterable[str] | None, first: dt.date, last: dt.date
+    ) -> list[PastContact]:
+        """Counted touches of these customers (None: all) with a contact day in [first, last]."""
+        ...
+
+    def deferred(
+        self, rule_ids: Iterable[str], first: dt.date, last: dt.date
+    ) -> list[DeferredTouch]:
+        """Touches of these rules deferred on a plan, with an occurrence in [first, last]."""
+        ...
