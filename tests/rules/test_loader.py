@@ -55,6 +55,7 @@ def test_shipped_rules_are_valid(shipped_rules) -> None:
     assert sorted(r.id for r in shipped_rules.rules) == [
         "annual-review",
         "birthday",
+        "holiday-greeting",
         "renewal-reminder",
         "thank-you",
     ]

@@ -51,7 +51,14 @@ _Loader.yaml_implicit_resolvers = {
     first: [
         (tag, rx)
         for tag, rx in resolvers
-        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+        if tag
+        not in (
+            "tag:yaml.org,2002:bool",
+            "tag:yaml.org,2002:int",
+            "tag:yaml.org,2002:float",
+            # Dates stay strings: the schema checks their form, the loader parses them.
+            "tag:yaml.org,2002:timestamp",
+        )
     ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
