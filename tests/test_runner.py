@@ -28,7 +28,8 @@ DAY = dt.date(2026, 11, 23)
 NOON = utc(2026, 11, 23, 12, 0)
 # A restart after a crash: past the sending lease, still before quiet hours in Shanghai.
 RESTART = utc(2026, 11, 23, 12, 15)
-LATE = utc(2026, 11, 24, 3, 0)  # 11:00 Shanghai on the 24th: everything of the 23rd is due
+# 08:30 in Shanghai on the 24th: quiet hours are over, within 24 hours of the 09:00 send time.
+NEXT_MORNING = utc(2026, 11, 24, 0, 30)
 
 
 def engine_for(store: Store, tmp_path: Path) -> Engine:
@@ -81,7 +82,7 @@ def test_touch_waits_for_send_time_and_quiet_hours(sqlite_store: Store, tmp_path
     # 17:30 UTC: 09:30 in Los Angeles; Shanghai still quiet (01:30 on the 24th).
     la = send_touches(engine, pending_ids(engine, DAY), run_id="t3", now=utc(2026, 11, 23, 17, 30))
     assert (la.sent, la.waiting) == (1, 1)
-    sh = send_touches(engine, pending_ids(engine, DAY), run_id="t4", now=LATE)
+    sh = send_touches(engine, pending_ids(engine, DAY), run_id="t4", now=NEXT_MORNING)
     assert (sh.sent, sh.waiting) == (1, 0)
     assert pending_ids(engine, DAY) == []
 
@@ -362,3 +363,33 @@ def test_template_instants_are_in_the_customers_zone(sqlite_store: Store, tmp_pa
         d=occurred, locale="zh-CN"
     )
     assert rendered == "2026年11月22日"
+
+
+@pytest.mark.parametrize(
+    ("now", "window", "reason"),
+    [
+        # 2 days later: the 24-hour sending window is long gone.
+        (utc(2026, 11, 25, 4), 24, "too_late"),
+        # 21:30 in Shanghai, 12.5 hours after the 09:00 send time, with a 13-hour window:
+        # still in the window, but quiet hours last until 08:00, beyond it.
+        (utc(2026, 11, 23, 13, 30), 13, "quiet_hours"),
+    ],
+)
+def test_touches_outside_their_window_are_suppressed(
+    sqlite_store: Store, tmp_path: Path, now: dt.datetime, window: int, reason: str
+) -> None:
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    policy = rules / "policy.yaml"
+    policy.write_text(
+        policy.read_text(encoding="utf-8") + f"sending_window_hours: {window}\n", encoding="utf-8"
+    )
+    load_rows(sqlite_store, customers=[customer_row("C1")])
+    engine = Engine.open(CareConfig(sqlite_store.url, rules, TEMPLATES_DIR, tmp_path / "outbox"))
+    report = run_day(engine, DAY, run_id="late", now=now)
+    assert (report.sent, report.suppressed) == (0, 1)
+    (state,) = Ledger(sqlite_store).states_for_day(DAY)
+    assert (state.status, state.reason) == (TouchStatus.SUPPRESSED, reason)
+    assert outbox_files(tmp_path) == []

@@ -110,6 +110,8 @@ class ContactPolicy:
     blackout: Blackout = Blackout()
     capacity: dict[Channel, int] = field(default_factory=dict)
     tier_order: tuple[str, ...] = ("A", "B", "C", "D")
+    # A touch may go out until this long after its send time (outside quiet hours).
+    sending_window_hours: int = 24
     source: Location | None = None
     file_hash: str = ""
     # Where each clause stands in the file, for `care plan --explain`.
@@ -267,6 +269,7 @@ def load_policy(path: str | Path) -> ContactPolicy:
         ),
         capacity={Channel(name): c["per_day"] for name, c in (data.get("capacity") or {}).items()},
         tier_order=tuple(data.get("tier_order", ("A", "B", "C", "D"))),
+        sending_window_hours=data.get("sending_window_hours", 24),
         source=Location(str(path)),
         file_hash=hashlib.sha256(raw).hexdigest(),
         clauses=clauses,

@@ -164,6 +164,27 @@ def _result_change(
     return StatusChange(state.id, TouchStatus.FAILED, reason, attempt.id, detail=detail)
 
 
+def _timing(policy: ContactPolicy, state: TouchState, now: dt.datetime) -> SuppressionReason | None:
+    """None when the touch may go now; else why not.
+
+    A touch may go from its send time until ``sending_window_hours`` later, outside the
+    customer's quiet hours. ``DEFERRED`` here means "wait" (not yet time, or quiet hours that
+    end within the window); ``QUIET_HOURS`` that the quiet hours outlast the window;
+    ``TOO_LATE`` that the window has passed (a late backfill, a dispatcher that was down).
+    """
+    send_at = state.send_at
+    window_end = send_at + dt.timedelta(hours=policy.sending_window_hours)
+    if now < send_at:
+        return SuppressionReason.DEFERRED
+    if now > window_end:
+        return SuppressionReason.TOO_LATE
+    local_now = now.astimezone(policy.zone(state.row.timezone))
+    if policy.quiet_hours.contains(local_now.time()):
+        allowed = policy.quiet_hours.next_allowed(local_now)
+        return SuppressionReason.QUIET_HOURS if allowed > window_end else SuppressionReason.DEFERRED
+    return None
+
+
 def _recipient(
     engine: Engine, state: TouchState, customer: Customer | None
 ) -> tuple[Channel | None, str | None, str]:
@@ -240,9 +261,26 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
         if state.status is not TouchStatus.PLANNED:
             report.skipped += 1
             continue
-        local_now = now.astimezone(engine.policy.zone(state.row.timezone))
-        if _aware(state.row.send_at) > now or engine.policy.quiet_hours.contains(local_now.time()):
-            report.waiting += 1
+        timing = _timing(engine.policy, state, now)
+        if timing is not None:
+            if timing is SuppressionReason.DEFERRED:  # not yet: its time has not come
+                report.waiting += 1
+            else:
+                changes.append(
+                    StatusChange(
+                        state.id,
+                        TouchStatus.SUPPRESSED,
+                        timing.value,
+                        detail={
+                            "explain": [
+                                f"planned for {state.send_at:%Y-%m-%d %H:%M}Z; "
+                                f"{engine.policy.clause('sending_window_hours')}="
+                                f"{engine.policy.sending_window_hours}"
+                            ]
+                        },
+                    )
+                )
+                report.suppressed += 1
             continue
         channel, address, why = _recipient(engine, state, customers.get(state.row.customer_id))
         if channel is None or address is None:

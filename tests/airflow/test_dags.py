@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from collections import Counter
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -62,16 +63,21 @@ def test_care_daily_runs_with_dag_test(
     store_url = f"sqlite:///{tmp_path / 'care.db'}"
     store = open_store(store_url)
     store.init()
-    # A day long past, so every send time has come; the DAG reads the real clock, so the
-    # customers live in a zone where it is midday now (never in quiet hours).
-    offset = 12 - dt.datetime.now(dt.timezone.utc).hour
+    # The DAG reads the real clock: the customers live in a zone where it is about midday
+    # now, and it is their birthday today, so the 09:00 greeting is due and not too late.
+    now = dt.datetime.now(dt.timezone.utc)
+    offset = 12 - now.hour
     zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+    today = now.astimezone(ZoneInfo(zone)).date()
+    born = f"1980-{today:%m-%d}" if (today.month, today.day) != (2, 29) else "1980-02-29"
     customers = [
-        customer_row(f"C{i}", birth_date="1980-03-10", phone=f"+86138{i:08d}", timezone=zone)
+        customer_row(f"C{i}", birth_date=born, phone=f"+86138{i:08d}", timezone=zone)
         for i in range(30)
     ]
     customers.append(
-        customer_row("NOPE", birth_date="1980-03-10", consent_sms="false", consent_email="false")
+        customer_row(
+            "NOPE", birth_date=born, consent_sms="false", consent_email="false", timezone=zone
+        )
     )
     load_rows(store, customers=customers)
     for key, value in {
@@ -83,17 +89,18 @@ def test_care_daily_runs_with_dag_test(
         monkeypatch.setenv(key, value)
 
     dag = DagBag(dag_folder=str(ROOT / "dags")).get_dag("care_daily")
-    run = dag.test(logical_date=dt.datetime(2026, 3, 9, 12, tzinfo=dt.timezone.utc))
+    # The run of the day before at 12:00 UTC plans today.
+    logical = dt.datetime.combine(today - dt.timedelta(days=1), dt.time(12), dt.timezone.utc)
+    run = dag.test(logical_date=logical)
     assert run.state == "success"
-    states = Ledger(store).states_for_day(dt.date(2026, 3, 10))
+    states = Ledger(store).states_for_day(today)
     assert Counter(s.status for s in states) == {TouchStatus.SENT: 30, TouchStatus.SUPPRESSED: 1}
     files = list((tmp_path / "outbox").rglob("*.json"))
     assert len(files) == 30
 
     # A rerun of the same day sends nothing more.
     rerun = dag.test(
-        logical_date=dt.datetime(2026, 3, 9, 12, 5, tzinfo=dt.timezone.utc),
-        run_conf={"day": "2026-03-10"},
+        logical_date=logical + dt.timedelta(minutes=5), run_conf={"day": today.isoformat()}
     )
     assert rerun.state == "success"
     assert len(list((tmp_path / "outbox").rglob("*.json"))) == 30

@@ -279,6 +279,14 @@ POLICY_FILE_SCHEMA: dict[str, Any] = {
                 for c in Channel
             },
         },
+        "sending_window_hours": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 168,
+            "default": 24,
+            "description": "How long after its send time a touch may still go out; "
+            "later it is suppressed (too_late, or quiet_hours when they outlast it).",
+        },
         "tier_order": {
             "type": "array",
             "items": {"enum": [t.value for t in Tier]},

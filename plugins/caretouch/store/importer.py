@@ -390,6 +390,24 @@ def _fill_missing_columns(
             raw.update(known)
 
 
+def _consents(store: Store, customer_ids: list[str]) -> dict[str, dict[str, bool]]:
+    """Current consent flags of the existing customers among ``customer_ids``."""
+    out: dict[str, dict[str, bool]] = {}
+    columns = (Customer.consent_sms, Customer.consent_email, Customer.consent_marketing)
+    with store.read_session() as session:
+        for start in range(0, len(customer_ids), 500):
+            chunk = customer_ids[start : start + 500]
+            for cid, sms, email, marketing in session.execute(
+                select(Customer.customer_id, *columns).where(Customer.customer_id.in_(chunk))
+            ):
+                out[cid] = {
+                    "consent_sms": sms,
+                    "consent_email": email,
+                    "consent_marketing": marketing,
+                }
+    return out
+
+
 def _undecodable(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
@@ -412,8 +430,13 @@ def import_csv(
     *,
     skip_invalid: bool = False,
     rejects_path: Path | None = None,
+    now: dt.datetime | None = None,
 ) -> ImportReport:
-    """Import CSV files keyed by table (``customer``, ``policy``, ``event``) in one transaction."""
+    """Import CSV files keyed by table (``customer``, ``policy``, ``event``) in one transaction.
+
+    Consent changes of existing customers are recorded as consent events (source
+    ``import:FILE``) stamped ``now``, so an opt-out delivered as a CSV counts as one.
+    """
     report = ImportReport()
     parsed: dict[str, _Parsed] = {}
     for table in ("customer", "policy", "event"):
@@ -450,6 +473,11 @@ def import_csv(
 
     if report.rejected and not skip_invalid:
         return report
+    consents_before = (
+        _consents(store, [r["customer_id"] for _, _, r in parsed["customer"].rows])
+        if "customer" in parsed
+        else {}
+    )
     with store.session() as session:
         for table, result in parsed.items():
             rows = [row for _, _, row in result.rows]
@@ -458,6 +486,16 @@ def import_csv(
             report.updated[table] = len(existing)
             report.inserted[table] = len(rows) - len(existing)
     report.written = True
+    if consents_before and now is not None:
+        from ..consent import record_imported_changes
+
+        record_imported_changes(
+            store,
+            consents_before,
+            [row for _, _, row in parsed["customer"].rows],
+            source=f"import:{parsed['customer'].path.name}",
+            at=now,
+        )
     if report.rejected and rejects_path is not None:
         write_rejects(rejects_path, report.rejected)
         report.rejects_file = rejects_path
