@@ -312,6 +312,9 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
     ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+    if ruleset.policy_errors and not strict:
+        # The contact policy stands above every rule: without it nothing may be planned.
+        raise ValidationFailed(ruleset.policy_errors)
     if ruleset.errors:
         for error in ruleset.errors:
             click.echo(str(error), err=True)

@@ -99,11 +99,25 @@ class SendReport:
         }
 
 
-def plan_and_record(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> list[int]:
-    """Plan ``day`` and record it in the ledger; returns the ids of touches waiting to go."""
+def plan_and_record(
+    engine: Engine,
+    day: dt.date,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    retry_render_errors: bool = False,
+) -> list[int]:
+    """Plan ``day`` and record it in the ledger; returns the ids of touches waiting to go.
+
+    ``retry_render_errors``: plan again touches whose template failed (after a fix). Runs an
+    operator starts (``care run``, ``care_daily``) do; the frequent dispatcher does not, so
+    a broken template is not retried every quarter of an hour.
+    """
     ledger = engine.ledger
     touches = plan_day(engine.store, engine.ruleset, day, history=ledger)
-    record = ledger.record_plan(touches, run_id=run_id, now=now)
+    record = ledger.record_plan(
+        touches, run_id=run_id, now=engine.stamp(now), retry_render_errors=retry_render_errors
+    )
     log.info(
         "planned %s: %d candidates, %d new, %d re-planned, %d suppressed, %d unchanged",
         day,
@@ -376,7 +390,7 @@ def recover_in_flight(
                 provider_message_id=answer.provider_message_id,
                 detail={"detail": "reconciled: " + answer.detail},
                 run_id=run_id,
-                now=now,
+                now=engine.stamp(now),
             )
             report.sent += 1
         elif answer is not None and answer.detail == "not found":
@@ -386,7 +400,7 @@ def recover_in_flight(
                 attempt_id=attempt.id,
                 reason="reconciled_not_sent",
                 run_id=run_id,
-                now=now,
+                now=engine.stamp(now),
             )
             report.retry += 1
         else:
@@ -396,7 +410,7 @@ def recover_in_flight(
                 attempt_id=attempt.id,
                 reason="crash_unreconciled",
                 run_id=run_id,
-                now=now,
+                now=engine.stamp(now),
             )
             report.unknown += 1
     return report
@@ -409,8 +423,8 @@ def pending_ids(engine: Engine, day: dt.date | None = None) -> list[int]:
 
 def dates_in_effect(now: dt.datetime) -> list[dt.date]:
     """The local dates that are "today" somewhere on Earth at ``now`` (UTC-12 to UTC+14)."""
-    utc_day = now.astimezone(dt.timezone.utc).date()
-    return [utc_day - dt.timedelta(days=1), utc_day, utc_day + dt.timedelta(days=1)]
+    utc = now.astimezone(dt.timezone.utc)
+    return sorted({(utc + dt.timedelta(hours=h)).date() for h in (-12, 14)} | {utc.date()})
 
 
 def dispatch(engine: Engine, *, run_id: str, now: dt.datetime) -> SendReport:
@@ -432,7 +446,7 @@ def batches(ids: Sequence[int], size: int) -> list[list[int]]:
 def run_day(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> SendReport:
     """``care run``: recover, plan, send what is due. Idempotent."""
     report = recover_in_flight(engine, run_id=run_id, now=now, day=day)
-    plan_and_record(engine, day, run_id=run_id, now=now)
+    plan_and_record(engine, day, run_id=run_id, now=now, retry_render_errors=True)
     return report.merge(send_touches(engine, pending_ids(engine, day), run_id=run_id, now=now))
 
 

@@ -220,7 +220,12 @@ def test_broken_contact_policy_stops_planning(filled: Path) -> None:
 def test_plan_on_a_store_without_tables_says_so(tmp_path: Path) -> None:
     result = care(tmp_path, "plan", "--date", "2026-11-23")
     assert result.exit_code == 1
-    assert "has no customers, events, policies table(s): run `care store init`" in result.output
+    assert "does not exist: run `care store init`" in result.output
+    assert not (tmp_path / "care.db").exists(), "a mistyped path must not create a database"
+    (tmp_path / "care.db").touch()
+    empty = care(tmp_path, "plan", "--date", "2026-11-23")
+    assert empty.exit_code == 1
+    assert "has no customers, events, policies table(s): run `care store init`" in empty.output
 
 
 def test_dispatch_plans_late_events_and_sends_what_is_due(filled: Path) -> None:

@@ -23,7 +23,7 @@ from caretouch.cli import main
 from caretouch.store.db import Store
 from caretouch.store.importer import import_csv
 from caretouch.store.models import CANONICAL_COLUMNS, Customer, Event, Policy
-from conftest import PG_URL, customer_row, event_row, policy_row
+from conftest import PG_URL, customer_row, event_row, load_rows, policy_row
 
 ROOT = Path(__file__).resolve().parents[2]
 CARE = ROOT / ".venv" / "bin" / "care"
@@ -421,14 +421,37 @@ def test_unknown_header_column_is_refused_with_did_you_mean(store: Store, tmp_pa
     assert_store_empty(store)
 
 
-def test_missing_required_column_is_refused(store: Store, tmp_path: Path) -> None:
+def test_missing_required_column_is_refused_for_new_rows(store: Store, tmp_path: Path) -> None:
     row = customer_row("C1")
     del row["name"]
     path = write_csv(tmp_path / "customers.csv", [row])
     report = import_csv(store, {"customer": path})
     assert not report.written
-    assert [str(p) for p in report.rejected] == [f"{path}:1: missing required column 'name'"]
+    assert [str(p) for p in report.rejected] == [f"{path}:2: name is required"]
     assert_store_empty(store)
+
+
+def test_missing_id_column_is_refused(store: Store, tmp_path: Path) -> None:
+    row = customer_row("C1")
+    del row["customer_id"]
+    path = write_csv(tmp_path / "customers.csv", [row])
+    report = import_csv(store, {"customer": path})
+    assert not report.written
+    assert [str(p) for p in report.rejected] == [f"{path}:1: missing required column 'customer_id'"]
+
+
+def test_a_partial_file_updates_existing_policies(store: Store, tmp_path: Path) -> None:
+    load_rows(store, customers=[customer_row("C1")], policies=[policy_row("P1", "C1")])
+    path = tmp_path / "status.csv"
+    path.write_text("policy_id,status\nP1,lapsed\n", encoding="utf-8")
+    report = import_csv(store, {"policy": path})
+    assert report.ok and report.updated == {"policy": 1}
+    p1 = table_rows(store, Policy, "policy_id")["P1"]
+    assert (p1["status"], p1["product"], str(p1["start_date"])) == (
+        "lapsed",
+        "安心医疗险",
+        "2020-01-15",
+    )
 
 
 def test_optional_columns_may_be_left_out(store: Store, tmp_path: Path) -> None:

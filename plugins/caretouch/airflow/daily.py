@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 
 from ..config import CareConfig
+from ..errors import ValidationFailed
 
 log = logging.getLogger("caretouch.airflow")
 
@@ -42,6 +43,9 @@ def _engine() -> Any:
 
     engine = Engine.open(CareConfig.from_env())
     engine.clock = _now
+    if engine.ruleset.policy_errors:
+        # No task plans or sends without the contact policy it stands under.
+        raise ValidationFailed(engine.ruleset.policy_errors)
     check_initialised(engine.store)
     if engine.ruleset.errors:
         for error in engine.ruleset.errors:
@@ -81,7 +85,7 @@ def build_care_daily() -> Any:
             engine = _engine()
             run_id = f"airflow:care_daily:{context['run_id']}"
             recovered = recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
-            ids = plan_and_record(engine, day, run_id=run_id, now=_now())
+            ids = plan_and_record(engine, day, run_id=run_id, now=_now(), retry_render_errors=True)
             log.info(
                 "day %s: %d touch(es) to send in %d batch(es); recovered %s",
                 day,

@@ -366,7 +366,14 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def record_plan(self, touches: Sequence[Touch], *, run_id: str, now: dt.datetime) -> PlanRecord:
+    def record_plan(
+        self,
+        touches: Sequence[Touch],
+        *,
+        run_id: str,
+        now: dt.datetime,
+        retry_render_errors: bool = False,
+    ) -> PlanRecord:
         """Record a day's plan idempotently; returns the ids of touches now waiting to be sent.
 
         A new key gets its row and a ``planned`` or ``suppressed`` event. An existing key is
@@ -404,7 +411,9 @@ class Ledger:
                             if touch.decision is Decision.SEND
                             else TouchStatus.SUPPRESSED
                         )
-                    elif is_handled(status.value, reason):
+                    elif is_handled(status.value, reason) or (
+                        status is TouchStatus.FAILED and not retry_render_errors
+                    ):
                         result.unchanged += 1
                         continue
                     elif touch.decision is Decision.SEND and status in (

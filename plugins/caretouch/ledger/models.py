@@ -95,7 +95,7 @@ class TouchEvent(LedgerBase):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     reason: Mapped[str | None] = mapped_column(String(64))
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # On ``planned`` events: when to send (a deferred touch is planned again for a later day).
     send_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -162,14 +162,14 @@ def plan_day(
     """
     if ruleset.policy_errors:
         raise ValidationFailed(ruleset.policy_errors)
+    # Every rule is planned even when only some are asked for: they compete for the same
+    # caps and capacity, so a rule's decisions depend on the others.
     wanted = set(rule_ids) if rule_ids is not None else None
     policy = ruleset.policy
     touches: list[Touch] = []
     seen: set[str] = set()
     with store.read_session() as session:
         for rule in ruleset.rules:
-            if wanted is not None and rule.id not in wanted:
-                continue
             for stmt in candidate_selects(rule, day):
                 result = session.execute(stmt)
                 split = row_splitter(list(result.keys()))
@@ -206,6 +206,8 @@ def plan_day(
     elif policy.capacity:
         apply_capacity(touches, policy, day, [])
     apply_deferral(touches, day)
+    if wanted is not None:
+        touches = [t for t in touches if t.rule.id in wanted]
     touches.sort(key=lambda t: (t.send_at, -t.rule.priority, t.rule.id, t.customer_id, t.key))
     return touches
 

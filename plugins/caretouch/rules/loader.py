@@ -78,6 +78,9 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
     except ValidationFailed as failed:
         result.errors.extend(failed.errors)
         result.policy_errors.extend(failed.errors)
+    except ValidationError as error:  # a YAML syntax error in policy.yaml
+        result.errors.append(error)
+        result.policy_errors.append(error)
     seen: dict[str, Location] = {}
     for path in rule_files(rules_dir):
         rules, errors = load_rule_file(path, templates, result.policy)

@@ -226,8 +226,15 @@ _SAMPLE_VALUES: dict[FieldType, Any] = {
     FieldType.DATETIME: dt.datetime(2026, 1, 14, 20, 30, tzinfo=dt.timezone.utc),
     FieldType.BOOL: True,
     FieldType.NUMBER: __import__("decimal").Decimal("1234.50"),
-    FieldType.JSON: {"note": "sample"},
+    FieldType.JSON: None,  # replaced by an _AnyPayload in sample_contexts
 }
+
+
+class _AnyPayload(dict):  # type: ignore[type-arg]
+    """A sample event payload that has every key a template may read."""
+
+    def __missing__(self, key: str) -> str:
+        return "sample"
 
 
 def sample_contexts(trigger: Trigger) -> list[dict[str, Any]]:
@@ -242,7 +249,10 @@ def sample_contexts(trigger: Trigger) -> list[dict[str, Any]]:
         row = {}
         for f in FIELDS.values():
             if f.table == table and f.in_templates:
-                row[f.column] = f.choices[0] if f.choices else _SAMPLE_VALUES[f.type]
+                if f.type is FieldType.JSON:
+                    row[f.column] = _AnyPayload()
+                else:
+                    row[f.column] = f.choices[0] if f.choices else _SAMPLE_VALUES[f.type]
         base[table] = row
     base["customer"]["name"] = "王芳"
     if trigger.kind is TriggerKind.ANNIVERSARY:
@@ -257,7 +267,9 @@ def sample_contexts(trigger: Trigger) -> list[dict[str, Any]]:
     for table, columns in nullable.items():
         if table in empty:
             for column in columns:
-                empty[table][column] = None
+                # The trigger's own date is never empty on a touch it made.
+                if trigger.field is None or trigger.field.name != f"{table}.{column}":
+                    empty[table][column] = None
     if "event" in empty:
         empty["event"]["payload"] = None
     samples.append(dict(empty, _sample="empty optional fields"))

@@ -83,11 +83,23 @@ class Store:
 
     def init(self) -> None:
         """Create every table and index the engine needs (idempotent)."""
+        from sqlalchemy import inspect
+
         from ..ledger.models import LedgerBase
         from .models import Base
 
-        Base.metadata.create_all(self.engine)
+        # Tables mapped as views by a deployment are left alone (create_all skips names it
+        # finds among tables only, so views are excluded explicitly).
+        views = set(inspect(self.engine).get_view_names())
+        store_tables = [t for t in Base.metadata.sorted_tables if t.name not in views]
+        Base.metadata.create_all(self.engine, tables=store_tables)
         LedgerBase.metadata.create_all(self.engine)
+        # create_all does not add indexes to tables that already exist (an older store):
+        # add any that are missing.
+        with self.engine.begin() as conn:
+            for table in [*store_tables, *LedgerBase.metadata.sorted_tables]:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -144,8 +156,19 @@ def check_initialised(store: Store) -> None:
     """
     from sqlalchemy import inspect
 
+    url = make_url(store.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        from pathlib import Path
+
+        if not Path(url.database).exists():
+            raise ConfigurationError(
+                f"store {store.masked_url()} does not exist: run `care store init` "
+                "(or check --store / $CARE_STORE_URL)"
+            )
     check_reachable(store)
-    tables = set(inspect(store.engine).get_table_names())
+    inspector = inspect(store.engine)
+    # A deployment may map its own data through views of these names (docs/store.md).
+    tables = set(inspector.get_table_names()) | set(inspector.get_view_names())
     missing = {"customers", "policies", "events"} - tables
     if missing:
         raise ConfigurationError(

@@ -303,12 +303,15 @@ def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[in
                     )
                 )
                 bad_header = True
-        for name in REQUIRED[table]:
-            if name not in columns:
-                report.rejected.append(
-                    Problem(Location(str(path), 1), f"missing required column {name!r}")
-                )
-                bad_header = True
+        # Only the id is needed in the header: a file of ``policy_id,status`` updates
+        # existing policies (the other columns are kept); a new row still needs every
+        # required field, which the row check reports.
+        key = ID_COLUMN[table]
+        if key not in columns:
+            report.rejected.append(
+                Problem(Location(str(path), 1), f"missing required column {key!r}")
+            )
+            bad_header = True
         if len(set(columns)) != len(columns):
             report.rejected.append(Problem(Location(str(path), 1), "duplicate column in header"))
             bad_header = True
