@@ -15,8 +15,8 @@ from pathlib import Path
 from .config import CareConfig
 from .errors import ConfigurationError
 from .render import TemplateStore
-from .rules.loader import load_rules
-from .store.db import open_store
+from .rules.loader import RuleSet, load_rules
+from .store.db import Store, open_store
 from .store.demo import write_demo_csvs
 from .store.importer import import_csv
 from .summary import DaySummary
@@ -75,6 +75,27 @@ def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> int:
         ).returncode
 
 
+def _record_demo_opt_outs(store: Store, ruleset: RuleSet, day: dt.date, count: int = 2) -> int:
+    """Two customers due today withdraw consent, as an SMS STOP reply would, so the plan
+    shows `opted_out` beside `no_contact`."""
+    from .consent import Purpose, record_consent
+    from .plan import plan_day
+
+    due = sorted(
+        {t.customer_id for t in plan_day(store, ruleset, day) if t.decision.value == "send"}
+    )
+    at = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(12), dt.timezone.utc)
+    for customer_id in due[:count]:
+        record_consent(
+            store,
+            customer_id,
+            {Purpose.SMS: False, Purpose.EMAIL: False},
+            source="demo: replied STOP",
+            at=at,
+        )
+    return min(count, len(due))
+
+
 def run_demo(
     config: CareConfig,
     directory: Path,
@@ -118,6 +139,10 @@ def run_demo(
     for error in ruleset.errors:
         echo(f"rule error: {error}")
     echo(f"rules: {', '.join(r.id for r in ruleset.rules)}")
+    opted = _record_demo_opt_outs(store, ruleset, day)
+    echo(
+        f"consent: {opted} customer(s) due today replied STOP / unsubscribed (recorded as opt-outs)"
+    )
     store.dispose()
 
     if use_airflow:

@@ -121,10 +121,11 @@ class ContactPolicy:
     def per_day_cap(self) -> int | None:
         return self.caps.per_day
 
-    def clause(self, name: str) -> str:
-        """``caps.per_day (care_rules/policy.yaml:8:3)``, or the name alone for a default."""
+    def clause(self, name: str, value: object = None) -> str:
+        """``caps.per_day=1 (care_rules/policy.yaml:8:3)``; ``(default)`` when not in the file."""
         where = self.clauses.get(name)
-        return f"{name} ({where})" if where else f"{name} (default)"
+        shown = name if value is None else f"{name}={value}"
+        return f"{shown} ({where})" if where else f"{shown} (default)"
 
     def needs_marketing(self, category: Category) -> bool:
         return "marketing" in self.consent.get(category, frozenset()) or (

@@ -288,8 +288,9 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
                         detail={
                             "explain": [
                                 f"planned for {state.send_at:%Y-%m-%d %H:%M}Z; "
-                                f"{engine.policy.clause('sending_window_hours')}="
-                                f"{engine.policy.sending_window_hours}"
+                                + engine.policy.clause(
+                                    "sending_window_hours", engine.policy.sending_window_hours
+                                )
                             ]
                         },
                     )

@@ -110,7 +110,7 @@ def _violation(
         same_day = [c for c in scoped if c.day == day]
         if len(same_day) + 1 > cap.per_day:
             return (
-                f"{policy.clause(cap.name + '.per_day')}={cap.per_day}: "
+                f"{policy.clause(cap.name + '.per_day', cap.per_day)}: "
                 f"{_listing(same_day)} on {day}"
             )
     if cap.per_7_days is not None:
@@ -121,7 +121,7 @@ def _violation(
             inside = [c for c in scoped if first <= c.day <= last]
             if len(inside) + 1 > cap.per_7_days:
                 return (
-                    f"{policy.clause(cap.name + '.per_7_days')}={cap.per_7_days}: "
+                    f"{policy.clause(cap.name + '.per_7_days', cap.per_7_days)}: "
                     f"{_listing(inside)} in {first}..{last}"
                 )
     return None
@@ -208,7 +208,7 @@ def apply_capacity(
                 continue
             t.suppress(
                 SuppressionReason.CAPACITY,
-                f"{policy.clause(f'capacity.{channel.value}.per_day')}={budget}: spent on "
+                f"{policy.clause(f'capacity.{channel.value}.per_day', budget)}: spent on "
                 f"tiers {'>'.join(policy.tier_order)} first (this customer is tier "
                 f"{t.customer.get('tier')})",
             )
