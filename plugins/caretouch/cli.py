@@ -416,13 +416,20 @@ def plan(
         if explain and not line.startswith(("rule", "-")):
             pass
     if explain:
-        click.echo("")
+        # Per customer: every candidate of the day, its decision and the clause behind it.
+        by_customer: dict[str, list[Any]] = {}
         for t in touches:
+            by_customer.setdefault(t.customer_id, []).append(t)
+        for customer_id in sorted(by_customer):
+            first = by_customer[customer_id][0]
             click.echo(
-                f"{t.key}: {t.decision.value}" + (f" ({t.reason.value})" if t.reason else "")
+                f"\ncustomer {customer_id} (tier {first.customer.get('tier')}, {first.timezone}):"
             )
-            for why in t.explain:
-                click.echo(f"    {why}")
+            for t in sorted(by_customer[customer_id], key=lambda t: (-t.rule.priority, t.rule.id)):
+                verdict = t.decision.value + (f" ({t.reason.value})" if t.reason else "")
+                click.echo(f"  {t.key} [priority {t.rule.priority}]: {verdict}")
+                for why in t.explain:
+                    click.echo(f"      {why}")
     sends = sum(1 for t in touches if t.decision.value == "send")
     click.echo(
         f"\n{len(touches)} candidate(s) on {day}: {sends} to send, {len(touches) - sends} suppressed."
