@@ -102,6 +102,12 @@ def _parse_now(value: str | None) -> dt.datetime:
     envvar="CARE_OUTBOX_DIR",
     help="Outbox directory (default outbox/).",
 )
+@click.option(
+    "--anchors",
+    type=click.Path(path_type=Path),
+    envvar="CARE_ANCHOR_FILE",
+    help="Ledger anchor file (default ledger-anchors.jsonl).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 @click.version_option(package_name="caretouch")
 @click.pass_context
@@ -111,6 +117,7 @@ def main(
     rules: Path | None,
     templates: Path | None,
     outbox: Path | None,
+    anchors: Path | None,
     verbose: bool,
 ) -> None:
     """Caretouch: plan, send and audit customer-care touches."""
@@ -119,7 +126,9 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    ctx.obj = CareConfig.from_env(store=store, rules=rules, templates=templates, outbox=outbox)
+    ctx.obj = CareConfig.from_env(
+        store=store, rules=rules, templates=templates, outbox=outbox, anchors=anchors
+    )
 
 
 # -- store -------------------------------------------------------------------------------
@@ -550,6 +559,193 @@ def demo(
         echo=click.echo,
     )
     sys.exit(code)
+
+
+# -- audit -------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """For auditors: search, show, export and verify the touch ledger (recipients masked)."""
+
+
+def _filter_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option("--from", "first", metavar="YYYY-MM-DD", help="Occurrence on or after."),
+            click.option("--to", "last", metavar="YYYY-MM-DD", help="Occurrence on or before."),
+            click.option("--customer", "customer_id", help="Customer id."),
+            click.option("--rule", "rule_id", help="Rule id."),
+            click.option("--channel", type=click.Choice(["sms", "email"])),
+            click.option("--status", help="Current status, e.g. sent, failed, suppressed."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
+    from .audit import Filters
+
+    return Filters(
+        first=_parse_day(first) if first else None,
+        last=_parse_day(last) if last else None,
+        **kw,
+    )
+
+
+def _audit_store(ctx: click.Context) -> Any:
+    from .store.db import check_initialised, open_store
+
+    store = open_store(_config(ctx).store_url)
+    check_initialised(store)
+    return store
+
+
+@audit.command("list")
+@_filter_options
+@click.option("--limit", default=100, show_default=True, help="At most this many touches.")
+@click.pass_context
+@friendly_errors
+def audit_list(
+    ctx: click.Context, first: str | None, last: str | None, limit: int, **kw: Any
+) -> None:
+    """Touches matching the filters, oldest first."""
+    from .audit import touches
+    from .summary import _table
+
+    rows = list(touches(_audit_store(ctx), _filters(first, last, **kw), limit=limit))
+    header = [
+        "id",
+        "occurrence",
+        "rule",
+        "customer",
+        "channel",
+        "to",
+        "status",
+        "reason",
+        "sent at (UTC)",
+    ]
+    body = [
+        [
+            r["touch_id"],
+            r["occurrence"],
+            r["rule_id"],
+            r["customer_id"],
+            r["channel"] or "-",
+            r["recipient"] or "-",
+            r["status"],
+            r["reason"] or "",
+            r["sent_at"] or "",
+        ]
+        for r in rows
+    ]
+    for line in _table(header, body):
+        click.echo(line)
+    click.echo(
+        f"\n{len(rows)} touch(es)"
+        + (" (limit reached: narrow the filters or raise --limit)" if len(rows) == limit else "")
+    )
+
+
+@audit.command("show")
+@click.argument("touch_id", type=int)
+@click.pass_context
+@friendly_errors
+def audit_show(ctx: click.Context, touch_id: int) -> None:
+    """One touch: versions, every attempt with its content, and its full status history."""
+    from .audit import touch_detail
+
+    detail = touch_detail(_audit_store(ctx), touch_id)
+    if detail is None:
+        raise CareError(f"no touch with id {touch_id}")
+    for key in (
+        "touch_key",
+        "rule_id",
+        "rule_hash",
+        "category",
+        "priority",
+        "customer_id",
+        "policy_id",
+        "event_id",
+        "occurrence",
+        "send_at",
+        "timezone",
+        "locale",
+        "tier",
+        "status",
+        "reason",
+        "run_id",
+    ):
+        click.echo(f"{key:13} {detail[key] if detail[key] is not None else '-'}")
+    for a in detail["attempts"]:
+        click.echo(
+            f"\nattempt {a['attempt_no']}: {a['channel']} via {a['transport']} to {a['recipient']} at {a['created_at']} ({a['run_id']})"
+        )
+        click.echo(f"  template {a['template_id']} {a['template_hash']}")
+        click.echo(f"  content  {a['content_hash']}")
+        if a["subject"] is not None:
+            click.echo(f"  subject: {a['subject']}")
+        click.echo("  " + (a["body"] or "(content erased by retention)").replace("\n", "\n  "))
+    click.echo("\nhistory:")
+    for e in detail["history"]:
+        extra = f" [{e['provider_message_id']}]" if e["provider_message_id"] else ""
+        click.echo(
+            f"  {e['at']}  {e['status']}{' (' + e['reason'] + ')' if e['reason'] else ''}{extra}  {e['run_id']}"
+        )
+
+
+@audit.command("export")
+@_filter_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
+)
+@click.pass_context
+@friendly_errors
+def audit_export(
+    ctx: click.Context, first: str | None, last: str | None, fmt: str, **kw: Any
+) -> None:
+    """Stream matching touches to stdout (constant memory), recipients masked."""
+    import csv
+
+    from .audit import touches
+
+    writer = None
+    for row in touches(_audit_store(ctx), _filters(first, last, **kw)):
+        if fmt == "jsonl":
+            click.echo(json.dumps(row, ensure_ascii=False))
+            continue
+        if writer is None:
+            writer = csv.DictWriter(sys.stdout, fieldnames=list(row), lineterminator="\n")
+            writer.writeheader()
+        writer.writerow(row)
+
+
+@audit.command("verify")
+@click.pass_context
+@friendly_errors
+def audit_verify(ctx: click.Context) -> None:
+    """Check the hash chain and the anchors; exit 1 naming the first bad row and why."""
+    from .audit import anchor_key, verify
+
+    report = verify(_audit_store(ctx), anchor_file=_config(ctx).anchor_file, key=anchor_key())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not report.ok:
+        _fail(f"ledger does NOT verify: {report.problem}")
+    click.echo(f"ledger verifies: {report.entries} chained rows, {report.anchors} anchor(s) match")
+
+
+@audit.command("erase-content")
+@click.option("--older-than", "days", type=int, required=True, help="Days.")
+@click.pass_context
+@friendly_errors
+def audit_erase(ctx: click.Context, days: int) -> None:
+    """Retention: erase message content older than N days (hashes stay; the chain verifies)."""
+    from .audit import erase_content
+
+    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)  # clock: CLI
+    click.echo(f"erased the content of {erase_content(_audit_store(ctx), before)} attempt(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

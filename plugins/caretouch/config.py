@@ -18,6 +18,8 @@ class CareConfig:
     rules_dir: Path
     templates_dir: Path
     outbox_dir: Path
+    # Chain heads written at the end of every run, outside the database (docs/audit.md).
+    anchor_file: Path = Path("ledger-anchors.jsonl")
 
     @classmethod
     def from_env(
@@ -27,6 +29,7 @@ class CareConfig:
         rules: str | Path | None = None,
         templates: str | Path | None = None,
         outbox: str | Path | None = None,
+        anchors: str | Path | None = None,
     ) -> CareConfig:
         env = os.environ
         return cls(
@@ -34,4 +37,5 @@ class CareConfig:
             rules_dir=Path(rules or env.get("CARE_RULES_DIR") or "care_rules"),
             templates_dir=Path(templates or env.get("CARE_TEMPLATES_DIR") or "templates"),
             outbox_dir=Path(outbox or env.get("CARE_OUTBOX_DIR") or "outbox"),
+            anchor_file=Path(anchors or env.get("CARE_ANCHOR_FILE") or "ledger-anchors.jsonl"),
         )

@@ -56,6 +56,7 @@ def airflow_env(airflow_home: Path, dags: Path, config: CareConfig) -> dict[str,
             "CARE_RULES_DIR": str(config.rules_dir.resolve()),
             "CARE_TEMPLATES_DIR": str(config.templates_dir.resolve()),
             "CARE_OUTBOX_DIR": str(config.outbox_dir.resolve()),
+            "CARE_ANCHOR_FILE": str(config.anchor_file.resolve()),
         }
     )
     return env
@@ -111,11 +112,13 @@ def run_demo(
     for stale in (db_path, directory / "care-demo.db-wal", directory / "care-demo.db-shm"):
         stale.unlink(missing_ok=True)
     shutil.rmtree(directory / "outbox", ignore_errors=True)
+    (directory / "ledger-anchors.jsonl").unlink(missing_ok=True)
     config = CareConfig(
         store_url=f"sqlite:///{db_path}",
         rules_dir=config.rules_dir.resolve(),
         templates_dir=config.templates_dir.resolve(),
         outbox_dir=directory / "outbox",
+        anchor_file=directory / "ledger-anchors.jsonl",
     )
 
     echo(f"== Caretouch demo for local date {day} ==")
@@ -194,5 +197,12 @@ def run_demo(
     outbox_files = sorted((directory / "outbox").rglob("*.json"))
     echo("")
     echo(f"outbox: {len(outbox_files)} message file(s) in {directory / 'outbox'}")
+    from .audit import anchor_key, verify
+
+    check = verify(store, anchor_file=config.anchor_file, key=anchor_key())
+    echo(
+        f"audit: ledger {'verifies' if check.ok else 'does NOT verify: ' + str(check.problem)} "
+        f"({check.entries} chained rows, {check.anchors} anchor(s))"
+    )
     echo(f"try: care --store {config.store_url} plan --date {day} --explain")
     return 0

@@ -428,6 +428,19 @@ def dates_in_effect(now: dt.datetime) -> list[dt.date]:
     return sorted({(utc + dt.timedelta(hours=h)).date() for h in (-12, 14)} | {utc.date()})
 
 
+def anchor(engine: Engine, *, run_id: str, now: dt.datetime) -> None:
+    """Write the ledger's chain head outside the database (end of every run)."""
+    from .audit import anchor_key, write_anchor
+
+    write_anchor(
+        engine.store,
+        engine.config.anchor_file,
+        run_id=run_id,
+        now=engine.stamp(now),
+        key=anchor_key(),
+    )
+
+
 def dispatch(engine: Engine, *, run_id: str, now: dt.datetime) -> SendReport:
     """``care_dispatch``: settle crashed sends, plan the dates in effect, send what is due.
 
@@ -437,7 +450,9 @@ def dispatch(engine: Engine, *, run_id: str, now: dt.datetime) -> SendReport:
     report = recover_in_flight(engine, run_id=run_id, now=now)
     for day in dates_in_effect(now):
         plan_and_record(engine, day, run_id=run_id, now=engine.stamp(now))
-    return report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=now))
+    report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=now))
+    anchor(engine, run_id=run_id, now=now)
+    return report
 
 
 def batches(ids: Sequence[int], size: int) -> list[list[int]]:
@@ -448,7 +463,9 @@ def run_day(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> S
     """``care run``: recover, plan, send what is due. Idempotent."""
     report = recover_in_flight(engine, run_id=run_id, now=now, day=day)
     plan_and_record(engine, day, run_id=run_id, now=now, retry_render_errors=True)
-    return report.merge(send_touches(engine, pending_ids(engine, day), run_id=run_id, now=now))
+    report.merge(send_touches(engine, pending_ids(engine, day), run_id=run_id, now=now))
+    anchor(engine, run_id=run_id, now=now)
+    return report
 
 
 def tally(rows: Iterable[dict[str, object]], *keys: str) -> Counter[tuple[object, ...]]:

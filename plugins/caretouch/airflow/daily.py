@@ -109,10 +109,12 @@ def build_care_daily() -> Any:
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
+            from ..runner import anchor
             from ..summary import DaySummary
 
             day = planned_day(context.get("logical_date"), context["params"])
             engine = _engine()
+            anchor(engine, run_id=f"airflow:care_daily:{context['run_id']}", now=_now())
             summary = DaySummary.from_ledger(engine.ledger, day)
             totals: dict[str, int] = {}
             for report in reports or []:

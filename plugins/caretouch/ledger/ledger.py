@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -18,6 +19,7 @@ from ..plan.touch import Touch
 from ..render import RenderedMessage
 from ..store.db import Store
 from ..vocab import Decision, SuppressionReason, TouchStatus
+from . import chain
 from .codec import decode, encode
 from .models import Attempt, TouchEvent, TouchRow
 
@@ -134,6 +136,14 @@ class Ledger:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    @contextmanager
+    def _write(self, now: dt.datetime) -> Iterator[Session]:
+        """A write transaction whose new rows are chained before it commits."""
+        with self.store.session() as session:
+            chain.lock(session)
+            yield session
+            chain.seal(session, now)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -383,7 +393,7 @@ class Ledger:
         """
         result = PlanRecord(planned_ids=[])
         assert result.planned_ids is not None
-        with self.store.session() as session:
+        with self._write(now) as session:
             for start in range(0, len(touches), _CHUNK):
                 chunk = touches[start : start + _CHUNK]
                 self._insert_touch_rows(session, chunk, run_id, now)
@@ -526,7 +536,7 @@ class Ledger:
             }
             for c in changes
         ]
-        with self.store.session() as session:
+        with self._write(now) as session:
             session.execute(TouchEvent.__table__.insert(), rows)
 
     def claim_many(
@@ -542,7 +552,7 @@ class Ledger:
         if not claims:
             return {}
         won: dict[int, Attempt] = {}
-        with self.store.session() as session:
+        with self._write(now) as session:
             ids = sorted(c.state.id for c in claims)
             # Lock the touches first (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the
             # database). Without it, under READ COMMITTED, the status and the attempt count

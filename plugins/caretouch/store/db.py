@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,6 +39,43 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+# On PostgreSQL the ledger refuses UPDATE, DELETE and TRUNCATE at the database level, for
+# everyone, the application included. The one exception is retention: erasing an attempt's
+# message content (subject, body, html -> NULL) while every other column, and so the hash
+# chain, stays as it was. On SQLite the hash chain detects what the database cannot prevent.
+LEDGER_TABLES = ("touches", "touch_attempts", "touch_events", "ledger_chain", "consent_events")
+_PG_APPEND_ONLY = [
+    """
+    CREATE OR REPLACE FUNCTION care_ledger_append_only() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_OP = 'UPDATE' AND TG_TABLE_NAME = 'touch_attempts' THEN
+        -- Nested: NEW.subject exists only on touch_attempts.
+        IF NEW.subject IS NULL AND NEW.body IS NULL AND NEW.html IS NULL
+           AND (to_jsonb(NEW) - 'subject' - 'body' - 'html')
+               = (to_jsonb(OLD) - 'subject' - 'body' - 'html') THEN
+          RETURN NEW;
+        END IF;
+      END IF;
+      RAISE EXCEPTION 'caretouch: % on % refused: the ledger is append-only',
+        TG_OP, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+    END $$
+    """,
+    *[
+        stmt
+        for table in LEDGER_TABLES
+        for stmt in (
+            f"DROP TRIGGER IF EXISTS care_append_only ON {table}",
+            f"CREATE TRIGGER care_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION care_ledger_append_only()",
+            f"DROP TRIGGER IF EXISTS care_no_truncate ON {table}",
+            f"CREATE TRIGGER care_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION care_ledger_append_only()",
+        )
+    ],
+]
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -100,6 +137,9 @@ class Store:
             for table in [*store_tables, *LedgerBase.metadata.sorted_tables]:
                 for index in table.indexes:
                     index.create(conn, checkfirst=True)
+            if self.is_postgres:
+                for statement in _PG_APPEND_ONLY:
+                    conn.execute(text(statement))
 
     def dispose(self) -> None:
         self.engine.dispose()
