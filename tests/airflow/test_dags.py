@@ -56,7 +56,10 @@ def test_planned_day_defaults_to_the_next_local_date() -> None:
 
 @pytest.mark.slow
 def test_care_daily_runs_with_dag_test(
-    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_db: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -104,5 +107,10 @@ def test_care_daily_runs_with_dag_test(
     )
     assert rerun.state == "success"
     assert len(list((tmp_path / "outbox").rglob("*.json"))) == 30
+    # The task logs (Airflow prints them here under dag.test) never show a number in clear.
+    out, err = capfd.readouterr()
+    logs = out + err
+    assert "care_daily" in logs or "summarise" in logs
+    assert [c["phone"] for c in customers if c["phone"] in logs] == []
     keys = Counter(json.loads(f.read_text(encoding="utf-8"))["touch_key"] for f in files)
     assert max(keys.values()) == 1

@@ -452,7 +452,14 @@ class Ledger:
                             "reason": wanted_reason
                             if new_status is TouchStatus.SUPPRESSED
                             else None,
-                            "detail": {"explain": touch.explain} if touch.explain else None,
+                            "detail": {
+                                "explain": touch.explain,
+                                # What the customer had consented to when this was decided.
+                                "consent": {
+                                    p: bool(touch.customer.get(f"consent_{p}"))
+                                    for p in ("sms", "email", "marketing")
+                                },
+                            },
                             "send_at": touch.send_at if new_status is TouchStatus.PLANNED else None,
                             "at": now,
                             "run_id": run_id,

@@ -1,0 +1,87 @@
+"""Personal data never appears in clear in what the engine logs or prints about a run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from caretouch.store.db import open_store
+from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row
+
+PHONE = re.compile(r"\+\d{10,15}")  # an E.164 number in clear
+
+
+def raw_values(customers: list[dict[str, str]]) -> set[str]:
+    values = set()
+    for c in customers:
+        for field in ("phone", "email"):
+            if c[field]:
+                values.add(c[field])
+                values.add(c[field].lstrip("+"))
+    return values
+
+
+def test_cli_run_and_audit_never_print_phones_or_emails(tmp_path: Path) -> None:
+    customers = [
+        customer_row(f"C{i}", phone=f"+86139{i:08d}", email=f"person{i}@example.com")
+        for i in range(12)
+    ]
+    customers += [
+        customer_row("BAD", phone="+8613", email="broken@@example", consent_email="true"),
+        customer_row("OPT", consent_sms="false", consent_email="false"),
+    ]
+    store_url = f"sqlite:///{tmp_path / 'care.db'}"
+    store = open_store(store_url)
+    store.init()
+    load_rows(
+        store,
+        customers=customers,
+        policies=[policy_row("P1", "C1", renewal_date="2026-11-30")],
+        events=[event_row("E1", "C2", occurred_at="2026-11-22T10:00:00+08:00")],
+    )
+    care = str(Path(sys.executable).with_name("care"))
+    base = [
+        care,
+        "-v",
+        "--store",
+        store_url,
+        "--rules",
+        str(RULES_DIR),
+        "--templates",
+        str(TEMPLATES_DIR),
+    ]
+    base += ["--outbox", str(tmp_path / "outbox"), "--anchors", str(tmp_path / "anchors.jsonl")]
+    commands = [
+        ["run", "--date", "2026-11-23", "--now", "2026-11-23T04:00:00Z"],
+        ["plan", "--date", "2026-11-23", "--explain"],
+        ["plan", "--date", "2026-11-23", "--format", "json", "--explain"],
+        ["dispatch", "--now", "2026-11-23T05:00:00Z"],
+        ["audit", "list"],
+        ["audit", "export", "--format", "jsonl"],
+        ["audit", "export", "--format", "csv"],
+        ["audit", "show", "1"],
+        ["consent", "show", "C3"],
+        ["preview", "birthday", "--customer", "C4", "--date", "2026-11-23", "--channel", "email"],
+    ]
+    output = ""
+    for args in commands:
+        proc = subprocess.run(
+            [*base, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=dict(os.environ),
+        )
+        assert proc.returncode in (0, 3), (args, proc.stderr)
+        output += proc.stdout + proc.stderr
+    assert "sent" in output and "C3" in output
+    leaked = sorted(v for v in raw_values(customers) if v in output)
+    assert leaked == [], f"raw contact data in CLI output: {leaked[:5]}"
+    # Anything that looks like a long phone number must be masked.
+    assert not [
+        m for m in PHONE.findall(output) if "*" not in m and len(re.sub(r"\D", "", m)) >= 11
+    ]
