@@ -21,7 +21,7 @@ from caretouch.plan import plan_day
 from caretouch.runner import Engine, pending_ids, plan_and_record, run_day, send_touches
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, utc
+from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row, utc
 
 DAY = dt.date(2026, 11, 23)
 # 12:00 UTC: 20:00 in Shanghai (allowed, after 09:00), 12:00 in London, 04:00 in Los Angeles.
@@ -393,3 +393,27 @@ def test_touches_outside_their_window_are_suppressed(
     (state,) = Ledger(sqlite_store).states_for_day(DAY)
     assert (state.status, state.reason) == (TouchStatus.SUPPRESSED, reason)
     assert outbox_files(tmp_path) == []
+
+
+def test_a_late_touch_respects_the_caps_of_the_day_it_would_go_out(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    # The birthday of the 23rd was planned but never sent (a dispatcher down all day); the
+    # 24th has a renewal reminder. On the morning of the 24th the birthday may still go (within
+    # 24 hours) but the 24th already has its one touch: the late one gives way.
+    load_rows(
+        sqlite_store,
+        customers=[customer_row("C1")],
+        policies=[policy_row("P1", "C1", start_date="2025-12-01", renewal_date="2026-11-25")],
+    )
+    engine = engine_for(sqlite_store, tmp_path)
+    plan_and_record(engine, DAY, run_id="d23", now=utc(2026, 11, 22, 12))
+    plan_and_record(engine, DAY + dt.timedelta(days=1), run_id="d24", now=utc(2026, 11, 23, 12))
+    morning = send_touches(engine, pending_ids(engine), run_id="late", now=utc(2026, 11, 24, 0, 30))
+    assert (morning.sent, morning.suppressed, morning.waiting) == (0, 1, 1)
+    birthday = next(
+        s for s in Ledger(sqlite_store).states_for_day(DAY) if s.row.rule_id == "birthday"
+    )
+    assert (birthday.status, birthday.reason) == (TouchStatus.SUPPRESSED, "frequency_cap")
+    later = send_touches(engine, pending_ids(engine), run_id="later", now=utc(2026, 11, 24, 2, 30))
+    assert later.sent == 1

@@ -22,12 +22,13 @@ from .ledger import Claim, Ledger, StatusChange, TouchState
 from .ledger.models import Attempt
 from .mask import scrub
 from .plan import plan_day
+from .plan.contact import cap_violation
 from .policy import ContactPolicy
 from .render import RenderedMessage, TemplateStore
 from .rules.loader import RuleSet, load_rules
 from .store.db import Store, open_store
 from .store.models import Customer
-from .vocab import Channel, Outcome, SuppressionReason, TouchStatus
+from .vocab import Category, Channel, Outcome, SuppressionReason, TouchStatus
 
 log = logging.getLogger("caretouch.run")
 
@@ -199,6 +200,25 @@ def _timing(policy: ContactPolicy, state: TouchState, now: dt.datetime) -> Suppr
     return None
 
 
+def _late_cap_problem(engine: Engine, state: TouchState, now: dt.datetime) -> str | None:
+    """A touch sent on a later local day than planned (held by quiet hours, or a dispatcher
+    that was down) counts on the day it is sent: the plan of that day did not know it would
+    land there, so its caps are checked again now."""
+    zone = engine.policy.zone(state.row.timezone)
+    today = now.astimezone(zone).date()
+    if today == state.send_at.astimezone(zone).date():
+        return None
+    week = dt.timedelta(days=6)
+    taken = [
+        c
+        for c in engine.ledger.contacts([state.row.customer_id], today - week, today + week)
+        if c.key != state.row.touch_key
+    ]
+    channel = Channel(state.row.channel) if state.row.channel else None
+    problem = cap_violation(engine.policy, Category(state.row.category), channel, taken, today)
+    return f"sent late, on {today}: {problem}" if problem else None
+
+
 def _recipient(
     engine: Engine, state: TouchState, customer: Customer | None
 ) -> tuple[Channel | None, str | None, str]:
@@ -296,6 +316,18 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
                     )
                 )
                 report.suppressed += 1
+            continue
+        late = _late_cap_problem(engine, state, now)
+        if late:
+            changes.append(
+                StatusChange(
+                    state.id,
+                    TouchStatus.SUPPRESSED,
+                    SuppressionReason.FREQUENCY_CAP.value,
+                    detail={"explain": [late]},
+                )
+            )
+            report.suppressed += 1
             continue
         channel, address, why = _recipient(engine, state, customers.get(state.row.customer_id))
         if channel is None or address is None:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from ..policy import Cap, ContactPolicy, email_is_valid, phone_is_valid
-from ..vocab import Channel, Decision, SuppressionReason
+from ..vocab import Category, Channel, Decision, SuppressionReason
 from .history import PastContact
 from .touch import Touch
 
@@ -84,13 +84,29 @@ def apply_blackout(touches: Iterable[Touch], policy: ContactPolicy, day: dt.date
             )
 
 
-def _caps_for(policy: ContactPolicy, t: Touch) -> list[Cap]:
+def _caps_for(policy: ContactPolicy, category: Category, channel: Channel | None) -> list[Cap]:
     caps = [policy.caps]
-    if t.rule.category in policy.category_caps:
-        caps.append(policy.category_caps[t.rule.category])
-    if t.channel is not None and t.channel in policy.channel_caps:
-        caps.append(policy.channel_caps[t.channel])
+    if category in policy.category_caps:
+        caps.append(policy.category_caps[category])
+    if channel is not None and channel in policy.channel_caps:
+        caps.append(policy.channel_caps[channel])
     return caps
+
+
+def cap_violation(
+    policy: ContactPolicy,
+    category: Category,
+    channel: Channel | None,
+    taken: list[PastContact],
+    day: dt.date,
+) -> str | None:
+    """Why one more touch of ``category`` on ``channel`` on local ``day`` would break a cap
+    (given the customer's ``taken`` contacts), or None when every cap allows it."""
+    for cap in _caps_for(policy, category, channel):
+        problem = _violation(cap, taken, day, policy)
+        if problem:
+            return problem
+    return None
 
 
 def _in_scope(cap: Cap, contact: PastContact) -> bool:
@@ -155,14 +171,7 @@ def apply_caps(
         group.sort(key=lambda t: (-t.rule.priority, t.rule.id, t.key))
         accepted = taken[customer_id]
         for t in group:
-            problem = next(
-                (
-                    v
-                    for cap in _caps_for(policy, t)
-                    if (v := _violation(cap, accepted, day, policy))
-                ),
-                None,
-            )
+            problem = cap_violation(policy, t.rule.category, t.channel, accepted, day)
             if problem:
                 t.suppress(SuppressionReason.FREQUENCY_CAP, f"{problem} (priority decides)")
                 continue
