@@ -193,7 +193,11 @@ def store_import(
     check_reachable(s)
     s.init()
     report = import_csv(
-        s, files, skip_invalid=skip_invalid, rejects_path=rejects or Path("rejects.csv")
+        s,
+        files,
+        skip_invalid=skip_invalid,
+        rejects_path=rejects or Path("rejects.csv"),
+        now=dt.datetime.now(dt.timezone.utc),  # clock: when the consent changes were received
     )
     for warning in report.warnings[:20]:
         click.echo(str(warning), err=True)

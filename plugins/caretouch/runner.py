@@ -306,12 +306,13 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
                         TouchStatus.SUPPRESSED,
                         timing.value,
                         detail={
+                            "final": True,
                             "explain": [
                                 f"planned for {state.send_at:%Y-%m-%d %H:%M}Z; "
                                 + engine.policy.clause(
                                     "sending_window_hours", engine.policy.sending_window_hours
                                 )
-                            ]
+                            ],
                         },
                     )
                 )
@@ -324,7 +325,7 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
                     state.id,
                     TouchStatus.SUPPRESSED,
                     SuppressionReason.FREQUENCY_CAP.value,
-                    detail={"explain": [late]},
+                    detail={"final": True, "explain": [late]},
                 )
             )
             report.suppressed += 1

@@ -56,8 +56,11 @@ def _zone(name: str) -> ZoneInfo:
 RETRYABLE_BY_RERUN = frozenset({"render_error"})
 
 
-def is_handled(status: str, reason: str | None) -> bool:
-    """True when a rerun must leave the touch alone: it was, or may have been, sent."""
+def is_handled(status: str, reason: str | None, final: bool = False) -> bool:
+    """True when a rerun must leave the touch alone: it was, or may have been, sent, or its
+    fate was sealed when it was due to go (``final``: suppressed at send time)."""
+    if final:
+        return True
     if status == TouchStatus.FAILED.value and reason in RETRYABLE_BY_RERUN:
         return False
     return TouchStatus(status) in HANDLED
@@ -127,6 +130,14 @@ def _dialect_insert(session: Session) -> Any:
     return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
 
 
+def _moved_later(current: Any, touch: Touch) -> bool:
+    scheduled = current[2] if current else None
+    if scheduled is None:
+        return False
+    zone = _zone(touch.timezone)
+    return bool(scheduled.astimezone(zone).date() > touch.send_at.astimezone(zone).date())
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
@@ -148,19 +159,24 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------
 
     @staticmethod
-    def _latest(session: Session, touch_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
-        """Each touch's latest status and reason."""
+    def _latest(
+        session: Session, touch_ids: Sequence[int]
+    ) -> dict[int, tuple[str, str | None, bool]]:
+        """Each touch's latest status, reason, and whether that decision is final."""
         return {
-            touch_id: (status, reason)
-            for touch_id, (status, reason, _) in Ledger._latest_events(session, touch_ids).items()
+            touch_id: (status, reason, final)
+            for touch_id, (status, reason, _, final) in Ledger._latest_events(
+                session, touch_ids
+            ).items()
         }
 
     @staticmethod
     def _latest_events(
         session: Session, touch_ids: Sequence[int]
-    ) -> dict[int, tuple[str, str | None, dt.datetime | None]]:
-        """Each touch's latest status, reason and (for ``planned``) scheduled send time."""
-        latest: dict[int, tuple[str, str | None, dt.datetime | None]] = {}
+    ) -> dict[int, tuple[str, str | None, dt.datetime | None, bool]]:
+        """Each touch's latest status, reason, (for ``planned``) scheduled send time, and
+        whether it is final (a suppression decided at send time)."""
+        latest: dict[int, tuple[str, str | None, dt.datetime | None, bool]] = {}
         for start in range(0, len(touch_ids), _CHUNK):
             chunk = list(touch_ids[start : start + _CHUNK])
             newest = (
@@ -171,11 +187,16 @@ class Ledger:
             )
             rows = session.execute(
                 select(
-                    TouchEvent.touch_id, TouchEvent.status, TouchEvent.reason, TouchEvent.send_at
+                    TouchEvent.touch_id,
+                    TouchEvent.status,
+                    TouchEvent.reason,
+                    TouchEvent.send_at,
+                    TouchEvent.detail,
                 ).join(newest, TouchEvent.id == newest.c.last)
             )
-            for touch_id, status, reason, send_at in rows:
-                latest[touch_id] = (status, reason, _aware(send_at) if send_at else None)
+            for touch_id, status, reason, send_at, detail in rows:
+                final = bool(detail.get("final")) if isinstance(detail, dict) else False
+                latest[touch_id] = (status, reason, _aware(send_at) if send_at else None, final)
         return latest
 
     def _states(self, session: Session, rows: Sequence[TouchRow]) -> list[TouchState]:
@@ -192,7 +213,9 @@ class Ledger:
                 counts[touch_id] = count
         states = []
         for r in rows:
-            status, reason, send_at = latest.get(r.id, (TouchStatus.PLANNED.value, None, None))
+            status, reason, send_at, _ = latest.get(
+                r.id, (TouchStatus.PLANNED.value, None, None, False)
+            )
             states.append(
                 TouchState(
                     row=r,
@@ -248,9 +271,11 @@ class Ledger:
         with self.store.read_session() as session:
             return list(session.scalars(query))
 
-    def final_keys(self, keys: list[str]) -> set[str]:
-        """The keys among ``keys`` whose touch was already handled (sent, failed, ...)."""
-        found: set[str] = set()
+    def final_keys(self, keys: list[str]) -> dict[str, str]:
+        """The keys among ``keys`` whose fate is sealed, with the reason word to report:
+        ``already_sent`` when handled (sent, failed, ...), or the reason it was suppressed
+        with when it was due (``too_late``, ``quiet_hours``, a late ``frequency_cap``)."""
+        found: dict[str, str] = {}
         with self.store.read_session() as session:
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
@@ -260,7 +285,12 @@ class Ledger:
                     )
                 )
                 latest = self._latest(session, [r[0] for r in rows])
-                found.update(key for tid, key in rows if is_handled(*latest[tid]))
+                for tid, key in rows:
+                    status, reason, final = latest[tid]
+                    if final and reason:
+                        found[key] = reason
+                    elif is_handled(status, reason, final):
+                        found[key] = SuppressionReason.ALREADY_SENT.value
         return found
 
     # -- history for the planner (plan.history.History) ----------------------------------------
@@ -403,15 +433,21 @@ class Ledger:
                         select(TouchRow).where(TouchRow.touch_key.in_([t.key for t in chunk]))
                     )
                 }
-                latest = self._latest(session, [r.id for r in rows.values()])
+                latest = self._latest_events(session, [r.id for r in rows.values()])
                 events: list[dict[str, Any]] = []
                 for touch in chunk:
                     row = rows[touch.key]
                     current = latest.get(row.id)
                     status = TouchStatus(current[0]) if current else None
                     reason = current[1] if current else None
+                    final = current[3] if current else False
                     wanted_reason = touch.reason.value if touch.reason else None
                     if touch.reason is SuppressionReason.ALREADY_SENT:
+                        result.unchanged += 1
+                        continue
+                    if status is TouchStatus.PLANNED and _moved_later(current, touch):
+                        # Deferred and already planned for a later day: planning its first
+                        # day again must neither pull it back nor suppress it.
                         result.unchanged += 1
                         continue
                     if status is None:
@@ -421,7 +457,7 @@ class Ledger:
                             if touch.decision is Decision.SEND
                             else TouchStatus.SUPPRESSED
                         )
-                    elif is_handled(status.value, reason) or (
+                    elif is_handled(status.value, reason, final) or (
                         status is TouchStatus.FAILED and not retry_render_errors
                     ):
                         result.unchanged += 1

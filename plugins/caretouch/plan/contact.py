@@ -73,9 +73,21 @@ def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> 
 
 
 def apply_blackout(touches: Iterable[Touch], policy: ContactPolicy, day: dt.date) -> None:
+    unknown = None
+    if policy.blackout.public_holidays == "cn" and policy.blackout.categories:
+        from ..dates import public_holiday_cn
+
+        is_holiday, why = public_holiday_cn(day)
+        if is_holiday is None:
+            unknown = (
+                f"{policy.clause('blackout.public_holidays', 'cn')}: no holiday data for "
+                f"{day.year} ({why}); the day is not treated as a holiday"
+            )
     for t in touches:
         if t.decision is not Decision.SEND:
             continue
+        if unknown and t.rule.category in policy.blackout.categories:
+            t.explain.append(unknown)
         why = policy.blackout.reason(day, t.rule.category)
         if why:
             t.suppress(

@@ -39,8 +39,9 @@ class DeferredTouch:
 
 
 class History(Protocol):
-    def final_keys(self, keys: list[str]) -> set[str]:
-        """Keys whose touch was handled (sent, being sent, failed at the provider...)."""
+    def final_keys(self, keys: list[str]) -> dict[str, str]:
+        """Keys whose fate is sealed, with the reason word to report (``already_sent``, or
+        the reason a touch was suppressed with when it was due)."""
         ...
 
     def contacts(

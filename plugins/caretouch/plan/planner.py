@@ -183,11 +183,15 @@ def plan_day(
         touches += [
             t for t in _deferred_touches(store, ruleset, day, history, wanted) if t.key not in seen
         ]
-        done = history.final_keys([t.key for t in touches]) if touches else set()
+        done = history.final_keys([t.key for t in touches]) if touches else {}
         for touch in touches:
             if touch.key in done:
+                reason = SuppressionReason(done[touch.key])
                 touch.suppress(
-                    SuppressionReason.ALREADY_SENT, "the ledger holds this touch as handled"
+                    reason,
+                    "the ledger holds this touch as handled"
+                    if reason is SuppressionReason.ALREADY_SENT
+                    else "decided when it was due to be sent",
                 )
     sending = [t for t in touches if t.decision is Decision.SEND]
     opted_out = withdrawn_consents(store, {t.customer_id for t in sending})

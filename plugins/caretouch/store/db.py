@@ -216,3 +216,27 @@ def check_initialised(store: Store) -> None:
             "run `care store init` (or check --store / $CARE_STORE_URL)"
         )
     store.init()
+    _check_columns(store)
+
+
+def _check_columns(store: Store) -> None:
+    """Tables made by an older Caretouch may lack newer columns: say which, plainly.
+
+    There are no automatic migrations yet (docs/store.md shows the ALTER TABLE to run).
+    """
+    from sqlalchemy import inspect
+
+    from ..ledger.models import LedgerBase
+    from .models import Base
+
+    inspector = inspect(store.engine)
+    lacking = []
+    for metadata in (Base.metadata, LedgerBase.metadata):
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            lacking += [f"{table.name}.{c.name}" for c in table.columns if c.name not in present]
+    if lacking:
+        raise ConfigurationError(
+            f"store {store.masked_url()} was created by an older Caretouch: missing column(s) "
+            f"{', '.join(lacking)}; add them (docs/store.md, 'Upgrading') or start a new store"
+        )
