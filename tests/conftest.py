@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,9 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     store.dispose()
 
 
-@pytest.fixture
-def pg_store() -> Iterator[Store]:
+@contextmanager
+def pg_schema_store() -> Iterator[Store]:
+    """A store on the real PostgreSQL, in a schema of its own, dropped afterwards."""
     require_postgres()
     from sqlalchemy import create_engine, text
 
@@ -85,6 +87,12 @@ def pg_store() -> Iterator[Store]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_store() -> Iterator[Store]:
+    with pg_schema_store() as store:
+        yield store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

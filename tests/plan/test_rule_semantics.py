@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lunardate import LunarDate
-from sqlalchemy import create_engine, delete, text
+from sqlalchemy import delete
 
 from caretouch.dates import LeapDayPolicy, anniversary_in_year, lunar_birthday_in_year
 from caretouch.plan import plan_day
@@ -31,7 +30,7 @@ from caretouch.rules.loader import RuleSet
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Customer, Event, Policy
 from caretouch.vocab import Channel, Decision
-from conftest import PG_URL, customer_row, event_row, load_rows, policy_row, require_postgres, utc
+from conftest import customer_row, event_row, load_rows, pg_schema_store, policy_row, utc
 
 SH = "Asia/Shanghai"
 LA = "America/Los_Angeles"
@@ -862,20 +861,8 @@ def module_store(
         yield store
         store.dispose()
         return
-    require_postgres()
-    schema = f"care_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    store = open_store(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    store.init()
-    try:
+    with pg_schema_store() as store:
         yield store
-    finally:
-        store.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @settings(

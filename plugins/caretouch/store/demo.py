@@ -43,32 +43,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from lunardate import LunarDate
 
 from ..dates import LUNAR_MAX_YEAR, is_leap_year, lunar_anniversary_keys
+from .models import CANONICAL_COLUMNS
 
-CUSTOMER_COLUMNS = (
-    "customer_id",
-    "name",
-    "birth_date",
-    "birthday_calendar",
-    "phone",
-    "email",
-    "locale",
-    "timezone",
-    "tier",
-    "status",
-    "consent_sms",
-    "consent_email",
-    "consent_marketing",
-)
-POLICY_COLUMNS = (
-    "policy_id",
-    "customer_id",
-    "product",
-    "start_date",
-    "renewal_date",
-    "status",
-    "premium",
-)
-EVENT_COLUMNS = ("event_id", "type", "customer_id", "policy_id", "occurred_at", "payload")
+# The CSV headers are exactly the store's canonical column names (SPEC section 4).
+CUSTOMER_COLUMNS = CANONICAL_COLUMNS["customer"]
+POLICY_COLUMNS = CANONICAL_COLUMNS["policy"]
+EVENT_COLUMNS = CANONICAL_COLUMNS["event"]
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": CUSTOMER_COLUMNS,
