@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format typecheck bench clean venv
+.PHONY: demo test lint format typecheck bench clean venv browser
 
 venv: $(STAMP)
 
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/care demo
 
-test: $(STAMP)
+# Headless Chromium for tests/web/test_audit_browser.py (Debian's package; Playwright drives it).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: $(STAMP) browser
 	$(BIN)/pytest
 
 lint: $(STAMP)

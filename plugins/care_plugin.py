@@ -13,4 +13,5 @@ from caretouch.web.app import create_audit_app
 
 class CarePlugin(AirflowPlugin):
     name = "care"
-    fastapi_apps = [{"app": create_audit_app(), "url_prefix": "/care", "name": "care"}]
+    # A class attribute, as Airflow's plugin manager reads it.
+    fastapi_apps = [{"app": create_audit_app(), "url_prefix": "/care", "name": "care"}]  # noqa: RUF012
