@@ -163,3 +163,25 @@ def test_list_and_export_mask_recipients(store: Store, tmp_path: Path) -> None:
     assert [(r["status"], r["reason"]) for r in only] == [("suppressed", "no_contact")]
     page = list(touches(store, Filters(), after=rows[2]["touch_id"], limit=2))
     assert [r["touch_id"] for r in page] == [rows[3]["touch_id"], rows[4]["touch_id"]]
+
+
+def test_current_status_table_matches_the_events_and_can_be_rebuilt(
+    store: Store, tmp_path: Path
+) -> None:
+    from caretouch.ledger import Ledger
+
+    filled(store, tmp_path)
+    latest_sql = (
+        "SELECT e.touch_id, e.status FROM touch_events e WHERE e.id = "
+        "(SELECT max(id) FROM touch_events x WHERE x.touch_id = e.touch_id) ORDER BY 1"
+    )
+    current_sql = "SELECT touch_id, status FROM touch_current ORDER BY 1"
+    with store.engine.connect() as conn:
+        from_events = conn.exec_driver_sql(latest_sql).all()
+        assert conn.exec_driver_sql(current_sql).all() == from_events
+    tamper(store, "DELETE FROM touch_current")  # derived data: not guarded, rebuilt on demand
+    with store.session() as session:
+        assert Ledger.refresh_current(session) == 7
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql(current_sql).all() == from_events
+    assert report(store, tmp_path).ok

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .ledger import chain
-from .ledger.models import Attempt, TouchEvent, TouchRow
+from .ledger.models import Attempt, TouchCurrent, TouchEvent, TouchRow
 from .mask import mask_recipient
 from .render import RenderedMessage
 from .store.db import Store
@@ -240,6 +240,11 @@ def _query(filters: Filters, after: int) -> Any:
         q = q.where(TouchRow.rule_id == filters.rule_id)
     if filters.channel:
         q = q.where(TouchRow.channel == filters.channel)
+    if filters.status:
+        # The current status is kept, indexed, in touch_current (derived from the events).
+        q = q.join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id).where(
+            TouchCurrent.status == filters.status
+        )
     return q.order_by(TouchRow.id)
 
 

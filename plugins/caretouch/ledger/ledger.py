@@ -21,7 +21,7 @@ from ..store.db import Store
 from ..vocab import Decision, SuppressionReason, TouchStatus
 from . import chain
 from .codec import decode, encode
-from .models import Attempt, TouchEvent, TouchRow
+from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
 
 _CHUNK = 500
 # Statuses after which a rerun leaves the touch alone: it was (or may have been) sent.
@@ -154,7 +154,54 @@ class Ledger:
         with self.store.session() as session:
             chain.lock(session)
             yield session
+            self.refresh_current(session)
             chain.seal(session, now)
+
+    @staticmethod
+    def refresh_current(session: Session) -> int:
+        """Bring ``touch_current`` up to date with the events written since it last was.
+
+        Writers are serialised, so the events newer than the newest one it reflects are this
+        transaction's (or, on a store that predates the table, all of them).
+        """
+        session.flush()
+        seen = session.scalar(select(func.max(TouchCurrent.event_id))) or 0
+        latest: dict[int, TouchEvent] = {}
+        after = seen
+        while True:
+            batch = session.scalars(
+                select(TouchEvent).where(TouchEvent.id > after).order_by(TouchEvent.id).limit(5000)
+            ).all()
+            if not batch:
+                break
+            for event in batch:
+                latest[event.touch_id] = event
+            after = batch[-1].id
+        if not latest:
+            return 0
+        rows = [
+            {
+                "touch_id": e.touch_id,
+                "event_id": e.id,
+                "status": e.status,
+                "reason": e.reason,
+                "send_at": e.send_at,
+                "final": bool(isinstance(e.detail, dict) and e.detail.get("final")),
+            }
+            for e in latest.values()
+        ]
+        insert = _dialect_insert(session)
+        for start in range(0, len(rows), _CHUNK):
+            stmt = insert(TouchCurrent.__table__).values(rows[start : start + _CHUNK])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["touch_id"],
+                set_={
+                    c: stmt.excluded[c]
+                    for c in ("event_id", "status", "reason", "send_at", "final")
+                },
+            )
+            session.execute(stmt)
+        return len(rows)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -179,23 +226,16 @@ class Ledger:
         latest: dict[int, tuple[str, str | None, dt.datetime | None, bool]] = {}
         for start in range(0, len(touch_ids), _CHUNK):
             chunk = list(touch_ids[start : start + _CHUNK])
-            newest = (
-                select(TouchEvent.touch_id, func.max(TouchEvent.id).label("last"))
-                .where(TouchEvent.touch_id.in_(chunk))
-                .group_by(TouchEvent.touch_id)
-                .subquery()
-            )
             rows = session.execute(
                 select(
-                    TouchEvent.touch_id,
-                    TouchEvent.status,
-                    TouchEvent.reason,
-                    TouchEvent.send_at,
-                    TouchEvent.detail,
-                ).join(newest, TouchEvent.id == newest.c.last)
+                    TouchCurrent.touch_id,
+                    TouchCurrent.status,
+                    TouchCurrent.reason,
+                    TouchCurrent.send_at,
+                    TouchCurrent.final,
+                ).where(TouchCurrent.touch_id.in_(chunk))
             )
-            for touch_id, status, reason, send_at, detail in rows:
-                final = bool(detail.get("final")) if isinstance(detail, dict) else False
+            for touch_id, status, reason, send_at, final in rows:
                 latest[touch_id] = (status, reason, _aware(send_at) if send_at else None, final)
         return latest
 
@@ -254,22 +294,13 @@ class Ledger:
     ) -> list[int]:
         """Ids of touches whose latest status is one of ``statuses`` (of one day, or all)."""
         wanted = [s.value for s in statuses]
-        newest = select(TouchEvent.touch_id, func.max(TouchEvent.id).label("last")).group_by(
-            TouchEvent.touch_id
-        )
+        query = select(TouchCurrent.touch_id).where(TouchCurrent.status.in_(wanted))
         if day is not None:
-            newest = newest.join(TouchRow, TouchRow.id == TouchEvent.touch_id).where(
+            query = query.join(TouchRow, TouchRow.id == TouchCurrent.touch_id).where(
                 TouchRow.occurrence == day
             )
-        sub = newest.subquery()
-        query = (
-            select(TouchEvent.touch_id)
-            .join(sub, TouchEvent.id == sub.c.last)
-            .where(TouchEvent.status.in_(wanted))
-            .order_by(TouchEvent.touch_id)
-        )
         with self.store.read_session() as session:
-            return list(session.scalars(query))
+            return list(session.scalars(query.order_by(TouchCurrent.touch_id)))
 
     def final_keys(self, keys: list[str]) -> dict[str, str]:
         """The keys among ``keys`` whose fate is sealed, with the reason word to report:

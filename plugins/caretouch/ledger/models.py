@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -102,3 +103,26 @@ class TouchEvent(LedgerBase):
     run_id: Mapped[str] = mapped_column(String(250), nullable=False)
 
     __table_args__ = (Index("ix_touch_events_touch_id_id", "touch_id", "id"),)
+
+
+class TouchCurrent(LedgerBase):
+    """Each touch's latest status: derived from ``touch_events``, kept for fast queries.
+
+    Not part of the audited record: it is rewritten in place (the chain does not cover it,
+    the append-only triggers do not guard it) and can be rebuilt from the events at any time
+    (``Ledger.refresh_current``). It spares every reader a "latest event per touch" query.
+    """
+
+    __tablename__ = "touch_current"
+
+    touch_id: Mapped[int] = mapped_column(ForeignKey("touches.id"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    send_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    final: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+    __table_args__ = (
+        Index("ix_touch_current_status", "status", "touch_id"),
+        Index("ix_touch_current_event", "event_id"),
+    )
