@@ -214,8 +214,20 @@ def _late_cap_problem(engine: Engine, state: TouchState, now: dt.datetime) -> st
         for c in engine.ledger.contacts([state.row.customer_id], today - week, today + week)
         if c.key != state.row.touch_key
     ]
-    channel = Channel(state.row.channel) if state.row.channel else None
+    channel = Channel(state.channel) if state.channel else None
     problem = cap_violation(engine.policy, Category(state.row.category), channel, taken, today)
+    if problem is None and channel is not None and channel in engine.policy.capacity:
+        budget = engine.policy.capacity[channel]
+        used = sum(
+            1
+            for c in engine.ledger.contacts(None, today, today)
+            if c.channel == channel.value and c.key != state.row.touch_key
+        )
+        if used >= budget:
+            problem = (
+                engine.policy.clause(f"capacity.{channel.value}.per_day", budget)
+                + f": {used} already on {today}"
+            )
     return f"sent late, on {today}: {problem}" if problem else None
 
 
@@ -227,7 +239,7 @@ def _recipient(
         return None, None, "customer no longer in the store"
     if customer.status != "active":
         return None, None, f"customer status is {customer.status}"
-    wanted = Channel(state.row.channel) if state.row.channel else None
+    wanted = Channel(state.channel) if state.channel else None
     try:
         rule = engine.ruleset.by_id(state.row.rule_id)
         preference = rule.channels
@@ -246,11 +258,13 @@ def _recipient(
     if channel is None:
         return None, None, "no usable channel any more (consent or address changed)"
     if wanted is not None and channel is not wanted:
-        log.info(
-            "touch %s: channel changed from %s to %s since planning",
-            state.row.touch_key,
-            wanted,
-            channel,
+        # The plan weighed caps and capacity for the planned channel; another channel must
+        # be weighed by a plan too. The touch waits for the next one (deferred, not final).
+        return (
+            None,
+            None,
+            f"planned for {wanted.value}, now only {channel.value} is usable: "
+            "the next plan decides on the new channel",
         )
     address = customer.phone if channel is Channel.SMS else customer.email
     return channel, address, ""
@@ -308,10 +322,14 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
                         detail={
                             "final": True,
                             "explain": [
-                                f"planned for {state.send_at:%Y-%m-%d %H:%M}Z; "
+                                f"planned for {state.send_at:%Y-%m-%d %H:%M}Z; at "
+                                f"{now.astimezone(engine.policy.zone(state.row.timezone)):%H:%M} "
+                                "local; "
                                 + engine.policy.clause(
                                     "sending_window_hours", engine.policy.sending_window_hours
                                 )
+                                + "; "
+                                + engine.policy.clause("quiet_hours", engine.policy.quiet_hours)
                             ],
                         },
                     )
@@ -332,12 +350,14 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
             continue
         channel, address, why = _recipient(engine, state, customers.get(state.row.customer_id))
         if channel is None or address is None:
+            reason = (
+                SuppressionReason.DEFERRED
+                if why.startswith("planned for")
+                else SuppressionReason.NO_CONTACT
+            )
             changes.append(
                 StatusChange(
-                    state.id,
-                    TouchStatus.SUPPRESSED,
-                    SuppressionReason.NO_CONTACT.value,
-                    detail={"explain": [why]},
+                    state.id, TouchStatus.SUPPRESSED, reason.value, detail={"explain": [why]}
                 )
             )
             report.suppressed += 1
@@ -495,8 +515,11 @@ def batches(ids: Sequence[int], size: int) -> list[list[int]]:
 def run_day(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> SendReport:
     """``care run``: recover, plan, send what is due. Idempotent."""
     report = recover_in_flight(engine, run_id=run_id, now=now, day=day)
-    plan_and_record(engine, day, run_id=run_id, now=now, retry_render_errors=True)
-    report.merge(send_touches(engine, pending_ids(engine, day), run_id=run_id, now=now))
+    planned = plan_and_record(engine, day, run_id=run_id, now=now, retry_render_errors=True)
+    # The day's own touches and those deferred to it from earlier days (their occurrence
+    # is the earlier day).
+    ids = sorted(set(planned) | set(pending_ids(engine, day)))
+    report.merge(send_touches(engine, ids, run_id=run_id, now=now))
     anchor(engine, run_id=run_id, now=now)
     return report
 

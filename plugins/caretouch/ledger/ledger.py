@@ -75,6 +75,12 @@ class TouchState:
     reason: str | None
     attempts: int
     scheduled: dt.datetime | None = None  # a later planned event's send time, if any
+    planned_channel: str | None = None  # the channel of the latest planned event, if any
+
+    @property
+    def channel(self) -> str | None:
+        """The channel the touch is planned for now (it may have changed since first planned)."""
+        return self.planned_channel or self.row.channel
 
     @property
     def send_at(self) -> dt.datetime:
@@ -186,6 +192,7 @@ class Ledger:
                 "status": e.status,
                 "reason": e.reason,
                 "send_at": e.send_at,
+                "channel": e.channel,
                 "final": bool(isinstance(e.detail, dict) and e.detail.get("final")),
             }
             for e in latest.values()
@@ -212,7 +219,7 @@ class Ledger:
         """Each touch's latest status, reason, and whether that decision is final."""
         return {
             touch_id: (status, reason, final)
-            for touch_id, (status, reason, _, final) in Ledger._latest_events(
+            for touch_id, (status, reason, _, final, _) in Ledger._latest_events(
                 session, touch_ids
             ).items()
         }
@@ -220,10 +227,10 @@ class Ledger:
     @staticmethod
     def _latest_events(
         session: Session, touch_ids: Sequence[int]
-    ) -> dict[int, tuple[str, str | None, dt.datetime | None, bool]]:
-        """Each touch's latest status, reason, (for ``planned``) scheduled send time, and
-        whether it is final (a suppression decided at send time)."""
-        latest: dict[int, tuple[str, str | None, dt.datetime | None, bool]] = {}
+    ) -> dict[int, tuple[str, str | None, dt.datetime | None, bool, str | None]]:
+        """Each touch's latest status, reason, (for ``planned``) scheduled send time and
+        channel, and whether it is final (a suppression decided at send time)."""
+        latest: dict[int, tuple[str, str | None, dt.datetime | None, bool, str | None]] = {}
         for start in range(0, len(touch_ids), _CHUNK):
             chunk = list(touch_ids[start : start + _CHUNK])
             rows = session.execute(
@@ -233,10 +240,17 @@ class Ledger:
                     TouchCurrent.reason,
                     TouchCurrent.send_at,
                     TouchCurrent.final,
+                    TouchCurrent.channel,
                 ).where(TouchCurrent.touch_id.in_(chunk))
             )
-            for touch_id, status, reason, send_at, final in rows:
-                latest[touch_id] = (status, reason, _aware(send_at) if send_at else None, final)
+            for touch_id, status, reason, send_at, final, channel in rows:
+                latest[touch_id] = (
+                    status,
+                    reason,
+                    _aware(send_at) if send_at else None,
+                    final,
+                    channel,
+                )
         return latest
 
     def _states(self, session: Session, rows: Sequence[TouchRow]) -> list[TouchState]:
@@ -253,8 +267,8 @@ class Ledger:
                 counts[touch_id] = count
         states = []
         for r in rows:
-            status, reason, send_at, _ = latest.get(
-                r.id, (TouchStatus.PLANNED.value, None, None, False)
+            status, reason, send_at, _, channel = latest.get(
+                r.id, (TouchStatus.PLANNED.value, None, None, False, None)
             )
             states.append(
                 TouchState(
@@ -263,6 +277,7 @@ class Ledger:
                     reason=reason,
                     attempts=counts.get(r.id, 0),
                     scheduled=send_at if status == TouchStatus.PLANNED.value else None,
+                    planned_channel=channel if status == TouchStatus.PLANNED.value else None,
                 )
             )
         return states
@@ -352,6 +367,7 @@ class Ledger:
             for rows in batches:
                 states = self._states(session, rows)
                 attempted = self._last_attempts(session, [st.id for st in states])
+                attempted_channel = self._last_attempt_channels(session, [st.id for st in states])
                 for st in states:
                     if st.status not in COUNTED:
                         continue
@@ -364,12 +380,25 @@ class Ledger:
                                 customer_id=st.row.customer_id,
                                 rule_id=st.row.rule_id,
                                 category=st.row.category,
-                                channel=st.row.channel,
+                                channel=attempted_channel.get(st.id) or st.channel,
                                 day=day,
                                 handled=st.status in HANDLED,
                             )
                         )
         return found
+
+    @staticmethod
+    def _last_attempt_channels(session: Session, touch_ids: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for start in range(0, len(touch_ids), _CHUNK):
+            chunk = list(touch_ids[start : start + _CHUNK])
+            for touch_id, channel in session.execute(
+                select(Attempt.touch_id, Attempt.channel)
+                .where(Attempt.touch_id.in_(chunk))
+                .order_by(Attempt.id)
+            ):
+                out[touch_id] = channel  # the last attempt's channel wins
+        return out
 
     @staticmethod
     def _last_attempts(session: Session, touch_ids: Sequence[int]) -> dict[int, dt.datetime]:
@@ -503,6 +532,15 @@ class Ledger:
                         status is TouchStatus.PLANNED or reason != wanted_reason
                     ):
                         new_status = TouchStatus.SUPPRESSED
+                    elif (
+                        touch.decision is Decision.SEND
+                        and status is TouchStatus.PLANNED
+                        and touch.channel is not None
+                        and current is not None
+                        and current[4] not in (None, touch.channel.value)
+                    ):
+                        # Still to send, but now on another channel (consent changed).
+                        new_status = TouchStatus.PLANNED
                     else:
                         if status is TouchStatus.PLANNED:
                             result.planned_ids.append(row.id)
@@ -528,6 +566,9 @@ class Ledger:
                                 },
                             },
                             "send_at": touch.send_at if new_status is TouchStatus.PLANNED else None,
+                            "channel": touch.channel.value
+                            if new_status is TouchStatus.PLANNED and touch.channel
+                            else None,
                             "at": now,
                             "run_id": run_id,
                         }

@@ -97,8 +97,10 @@ class TouchEvent(LedgerBase):
     reason: Mapped[str | None] = mapped_column(String(64))
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
-    # On ``planned`` events: when to send (a deferred touch is planned again for a later day).
+    # On ``planned`` events: when and on which channel to send (a touch planned again, after
+    # a deferral or a change of consent, may move to another day or channel).
     send_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    channel: Mapped[str | None] = mapped_column(String(16))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     run_id: Mapped[str] = mapped_column(String(250), nullable=False)
 
@@ -120,6 +122,7 @@ class TouchCurrent(LedgerBase):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     reason: Mapped[str | None] = mapped_column(String(64))
     send_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    channel: Mapped[str | None] = mapped_column(String(16))
     final: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
 
     __table_args__ = (
