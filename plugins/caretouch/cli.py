@@ -422,12 +422,9 @@ def plan(
         ]
         for t in touches
     ]
-    for line in _table(
-        ["rule", "customer", "policy/event", "channel", "send_at (UTC)", "decision", "reason"], rows
-    ):
-        click.echo(line)
-        if explain and not line.startswith(("rule", "-")):
-            pass
+    header = ["rule", "customer", "policy/event", "channel", "send_at (UTC)", "decision", "reason"]
+    for text_line in _table(header, rows):
+        click.echo(text_line)
     if explain:
         # Per customer: every candidate of the day, its decision and the clause behind it.
         by_customer: dict[str, list[Any]] = {}
