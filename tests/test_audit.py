@@ -185,3 +185,14 @@ def test_current_status_table_matches_the_events_and_can_be_rebuilt(
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql(current_sql).all() == from_events
     assert report(store, tmp_path).ok
+
+
+def test_a_column_added_later_keeps_old_hashes() -> None:
+    from caretouch.ledger.chain import row_hash
+
+    before = {"id": 1, "touch_id": 2, "status": "sent", "at": dt.datetime(2026, 11, 23, 12)}
+    assert row_hash("touch_events", before) == row_hash("touch_events", {**before, "channel": None})
+    assert row_hash("touch_events", before) != row_hash(
+        "touch_events", {**before, "channel": "sms"}
+    )
+    assert row_hash("touch_events", before) != row_hash("touches", before)

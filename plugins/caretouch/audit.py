@@ -241,10 +241,12 @@ def _query(filters: Filters, after: int) -> Any:
     if filters.channel:
         q = q.where(TouchRow.channel == filters.channel)
     if filters.status:
-        # The current status is kept, indexed, in touch_current (derived from the events).
+        # The current status is kept, indexed by (status, touch_id), in touch_current: paging
+        # in that index's order needs no sort of all the matches.
         q = q.join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id).where(
-            TouchCurrent.status == filters.status
+            TouchCurrent.status == filters.status, TouchCurrent.touch_id > after
         )
+        return q.order_by(TouchCurrent.touch_id)
     return q.order_by(TouchRow.id)
 
 
@@ -259,7 +261,8 @@ def touches(
     yielded = 0
     while True:
         with store.read_session() as session:
-            rows = session.scalars(_query(filters, after).limit(PAGE)).all()
+            size = PAGE if limit is None else min(PAGE, limit - yielded)
+            rows = session.scalars(_query(filters, after).limit(size)).all()
             if not rows:
                 return
             states = {s.id: s for s in ledger._states(session, rows)}

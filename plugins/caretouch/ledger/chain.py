@@ -6,9 +6,9 @@ order the rows were committed. An entry holds the SHA-256 of the row's canonical
 hash; deleting, inserting or reordering rows breaks the links; truncating the newest rows is
 caught by the anchors written outside the database at the end of every run.
 
-Canonical form of a row: a JSON object of every column except the message content (subject,
-body, html: retention may erase them; their ``content_hash`` is covered instead), keys
-sorted, no spaces, UTF-8; dates as ``YYYY-MM-DD``, instants in UTC as
+Canonical form of a row: a JSON object of every non-NULL column except the message content
+(subject, body, html: retention may erase them; their ``content_hash`` is covered instead),
+keys sorted, no spaces, UTF-8; dates as ``YYYY-MM-DD``, instants in UTC as
 ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, JSON columns in the same canonical form; the table name is
 hashed first so a row cannot be replayed as a row of another table.
 """
@@ -65,8 +65,14 @@ def _canonical_value(value: Any) -> Any:
 
 
 def canonical(table: str, row: Mapping[str, Any]) -> bytes:
-    """The canonical serialisation of one ledger row (see the module docstring)."""
-    body = {k: _canonical_value(v) for k, v in row.items() if k not in CONTENT_COLUMNS}
+    """The canonical serialisation of one ledger row (see the module docstring).
+
+    Columns whose value is NULL are left out, so that a nullable column added to a table
+    later does not change the hash of the rows written before it existed.
+    """
+    body = {
+        k: _canonical_value(v) for k, v in row.items() if k not in CONTENT_COLUMNS and v is not None
+    }
     return (
         table + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     ).encode("utf-8")

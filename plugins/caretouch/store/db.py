@@ -140,6 +140,22 @@ class Store:
             if self.is_postgres:
                 for statement in _PG_APPEND_ONLY:
                     conn.execute(text(statement))
+        self._catch_up_current_status()
+
+    def _catch_up_current_status(self) -> None:
+        """A ledger written before ``touch_current`` existed gets it filled once, here."""
+        from sqlalchemy import func, select
+
+        from ..ledger import Ledger
+        from ..ledger.models import TouchCurrent, TouchEvent
+
+        with self.read_session() as session:
+            behind = (session.scalar(select(func.max(TouchEvent.id))) or 0) > (
+                session.scalar(select(func.max(TouchCurrent.event_id))) or 0
+            )
+        if behind:
+            with self.session() as session:
+                Ledger.refresh_current(session)
 
     def dispose(self) -> None:
         self.engine.dispose()
