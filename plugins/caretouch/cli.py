@@ -548,9 +548,8 @@ def demo(
     """Build a demo store and run the daily DAG through real Airflow, then print a summary."""
     from .demo_run import run_demo
 
-    day = (
-        _parse_day(day_text) if day_text else dt.datetime.now(dt.timezone.utc).date()
-    )  # clock: CLI
+    today = dt.datetime.now(dt.timezone.utc).date()  # clock: the demo runs "today"
+    day = _parse_day(day_text) if day_text else today
     code = run_demo(
         _config(ctx),
         directory.resolve(),
