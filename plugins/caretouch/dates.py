@@ -110,11 +110,6 @@ def lunar_birthday_in_year(birth: dt.date, lunar_year: int) -> dt.date:
     return LunarDate(lunar_year, month, day, False).to_solar_date()
 
 
-def years_between(origin: dt.date, day: dt.date) -> int:
-    """Whole calendar years from ``origin`` to the anniversary on ``day`` (its year count)."""
-    return day.year - origin.year
-
-
 def lunar_years_between(origin: dt.date, day: dt.date) -> int:
     """Lunar years from ``origin`` to ``day`` (the age at a lunar birthday on ``day``)."""
     first = LunarDate.from_solar_date(origin.year, origin.month, origin.day)

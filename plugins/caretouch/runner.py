@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -522,7 +521,3 @@ def run_day(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> S
     report.merge(send_touches(engine, ids, run_id=run_id, now=now))
     anchor(engine, run_id=run_id, now=now)
     return report
-
-
-def tally(rows: Iterable[dict[str, object]], *keys: str) -> Counter[tuple[object, ...]]:
-    return Counter(tuple(r[k] for k in keys) for r in rows)
