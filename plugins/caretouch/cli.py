@@ -408,7 +408,7 @@ def plan(
                 line["explain"] = t.explain
             click.echo(json.dumps(line, ensure_ascii=False))
         return
-    from .summary import _table
+    from .summary import text_table
 
     rows = [
         [
@@ -423,7 +423,7 @@ def plan(
         for t in touches
     ]
     header = ["rule", "customer", "policy/event", "channel", "send_at (UTC)", "decision", "reason"]
-    for text_line in _table(header, rows):
+    for text_line in text_table(header, rows):
         click.echo(text_line)
     if explain:
         # Per customer: every candidate of the day, its decision and the clause behind it.
@@ -612,7 +612,7 @@ def audit_list(
 ) -> None:
     """Touches matching the filters, oldest first."""
     from .audit import touches
-    from .summary import _table
+    from .summary import text_table
 
     rows = list(touches(_audit_store(ctx), _filters(first, last, **kw), limit=limit))
     header = [
@@ -640,7 +640,7 @@ def audit_list(
         ]
         for r in rows
     ]
-    for line in _table(header, body):
+    for line in text_table(header, body):
         click.echo(line)
     click.echo(
         f"\n{len(rows)} touch(es)"

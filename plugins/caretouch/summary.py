@@ -58,7 +58,7 @@ class DaySummary:
             f"Care touches for local date {self.day.isoformat()}: {self.total} in the ledger",
             "",
         ]
-        lines += _table(
+        lines += text_table(
             ["rule", *statuses, "total"],
             [
                 [
@@ -71,7 +71,7 @@ class DaySummary:
         )
         lines.append("")
         channels = sorted({r["channel"] or "-" for r in self.rows})
-        lines += _table(
+        lines += text_table(
             ["channel", *statuses, "total"],
             [
                 [
@@ -85,7 +85,7 @@ class DaySummary:
         reasons = self.by("status", "reason")
         if any(k[1] for k in reasons):
             lines.append("")
-            lines += _table(
+            lines += text_table(
                 ["status", "reason", "count"],
                 [[k[0], k[1], n] for k, n in sorted(reasons.items(), key=str) if k[1]],
             )
@@ -99,7 +99,8 @@ class DaySummary:
         return "\n".join(lines)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def text_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """Lines of a plain-text table: first column left-aligned, the others right-aligned."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     out = []
