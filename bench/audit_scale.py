@@ -55,10 +55,23 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from _common import (
+    DOMAINS,
+    RULES_DIR,
+    SEED,
+    TEMPLATES_DIR,
+    TIERS,
+    Explain,
+    bulk_pragmas,
+    minus_years,
+    name_pool,
+    note,
+    read_marker,
+    say,
+    schema_differences,
+)
 from markupsafe import escape
-from sqlalchemy import Column, MetaData, Table, Text, event, func, insert, inspect, select, text
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ClauseElement, Executable
+from sqlalchemy import Column, MetaData, Table, Text, event, func, insert, select, text
 
 from caretouch import audit
 from caretouch.dates import holidays_on
@@ -71,12 +84,7 @@ from caretouch.rules.model import Rule, TriggerKind
 from caretouch.store.db import Store, open_store
 from caretouch.vocab import Channel, SubjectKind
 
-ROOT = Path(__file__).resolve().parents[1]
-RULES_DIR = ROOT / "care_rules"
-TEMPLATES_DIR = ROOT / "templates"
-
 GENERATOR_VERSION = 2  # bump when the generated ledger changes, to invalidate reused stores
-SEED = 20261123
 LAST_DAY = dt.date(2026, 11, 23)  # "today": the newest daily run
 DAYS = 365
 FIRST_DAY = LAST_DAY - dt.timedelta(days=DAYS - 1)
@@ -98,14 +106,6 @@ CURRENT_COLUMNS = tuple(c.name for c in TouchCurrent.__table__.columns)
 
 
 # --- output ----------------------------------------------------------------------------------
-
-
-def say(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Progress:
@@ -164,23 +164,7 @@ _CN_GIVEN = (
     ("志强", "zhiqiang"), ("晓燕", "xiaoyan"), ("子涵", "zihan"), ("雨桐", "yutong"),
     ("浩然", "haoran"), ("欣怡", "xinyi"), ("俊杰", "junjie"), ("婷婷", "tingting"),
 )  # fmt: skip
-_TW_GIVEN = (
-    ("志明", "chihming"), ("淑芬", "shufen"), ("家豪", "chiahao"), ("雅婷", "yating"),
-    ("冠宇", "kuanyu"), ("怡君", "yichun"), ("俊傑", "chunchieh"), ("美玲", "meiling"),
-)  # fmt: skip
-_EN_FIRST = (
-    "Olivia", "James", "Amelia", "Oliver", "Isla", "George", "Ava", "Noah", "Mia", "Leo",
-    "Grace", "Arthur", "Emily", "Harry", "Chloe", "Jack", "Sophie", "Liam", "Zoe", "Ethan",
-)  # fmt: skip
-_EN_LAST = (
-    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
-    "Patel", "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "O'Brien",
-)  # fmt: skip
-NAMES = {
-    "zh-CN": [(s + g, f"{gr}.{sr}") for s, sr in _CN_SURNAMES for g, gr in _CN_GIVEN],
-    "zh-TW": [(s + g, f"{gr}.{sr}") for s, sr in _CN_SURNAMES[:12] for g, gr in _TW_GIVEN],
-    "en": [(f"{f} {n}", f"{f}.{n}".lower().replace("'", "")) for f in _EN_FIRST for n in _EN_LAST],
-}
+NAMES = name_pool(_CN_SURNAMES, _CN_GIVEN)
 # (cumulative probability, locale, zones ("" = none recorded: the policy's default applies),
 #  phone prefixes, digits after the prefix)
 LOCALES = (
@@ -190,8 +174,6 @@ LOCALES = (
                   "Asia/Singapore", "Pacific/Auckland", "Asia/Shanghai"),
      ("+447911", "+61412", "+6591"), 6),
 )  # fmt: skip
-TIERS = "A" + "B" * 4 + "C" * 10 + "D" * 5
-DOMAINS = ("example.com", "example.org", "example.net", "example.cn")
 # Products, with the premium of their policies (the premium appears in some messages).
 PRODUCTS = (
     ("安心医疗险", Decimal("1280.00")),
@@ -613,12 +595,12 @@ class LedgerWriter:
             if kind is TriggerKind.DAYS_BEFORE:
                 days = rule.trigger.offsets[int(r() * len(rule.trigger.offsets))]
                 renewal: dt.date | None = day + dt.timedelta(days=days)
-                start = _minus_years(renewal, years_held) if renewal else None
+                start = minus_years(renewal, years_held) if renewal else None
                 facts["days"] = days
             elif kind is TriggerKind.EVENT:
                 renewal, start = None, day - dt.timedelta(days=rule.trigger.delay_days)
             else:  # anniversary of the start date: the annual review
-                renewal, start = None, _minus_years(day, years_held)
+                renewal, start = None, minus_years(day, years_held)
                 facts["years"] = years_held
             facts.update(policy=policy, start=start, renewal=renewal)
             ctx["policy"] = {
@@ -918,13 +900,6 @@ def current_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _minus_years(d: dt.date, years: int) -> dt.date:
-    try:
-        return d.replace(year=d.year - years)
-    except ValueError:  # 29 February
-        return d.replace(year=d.year - years, day=28)
-
-
 # --- building the store ----------------------------------------------------------------------
 
 
@@ -936,22 +911,6 @@ def params_for(rows: int, seed: int) -> dict[str, Any]:
         "first_day": FIRST_DAY.isoformat(),
         "last_day": LAST_DAY.isoformat(),
     }
-
-
-def read_marker(store: Store) -> dict[str, Any] | None:
-    if not inspect(store.engine).has_table(MARKER.name):
-        return None
-    with store.engine.connect() as conn:
-        raw = conn.execute(select(MARKER.c.params)).scalar()
-    return json.loads(raw) if raw else None
-
-
-def _bulk_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA synchronous=OFF")
-    cur.execute("PRAGMA cache_size=-400000")  # 400 MB, for the index builds
-    cur.execute("PRAGMA temp_store=MEMORY")
-    cur.close()
 
 
 def _check_columns(chunk: Chunk) -> None:
@@ -977,7 +936,7 @@ def build_store(store: Store, params: dict[str, Any], label: str) -> dict[str, A
     store.init()
     if store.is_sqlite:
         store.dispose()
-        event.listen(store.engine, "connect", _bulk_pragmas)
+        event.listen(store.engine, "connect", bulk_pragmas)
     tables = {
         "touches": TouchRow.__table__,
         "touch_attempts": Attempt.__table__,
@@ -1062,31 +1021,13 @@ def build_store(store: Store, params: dict[str, Any], label: str) -> dict[str, A
         conn.execute(insert(MARKER), {"params": json.dumps(info)})
         conn.commit()
     if store.is_sqlite:
-        event.remove(store.engine, "connect", _bulk_pragmas)
+        event.remove(store.engine, "connect", bulk_pragmas)
     store.dispose()  # closing the last connection also checkpoints SQLite's WAL
     return info
 
 
 def ledger_rows(counts: Any) -> int:
     return int(counts["touches"] + counts["touch_attempts"] + counts["touch_events"])
-
-
-def schema_differences(store: Store) -> list[str]:
-    """How the store's ledger tables differ from what ``store.init()`` creates now."""
-    insp = inspect(store.engine)
-    out = []
-    for table in LedgerBase.metadata.sorted_tables:
-        if not insp.has_table(table.name):
-            out.append(f"no table {table.name}")
-            continue
-        columns = {c["name"] for c in insp.get_columns(table.name)}
-        out.extend(f"no column {table.name}.{c.name}" for c in table.c if c.name not in columns)
-        extra = sorted(columns - {c.name for c in table.c})
-        out.extend(f"column {table.name}.{name} is no longer in the model" for name in extra)
-        want = {(i.name, tuple(c.name for c in i.columns)) for i in table.indexes}
-        have = {(i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table.name)}
-        out.extend(f"no index {name} {cols}" for name, cols in sorted(want - have))
-    return out
 
 
 def _build_child(
@@ -1156,10 +1097,12 @@ def postgres_target(rows: int, url: str, admin: Store) -> Target:
 def prepare(target: Target, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """Reuse the store if it was built with the same parameters, else build it."""
     params = params_for(args.rows, args.seed)
-    marker = None if args.rebuild else read_marker(target.store)
+    marker = None if args.rebuild else read_marker(target.store, MARKER)
     same = marker is not None and {k: marker.get(k) for k in params} == params
     # A ledger built for an older schema (say, before a column was added) is built again.
-    differences = schema_differences(target.store) if same else []
+    differences = (
+        schema_differences(target.store, LedgerBase.metadata, extra_columns=True) if same else []
+    )
     if marker is not None and same and not differences:
         note(f"{target.label}: reusing the ledger built with {params}")
         return marker, f"reused ({marker['build_seconds']:.0f} s)"
@@ -1184,28 +1127,13 @@ def prepare(target: Target, args: argparse.Namespace) -> tuple[dict[str, Any], s
     if child.exitcode != 0:
         raise SystemExit(f"the build failed (exit code {child.exitcode})")
     target.open()
-    marker = read_marker(target.store)
+    marker = read_marker(target.store, MARKER)
     if marker is None:
         raise SystemExit("the build wrote no marker")
     return marker, f"{marker['build_seconds']:.1f} s"
 
 
 # --- measuring -------------------------------------------------------------------------------
-
-
-class Explain(Executable, ClauseElement):
-    """``EXPLAIN [QUERY PLAN] <select>`` with the select's own bound parameters."""
-
-    inherit_cache = False
-
-    def __init__(self, stmt: Any, prefix: str) -> None:
-        self.stmt = stmt
-        self.prefix = prefix
-
-
-@compiles(Explain)
-def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
-    return f"{element.prefix} {compiler.process(element.stmt, **kw)}"
 
 
 @dataclass

@@ -40,9 +40,22 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, Text, event, insert, inspect, select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ClauseElement, Executable
+from _common import (
+    DOMAINS,
+    RULES_DIR,
+    SEED,
+    TEMPLATES_DIR,
+    TIERS,
+    Explain,
+    bulk_pragmas,
+    minus_years,
+    name_pool,
+    note,
+    read_marker,
+    say,
+    schema_differences,
+)
+from sqlalchemy import Column, MetaData, Table, Text, event, insert
 
 from caretouch.dates import (
     LeapDayPolicy,
@@ -61,12 +74,7 @@ from caretouch.store.db import Store, open_store
 from caretouch.store.importer import with_derived_customer, with_derived_policy
 from caretouch.store.models import Base, Customer, Event, Policy
 
-ROOT = Path(__file__).resolve().parents[1]
-RULES_DIR = ROOT / "care_rules"
-TEMPLATES_DIR = ROOT / "templates"
-
 GENERATOR_VERSION = 1  # bump when the generated data changes, to invalidate reused stores
-SEED = 20261123
 CHUNK = 20_000  # customers per insert transaction (their policies and events go with them)
 LUNAR_BULK = 500  # lunar-calendar customers in the bulk population, whatever N is
 SCHEMA_PREFIX = "bench_plan_scale_"
@@ -75,14 +83,6 @@ MARKER = Table("bench_plan_scale", MetaData(), Column("params", Text, nullable=F
 
 
 # --- output ----------------------------------------------------------------------------------
-
-
-def say(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Progress:
@@ -191,32 +191,9 @@ _CN_GIVEN = (
     ("子涵", "zihan"), ("雨桐", "yutong"), ("浩然", "haoran"), ("欣怡", "xinyi"),
     ("佳怡", "jiayi"), ("俊杰", "junjie"), ("婷婷", "tingting"), ("一鸣", "yiming"),
 )  # fmt: skip
-_TW_GIVEN = (
-    ("志明", "chihming"), ("淑芬", "shufen"), ("家豪", "chiahao"), ("雅婷", "yating"),
-    ("冠宇", "kuanyu"), ("怡君", "yichun"), ("俊傑", "chunchieh"), ("美玲", "meiling"),
-)  # fmt: skip
-_EN_FIRST = (
-    "Olivia", "James", "Amelia", "Oliver", "Isla", "George", "Ava", "Noah", "Mia", "Leo",
-    "Grace", "Arthur", "Emily", "Harry", "Chloe", "Jack", "Sophie", "Liam", "Zoe", "Ethan",
-)  # fmt: skip
-_EN_LAST = (
-    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
-    "Patel", "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "O'Brien",
-)  # fmt: skip
 
 
-def _name_pool() -> dict[str, list[tuple[str, str]]]:
-    cn = [(s + g, f"{gr}.{sr}") for s, sr in _CN_SURNAMES for g, gr in _CN_GIVEN]
-    tw = [(s + g, f"{gr}.{sr}") for s, sr in _CN_SURNAMES[:12] for g, gr in _TW_GIVEN]
-    en = [
-        (f"{f} {last}", f"{f}.{last}".lower().replace("'", ""))
-        for f in _EN_FIRST
-        for last in _EN_LAST
-    ]
-    return {"zh-CN": cn, "zh-TW": tw, "en": en}
-
-
-NAMES = _name_pool()
+NAMES = name_pool(_CN_SURNAMES, _CN_GIVEN)
 # (cumulative probability, locale, zones ("" = none recorded: the policy's default applies),
 #  phone prefix, digits after it)
 LOCALES = (
@@ -226,8 +203,6 @@ LOCALES = (
                   "Asia/Singapore", "Pacific/Auckland", "Pacific/Honolulu", "Asia/Shanghai"),
      ("+447911", "+61412", "+6591"), 6),
 )  # fmt: skip
-TIERS = "A" + "B" * 4 + "C" * 10 + "D" * 5
-DOMAINS = ("example.com", "example.org", "example.net", "example.cn")
 PRODUCTS = ("安心医疗险", "守护重疾险", "畅行意外险", "Term Life 20", "Home Protect", "Travel Care")
 PREMIUMS = [Decimal(f"{p}.{c:02d}") for p in range(180, 9000, 37) for c in (0, 50)]
 EVENT_TYPES = ("policy_purchased", "claim_filed", "complaint_resolved", "address_changed")
@@ -270,13 +245,6 @@ def make_pools(spec: DaySpec) -> Pools:
             day - dt.timedelta(days=3 * 365), spec.event_cutoff.date() - dt.timedelta(days=1), bool
         ),
     )
-
-
-def _minus_years(d: dt.date, years: int) -> dt.date:
-    try:
-        return d.replace(year=d.year - years)
-    except ValueError:  # 29 February
-        return d.replace(year=d.year - years, day=28)
 
 
 def _contact(rng: random.Random, i: int, tag: str) -> dict[str, Any]:
@@ -395,7 +363,7 @@ def bulk_batches(n: int, spec: DaySpec, pools: Pools, seed: int) -> Iterator[tup
             status = "active" if y < 0.85 else "lapsed" if y < 0.95 else "cancelled"
             if r() < 0.6:  # term policy: renews yearly on its start month-day
                 renewal = renewals[int(r() * len(renewals))]
-                start = _minus_years(renewal, 1 + int(r() * 5))
+                start = minus_years(renewal, 1 + int(r() * 5))
             else:  # long-term policy: annual review on its start month-day
                 renewal = None
                 start = starts[int(r() * len(starts))]
@@ -459,7 +427,7 @@ def due_set(due: int, spec: DaySpec, pools: Pools, default_zone: str, seed: int)
             row["birth_date"] = dt.date(year, month, mday)
             if r() < 0.05:  # also a renewal reminder today: the per-day cap decides
                 renewal = day + dt.timedelta(days=spec.renewal_offsets[0])
-                pol = _policy(pid, cid, _minus_years(renewal, 1), renewal, "active", rng)
+                pol = _policy(pid, cid, minus_years(renewal, 1), renewal, "active", rng)
                 out.batch.policies.append(pol)
                 out.plan["(birthday also renewal)"] += 1
         elif kind == "lunar":
@@ -469,7 +437,7 @@ def due_set(due: int, spec: DaySpec, pools: Pools, default_zone: str, seed: int)
             offset = spec.renewal_offsets[j % len(spec.renewal_offsets)]
             renewal = day + dt.timedelta(days=offset)
             status = "lapsed" if r() < 0.05 else "active"
-            start = _minus_years(renewal, 1 + int(r() * 4))
+            start = minus_years(renewal, 1 + int(r() * 4))
             out.batch.policies.append(_policy(pid, cid, start, renewal, status, rng))
         elif kind == "review":
             key = sorted(spec.start_keys)[int(r() * len(spec.start_keys))]
@@ -529,14 +497,6 @@ def params_for(size: int, due: int, day: dt.date, seed: int) -> dict[str, Any]:
     }
 
 
-def read_marker(store: Store) -> dict[str, Any] | None:
-    if not inspect(store.engine).has_table(MARKER.name):
-        return None
-    with store.engine.connect() as conn:
-        raw = conn.execute(select(MARKER.c.params)).scalar()
-    return json.loads(raw) if raw else None
-
-
 def _secondary_indexes() -> list[Any]:
     return [idx for table in Base.metadata.sorted_tables for idx in table.indexes]
 
@@ -563,7 +523,7 @@ def build_store(
         # Set on connect, outside any transaction (SQLite refuses to change the safety level
         # inside one); the build's connections are disposed of before anything is measured.
         store.dispose()
-        event.listen(store.engine, "connect", _bulk_pragmas)
+        event.listen(store.engine, "connect", bulk_pragmas)
     with store.engine.connect() as conn:
         if store.is_postgres:
             conn.exec_driver_sql("SET synchronous_commit TO OFF")
@@ -613,35 +573,11 @@ def build_store(
         conn.execute(insert(MARKER), {"params": json.dumps(info)})
         conn.commit()
     if store.is_sqlite:
-        event.remove(store.engine, "connect", _bulk_pragmas)
+        event.remove(store.engine, "connect", bulk_pragmas)
     store.dispose()  # closing the last connection also checkpoints SQLite's WAL
-    for problem in schema_differences(store):
+    for problem in schema_differences(store, Base.metadata, extra_columns=False):
         say(f"WARNING: {store.masked_url()}: {problem}")
     return info
-
-
-def _bulk_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA synchronous=OFF")
-    cur.execute("PRAGMA cache_size=-400000")  # 400 MB, for the index builds
-    cur.execute("PRAGMA temp_store=MEMORY")
-    cur.close()
-
-
-def schema_differences(store: Store) -> list[str]:
-    """How the store's tables and indexes differ from what ``store.init()`` creates now."""
-    insp = inspect(store.engine)
-    out = []
-    for table in Base.metadata.sorted_tables:
-        if not insp.has_table(table.name):
-            out.append(f"no table {table.name}")
-            continue
-        columns = {c["name"] for c in insp.get_columns(table.name)}
-        out.extend(f"no column {table.name}.{c.name}" for c in table.c if c.name not in columns)
-        want = {(i.name, tuple(c.name for c in i.columns)) for i in table.indexes}
-        have = {(i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table.name)}
-        out.extend(f"no index {name} {cols}" for name, cols in sorted(want - have))
-    return out
 
 
 # --- stores per size -------------------------------------------------------------------------
@@ -696,21 +632,6 @@ def postgres_target(size: int, url: str, admin: Store) -> Target:
 
 
 # --- measuring -------------------------------------------------------------------------------
-
-
-class Explain(Executable, ClauseElement):
-    """``EXPLAIN [QUERY PLAN] <select>`` with the select's own bound parameters."""
-
-    inherit_cache = False
-
-    def __init__(self, stmt: Any, prefix: str) -> None:
-        self.stmt = stmt
-        self.prefix = prefix
-
-
-@compiles(Explain)
-def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
-    return f"{element.prefix} {compiler.process(element.stmt, **kw)}"
 
 
 @dataclass
@@ -819,9 +740,11 @@ def prepare(
     due: DueSet,
 ) -> Result:
     params = params_for(target.size, args.due, spec.day, args.seed)
-    marker = None if args.rebuild else read_marker(target.store)
+    marker = None if args.rebuild else read_marker(target.store, MARKER)
     same = marker is not None and {k: marker.get(k) for k in params} == params
-    differences = schema_differences(target.store) if same else []
+    differences = (
+        schema_differences(target.store, Base.metadata, extra_columns=False) if same else []
+    )
     if marker is not None and same and not differences:
         build = f"reused ({marker['build_seconds']:.0f} s)"
         counts = marker["counts"]

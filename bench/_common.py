@@ -1,0 +1,135 @@
+"""What the benchmark scripts in bench/ share: paths, output, name tables and store helpers.
+
+Imported as ``from _common import ...``: the scripts run as ``python bench/<script>.py``, which
+puts bench/ on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, Table, inspect, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement, Executable
+
+from caretouch.store.db import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES_DIR = ROOT / "care_rules"
+TEMPLATES_DIR = ROOT / "templates"
+
+SEED = 20261123
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- names -----------------------------------------------------------------------------------
+
+_TW_GIVEN = (
+    ("志明", "chihming"), ("淑芬", "shufen"), ("家豪", "chiahao"), ("雅婷", "yating"),
+    ("冠宇", "kuanyu"), ("怡君", "yichun"), ("俊傑", "chunchieh"), ("美玲", "meiling"),
+)  # fmt: skip
+_EN_FIRST = (
+    "Olivia", "James", "Amelia", "Oliver", "Isla", "George", "Ava", "Noah", "Mia", "Leo",
+    "Grace", "Arthur", "Emily", "Harry", "Chloe", "Jack", "Sophie", "Liam", "Zoe", "Ethan",
+)  # fmt: skip
+_EN_LAST = (
+    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
+    "Patel", "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "O'Brien",
+)  # fmt: skip
+TIERS = "A" + "B" * 4 + "C" * 10 + "D" * 5
+DOMAINS = ("example.com", "example.org", "example.net", "example.cn")
+
+
+def name_pool(
+    cn_surnames: tuple[tuple[str, str], ...], cn_given: tuple[tuple[str, str], ...]
+) -> dict[str, list[tuple[str, str]]]:
+    """(name, e-mail local part) per locale; zh-TW names use the first 12 surnames."""
+    cn = [(s + g, f"{gr}.{sr}") for s, sr in cn_surnames for g, gr in cn_given]
+    tw = [(s + g, f"{gr}.{sr}") for s, sr in cn_surnames[:12] for g, gr in _TW_GIVEN]
+    en = [
+        (f"{f} {last}", f"{f}.{last}".lower().replace("'", ""))
+        for f in _EN_FIRST
+        for last in _EN_LAST
+    ]
+    return {"zh-CN": cn, "zh-TW": tw, "en": en}
+
+
+def minus_years(d: dt.date, years: int) -> dt.date:
+    try:
+        return d.replace(year=d.year - years)
+    except ValueError:  # 29 February
+        return d.replace(year=d.year - years, day=28)
+
+
+# --- stores ----------------------------------------------------------------------------------
+
+
+def read_marker(store: Store, marker: Table) -> dict[str, Any] | None:
+    """The build parameters recorded in a store's ``marker`` table, or None."""
+    if not inspect(store.engine).has_table(marker.name):
+        return None
+    with store.engine.connect() as conn:
+        raw = conn.execute(select(marker.c.params)).scalar()
+    return json.loads(raw) if raw else None
+
+
+def bulk_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA synchronous=OFF")
+    cur.execute("PRAGMA cache_size=-400000")  # 400 MB, for the index builds
+    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.close()
+
+
+def schema_differences(store: Store, metadata: MetaData, *, extra_columns: bool) -> list[str]:
+    """How the store's tables of ``metadata`` differ from what ``store.init()`` creates now.
+
+    With ``extra_columns``, columns the model no longer has are reported too.
+    """
+    insp = inspect(store.engine)
+    out = []
+    for table in metadata.sorted_tables:
+        if not insp.has_table(table.name):
+            out.append(f"no table {table.name}")
+            continue
+        columns = {c["name"] for c in insp.get_columns(table.name)}
+        out.extend(f"no column {table.name}.{c.name}" for c in table.c if c.name not in columns)
+        if extra_columns:
+            extra = sorted(columns - {c.name for c in table.c})
+            out.extend(f"column {table.name}.{name} is no longer in the model" for name in extra)
+        want = {(i.name, tuple(c.name for c in i.columns)) for i in table.indexes}
+        have = {(i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table.name)}
+        out.extend(f"no index {name} {cols}" for name, cols in sorted(want - have))
+    return out
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN [QUERY PLAN] <select>`` with the select's own bound parameters."""
+
+    inherit_cache = False
+
+    def __init__(self, stmt: Any, prefix: str) -> None:
+        self.stmt = stmt
+        self.prefix = prefix
+
+
+@compiles(Explain)
+def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return f"{element.prefix} {compiler.process(element.stmt, **kw)}"
