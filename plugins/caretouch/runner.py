@@ -199,10 +199,17 @@ def _timing(policy: ContactPolicy, state: TouchState, now: dt.datetime) -> Suppr
     return None
 
 
-def _late_cap_problem(engine: Engine, state: TouchState, now: dt.datetime) -> str | None:
+# Per send_touches call: the touch keys counted against a channel's capacity on a local day.
+CapacityUse = dict[tuple[Channel, dt.date], set[str]]
+
+
+def _late_cap_problem(
+    engine: Engine, state: TouchState, now: dt.datetime, capacity_use: CapacityUse
+) -> str | None:
     """A touch sent on a later local day than planned (held by quiet hours, or a dispatcher
     that was down) counts on the day it is sent: the plan of that day did not know it would
-    land there, so its caps are checked again now."""
+    land there, so its caps are checked again now. The day's capacity use is read from the
+    ledger once per call of ``send_touches`` (``capacity_use``), not once per late touch."""
     zone = engine.policy.zone(state.row.timezone)
     today = now.astimezone(zone).date()
     if today == state.send_at.astimezone(zone).date():
@@ -217,16 +224,21 @@ def _late_cap_problem(engine: Engine, state: TouchState, now: dt.datetime) -> st
     problem = cap_violation(engine.policy, Category(state.row.category), channel, taken, today)
     if problem is None and channel is not None and channel in engine.policy.capacity:
         budget = engine.policy.capacity[channel]
-        used = sum(
-            1
-            for c in engine.ledger.contacts(None, today, today)
-            if c.channel == channel.value and c.key != state.row.touch_key
-        )
+        if (channel, today) not in capacity_use:
+            capacity_use[(channel, today)] = {
+                c.key
+                for c in engine.ledger.contacts(None, today, today)
+                if c.channel == channel.value
+            }
+        keys = capacity_use[(channel, today)]
+        used = len(keys - {state.row.touch_key})
         if used >= budget:
             problem = (
                 engine.policy.clause(f"capacity.{channel.value}.per_day", budget)
                 + f": {used} already on {today}"
             )
+        else:
+            keys.add(state.row.touch_key)  # it goes out today: later late touches count it
     return f"sent late, on {today}: {problem}" if problem else None
 
 
@@ -287,12 +299,24 @@ def send_touches(
     """
     report = SendReport()
     ids = list(touch_ids)
+    use: CapacityUse = {}
     for start in range(0, len(ids), chunk_size):
-        report.merge(_send_chunk(engine, ids[start : start + chunk_size], run_id=run_id, now=now))
+        report.merge(
+            _send_chunk(
+                engine, ids[start : start + chunk_size], run_id=run_id, now=now, capacity_use=use
+            )
+        )
     return report
 
 
-def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime) -> SendReport:
+def _send_chunk(
+    engine: Engine,
+    ids: list[int],
+    *,
+    run_id: str,
+    now: dt.datetime,
+    capacity_use: CapacityUse,
+) -> SendReport:
     report = SendReport()
     ledger = engine.ledger
     states = ledger.states(ids)
@@ -335,7 +359,7 @@ def _send_chunk(engine: Engine, ids: list[int], *, run_id: str, now: dt.datetime
                 )
                 report.suppressed += 1
             continue
-        late = _late_cap_problem(engine, state, now)
+        late = _late_cap_problem(engine, state, now, capacity_use)
         if late:
             changes.append(
                 StatusChange(
