@@ -194,6 +194,7 @@ class Rule:
     file_hash: str = field(compare=False)
     tiers: tuple[str, ...] = ()
     defer_days: int = 0
+    resend_unknown: bool = False
 
     def __str__(self) -> str:
         return f"rule {self.id} ({self.source})"

@@ -165,6 +165,13 @@ RULE_PROPERTIES: dict[str, Any] = {
         "description": "When the contact policy holds a touch back (cap, blackout, capacity), "
         "try again on each of the next N days instead of dropping it.",
     },
+    "resend_unknown": {
+        "type": "boolean",
+        "default": False,
+        "description": "When a provider cannot tell whether it took a message (a crash or a "
+        "timeout mid-send, and the provider offers no lookup), send it again rather than "
+        "leaving the touch 'unknown' for review. For messages where a duplicate is harmless.",
+    },
 }
 
 RULE_FILE_SCHEMA: dict[str, Any] = {
