@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -145,3 +146,35 @@ class ConsentEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (Index("ix_consent_events_customer", "customer_id", "purpose", "id"),)
+
+
+class EventReceipt(Base):
+    """How and when an event entered the inbox (``events``), and whether ``care_events`` has
+    planned its touches yet (``planned_at``). One row per event_id; written with the event in
+    the same transaction (docs/events.md)."""
+
+    __tablename__ = "event_receipts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)  # stream, api, cli, csv
+    ref: Mapped[str | None] = mapped_column(String(300))  # stream entry id, FILE:LINE, run id
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    planned_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_event_receipts_unplanned", "planned_at", "id"),)
+
+
+class EventDeadLetter(Base):
+    """An event the inbox refused (malformed, unknown customer, conflicting replay), kept
+    with the reason and the raw text as received: nothing is dropped silently."""
+
+    __tablename__ = "event_dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    ref: Mapped[str | None] = mapped_column(String(300))
+    event_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    reason: Mapped[str] = mapped_column(String(1000), nullable=False)
+    raw: Mapped[str] = mapped_column(Text, nullable=False)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)

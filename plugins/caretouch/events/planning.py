@@ -1,0 +1,169 @@
+"""Planning the touches of events just received, so that delayed ones wait in the ledger.
+
+``plan_new_events`` takes the inbox's events not yet planned (``event_receipts.planned_at``
+is NULL), works out the local day each event rule makes them due (the event's local date in
+the customer's time zone plus the rule's ``delay_days``), plans those days with the same
+``plan_day`` the daily run uses (so caps, quiet hours, consent and priorities hold) and records
+the event touches in the ledger with their send time. ``care_dispatch`` sends them when due.
+
+Nothing is lost if this never runs for an event: ``care_dispatch`` plans every local date in
+effect, event rules included, so a due event touch is planned on its day at the latest. This
+module makes the touch visible (and the ledger complete) as soon as the event arrives.
+
+A late event (its touch's send time has already passed when it is planned) follows the
+sending window of the contact policy: ``care_dispatch`` sends it at the next time allowed
+(outside quiet hours) within ``sending_window_hours`` of the send time, and otherwise records
+it as suppressed, ``too_late``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from ..plan import plan_day
+from ..rules.model import Rule, TriggerKind
+from ..store.models import Customer, Event, EventReceipt
+from ..vocab import Decision
+
+if TYPE_CHECKING:
+    from ..runner import Engine
+
+log = logging.getLogger("caretouch.events")
+
+BATCH = 2000
+
+
+@dataclass
+class EventPlanReport:
+    """What one ``plan_new_events`` call did."""
+
+    events: int = 0
+    planned: int = 0  # touches waiting in the ledger to be sent when due
+    suppressed: int = 0  # touches recorded as suppressed, with their reason
+    unchanged: int = 0  # touches the ledger already held
+    without_touch: int = 0  # events no rule touches (no rule of the type, audience, ...)
+    late: int = 0  # touches whose send time had already passed when planned
+    days: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            k: getattr(self, k)
+            for k in ("events", "planned", "suppressed", "unchanged", "without_touch", "late")
+        }
+
+
+def event_rules(rules: list[Rule]) -> dict[str, list[Rule]]:
+    """The event-triggered rules, by event type."""
+    out: dict[str, list[Rule]] = defaultdict(list)
+    for rule in rules:
+        if rule.trigger.kind is TriggerKind.EVENT and rule.trigger.event_type:
+            out[rule.trigger.event_type].append(rule)
+    return out
+
+
+def due_days(
+    occurred_at: dt.datetime, zone: dt.tzinfo, rules: list[Rule]
+) -> list[tuple[dt.date, Rule]]:
+    """The local days on which ``rules`` make an event that occurred at ``occurred_at`` due."""
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=dt.timezone.utc)
+    local_day = occurred_at.astimezone(zone).date()
+    return [(local_day + dt.timedelta(days=r.trigger.delay_days), r) for r in rules]
+
+
+def _unplanned(engine: Engine, limit: int) -> list[Any]:
+    stmt = (
+        select(
+            EventReceipt.id,
+            Event.event_id,
+            Event.type,
+            Event.occurred_at,
+            Customer.timezone,
+        )
+        .join(Event, Event.event_id == EventReceipt.event_id)
+        .outerjoin(Customer, Customer.customer_id == Event.customer_id)
+        .where(EventReceipt.planned_at.is_(None))
+        .order_by(EventReceipt.id)
+        .limit(limit)
+    )
+    with engine.store.read_session() as session:
+        return list(session.execute(stmt))
+
+
+def plan_events(
+    engine: Engine, rows: list[Any], *, run_id: str, now: dt.datetime
+) -> EventPlanReport:
+    """Plan and record the touches of the given events (rows of ``_unplanned``)."""
+    report = EventPlanReport(events=len(rows))
+    by_type = event_rules(engine.ruleset.rules)
+    policy = engine.ruleset.policy
+    wanted: dict[dt.date, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    for row in rows:
+        zone = policy.zone(row.timezone)
+        for day, rule in due_days(row.occurred_at, zone, by_type.get(row.type, [])):
+            rule_ids, event_ids = wanted[day]
+            rule_ids.add(rule.id)
+            event_ids.add(row.event_id)
+    touched: set[str] = set()
+    ledger = engine.ledger
+    for day in sorted(wanted):
+        rule_ids, event_ids = wanted[day]
+        # The whole day is planned (the event touch competes with the day's other touches
+        # for the caps); only this batch's event touches are recorded.
+        touches = [
+            t
+            for t in plan_day(engine.store, engine.ruleset, day, rule_ids=rule_ids, history=ledger)
+            if t.event is not None and t.event.get("event_id") in event_ids
+        ]
+        if not touches:
+            continue
+        record = ledger.record_plan(touches, run_id=run_id, now=engine.stamp(now))
+        report.planned += len(record.planned_ids or [])
+        report.suppressed += record.suppressed
+        report.unchanged += record.unchanged
+        report.days.append(day.isoformat())
+        for touch in touches:
+            touched.add(str(touch.event["event_id"]))  # type: ignore[index]
+            if touch.decision is Decision.SEND and touch.send_at < now:
+                report.late += 1
+    report.without_touch = len({r.event_id for r in rows} - touched)
+    return report
+
+
+def plan_new_events(
+    engine: Engine, *, run_id: str, now: dt.datetime, batch: int = BATCH
+) -> EventPlanReport:
+    """Plan the touches of every event in the inbox not planned yet; mark them planned.
+
+    Idempotent: the ledger keys each touch by (rule, event, occurrence), so planning an event
+    twice (a crash before ``planned_at`` was written, a concurrent run) records it once.
+    """
+    total = EventPlanReport()
+    while True:
+        rows = _unplanned(engine, batch)
+        if not rows:
+            break
+        report = plan_events(engine, rows, run_id=run_id, now=now)
+        ids = [r.id for r in rows]
+        with engine.store.session() as session:
+            for start in range(0, len(ids), 500):
+                session.execute(
+                    update(EventReceipt)
+                    .where(EventReceipt.id.in_(ids[start : start + 500]))
+                    .where(EventReceipt.planned_at.is_(None))
+                    .values(planned_at=engine.stamp(now))
+                )
+        for name, value in report.as_dict().items():
+            setattr(total, name, getattr(total, name) + value)
+        total.days = sorted(set(total.days) | set(report.days))
+        if len(rows) < batch:
+            break
+    if total.events:
+        log.info("event touches: %s (days %s)", total.as_dict(), ", ".join(total.days) or "-")
+    return total

@@ -1,0 +1,202 @@
+"""The Redis Stream intake: a consumer group whose entries are acknowledged only after commit.
+
+A core system adds one entry per event to the stream (``XADD care:events * event '{...}'``, or
+the event's fields flat: ``XADD care:events * event_id E1 type policy_purchased ...``).
+``StreamConsumer.drain`` reads as a member of the consumer group and, for each batch:
+
+1. commits the batch to the inbox (``inbox.submit``: accepted, duplicate or dead-lettered);
+2. only then acknowledges the entries (``XACK``).
+
+A consumer that dies between 1 and 2 leaves its entries pending in the group; they are read
+again by the same consumer when it comes back (its own pending list is read first) or claimed
+by another one once idle for ``claim_idle`` (``XAUTOCLAIM``). Re-delivery is harmless: the
+inbox keys events by ``event_id``. Entries added while no consumer runs wait in the stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..store.db import Store
+from .inbox import Incoming, IntakeReport, submit
+
+log = logging.getLogger("caretouch.events")
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_STREAM = "care:events"
+DEFAULT_GROUP = "caretouch"
+# An entry pending this long in a consumer's list is taken to belong to a dead consumer.
+DEFAULT_CLAIM_IDLE = dt.timedelta(minutes=2)
+BATCH = 500
+
+Clock = Callable[[], dt.datetime]
+# Test seam: called with ("read" | "committed", entry ids) around the commit.
+Checkpoint = Callable[[str, list[str]], None]
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Where the event stream is: ``$CARE_REDIS_URL``, ``$CARE_EVENT_STREAM``,
+    ``$CARE_EVENT_GROUP`` (defaults: local Redis, ``care:events``, ``caretouch``)."""
+
+    url: str = DEFAULT_REDIS_URL
+    stream: str = DEFAULT_STREAM
+    group: str = DEFAULT_GROUP
+
+    @classmethod
+    def from_env(cls) -> StreamSettings:
+        env = os.environ
+        return cls(
+            url=env.get("CARE_REDIS_URL") or DEFAULT_REDIS_URL,
+            stream=env.get("CARE_EVENT_STREAM") or DEFAULT_STREAM,
+            group=env.get("CARE_EVENT_GROUP") or DEFAULT_GROUP,
+        )
+
+
+def connect(url: str) -> Any:
+    """A Redis client (text answers) for ``url``; ``ConfigurationError`` if unusable."""
+    import redis
+
+    try:
+        return redis.Redis.from_url(url, decode_responses=True, socket_timeout=30)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL: {exc}") from exc
+
+
+def entry_event(fields: Mapping[str, str] | None) -> Mapping[str, Any] | str:
+    """The event an entry carries: its ``event`` field (JSON text), or its fields flat."""
+    if not fields:
+        return {}
+    if set(fields) == {"event"}:
+        return fields["event"]
+    return dict(fields)
+
+
+def add(client: Any, stream: str, event: Mapping[str, Any], *, maxlen: int | None = None) -> str:
+    """Add one event to the stream (as a single JSON ``event`` field); returns the entry id."""
+    text = json.dumps(dict(event), ensure_ascii=False, default=str)
+    if maxlen is None:
+        return str(client.xadd(stream, {"event": text}))
+    return str(client.xadd(stream, {"event": text}, maxlen=maxlen, approximate=True))
+
+
+@dataclass
+class DrainReport:
+    """What one ``drain`` did: entries by how they came, and what the inbox made of them."""
+
+    own_pending: int = 0  # re-read from this consumer's own pending list
+    claimed: int = 0  # taken over from dead consumers
+    new: int = 0  # read for the first time
+    acked: int = 0
+    intake: IntakeReport = field(default_factory=IntakeReport)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "own_pending": self.own_pending,
+            "claimed": self.claimed,
+            "new": self.new,
+            "acked": self.acked,
+            **self.intake.as_dict(),
+        }
+
+
+class StreamConsumer:
+    """One member (``consumer``) of the stream's consumer group, feeding the inbox."""
+
+    def __init__(
+        self,
+        client: Any,
+        store: Store,
+        *,
+        stream: str = DEFAULT_STREAM,
+        group: str = DEFAULT_GROUP,
+        consumer: str,
+        claim_idle: dt.timedelta = DEFAULT_CLAIM_IDLE,
+        batch: int = BATCH,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.claim_idle = claim_idle
+        self.batch = batch
+        self.checkpoint = checkpoint
+
+    def ensure_group(self) -> None:
+        """Create the group (and the stream) if missing; it starts at the stream's first entry,
+        so events added before any consumer existed are read too."""
+        import redis
+
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _process(self, entries: list[tuple[str, Any]], clock: Clock, report: DrainReport) -> None:
+        if not entries:
+            return
+        ids = [entry_id for entry_id, _ in entries]
+        if self.checkpoint:
+            self.checkpoint("read", ids)
+        items = [
+            Incoming(entry_event(fields), ref=f"{self.stream}/{entry_id}")
+            for entry_id, fields in entries
+        ]
+        report.intake.merge(submit(self.store, items, source="stream", now=clock()))
+        if self.checkpoint:
+            self.checkpoint("committed", ids)
+        report.acked += int(self.client.xack(self.stream, self.group, *ids))
+
+    def _read(self, start: str) -> list[tuple[str, Any]]:
+        answer = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=self.batch
+        )
+        return list(answer[0][1]) if answer else []
+
+    def drain(self, clock: Clock, *, max_entries: int | None = None) -> DrainReport:
+        """Process everything this consumer may: its own pending entries, entries idle in dead
+        consumers' lists, then every new entry, batch by batch, until the stream is empty (or
+        ``max_entries`` were read). Non-blocking."""
+        report = DrainReport()
+        self.ensure_group()
+        # 1. This consumer's own pending entries (it crashed before acknowledging them).
+        while True:
+            entries = self._read("0")
+            if not entries:
+                break
+            report.own_pending += len(entries)
+            self._process(entries, clock, report)
+        # 2. Entries a dead consumer read and never acknowledged.
+        start = "0-0"
+        idle_ms = int(self.claim_idle.total_seconds() * 1000)
+        while True:
+            answer = self.client.xautoclaim(
+                self.stream, self.group, self.consumer, idle_ms, start_id=start, count=self.batch
+            )
+            start, entries = answer[0], list(answer[1])
+            # Entries deleted from the stream (answer[2]) left the pending list with them.
+            entries = [(i, f) for i, f in entries if f is not None]
+            report.claimed += len(entries)
+            self._process(entries, clock, report)
+            if start in ("0-0", "0"):
+                break
+        # 3. New entries.
+        while max_entries is None or report.new < max_entries:
+            entries = self._read(">")
+            if not entries:
+                break
+            report.new += len(entries)
+            self._process(entries, clock, report)
+        if report.acked:
+            log.info("stream %s: %s", self.stream, report.as_dict())
+        return report
