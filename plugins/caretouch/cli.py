@@ -346,17 +346,28 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
 def validate(ctx: click.Context) -> None:
     """Check rule files, the contact policy and templates; file:line:col for every error."""
     ruleset = _load_ruleset(_config(ctx), strict=True)
-    click.echo(f"{len(ruleset.rules)} rule(s) valid: {', '.join(r.id for r in ruleset.rules)}")
+    rules = [r.id for r in ruleset.rules if not ruleset.is_campaign(r.id)]
+    click.echo(f"{len(rules)} rule(s) valid: {', '.join(rules)}")
+    if ruleset.campaigns:
+        click.echo(
+            f"{len(ruleset.campaigns)} campaign(s) valid: "
+            + ", ".join(f"{c.id} ({', '.join(map(str, c.days))})" for c in ruleset.campaigns)
+        )
 
 
 @main.command()
 @click.option("--policy", is_flag=True, help="The schema of policy.yaml instead.")
-def schema(policy: bool) -> None:
+@click.option("--campaign", is_flag=True, help="The schema of campaign files instead.")
+def schema(policy: bool, campaign: bool) -> None:
     """Print the JSON Schema of rule files (published as care_rules/rule.schema.json) or,
-    with --policy, of the contact policy (care_rules/policy.schema.json)."""
+    with --policy, of the contact policy (care_rules/policy.schema.json), or with --campaign,
+    of campaign files (care_rules/campaign.schema.json)."""
+    from .rules.campaigns import CAMPAIGN_FILE_SCHEMA
     from .rules.schema import POLICY_FILE_SCHEMA, RULE_FILE_SCHEMA
 
-    chosen = POLICY_FILE_SCHEMA if policy else RULE_FILE_SCHEMA
+    chosen = (
+        CAMPAIGN_FILE_SCHEMA if campaign else POLICY_FILE_SCHEMA if policy else RULE_FILE_SCHEMA
+    )
     click.echo(json.dumps(chosen, indent=2, ensure_ascii=False))
 
 

@@ -53,6 +53,11 @@ class RuleSet:
     # A broken contact policy stops planning altogether: it stands above every rule, and
     # running without it could pester customers it protects.
     policy_errors: list[ValidationError] = field(default_factory=list)
+    # Campaign files (care_rules/campaigns/); each one's rule is also in ``rules``.
+    campaigns: list[Any] = field(default_factory=list)
+
+    def is_campaign(self, rule_id: str) -> bool:
+        return any(c.id == rule_id for c in self.campaigns)
 
     def by_id(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -97,6 +102,26 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
                 continue
             seen[rule.id] = rule.source
             result.rules.append(rule)
+    # Campaigns become rules and are planned with them (rules/campaigns.py).
+    from .campaigns import CAMPAIGN_DIR, load_campaigns
+
+    campaigns, errors = load_campaigns(rules_dir / CAMPAIGN_DIR, templates, result.policy)
+    result.errors.extend(errors)
+    for campaign in campaigns:
+        if campaign.id in seen:
+            result.errors.append(
+                ValidationError(
+                    f"campaign id {campaign.id!r} is already a rule (defined at "
+                    f"{seen[campaign.id]}); rename the campaign file",
+                    location=Location(str(campaign.path), 1, 1),
+                    rule_id=campaign.id,
+                )
+            )
+            result.refused.append(campaign.id)
+            continue
+        seen[campaign.id] = campaign.rule.source
+        result.rules.append(campaign.rule)
+        result.campaigns.append(campaign)
     return result
 
 
