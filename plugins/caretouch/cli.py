@@ -759,5 +759,9 @@ def audit_erase(ctx: click.Context, days: int) -> None:
     click.echo(f"erased the content of {erase_content(_audit_store(ctx), before)} attempt(s)")
 
 
+from .cli_events import event as _event_commands  # noqa: E402 (needs the helpers above)
+
+main.add_command(_event_commands)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
