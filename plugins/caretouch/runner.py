@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from .channels.base import OutboundMessage, SendResult, Transport
-from .channels.outbox import OutboxTransport
+from .channels.registry import transports_from_env
 from .config import CareConfig
-from .errors import RenderError
+from .consent import Purpose, record_consent
+from .errors import CareError, ConfigurationError, RenderError
 from .ledger import Claim, Ledger, StatusChange, TouchState
 from .ledger.models import Attempt
 from .mask import scrub
@@ -69,7 +70,7 @@ class Engine:
         ruleset = load_rules(config.rules_dir, templates)
         store = open_store(config.store_url)
         if transports is None:
-            transports = {ch: OutboxTransport(ch, config.outbox_dir) for ch in Channel}
+            transports = transports_from_env(config.outbox_dir)
         return cls(config, store, templates, ruleset, transports)
 
 
@@ -130,7 +131,9 @@ def plan_and_record(
     return list(record.planned_ids or [])
 
 
-def _message(state: TouchState, attempt: Attempt, rendered: RenderedMessage) -> OutboundMessage:
+def _message(
+    state: TouchState, attempt: Attempt, rendered: RenderedMessage, *, may_resend: bool = False
+) -> OutboundMessage:
     return OutboundMessage(
         touch_key=state.row.touch_key,
         attempt_no=attempt.attempt_no,
@@ -140,8 +143,23 @@ def _message(state: TouchState, attempt: Attempt, rendered: RenderedMessage) -> 
         subject=rendered.subject,
         html=rendered.html,
         occurrence=state.row.occurrence.isoformat(),
-        metadata={"rule_id": state.row.rule_id, "customer_id": state.row.customer_id},
+        metadata={
+            "rule_id": state.row.rule_id,
+            "customer_id": state.row.customer_id,
+            "category": state.row.category,
+            "locale": state.row.locale,
+        },
+        attempt_id=attempt.id,
+        created_at=_aware(attempt.created_at),
+        may_resend=may_resend,
     )
+
+
+def _may_resend(engine: Engine, rule_id: str) -> bool:
+    try:
+        return engine.ruleset.by_id(rule_id).resend_unknown
+    except KeyError:
+        return False
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -152,7 +170,11 @@ def _result_change(
     state: TouchState, attempt: Attempt, result: SendResult, report: SendReport
 ) -> StatusChange:
     """The status event that records a provider's answer, counted in ``report``."""
-    detail = {"detail": scrub(result.detail)} if result.detail else None
+    detail: dict[str, object] | None = {"detail": scrub(result.detail)} if result.detail else None
+    if result.provider_code is not None:
+        detail = {**(detail or {}), "provider_code": result.provider_code}
+    if result.tries > 1:
+        detail = {**(detail or {}), "tries": result.tries}
     if result.outcome is Outcome.SENT:
         report.sent += 1
         return StatusChange(
@@ -162,7 +184,9 @@ def _result_change(
             provider_message_id=result.provider_message_id,
             detail=detail,
         )
-    if result.outcome is Outcome.RETRYABLE_FAILURE and attempt.attempt_no < MAX_ATTEMPTS:
+    if result.outcome is Outcome.RETRYABLE_FAILURE and (
+        attempt.attempt_no < MAX_ATTEMPTS or result.stop_run
+    ):
         report.retry += 1
         return StatusChange(state.id, TouchStatus.PLANNED, "retry", attempt.id, detail=detail)
     if result.outcome is Outcome.UNKNOWN:
@@ -416,15 +440,50 @@ def _send_chunk(
     won = ledger.claim_many(claims, run_id=run_id, now=engine.stamp(now))
     report.skipped += len(claims) - len(won)
     results: list[StatusChange] = []
-    for claim in claims:
-        attempt = won.get(claim.state.id)
-        if attempt is None:
+    refused: list[str] = []
+    for channel in Channel:
+        mine = [
+            (c, won[c.state.id]) for c in claims if c.channel == channel.value and c.state.id in won
+        ]
+        if not mine:
             continue
-        transport = engine.transports[Channel(claim.channel)]
-        result = transport.send(_message(claim.state, attempt, claim.message))
-        results.append(_result_change(claim.state, attempt, result, report))
+        transport = engine.transports[channel]
+        answers = transport.send_many(
+            [
+                _message(c.state, a, c.message, may_resend=_may_resend(engine, c.state.row.rule_id))
+                for c, a in mine
+            ]
+        )
+        for (claim, attempt), result in zip(mine, answers, strict=True):
+            results.append(_result_change(claim.state, attempt, result, report))
+            if result.outcome is Outcome.REJECTED_OPTED_OUT:
+                _record_opt_out(engine, claim.state, channel, result, now)
+            if result.stop_run and result.detail not in refused:
+                refused.append(result.detail)
     ledger.append_many(results, run_id=run_id, now=engine.stamp(now))
+    if refused:
+        # Every touch of the chunk is back in ``planned``; nothing more goes out this run.
+        raise ConfigurationError("; ".join(refused) + ": check the provider's credentials")
     return report
+
+
+def _record_opt_out(
+    engine: Engine, state: TouchState, channel: Channel, result: SendResult, now: dt.datetime
+) -> None:
+    """The provider says the customer opted out (Twilio 21610): never that channel again
+    until consent is given again (SPEC section 6)."""
+    purpose = Purpose.SMS if channel is Channel.SMS else Purpose.EMAIL
+    try:
+        record_consent(
+            engine.store,
+            state.row.customer_id,
+            {purpose: False},
+            source=f"provider:{engine.transports[channel].name}",
+            at=engine.stamp(now),
+            note=f"provider error {result.provider_code}" if result.provider_code else None,
+        )
+    except CareError as exc:  # the customer was removed meanwhile: the failure is recorded
+        log.warning("touch %s: opt-out not recorded: %s", state.row.touch_key, exc)
 
 
 def recover_in_flight(
@@ -454,11 +513,19 @@ def recover_in_flight(
             subject=attempt.subject,
             html=attempt.html,
         )
-        answer = (
-            transport.reconcile(_message(state, attempt, rendered))
-            if transport and transport.name == attempt.transport
-            else None
-        )
+        resend = _may_resend(engine, state.row.rule_id)
+        try:
+            answer = (
+                transport.reconcile(_message(state, attempt, rendered, may_resend=resend))
+                if transport and transport.name == attempt.transport
+                else None
+            )
+        except Exception as exc:  # the provider cannot be asked now: ask again next run
+            log.warning("touch %s: cannot reconcile now: %r", state.row.touch_key, exc)
+            report.skipped += 1
+            continue
+        if answer is None and resend:
+            answer = SendResult(Outcome.UNKNOWN, detail="not found")  # the rule allows it
         if answer is not None and answer.outcome is Outcome.SENT:
             ledger.append(
                 state.id,

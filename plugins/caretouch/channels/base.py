@@ -1,17 +1,34 @@
 """The channel seam: build payload -> post -> parse result, into a closed set of outcomes.
 
-Every provider fills in three methods; the fixed sequence, error mapping and limits live here.
-Limits are declared as class attributes (``max_body``, ``rate_per_sec``, ``concurrency``).
+Every provider fills in three methods (and ``parse_error`` for the exceptions its SDK
+raises); the fixed sequence lives here: the body limit, the rate limit (a token bucket per
+transport), retries of retryable failures with backoff and jitter honouring ``Retry-After``,
+and bounded concurrency (``send_many``). Limits are class attributes (``max_body``,
+``rate_per_sec``, ``concurrency``) that an account's configuration may lower or raise.
+
+A retry inside one send is only safe when the provider certainly did not take the message
+(a 429, a 5xx, a refused connection). When it may have (a timeout or a connection dropped
+after the request went out: ``SendResult.ambiguous``), the transport asks the provider
+(``reconcile``) before trying again; if the provider cannot tell, the answer is ``unknown``,
+for a person to review, unless the message allows resending (``may_resend``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from ..mask import mask_recipient
+from ..mask import mask_recipient, scrub
 from ..vocab import Channel, Outcome
+from .limits import Backoff, TokenBucket
+
+log = logging.getLogger("caretouch.channels")
 
 
 @dataclass(frozen=True)
@@ -27,6 +44,13 @@ class OutboundMessage:
     html: str | None = None
     occurrence: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # The ledger's attempt row: providers echo it back in webhooks (status callbacks,
+    # custom args), and reconciliation looks for messages created after it.
+    attempt_id: int | None = None
+    created_at: dt.datetime | None = None
+    # Send again when the provider cannot tell whether it took an earlier try (rules may
+    # opt in: ``resend_unknown: true``); by default such a touch becomes ``unknown``.
+    may_resend: bool = False
 
     def __repr__(self) -> str:  # never print the recipient in clear
         return (
@@ -42,6 +66,14 @@ class SendResult:
     detail: str = ""
     retry_after: float | None = None
     provider_raw: dict[str, Any] | None = None
+    # The request may have reached the provider (timeout, connection dropped mid-answer).
+    ambiguous: bool = False
+    # The provider refused our credentials or account: no point sending anything else.
+    stop_run: bool = False
+    # How many requests this send made (retries included), for reports and benchmarks.
+    tries: int = 1
+    # The provider's error code (Twilio 21211, 21610, ...), when it gave one.
+    provider_code: int | None = None
 
 
 class Transport(ABC):
@@ -52,8 +84,28 @@ class Transport(ABC):
     rate_per_sec: ClassVar[float]
     concurrency: ClassVar[int]
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        rate_per_sec: float | None = None,
+        concurrency: int | None = None,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.channel = channel
+        self.rate = float(rate_per_sec or type(self).rate_per_sec)
+        self.workers = int(concurrency or type(self).concurrency)
+        self.backoff = backoff or Backoff()
+        self.sleep = sleep
+        self.limiter = TokenBucket(self.rate, burst=max(1.0, min(self.rate, self.workers)))
+
+    def share(self, senders: int) -> None:
+        """Split this provider's rate between ``senders`` processes sending side by side
+        (mapped Airflow tasks, bounded by a pool of that many slots)."""
+        if senders > 1:
+            self.rate = self.rate / senders
+            self.limiter = TokenBucket(self.rate, burst=max(1.0, min(self.rate, self.workers)))
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Deliver one message; never raises for a provider's answer, only returns it."""
@@ -63,8 +115,82 @@ class Transport(ABC):
                 detail=f"body is {len(message.body)} characters, over {self.name}'s limit of {self.max_body}",
             )
         payload = self.build_payload(message)
-        raw = self.post(payload)
-        return self.parse_result(raw)
+        result = SendResult(Outcome.UNKNOWN)
+        for tries in range(1, self.backoff.tries + 1):
+            self.limiter.acquire()
+            try:
+                result = self.parse_result(self.post(payload))
+            except Exception as exc:  # the SDK's way of saying no: map it, never lose it
+                result = self.parse_error(exc)
+            result = replace(result, tries=tries)
+            if result.outcome is not Outcome.RETRYABLE_FAILURE or result.stop_run:
+                return result
+            if result.ambiguous:
+                settled = self._settle_ambiguous(message, result)
+                if settled is not None:
+                    return settled
+            if tries == self.backoff.tries:
+                break
+            wait = self.backoff.delay(tries, result.retry_after)
+            if result.retry_after is not None:
+                self.limiter.pause(wait)
+            log.info(
+                "%s: %s try %d: %s; again in %.2f s",
+                self.name,
+                message.touch_key,
+                tries,
+                scrub(result.detail),
+                wait,
+            )
+            self.sleep(wait)
+        return result
+
+    def _settle_ambiguous(self, message: OutboundMessage, result: SendResult) -> SendResult | None:
+        """After a try the provider may have taken: its answer, or None to try again."""
+        try:
+            answer = self.reconcile(message)
+        except Exception as exc:
+            answer = None
+            log.warning("%s: reconcile of %s failed: %s", self.name, message.touch_key, exc)
+        if answer is not None and answer.outcome is Outcome.SENT:
+            return replace(answer, tries=result.tries)
+        if answer is not None and answer.detail == "not found":
+            return None  # certainly not taken: safe to try again
+        if message.may_resend:
+            return None
+        return replace(
+            result,
+            outcome=Outcome.UNKNOWN,
+            detail=f"{result.detail}; the provider cannot tell whether it took the message",
+        )
+
+    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Send messages with at most ``workers`` requests in flight; results in order.
+
+        Once a result says ``stop_run`` (credentials refused), the messages not yet sent are
+        answered with a retryable failure without calling the provider.
+        """
+        stop: list[SendResult] = []
+
+        def one(message: OutboundMessage) -> SendResult:
+            if stop:
+                return SendResult(
+                    Outcome.RETRYABLE_FAILURE,
+                    detail=f"not sent: {stop[0].detail}",
+                    stop_run=True,
+                    tries=0,
+                )
+            result = self.send(message)
+            if result.stop_run:
+                stop.append(result)
+            return result
+
+        if self.workers <= 1 or len(messages) <= 1:
+            return [one(m) for m in messages]
+        with ThreadPoolExecutor(
+            max_workers=min(self.workers, len(messages)), thread_name_prefix=f"care-{self.name}"
+        ) as pool:
+            return list(pool.map(one, messages))
 
     @abstractmethod
     def build_payload(self, message: OutboundMessage) -> dict[str, Any]: ...
@@ -74,6 +200,13 @@ class Transport(ABC):
 
     @abstractmethod
     def parse_result(self, raw: Any) -> SendResult: ...
+
+    def parse_error(self, exc: Exception) -> SendResult:
+        """What an exception from ``post`` means. By default: nobody knows."""
+        log.error("%s: unexpected error: %r", self.name, exc)
+        return SendResult(
+            Outcome.UNKNOWN, detail=f"unexpected error: {type(exc).__name__}: {scrub(str(exc))}"
+        )
 
     def reconcile(self, message: OutboundMessage) -> SendResult | None:
         """After a crash: did the provider take this message? ``None`` when it cannot tell.
