@@ -58,7 +58,7 @@ class Incoming:
     """One event as received: a mapping of event fields or JSON text, and where it came from
     (a stream entry id, ``FILE:LINE``, an API run) for the receipt or the dead letter."""
 
-    raw: Mapping[str, Any] | str | bytes
+    raw: Any  # a mapping or JSON text; anything else is refused as malformed
     ref: str | None = None
 
 
@@ -103,7 +103,7 @@ def _text_value(name: str, value: Any) -> str:
     return str(value)
 
 
-def parse(raw: Mapping[str, Any] | str | bytes, *, now: dt.datetime) -> dict[str, Any]:
+def parse(raw: Any, *, now: dt.datetime) -> dict[str, Any]:
     """A valid event row from ``raw``, or ``MalformedEvent`` saying what is wrong."""
     if isinstance(raw, bytes):
         try:
@@ -135,12 +135,14 @@ def parse(raw: Mapping[str, Any] | str | bytes, *, now: dt.datetime) -> dict[str
     return row
 
 
-def _raw_text(raw: Mapping[str, Any] | str | bytes) -> str:
+def _raw_text(raw: Any) -> str:
     if isinstance(raw, bytes):
         return raw.decode("utf-8", errors="replace")
     if isinstance(raw, str):
         return raw
-    return json.dumps(dict(raw), ensure_ascii=False, default=str, sort_keys=True)
+    if isinstance(raw, Mapping):
+        raw = dict(raw)
+    return json.dumps(raw, ensure_ascii=False, default=str, sort_keys=True)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
