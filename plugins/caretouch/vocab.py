@@ -117,3 +117,10 @@ class SubjectKind(StrEnum):
     CUSTOMER = "customer"
     POLICY = "policy"
     EVENT = "event"
+
+
+class Provider(StrEnum):
+    """Who reports delivery and inbound messages by webhook (``provider_events.provider``)."""
+
+    TWILIO = "twilio"
+    SENDGRID = "sendgrid"

@@ -3,14 +3,17 @@
 Only this package writes the ledger tables; everything else asks it.
 """
 
-from .ledger import Claim, Ledger, StatusChange, TouchState
-from .models import Attempt, LedgerBase, TouchEvent, TouchRow
+from .ledger import Claim, Ledger, MessageMatch, ProviderEvent, StatusChange, TouchState
+from .models import Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
 
 __all__ = [
     "Attempt",
     "Claim",
     "Ledger",
     "LedgerBase",
+    "MessageMatch",
+    "ProviderEvent",
+    "ProviderEventRow",
     "StatusChange",
     "TouchEvent",
     "TouchRow",

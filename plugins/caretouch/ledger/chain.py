@@ -24,13 +24,14 @@ from typing import Any
 from sqlalchemy import DateTime, Index, Integer, String, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .models import Attempt, LedgerBase, TouchEvent, TouchRow
+from .models import Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
 
 GENESIS = "0" * 64
 CHAINED: dict[str, Any] = {
     TouchRow.__tablename__: TouchRow,
     Attempt.__tablename__: Attempt,
     TouchEvent.__tablename__: TouchEvent,
+    ProviderEventRow.__tablename__: ProviderEventRow,
 }
 # Not covered by the row hash: retention may erase them (content_hash stays).
 CONTENT_COLUMNS = frozenset({"subject", "body", "html"})

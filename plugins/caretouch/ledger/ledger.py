@@ -21,7 +21,7 @@ from ..store.db import Store
 from ..vocab import Decision, SuppressionReason, TouchStatus
 from . import chain
 from .codec import decode, encode
-from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
+from .models import Attempt, ProviderEventRow, TouchCurrent, TouchEvent, TouchRow
 
 _CHUNK = 500
 # Statuses after which a rerun leaves the touch alone: it was (or may have been) sent.
@@ -54,6 +54,22 @@ def _zone(name: str) -> ZoneInfo:
 
 # Failures that happened before anything reached a provider: a rerun may try again.
 RETRYABLE_BY_RERUN = frozenset({"render_error"})
+# Statuses a provider's delivery receipt sets (webhooks); ``failed`` only with this reason.
+RECEIPTS = frozenset(
+    {TouchStatus.DELIVERED, TouchStatus.UNDELIVERED, TouchStatus.BOUNCED, TouchStatus.FAILED}
+)
+DELIVERY_FAILED = "delivery_failed"
+
+
+def is_receipt(status: str, reason: str | None) -> bool:
+    """True for a status event that records a provider's delivery receipt."""
+    if status == TouchStatus.FAILED.value:
+        return reason == DELIVERY_FAILED
+    return status in (
+        TouchStatus.DELIVERED.value,
+        TouchStatus.UNDELIVERED.value,
+        TouchStatus.BOUNCED.value,
+    )
 
 
 def is_handled(status: str, reason: str | None, final: bool = False) -> bool:
@@ -120,6 +136,39 @@ class StatusChange:
 
 
 @dataclass(frozen=True)
+class MessageMatch:
+    """The touch and attempt a provider's event is about."""
+
+    touch_id: int
+    attempt_id: int
+    customer_id: str
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One event from a provider's webhook, normalised, to record once.
+
+    ``payload`` must already be masked (no phone number or email address in clear).
+    ``status`` is the touch status the event means (a delivery receipt), or None when it is
+    kept as a provider event only (queued, processed, open, click, inbound, ...).
+    """
+
+    provider: str
+    provider_event_id: str
+    kind: str
+    payload: dict[str, Any]
+    provider_status: str | None = None
+    provider_message_id: str | None = None
+    touch_id: int | None = None
+    attempt_id: int | None = None
+    customer_id: str | None = None
+    status: TouchStatus | None = None
+    reason: str | None = None
+    detail: dict[str, Any] | None = None  # added to the status event's detail (masked)
+    occurred_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
 class Claim:
     """A touch a worker wants to send now, with the message it rendered for it."""
 
@@ -169,10 +218,18 @@ class Ledger:
 
         Writers are serialised, so the events newer than the newest one it reflects are this
         transaction's (or, on a store that predates the table, all of them).
+
+        The latest event wins, with one exception: once a provider has reported the outcome
+        of an attempt (a delivery receipt: delivered, undelivered, bounced, or failed with
+        ``delivery_failed``), a later event of the sender about that same attempt (its
+        ``sent`` recorded after the receipt arrived, ``unknown``, a retry) does not replace
+        it. The event is then still taken into account (``event_id`` moves on), the status
+        stays. An event of another attempt, or a later receipt, replaces it as usual.
         """
         session.flush()
         seen = session.scalar(select(func.max(TouchCurrent.event_id))) or 0
-        latest: dict[int, TouchEvent] = {}
+        latest: dict[int, dict[str, Any]] = {}
+        attempt_of: dict[int, int | None] = {}
         after = seen
         while True:
             batch = session.scalars(
@@ -180,23 +237,41 @@ class Ledger:
             ).all()
             if not batch:
                 break
+            # Touches that may hold a receipt from an earlier transaction, which a sender's
+            # event in this batch must not override.
+            unknown = {
+                e.touch_id
+                for e in batch
+                if e.attempt_id is not None
+                and e.touch_id not in latest
+                and not is_receipt(e.status, e.reason)
+            }
+            Ledger._current_receipts(session, sorted(unknown), latest, attempt_of)
             for event in batch:
-                latest[event.touch_id] = event
+                current = latest.get(event.touch_id)
+                if (
+                    current is not None
+                    and is_receipt(current["status"], current["reason"])
+                    and event.attempt_id is not None
+                    and event.attempt_id == attempt_of.get(event.touch_id)
+                    and not is_receipt(event.status, event.reason)
+                ):
+                    current["event_id"] = event.id
+                    continue
+                latest[event.touch_id] = {
+                    "touch_id": event.touch_id,
+                    "event_id": event.id,
+                    "status": event.status,
+                    "reason": event.reason,
+                    "send_at": event.send_at,
+                    "channel": event.channel,
+                    "final": bool(isinstance(event.detail, dict) and event.detail.get("final")),
+                }
+                attempt_of[event.touch_id] = event.attempt_id
             after = batch[-1].id
         if not latest:
             return 0
-        rows = [
-            {
-                "touch_id": e.touch_id,
-                "event_id": e.id,
-                "status": e.status,
-                "reason": e.reason,
-                "send_at": e.send_at,
-                "channel": e.channel,
-                "final": bool(isinstance(e.detail, dict) and e.detail.get("final")),
-            }
-            for e in latest.values()
-        ]
+        rows = list(latest.values())
         insert = _dialect_insert(session)
         for start in range(0, len(rows), _CHUNK):
             stmt = insert(TouchCurrent.__table__).values(rows[start : start + _CHUNK])
@@ -209,6 +284,48 @@ class Ledger:
             )
             session.execute(stmt)
         return len(rows)
+
+    @staticmethod
+    def _current_receipts(
+        session: Session,
+        touch_ids: Sequence[int],
+        latest: dict[int, dict[str, Any]],
+        attempt_of: dict[int, int | None],
+    ) -> None:
+        """Load into ``latest`` the touches among ``touch_ids`` whose current status is a
+        delivery receipt, with the attempt it is about."""
+        for start in range(0, len(touch_ids), _CHUNK):
+            chunk = list(touch_ids[start : start + _CHUNK])
+            rows = session.execute(
+                select(
+                    TouchCurrent.touch_id,
+                    TouchCurrent.event_id,
+                    TouchCurrent.status,
+                    TouchCurrent.reason,
+                    TouchCurrent.send_at,
+                    TouchCurrent.channel,
+                    TouchCurrent.final,
+                    TouchEvent.attempt_id,
+                )
+                .join(TouchEvent, TouchEvent.id == TouchCurrent.event_id)
+                .where(
+                    TouchCurrent.touch_id.in_(chunk),
+                    TouchCurrent.status.in_([s.value for s in RECEIPTS]),
+                )
+            )
+            for touch_id, event_id, status, reason, send_at, channel, final, attempt_id in rows:
+                if not is_receipt(status, reason):
+                    continue
+                latest[touch_id] = {
+                    "touch_id": touch_id,
+                    "event_id": event_id,
+                    "status": status,
+                    "reason": reason,
+                    "send_at": send_at,
+                    "channel": channel,
+                    "final": final,
+                }
+                attempt_of[touch_id] = attempt_id
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -742,6 +859,125 @@ class Ledger:
             ):
                 won[attempt.touch_id] = attempt
         return won
+
+    # -- provider webhooks -----------------------------------------------------------------
+
+    def match_message(
+        self, channel: str, *, attempt_id: int | None, message_ids: Sequence[str]
+    ) -> MessageMatch | None:
+        """The attempt a provider's event is about: by our attempt id (carried in the status
+        callback URL or the email's custom args) when it names an attempt on ``channel``,
+        else by the provider message id recorded on a ``sent`` event."""
+        with self.store.read_session() as session:
+            if attempt_id is not None:
+                row = session.execute(
+                    select(Attempt.id, Attempt.touch_id, TouchRow.customer_id)
+                    .join(TouchRow, TouchRow.id == Attempt.touch_id)
+                    .where(Attempt.id == attempt_id, Attempt.channel == channel)
+                ).first()
+                if row is not None:
+                    return MessageMatch(touch_id=row[1], attempt_id=row[0], customer_id=row[2])
+            wanted = [m for m in dict.fromkeys(message_ids) if m]
+            if not wanted:
+                return None
+            row = session.execute(
+                select(TouchEvent.attempt_id, TouchEvent.touch_id, TouchRow.customer_id)
+                .join(TouchRow, TouchRow.id == TouchEvent.touch_id)
+                .join(Attempt, Attempt.id == TouchEvent.attempt_id)
+                .where(
+                    TouchEvent.provider_message_id.in_(wanted),
+                    TouchEvent.status == TouchStatus.SENT.value,
+                    Attempt.channel == channel,
+                )
+                .order_by(TouchEvent.id.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            return MessageMatch(touch_id=row[1], attempt_id=row[0], customer_id=row[2])
+
+    def known_provider_events(self, provider: str, event_ids: Iterable[str]) -> set[str]:
+        """The ids among ``event_ids`` already recorded for ``provider``."""
+        ids = sorted(set(event_ids))
+        found: set[str] = set()
+        with self.store.read_session() as session:
+            for start in range(0, len(ids), _CHUNK):
+                found.update(
+                    session.scalars(
+                        select(ProviderEventRow.provider_event_id).where(
+                            ProviderEventRow.provider == provider,
+                            ProviderEventRow.provider_event_id.in_(ids[start : start + _CHUNK]),
+                        )
+                    )
+                )
+        return found
+
+    def record_provider_events(
+        self, events: Sequence[ProviderEvent], *, now: dt.datetime
+    ) -> list[ProviderEvent]:
+        """Record webhook events once each; returns those that were new.
+
+        One transaction: the ``provider_events`` rows (a ``(provider, provider_event_id)``
+        already present inserts nothing, so a replayed webhook changes nothing) and, for each
+        new event that means a touch status and names a touch, its status event, written
+        with ``run_id`` ``webhook:<provider>``. See ``refresh_current`` for why a receipt
+        that arrives before the sender's ``sent`` is not undone by it.
+        """
+        unique = list({(e.provider, e.provider_event_id): e for e in events}.values())
+        if not unique:
+            return []
+        new: list[ProviderEvent] = []
+        with self._write(now) as session:
+            insert = _dialect_insert(session)
+            table = ProviderEventRow.__table__
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                stmt = (
+                    insert(table)
+                    .on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
+                    .returning(table.c.provider, table.c.provider_event_id)
+                )
+                rows = [
+                    {
+                        "provider": e.provider,
+                        "provider_event_id": e.provider_event_id,
+                        "kind": e.kind,
+                        "provider_status": e.provider_status,
+                        "provider_message_id": e.provider_message_id,
+                        "touch_id": e.touch_id,
+                        "attempt_id": e.attempt_id,
+                        "customer_id": e.customer_id,
+                        "status": e.status.value if e.status else None,
+                        "payload": e.payload,
+                        "occurred_at": e.occurred_at,
+                        "received_at": now,
+                    }
+                    for e in chunk
+                ]
+                inserted = {tuple(r) for r in session.execute(stmt, rows)}
+                new.extend(e for e in chunk if (e.provider, e.provider_event_id) in inserted)
+            changes = [
+                {
+                    "touch_id": e.touch_id,
+                    "attempt_id": e.attempt_id,
+                    "status": e.status.value,
+                    "reason": DELIVERY_FAILED if e.status is TouchStatus.FAILED else e.reason,
+                    "provider_message_id": e.provider_message_id,
+                    "detail": {
+                        "receipt": e.provider,
+                        "provider_event_id": e.provider_event_id,
+                        "provider_status": e.provider_status,
+                        **(e.detail or {}),
+                    },
+                    "at": now,
+                    "run_id": f"webhook:{e.provider}",
+                }
+                for e in new
+                if e.status is not None and e.touch_id is not None
+            ]
+            if changes:
+                session.execute(TouchEvent.__table__.insert(), changes)
+        return new
 
     # -- summaries -------------------------------------------------------------------------
 

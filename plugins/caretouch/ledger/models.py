@@ -6,6 +6,9 @@
   content and its hashes; ``(touch_id, attempt_no)`` is UNIQUE, which makes inserting an
   attempt the atomic claim that stops two workers sending the same touch.
 - ``touch_events``: the status history (planned, sending, sent, failed, suppressed, ...).
+- ``provider_events``: every delivery receipt and inbound message a provider's webhook sent
+  us, once each (``(provider, provider_event_id)`` is UNIQUE, so a replayed webhook adds
+  nothing), with addresses masked.
 """
 
 from __future__ import annotations
@@ -104,7 +107,11 @@ class TouchEvent(LedgerBase):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     run_id: Mapped[str] = mapped_column(String(250), nullable=False)
 
-    __table_args__ = (Index("ix_touch_events_touch_id_id", "touch_id", "id"),)
+    __table_args__ = (
+        Index("ix_touch_events_touch_id_id", "touch_id", "id"),
+        # Delivery receipts that do not name our attempt are matched by the provider's id.
+        Index("ix_touch_events_provider_message_id", "provider_message_id"),
+    )
 
 
 class TouchCurrent(LedgerBase):
@@ -128,4 +135,37 @@ class TouchCurrent(LedgerBase):
     __table_args__ = (
         Index("ix_touch_current_status", "status", "touch_id"),
         Index("ix_touch_current_event", "event_id"),
+    )
+
+
+class ProviderEventRow(LedgerBase):
+    """One event a provider's webhook reported: a delivery receipt or an inbound message.
+
+    Written once per ``(provider, provider_event_id)``: Twilio's ``MessageSid:MessageStatus``
+    for a status callback and the inbound ``MessageSid`` for an inbound SMS; SendGrid's
+    ``sg_event_id``. Matched to our touch and attempt where possible (else both are NULL and
+    the event is kept all the same). ``payload`` is what the provider sent, with phone
+    numbers and email addresses masked and location fields left out.
+    """
+
+    __tablename__ = "provider_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(16), nullable=False)
+    provider_event_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)  # status | inbound | event
+    provider_status: Mapped[str | None] = mapped_column(String(64))  # the provider's word
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("touch_attempts.id"))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    # The touch status it was mapped to (delivered, undelivered, bounced, failed), if any.
+    status: Mapped[str | None] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_event_id", name="uq_provider_event"),
+        Index("ix_provider_events_touch", "touch_id"),
     )

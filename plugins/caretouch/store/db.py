@@ -45,7 +45,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 # everyone, the application included. The one exception is retention: erasing an attempt's
 # message content (subject, body, html -> NULL) while every other column, and so the hash
 # chain, stays as it was. On SQLite the hash chain detects what the database cannot prevent.
-LEDGER_TABLES = ("touches", "touch_attempts", "touch_events", "ledger_chain", "consent_events")
+LEDGER_TABLES = (
+    "touches",
+    "touch_attempts",
+    "touch_events",
+    "ledger_chain",
+    "consent_events",
+    "provider_events",
+)
 _PG_APPEND_ONLY = [
     """
     CREATE OR REPLACE FUNCTION care_ledger_append_only() RETURNS trigger
