@@ -762,6 +762,9 @@ def audit_erase(ctx: click.Context, days: int) -> None:
 from .cli_events import event as _event_commands  # noqa: E402 (needs the helpers above)
 
 main.add_command(_event_commands)
+from .cli_ops import campaign as _campaign_commands  # noqa: E402 (needs the helpers above)
+
+main.add_command(_campaign_commands)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -122,6 +122,54 @@ def dag_id_for(campaign_id: str) -> str:
     return f"care_campaign_{campaign_id}"
 
 
+def dag_file_name(campaign_id: str) -> str:
+    return f"{dag_id_for(campaign_id)}.py"
+
+
+def dag_file_text(campaign_id: str) -> str:
+    """The thin DAG file of a campaign, ``dags/care_campaign_<id>.py``.
+
+    One file per campaign, so that a broken campaign is an import error of its own file only
+    (Airflow keys import errors by file; see ``caretouch.airflow.campaigns``).
+    """
+    return (
+        f'"""Airflow DAG file for care_rules/campaigns/{campaign_id}.yaml: wiring only '
+        '(written by `care campaign dagfiles`)."""\n\n'
+        "from caretouch.airflow.campaigns import build_campaign_dag\n\n"
+        f'dag = build_campaign_dag("{campaign_id}")\n'
+    )
+
+
+@dataclass
+class DagFileSync:
+    written: list[Path]
+    unchanged: list[Path]
+    orphans: list[Path]  # DAG files whose campaign file is gone
+    removed: list[Path]
+
+
+def sync_dag_files(campaigns_dir: Path, dags_dir: Path, *, prune: bool = False) -> DagFileSync:
+    """Write a DAG file for every campaign file (valid or not: a broken one must show up in
+    Airflow as an import error); with ``prune``, delete those of campaigns that are gone."""
+    result = DagFileSync([], [], [], [])
+    wanted = {dag_file_name(p.stem): p.stem for p in campaign_files(campaigns_dir)}
+    for name, campaign_id in sorted(wanted.items()):
+        target = dags_dir / name
+        text = dag_file_text(campaign_id)
+        if target.is_file() and target.read_text(encoding="utf-8") == text:
+            result.unchanged.append(target)
+            continue
+        target.write_text(text, encoding="utf-8")
+        result.written.append(target)
+    for existing in sorted(dags_dir.glob(dag_file_name("*"))):
+        if existing.name not in wanted:
+            result.orphans.append(existing)
+            if prune:
+                existing.unlink()
+                result.removed.append(existing)
+    return result
+
+
 def campaign_files(campaigns_dir: Path) -> list[Path]:
     if not campaigns_dir.is_dir():
         return []

@@ -1,0 +1,185 @@
+"""``care_campaign_<id>``: one DAG per campaign file in ``care_rules/campaigns/``.
+
+Each campaign has its own thin DAG file, ``dags/care_campaign_<id>.py``, calling
+``build_campaign_dag("<id>")`` (``care campaign dagfiles`` writes them). Why one file per
+campaign and not one factory file for all: Airflow keys import errors by DAG *file*
+(``ParseImportError.filename``; ``DagBag.import_errors`` maps a file to its traceback), and a
+file that raises yields no DAG at all. With one file for every campaign, a single broken
+campaign would either hide every campaign DAG (if the factory raised) or be invisible in
+Airflow (if it skipped it). With a file per campaign, the factory raises for the broken one
+only: its ``file:line:col`` errors are the import error of ``care_campaign_<id>.py`` and the
+other campaigns' DAGs are untouched.
+
+At parse time the factory reads the campaign file, the contact policy and the templates it
+names (local files; no database, no network) and validates them exactly as ``care validate``
+does. The schedule is an ``EventsTimetable`` of the campaign's run times: 12:00 UTC on the
+day before each due day, like ``care_daily`` (the due day has then begun only east of UTC+12,
+hours before any send time). A run plans its local day with every rule and campaign (the
+contact policy arbitrates them together; planning is idempotent) and sends this campaign's
+touches whose time has come; ``care_dispatch`` sends the rest when their time comes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+# airflow.sdk.EventsTimetable does not survive serialization in Airflow 3.3.2 (its encoder
+# leaves out the "_summary" the scheduler-side class reads back: KeyError); the core class
+# serializes itself completely.
+from airflow.timetables.events import EventsTimetable
+
+from ..errors import ConfigurationError, ValidationFailed
+from ..policy import load_policy
+from ..render import TemplateStore
+from ..rules.campaigns import CAMPAIGN_DIR, Campaign, load_campaign_file
+from ..rules.loader import POLICY_FILE
+from .daily import BATCH_SIZE, DEFAULT_ARGS, _engine, _now, planned_day
+
+log = logging.getLogger("caretouch.airflow")
+
+_REPO = Path(__file__).resolve().parents[3]
+
+
+def _dir(env: str, default: str) -> Path:
+    # Workers and the DAG processor read the same variables; without them, the repository's
+    # own directories (the DAG processor's working directory is not the repository's).
+    value = os.environ.get(env)
+    return Path(value) if value else _REPO / default
+
+
+def load_campaign(campaign_id: str) -> Campaign:
+    """The campaign of ``care_rules/campaigns/<id>.yaml``, validated; raise if it is not valid."""
+    rules_dir = _dir("CARE_RULES_DIR", "care_rules")
+    path = rules_dir / CAMPAIGN_DIR / f"{campaign_id}.yaml"
+    if not path.is_file():
+        raise ConfigurationError(
+            f"campaign file {path} not found: restore it, or delete this DAG file "
+            f"(care campaign dagfiles --prune)"
+        )
+    policy = load_policy(rules_dir / POLICY_FILE)
+    templates = TemplateStore(_dir("CARE_TEMPLATES_DIR", "templates"))
+    campaign, errors = load_campaign_file(path, templates, policy)
+    if errors or campaign is None:
+        raise ValidationFailed(errors)
+    return campaign
+
+
+def campaign_ids_of(touch_ids: list[int], engine: Any, campaign_id: str) -> list[int]:
+    """The touches among ``touch_ids`` that belong to the campaign."""
+    return [s.id for s in engine.ledger.states(touch_ids) if s.row.rule_id == campaign_id]
+
+
+def build_campaign_dag(campaign_id: str) -> Any:
+    """The DAG of one campaign; raises (an import error for this file only) when invalid."""
+    import pendulum
+
+    campaign = load_campaign(campaign_id)
+    runs = [pendulum.instance(t) for t in campaign.run_times()]
+    days = ", ".join(d.isoformat() for d in campaign.days)
+    doc = (
+        f"**{campaign.rule.description}**\n\n"
+        f"Campaign file `{campaign.path.name}`: schedule `{campaign.schedule}`, "
+        f"{campaign.start} to {campaign.end}; due on {days} (customer-local), "
+        f"{campaign.rule.category.value}, priority {campaign.rule.priority}, channels "
+        f"{', '.join(c.value for c in campaign.rule.channels)}. "
+        "Runs at 12:00 UTC the day before each due day. Trigger with "
+        '`{"day": "YYYY-MM-DD"}` to rerun or backfill a day: the ledger never sends a touch twice.'
+    )
+
+    @dag(
+        dag_id=campaign.dag_id,
+        description=campaign.rule.description,
+        doc_md=doc,
+        schedule=EventsTimetable(
+            runs, presorted=True, description=f"{campaign.schedule} ({len(runs)} day(s))"
+        ),
+        start_date=runs[0],
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        params={
+            "day": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description="Local date to run (YYYY-MM-DD); default: the day after the "
+                "logical date.",
+            ),
+        },
+        tags=["caretouch", "campaign"],
+    )
+    def care_campaign() -> None:
+        @task
+        def plan(**context: Any) -> list[list[int]]:
+            from ..runner import batches, pending_ids, plan_and_record, recover_in_flight
+
+            day = planned_day(context.get("logical_date"), context["params"])
+            engine = _engine()
+            if day not in campaign.days:
+                log.warning(
+                    "%s is not a day of campaign %s (%s): nothing of it is due",
+                    day,
+                    campaign.id,
+                    days,
+                )
+            run_id = f"airflow:{campaign.dag_id}:{context['run_id']}"
+            recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
+            planned = plan_and_record(
+                engine, day, run_id=run_id, now=_now(), retry_render_errors=True
+            )
+            ids = campaign_ids_of(
+                sorted(set(planned) | set(pending_ids(engine, day))), engine, campaign.id
+            )
+            log.info(
+                "campaign %s on %s: %d touch(es) to send in %d batch(es)",
+                campaign.id,
+                day,
+                len(ids),
+                len(batches(ids, BATCH_SIZE)),
+            )
+            return batches(ids, BATCH_SIZE)
+
+        @task
+        def send(batch: list[int], **context: Any) -> dict[str, int]:
+            from ..runner import send_touches
+
+            engine = _engine()
+            run_id = f"airflow:{campaign.dag_id}:{context['run_id']}"
+            report = send_touches(engine, batch, run_id=run_id, now=_now())
+            log.info("batch of %d: %s", len(batch), report.as_dict())
+            for failure in report.failures:
+                log.error("failed: %s", failure)
+            return report.as_dict()
+
+        @task(trigger_rule="none_failed")
+        def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
+            from ..runner import anchor
+            from ..summary import DaySummary
+
+            day = planned_day(context.get("logical_date"), context["params"])
+            engine = _engine()
+            run_id = f"airflow:{campaign.dag_id}:{context['run_id']}"
+            anchor(engine, run_id=run_id, now=_now())
+            summary = DaySummary.from_ledger(engine.ledger, day)
+            summary.rows = [r for r in summary.rows if r["rule_id"] == campaign.id]
+            totals: dict[str, int] = {}
+            for report in reports or []:
+                for key, value in report.items():
+                    totals[key] = totals.get(key, 0) + value
+            for line in summary.render().splitlines():
+                log.info("%s", line)
+            log.info("this run: %s", totals)
+            if totals.get("failed"):
+                raise RuntimeError(
+                    f"{totals['failed']} touch(es) of campaign {campaign.id} failed on {day}"
+                )
+            return {**summary.as_dict(), "this_run": totals}
+
+        summarise(send.expand(batch=plan()))
+
+    return care_campaign()
