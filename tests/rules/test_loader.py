@@ -52,7 +52,7 @@ def errors_for(rules_dir: Path, templates_dir: Path, text: str, name: str = "r.y
 
 
 def test_shipped_rules_are_valid(shipped_rules) -> None:
-    assert sorted(r.id for r in shipped_rules.rules) == [
+    assert sorted(r.id for r in shipped_rules.rules if not shipped_rules.is_campaign(r.id)) == [
         "annual-review",
         "birthday",
         "holiday-greeting",
