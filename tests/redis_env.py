@@ -1,0 +1,49 @@
+"""The real Redis for event tests (127.0.0.1:6379, or $CARE_TEST_REDIS_URL).
+
+Tests that need it skip with the reason when it is unreachable, except under CI=true, where
+they fail. Every test uses stream keys of its own, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import in_ci
+
+REDIS_URL = os.environ.get("CARE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_redis() -> Any:
+    """A client for the test Redis, or skip (fail under CI) saying why not."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = f"Redis at {REDIS_URL} unreachable: {type(exc).__name__}: {exc}"
+        if in_ci():
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return client
+
+
+@pytest.fixture
+def redis_client() -> Iterator[Any]:
+    client = require_redis()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stream_key(redis_client: Any) -> Iterator[str]:
+    """A stream key of this test's own; it and its doorbell mark are deleted afterwards."""
+    key = f"care-test:{uuid.uuid4().hex[:12]}"
+    yield key
+    for name in redis_client.scan_iter(f"{key}*"):
+        redis_client.delete(name)
