@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format typecheck bench clean venv browser
+.PHONY: demo test lint format typecheck bench clean venv browser prism
 
 venv: $(STAMP)
 
@@ -21,7 +21,16 @@ demo: $(STAMP)
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: $(STAMP) browser
+# Prism serves the providers' OpenAPI contracts for tests/channels/test_contracts.py.
+PRISM := .tools/prism/node_modules/.bin/prism
+prism: $(PRISM)
+$(PRISM):
+	@if command -v npm >/dev/null; then \
+	  mkdir -p .tools/prism && npm install --silent --no-save --no-audit --no-fund \
+	    --prefix .tools/prism @stoplight/prism-cli@5.16.0; \
+	else echo "npm not found: the Prism contract tests will be skipped (they fail under CI=true)"; fi
+
+test: $(STAMP) browser prism
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -39,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan_scale.py
 
 clean:
-	rm -rf $(VENV) .demo .airflow outbox care.db
+	rm -rf $(VENV) .demo .airflow .tools outbox care.db

@@ -138,7 +138,9 @@ class SendGridTransport(Transport):
         if message.attempt_id is not None:
             args["care_attempt"] = str(message.attempt_id)
         for key, value in args.items():
-            mail.add_custom_arg(CustomArg(key, value))
+            # Per personalization: the contract types the top-level ``custom_args`` as a
+            # string (Prism refuses an object there); SendGrid echoes both in its events.
+            person.add_custom_arg(CustomArg(key, value))
         if link:
             mail.add_header(Header("List-Unsubscribe", f"<{link}>"))
             mail.add_header(Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))

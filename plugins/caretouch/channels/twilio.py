@@ -65,7 +65,7 @@ class TwilioTransport(Transport):
         self,
         credentials: TwilioCredentials,
         *,
-        timeout: tuple[float, float] = (5.0, 20.0),
+        timeout: float = 20.0,
         **limits: Any,
     ) -> None:
         limits.setdefault("rate_per_sec", credentials.rate_per_sec)
@@ -82,7 +82,7 @@ class TwilioTransport(Transport):
         """This thread's SDK client, made on first use."""
         client = getattr(self._local, "client", None)
         if client is None:
-            http = _HeaderKeepingClient(timeout=self.timeout)  # type: ignore[arg-type]
+            http = _HeaderKeepingClient(timeout=self.timeout)
             client = Client(
                 self.credentials.account_sid, self.credentials.auth_token, http_client=http
             )
