@@ -33,17 +33,17 @@ def require_redis() -> Any:
     return client
 
 
-@pytest.fixture
-def redis_client() -> Iterator[Any]:
+def open_client() -> Iterator[Any]:
+    """For a fixture: a client (or a skip), closed afterwards."""
     client = require_redis()
     yield client
     client.close()
 
 
-@pytest.fixture
-def stream_key(redis_client: Any) -> Iterator[str]:
-    """A stream key of this test's own; it and its doorbell mark are deleted afterwards."""
+def own_stream_key(client: Any) -> Iterator[str]:
+    """For a fixture: a stream key of this test's own; it and its doorbell mark are deleted
+    afterwards."""
     key = f"care-test:{uuid.uuid4().hex[:12]}"
     yield key
-    for name in redis_client.scan_iter(f"{key}*"):
-        redis_client.delete(name)
+    for name in client.scan_iter(f"{key}*"):
+        client.delete(name)
