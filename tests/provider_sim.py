@@ -469,6 +469,125 @@ class ProviderSim:
             return dataclasses.replace(m) if m is not None else None
 
 
+# --- in a child process ----------------------------------------------------------------------
+
+_REMOTE_CALLS = frozenset(
+    {
+        "set_faults",
+        "clear_faults",
+        "set_twilio_recipient_error",
+        "set_sendgrid_invalid_recipient",
+        "set_message_status",
+        "reset",
+        "accepted",
+        "count_by",
+        "count_by_recipient",
+        "duplicates",
+        "request_counts",
+    }
+)
+
+
+class RemoteProviderSim:
+    """The same simulator in a child process, driven through a pipe; same methods and knobs.
+
+    For benchmarks: a simulator in the measuring process shares its GIL with the client, which
+    then costs the client about half its throughput. Constructor arguments are those of
+    ``ProviderSim`` and must pickle (so no ``clock``). ``faults`` is a method here.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self.twilio_account_sid = kwargs.get("twilio_account_sid", TWILIO_ACCOUNT_SID)
+        self.twilio_auth_token = kwargs.get("twilio_auth_token", TWILIO_AUTH_TOKEN)
+        self.sendgrid_api_key = kwargs.get("sendgrid_api_key", SENDGRID_API_KEY)
+        self._conn: Any = None
+        self._proc: Any = None
+        self._lock = threading.Lock()
+        self.url = ""
+        self.port = 0
+
+    def start(self) -> RemoteProviderSim:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_remote_main, args=(child, self._kwargs), daemon=True)
+        self._proc.start()
+        child.close()
+        ok, value = self._conn.recv()
+        if not ok:
+            self._proc.join(timeout=5)
+            raise RuntimeError(f"provider simulator failed to start: {value}")
+        self.url, self.port = value
+        return self
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        with self._lock:
+            try:
+                self._conn.send(None)
+                self._conn.recv()
+            except (EOFError, OSError):
+                pass
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc = None
+
+    def __enter__(self) -> RemoteProviderSim:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    twilio_client = ProviderSim.twilio_client
+    sendgrid_client = ProviderSim.sendgrid_client
+
+    def faults(self) -> Faults:
+        return self._call("faults")
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name not in _REMOTE_CALLS:
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._call(name, *args, **kwargs)
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self._conn.send((name, args, kwargs))
+            ok, value = self._conn.recv()
+        if not ok:
+            raise value
+        return value
+
+
+def _remote_main(conn: Any, kwargs: dict[str, Any]) -> None:
+    try:
+        sim = ProviderSim(**kwargs).start()
+    except Exception as exc:  # reported to the parent, which raises
+        conn.send((False, repr(exc)))
+        return
+    conn.send((True, (sim.url, sim.port)))
+    try:
+        while (request := conn.recv()) is not None:
+            name, args, call_kwargs = request
+            try:
+                if name == "faults":
+                    result: Any = sim.faults
+                else:
+                    result = getattr(sim, name)(*args, **call_kwargs)
+                conn.send((True, result))
+            except Exception as exc:  # sent back and raised in the parent
+                conn.send((False, exc))
+    except EOFError:  # the parent went away
+        pass
+    finally:
+        sim.stop()
+    with contextlib.suppress(OSError):
+        conn.send((True, None))
+
+
 # --- HTTP ------------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from provider_sim import (
     TWILIO,
     Faults,
     ProviderSim,
+    RemoteProviderSim,
     sms_segments,
 )
 
@@ -558,3 +559,25 @@ def test_stop_releases_held_answers():
     caller.join(timeout=20)
     assert not caller.is_alive()
     assert len(errors) == 1
+
+
+def test_remote_simulator_in_a_child_process():
+    with RemoteProviderSim(seed=3, twilio_recipient_errors={"+15552220000": 21610}) as sim:
+        client = sim.twilio_client()
+        sid = client.messages.create(to="+15552220001", from_=FROM, body="remote").sid
+        with pytest.raises(TwilioRestException) as err:
+            client.messages.create(to="+15552220000", from_=FROM, body="remote")
+        assert err.value.code == 21610
+        sim.set_faults(rate_503=1.0)
+        assert sim.faults().rate_503 == 1.0
+        with pytest.raises(TwilioRestException):
+            client.messages.create(to="+15552220002", from_=FROM, body="remote")
+        [message] = sim.accepted(TWILIO)
+        assert (message.id, message.body) == (sid, "remote")
+        counts = sim.request_counts(TWILIO)
+        assert (counts["accepted"], counts["rejected"], counts["fault_503"]) == (1, 1, 1)
+        with pytest.raises(TypeError):
+            sim.set_faults(rate_418=0.5)
+        sim.clear_faults()
+        assert sim.sendgrid_client().send(mail()).status_code == 202
+        assert sim.count_by_recipient(SENDGRID) == {"wang@example.com": 1}
