@@ -581,3 +581,50 @@ def test_remote_simulator_in_a_child_process():
         sim.clear_faults()
         assert sim.sendgrid_client().send(mail()).status_code == 202
         assert sim.count_by_recipient(SENDGRID) == {"wang@example.com": 1}
+
+
+def test_lost_answers_make_duplicates_visible_and_a_list_lookup_avoids_them():
+    """10 % faults, every drop and half of the timeouts after acceptance: a client that retries
+    blindly sends some messages twice; one that first looks the message up does not."""
+    knobs = {
+        "rate_503": 0.03,
+        "rate_429": 0.02,
+        "rate_timeout": 0.025,
+        "rate_drop": 0.025,
+        "timeout_after_accept": 0.5,
+        "drop_after_accept": 1.0,
+        "timeout_hold_s": 0.8,
+        "retry_after_s": 0,
+    }
+    recipients = [f"+1555444{i:04d}" for i in range(150)]
+
+    def run(look_up_first: bool) -> ProviderSim:
+        sim = ProviderSim(seed=11, **knobs)
+        with sim:
+            client = sim.twilio_client(timeout=0.5)
+            for to in recipients:
+                body = f"exactly once to {to}"
+                while True:
+                    try:
+                        client.messages.create(to=to, from_=FROM, body=body)
+                        break
+                    except TwilioRestException as err:
+                        assert err.status in (429, 503, 504)
+                    except requests.exceptions.RequestException:  # timeout, dropped
+                        if look_up_first and any(
+                            m.body == body for m in client.messages.list(to=to)
+                        ):
+                            break
+        return sim
+
+    blind, careful = run(look_up_first=False), run(look_up_first=True)
+    assert blind.duplicates(TWILIO) != {}
+    lost = blind.request_counts(TWILIO)
+    assert (
+        len(blind.duplicates(TWILIO))
+        <= lost["fault_timeout_accepted"] + lost["fault_drop_accepted"]
+    )
+    assert careful.duplicates(TWILIO) == {}
+    assert careful.count_by_recipient(TWILIO) == dict.fromkeys(recipients, 1)
+    counts = careful.request_counts(TWILIO)
+    assert counts["fault_timeout_accepted"] + counts["fault_drop_accepted"] > 0
