@@ -159,6 +159,12 @@ def run_demo(
         if run_airflow(["db", "migrate"], env, log_path) != 0:
             echo(f"airflow db migrate failed; see {log_path}")
             return 1
+        # The pool that bounds provider sends across mapped tasks (docs/deploy.md).
+        if run_airflow(
+            ["pools", "set", "care_send", "4", "Caretouch provider sends"], env, log_path
+        ):
+            echo(f"airflow pools set care_send failed; see {log_path}")
+            return 1
         logical = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(12), dt.timezone.utc)
         echo(f"airflow: dags test care_daily {logical.isoformat()} (plans local date {day}) ...")
         code = run_airflow(

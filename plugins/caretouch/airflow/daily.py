@@ -17,6 +17,7 @@ from airflow.sdk import Param, dag, task
 
 from ..config import CareConfig
 from ..errors import ValidationFailed
+from .hooks import SEND_POOL
 
 log = logging.getLogger("caretouch.airflow")
 
@@ -40,8 +41,10 @@ def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.
 def _engine() -> Any:
     from ..runner import Engine
     from ..store.db import check_initialised
+    from .hooks import task_transports
 
-    engine = Engine.open(CareConfig.from_env())
+    config = CareConfig.from_env()
+    engine = Engine.open(config, transports=task_transports(config.outbox_dir))
     engine.clock = _now
     if engine.ruleset.policy_errors:
         # No task plans or sends without the contact policy it stands under.
@@ -95,7 +98,7 @@ def build_care_daily() -> Any:
             )
             return batches(ids, BATCH_SIZE)
 
-        @task
+        @task(pool=SEND_POOL)
         def send(batch: list[int], **context: Any) -> dict[str, int]:
             from ..runner import send_touches
 
@@ -147,7 +150,7 @@ def build_care_dispatch() -> Any:
         tags=["caretouch"],
     )
     def care_dispatch() -> None:
-        @task
+        @task(pool=SEND_POOL)
         def dispatch(**context: Any) -> dict[str, int]:
             from ..runner import dispatch as dispatch_due
 

@@ -1,0 +1,159 @@
+"""Provider credentials from Airflow Connections, in the style of Airflow's provider hooks.
+
+``care_twilio``: login = Account SID, password = Auth Token, extra
+``{"from": "+1..." or "MG...", "api_base": ..., "public_url": ..., "rate_per_sec": 10,
+"concurrency": 4}``. ``care_sendgrid``: password = API key, extra ``{"from":
+"care@example.com", "api_base": ..., "public_url": ..., "webhook_public_key": ...,
+"rate_per_sec": ..., "concurrency": ...}``. Where a Connection does not exist, the
+environment variables of the CLI are used; where neither is set, the outbox is.
+
+Send tasks run in the ``care_send`` pool (``$CARE_SEND_POOL_SLOTS`` slots, default 4): at most
+that many send side by side, and each takes that share of each provider's rate, so together
+they stay within the account's limit.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from ..channels.base import Transport
+from ..channels.credentials import (
+    SENDGRID_API_BASE,
+    TWILIO_API_BASE,
+    SendGridCredentials,
+    TwilioCredentials,
+    sendgrid_from_env,
+    twilio_from_env,
+)
+from ..channels.registry import build_transports
+from ..errors import ConfigurationError
+from ..vocab import Channel
+
+SEND_POOL = "care_send"
+
+
+def send_pool_slots() -> int:
+    raw = os.environ.get("CARE_SEND_POOL_SLOTS", "4")
+    try:
+        slots = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"$CARE_SEND_POOL_SLOTS must be a whole number, not {raw!r}"
+        ) from exc
+    return max(1, slots)
+
+
+def _connection(conn_id: str) -> Any | None:
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as exc:  # AirflowNotFoundException, or no Airflow context at all
+        if type(exc).__name__ in ("AirflowNotFoundException", "RuntimeError", "ImportError"):
+            return None
+        if "not found" in str(exc).lower() or "isn't defined" in str(exc).lower():
+            return None
+        raise
+
+
+def _number(extra: dict[str, Any], key: str, kind: type, conn_id: str) -> Any:
+    if extra.get(key) in (None, ""):
+        return None
+    try:
+        return kind(extra[key])
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"Connection {conn_id}: extra {key!r} must be a number") from exc
+
+
+class TwilioHook(BaseHook):
+    """Twilio credentials from the ``care_twilio`` Connection."""
+
+    conn_name_attr = "twilio_conn_id"
+    default_conn_name = "care_twilio"
+    conn_type = "care_twilio"
+    hook_name = "Caretouch Twilio"
+
+    def __init__(self, twilio_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.twilio_conn_id = twilio_conn_id
+
+    def credentials(self) -> TwilioCredentials | None:
+        conn = _connection(self.twilio_conn_id)
+        if conn is None:
+            return None
+        extra = dict(conn.extra_dejson or {})
+        if not (conn.login and conn.password and extra.get("from")):
+            raise ConfigurationError(
+                f"Connection {self.twilio_conn_id} needs login (Account SID), password (Auth "
+                "Token) and extra 'from' (the sender number or Messaging Service SID)"
+            )
+        env = os.environ
+        return TwilioCredentials(
+            account_sid=conn.login,
+            auth_token=conn.password,
+            sender=str(extra["from"]),
+            api_base=extra.get("api_base") or env.get("CARE_TWILIO_API_BASE") or TWILIO_API_BASE,
+            public_url=extra.get("public_url") or env.get("CARE_PUBLIC_URL") or None,
+            rate_per_sec=_number(extra, "rate_per_sec", float, self.twilio_conn_id),
+            concurrency=_number(extra, "concurrency", int, self.twilio_conn_id),
+        )
+
+
+class SendGridHook(BaseHook):
+    """SendGrid credentials from the ``care_sendgrid`` Connection."""
+
+    conn_name_attr = "sendgrid_conn_id"
+    default_conn_name = "care_sendgrid"
+    conn_type = "care_sendgrid"
+    hook_name = "Caretouch SendGrid"
+
+    def __init__(self, sendgrid_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.sendgrid_conn_id = sendgrid_conn_id
+
+    def credentials(self) -> SendGridCredentials | None:
+        conn = _connection(self.sendgrid_conn_id)
+        if conn is None:
+            return None
+        extra = dict(conn.extra_dejson or {})
+        if not (conn.password and extra.get("from")):
+            raise ConfigurationError(
+                f"Connection {self.sendgrid_conn_id} needs password (the API key) and extra "
+                "'from' (the sender address)"
+            )
+        env = os.environ
+        return SendGridCredentials(
+            api_key=conn.password,
+            sender=str(extra["from"]),
+            api_base=extra.get("api_base")
+            or env.get("CARE_SENDGRID_API_BASE")
+            or SENDGRID_API_BASE,
+            public_url=extra.get("public_url") or env.get("CARE_PUBLIC_URL") or None,
+            webhook_public_key=extra.get("webhook_public_key")
+            or env.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
+            or None,
+            rate_per_sec=_number(extra, "rate_per_sec", float, self.sendgrid_conn_id),
+            concurrency=_number(extra, "concurrency", int, self.sendgrid_conn_id),
+        )
+
+
+def twilio_credentials() -> TwilioCredentials | None:
+    """The ``care_twilio`` Connection, else the environment, else None (outbox)."""
+    return TwilioHook().credentials() or twilio_from_env()
+
+
+def sendgrid_credentials() -> SendGridCredentials | None:
+    """The ``care_sendgrid`` Connection, else the environment, else None (outbox)."""
+    return SendGridHook().credentials() or sendgrid_from_env()
+
+
+def task_transports(outbox_dir: Any) -> dict[Channel, Transport]:
+    """The transports of one send task: real providers where configured, each provider's
+    rate shared by the ``care_send`` pool's slots."""
+    return build_transports(
+        outbox_dir,
+        twilio=twilio_credentials(),
+        sendgrid=sendgrid_credentials(),
+        share=send_pool_slots(),
+    )

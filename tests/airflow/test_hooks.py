@@ -1,0 +1,119 @@
+"""Provider credentials from Airflow Connections (``care_twilio``, ``care_sendgrid``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import airflow_env  # noqa: F401  (before Airflow is imported)
+from caretouch.airflow.hooks import (
+    SendGridHook,
+    TwilioHook,
+    sendgrid_credentials,
+    task_transports,
+    twilio_credentials,
+)
+from caretouch.channels.outbox import OutboxTransport
+from caretouch.channels.sendgrid import SendGridTransport
+from caretouch.channels.twilio import TwilioTransport
+from caretouch.errors import ConfigurationError
+from caretouch.vocab import Channel
+
+PROVIDER_VARS = (
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "CARE_SMS_FROM",
+    "SENDGRID_API_KEY",
+    "CARE_EMAIL_FROM",
+    "CARE_PUBLIC_URL",
+    "AIRFLOW_CONN_CARE_TWILIO",
+    "AIRFLOW_CONN_CARE_SENDGRID",
+    "CARE_SEND_POOL_SLOTS",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROVIDER_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+
+
+def test_no_connection_and_no_environment_means_outbox(tmp_path) -> None:
+    assert twilio_credentials() is None
+    assert sendgrid_credentials() is None
+    transports = task_transports(tmp_path)
+    assert all(isinstance(t, OutboxTransport) for t in transports.values())
+
+
+def test_twilio_connection_gives_credentials_and_hides_the_token(monkeypatch) -> None:
+    connection(
+        monkeypatch,
+        "care_twilio",
+        conn_type="care_twilio",
+        login="AC" + "1" * 32,
+        password="very-secret-auth-token",
+        extra={"from": "+15005550006", "rate_per_sec": 30, "concurrency": 6},
+    )
+    creds = TwilioHook().credentials()
+    assert creds is not None
+    assert (creds.account_sid, creds.sender, creds.rate_per_sec, creds.concurrency) == (
+        "AC" + "1" * 32,
+        "+15005550006",
+        30.0,
+        6,
+    )
+    assert "very-secret-auth-token" not in repr(creds) + str(creds)
+
+
+def test_connection_wins_over_environment(monkeypatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "ACenv")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "envtoken")
+    monkeypatch.setenv("CARE_SMS_FROM", "+15550000000")
+    assert twilio_credentials().account_sid == "ACenv"  # type: ignore[union-attr]
+    connection(
+        monkeypatch,
+        "care_twilio",
+        conn_type="care_twilio",
+        login="ACconn",
+        password="conntoken",
+        extra={"from": "+15005550006"},
+    )
+    assert twilio_credentials().account_sid == "ACconn"  # type: ignore[union-attr]
+
+
+def test_incomplete_connections_are_configuration_errors(monkeypatch) -> None:
+    connection(monkeypatch, "care_twilio", conn_type="care_twilio", login="AC1", password="t")
+    with pytest.raises(ConfigurationError, match="extra 'from'"):
+        TwilioHook().credentials()
+    connection(monkeypatch, "care_sendgrid", conn_type="care_sendgrid", extra={"from": "a@b.c"})
+    with pytest.raises(ConfigurationError, match="password"):
+        SendGridHook().credentials()
+
+
+def test_send_tasks_share_each_providers_rate_by_pool_slots(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("CARE_SEND_POOL_SLOTS", "4")
+    monkeypatch.setenv("CARE_UNSUBSCRIBE_KEY", "k" * 32)
+    connection(
+        monkeypatch,
+        "care_twilio",
+        conn_type="care_twilio",
+        login="AC1",
+        password="t",
+        extra={"from": "+15005550006", "rate_per_sec": 40},
+    )
+    connection(
+        monkeypatch,
+        "care_sendgrid",
+        conn_type="care_sendgrid",
+        password="SG.key",
+        extra={"from": "care@example.com", "public_url": "https://care.example", "rate_per_sec": 8},
+    )
+    transports = task_transports(tmp_path)
+    sms, email = transports[Channel.SMS], transports[Channel.EMAIL]
+    assert isinstance(sms, TwilioTransport) and sms.rate == 10.0
+    assert isinstance(email, SendGridTransport) and email.rate == 2.0
