@@ -765,6 +765,9 @@ main.add_command(_event_commands)
 from .cli_ops import campaign as _campaign_commands  # noqa: E402 (needs the helpers above)
 
 main.add_command(_campaign_commands)
+from .cli_ops import forecast as _forecast_command  # noqa: E402
+
+main.add_command(_forecast_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -6,11 +6,12 @@ Airflow.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from .cli import _config, _fail, _load_ruleset, friendly_errors
+from .cli import _config, _fail, _load_ruleset, _parse_day, friendly_errors
 
 # -- campaign ------------------------------------------------------------------------------
 
@@ -76,3 +77,82 @@ def campaign_dagfiles(ctx: click.Context, dags_dir: Path, prune: bool) -> None:
         f"{len(result.written)} written, {len(result.unchanged)} unchanged, "
         f"{len(result.removed)} removed"
     )
+
+
+# -- forecast ------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--from", "first_text", metavar="YYYY-MM-DD", required=True, help="First local date.")
+@click.option("--days", type=click.IntRange(1, 400), default=30, show_default=True)
+@click.option("--rule", "rule_ids", multiple=True, help="Only these rules or campaigns.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "png", "html"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File to write (default: stdout for table and csv, forecast-FROM-Nd.png|html).",
+)
+@click.pass_context
+@friendly_errors
+def forecast(
+    ctx: click.Context,
+    first_text: str,
+    days: int,
+    rule_ids: tuple[str, ...],
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Per local date, how many touches each rule and campaign would plan, send and suppress
+    (by reason). Computed as `care plan` does, against the ledger; writes nothing."""
+    from . import forecast as fc_module
+    from .cli import _engine
+    from .errors import CareError
+    from .ledger import Ledger
+    from .summary import text_table
+
+    first = _parse_day(first_text)
+    engine = _engine(_config(ctx))
+    known = {r.id for r in engine.ruleset.rules}
+    unknown = [r for r in rule_ids if r not in known]
+    if unknown:
+        raise CareError(f"unknown rule or campaign: {', '.join(unknown)}")
+    with click.progressbar(length=days, label="forecasting", file=sys.stderr, show_pos=True) as bar:
+        result = fc_module.forecast(
+            engine.store,
+            engine.ruleset,
+            first,
+            days,
+            history=Ledger(engine.store),
+            rule_ids=rule_ids or None,
+            progress=lambda _day: bar.update(1),
+        )
+    if fmt in ("table", "csv") and output is None:
+        if fmt == "csv":
+            click.echo(fc_module.to_csv(result), nl=False)
+            return
+        header, body = fc_module.table_rows(result)
+        for line in text_table(header, body):
+            click.echo(line)
+        click.echo(
+            f"\n{result.total('candidates')} candidate(s) over {days} day(s) from {first}: "
+            f"{result.total('send')} to send. Each day as `care plan` plans it now; "
+            "see docs/operations.md."
+        )
+        return
+    target = output or Path(f"forecast-{first}-{days}d.{fmt}")
+    if fmt == "png":
+        target.write_bytes(fc_module.to_png(result))
+    elif fmt == "html":
+        target.write_text(fc_module.to_html(result), encoding="utf-8")
+    elif fmt == "csv":
+        target.write_text(fc_module.to_csv(result), encoding="utf-8")
+    else:
+        header, body = fc_module.table_rows(result)
+        target.write_text("\n".join(text_table(header, body)) + "\n", encoding="utf-8")
+    click.echo(f"wrote {target}")
