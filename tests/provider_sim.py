@@ -40,6 +40,7 @@ import random
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections import Counter
@@ -608,6 +609,11 @@ class _Server(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name, self.server_port = host, port
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that gave up mid-answer is part of the job; anything else is a bug to print
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     def track(self, conn: socket.socket, alive: bool) -> None:
         with self._conn_lock:
             (self._connections.add if alive else self._connections.discard)(conn)
@@ -1050,6 +1056,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(body)
+        self.wfile.flush()  # here, so a client that went away is handled like one that timed out
 
 
 def _sendgrid_validate(mail: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
