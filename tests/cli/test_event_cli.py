@@ -1,0 +1,138 @@
+"""`care event`: emit, import, drain and dead-letters, with exit statuses users can rely on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis_env
+from click.testing import CliRunner, Result
+
+from caretouch.cli import main
+from caretouch.ledger import Ledger
+from caretouch.store.db import open_store
+from caretouch.vocab import TouchStatus
+from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
+
+NOW = "2026-11-22T02:30:00Z"
+
+
+def care(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    base = [
+        "--store",
+        f"sqlite:///{tmp_path / 'care.db'}",
+        "--rules",
+        str(RULES_DIR),
+        "--templates",
+        str(TEMPLATES_DIR),
+        "--outbox",
+        str(tmp_path / "outbox"),
+        "--anchors",
+        str(tmp_path / "anchors.jsonl"),
+    ]
+    return CliRunner().invoke(main, [*base, *args], env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Path:
+    store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
+    store.init()
+    load_rows(store, customers=[customer_row("C1", birth_date="")])
+    store.dispose()
+    return tmp_path
+
+
+def touch_keys(tmp_path: Path) -> list[str]:
+    ledger = Ledger(open_store(f"sqlite:///{tmp_path / 'care.db'}"))
+    return [s.row.touch_key for s in ledger.states(ledger.touch_ids_in_status(set(TouchStatus)))]
+
+
+def test_emit_records_the_event_and_plans_its_touch_once(filled: Path) -> None:
+    args = [
+        "event",
+        "emit",
+        "--type",
+        "policy_purchased",
+        "--customer",
+        "C1",
+        "--at",
+        "2026-11-22T10:00:00+08:00",
+        "--payload",
+        '{"agent": "A7"}',
+        "--id",
+        "E1",
+        "--now",
+        NOW,
+    ]
+    first = care(filled, *args)
+    assert first.exit_code == 0, first.output
+    assert "1 accepted" in first.output
+    assert "planned 1" in first.output
+    again = care(filled, *args)
+    assert again.exit_code == 0
+    assert "0 accepted, 1 already there" in again.output
+    assert touch_keys(filled) == ["thank-you|event:E1|2026-11-23"]
+
+
+def test_emit_refuses_a_malformed_event_and_keeps_it(filled: Path) -> None:
+    result = care(
+        filled,
+        *("event", "emit", "--type", "policy_purchased", "--customer", "C1"),
+        *("--at", "yesterday", "--now", NOW),
+    )
+    assert result.exit_code == 1
+    assert "is not an ISO 8601 timestamp" in result.output
+    letters = care(filled, "event", "dead-letters", "--format", "json")
+    [line] = letters.output.splitlines()
+    letter = json.loads(line)
+    assert letter["source"] == "cli"
+    assert "ISO 8601" in letter["reason"]
+
+
+def test_import_feeds_a_csv_through_the_inbox(filled: Path) -> None:
+    path = filled / "events.csv"
+    path.write_text(
+        "event_id,type,customer_id,occurred_at\n"
+        "E1,complaint_resolved,C1,2026-11-20T15:00:00+08:00\n"
+        "E2,policy_purchased,C404,2026-11-21T15:00:00+08:00\n",
+        encoding="utf-8",
+    )
+    result = care(filled, "event", "import", str(path), "--now", NOW)
+    assert result.exit_code == 3  # partial: one row dead-lettered
+    assert f"{path}:3: unknown customer_id 'C404'" in result.output
+    assert touch_keys(filled) == ["complaint-follow-up|event:E1|2026-11-23"]
+    bad = filled / "bad.csv"
+    bad.write_text("id,type\n", encoding="utf-8")
+    refused = care(filled, "event", "import", str(bad))
+    assert refused.exit_code == 1
+    assert f"{bad}:1:1: unknown column 'id'" in refused.output
+
+
+@pytest.fixture(name="redis_client")
+def _redis_client() -> Iterator[Any]:
+    yield from redis_env.open_client()
+
+
+@pytest.fixture(name="stream_key")
+def _stream_key(redis_client: Any) -> Iterator[str]:
+    yield from redis_env.own_stream_key(redis_client)
+
+
+def test_emit_via_the_stream_then_drain(filled: Path, redis_client: Any, stream_key: str) -> None:
+    env = {"CARE_REDIS_URL": redis_env.REDIS_URL, "CARE_EVENT_STREAM": stream_key}
+    added = care(
+        filled,
+        *("event", "emit", "--type", "claim_settled", "--customer", "C1", "--id", "S1"),
+        *("--at", "2026-11-22T10:00:00+08:00", "--via", "stream"),
+        env=env,
+    )
+    assert added.exit_code == 0, added.output
+    assert f"to stream {stream_key}" in added.output
+    assert redis_client.xlen(stream_key) == 1
+    drained = care(filled, "event", "drain", "--consumer", "t", "--now", NOW, env=env)
+    assert drained.exit_code == 0, drained.output
+    assert "new 1, acked 1, accepted 1" in drained.output
+    assert touch_keys(filled) == ["claim-settled|event:S1|2026-11-22"]
