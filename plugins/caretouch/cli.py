@@ -387,6 +387,16 @@ def _engine(config: CareConfig, *, live_clock: bool = False) -> Any:
     return engine
 
 
+def _say_transports(engine: Any) -> None:
+    """Which provider each channel goes through (stderr: the run's output stays clean)."""
+    parts = [
+        f"{ch.value} via {t.name}"
+        + (f" ({t.rate:g}/s, {t.workers} at once)" if t.name != "outbox" else "")
+        for ch, t in engine.transports.items()
+    ]
+    click.echo("sending: " + ", ".join(parts), err=True)
+
+
 @main.command()
 @click.option("--date", "day_text", metavar="YYYY-MM-DD", help="Local date to plan.")
 @click.option(
@@ -473,6 +483,7 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     now = _parse_now(now_text)
     engine = _engine(_config(ctx), live_clock=now_text is None)
     run_id = f"cli:{uuid.uuid4().hex[:12]}"
+    _say_transports(engine)
     report = run_day(engine, day, run_id=run_id, now=now)
     click.echo(DaySummary.from_ledger(engine.ledger, day).render())
     click.echo("")
@@ -501,6 +512,7 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
     now = _parse_now(now_text)
     engine = _engine(_config(ctx), live_clock=now_text is None)
     run_id = f"cli:{uuid.uuid4().hex[:12]}"
+    _say_transports(engine)
     report = dispatch_due(engine, run_id=run_id, now=now)
     click.echo(
         f"dispatch ({run_id}): " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items())
