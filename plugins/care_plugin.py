@@ -1,17 +1,41 @@
-"""Airflow plugin: serves the auditor's web view of the touch ledger under ``/care/audit``.
+"""Airflow plugin: serves the auditor's web view (``/care/audit``) and the provider webhooks
+(``/care/hooks``) from Airflow's api-server.
 
-Airflow does not authenticate plugin apps; the app does it itself (``caretouch.web.app``).
-Building the app does no I/O: the store and ``$CARE_AUDIT_TOKENS`` are read on first use.
+Airflow does not authenticate plugin apps: the audit view authenticates auditors itself
+(``caretouch.web.app``), and every webhook proves its origin by its signature
+(``caretouch.web.hooks``). Building the app does no I/O: the store, ``$CARE_AUDIT_TOKENS`` and
+the providers' credentials (the ``care_twilio`` / ``care_sendgrid`` Connections, else the
+environment) are read on first use.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.plugins_manager import AirflowPlugin
 
-from caretouch.web.app import create_audit_app
+from caretouch.web.hooks import HookSources, create_care_app
+
+
+def _twilio() -> Any:
+    from caretouch.airflow.hooks import twilio_credentials
+
+    return twilio_credentials()
+
+
+def _sendgrid() -> Any:
+    from caretouch.airflow.hooks import sendgrid_credentials
+
+    return sendgrid_credentials()
 
 
 class CarePlugin(AirflowPlugin):
     name = "care"
     # A class attribute, as Airflow's plugin manager reads it.
-    fastapi_apps = [{"app": create_audit_app(), "url_prefix": "/care", "name": "care"}]  # noqa: RUF012
+    fastapi_apps = [  # noqa: RUF012
+        {
+            "app": create_care_app(sources=HookSources(twilio=_twilio, sendgrid=_sendgrid)),
+            "url_prefix": "/care",
+            "name": "care",
+        }
+    ]
