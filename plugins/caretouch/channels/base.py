@@ -92,20 +92,28 @@ class Transport(ABC):
         concurrency: int | None = None,
         backoff: Backoff | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.channel = channel
         self.rate = float(rate_per_sec or type(self).rate_per_sec)
         self.workers = int(concurrency or type(self).concurrency)
         self.backoff = backoff or Backoff()
+        # The rate limiter waits on the same clock and sleep as the retries, so a test that
+        # injects a fake ``sleep`` (and ``clock``) waits for neither (a 429's pause included).
         self.sleep = sleep
-        self.limiter = TokenBucket(self.rate, burst=max(1.0, min(self.rate, self.workers)))
+        self.clock = clock
+        self.limiter = self._bucket()
+
+    def _bucket(self) -> TokenBucket:
+        burst = max(1.0, min(self.rate, self.workers))
+        return TokenBucket(self.rate, burst=burst, clock=self.clock, sleep=self.sleep)
 
     def share(self, senders: int) -> None:
         """Split this provider's rate between ``senders`` processes sending side by side
         (mapped Airflow tasks, bounded by a pool of that many slots)."""
         if senders > 1:
             self.rate = self.rate / senders
-            self.limiter = TokenBucket(self.rate, burst=max(1.0, min(self.rate, self.workers)))
+            self.limiter = self._bucket()
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Deliver one message; never raises for a provider's answer, only returns it."""
