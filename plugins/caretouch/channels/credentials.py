@@ -122,8 +122,8 @@ def twilio_from_env(env: Mapping[str, str] | None = None) -> TwilioCredentials |
         sender=str(names["CARE_SMS_FROM"]),
         api_base=env.get("CARE_TWILIO_API_BASE") or TWILIO_API_BASE,
         public_url=env.get("CARE_PUBLIC_URL") or None,
-        rate_per_sec=_number(env, "CARE_SMS_RATE", float),  # type: ignore[arg-type]
-        concurrency=_number(env, "CARE_SMS_CONCURRENCY", int),  # type: ignore[arg-type]
+        rate_per_sec=_number(env, "CARE_SMS_RATE", float),
+        concurrency=_number(env, "CARE_SMS_CONCURRENCY", int),
     )
 
 
@@ -143,6 +143,6 @@ def sendgrid_from_env(env: Mapping[str, str] | None = None) -> SendGridCredentia
         api_base=env.get("CARE_SENDGRID_API_BASE") or SENDGRID_API_BASE,
         public_url=env.get("CARE_PUBLIC_URL") or None,
         webhook_public_key=env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
-        rate_per_sec=_number(env, "CARE_EMAIL_RATE", float),  # type: ignore[arg-type]
-        concurrency=_number(env, "CARE_EMAIL_CONCURRENCY", int),  # type: ignore[arg-type]
+        rate_per_sec=_number(env, "CARE_EMAIL_RATE", float),
+        concurrency=_number(env, "CARE_EMAIL_CONCURRENCY", int),
     )

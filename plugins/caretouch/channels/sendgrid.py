@@ -144,7 +144,7 @@ class SendGridTransport(Transport):
         if link:
             mail.add_header(Header("List-Unsubscribe", f"<{link}>"))
             mail.add_header(Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
-        return mail.get()  # type: ignore[no-any-return]
+        return mail.get()
 
     def post(self, payload: dict[str, Any]) -> Any:
         return self.client().send(payload)
