@@ -95,6 +95,11 @@ def _number(env: Mapping[str, str], name: str, kind: type) -> float | int | None
     return value
 
 
+def _whole(env: Mapping[str, str], name: str) -> int | None:
+    value = _number(env, name, int)
+    return None if value is None else int(value)
+
+
 def _partial(names: dict[str, str | None], provider: str) -> None:
     """Some but not all of a provider's variables set: a mistake, said plainly."""
     missing = [n for n, v in names.items() if not v]
@@ -123,7 +128,7 @@ def twilio_from_env(env: Mapping[str, str] | None = None) -> TwilioCredentials |
         api_base=env.get("CARE_TWILIO_API_BASE") or TWILIO_API_BASE,
         public_url=env.get("CARE_PUBLIC_URL") or None,
         rate_per_sec=_number(env, "CARE_SMS_RATE", float),
-        concurrency=_number(env, "CARE_SMS_CONCURRENCY", int),
+        concurrency=_whole(env, "CARE_SMS_CONCURRENCY"),
     )
 
 
@@ -144,5 +149,5 @@ def sendgrid_from_env(env: Mapping[str, str] | None = None) -> SendGridCredentia
         public_url=env.get("CARE_PUBLIC_URL") or None,
         webhook_public_key=env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
         rate_per_sec=_number(env, "CARE_EMAIL_RATE", float),
-        concurrency=_number(env, "CARE_EMAIL_CONCURRENCY", int),
+        concurrency=_whole(env, "CARE_EMAIL_CONCURRENCY"),
     )
