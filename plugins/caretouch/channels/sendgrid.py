@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import threading
 import urllib.error
@@ -50,6 +51,10 @@ UNSUBSCRIBE_WORDS = {
     "zh-TW": "不想再收到此類郵件？取消訂閱",
     "en": "Don't want these emails? Unsubscribe",
 }
+# python_http_client logs each request's payload (addresses) and headers (the API key) at
+# DEBUG: never let that through, whatever level the application runs at.
+logging.getLogger("python_http_client.client").setLevel(logging.WARNING)
+
 # Which consent an unsubscribe link withdraws, by rule category.
 UNSUBSCRIBE_PURPOSE = {"care": "email", "marketing": "marketing"}
 

@@ -18,6 +18,7 @@ do not carry, so a 429's ``Retry-After`` can be read.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from typing import Any, ClassVar
 
@@ -44,6 +45,12 @@ _REFUSED = frozenset({"failed", "undelivered", "canceled"})
 # (clock skew between us and Twilio), and how many of a number's messages to look through.
 _SKEW = dt.timedelta(minutes=5)
 _LOOKUP_LIMIT = 200
+# The SDK logs every request's URL and query at INFO (a reconcile's ``To=+86...``): personal
+# data. Its HTTP clients log to this logger instead, which lets only warnings through.
+_SDK_LOG = logging.getLogger("caretouch.channels.twilio.sdk")
+_SDK_LOG.setLevel(logging.WARNING)
+# urllib3 logs each request line at DEBUG, query included (a reconcile's ``To=``).
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 
 class _HeaderKeepingClient(TwilioHttpClient):
@@ -82,7 +89,7 @@ class TwilioTransport(Transport):
         """This thread's SDK client, made on first use."""
         client = getattr(self._local, "client", None)
         if client is None:
-            http = _HeaderKeepingClient(timeout=self.timeout)
+            http = _HeaderKeepingClient(timeout=self.timeout, logger=_SDK_LOG)
             client = Client(
                 self.credentials.account_sid, self.credentials.auth_token, http_client=http
             )
