@@ -464,6 +464,19 @@ class ProviderSim:
         with self._lock:
             return address.lower() in self._sendgrid_invalid
 
+    def _twilio_newest_first(
+        self, keep: Callable[[SimMessage], bool], limit: int
+    ) -> list[SimMessage]:
+        """Copies of up to ``limit`` Twilio messages that ``keep`` accepts, newest first."""
+        found: list[SimMessage] = []
+        with self._lock:
+            for m in reversed(self._messages):
+                if m.provider == TWILIO and keep(m):
+                    found.append(dataclasses.replace(m))
+                    if len(found) == limit:
+                        break
+        return found
+
     def _twilio_get(self, sid: str) -> SimMessage | None:
         with self._lock:
             m = self._twilio_by_sid.get(sid)
@@ -878,16 +891,17 @@ class _Handler(BaseHTTPRequestHandler):
             return lambda: self._fail(TWILIO, 400, 20001, message="Invalid list parameters")
         # Newest first, as Twilio lists; the page token is the position of the last one shown,
         # so pages stay stable while new messages arrive.
-        candidates = [
-            m
-            for m in reversed(self.server.sim.accepted(TWILIO))
-            if (before_seq is None or m.seq < before_seq)
-            and ("To" not in params or m.to == params["To"])
-            and ("From" not in params or m.from_ == params["From"])
-            and (on is None or _date_matches(m.time, on, "="))
-            and (upto is None or _date_matches(m.time, upto, "<"))
-            and (since is None or _date_matches(m.time, since, ">"))
-        ]
+        candidates = self.server.sim._twilio_newest_first(
+            lambda m: (
+                (before_seq is None or m.seq < before_seq)
+                and ("To" not in params or m.to == params["To"])
+                and ("From" not in params or m.from_ == params["From"])
+                and (on is None or _date_matches(m.time, on, "="))
+                and (upto is None or _date_matches(m.time, upto, "<"))
+                and (since is None or _date_matches(m.time, since, ">"))
+            ),
+            limit=page_size + 1,
+        )
         shown = candidates[:page_size]
         filters = {
             k: params[k]
