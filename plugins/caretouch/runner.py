@@ -312,8 +312,11 @@ def send_touches(
     run_id: str,
     now: dt.datetime,
     chunk_size: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
 ) -> SendReport:
     """Send the given touches whose time has come; skip those handled elsewhere.
+
+    ``progress``, if given, is called with the number of touches of each chunk handled.
 
     A touch is sent when its ``send_at`` has passed and the customer's local time is outside
     quiet hours; otherwise it stays ``planned`` and a later run (or ``care_dispatch``) sends
@@ -330,6 +333,8 @@ def send_touches(
                 engine, ids[start : start + chunk_size], run_id=run_id, now=now, capacity_use=use
             )
         )
+        if progress is not None:
+            progress(len(ids[start : start + chunk_size]))
     return report
 
 
@@ -602,13 +607,30 @@ def batches(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def run_day(engine: Engine, day: dt.date, *, run_id: str, now: dt.datetime) -> SendReport:
-    """``care run``: recover, plan, send what is due. Idempotent."""
+def run_day(
+    engine: Engine,
+    day: dt.date,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    progress: Callable[[int, int], None] | None = None,
+) -> SendReport:
+    """``care run``: recover, plan, send what is due. Idempotent.
+
+    ``progress(done, total)``, if given, follows the sending, chunk by chunk.
+    """
     report = recover_in_flight(engine, run_id=run_id, now=now, day=day)
     planned = plan_and_record(engine, day, run_id=run_id, now=now, retry_render_errors=True)
     # The day's own touches and those deferred to it from earlier days (their occurrence
     # is the earlier day).
     ids = sorted(set(planned) | set(pending_ids(engine, day)))
-    report.merge(send_touches(engine, ids, run_id=run_id, now=now))
+    done = [0]
+
+    def step(count: int) -> None:
+        done[0] += count
+        if progress is not None:
+            progress(done[0], len(ids))
+
+    report.merge(send_touches(engine, ids, run_id=run_id, now=now, progress=step))
     anchor(engine, run_id=run_id, now=now)
     return report
