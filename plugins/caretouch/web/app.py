@@ -57,7 +57,7 @@ SESSION_COOKIE = "care_audit_session"
 # Airflow's UI keeps its JWT in this cookie (``COOKIE_NAME_JWT_TOKEN``); named here so that a
 # request without it, and without a bearer token, is refused without importing Airflow.
 AIRFLOW_JWT_COOKIE = "_token"
-LEDGER_TABLES = ("touches", "touch_attempts", "touch_events", "ledger_chain")
+LEDGER_TABLES = ("touches", "touch_attempts", "touch_events", "ledger_chain", "provider_events")
 EXPORT_COLUMNS = (
     "touch_id",
     "touch_key",
