@@ -328,3 +328,22 @@ def test_status_url_without_public_url_is_the_request_url(sqlite_store: Store) -
     answer = twilio_post(http, "status", params, query={"attempt": "7"}, signature=signature)
     assert answer.status_code == 204
     assert len(provider_events(sqlite_store)) == 1
+
+
+def test_webhook_logs_hold_no_contact_data(
+    sqlite_store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    _, attempt, _ = sent_touch(sqlite_store, tmp_path, sms_only())
+    http = make_client(sqlite_store, new_keys())
+    query = {"attempt": str(attempt.id)}
+    twilio_post(http, "status", status_params(status="failed", ErrorCode="21610"), query=query)
+    twilio_post(http, "status", status_params(), query=query, signature="forged")
+    twilio_post(http, "inbound", inbound_params("STOP", From="+14155550199"))
+    twilio_post(http, "inbound", inbound_params("START", sid="SM" + "5" * 32))
+    text = caplog.text
+    assert "webhook" in text and "refused (403)" in text
+    for raw in ("8613812348000", "4155550199", "wang.fang@"):
+        assert raw not in text

@@ -880,8 +880,8 @@ class Ledger:
             wanted = [m for m in dict.fromkeys(message_ids) if m]
             if not wanted:
                 return None
-            row = session.execute(
-                select(TouchEvent.attempt_id, TouchEvent.touch_id, TouchRow.customer_id)
+            sent = session.execute(
+                select(Attempt.id, TouchEvent.touch_id, TouchRow.customer_id)
                 .join(TouchRow, TouchRow.id == TouchEvent.touch_id)
                 .join(Attempt, Attempt.id == TouchEvent.attempt_id)
                 .where(
@@ -892,9 +892,9 @@ class Ledger:
                 .order_by(TouchEvent.id.desc())
                 .limit(1)
             ).first()
-            if row is None:
+            if sent is None:
                 return None
-            return MessageMatch(touch_id=row[1], attempt_id=row[0], customer_id=row[2])
+            return MessageMatch(touch_id=sent[1], attempt_id=sent[0], customer_id=sent[2])
 
     def known_provider_events(self, provider: str, event_ids: Iterable[str]) -> set[str]:
         """The ids among ``event_ids`` already recorded for ``provider``."""
