@@ -444,11 +444,9 @@ def test_dropped_connection_sendgrid(provider_sim: ProviderSim, after_accept: bo
 
 
 def test_latency_delays_without_changing_the_answer(provider_sim: ProviderSim):
+    # No wall-clock assertion (house rule): latency must not change what is answered.
     provider_sim.set_faults(latency_ms=150, jitter_ms=50)
-    started = time.monotonic()
     twilio_send(provider_sim)
-    # a lower bound only: the simulator sleeps at least the fixed latency
-    assert time.monotonic() - started >= 0.14
     assert len(provider_sim.accepted()) == 1
 
 
