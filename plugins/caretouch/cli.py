@@ -476,20 +476,40 @@ def plan(
 @friendly_errors
 def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     """Plan, render, send and record a day's touches. Idempotent: rerunning sends nothing twice."""
+    from .run_report import RunSummary
     from .runner import run_day
-    from .summary import DaySummary
 
     day = _parse_day(day_text)
     now = _parse_now(now_text)
     engine = _engine(_config(ctx), live_clock=now_text is None)
     run_id = f"cli:{uuid.uuid4().hex[:12]}"
     _say_transports(engine)
-    report = run_day(engine, day, run_id=run_id, now=now)
-    click.echo(DaySummary.from_ledger(engine.ledger, day).render())
-    click.echo("")
-    click.echo(
-        f"this run ({run_id}): " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items())
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:  # a bar on a terminal; just the label when stderr is not one
+            bar = click.progressbar(
+                length=total, label=f"sending {day}", file=sys.stderr, show_pos=True
+            ).__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        report = run_day(engine, day, run_id=run_id, now=now, progress=progress)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    summary = RunSummary.from_ledger(
+        engine.ledger,
+        run_id=run_id,
+        kind="care run",
+        day=day,
+        finished_at=engine.stamp(now),
+        this_run=report.as_dict(),
+        failures=report.failures,
     )
+    click.echo(summary.render())
+    click.echo(f"summary stored in {summary.store(engine.config.reports_dir)}", err=True)
     for failure in report.failures[:50]:
         click.echo(f"failed: {failure}", err=True)
     if report.failed:

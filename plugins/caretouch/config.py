@@ -20,6 +20,8 @@ class CareConfig:
     outbox_dir: Path
     # Chain heads written at the end of every run, outside the database (docs/audit.md).
     anchor_file: Path = Path("ledger-anchors.jsonl")
+    # Run summaries (JSON, one per run) and the monthly and weekly reports (docs/operations.md).
+    reports_dir: Path = Path("reports")
 
     @classmethod
     def from_env(
@@ -38,4 +40,5 @@ class CareConfig:
             templates_dir=Path(templates or env.get("CARE_TEMPLATES_DIR") or "templates"),
             outbox_dir=Path(outbox or env.get("CARE_OUTBOX_DIR") or "outbox"),
             anchor_file=Path(anchors or env.get("CARE_ANCHOR_FILE") or "ledger-anchors.jsonl"),
+            reports_dir=Path(env.get("CARE_REPORTS_DIR") or "reports"),
         )

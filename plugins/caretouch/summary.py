@@ -1,4 +1,5 @@
-"""The run summary operators read: counts by rule, channel, status and reason, from the ledger."""
+"""The run summary operators read: counts by rule, channel, tier, status and reason, from the
+ledger."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ class DaySummary:
                 for k, n in sorted(self.by("reason").items(), key=str)
                 if k[0] is not None
             ],
+            "by_tier_status": [
+                {"tier": k[0], "status": k[1], "count": n}
+                for k, n in sorted(self.by("tier", "status").items(), key=str)
+            ],
+            "by_status_reason": [
+                {"status": k[0], "reason": k[1], "count": n}
+                for k, n in sorted(self.by("status", "reason").items(), key=str)
+            ],
         }
 
     def render(self) -> str:
@@ -80,6 +89,18 @@ class DaySummary:
                     self.count(channel=None if ch == "-" else ch),
                 ]
                 for ch in channels
+            ],
+        )
+        lines.append("")
+        lines += text_table(
+            ["tier", *statuses, "total"],
+            [
+                [
+                    tier,
+                    *[self.count(tier=tier, status=s) for s in statuses],
+                    self.count(tier=tier),
+                ]
+                for tier in sorted({r.get("tier") or "-" for r in self.rows})
             ],
         )
         reasons = self.by("status", "reason")

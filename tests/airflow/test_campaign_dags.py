@@ -14,6 +14,7 @@ import pytest
 import airflow_env
 from caretouch.ledger import Ledger
 from caretouch.rules.campaigns import dag_file_text, sync_dag_files
+from caretouch.run_report import stored_summaries
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
@@ -165,3 +166,12 @@ def test_campaign_dag_runs_with_dag_test(
         ("B0", TouchStatus.SUPPRESSED): 1,
     }
     assert len(list((tmp_path / "outbox").rglob("*.json"))) == 3
+    # The run ends with its summary, stored: this campaign's touches only.
+    [stored] = stored_summaries(tmp_path / "reports", today)
+    assert stored["kind"] == "care_campaign_spring-festival-vip"
+    assert stored["rule_ids"] == ["spring-festival-vip"]
+    assert stored["this_run"]["sent"] == 3
+    assert {(r["tier"], r["status"]): r["count"] for r in stored["ledger"]["by_tier_status"]} == {
+        ("A", "sent"): 3,
+        ("B", "suppressed"): 1,
+    }

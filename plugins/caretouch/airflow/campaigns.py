@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from ..policy import load_policy
 from ..render import TemplateStore
 from ..rules.campaigns import CAMPAIGN_DIR, Campaign, load_campaign_file
 from ..rules.loader import POLICY_FILE
+from ..run_report import chunk_progress
 from .daily import BATCH_SIZE, DEFAULT_ARGS, _engine, _now, planned_day
 
 log = logging.getLogger("caretouch.airflow")
@@ -150,7 +152,8 @@ def build_campaign_dag(campaign_id: str) -> Any:
 
             engine = _engine()
             run_id = f"airflow:{campaign.dag_id}:{context['run_id']}"
-            report = send_touches(engine, batch, run_id=run_id, now=_now())
+            progress = chunk_progress(log, f"batch of {len(batch)}", len(batch), time.monotonic)
+            report = send_touches(engine, batch, run_id=run_id, now=_now(), progress=progress)
             log.info("batch of %d: %s", len(batch), report.as_dict())
             for failure in report.failures:
                 log.error("failed: %s", failure)
@@ -158,27 +161,34 @@ def build_campaign_dag(campaign_id: str) -> Any:
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
+            from ..run_report import RunSummary
             from ..runner import anchor
-            from ..summary import DaySummary
 
             day = planned_day(context.get("logical_date"), context["params"])
             engine = _engine()
             run_id = f"airflow:{campaign.dag_id}:{context['run_id']}"
             anchor(engine, run_id=run_id, now=_now())
-            summary = DaySummary.from_ledger(engine.ledger, day)
-            summary.rows = [r for r in summary.rows if r["rule_id"] == campaign.id]
             totals: dict[str, int] = {}
             for report in reports or []:
                 for key, value in report.items():
                     totals[key] = totals.get(key, 0) + value
+            summary = RunSummary.from_ledger(
+                engine.ledger,
+                run_id=run_id,
+                kind=campaign.dag_id,
+                day=day,
+                finished_at=_now(),
+                this_run=totals,
+                rule_ids=[campaign.id],
+            )
             for line in summary.render().splitlines():
                 log.info("%s", line)
-            log.info("this run: %s", totals)
+            log.info("summary stored in %s", summary.store(engine.config.reports_dir))
             if totals.get("failed"):
                 raise RuntimeError(
                     f"{totals['failed']} touch(es) of campaign {campaign.id} failed on {day}"
                 )
-            return {**summary.as_dict(), "this_run": totals}
+            return {**summary.summary.as_dict(), "this_run": totals}
 
         summarise(send.expand(batch=plan()))
 

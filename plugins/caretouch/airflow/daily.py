@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 from airflow.sdk import Param, dag, task
 
 from ..config import CareConfig
 from ..errors import ValidationFailed
+from ..run_report import chunk_progress
 from .hooks import SEND_POOL
 
 log = logging.getLogger("caretouch.airflow")
@@ -104,7 +106,8 @@ def build_care_daily() -> Any:
 
             engine = _engine()
             run_id = f"airflow:care_daily:{context['run_id']}"
-            report = send_touches(engine, batch, run_id=run_id, now=_now())
+            progress = chunk_progress(log, f"batch of {len(batch)}", len(batch), time.monotonic)
+            report = send_touches(engine, batch, run_id=run_id, now=_now(), progress=progress)
             log.info("batch of %d: %s", len(batch), report.as_dict())
             for failure in report.failures:
                 log.error("failed: %s", failure)
@@ -112,25 +115,33 @@ def build_care_daily() -> Any:
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
+            from ..run_report import RunSummary
             from ..runner import anchor
-            from ..summary import DaySummary
 
             day = planned_day(context.get("logical_date"), context["params"])
             engine = _engine()
-            anchor(engine, run_id=f"airflow:care_daily:{context['run_id']}", now=_now())
-            summary = DaySummary.from_ledger(engine.ledger, day)
+            run_id = f"airflow:care_daily:{context['run_id']}"
+            anchor(engine, run_id=run_id, now=_now())
             totals: dict[str, int] = {}
             for report in reports or []:
                 for key, value in report.items():
                     totals[key] = totals.get(key, 0) + value
+            summary = RunSummary.from_ledger(
+                engine.ledger,
+                run_id=run_id,
+                kind="care_daily",
+                day=day,
+                finished_at=_now(),
+                this_run=totals,
+            )
             for line in summary.render().splitlines():
                 log.info("%s", line)
-            log.info("this run: %s", totals)
+            log.info("summary stored in %s", summary.store(engine.config.reports_dir))
             if totals.get("failed"):
                 raise RuntimeError(
                     f"{totals['failed']} touch(es) failed on {day}; see the ledger and the send task logs"
                 )
-            return {**summary.as_dict(), "this_run": totals}
+            return {**summary.summary.as_dict(), "this_run": totals}
 
         sent = send.expand(batch=plan())
         summarise(sent)

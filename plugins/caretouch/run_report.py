@@ -1,0 +1,149 @@
+"""The end of every run: a summary printed and stored, and progress while it runs.
+
+Every ``care run`` and every DAG run that sends (``care_daily``, ``care_campaign_<id>``) ends
+with a ``RunSummary``: what this run did (sent, failed, suppressed, waiting, ...) and the state
+of its day in the ledger by rule, channel, tier, status and reason (``summary.DaySummary``).
+It is printed (terminal or task log) and stored as one JSON file per run under the reports
+directory (``CARE_REPORTS_DIR``, default ``reports/``):
+``reports/runs/<local date>/<run id>.json``. JSON files, not a table: a summary is derived
+data (the ledger stays the record, and any summary can be computed again from it), files need
+no schema migration, and an operator can read, copy or attach them as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .ledger import Ledger
+from .summary import DaySummary
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    kind: str  # "care run", "care_daily", "care_campaign_<id>", ...
+    day: dt.date
+    finished_at: dt.datetime
+    this_run: dict[str, int]
+    summary: DaySummary
+    rule_ids: list[str] | None = None  # a campaign run: only its own touches
+    failures: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_ledger(
+        cls,
+        ledger: Ledger,
+        *,
+        run_id: str,
+        kind: str,
+        day: dt.date,
+        finished_at: dt.datetime,
+        this_run: dict[str, int],
+        rule_ids: list[str] | None = None,
+        failures: list[str] | None = None,
+    ) -> RunSummary:
+        summary = DaySummary.from_ledger(ledger, day)
+        if rule_ids is not None:
+            summary.rows = [r for r in summary.rows if r["rule_id"] in rule_ids]
+        return cls(run_id, kind, day, finished_at, this_run, summary, rule_ids, failures or [])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "day": self.day.isoformat(),
+            "finished_at": self.finished_at.astimezone(dt.timezone.utc).isoformat(),
+            "rule_ids": self.rule_ids,
+            "this_run": self.this_run,
+            "failures": self.failures[:200],
+            "ledger": self.summary.as_dict(),
+        }
+
+    def render(self) -> str:
+        scope = f" (only {', '.join(self.rule_ids)})" if self.rule_ids else ""
+        return (
+            self.summary.render()
+            + f"\n\nthis run ({self.run_id}){scope}: "
+            + ", ".join(f"{k} {v}" for k, v in self.this_run.items())
+        )
+
+    def store(self, reports_dir: Path) -> Path:
+        """Write the summary as ``<reports_dir>/runs/<day>/<run id>.json``; return the path."""
+        folder = reports_dir / "runs" / self.day.isoformat()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{safe_name(self.run_id)}.json"
+        path.write_text(
+            json.dumps(self.as_dict(), ensure_ascii=False, indent=1, default=str) + "\n",
+            encoding="utf-8",
+        )
+        return path
+
+
+def safe_name(run_id: str) -> str:
+    """A file name for a run id (``airflow:care_daily:scheduled__2026-...`` has colons)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")[:200]
+
+
+def stored_summaries(reports_dir: Path, day: dt.date) -> list[dict[str, Any]]:
+    """The run summaries stored for a local date, oldest first."""
+    folder = reports_dir / "runs" / day.isoformat()
+    found = [json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*.json")]
+    return sorted(found, key=lambda s: s["finished_at"])
+
+
+class LogProgress:
+    """Progress as periodic log lines (Airflow task logs have no terminal for a bar).
+
+    Logs when at least ``every`` seconds have passed since the last line, and at the end.
+    ``clock`` is a monotonic clock in seconds (``time.monotonic``), given by the caller.
+    """
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        label: str,
+        clock: Callable[[], float],
+        every: float = 30.0,
+    ) -> None:
+        self.log, self.label, self.clock, self.every = log, label, clock, every
+        self.started = clock()
+        self.last = self.started
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if done < total and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else 0.0
+        self.log.info(
+            "%s: %d/%d touches (%.0f%%), %.0f/s, about %.0f s left",
+            self.label,
+            done,
+            total,
+            100.0 * done / total if total else 100.0,
+            rate,
+            left,
+        )
+
+
+def chunk_progress(
+    log: logging.Logger, label: str, total: int, clock: Callable[[], float], every: float = 30.0
+) -> Callable[[int], None]:
+    """A ``send_touches`` progress callback (touches per chunk) that logs periodically."""
+    tracker = LogProgress(log, label, clock, every)
+    done = [0]
+
+    def step(count: int) -> None:
+        done[0] += count
+        tracker(done[0], total)
+
+    return step
