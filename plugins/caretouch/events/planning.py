@@ -21,13 +21,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
 from ..plan import plan_day
-from ..rules.model import Rule, TriggerKind
+from ..rules.loader import RuleSet
+from ..rules.model import FIELDS, AllOf, Compare, Op, Rule, TriggerKind
 from ..store.models import Customer, Event, EventReceipt
 from ..vocab import Decision
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("caretouch.events")
 
-BATCH = 2000
+BATCH = 500
 
 
 @dataclass
@@ -77,12 +78,53 @@ def due_days(
     return [(local_day + dt.timedelta(days=r.trigger.delay_days), r) for r in rules]
 
 
+def for_customers(ruleset: RuleSet, customer_ids: set[str]) -> RuleSet:
+    """``ruleset`` with every rule's audience narrowed to these customers.
+
+    Planning a day for a few new events then reads only their customers' candidates, not the
+    whole day's (which ``care_dispatch`` plans anyway): caps are per customer, so the event
+    touches compete with exactly the touches they would compete with in a full plan. Channel
+    capacity (a budget shared by all customers) counts what the ledger already holds.
+    """
+    only = Compare(FIELDS["customer.customer_id"], Op.IN, tuple(sorted(customer_ids)))
+    rules = [
+        replace(r, audience=only if r.audience is None else AllOf((r.audience, only)))
+        for r in ruleset.rules
+    ]
+    return replace(ruleset, rules=rules)
+
+
+class _OwnCustomersHistory:
+    """The ledger as the planner's history, for planning a few customers' event touches.
+
+    Caps are per customer: their contacts are read as usual. Channel capacity is a budget
+    shared by every customer of the day, whose reading grows with the day's touches; it is
+    left out here (no contacts of other customers) and settled when ``care_dispatch`` plans
+    the day in full, which it does for the dates in effect before it sends anything.
+    """
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+
+    def final_keys(self, keys: list[str]) -> dict[str, str]:
+        return self.ledger.final_keys(keys)  # type: ignore[no-any-return]
+
+    def contacts(self, customer_ids: Any, first: dt.date, last: dt.date) -> list[Any]:
+        if customer_ids is None:
+            return []
+        return self.ledger.contacts(customer_ids, first, last)  # type: ignore[no-any-return]
+
+    def deferred(self, rule_ids: Any, first: dt.date, last: dt.date) -> list[Any]:
+        return self.ledger.deferred(rule_ids, first, last)  # type: ignore[no-any-return]
+
+
 def _unplanned(engine: Engine, limit: int) -> list[Any]:
     stmt = (
         select(
             EventReceipt.id,
             Event.event_id,
             Event.type,
+            Event.customer_id,
             Event.occurred_at,
             Customer.timezone,
         )
@@ -103,22 +145,28 @@ def plan_events(
     report = EventPlanReport(events=len(rows))
     by_type = event_rules(engine.ruleset.rules)
     policy = engine.ruleset.policy
-    wanted: dict[dt.date, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    wanted: dict[dt.date, tuple[set[str], set[str], set[str]]] = defaultdict(
+        lambda: (set(), set(), set())
+    )
     for row in rows:
         zone = policy.zone(row.timezone)
         for day, rule in due_days(row.occurred_at, zone, by_type.get(row.type, [])):
-            rule_ids, event_ids = wanted[day]
+            rule_ids, event_ids, customer_ids = wanted[day]
             rule_ids.add(rule.id)
             event_ids.add(row.event_id)
+            customer_ids.add(row.customer_id)
     touched: set[str] = set()
     ledger = engine.ledger
+    history = _OwnCustomersHistory(ledger)
     for day in sorted(wanted):
-        rule_ids, event_ids = wanted[day]
-        # The whole day is planned (the event touch competes with the day's other touches
-        # for the caps); only this batch's event touches are recorded.
+        rule_ids, event_ids, customer_ids = wanted[day]
+        # The day is planned for these customers with every rule (the event touch competes
+        # with their other touches of the day for the caps); only this batch's event touches
+        # are recorded.
+        ruleset = for_customers(engine.ruleset, customer_ids)
         touches = [
             t
-            for t in plan_day(engine.store, engine.ruleset, day, rule_ids=rule_ids, history=ledger)
+            for t in plan_day(engine.store, ruleset, day, rule_ids=rule_ids, history=history)
             if t.event is not None and t.event.get("event_id") in event_ids
         ]
         if not touches:
