@@ -868,33 +868,53 @@ class Ledger:
         """The attempt a provider's event is about: by our attempt id (carried in the status
         callback URL or the email's custom args) when it names an attempt on ``channel``,
         else by the provider message id recorded on a ``sent`` event."""
+        return self.match_messages(channel, [(attempt_id, message_ids)])[0]
+
+    def match_messages(
+        self, channel: str, wanted: Sequence[tuple[int | None, Sequence[str]]]
+    ) -> list[MessageMatch | None]:
+        """``match_message`` for many events at once (a SendGrid batch), in a few queries."""
+        by_attempt: dict[int, MessageMatch] = {}
+        by_message: dict[str, MessageMatch] = {}
+        attempt_ids = sorted({a for a, _ in wanted if a is not None})
+        message_ids = sorted({m for _, ms in wanted for m in ms if m})
         with self.store.read_session() as session:
-            if attempt_id is not None:
-                row = session.execute(
+            for start in range(0, len(attempt_ids), _CHUNK):
+                for attempt, touch, customer in session.execute(
                     select(Attempt.id, Attempt.touch_id, TouchRow.customer_id)
                     .join(TouchRow, TouchRow.id == Attempt.touch_id)
-                    .where(Attempt.id == attempt_id, Attempt.channel == channel)
-                ).first()
-                if row is not None:
-                    return MessageMatch(touch_id=row[1], attempt_id=row[0], customer_id=row[2])
-            wanted = [m for m in dict.fromkeys(message_ids) if m]
-            if not wanted:
-                return None
-            sent = session.execute(
-                select(Attempt.id, TouchEvent.touch_id, TouchRow.customer_id)
-                .join(TouchRow, TouchRow.id == TouchEvent.touch_id)
-                .join(Attempt, Attempt.id == TouchEvent.attempt_id)
-                .where(
-                    TouchEvent.provider_message_id.in_(wanted),
-                    TouchEvent.status == TouchStatus.SENT.value,
-                    Attempt.channel == channel,
-                )
-                .order_by(TouchEvent.id.desc())
-                .limit(1)
-            ).first()
-            if sent is None:
-                return None
-            return MessageMatch(touch_id=sent[1], attempt_id=sent[0], customer_id=sent[2])
+                    .where(
+                        Attempt.id.in_(attempt_ids[start : start + _CHUNK]),
+                        Attempt.channel == channel,
+                    )
+                ):
+                    by_attempt[attempt] = MessageMatch(touch, attempt, customer)
+            for start in range(0, len(message_ids), _CHUNK):
+                for message, attempt, touch, customer in session.execute(
+                    select(
+                        TouchEvent.provider_message_id,
+                        Attempt.id,
+                        TouchEvent.touch_id,
+                        TouchRow.customer_id,
+                    )
+                    .join(TouchRow, TouchRow.id == TouchEvent.touch_id)
+                    .join(Attempt, Attempt.id == TouchEvent.attempt_id)
+                    .where(
+                        TouchEvent.provider_message_id.in_(message_ids[start : start + _CHUNK]),
+                        TouchEvent.status == TouchStatus.SENT.value,
+                        Attempt.channel == channel,
+                    )
+                    .order_by(TouchEvent.id)
+                ):
+                    by_message[str(message)] = MessageMatch(touch, attempt, customer)  # newest
+        found: list[MessageMatch | None] = []
+        for attempt_id, ids in wanted:
+            match = by_attempt.get(attempt_id) if attempt_id is not None else None
+            for message_id in ids:
+                if match is None:
+                    match = by_message.get(message_id)
+            found.append(match)
+        return found
 
     def known_provider_events(self, provider: str, event_ids: Iterable[str]) -> set[str]:
         """The ids among ``event_ids`` already recorded for ``provider``."""

@@ -360,19 +360,24 @@ def sendgrid_events(store: Store, events: Sequence[Any], *, now: dt.datetime) ->
     ids = [_sendgrid_event_id(e) for e in items]
     known = ledger.known_provider_events(Provider.SENDGRID.value, ids)
     todo: list[ProviderEvent] = []
-    seen: set[str] = set()
+    fresh: dict[str, Mapping[str, Any]] = {}
     for event_id, item in zip(ids, items, strict=True):
-        if event_id in known or event_id in seen:
-            continue
-        seen.add(event_id)
+        if event_id not in known:
+            fresh.setdefault(event_id, item)
+    matches = ledger.match_messages(
+        Channel.EMAIL.value,
+        [
+            (
+                _attempt_id(item.get("care_attempt")),
+                _sendgrid_message_ids(str(item.get("sg_message_id") or "")),
+            )
+            for item in fresh.values()
+        ],
+    )
+    for (event_id, item), match in zip(fresh.items(), matches, strict=True):
         kind = str(item.get("event") or "").lower()
         kind = kind if _WORD_RX.fullmatch(kind) else "unknown"
         sg_message_id = str(item.get("sg_message_id") or "")
-        match = ledger.match_message(
-            Channel.EMAIL.value,
-            attempt_id=_attempt_id(item.get("care_attempt")),
-            message_ids=_sendgrid_message_ids(sg_message_id),
-        )
         status = SENDGRID_STATUS.get(kind)
         if kind == "bounce" and str(item.get("type") or "") == "blocked":
             status = TouchStatus.UNDELIVERED
