@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -111,3 +113,37 @@ def test_postgres_refuses_to_change_provider_events(pg_store: Store) -> None:
         with pytest.raises(DBAPIError, match="append-only"), pg_store.engine.begin() as conn:
             conn.execute(text(statement))
     assert counts(pg_store)["provider_events"] == 1
+
+
+def test_verify_detects_an_edited_provider_event(sqlite_store: Store) -> None:
+    from caretouch.audit import verify
+
+    load_rows(sqlite_store, customers=[sms_only()])
+    http = make_client(sqlite_store, new_keys())
+    params = {"MessageSid": "SM" + "e" * 32, "From": "+8613812348000", "Body": "STOP"}
+    assert twilio_post(http, "inbound", params).status_code == 200
+    assert verify(sqlite_store).ok
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(text("UPDATE provider_events SET provider_status = 'message'"))
+    report = verify(sqlite_store)
+    assert not report.ok
+    assert "provider_events row 1" in (report.problem or "")
+
+
+def test_store_without_the_tables_is_a_clear_503(tmp_path: Path) -> None:
+    from caretouch.store.db import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'empty.db'}")
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE customers (customer_id TEXT)"))
+    from fastapi.testclient import TestClient
+
+    from caretouch.web.hooks import HookSources, create_standalone_app
+
+    app = create_standalone_app(
+        store_url=store.url, sources=HookSources(unsubscribe_key=lambda: UNSUBSCRIBE_KEY)
+    )
+    answer = TestClient(app).post(ROUTE, params={"t": make_token("C1", "email", UNSUBSCRIBE_KEY)})
+    assert answer.status_code == 503
+    assert "care store init" in answer.text
+    store.dispose()

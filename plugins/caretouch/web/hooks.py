@@ -160,7 +160,10 @@ def open_hook_store(url: str) -> Store:
     store = open_store(url)
     try:
         check_reachable(store)
-        missing = set(HOOK_TABLES) - set(inspect(store.engine).get_table_names())
+        inspector = inspect(store.engine)
+        # A deployment may map customers through a view (docs/store.md).
+        found = set(inspector.get_table_names()) | set(inspector.get_view_names())
+        missing = set(HOOK_TABLES) - found
         if missing:
             raise ConfigurationError(
                 f"store {store.masked_url()} has no {', '.join(sorted(missing))} table(s): "
