@@ -181,3 +181,17 @@ def load_rows(
 
 def utc(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def provider_sim() -> Iterator[Any]:
+    """The Twilio + SendGrid simulator (tests/provider_sim.py), started, without faults;
+    change them with ``provider_sim.set_faults(...)``.
+
+    Here and not in tests/channels/conftest.py: two conftest modules would both be imported
+    as ``conftest``, and ``from conftest import ...`` in other tests would find the wrong one.
+    """
+    from provider_sim import ProviderSim
+
+    with ProviderSim(seed=20261123) as sim:
+        yield sim
