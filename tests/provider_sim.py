@@ -24,7 +24,7 @@ Usage::
         assert sim.duplicates("twilio") == {}
 
 Importable from tests and from ``bench/`` scripts that put ``tests/`` on ``sys.path``. The
-pytest fixture ``provider_sim`` (tests/channels/conftest.py) yields a started simulator.
+pytest fixture ``provider_sim`` (tests/conftest.py) yields a started simulator.
 """
 
 from __future__ import annotations
