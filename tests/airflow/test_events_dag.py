@@ -216,6 +216,70 @@ def test_events_from_rest_asset_events_and_conf_all_reach_the_inbox(
     assert (again["api_accepted"], again["api_duplicates"]) == (0, 4)
 
 
+def test_events_posted_to_airflows_rest_api_reach_the_inbox(
+    airflow_db: Path, env: dict[str, str], redis_client: Any, stream_key: str
+) -> None:
+    """Through Airflow's own API app: asset events (nested and flat ``extra``) and a DAG run's
+    ``conf``, read back as Airflow stores them, then taken by the intake task."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from fastapi.testclient import TestClient
+
+    from caretouch.airflow.events import intake
+
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(DagBag(dag_folder=str(ROOT / "dags")), "dags-folder", None)
+    client = TestClient(create_app(apps="core"))
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="ops", role="admin"))
+    auth = {"Authorization": f"Bearer {token}"}
+    found = client.get("/api/v2/assets", params={"name_pattern": "care_events"}, headers=auth)
+    assert found.status_code == 200, found.text
+    [asset] = [a for a in found.json()["assets"] if a["name"] == "care_events"]
+    posted = [
+        client.post(
+            "/api/v2/assets/events",
+            json={"asset_id": asset["id"], "extra": extra},
+            headers=auth,
+        )
+        for extra in (
+            {"event": event("A1", payload={"agent": "A7"})},
+            {"events": [event("A2"), event("A3")]},
+            event("A4"),
+        )
+    ]
+    assert [p.status_code for p in posted] == [200, 200, 200], [p.text for p in posted]
+    run = client.post(
+        "/api/v2/dags/care_events/dagRuns",
+        json={
+            "logical_date": None,
+            "conf": {"events": [event("A5"), event("A1", payload={"agent": "A7"})]},
+        },
+        headers=auth,
+    )
+    assert run.status_code == 200, run.text
+
+    store = open_store(env["CARE_STORE_URL"])
+    load_rows(store, customers=[customer_row("C1")])
+    mine = {p.json()["id"] for p in posted}
+    stored = client.get(
+        "/api/v2/assets/events", params={"asset_id": asset["id"]}, headers=auth
+    ).json()["asset_events"]
+    context = {
+        "run_id": run.json()["dag_run_id"],
+        "triggering_asset_events": {
+            "care_events": [
+                SimpleNamespace(extra=e["extra"], id=e["id"]) for e in stored if e["id"] in mine
+            ]
+        },
+        "dag_run": SimpleNamespace(conf=run.json()["conf"]),
+    }
+    counts = intake(context, consumer="test")
+    assert (counts["api_accepted"], counts["api_duplicates"]) == (5, 1)
+    assert inbox_count(store) == 5
+
+
 def test_the_same_event_by_stream_api_and_cli_is_one_touch(
     env: dict[str, str], redis_client: Any, stream_key: str
 ) -> None:

@@ -260,3 +260,33 @@ def test_event_touches_obey_the_daily_cap(engine: Engine) -> None:
     by_rule = {s.row.rule_id: s for s in states(engine).values()}
     assert by_rule["claim-settled"].status is TouchStatus.PLANNED  # priority 85
     assert by_rule["complaint-follow-up"].reason == "frequency_cap"  # priority 80, same day
+
+
+def test_planning_an_event_records_only_its_touch_but_competes_with_the_day(
+    store: Store, tmp_path: Path
+) -> None:
+    # C1's birthday and thank-you fall on the same day: the thank-you (70) beats the birthday
+    # (30) under caps.per_day=1. C9's birthday that day is none of this event's business: it is
+    # left for the day's plan, not recorded now.
+    load_rows(
+        store,
+        customers=[
+            customer_row("C1", timezone=SH, birth_date="1990-11-23"),
+            customer_row("C9", timezone=SH, birth_date="1985-11-23", phone="+8613812348009"),
+        ],
+    )
+    engine = engine_for(store, tmp_path)
+    report = emit(
+        engine,
+        utc(2026, 11, 22, 3),
+        ev("E1", "policy_purchased", "C1", "2026-11-22T10:00:00+08:00"),
+    )
+    assert report.planned == 1
+    assert list(states(engine)) == ["thank-you|event:E1|2026-11-23"]
+    # The day's full plan then agrees: the thank-you goes, C1's birthday gives way, C9's goes.
+    result = dispatch(engine, run_id="test:d", now=utc(2026, 11, 23, 2, 5))
+    decided = {k: (s.status, s.reason) for k, s in states(engine).items()}
+    assert decided["thank-you|event:E1|2026-11-23"] == (TouchStatus.SENT, None)
+    assert decided["birthday|customer:C1|2026-11-23"][1] == "frequency_cap"
+    assert decided["birthday|customer:C9|2026-11-23"][0] is TouchStatus.SENT
+    assert result.sent == 2
