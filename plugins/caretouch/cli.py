@@ -800,6 +800,9 @@ main.add_command(_campaign_commands)
 from .cli_ops import forecast as _forecast_command  # noqa: E402
 
 main.add_command(_forecast_command)
+from .cli_ops import report as _report_command  # noqa: E402
+
+main.add_command(_report_command)
 from .cli_serve import serve as _serve_command  # noqa: E402
 
 main.add_command(_serve_command)

@@ -156,3 +156,43 @@ def forecast(
         header, body = fc_module.table_rows(result)
         target.write_text("\n".join(text_table(header, body)) + "\n", encoding="utf-8")
     click.echo(f"wrote {target}")
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--month", metavar="YYYY-MM", help="A calendar month, e.g. 2026-11.")
+@click.option("--week", metavar="YYYY-Www", help="An ISO week, e.g. 2026-W47.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="HTML file (default: REPORTS_DIR/care-report-<period>.html).",
+)
+@click.pass_context
+@friendly_errors
+def report(ctx: click.Context, month: str | None, week: str | None, output: Path | None) -> None:
+    """The monthly or weekly service report (HTML with charts), from the ledger."""
+    import datetime as dt
+
+    from .report import Period, write_report
+    from .store.db import check_initialised, open_store
+
+    if bool(month) == bool(week):
+        raise click.UsageError("give one of --month YYYY-MM or --week YYYY-Www")
+    try:
+        period = Period.month(month) if month else Period.week(week or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month" if month else "--week") from None
+    config = _config(ctx)
+    store = open_store(config.store_url)
+    check_initialised(store)
+    now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI stamps when the report was made
+    path, result = write_report(store, period, config.reports_dir, generated_at=now, output=output)
+    n = result.now
+    click.echo(
+        f"{period.kind} {period.label}: {n.total:,} touches, {n.sent:,} sent, "
+        f"{n.failed:,} failed, {n.suppressed:,} suppressed, {n.opt_out_total:,} opt-out(s), "
+        f"{n.followed_within}/{n.complaints} complaint(s) followed up within 3 days"
+    )
+    click.echo(f"wrote {path}")

@@ -1,0 +1,523 @@
+"""``care report``: the monthly and weekly service report, as one self-contained HTML page.
+
+Every number is read from the ledger (touches by their occurrence, the customer-local date
+they were due; each touch counted at its current status), except opt-outs, which are the
+consent withdrawals recorded in the store (``consent_events``) in the period, and complaint
+follow-ups, which join the store's ``complaint_resolved`` events with the ledger's touches of
+those events. Each figure is shown with its change from the previous period of the same kind
+(month on month, week on week). Reading only: the report writes nothing but its HTML file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from .ledger.models import TouchCurrent, TouchEvent, TouchRow
+from .store.db import Store
+from .store.models import ConsentEvent, Event
+
+# Current statuses that mean the message reached the provider.
+SENT_LIKE = ("sent", "delivered", "undelivered", "bounced")
+# Delivery reports that settle a sent message.
+DELIVERY_SETTLED = ("delivered", "undelivered", "bounced")
+COMPLAINT_EVENT = "complaint_resolved"
+FOLLOW_UP_DAYS = 3
+
+
+@dataclass(frozen=True)
+class Period:
+    kind: str  # "month" or "week"
+    label: str  # 2026-11 or 2026-W47
+    first: dt.date
+    last: dt.date
+
+    @classmethod
+    def month(cls, text: str) -> Period:
+        m = re.fullmatch(r"(\d{4})-(\d{2})", text)
+        if not m or not 1 <= int(m.group(2)) <= 12:
+            raise ValueError(f"{text!r} is not a month (YYYY-MM)")
+        first = dt.date(int(m.group(1)), int(m.group(2)), 1)
+        following = (first + dt.timedelta(days=32)).replace(day=1)
+        return cls("month", text, first, following - dt.timedelta(days=1))
+
+    @classmethod
+    def week(cls, text: str) -> Period:
+        m = re.fullmatch(r"(\d{4})-W(\d{2})", text)
+        if not m:
+            raise ValueError(f"{text!r} is not an ISO week (YYYY-Www)")
+        try:
+            first = dt.date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an ISO week (YYYY-Www)") from None
+        return cls("week", text, first, first + dt.timedelta(days=6))
+
+    @classmethod
+    def of_week(cls, day: dt.date) -> Period:
+        year, week, _ = day.isocalendar()
+        return cls.week(f"{year}-W{week:02d}")
+
+    @classmethod
+    def of_month(cls, day: dt.date) -> Period:
+        return cls.month(f"{day:%Y-%m}")
+
+    def previous(self) -> Period:
+        if self.kind == "month":
+            return Period.of_month(self.first - dt.timedelta(days=1))
+        return Period.of_week(self.first - dt.timedelta(days=7))
+
+    @property
+    def days(self) -> list[dt.date]:
+        return [self.first + dt.timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+
+@dataclass
+class Figures:
+    """The numbers of one period."""
+
+    period: Period
+    # (rule_id, channel, tier, status, reason) -> touches, by current status.
+    touches: Counter[tuple[Any, ...]] = field(default_factory=Counter)
+    sent_per_day: Counter[dt.date] = field(default_factory=Counter)
+    opt_outs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (purpose, source)
+    complaints: int = 0
+    followed_within: int = 0
+    followed_later: int = 0
+
+    def count(self, *, statuses: tuple[str, ...] | None = None, **match: Any) -> int:
+        index = {"rule_id": 0, "channel": 1, "tier": 2, "status": 3, "reason": 4}
+        return sum(
+            n
+            for key, n in self.touches.items()
+            if (statuses is None or key[3] in statuses)
+            and all(key[index[k]] == v for k, v in match.items())
+        )
+
+    @property
+    def total(self) -> int:
+        return self.count()
+
+    @property
+    def sent(self) -> int:
+        return self.count(statuses=SENT_LIKE)
+
+    @property
+    def delivered(self) -> int:
+        return self.count(status="delivered")
+
+    @property
+    def failed(self) -> int:
+        return self.count(status="failed")
+
+    @property
+    def unknown(self) -> int:
+        return self.count(status="unknown")
+
+    @property
+    def suppressed(self) -> int:
+        return self.count(status="suppressed")
+
+    @property
+    def delivery_reported(self) -> int:
+        return self.count(statuses=DELIVERY_SETTLED)
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered among sent messages whose delivery report has arrived."""
+        return self.delivered / self.delivery_reported if self.delivery_reported else None
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed (provider refused or retries exhausted) among attempted touches."""
+        attempted = self.sent + self.failed + self.unknown
+        return self.failed / attempted if attempted else None
+
+    @property
+    def opt_out_total(self) -> int:
+        return sum(self.opt_outs.values())
+
+    def values(self, dimension: str) -> list[Any]:
+        index = {"rule_id": 0, "channel": 1, "tier": 2}[dimension]
+        return sorted({k[index] for k in self.touches}, key=lambda v: (v is None, str(v)))
+
+
+def compute(store: Store, period: Period) -> Figures:
+    """The period's figures, read from the ledger and the store."""
+    figures = Figures(period)
+    touches = TouchRow.__table__
+    current = TouchCurrent.__table__
+    events = TouchEvent.__table__
+    in_period = and_(touches.c.occurrence >= period.first, touches.c.occurrence <= period.last)
+    channel = func.coalesce(current.c.channel, touches.c.channel)
+    with store.read_session() as session:
+        stmt = (
+            select(
+                touches.c.rule_id,
+                channel,
+                touches.c.tier,
+                current.c.status,
+                current.c.reason,
+                func.count(),
+            )
+            .select_from(touches.join(current, current.c.touch_id == touches.c.id))
+            .where(in_period)
+            .group_by(
+                touches.c.rule_id, channel, touches.c.tier, current.c.status, current.c.reason
+            )
+        )
+        for rule_id, ch, tier, status, reason, n in session.execute(stmt):
+            figures.touches[(rule_id, ch, tier, status, reason)] += n
+        per_day = (
+            select(touches.c.occurrence, func.count())
+            .select_from(touches.join(current, current.c.touch_id == touches.c.id))
+            .where(in_period, current.c.status.in_(SENT_LIKE))
+            .group_by(touches.c.occurrence)
+        )
+        for day, n in session.execute(per_day):
+            figures.sent_per_day[
+                day if isinstance(day, dt.date) else dt.date.fromisoformat(day)
+            ] = n
+
+        # Opt-outs: consent withdrawals recorded in the period (UTC days).
+        start = dt.datetime.combine(period.first, dt.time(), dt.timezone.utc)
+        end = dt.datetime.combine(period.last + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        consent = ConsentEvent.__table__
+        stmt = (
+            select(consent.c.purpose, consent.c.source, func.count())
+            .where(consent.c.granted.is_(False), consent.c.at >= start, consent.c.at < end)
+            .group_by(consent.c.purpose, consent.c.source)
+        )
+        for purpose, source, n in session.execute(stmt):
+            figures.opt_outs[(purpose, _source_kind(source))] += n
+
+        # Complaints resolved in the period, and whether a touch of that event reached the
+        # customer within FOLLOW_UP_DAYS of the resolution.
+        ev = Event.__table__
+        complaints = session.execute(
+            select(ev.c.event_id, ev.c.occurred_at).where(
+                ev.c.type == COMPLAINT_EVENT, ev.c.occurred_at >= start, ev.c.occurred_at < end
+            )
+        ).all()
+        figures.complaints = len(complaints)
+        if complaints:
+            resolved = {event_id: _aware(at) for event_id, at in complaints}
+            first_sent: dict[str, dt.datetime] = {}
+            ids = sorted(resolved)
+            for chunk in range(0, len(ids), 500):
+                stmt = (
+                    select(touches.c.event_id, func.min(events.c.at))
+                    .select_from(touches.join(events, events.c.touch_id == touches.c.id))
+                    .where(
+                        touches.c.event_id.in_(ids[chunk : chunk + 500]),
+                        events.c.status == "sent",
+                    )
+                    .group_by(touches.c.event_id)
+                )
+                for event_id, at in session.execute(stmt):
+                    first_sent[event_id] = _aware(at)
+            for event_id, at in resolved.items():
+                sent_at = first_sent.get(event_id)
+                if sent_at is None:
+                    continue
+                if sent_at - at <= dt.timedelta(days=FOLLOW_UP_DAYS):
+                    figures.followed_within += 1
+                else:
+                    figures.followed_later += 1
+    return figures
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+def _source_kind(source: str) -> str:
+    # "import:customers.csv" -> "import"; "webhook:twilio" -> "webhook".
+    return source.split(":", 1)[0]
+
+
+# -- the page --------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    period: Period
+    now: Figures
+    before: Figures
+
+    def html(self, *, generated_at: dt.datetime) -> str:
+        return render_html(self, generated_at=generated_at)
+
+
+def build_report(store: Store, period: Period) -> Report:
+    return Report(period, compute(store, period), compute(store, period.previous()))
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _change(now: float | None, before: float | None, *, rate: bool = False) -> str:
+    if now is None or before is None:
+        return "no comparison"
+    if rate:
+        return f"{100 * (now - before):+.1f} pts"
+    delta = now - before
+    if before == 0:
+        return f"{delta:+,.0f}" + ("" if delta == 0 else " (new)")
+    return f"{delta:+,.0f} ({100 * delta / before:+.1f}%)"
+
+
+def _chart(draw: Any, width: float = 7.0, height: float = 3.2) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height))
+    draw(ax)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(alpha=0.3)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_STATUS_GROUPS = (
+    ("sent", SENT_LIKE, "#0072B2"),
+    ("waiting", ("planned", "sending"), "#56B4E9"),
+    ("suppressed", ("suppressed",), "#BBBBBB"),
+    ("failed", ("failed",), "#D55E00"),
+    ("unknown", ("unknown",), "#E69F00"),
+)
+
+
+def _stacked(ax: Any, figures: Figures, dimension: str, horizontal: bool) -> None:
+    labels = figures.values(dimension)
+    names = [str(v) if v is not None else "none" for v in labels]
+    base = [0] * len(labels)
+    for group, statuses, colour in _STATUS_GROUPS:
+        values = [figures.count(statuses=statuses, **{dimension: v}) for v in labels]
+        if not any(values):
+            continue
+        if horizontal:
+            ax.barh(names, values, left=base, label=group, color=colour)
+        else:
+            ax.bar(names, values, bottom=base, label=group, color=colour)
+        base = [b + v for b, v in zip(base, values, strict=True)]
+    ax.legend(fontsize=8, frameon=False)
+    if horizontal:
+        ax.invert_yaxis()
+
+
+def render_html(report: Report, *, generated_at: dt.datetime) -> str:
+    now, before, period = report.now, report.before, report.period
+    word = "month" if period.kind == "month" else "week"
+    kpis = [
+        ("touches", "touches due", f"{now.total:,}", _change(now.total, before.total)),
+        ("sent", "sent", f"{now.sent:,}", _change(now.sent, before.sent)),
+        (
+            "delivery-rate",
+            "delivery rate",
+            _pct(now.delivery_rate),
+            _change(now.delivery_rate, before.delivery_rate, rate=True),
+        ),
+        (
+            "failure-rate",
+            "failure rate",
+            _pct(now.failure_rate),
+            _change(now.failure_rate, before.failure_rate, rate=True),
+        ),
+        (
+            "suppressed",
+            "suppressed",
+            f"{now.suppressed:,}",
+            _change(now.suppressed, before.suppressed),
+        ),
+        (
+            "opt-outs",
+            "opt-outs",
+            f"{now.opt_out_total:,}",
+            _change(now.opt_out_total, before.opt_out_total),
+        ),
+        (
+            "follow-ups",
+            f"complaints followed up within {FOLLOW_UP_DAYS} days",
+            f"{now.followed_within:,} of {now.complaints:,}",
+            _change(
+                now.followed_within / now.complaints if now.complaints else None,
+                before.followed_within / before.complaints if before.complaints else None,
+                rate=True,
+            ),
+        ),
+    ]
+    cards = "\n".join(
+        f'<div class="kpi" id="kpi-{key}"><div class="label">{html.escape(label)}</div>'
+        f'<div class="value">{html.escape(value)}</div>'
+        f'<div class="change">{html.escape(change)} vs previous {word}</div></div>'
+        for key, label, value, change in kpis
+    )
+
+    def table(dimension: str, title: str) -> str:
+        labels = sorted(
+            set(now.values(dimension)) | set(before.values(dimension)),
+            key=lambda v: (v is None, str(v)),
+        )
+        rows = []
+        for v in labels:
+            sent_now = now.count(statuses=SENT_LIKE, **{dimension: v})
+            sent_before = before.count(statuses=SENT_LIKE, **{dimension: v})
+            rows.append(
+                f'<tr data-key="{html.escape(str(v))}"><td>{html.escape(str(v) if v is not None else "none")}</td>'
+                f"<td>{now.count(**{dimension: v}):,}</td><td>{sent_now:,}</td>"
+                f"<td>{now.count(status='suppressed', **{dimension: v}):,}</td>"
+                f"<td>{now.count(status='failed', **{dimension: v}):,}</td>"
+                f"<td>{sent_before:,}</td><td>{html.escape(_change(sent_now, sent_before))}</td></tr>"
+            )
+        return (
+            f'<h2>{html.escape(title)}</h2><table id="by-{dimension}"><thead><tr><th>{dimension.replace("_id", "")}</th>'
+            f"<th>touches</th><th>sent</th><th>suppressed</th><th>failed</th>"
+            f"<th>sent, previous {word}</th><th>change</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
+        )
+
+    by_rule = _chart(
+        lambda ax: _stacked(ax, now, "rule_id", True),
+        height=max(2.5, 0.45 * len(now.values("rule_id")) + 1),
+    )
+    by_channel = _chart(lambda ax: _stacked(ax, now, "channel", False), width=4.2)
+    by_tier = _chart(lambda ax: _stacked(ax, now, "tier", False), width=4.2)
+
+    def per_day(ax: Any) -> None:
+        days = period.days
+        ax.bar(
+            [d.strftime("%m-%d") for d in days],
+            [now.sent_per_day.get(d, 0) for d in days],
+            color="#0072B2",
+            label=f"this {word}",
+        )
+        ax.plot(
+            [d.strftime("%m-%d") for d in days],
+            [
+                before.sent_per_day.get(d - (period.first - report.before.period.first), 0)
+                for d in days
+            ],
+            color="#E69F00",
+            marker="o",
+            markersize=3,
+            label=f"previous {word} (same position)",
+        )
+        ax.legend(fontsize=8, frameon=False)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.set_ylabel("sent")
+
+    daily = _chart(per_day, width=9.0)
+    reasons = Counter[str]()
+    for key, n in now.touches.items():
+        if key[3] == "suppressed" and key[4]:
+            reasons[key[4]] += n
+    reason_rows = "".join(
+        f"<tr><td>{html.escape(r)}</td><td>{n:,}</td></tr>" for r, n in reasons.most_common()
+    )
+    opt_rows = "".join(
+        f"<tr><td>{html.escape(p)}</td><td>{html.escape(s)}</td><td>{n:,}</td></tr>"
+        for (p, s), n in sorted(now.opt_outs.items())
+    )
+    title = f"Care report, {word} {period.label} ({period.first} to {period.last})"
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: Arial, Helvetica, sans-serif; margin: 24px auto; max-width: 1000px; color: #222; }}
+.kpis {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+.kpi {{ border: 1px solid #ddd; border-radius: 8px; padding: 10px 14px; min-width: 170px; }}
+.kpi .label {{ font-size: 12px; color: #666; }}
+.kpi .value {{ font-size: 24px; font-weight: bold; margin: 4px 0; }}
+.kpi .change {{ font-size: 12px; color: #444; }}
+table {{ border-collapse: collapse; font-size: 13px; margin: 8px 0 16px; }}
+th, td {{ border: 1px solid #ddd; padding: 3px 8px; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+img {{ max-width: 100%; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+.note {{ font-size: 12px; color: #666; }}
+</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="note">Touches are counted by the customer-local date they were due, at their
+current status in the ledger. Previous {word}: {report.before.period.label}
+({report.before.period.first} to {report.before.period.last}). Generated
+{generated_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>
+<div class="kpis">
+{cards}
+</div>
+<h2>Touches by rule and campaign</h2>
+<img alt="touches by rule" src="data:image/png;base64,{by_rule}">
+{table("rule_id", "By rule and campaign")}
+<div class="charts">
+<div><h2>By channel</h2><img alt="touches by channel" src="data:image/png;base64,{by_channel}"></div>
+<div><h2>By tier</h2><img alt="touches by tier" src="data:image/png;base64,{by_tier}"></div>
+</div>
+{table("channel", "By channel")}
+{table("tier", "By tier")}
+<h2>Sent per day</h2>
+<img alt="sent per day" src="data:image/png;base64,{daily}">
+<h2>Delivery and failures</h2>
+<table id="delivery"><tbody>
+<tr><td>sent (reached the provider)</td><td id="sent">{now.sent:,}</td></tr>
+<tr><td>delivery reports received</td><td>{now.delivery_reported:,}</td></tr>
+<tr><td>delivered</td><td id="delivered">{now.delivered:,}</td></tr>
+<tr><td>delivery rate (delivered of reports received)</td><td>{_pct(now.delivery_rate)}</td></tr>
+<tr><td>failed</td><td id="failed">{now.failed:,}</td></tr>
+<tr><td>unknown (for review)</td><td>{now.unknown:,}</td></tr>
+<tr><td>failure rate (failed of attempted)</td><td>{_pct(now.failure_rate)}</td></tr>
+</tbody></table>
+<h2>Suppressed, by reason</h2>
+<table id="reasons"><tbody>{reason_rows or '<tr><td colspan="2">none</td></tr>'}</tbody></table>
+<h2>Opt-outs</h2>
+<table id="opt-outs"><thead><tr><th>channel / purpose</th><th>source</th><th>withdrawals</th></tr></thead>
+<tbody>{opt_rows or '<tr><td colspan="3">none</td></tr>'}</tbody></table>
+<h2>Complaint follow-ups</h2>
+<table id="complaints"><tbody>
+<tr><td>complaints resolved</td><td>{now.complaints:,}</td></tr>
+<tr><td>followed up within {FOLLOW_UP_DAYS} days</td><td>{now.followed_within:,}</td></tr>
+<tr><td>followed up later</td><td>{now.followed_later:,}</td></tr>
+<tr><td>not (yet) followed up</td><td>{now.complaints - now.followed_within - now.followed_later:,}</td></tr>
+</tbody></table>
+</body>
+</html>
+"""
+
+
+def report_path(reports_dir: Path, period: Period) -> Path:
+    return reports_dir / f"care-report-{period.label}.html"
+
+
+def write_report(
+    store: Store,
+    period: Period,
+    reports_dir: Path,
+    *,
+    generated_at: dt.datetime,
+    output: Path | None = None,
+) -> tuple[Path, Report]:
+    """Compute the period's report and write its HTML (``care report`` and ``care_reports``)."""
+    result = build_report(store, period)
+    path = output or report_path(reports_dir, period)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.html(generated_at=generated_at), encoding="utf-8")
+    return path, result
