@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -103,6 +104,8 @@ class Transport(ABC):
         self.sleep = sleep
         self.clock = clock
         self.limiter = self._bucket()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def _bucket(self) -> TokenBucket:
         burst = max(1.0, min(self.rate, self.workers))
@@ -195,10 +198,25 @@ class Transport(ABC):
 
         if self.workers <= 1 or len(messages) <= 1:
             return [one(m) for m in messages]
-        with ThreadPoolExecutor(
-            max_workers=min(self.workers, len(messages)), thread_name_prefix=f"care-{self.name}"
-        ) as pool:
-            return list(pool.map(one, messages))
+        return list(self._senders().map(one, messages))
+
+    def _senders(self) -> ThreadPoolExecutor:
+        """The sending threads, kept from one ``send_many`` to the next: each holds its SDK
+        client and keep-alive connection, which a pool per call (per chunk of the runner)
+        would build and connect again every time."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix=f"care-{self.name}"
+                )
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the sending threads (idle between calls, they never hold up an exit)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     @abstractmethod
     def build_payload(self, message: OutboundMessage) -> dict[str, Any]: ...
