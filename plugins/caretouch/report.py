@@ -316,7 +316,8 @@ def _stacked(ax: Any, figures: Figures, dimension: str, horizontal: bool) -> Non
         else:
             ax.bar(names, values, bottom=base, label=group, color=colour)
         base = [b + v for b, v in zip(base, values, strict=True)]
-    ax.legend(fontsize=8, frameon=False)
+    if any(base):
+        ax.legend(fontsize=8, frameon=False)
     if horizontal:
         ax.invert_yaxis()
 

@@ -1,0 +1,100 @@
+"""``care_reports``: the monthly report on the 5th, the weekly one on Mondays (06:00 UTC).
+
+The monthly run reports the previous calendar month (by the 5th, late delivery reports and
+the complaint follow-ups of the month's last days are in); the Monday run reports the ISO week
+that ended the day before. A run can be pointed at any period with the ``month`` or ``week``
+param (``airflow dags trigger care_reports -c '{"month": "2026-11"}'``). Reports are written to
+``CARE_REPORTS_DIR`` (default ``reports/``) as ``care-report-<period>.html``, the same files
+``care report`` writes; running one again rewrites it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, task
+
+from ..report import Period
+from .daily import DEFAULT_ARGS, _now
+
+log = logging.getLogger("caretouch.airflow")
+
+MONTHLY = "0 6 5 * *"
+WEEKLY = "0 6 * * 1"
+
+
+def periods_due(logical_date: dt.datetime | None, params: dict[str, Any]) -> list[Period]:
+    """The periods a run reports: the params' ones, else those the logical date calls for."""
+    if params.get("month") or params.get("week"):
+        chosen = []
+        if params.get("month"):
+            chosen.append(Period.month(str(params["month"])))
+        if params.get("week"):
+            chosen.append(Period.week(str(params["week"])))
+        return chosen
+    if logical_date is None:
+        raise ValueError("care_reports needs a logical date or a 'month' or 'week' param")
+    day = logical_date.astimezone(dt.timezone.utc).date()
+    due = []
+    if day.day == 5:
+        due.append(Period.of_month(day.replace(day=1) - dt.timedelta(days=1)))
+    if day.weekday() == 0:
+        due.append(Period.of_week(day - dt.timedelta(days=7)))
+    return due
+
+
+def build_care_reports() -> Any:
+    @dag(
+        dag_id="care_reports",
+        description="The monthly (5th) and weekly (Monday) care reports, as HTML.",
+        schedule=MultipleCronTriggerTimetable(MONTHLY, WEEKLY, timezone="UTC"),
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        params={
+            "month": Param(None, type=["null", "string"], description="A month, YYYY-MM."),
+            "week": Param(None, type=["null", "string"], description="An ISO week, YYYY-Www."),
+        },
+        tags=["caretouch"],
+    )
+    def care_reports() -> None:
+        @task
+        def report(**context: Any) -> list[dict[str, Any]]:
+            from ..config import CareConfig
+            from ..report import write_report
+            from ..store.db import check_initialised, open_store
+
+            periods = periods_due(context.get("logical_date"), context["params"])
+            if not periods:
+                log.info("nothing to report for this run (neither the 5th nor a Monday)")
+                return []
+            config = CareConfig.from_env()
+            store = open_store(config.store_url)
+            check_initialised(store)
+            done = []
+            for period in periods:
+                path, result = write_report(store, period, config.reports_dir, generated_at=_now())
+                n = result.now
+                log.info(
+                    "%s %s: %d touches, %d sent, %d failed, %d suppressed, %d opt-out(s), "
+                    "%d/%d complaint(s) followed up within 3 days; wrote %s",
+                    period.kind,
+                    period.label,
+                    n.total,
+                    n.sent,
+                    n.failed,
+                    n.suppressed,
+                    n.opt_out_total,
+                    n.followed_within,
+                    n.complaints,
+                    path,
+                )
+                done.append({"period": period.label, "path": str(path), "sent": n.sent})
+            return done
+
+        report()
+
+    return care_reports()

@@ -1,0 +1,65 @@
+"""``care_reports``: which periods a run reports, and a run through real Airflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+import airflow_env
+from caretouch.store.db import open_store
+from conftest import RULES_DIR, TEMPLATES_DIR
+
+pytestmark = pytest.mark.airflow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> Path:
+    return airflow_env.migrate()
+
+
+@pytest.mark.parametrize(
+    ("logical", "params", "expected"),
+    [
+        (dt.datetime(2026, 12, 5, 6), {}, ["2026-11"]),  # a Saturday
+        (dt.datetime(2026, 11, 23, 6), {}, ["2026-W47"]),  # a Monday
+        (dt.datetime(2027, 4, 5, 6), {}, ["2027-03", "2027-W13"]),  # the 5th and a Monday
+        (dt.datetime(2027, 1, 5, 6), {}, ["2026-12"]),
+        (dt.datetime(2026, 11, 24, 6), {}, []),
+        (None, {"month": "2026-10"}, ["2026-10"]),
+        (dt.datetime(2026, 11, 24, 6), {"week": "2026-W01"}, ["2026-W01"]),
+    ],
+)
+def test_periods_due(logical: dt.datetime | None, params: dict, expected: list[str]) -> None:
+    from caretouch.airflow.reports import periods_due
+
+    when = logical.replace(tzinfo=dt.timezone.utc) if logical else None
+    assert [p.label for p in periods_due(when, params)] == expected
+
+
+@pytest.mark.slow
+def test_care_reports_runs_with_dag_test(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    store_url = f"sqlite:///{tmp_path / 'care.db'}"
+    open_store(store_url).init()
+    for key, value in {
+        "CARE_STORE_URL": store_url,
+        "CARE_RULES_DIR": str(RULES_DIR),
+        "CARE_TEMPLATES_DIR": str(TEMPLATES_DIR),
+        "CARE_REPORTS_DIR": str(tmp_path / "reports"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not [k for k in bag.import_errors if "care_reports" in k]
+    dag = bag.get_dag("care_reports")
+    run = dag.test(logical_date=dt.datetime(2027, 4, 5, 6, tzinfo=dt.timezone.utc))
+    assert run.state == "success"
+    assert sorted(p.name for p in (tmp_path / "reports").glob("*.html")) == [
+        "care-report-2027-03.html",
+        "care-report-2027-W13.html",
+    ]
