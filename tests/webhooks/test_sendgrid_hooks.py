@@ -211,3 +211,15 @@ def test_without_verification_key_nothing_is_accepted(sqlite_store: Store) -> No
     answer = sendgrid_post(http, [sg_event("delivered", "ev-n")], keys)
     assert answer.status_code == 503
     assert counts(sqlite_store)["provider_events"] == 0
+
+
+def test_long_message_id_is_kept_not_refused(store: Store, tmp_path: Path) -> None:
+    touch_id, attempt, _ = sent_touch(store, tmp_path, email_only())
+    keys = new_keys()
+    http = make_client(store, keys)
+    long_id = "x" * 150 + ".filter0001.16648.5515E0B88.0"
+    event = sg_event("delivered", "ev-long", attempt.id, sg_message_id=long_id)
+    assert sendgrid_post(http, [event], keys).status_code == 200
+    (row,) = provider_events(store)
+    assert row.provider_message_id == long_id
+    assert Ledger(store).states([touch_id])[0].status is TouchStatus.DELIVERED

@@ -963,7 +963,7 @@ class Ledger:
                         "provider_event_id": e.provider_event_id,
                         "kind": e.kind,
                         "provider_status": e.provider_status,
-                        "provider_message_id": e.provider_message_id,
+                        "provider_message_id": (e.provider_message_id or "")[:200] or None,
                         "touch_id": e.touch_id,
                         "attempt_id": e.attempt_id,
                         "customer_id": e.customer_id,
@@ -982,7 +982,8 @@ class Ledger:
                     "attempt_id": e.attempt_id,
                     "status": e.status.value,
                     "reason": DELIVERY_FAILED if e.status is TouchStatus.FAILED else e.reason,
-                    "provider_message_id": e.provider_message_id,
+                    # touch_events keeps at most 128 characters of it (the full one is above).
+                    "provider_message_id": (e.provider_message_id or "")[:128] or None,
                     "detail": {
                         "receipt": e.provider,
                         "provider_event_id": e.provider_event_id,

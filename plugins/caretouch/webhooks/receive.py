@@ -13,6 +13,7 @@ old ``STOP`` from undoing a later ``START``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -174,17 +175,17 @@ def _change_consent(
 def _matched(event: ProviderEvent, match: MessageMatch | None) -> ProviderEvent:
     if match is None:
         return event
-    return ProviderEvent(
-        **{
-            **event.__dict__,
-            "touch_id": match.touch_id,
-            "attempt_id": match.attempt_id,
-            "customer_id": match.customer_id,
-        }
+    return dataclasses.replace(
+        event,
+        touch_id=match.touch_id,
+        attempt_id=match.attempt_id,
+        customer_id=match.customer_id,
     )
 
 
-def _record(ledger: Ledger, events: Sequence[ProviderEvent], received: Received, now: Any) -> None:
+def _record(
+    ledger: Ledger, events: Sequence[ProviderEvent], received: Received, now: dt.datetime
+) -> None:
     new = ledger.record_provider_events(events, now=now)
     received.new += len(new)
     received.matched += sum(1 for e in new if e.touch_id is not None)
