@@ -115,7 +115,11 @@ class TouchEvent(LedgerBase):
 
 
 class TouchCurrent(LedgerBase):
-    """Each touch's latest status: derived from ``touch_events``, kept for fast queries.
+    """Each touch's current status: derived from ``touch_events``, kept for fast queries.
+
+    The current status is the latest event's, except that a provider's delivery receipt is
+    not replaced by a later event of the sender about the same attempt (``refresh_current``);
+    ``event_id`` is then the newest event taken into account, not the receipt's.
 
     Not part of the audited record: it is rewritten in place (the chain does not cover it,
     the append-only triggers do not guard it) and can be rebuilt from the events at any time
