@@ -149,7 +149,7 @@ def test_validate_reports_positions_and_exit_1(tmp_path: Path) -> None:
 
 def test_good_rules_validate(tmp_path: Path) -> None:
     result = care(tmp_path, "validate")
-    assert result.exit_code == 0 and "5 rule(s) valid" in result.output
+    assert result.exit_code == 0 and "7 rule(s) valid" in result.output
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

@@ -55,6 +55,8 @@ def test_shipped_rules_are_valid(shipped_rules) -> None:
     assert sorted(r.id for r in shipped_rules.rules if not shipped_rules.is_campaign(r.id)) == [
         "annual-review",
         "birthday",
+        "claim-settled",
+        "complaint-follow-up",
         "holiday-greeting",
         "renewal-reminder",
         "thank-you",
