@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -323,29 +324,66 @@ def send_touches(
     it. Work goes in chunks: check and render, claim the chunk in one transaction (``sending``
     is recorded before any provider call), send, then record the answers in one transaction.
     A crash in between leaves the chunk in ``sending`` for ``recover_in_flight``.
+
+    The ledger work overlaps the sending: while one chunk is being sent (in a thread of its
+    own), the next is checked and rendered and the one before is recorded, so a provider's
+    rate is not left idle during ledger transactions (bench/send_throughput.py). A chunk is
+    claimed only once the chunk before has been sent, and nothing is claimed after a provider
+    refused the credentials: as without the overlap, at most one chunk is claimed and not yet
+    sent, and a crash leaves at most two chunks in ``sending`` (one of them fully sent).
     """
     report = SendReport()
     ids = list(touch_ids)
     use: CapacityUse = {}
-    for start in range(0, len(ids), chunk_size):
-        report.merge(
-            _send_chunk(
-                engine, ids[start : start + chunk_size], run_id=run_id, now=now, capacity_use=use
-            )
-        )
-        if progress is not None:
-            progress(len(ids[start : start + chunk_size]))
+    chunks = [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="care-send") as sender:
+        sending: tuple[_Claimed, Future[list[SendResult]]] | None = None
+        for chunk in chunks:
+            prepared = _prepare_chunk(engine, chunk, now=now, capacity_use=use)
+            answers = sending[1].result() if sending else []
+            if sending and any(r.stop_run for r in answers):
+                _record_chunk(engine, sending[0], answers, run_id=run_id, now=now)  # raises
+            claimed = _claim_chunk(engine, prepared, run_id=run_id, now=now)
+            future = sender.submit(_deliver, engine, claimed)
+            if sending:
+                report.merge(_record_chunk(engine, sending[0], answers, run_id=run_id, now=now))
+                if progress is not None:
+                    progress(sending[0].size)
+            sending = (claimed, future)
+        if sending:
+            answers = sending[1].result()
+            report.merge(_record_chunk(engine, sending[0], answers, run_id=run_id, now=now))
+            if progress is not None:
+                progress(sending[0].size)
     return report
 
 
-def _send_chunk(
+@dataclass
+class _Prepared:
+    """A chunk checked and rendered: the status changes to write and the touches to claim."""
+
+    size: int
+    report: SendReport
+    changes: list[StatusChange]
+    claims: list[Claim]
+
+
+@dataclass
+class _Claimed:
+    """A chunk claimed in the ledger: the attempts to send, in order."""
+
+    size: int
+    report: SendReport
+    sends: list[tuple[Claim, Attempt]]
+
+
+def _prepare_chunk(
     engine: Engine,
     ids: list[int],
     *,
-    run_id: str,
     now: dt.datetime,
     capacity_use: CapacityUse,
-) -> SendReport:
+) -> _Prepared:
     report = SendReport()
     ledger = engine.ledger
     states = ledger.states(ids)
@@ -441,31 +479,67 @@ def _send_chunk(
                 message=rendered,
             )
         )
-    ledger.append_many(changes, run_id=run_id, now=engine.stamp(now))
-    won = ledger.claim_many(claims, run_id=run_id, now=engine.stamp(now))
-    report.skipped += len(claims) - len(won)
+    return _Prepared(len(ids), report, changes, claims)
+
+
+def _claim_chunk(engine: Engine, prepared: _Prepared, *, run_id: str, now: dt.datetime) -> _Claimed:
+    """Write the chunk's status changes and claim its touches (``sending``) in the ledger."""
+    ledger = engine.ledger
+    ledger.append_many(prepared.changes, run_id=run_id, now=engine.stamp(now))
+    won = ledger.claim_many(prepared.claims, run_id=run_id, now=engine.stamp(now))
+    prepared.report.skipped += len(prepared.claims) - len(won)
+    sends = [
+        (c, won[c.state.id])
+        for channel in Channel
+        for c in prepared.claims
+        if c.channel == channel.value and c.state.id in won
+    ]
+    return _Claimed(prepared.size, prepared.report, sends)
+
+
+def _deliver(engine: Engine, claimed: _Claimed) -> list[SendResult]:
+    """Send a claimed chunk, channel by channel; the answers in the order of ``sends``.
+
+    Runs in the sending thread: it calls providers only, never the ledger or the store."""
+    answers: list[SendResult] = []
+    for channel in Channel:
+        mine = [(c, a) for c, a in claimed.sends if c.channel == channel.value]
+        if mine:
+            answers.extend(
+                engine.transports[channel].send_many(
+                    [
+                        _message(
+                            c.state,
+                            a,
+                            c.message,
+                            may_resend=_may_resend(engine, c.state.row.rule_id),
+                        )
+                        for c, a in mine
+                    ]
+                )
+            )
+    return answers
+
+
+def _record_chunk(
+    engine: Engine,
+    claimed: _Claimed,
+    answers: list[SendResult],
+    *,
+    run_id: str,
+    now: dt.datetime,
+) -> SendReport:
+    """Record the providers' answers of a sent chunk in one transaction."""
+    report = claimed.report
     results: list[StatusChange] = []
     refused: list[str] = []
-    for channel in Channel:
-        mine = [
-            (c, won[c.state.id]) for c in claims if c.channel == channel.value and c.state.id in won
-        ]
-        if not mine:
-            continue
-        transport = engine.transports[channel]
-        answers = transport.send_many(
-            [
-                _message(c.state, a, c.message, may_resend=_may_resend(engine, c.state.row.rule_id))
-                for c, a in mine
-            ]
-        )
-        for (claim, attempt), result in zip(mine, answers, strict=True):
-            results.append(_result_change(claim.state, attempt, result, report))
-            if result.outcome is Outcome.REJECTED_OPTED_OUT:
-                _record_opt_out(engine, claim.state, channel, result, now)
-            if result.stop_run and result.detail not in refused:
-                refused.append(result.detail)
-    ledger.append_many(results, run_id=run_id, now=engine.stamp(now))
+    for (claim, attempt), result in zip(claimed.sends, answers, strict=True):
+        results.append(_result_change(claim.state, attempt, result, report))
+        if result.outcome is Outcome.REJECTED_OPTED_OUT:
+            _record_opt_out(engine, claim.state, Channel(claim.channel), result, now)
+        if result.stop_run and result.detail not in refused:
+            refused.append(result.detail)
+    engine.ledger.append_many(results, run_id=run_id, now=engine.stamp(now))
     if refused:
         # Every touch of the chunk is back in ``planned``; nothing more goes out this run.
         raise ConfigurationError("; ".join(refused) + ": check the provider's credentials")
