@@ -36,7 +36,8 @@ log = logging.getLogger("caretouch.run")
 MAX_ATTEMPTS = 5
 # A touch in ``sending`` for longer than this was abandoned by a crashed worker.
 SENDING_LEASE = dt.timedelta(minutes=10)
-# Touches per claim/record transaction. A crash leaves at most this many in ``sending``.
+# Touches per claim/record transaction. A crash leaves at most two chunks in ``sending``
+# (one being sent, one sent but not yet recorded: send_touches overlaps them).
 CHUNK = 50
 
 
