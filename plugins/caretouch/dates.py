@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from enum import Enum
+from functools import lru_cache
 
 from lunardate import LunarDate
 
@@ -151,6 +152,13 @@ HOLIDAYS: dict[str, Callable[[int], dt.date | None]] = {
 
 def holidays_on(day: dt.date) -> list[str]:
     """The named festivals that fall on ``day`` (in Gregorian year ``day.year``)."""
+    return list(_holidays_on(day))
+
+
+@lru_cache(maxsize=4096)
+def _holidays_on(day: dt.date) -> tuple[str, ...]:
+    # Cached: the planner asks once per candidate row of a calendar rule (a festival or
+    # campaign day can have a million), and the lunar conversions are slow.
     found = []
     for name, when in HOLIDAYS.items():
         try:
@@ -158,7 +166,7 @@ def holidays_on(day: dt.date) -> list[str]:
                 found.append(name)
         except (ValueError, IndexError):  # outside the lunar tables
             continue
-    return found
+    return tuple(found)
 
 
 def public_holiday_cn(day: dt.date) -> tuple[bool | None, str | None]:
