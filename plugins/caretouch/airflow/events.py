@@ -89,7 +89,7 @@ class EventStreamTrigger(BaseEventTrigger):
         try:
             last = await self._start(client)
             while True:
-                answer = await client.xread(
+                answer: Any = await client.xread(
                     {self.stream: last}, count=1000, block=int(self.block_seconds * 1000)
                 )
                 if not answer:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import insert as insert_rows
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -186,7 +187,7 @@ def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[st
     dialect = session.get_bind().dialect.name
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
     for start in range(0, len(rows), _CHUNK):
-        stmt = insert(model.__table__).values(rows[start : start + _CHUNK])
+        stmt: Any = insert(model.__table__).values(rows[start : start + _CHUNK])
         session.execute(stmt.on_conflict_do_nothing(index_elements=["event_id"]))
 
 
@@ -267,7 +268,7 @@ def submit(
         _insert_ignoring_duplicates(session, Event, new_events)
         _insert_ignoring_duplicates(session, EventReceipt, receipts)
         if dead:
-            session.execute(EventDeadLetter.__table__.insert(), dead)
+            session.execute(insert_rows(EventDeadLetter), dead)
     for ref, reason in report.dead:
         log.warning("event dead-lettered (%s, %s): %s", source, ref or "-", reason)
     return report

@@ -107,15 +107,15 @@ class _OwnCustomersHistory:
         self.ledger = ledger
 
     def final_keys(self, keys: list[str]) -> dict[str, str]:
-        return self.ledger.final_keys(keys)  # type: ignore[no-any-return]
+        return self.ledger.final_keys(keys)
 
     def contacts(self, customer_ids: Any, first: dt.date, last: dt.date) -> list[Any]:
         if customer_ids is None:
             return []
-        return self.ledger.contacts(customer_ids, first, last)  # type: ignore[no-any-return]
+        return self.ledger.contacts(customer_ids, first, last)
 
     def deferred(self, rule_ids: Any, first: dt.date, last: dt.date) -> list[Any]:
-        return self.ledger.deferred(rule_ids, first, last)  # type: ignore[no-any-return]
+        return self.ledger.deferred(rule_ids, first, last)
 
 
 def _unplanned(engine: Engine, limit: int) -> list[Any]:
