@@ -76,6 +76,16 @@ def test_good_rule_loads(rules_dir: Path, templates_dir: Path) -> None:
     assert errors_for(rules_dir, templates_dir, GOOD) == []
 
 
+@pytest.mark.parametrize(("line", "expected"), [("", False), ("    resend_unknown: true\n", True)])
+def test_resend_unknown_is_off_unless_the_rule_says(
+    rules_dir: Path, templates_dir: Path, line: str, expected: bool
+) -> None:
+    (rules_dir / "r.yaml").write_text(GOOD + line, encoding="utf-8")
+    ruleset = load_rules(rules_dir, TemplateStore(templates_dir))
+    assert ruleset.errors == []
+    assert ruleset.by_id("birthday-copy").resend_unknown is expected
+
+
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [

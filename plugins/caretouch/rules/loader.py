@@ -243,6 +243,7 @@ def _build_rule(
         file_hash=file_hash,
         tiers=tiers,
         defer_days=item.get("defer_days", 0),
+        resend_unknown=bool(item.get("resend_unknown", False)),
     )
     return rule, errors
 
