@@ -61,6 +61,9 @@ class Customer(Base):
     __table_args__ = (
         Index("ix_customers_birth_md", "birth_md"),
         Index("ix_customers_birth_lunar_md", "birth_lunar_md"),
+        # Inbound SMS (STOP/START) and email opt-out events find customers by address.
+        Index("ix_customers_phone", "phone"),
+        Index("ix_customers_email", "email"),
     )
 
 
