@@ -499,27 +499,27 @@ def _claim_chunk(engine: Engine, prepared: _Prepared, *, run_id: str, now: dt.da
 
 
 def _deliver(engine: Engine, claimed: _Claimed) -> list[SendResult]:
-    """Send a claimed chunk, channel by channel; the answers in the order of ``sends``.
+    """Send a claimed chunk; the answers in the order of ``sends`` (grouped by channel).
 
-    Runs in the sending thread: it calls providers only, never the ledger or the store."""
-    answers: list[SendResult] = []
+    Each channel goes to its own provider at its own rate, so the channels are sent side by
+    side, not one after the other: neither provider waits for the other, and a touch is not
+    left claimed while another channel's messages go first (a crash would make it
+    ``unknown`` where the provider cannot be asked). Runs in the sending thread: it calls
+    providers only, never the ledger or the store."""
+    groups: list[list[OutboundMessage]] = []
     for channel in Channel:
-        mine = [(c, a) for c, a in claimed.sends if c.channel == channel.value]
+        mine = [
+            _message(c.state, a, c.message, may_resend=_may_resend(engine, c.state.row.rule_id))
+            for c, a in claimed.sends
+            if c.channel == channel.value
+        ]
         if mine:
-            answers.extend(
-                engine.transports[channel].send_many(
-                    [
-                        _message(
-                            c.state,
-                            a,
-                            c.message,
-                            may_resend=_may_resend(engine, c.state.row.rule_id),
-                        )
-                        for c, a in mine
-                    ]
-                )
-            )
-    return answers
+            groups.append(mine)
+    if len(groups) <= 1:
+        return [r for g in groups for r in engine.transports[g[0].channel].send_many(g)]
+    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="care-channel") as pool:
+        futures = [pool.submit(engine.transports[g[0].channel].send_many, g) for g in groups]
+        return [r for f in futures for r in f.result()]
 
 
 def _record_chunk(
