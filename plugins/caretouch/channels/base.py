@@ -142,6 +142,11 @@ class Transport(ABC):
                     return settled
             if tries == self.backoff.tries:
                 break
+            if result.retry_after is not None and result.retry_after > self.backoff.max_retry_after:
+                # A longer rest than a send should wait: trying again sooner would not honour
+                # it, so the touch waits for the next run; the other senders back off too.
+                self.limiter.pause(self.backoff.max_retry_after)
+                return result
             wait = self.backoff.delay(tries, result.retry_after)
             if result.retry_after is not None:
                 self.limiter.pause(wait)

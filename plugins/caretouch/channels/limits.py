@@ -70,7 +70,7 @@ class Backoff:
     The wait before try ``n + 1`` is uniform in ``[0, min(cap, base * 2**(n-1))]`` (full
     jitter, so many senders that failed together do not return together), or the provider's
     ``Retry-After`` when it names one (never more than ``max_retry_after``: a longer wait is
-    better spent by leaving the touch for the next run).
+    better spent by leaving the touch for the next run, which ``Transport.send`` does).
     """
 
     tries: int = 4
