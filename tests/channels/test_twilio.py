@@ -75,14 +75,13 @@ CASES = [
         provider_id=True,
     ),
     Case(
-        "429-retry-after-capped",
-        Outcome.SENT,
-        accepted=1,
-        tries=2,
+        # Longer than Backoff.max_retry_after (60 s): not tried sooner than asked, the touch
+        # is left for the next run.
+        "429-retry-after-too-long",
+        Outcome.RETRYABLE_FAILURE,
+        accepted=0,
         faults={"rate_429": 1.0, "retry_after_s": 600},
         heal_on_retry=True,
-        waits=(60.0,),  # Backoff.max_retry_after
-        provider_id=True,
     ),
     Case(
         "503-then-sent",
@@ -286,3 +285,21 @@ def test_send_many_under_faults_sends_each_once(provider_sim: ProviderSim) -> No
     assert len(sent) >= 115  # four tries each at 20 % faults: nearly all go
     ids = {r.provider_message_id for r in results if r.outcome is Outcome.SENT}
     assert ids == {m.id for m in provider_sim.accepted(TWILIO)}
+
+
+def test_a_too_long_retry_after_leaves_the_touch_and_pauses_the_others(
+    provider_sim: ProviderSim,
+) -> None:
+    provider_sim.set_faults(rate_429=1.0, retry_after_s=600)
+    time = FakeTime()
+    transport = twilio_transport(provider_sim, time=time)
+    result = transport.send(sms())
+    assert (result.outcome, result.tries, result.retry_after) == (
+        Outcome.RETRYABLE_FAILURE,
+        1,
+        600.0,
+    )
+    assert time.waits() == []  # the send itself did not wait
+    before = time.clock()
+    transport.limiter.acquire()  # the next message waits out the longest rest we allow
+    assert time.clock() - before == pytest.approx(60.0, abs=0.01)
