@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from provider_sim import SENDGRID, TWILIO, Faults, ProviderSim, RemoteProviderSim
@@ -399,3 +400,66 @@ def _in_flight(store: Store) -> dict[str, set[int]]:
         if state.status is TouchStatus.SENDING:
             out[ledger.attempts(state.id)[-1].channel].add(state.id)
     return out
+
+
+# -- a crash between the provider and the ledger, in process --------------------------------
+
+
+class Crash(BaseException):
+    """The process dies after the provider took the messages, before the ledger heard."""
+
+
+def _crash_after(engine: Engine, channel: Channel, posted: int) -> None:
+    """The first ``posted`` messages of the channel's first chunk reach the provider; then
+    the process "dies" (the exception leaves the chunk in ``sending``)."""
+    transport = engine.transports[channel]
+    send_many = transport.send_many
+
+    def dying(messages: list[Any]) -> list[Any]:
+        send_many(messages[:posted])
+        raise Crash
+
+    transport.send_many = dying  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("resend", [False, True], ids=["default", "resend_unknown"])
+def test_recovery_after_a_crash_reconciles_twilio_and_leaves_sendgrid_unknown(
+    sqlite_store: Store,
+    tmp_path: Path,
+    provider_sim: ProviderSim,
+    monkeypatch: pytest.MonkeyPatch,
+    resend: bool,
+) -> None:
+    import caretouch.runner as runner
+
+    monkeypatch.setattr(runner, "_may_resend", lambda _engine, _rule: resend)
+    load_rows(sqlite_store, customers=customers(20))  # 10 SMS, 10 email
+    engine = sim_engine(sqlite_store, tmp_path, provider_sim)
+    _crash_after(engine, Channel.SMS, 4)
+    _crash_after(engine, Channel.EMAIL, 6)
+    with pytest.raises(Crash):
+        run_day(engine, DAY, run_id="dies", now=NOON)
+    assert Counter(s.status for s in Ledger(sqlite_store).states_for_day(DAY)) == {
+        TouchStatus.SENDING: 20
+    }
+    assert (len(provider_sim.accepted(TWILIO)), len(provider_sim.accepted(SENDGRID))) == (4, 6)
+    engine = sim_engine(sqlite_store, tmp_path, provider_sim)  # the restarted process
+    within = runner.recover_in_flight(engine, run_id="early", now=NOON + dt.timedelta(minutes=5))
+    assert (within.skipped, within.sent, within.unknown, within.retry) == (20, 0, 0, 0)
+    later = NOON + SENDING_LEASE + dt.timedelta(minutes=1)
+    report = run_day(engine, DAY, run_id="restart", now=later)
+    states = Counter(s.status for s in Ledger(sqlite_store).states_for_day(DAY))
+    sms_at_sim = provider_sim.count_by_recipient(TWILIO)
+    email_at_sim = provider_sim.count_by_recipient(SENDGRID)
+    # Twilio: the 4 it had are found in its message list; the 6 it did not are sent now.
+    assert len(sms_at_sim) == 10 and max(sms_at_sim.values()) == 1
+    if not resend:
+        # SendGrid cannot be asked: all 10 are unknown, none sent again.
+        assert (report.sent, report.unknown) == (4 + 6, 10)
+        assert states == {TouchStatus.SENT: 10, TouchStatus.UNKNOWN: 10}
+        assert sum(email_at_sim.values()) == 6
+    else:
+        # The rule opted in: all 10 are sent again, and the 6 the provider had arrive twice.
+        assert (report.sent, report.unknown) == (4 + 6 + 10, 0)
+        assert states == {TouchStatus.SENT: 20}
+        assert Counter(email_at_sim.values()) == {2: 6, 1: 4}
