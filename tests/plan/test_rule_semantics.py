@@ -671,7 +671,14 @@ DAYS = [
     D(2025, 8, 3),  # in the leap sixth lunar month of 2025
     D(2026, 4, 16),  # day 29 of a 29-day lunar month: day-30 births are greeted
 ]
-RULE_PRIORITY = {"birthday": 30, "renewal-reminder": 90, "annual-review": 60, "thank-you": 70}
+RULE_PRIORITY = {
+    "birthday": 30,
+    "renewal-reminder": 90,
+    "annual-review": 60,
+    "thank-you": 70,
+    "complaint-follow-up": 80,
+    "claim-settled": 85,
+}
 DEFAULT_ZONE = "Asia/Shanghai"
 QUIET_START, QUIET_END = dt.time(21, 0), dt.time(8, 0)
 
@@ -824,14 +831,21 @@ def oracle(
                 and anniversary_in_year(start, day.year, LeapDayPolicy.FEB28) == day
             ):
                 due.add(("annual-review", p["policy_id"]))
+    # Event rules: type -> (rule id, local days after the event's local date).
+    event_rules = {
+        "policy_purchased": ("thank-you", 1),
+        "complaint_resolved": ("complaint-follow-up", 3),
+        "claim_settled": ("claim-settled", 0),
+    }
     for e in events:
         c = by_id[e["customer_id"]]
-        if c["status"] != "active" or e["type"] != "policy_purchased":
+        if c["status"] != "active" or e["type"] not in event_rules:
             continue
+        rule_id, delay = event_rules[e["type"]]
         zone = ZoneInfo(c["timezone"] or DEFAULT_ZONE)
         local = dt.datetime.fromisoformat(e["occurred_at"]).astimezone(zone).date()
-        if local + dt.timedelta(days=1) == day:
-            due.add(("thank-you", e["event_id"]))
+        if local + dt.timedelta(days=delay) == day:
+            due.add((rule_id, e["event_id"]))
     return due
 
 
@@ -839,7 +853,7 @@ def subject_id(t: Touch) -> str:
     j = t.as_json()
     if t.rule.id == "birthday":
         return str(j["customer_id"])
-    if t.rule.id == "thank-you":
+    if t.rule.id in ("thank-you", "complaint-follow-up", "claim-settled"):
         return str(j["event_id"])
     return str(j["policy_id"])
 
@@ -912,7 +926,9 @@ def test_contact_policy_laws_on_random_stores(
         local = t.send_at.astimezone(zone)
         assert local.date() == day
         assert local.time() == rule.send_time
-        assert local.time() == (dt.time(9) if rule.id == "birthday" else dt.time(10))
+        assert local.time() == (
+            dt.time(9) if rule.id in ("birthday", "claim-settled") else dt.time(10)
+        )
         assert not (local.time() >= QUIET_START or local.time() < QUIET_END)
 
     # At most one send per customer, and it is the highest-priority reachable touch.
