@@ -1,7 +1,7 @@
 """Messages per second through the runner's send path, against a rate-limited provider.
 
 Run: ``.venv/bin/python bench/send_throughput.py [--limits 50,200] [--latency-ms 50]
-[--seconds 8] [--channel sms|email] [--concurrency N] [--chunk N] [--store-url URL]``.
+[--seconds 8] [--channel sms|email|both] [--concurrency N] [--chunk N] [--store-url URL]``.
 
 For each server-side rate limit (``--limits``, messages per second, enforced by the
 simulator's token bucket with a 429 and ``Retry-After`` beyond it), the script starts the
@@ -28,6 +28,7 @@ import multiprocessing as mp
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -50,7 +51,8 @@ DAY = dt.date(2026, 11, 23)
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)  # 12:00 in London
 
 
-def customers(n: int, channel: Channel) -> list[dict[str, str]]:
+def customers(n: int, channels: list[Channel]) -> list[dict[str, str]]:
+    """``n`` customers due a birthday, reachable on the given channels in turn."""
     return [
         {
             "customer_id": f"C{i:06d}",
@@ -63,7 +65,7 @@ def customers(n: int, channel: Channel) -> list[dict[str, str]]:
             "timezone": "Europe/London",
             "tier": "B",
             "status": "active",
-            "consent_sms": "true" if channel is Channel.SMS else "false",
+            "consent_sms": "true" if channels[i % len(channels)] is Channel.SMS else "false",
             "consent_email": "true",
             "consent_marketing": "false",
         }
@@ -71,10 +73,10 @@ def customers(n: int, channel: Channel) -> list[dict[str, str]]:
     ]
 
 
-def build_store(url: str, n: int, channel: Channel) -> Store:
+def build_store(url: str, n: int, channels: list[Channel]) -> Store:
     store = open_store(url)
     store.init()
-    rows = [PARSERS["customer"](r)[0] for r in customers(n, channel)]
+    rows = [PARSERS["customer"](r)[0] for r in customers(n, channels)]
     with store.session() as session:
         for start in range(0, len(rows), 5000):
             upsert(session, MODELS["customer"], ID_COLUMN["customer"], rows[start : start + 5000])
@@ -104,22 +106,24 @@ class TimedTransport:
 def _send(job: dict[str, Any], ready: Any = None, go: Any = None) -> dict[str, Any]:
     """One sender: ``send_touches`` over its share of the touches at its share of the rate
     (what a mapped Airflow send task does in the ``care_send`` pool)."""
-    channel = Channel(job["channel"])
     store = open_store(job["url"])
     config = CareConfig(job["url"], RULES_DIR, TEMPLATES_DIR, Path(job["outbox"]))
-    make = twilio_transport if channel is Channel.SMS else sendgrid_transport
-    transport = make(
-        SimpleNamespace(**job["sim"]),
-        timeout=20.0,
-        rate_per_sec=job["limit"],
-        concurrency=job["concurrency"],
-    )
-    transport.share(job["senders"])
-    timed = TimedTransport(transport)
+    timed: dict[Channel, TimedTransport] = {}
+    for name in job["channels"]:
+        channel = Channel(name)
+        make = twilio_transport if channel is Channel.SMS else sendgrid_transport
+        transport = make(
+            SimpleNamespace(**job["sim"]),
+            timeout=20.0,
+            rate_per_sec=job["limit"],
+            concurrency=job["concurrency"],
+        )
+        transport.share(job["senders"])
+        timed[channel] = TimedTransport(transport)
     engine = Engine.open(config, transports={})
     engine.store.dispose()
     engine.store = store
-    engine.transports = {channel: timed}  # type: ignore[dict-item]
+    engine.transports = dict(timed)  # type: ignore[arg-type]
     if ready is not None:
         ready.put(True)
         go.wait()
@@ -127,13 +131,15 @@ def _send(job: dict[str, Any], ready: Any = None, go: Any = None) -> dict[str, A
     report = send_touches(engine, job["ids"], run_id="bench", now=NOW, chunk_size=job["chunk"])
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     store.dispose()
-    transport.close()
+    for t in timed.values():
+        t.inner.close()
     return {
         "sent": report.sent,
         "elapsed": elapsed,
         "cpu": cpu,
-        "send_many": timed.seconds,
-        "chunks": timed.calls,
+        # channels are sent side by side: the longer of their send_many times
+        "send_many": max(t.seconds for t in timed.values()),
+        "chunks": max(t.calls for t in timed.values()),
         "other": report.failed + report.retry + report.unknown + report.skipped,
     }
 
@@ -143,14 +149,14 @@ def _send_in_child(job: dict[str, Any], ready: Any, go: Any, results: Any) -> No
 
 
 def measure(args: argparse.Namespace, limit: float, workdir: Path) -> dict[str, Any]:
-    channel = Channel(args.channel)
-    provider = TWILIO if channel is Channel.SMS else SENDGRID
-    n = args.messages or max(200, int(limit * args.seconds))
+    channels = [Channel.SMS, Channel.EMAIL] if args.channel == "both" else [Channel(args.channel)]
+    providers = [TWILIO if c is Channel.SMS else SENDGRID for c in channels]
+    n = args.messages or max(200, int(limit * len(channels) * args.seconds))
     # Enough requests in flight for the latency, and a limiter burst (= concurrency) that
     # carries the sending across the runner's claim transaction between chunks (~0.1 s).
     concurrency = args.concurrency or max(4, math.ceil(limit * (args.latency_ms / 1000 + 0.15)))
     url = args.store_url or f"sqlite:///{workdir / f'send_{int(limit)}.db'}"
-    store = build_store(url, n, channel)
+    store = build_store(url, n, channels)
     config = CareConfig(url, RULES_DIR, TEMPLATES_DIR, workdir / "outbox")
     engine = Engine.open(config, transports={})
     engine.store.dispose()
@@ -162,7 +168,7 @@ def measure(args: argparse.Namespace, limit: float, workdir: Path) -> dict[str, 
         seed=20261123, latency_ms=args.latency_ms, rate_limit_per_sec=limit
     ) as sim:
         job = {
-            "channel": channel.value,
+            "channels": [c.value for c in channels],
             "url": url,
             "outbox": str(workdir / "outbox"),
             "limit": limit,
@@ -178,8 +184,8 @@ def measure(args: argparse.Namespace, limit: float, workdir: Path) -> dict[str, 
         }
         time.sleep(1.1)  # let the server's bucket fill, as it would between runs
         if senders == 1:
-            start = time.perf_counter()
             parts = [_send({**job, "ids": ids})]
+            start = time.perf_counter() - parts[0]["elapsed"]  # the sending only, not the setup
         else:
             ctx = mp.get_context("spawn")
             ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -200,12 +206,13 @@ def measure(args: argparse.Namespace, limit: float, workdir: Path) -> dict[str, 
             for proc in procs:
                 proc.join()
         elapsed = time.perf_counter() - start
-        counts = sim.request_counts(provider)
-        accepted = len(sim.accepted(provider))
+        counts = sum((sim.request_counts(p) for p in providers), Counter())
+        accepted = sum(len(sim.accepted(p)) for p in providers)
     sent = sum(p["sent"] for p in parts)
     rate = sent / elapsed if elapsed else 0.0
+    allowed = limit * len(channels)  # each provider has its own limit
     return {
-        "limit": limit,
+        "limit": allowed,
         "messages": n,
         "senders": senders,
         "concurrency": job["concurrency"],
@@ -214,7 +221,7 @@ def measure(args: argparse.Namespace, limit: float, workdir: Path) -> dict[str, 
         "elapsed": elapsed,
         "cpu": sum(p["cpu"] for p in parts),
         "rate": rate,
-        "share": rate / limit,
+        "share": rate / allowed,
         "requests": counts["sends"],
         "rate_limited": counts["rate_limited"],
         # per sender, averaged: time in send_many, and idle outside it
@@ -231,7 +238,12 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=8.0, help="sending time at the limit")
     parser.add_argument("--messages", type=int, default=0, help="overrides --seconds")
-    parser.add_argument("--channel", choices=["sms", "email"], default="sms")
+    parser.add_argument(
+        "--channel",
+        choices=["sms", "email", "both"],
+        default="sms",
+        help="both: half the customers by SMS, half by email, each provider at the limit",
+    )
     parser.add_argument("--concurrency", type=int, default=0)
     parser.add_argument("--chunk", type=int, default=CHUNK, help="runner chunk size")
     parser.add_argument("--store-url", default=None, help="default: a temporary SQLite file")
@@ -253,7 +265,7 @@ def main() -> None:
             result = measure(args, limit, Path(tmp))
             rows.append(result)
             say(
-                f"limit {limit:g}/s: {result['sent']} sent ({result['at_provider']} at the "
+                f"limit {result['limit']:g}/s: {result['sent']} sent ({result['at_provider']} at the "
                 f"provider) in {result['elapsed']:.2f} s = {result['rate']:.1f} msg/s, "
                 f"{100 * result['share']:.1f} % of the limit; "
                 f"{result['rate_limited']} x 429 in {result['requests']} requests; "
