@@ -154,11 +154,20 @@ def events_from_context(
 def intake(context: Mapping[str, Any], *, consumer: str | None = None) -> dict[str, int]:
     """The ``intake`` task: API events to the inbox, then drain the stream into it."""
     from ..config import CareConfig
-    from ..events.inbox import submit
-    from ..events.stream import StreamConsumer, connect
-    from ..store.db import check_initialised, open_store
+    from ..store.db import open_store
 
     store = open_store(CareConfig.from_env().store_url)
+    try:
+        return _intake(store, context, consumer)
+    finally:
+        store.dispose()
+
+
+def _intake(store: Any, context: Mapping[str, Any], consumer: str | None) -> dict[str, int]:
+    from ..events.inbox import submit
+    from ..events.stream import StreamConsumer, connect
+    from ..store.db import check_initialised
+
     check_initialised(store)
     dag_run = context.get("dag_run")
     items = events_from_context(
