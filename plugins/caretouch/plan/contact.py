@@ -57,13 +57,12 @@ def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> 
     for ch in rule.channels:
         consent = bool(c.get(f"consent_{ch.value}"))
         address = c.get("phone") if ch is Channel.SMS else c.get("email")
-        valid = phone_is_valid(address) if ch is Channel.SMS else email_is_valid(address)
         if not consent:
             state = "consent withdrawn" if ch.value in opted_out else "no consent"
             withdrawn = withdrawn or ch.value in opted_out
         elif not address:
             state = "phone missing" if ch is Channel.SMS else "address missing"
-        elif not valid:
+        elif not (phone_is_valid(address) if ch is Channel.SMS else email_is_valid(address)):
             state = "phone not valid E.164" if ch is Channel.SMS else "address not valid"
         else:
             state = "usable"

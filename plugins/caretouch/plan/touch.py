@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,8 +50,10 @@ class Touch:
             return str(self.policy["policy_id"])
         return str(self.customer["customer_id"])
 
-    @property
+    @cached_property
     def key(self) -> str:
+        # Cached: the planner asks for it several times per touch, and a festival or campaign
+        # day plans one touch per customer. Rule, subject and occurrence never change.
         return touch_key(self.rule.id, self.subject, self.subject_id, self.occurrence)
 
     @property
