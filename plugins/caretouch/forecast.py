@@ -230,7 +230,10 @@ def to_png(fc: Forecast, title: str | None = None) -> bytes:
     step = max(1, len(dates) // 15)
     bottom.set_xticks(x[::step])
     bottom.set_xticklabels([d.strftime("%m-%d") for d in dates[::step]], rotation=45, fontsize=8)
+    from matplotlib.ticker import FuncFormatter
+
     for ax in (top, bottom):
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
         ax.grid(axis="y", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
