@@ -150,12 +150,6 @@ def run_until_settled(engine: Engine, rounds: int = 8) -> list[SendReport]:
 
 
 @pytest.fixture
-def provider_sim() -> Iterator[ProviderSim]:
-    with ProviderSim(seed=20261123) as sim:
-        yield sim
-
-
-@pytest.fixture
 def faulty_sim() -> Iterator[ProviderSim]:
     with ProviderSim(seed=20261123, faults=TEN_PERCENT) as sim:
         yield sim
