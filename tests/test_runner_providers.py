@@ -42,7 +42,14 @@ from sim_channels import (
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
-from caretouch.runner import SENDING_LEASE, Engine, SendReport, pending_ids, run_day
+from caretouch.runner import (
+    SENDING_LEASE,
+    Engine,
+    SendReport,
+    pending_ids,
+    recover_in_flight,
+    run_day,
+)
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
@@ -457,3 +464,27 @@ def test_recovery_after_a_crash_reconciles_twilio_and_leaves_sendgrid_unknown(
         assert (report.sent, report.unknown) == (4 + 6 + 10, 0)
         assert states == {TouchStatus.SENT: 20}
         assert Counter(email_at_sim.values()) == {2: 6, 1: 4}
+
+
+def test_a_failed_lookup_leaves_the_touch_for_recovery_to_settle(
+    sqlite_store: Store, tmp_path: Path, provider_sim: ProviderSim
+) -> None:
+    """Twilio took the messages but the answers were lost, and the message-list lookup
+    failed too: the touches stay ``sending`` (not ``unknown`` for good), and recovery after
+    the lease finds each one in the list: sent once, none resent."""
+    load_rows(sqlite_store, customers=customers(8))
+    engine = sim_engine(sqlite_store, tmp_path, provider_sim)
+    provider_sim.set_faults(rate_drop=1.0, drop_after_accept=1.0, fault_reads=True)
+    run_day(engine, DAY, run_id="lost", now=NOON)
+    states = Ledger(sqlite_store).states_for_day(DAY)
+    sms_states = [s for s in states if s.channel == "sms"]
+    assert len(sms_states) == 4
+    assert {s.status for s in sms_states} == {TouchStatus.SENDING}
+    provider_sim.clear_faults()
+    later = NOON + SENDING_LEASE + dt.timedelta(minutes=1)
+    recovered = recover_in_flight(engine, run_id="recover", now=later)
+    assert recovered.sent >= 4
+    sms_after = [s for s in Ledger(sqlite_store).states_for_day(DAY) if s.channel == "sms"]
+    assert {s.status for s in sms_after} == {TouchStatus.SENT}
+    assert len(provider_sim.accepted(TWILIO)) == 4
+    assert max(provider_sim.count_by_recipient(TWILIO).values()) == 1

@@ -535,6 +535,14 @@ def _record_chunk(
     results: list[StatusChange] = []
     refused: list[str] = []
     for (claim, attempt), result in zip(claimed.sends, answers, strict=True):
+        if result.settle_later:
+            report.unknown += 1
+            log.warning(
+                "touch %s: %s; left in sending for recovery to ask again",
+                claim.state.row.touch_key,
+                scrub(result.detail),
+            )
+            continue
         results.append(_result_change(claim.state, attempt, result, report))
         if result.outcome is Outcome.REJECTED_OPTED_OUT:
             _record_opt_out(engine, claim.state, Channel(claim.channel), result, now)

@@ -303,3 +303,19 @@ def test_a_too_long_retry_after_leaves_the_touch_and_pauses_the_others(
     before = time.clock()
     transport.limiter.acquire()  # the next message waits out the longest rest we allow
     assert time.clock() - before == pytest.approx(60.0, abs=0.01)
+
+
+def test_a_failed_lookup_leaves_the_message_to_be_settled_later(provider_sim: ProviderSim) -> None:
+    """The answer is lost after Twilio took the message, and the lookup fails too: the
+    result says "settle later" (the runner leaves the touch in ``sending`` for recovery)
+    instead of ``unknown`` for good; the next lookup finds the message."""
+    provider_sim.set_faults(rate_drop=1.0, drop_after_accept=1.0, fault_reads=True)
+    transport = twilio_transport(provider_sim, time=FakeTime())
+    message = sms()
+    result = transport.send(message)
+    assert (result.outcome, result.settle_later) == (Outcome.UNKNOWN, True)
+    assert len(provider_sim.accepted(TWILIO)) == 1
+    provider_sim.clear_faults()
+    found = transport.reconcile(message)
+    assert found is not None and found.outcome is Outcome.SENT
+    assert found.provider_message_id == provider_sim.accepted(TWILIO)[0].id

@@ -75,6 +75,9 @@ class SendResult:
     tries: int = 1
     # The provider's error code (Twilio 21211, 21610, ...), when it gave one.
     provider_code: int | None = None
+    # In doubt, and the provider could not be asked just now: leave the touch in ``sending``
+    # for ``recover_in_flight`` to ask again, rather than settle it as ``unknown`` for good.
+    settle_later: bool = False
 
 
 class Transport(ABC):
@@ -166,8 +169,17 @@ class Transport(ABC):
         try:
             answer = self.reconcile(message)
         except Exception as exc:
-            answer = None
             log.warning("%s: reconcile of %s failed: %s", self.name, message.touch_key, exc)
+            if not message.may_resend:
+                # The provider could tell, but not now: ask again later (the touch stays
+                # ``sending``; recovery asks once the lease has passed).
+                return replace(
+                    result,
+                    outcome=Outcome.UNKNOWN,
+                    detail=f"{result.detail}; the lookup failed ({type(exc).__name__})",
+                    settle_later=True,
+                )
+            answer = None
         if answer is not None and answer.outcome is Outcome.SENT:
             return replace(answer, tries=result.tries)
         if answer is not None and answer.detail == "not found":
