@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = ROOT / "care_rules"
 TEMPLATES_DIR = ROOT / "templates"
 PG_URL = os.environ.get("CARE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Run summaries (care run, the DAGs) go to a scratch directory, not to reports/ of the checkout;
+# tests that read them set their own.
+os.environ.setdefault("CARE_REPORTS_DIR", tempfile.mkdtemp(prefix="care-reports-"))
 
 
 def in_ci() -> bool:

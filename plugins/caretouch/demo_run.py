@@ -57,6 +57,7 @@ def airflow_env(airflow_home: Path, dags: Path, config: CareConfig) -> dict[str,
             "CARE_TEMPLATES_DIR": str(config.templates_dir.resolve()),
             "CARE_OUTBOX_DIR": str(config.outbox_dir.resolve()),
             "CARE_ANCHOR_FILE": str(config.anchor_file.resolve()),
+            "CARE_REPORTS_DIR": str(config.reports_dir.resolve()),
         }
     )
     return env
@@ -112,6 +113,7 @@ def run_demo(
     for stale in (db_path, directory / "care-demo.db-wal", directory / "care-demo.db-shm"):
         stale.unlink(missing_ok=True)
     shutil.rmtree(directory / "outbox", ignore_errors=True)
+    shutil.rmtree(directory / "reports", ignore_errors=True)
     (directory / "ledger-anchors.jsonl").unlink(missing_ok=True)
     config = CareConfig(
         store_url=f"sqlite:///{db_path}",
@@ -119,6 +121,7 @@ def run_demo(
         templates_dir=config.templates_dir.resolve(),
         outbox_dir=directory / "outbox",
         anchor_file=directory / "ledger-anchors.jsonl",
+        reports_dir=directory / "reports",
     )
 
     echo(f"== Caretouch demo for local date {day} ==")
