@@ -17,9 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PRISM = ROOT / ".tools" / "prism" / "node_modules" / ".bin" / "prism"
-CONTRACTS = Path(
-    os.environ.get("CARE_PROVIDER_CONTRACTS", ROOT.parent / "shared" / "provider-contracts")
-)
+# The providers' own OpenAPI descriptions, kept in the repository (tests/provider_contracts/
+# README.md says where they come from) so a clean clone anywhere has them.
+CONTRACTS = Path(os.environ.get("CARE_PROVIDER_CONTRACTS", ROOT / "tests" / "provider_contracts"))
 TWILIO_CONTRACT = CONTRACTS / "twilio_messages.json"
 SENDGRID_CONTRACT = CONTRACTS / "sendgrid_mail_send.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

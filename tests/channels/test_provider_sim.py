@@ -634,7 +634,7 @@ def test_lost_answers_make_duplicates_visible_and_a_list_lookup_avoids_them():
 
 # --- the answers follow the providers' published OpenAPI descriptions ------------------------
 
-CONTRACTS = Path(__file__).resolve().parents[2].parent / "shared" / "provider-contracts"
+CONTRACTS = Path(__file__).resolve().parents[1] / "provider_contracts"
 
 
 def openapi_validator(
