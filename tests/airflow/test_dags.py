@@ -35,6 +35,25 @@ def test_dagbag_imports_without_errors(airflow_db: Path) -> None:
     assert {t.task_id for t in daily.tasks} == {"plan", "send", "summarise"}
 
 
+def test_every_task_that_calls_a_provider_runs_in_the_send_pool(airflow_db: Path) -> None:
+    """Sends are bounded across all DAGs by one pool (each task takes its share of the
+    provider's rate): care_daily's and every campaign's mapped send, and care_dispatch."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    senders = {
+        (dag_id, task.task_id): task.pool
+        for dag_id, dag in bag.dags.items()
+        for task in dag.tasks
+        if task.task_id in ("send", "dispatch")
+    }
+    campaigns = [d for d in bag.dag_ids if d.startswith("care_campaign_")]
+    assert campaigns, "the shipped campaigns have DAGs"
+    assert {("care_daily", "send"), ("care_dispatch", "dispatch")} <= set(senders)
+    assert all((c, "send") in senders for c in campaigns)
+    assert set(senders.values()) == {"care_send"}, senders
+
+
 def test_dag_files_do_no_io_at_import() -> None:
     for path in (ROOT / "dags").glob("*.py"):
         source = path.read_text(encoding="utf-8")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,16 @@ from ..policy import load_policy
 from ..render import TemplateStore
 from ..rules.campaigns import CAMPAIGN_DIR, Campaign, load_campaign_file
 from ..rules.loader import POLICY_FILE
-from ..run_report import chunk_progress
-from .daily import BATCH_SIZE, DEFAULT_ARGS, _engine, _now, planned_day
+from .daily import (
+    BATCH_SIZE,
+    DEFAULT_ARGS,
+    _engine,
+    _now,
+    planned_day,
+    send_batch,
+    summarise_run,
+)
+from .hooks import SEND_POOL
 
 log = logging.getLogger("caretouch.airflow")
 
@@ -146,49 +153,20 @@ def build_campaign_dag(campaign_id: str) -> Any:
             )
             return batches(ids, BATCH_SIZE)
 
-        @task
+        @task(pool=SEND_POOL)
         def send(batch: list[int], **context: Any) -> dict[str, int]:
-            from ..runner import send_touches
-
-            engine = _engine()
-            run_id = f"airflow:{campaign.dag_id}:{context['run_id']}"
-            progress = chunk_progress(log, f"batch of {len(batch)}", len(batch), time.monotonic)
-            report = send_touches(engine, batch, run_id=run_id, now=_now(), progress=progress)
-            log.info("batch of %d: %s", len(batch), report.as_dict())
-            for failure in report.failures:
-                log.error("failed: %s", failure)
-            return report.as_dict()
+            return send_batch(batch, f"airflow:{campaign.dag_id}:{context['run_id']}")
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
-            from ..run_report import RunSummary
-            from ..runner import anchor
-
-            day = planned_day(context.get("logical_date"), context["params"])
-            engine = _engine()
-            run_id = f"airflow:{campaign.dag_id}:{context['run_id']}"
-            anchor(engine, run_id=run_id, now=_now())
-            totals: dict[str, int] = {}
-            for report in reports or []:
-                for key, value in report.items():
-                    totals[key] = totals.get(key, 0) + value
-            summary = RunSummary.from_ledger(
-                engine.ledger,
-                run_id=run_id,
+            return summarise_run(
+                reports,
+                run_id=f"airflow:{campaign.dag_id}:{context['run_id']}",
                 kind=campaign.dag_id,
-                day=day,
-                finished_at=_now(),
-                this_run=totals,
+                day=planned_day(context.get("logical_date"), context["params"]),
                 rule_ids=[campaign.id],
+                what=f" of campaign {campaign.id}",
             )
-            for line in summary.render().splitlines():
-                log.info("%s", line)
-            log.info("summary stored in %s", summary.store(engine.config.reports_dir))
-            if totals.get("failed"):
-                raise RuntimeError(
-                    f"{totals['failed']} touch(es) of campaign {campaign.id} failed on {day}"
-                )
-            return {**summary.summary.as_dict(), "this_run": totals}
 
         summarise(send.expand(batch=plan()))
 

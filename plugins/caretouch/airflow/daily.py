@@ -62,6 +62,58 @@ def _engine() -> Any:
     return engine
 
 
+def send_batch(batch: list[int], run_id: str) -> dict[str, int]:
+    """A mapped send task's body (``care_daily``, campaign DAGs): send one batch, log it."""
+    from ..runner import send_touches
+
+    engine = _engine()
+    progress = chunk_progress(log, f"batch of {len(batch)}", len(batch), time.monotonic)
+    report = send_touches(engine, batch, run_id=run_id, now=_now(), progress=progress)
+    log.info("batch of %d: %s", len(batch), report.as_dict())
+    for failure in report.failures:
+        log.error("failed: %s", failure)
+    return report.as_dict()
+
+
+def summarise_run(
+    reports: Any,
+    *,
+    run_id: str,
+    kind: str,
+    day: dt.date,
+    rule_ids: list[str] | None = None,
+    what: str = "",
+) -> dict[str, Any]:
+    """A summary task's body: anchor the ledger, add up the batches, log and store the
+    run's summary; raise if any touch failed (the run shows failed, the summary says why)."""
+    from ..run_report import RunSummary
+    from ..runner import anchor
+
+    engine = _engine()
+    anchor(engine, run_id=run_id, now=_now())
+    totals: dict[str, int] = {}
+    for report in reports or []:
+        for key, value in report.items():
+            totals[key] = totals.get(key, 0) + value
+    summary = RunSummary.from_ledger(
+        engine.ledger,
+        run_id=run_id,
+        kind=kind,
+        day=day,
+        finished_at=_now(),
+        this_run=totals,
+        rule_ids=rule_ids,
+    )
+    for line in summary.render().splitlines():
+        log.info("%s", line)
+    log.info("summary stored in %s", summary.store(engine.config.reports_dir))
+    if totals.get("failed"):
+        raise RuntimeError(
+            f"{totals['failed']} touch(es){what} failed on {day}; see the ledger and the send task logs"
+        )
+    return {**summary.summary.as_dict(), "this_run": totals}
+
+
 def build_care_daily() -> Any:
     @dag(
         dag_id="care_daily",
@@ -102,46 +154,16 @@ def build_care_daily() -> Any:
 
         @task(pool=SEND_POOL)
         def send(batch: list[int], **context: Any) -> dict[str, int]:
-            from ..runner import send_touches
-
-            engine = _engine()
-            run_id = f"airflow:care_daily:{context['run_id']}"
-            progress = chunk_progress(log, f"batch of {len(batch)}", len(batch), time.monotonic)
-            report = send_touches(engine, batch, run_id=run_id, now=_now(), progress=progress)
-            log.info("batch of %d: %s", len(batch), report.as_dict())
-            for failure in report.failures:
-                log.error("failed: %s", failure)
-            return report.as_dict()
+            return send_batch(batch, f"airflow:care_daily:{context['run_id']}")
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
-            from ..run_report import RunSummary
-            from ..runner import anchor
-
-            day = planned_day(context.get("logical_date"), context["params"])
-            engine = _engine()
-            run_id = f"airflow:care_daily:{context['run_id']}"
-            anchor(engine, run_id=run_id, now=_now())
-            totals: dict[str, int] = {}
-            for report in reports or []:
-                for key, value in report.items():
-                    totals[key] = totals.get(key, 0) + value
-            summary = RunSummary.from_ledger(
-                engine.ledger,
-                run_id=run_id,
+            return summarise_run(
+                reports,
+                run_id=f"airflow:care_daily:{context['run_id']}",
                 kind="care_daily",
-                day=day,
-                finished_at=_now(),
-                this_run=totals,
+                day=planned_day(context.get("logical_date"), context["params"]),
             )
-            for line in summary.render().splitlines():
-                log.info("%s", line)
-            log.info("summary stored in %s", summary.store(engine.config.reports_dir))
-            if totals.get("failed"):
-                raise RuntimeError(
-                    f"{totals['failed']} touch(es) failed on {day}; see the ledger and the send task logs"
-                )
-            return {**summary.summary.as_dict(), "this_run": totals}
 
         sent = send.expand(batch=plan())
         summarise(sent)
