@@ -77,6 +77,46 @@ def test_care_run_prints_and_stores_its_summary(tmp_path: Path) -> None:
     assert stored["ledger"]["by_reason"] == [{"reason": "no_contact", "count": 1}]
 
 
+def test_care_dispatch_stores_a_summary_only_when_it_did_something(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
+    store.init()
+    load_rows(store, customers=[customer_row(f"A{i}", tier="A") for i in range(2)])
+    reports = tmp_path / "reports"
+
+    def dispatch(now: str) -> str:
+        result = CliRunner(env={"CARE_REPORTS_DIR": str(reports)}).invoke(
+            main,
+            [
+                "--store",
+                f"sqlite:///{tmp_path / 'care.db'}",
+                "--rules",
+                str(RULES_DIR),
+                "--templates",
+                str(TEMPLATES_DIR),
+                "--outbox",
+                str(tmp_path / "outbox"),
+                "--anchors",
+                str(tmp_path / "anchors.jsonl"),
+                "dispatch",
+                "--now",
+                now,
+            ],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    # 01:15 UTC = 09:15 in Shanghai: both birthdays (09:00 local) go out.
+    first = dispatch("2026-11-23T01:15:00Z")
+    assert "sent 2" in first and "summary stored in" in first
+    [stored] = stored_summaries(reports, DAY)
+    assert stored["kind"] == "care dispatch" and stored["this_run"]["sent"] == 2
+    # Fifteen minutes later nothing is left to do: nothing more is stored.
+    second = dispatch("2026-11-23T01:30:00Z")
+    assert "sent 0" in second and "summary stored in" not in second
+    assert len(stored_summaries(reports, DAY)) == 1
+
+
 def test_log_progress_logs_periodically_and_at_the_end(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     log = logging.getLogger("caretouch.test.progress")

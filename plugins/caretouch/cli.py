@@ -527,6 +527,7 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
 
     What the care_dispatch DAG does every 15 minutes; run it from cron without Airflow.
     """
+    from .run_report import store_dispatch_summary
     from .runner import dispatch as dispatch_due
 
     now = _parse_now(now_text)
@@ -537,6 +538,17 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
     click.echo(
         f"dispatch ({run_id}): " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items())
     )
+    stored = store_dispatch_summary(
+        engine.ledger,
+        engine.config.reports_dir,
+        report.as_dict(),
+        run_id=run_id,
+        kind="care dispatch",
+        now=engine.stamp(now),
+        failures=report.failures,
+    )
+    if stored is not None:
+        click.echo(f"summary stored in {stored}")
     for failure in report.failures[:50]:
         click.echo(f"failed: {failure}", err=True)
     if report.failed:

@@ -86,6 +86,34 @@ class RunSummary:
         return path
 
 
+def store_dispatch_summary(
+    ledger: Ledger,
+    reports_dir: Path,
+    this_run: dict[str, int],
+    *,
+    run_id: str,
+    kind: str,
+    now: dt.datetime,
+    failures: list[str] | None = None,
+) -> Path | None:
+    """A dispatch run (``care dispatch``, ``care_dispatch`` every 15 minutes) stores its
+    summary only when it changed something: sent, failed, suppressed, retried or left
+    unknown. Filed under the UTC date of ``now`` (a dispatch spans the dates in effect),
+    with that date's ledger state. Returns the file, or None when nothing was done."""
+    if not any(this_run.get(k) for k in ("sent", "failed", "suppressed", "unknown", "retry")):
+        return None
+    summary = RunSummary.from_ledger(
+        ledger,
+        run_id=run_id,
+        kind=kind,
+        day=now.astimezone(dt.timezone.utc).date(),
+        finished_at=now,
+        this_run=this_run,
+        failures=failures,
+    )
+    return summary.store(reports_dir)
+
+
 def safe_name(run_id: str) -> str:
     """A file name for a run id (``airflow:care_daily:scheduled__2026-...`` has colons)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")[:200]

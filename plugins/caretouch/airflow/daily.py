@@ -18,7 +18,7 @@ from airflow.sdk import Param, dag, task
 
 from ..config import CareConfig
 from ..errors import ValidationFailed
-from ..run_report import chunk_progress
+from ..run_report import chunk_progress, store_dispatch_summary
 from .hooks import SEND_POOL
 
 log = logging.getLogger("caretouch.airflow")
@@ -193,6 +193,17 @@ def build_care_dispatch() -> Any:
             log.info("dispatch: %s", report.as_dict())
             for failure in report.failures:
                 log.error("failed: %s", failure)
+            stored = store_dispatch_summary(
+                engine.ledger,
+                engine.config.reports_dir,
+                report.as_dict(),
+                run_id=run_id,
+                kind="care_dispatch",
+                now=_now(),
+                failures=report.failures,
+            )
+            if stored is not None:
+                log.info("summary stored in %s", stored)
             return report.as_dict()
 
         dispatch()
