@@ -86,6 +86,11 @@ class RunSummary:
         return path
 
 
+# What a run "changed" (a dispatch's sends, an event run's plans): a run without any of these
+# stores no summary (``care_dispatch`` every 15 minutes, ``care_events`` on every sweep).
+CHANGES = ("sent", "failed", "suppressed", "unknown", "retry", "planned")
+
+
 def store_dispatch_summary(
     ledger: Ledger,
     reports_dir: Path,
@@ -96,11 +101,11 @@ def store_dispatch_summary(
     now: dt.datetime,
     failures: list[str] | None = None,
 ) -> Path | None:
-    """A dispatch run (``care dispatch``, ``care_dispatch`` every 15 minutes) stores its
-    summary only when it changed something: sent, failed, suppressed, retried or left
-    unknown. Filed under the UTC date of ``now`` (a dispatch spans the dates in effect),
+    """A dispatch run (``care dispatch``, ``care_dispatch`` every 15 minutes) or an event run
+    (``care_events``) stores its summary only when it changed something: sent, failed,
+    suppressed, retried, left unknown or planned. Filed under the UTC date of ``now`` (a dispatch spans the dates in effect),
     with that date's ledger state. Returns the file, or None when nothing was done."""
-    if not any(this_run.get(k) for k in ("sent", "failed", "suppressed", "unknown", "retry")):
+    if not any(this_run.get(k) for k in CHANGES):
         return None
     summary = RunSummary.from_ledger(
         ledger,

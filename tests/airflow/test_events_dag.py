@@ -281,7 +281,11 @@ def test_events_posted_to_airflows_rest_api_reach_the_inbox(
 
 
 def test_the_same_event_by_stream_api_and_cli_is_one_touch(
-    env: dict[str, str], redis_client: Any, stream_key: str
+    env: dict[str, str],
+    redis_client: Any,
+    stream_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from caretouch.airflow.events import intake, plan
     from caretouch.events.inbox import Incoming, submit
@@ -300,8 +304,12 @@ def test_the_same_event_by_stream_api_and_cli_is_one_touch(
     now = dt.datetime.now(dt.timezone.utc)
     cli = submit(store, [Incoming(event("X1"), "cli")], source="cli", now=now)
     assert cli.duplicates == ["X1"]
+    reports = tmp_path / "reports"
+    monkeypatch.setenv("CARE_REPORTS_DIR", str(reports))
     assert plan({"run_id": "r1"})["events"] == 1
     assert plan({"run_id": "r2"})["events"] == 0
+    # The run that planned a touch stored its summary; the one with nothing to do did not.
+    assert [p.name for p in reports.glob("runs/*/*.json")] == ["airflow_care_events_r1.json"]
     ledger = Ledger(store)
     keys = [s.row.touch_key for s in ledger.states(ledger.touch_ids_in_status(set(TouchStatus)))]
     assert keys == ["thank-you|event:X1|2026-11-23"]

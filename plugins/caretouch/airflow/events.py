@@ -195,10 +195,22 @@ def _intake(store: Any, context: Mapping[str, Any], consumer: str | None) -> dic
 def plan(context: Mapping[str, Any]) -> dict[str, int]:
     """The ``plan`` task: the touches of every event in the inbox not planned yet."""
     from ..events.planning import plan_new_events
+    from ..run_report import store_dispatch_summary
 
     engine = _engine()
-    report = plan_new_events(engine, run_id=f"airflow:care_events:{context['run_id']}", now=_now())
+    run_id = f"airflow:care_events:{context['run_id']}"
+    report = plan_new_events(engine, run_id=run_id, now=_now())
     log.info("planned: %s", report.as_dict())
+    stored = store_dispatch_summary(
+        engine.ledger,
+        engine.config.reports_dir,
+        report.as_dict(),
+        run_id=run_id,
+        kind="care_events",
+        now=_now(),
+    )
+    if stored is not None:
+        log.info("summary stored in %s", stored)
     return report.as_dict()
 
 
