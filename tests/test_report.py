@@ -249,3 +249,42 @@ def test_report_renders_in_chromium(sqlite_history: Store, tmp_path: Path, chrom
             assert re.search(r"complaints resolved\s+3", page.inner_text("#complaints"))
         finally:
             browser.close()
+
+
+def test_care_report_is_emailed_through_sendgrid(sqlite_history: Store, tmp_path: Path) -> None:
+    """--email-to sends the page as the HTML part through the email channel (SendGrid, here
+    the simulator), with the key numbers in the text part; a bad address writes nothing."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provider_sim import SENDGRID, SENDGRID_API_KEY, ProviderSim
+
+    history = sqlite_history
+    out = tmp_path / "r.html"
+    args = ["--store", history.url, "report", "--week", "2026-W47", "--output", str(out)]
+    bad = CliRunner().invoke(main, [*args, "--email-to", "not-an-address"])
+    assert bad.exit_code == 2 and not out.exists()
+    with ProviderSim() as sim:
+        env = {
+            "SENDGRID_API_KEY": SENDGRID_API_KEY,
+            "CARE_EMAIL_FROM": "care@example.com",
+            "CARE_SENDGRID_API_BASE": sim.url,
+            "CARE_PUBLIC_URL": "https://care.example.com",
+            "CARE_UNSUBSCRIBE_KEY": "an-unsubscribe-key-for-tests-only",
+        }
+        result = CliRunner(env=env).invoke(
+            main,
+            [*args, "--email-to", "ops.lead@example.com", "--email-to", "audit@example.com"],
+            catch_exceptions=False,
+        )
+        accepted = sim.accepted(SENDGRID)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("via sendgrid: sent") == 2
+    assert "ops.lead@example.com" not in result.output  # addresses are masked
+    assert sorted(m.to for m in accepted) == ["audit@example.com", "ops.lead@example.com"]
+    figures = compute(history, WEEK)
+    for message in accepted:
+        assert message.subject == "Caretouch week report 2026-W47"
+        assert message.html == out.read_text(encoding="utf-8")
+        assert f"{figures.sent:,} sent" in (message.text or "")
+        assert "List-Unsubscribe" not in message.headers

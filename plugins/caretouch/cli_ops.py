@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .cli import _config, _fail, _load_ruleset, _parse_day, friendly_errors
+from .cli import EXIT_PARTIAL, _config, _fail, _load_ruleset, _parse_day, friendly_errors
 
 # -- campaign ------------------------------------------------------------------------------
 
@@ -169,17 +170,32 @@ def forecast(
     type=click.Path(path_type=Path, dir_okay=False),
     help="HTML file (default: REPORTS_DIR/care-report-<period>.html).",
 )
+@click.option(
+    "--email-to",
+    "email_to",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Also email it (repeatable) through the email channel: SendGrid when configured, "
+    "else the outbox.",
+)
 @click.pass_context
 @friendly_errors
-def report(ctx: click.Context, month: str | None, week: str | None, output: Path | None) -> None:
+def report(
+    ctx: click.Context,
+    month: str | None,
+    week: str | None,
+    output: Path | None,
+    email_to: tuple[str, ...],
+) -> None:
     """The monthly or weekly service report (HTML with charts), from the ledger."""
     import datetime as dt
 
-    from .report import Period, write_report
+    from .report import Period, summary_line, write_report
     from .store.db import check_initialised, open_store
 
     if bool(month) == bool(week):
         raise click.UsageError("give one of --month YYYY-MM or --week YYYY-Www")
+    _check_addresses(email_to)
     try:
         period = Period.month(month) if month else Period.week(week or "")
     except ValueError as exc:
@@ -189,10 +205,40 @@ def report(ctx: click.Context, month: str | None, week: str | None, output: Path
     check_initialised(store)
     now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI stamps when the report was made
     path, result = write_report(store, period, config.reports_dir, generated_at=now, output=output)
-    n = result.now
-    click.echo(
-        f"{period.kind} {period.label}: {n.total:,} touches, {n.sent:,} sent, "
-        f"{n.failed:,} failed, {n.suppressed:,} suppressed, {n.opt_out_total:,} opt-out(s), "
-        f"{n.followed_within}/{n.complaints} complaint(s) followed up within 3 days"
-    )
+    click.echo(summary_line(result))
     click.echo(f"wrote {path}")
+    if email_to:
+        _email_report(config, result, path, list(email_to))
+
+
+def _check_addresses(addresses: tuple[str, ...]) -> None:
+    """Refuse a bad address before anything is written or sent."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from .mask import mask_email
+
+    for address in addresses:
+        try:
+            validate_email(address, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise click.BadParameter(
+                f"{mask_email(address)} is not a valid email address ({exc})",
+                param_hint="--email-to",
+            ) from None
+
+
+def _email_report(config: Any, result: Any, path: Path, recipients: list[str]) -> None:
+    from .channels.registry import transports_from_env
+    from .mask import mask_email
+    from .report import email_report
+    from .vocab import Channel, Outcome
+
+    transport = transports_from_env(config.outbox_dir)[Channel.EMAIL]
+    answers = email_report(result, path.read_text(encoding="utf-8"), recipients, transport)
+    failed = 0
+    for address, answer in answers:
+        verdict = answer.outcome.value + (f" ({answer.detail})" if answer.detail else "")
+        click.echo(f"emailed to {mask_email(address)} via {transport.name}: {verdict}")
+        failed += answer.outcome is not Outcome.SENT
+    if failed:
+        sys.exit(EXIT_PARTIAL)

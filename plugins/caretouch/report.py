@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import html
 import io
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, select
 
+from .channels.base import OutboundMessage, SendResult, Transport
 from .ledger.models import TouchCurrent, TouchEvent, TouchRow
 from .store.db import Store
 from .store.models import ConsentEvent, Event
+from .vocab import Channel
 
 # Current statuses that mean the message reached the provider.
 SENT_LIKE = ("sent", "delivered", "undelivered", "bounced")
@@ -522,3 +526,46 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.html(generated_at=generated_at), encoding="utf-8")
     return path, result
+
+
+def summary_line(result: Report) -> str:
+    """One line of the period's key numbers (the CLI, the DAG log, the email's text part)."""
+    n = result.now
+    return (
+        f"{result.period.kind} {result.period.label}: {n.total:,} touches, {n.sent:,} sent, "
+        f"{n.failed:,} failed, {n.suppressed:,} suppressed, {n.opt_out_total:,} opt-out(s), "
+        f"{n.followed_within}/{n.complaints} complaint(s) followed up within 3 days"
+    )
+
+
+def email_report(
+    result: Report,
+    page: str,
+    recipients: Sequence[str],
+    transport: Transport,
+) -> list[tuple[str, SendResult]]:
+    """Send the report through the email channel (SendGrid, or the outbox when none is
+    configured) to staff addresses. Not a customer touch: it is not in the ledger, and it
+    carries no unsubscribe link (no rule category). Returns each recipient's answer."""
+    period = result.period
+    subject = f"Caretouch {period.kind} report {period.label}"
+    text = (
+        summary_line(result)
+        + "\n\nThe full report with its charts is the HTML part of this message."
+    )
+    answers = []
+    for recipient in recipients:
+        digest = hashlib.sha256(recipient.lower().encode()).hexdigest()[:12]
+        message = OutboundMessage(
+            touch_key=f"report|{period.kind}:{period.label}|{digest}",
+            attempt_no=1,
+            channel=Channel.EMAIL,
+            recipient=recipient,
+            body=text,
+            subject=subject,
+            html=page,
+            occurrence=period.last.isoformat(),
+            metadata={"category": "report", "locale": "en"},
+        )
+        answers.append((recipient, transport.send(message)))
+    return answers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,8 @@ def test_care_reports_runs_with_dag_test(
         "CARE_RULES_DIR": str(RULES_DIR),
         "CARE_TEMPLATES_DIR": str(TEMPLATES_DIR),
         "CARE_REPORTS_DIR": str(tmp_path / "reports"),
+        "CARE_OUTBOX_DIR": str(tmp_path / "outbox"),  # no provider configured: the outbox
+        "CARE_REPORT_EMAIL_TO": "ops.lead@example.com, audit@example.com",
     }.items():
         monkeypatch.setenv(key, value)
     bag = DagBag(dag_folder=str(ROOT / "dags"))
@@ -63,3 +66,12 @@ def test_care_reports_runs_with_dag_test(
         "care-report-2027-03.html",
         "care-report-2027-W13.html",
     ]
+    # Each report was emailed to both recipients through the email channel (the outbox here).
+    mails = [
+        json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "outbox").rglob("*.json")
+    ]
+    assert sorted((m["to"], m["subject"]) for m in mails) == sorted(
+        (to, f"Caretouch {kind} report {label}")
+        for to in ("ops.lead@example.com", "audit@example.com")
+        for kind, label in (("month", "2027-03"), ("week", "2027-W13"))
+    )

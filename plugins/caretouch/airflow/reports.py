@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from typing import Any
 
 from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, task
@@ -43,6 +44,34 @@ def periods_due(logical_date: dt.datetime | None, params: dict[str, Any]) -> lis
     if day.weekday() == 0:
         due.append(Period.of_week(day - dt.timedelta(days=7)))
     return due
+
+
+def report_recipients(env: dict[str, str] | None = None) -> list[str]:
+    """``$CARE_REPORT_EMAIL_TO``: comma-separated staff addresses the reports are emailed to."""
+    raw = (os.environ if env is None else env).get("CARE_REPORT_EMAIL_TO", "")
+    return [a.strip() for a in raw.split(",") if a.strip()]
+
+
+def _email(result: Any, path: Any, config: Any) -> None:
+    """Email the report when ``$CARE_REPORT_EMAIL_TO`` names recipients; a refused send fails
+    the task (the report file is written either way)."""
+    from ..mask import mask_email
+    from ..report import email_report
+    from ..vocab import Channel, Outcome
+    from .hooks import task_transports
+
+    recipients = report_recipients()
+    if not recipients:
+        return
+    transport = task_transports(config.outbox_dir)[Channel.EMAIL]
+    answers = email_report(result, path.read_text(encoding="utf-8"), recipients, transport)
+    refused = [a for a, r in answers if r.outcome is not Outcome.SENT]
+    for address, answer in answers:
+        log.info("emailed to %s via %s: %s", mask_email(address), transport.name, answer.outcome)
+    if refused:
+        raise RuntimeError(
+            f"the report could not be emailed to {len(refused)} of {len(answers)} recipient(s)"
+        )
 
 
 def build_care_reports() -> Any:
@@ -93,6 +122,7 @@ def build_care_reports() -> Any:
                     path,
                 )
                 done.append({"period": period.label, "path": str(path), "sent": n.sent})
+                _email(result, path, config)
             return done
 
         report()
