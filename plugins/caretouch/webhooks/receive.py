@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,13 +37,18 @@ from .unsubscribe import read_token
 
 log = logging.getLogger("caretouch.webhooks")
 
-# Twilio's Advanced Opt-Out defaults, plus what Chinese carriers' subscribers send (退订 / TD;
-# 退訂 in traditional characters). Matched against the whole message, trimmed, any case.
+# Opt-out words: Twilio's Advanced Opt-Out defaults; what our own templates advertise ("回T退订":
+# T); and what subscribers in China, Hong Kong and Taiwan send (TD, 退订 / 退訂, 取消, 取消订阅 /
+# 取消訂閱). tests/webhooks/test_optout_words.py fails when a template advertises a word that is
+# not here. Compared after normalising (``normalise_keyword``): ＴＤ, td and "T.D." are TD.
 STOP_WORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
-    | {"退订", "退訂", "TD"}
+    w.casefold()
+    for w in (
+        {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+        | {"T", "TD", "退订", "退訂", "取消", "取消订阅", "取消訂閱"}
+    )
 )
-START_WORDS = frozenset({"START", "UNSTOP", "YES"})
+START_WORDS = frozenset(w.casefold() for w in ("START", "UNSTOP", "YES"))
 # Twilio: the message was not sent because the recipient had replied STOP.
 TWILIO_OPTED_OUT = "21610"
 TWILIO_STATUS = {
@@ -64,7 +70,6 @@ DROPPED_FIELDS = frozenset(
     {"FromCity", "FromState", "FromZip", "ToCity", "ToState", "ToZip", "ip", "useragent"}
 )
 ADDRESS_FIELDS = frozenset({"To", "From", "email", "ChannelToAddress"})
-_TRIM = " \t\r\n.!?,;:'\"。！？，；：、"
 
 
 @dataclass
@@ -101,14 +106,54 @@ def masked(payload: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _is_separator(ch: str) -> bool:
+    # Punctuation, spaces, symbols (emoji included) and control characters.
+    return unicodedata.category(ch)[0] in "PZSC"
+
+
+def _words(text: str) -> list[str]:
+    """``text`` cut at separators and where Latin letters or digits meet other scripts:
+    ``"t退订"`` -> ``["t", "退订"]``."""
+    squashed = "".join(" " if _is_separator(ch) else ch for ch in text)
+    return re.findall(r"[a-z0-9]+|[^a-z0-9 ]+", squashed)
+
+
+def normalise_keyword(body: str | None) -> str:
+    """The message as keywords are compared: Unicode NFKC (full-width ``ＳＴＯＰ`` and ``Ｔ`` become
+    ``STOP`` and ``T``), case-folded, every separator removed (``"Stop."``, ``"T.D."``,
+    ``"opt-out"``, ``"STOP ALL"`` are ``stop``, ``td``, ``optout``, ``stopall``)."""
+    text = unicodedata.normalize("NFKC", body or "").casefold()
+    return "".join(ch for ch in text if not _is_separator(ch))
+
+
 def keyword(body: str | None) -> str | None:
-    """``"STOP"`` / ``"START"`` when an inbound SMS is an opt-out or opt-in keyword."""
-    word = (body or "").strip(_TRIM).upper()
+    """``"STOP"`` / ``"START"`` when an inbound SMS is an opt-out or opt-in keyword.
+
+    As Twilio does, the whole message must be the keyword (normalised, see
+    ``normalise_keyword``); a message made only of opt-out words (``"T 退订"``, ``"TD退订"``) is
+    an opt-out too. Anything more ("stop please", "请退订") is not: see ``mentions_opt_out``.
+    """
+    word = normalise_keyword(body)
     if word in STOP_WORDS:
         return "STOP"
     if word in START_WORDS:
         return "START"
+    parts = _words(unicodedata.normalize("NFKC", body or "").casefold())
+    if parts and all(p in STOP_WORDS for p in parts):
+        return "STOP"
     return None
+
+
+def mentions_opt_out(body: str | None) -> bool:
+    """True when a message that is not a keyword still contains an opt-out word of two or more
+    letters ("stop please", "请退订", "退订谢谢"): kept for a person to review, consent unchanged."""
+    text = unicodedata.normalize("NFKC", body or "").casefold()
+    parts = _words(text)
+    squashed = normalise_keyword(body)
+    return any(
+        len(word) > 1 and (word in parts if word.isascii() else word in squashed)
+        for word in STOP_WORDS
+    )
 
 
 def customers_by_phone(store: Store, phone: str) -> list[str]:
@@ -289,12 +334,23 @@ def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime)
             now=now,
             received=received,
         )
+    status = word.lower() if word else "message"
+    if word is None and mentions_opt_out(params.get("Body")):
+        # Not a keyword, so consent is left alone; but someone should read it and, if it asks
+        # to stop, record it (``care consent set``).
+        status = "possible-stop"
+        log.warning(
+            "webhook: inbound SMS %s from %s mentions an opt-out word but is not a keyword: "
+            "consent unchanged, review it",
+            sid,
+            mask_recipient(params.get("From")),
+        )
     event = ProviderEvent(
         provider=Provider.TWILIO.value,
         provider_event_id=sid,
         kind="inbound",
         payload=masked(params),
-        provider_status=word.lower() if word else "message",
+        provider_status=status,
         provider_message_id=sid,
         customer_id=owners[0] if len(owners) == 1 else None,
     )
