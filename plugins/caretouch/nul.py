@@ -54,3 +54,8 @@ def escape_nul(text: str) -> str:
     """``text`` with each NUL written as ``\\u0000`` (as JSON escapes it): for keeping refused
     input, such as a dead letter's raw text, where the NUL itself cannot go."""
     return text.replace(NUL, "\\u0000")
+
+
+def escape_nul_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with ``escape_nul`` applied to each text value."""
+    return {k: escape_nul(v) if isinstance(v, str) else v for k, v in row.items()}
