@@ -30,6 +30,7 @@ from ..consent import Purpose, record_consent, withdrawn_consents
 from ..errors import CareError
 from ..ledger import Ledger, MessageMatch, ProviderEvent
 from ..mask import mask_recipient, scrub
+from ..nul import NUL, find_nul, nul_reason
 from ..store.db import Store
 from ..store.models import Customer
 from ..vocab import Channel, Provider, TouchStatus
@@ -246,6 +247,13 @@ def _record(
         )
 
 
+def _refuse_nul(params: Mapping[str, str], what: str) -> None:
+    """A request holding a NUL cannot be recorded (nul.py): refused whole, naming the field."""
+    where = find_nul(params)
+    if where:
+        raise CareError(nul_reason(f"{what} field {where}"))
+
+
 # -- Twilio ------------------------------------------------------------------------------------
 
 
@@ -253,6 +261,7 @@ def twilio_status(
     store: Store, params: Mapping[str, str], *, attempt: str | None, now: dt.datetime
 ) -> Received:
     """A Twilio status callback (``?attempt=<touch_attempts.id>`` in its URL)."""
+    _refuse_nul(params, "the Twilio status callback's")
     received = Received(events=1)
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
@@ -298,6 +307,7 @@ def twilio_status(
 
 def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime) -> Received:
     """An inbound SMS: STOP words withdraw SMS consent, START words give it back."""
+    _refuse_nul(params, "the inbound message's")
     received = Received(events=1)
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     if not sid:
@@ -367,7 +377,7 @@ def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime)
 
 def _sendgrid_event_id(event: Mapping[str, Any]) -> str:
     found = event.get("sg_event_id")
-    if isinstance(found, str) and found:
+    if isinstance(found, str) and found and NUL not in found:
         return found
     # Without an event id (very old accounts), the event's canonical content identifies it.
     canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -421,6 +431,21 @@ def sendgrid_events(store: Store, events: Sequence[Any], *, now: dt.datetime) ->
     for event_id, item in zip(ids, items, strict=True):
         if event_id not in known:
             fresh.setdefault(event_id, item)
+    # An event holding a NUL is recorded as refused, with the reason, and the rest of the batch
+    # goes on: refusing the batch would make SendGrid retry it, poison and all, for a day.
+    refused = {event_id: where for event_id, item in fresh.items() if (where := find_nul(item))}
+    for event_id, where in refused.items():
+        fresh.pop(event_id)
+        log.warning("webhook: SendGrid event %s refused: %s", event_id, nul_reason(where))
+        todo.append(
+            ProviderEvent(
+                provider=Provider.SENDGRID.value,
+                provider_event_id=event_id,
+                kind="refused",
+                payload={"refused": nul_reason(where)},
+                provider_status="refused",
+            )
+        )
     matches = ledger.match_messages(
         Channel.EMAIL.value,
         [
