@@ -113,3 +113,9 @@ def test_import_normalises_formatted_numbers() -> None:
     assert normalise_phone("+86 138-1234-8000") == "+8613812348000"
     assert normalise_phone("+8613812348000x") == "+8613812348000x"
     assert normalise_phone("138-0000-0000") == "138-0000-0000"
+
+
+def test_scrubbed_text_holds_no_nul() -> None:
+    # Providers' free text is scrubbed before it is recorded; the store cannot hold a NUL.
+    out = scrub("error\x00 for +8613812348000\x00")
+    assert "\x00" not in out and out == "error\\u0000 for +86 138****8000\\u0000"

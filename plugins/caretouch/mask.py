@@ -6,6 +6,8 @@ import re
 
 import phonenumbers
 
+from .nul import escape_nul
+
 _EMAIL_RX = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE_RX = re.compile(r"\+\d[\d ()-]{6,}\d")
 
@@ -57,6 +59,10 @@ def mask_recipient(recipient: str | None) -> str:
 
 
 def scrub(text: str) -> str:
-    """Mask every phone number and email address found in free text (e.g. an error message)."""
-    text = _EMAIL_RX.sub(lambda m: mask_email(m.group(0)), text)
+    """Mask every phone number and email address found in free text (e.g. an error message).
+
+    Scrubbed text is what providers' free text becomes before it is logged or recorded, so a
+    NUL in it is written ``\\u0000`` too: the store cannot hold one (nul.py).
+    """
+    text = _EMAIL_RX.sub(lambda m: mask_email(m.group(0)), escape_nul(text))
     return _PHONE_RX.sub(lambda m: mask_phone(m.group(0)), text)
