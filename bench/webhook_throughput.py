@@ -60,7 +60,7 @@ def _store(url: str | None, data: Path) -> tuple[Store, str | None]:
         store.init()
         return store, None
     schema = f"bench_webhooks_{uuid.uuid4().hex[:8]}"
-    with create_engine(url).begin() as conn:
+    with create_engine(url, hide_parameters=True).begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     store = open_store(url, connect_args={"options": f"-csearch_path={schema}"})
     store.init()
@@ -162,7 +162,7 @@ def main() -> None:
         store.dispose()
         shutil.rmtree(outbox, ignore_errors=True)
         if schema is not None:
-            with create_engine(args.store_url).begin() as conn:
+            with create_engine(args.store_url, hide_parameters=True).begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 

@@ -8,7 +8,9 @@ the reason, except under CI=true, where they fail: CI must prove the PostgreSQL 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -199,3 +201,20 @@ def provider_sim() -> Iterator[Any]:
 
     with ProviderSim(seed=20261123) as sim:
         yield sim
+
+
+# -- masking -----------------------------------------------------------------------------------
+
+_MASKED_PHONE = re.compile(r"\+(\d{1,3}) ([0-9*]*\*[0-9*]*)")  # "+852 ****2077"
+# Eight-digit national numbers (Hong Kong, Macau, Singapore): a mask keeping 3 + 4 digits of
+# them shows 7 of 8 ("+852 976*2077").
+SHORT_NUMBERS = ["+85297622077", "+85366123456", "+6591234567"]
+
+
+def badly_masked(text: str) -> list[str]:
+    """Masked phone numbers in ``text`` that hide fewer than max(4, a third) of the digits."""
+    return [
+        m.group(0)
+        for m in _MASKED_PHONE.finditer(text)
+        if m.group(2).count("*") < max(4, math.ceil(len(m.group(2)) / 3))
+    ]

@@ -710,6 +710,7 @@ def audit_list(
 def audit_show(ctx: click.Context, touch_id: int) -> None:
     """One touch: versions, every attempt with its content, and its full status history."""
     from .audit import touch_detail
+    from .mask import scrub
 
     detail = touch_detail(_audit_store(ctx), touch_id)
     if detail is None:
@@ -739,14 +740,16 @@ def audit_show(ctx: click.Context, touch_id: int) -> None:
         )
         click.echo(f"  template {a['template_id']} {a['template_hash']}")
         click.echo(f"  content  {a['content_hash']}")
+        # Numbers and addresses inside the content are masked, as in the web view.
         if a["subject"] is not None:
-            click.echo(f"  subject: {a['subject']}")
-        click.echo("  " + (a["body"] or "(content erased by retention)").replace("\n", "\n  "))
+            click.echo(f"  subject: {scrub(a['subject'])}")
+        body = scrub(a["body"]) if a["body"] else "(content erased by retention)"
+        click.echo("  " + body.replace("\n", "\n  "))
     click.echo("\nhistory:")
     for e in detail["history"]:
         extra = f" [{e['provider_message_id']}]" if e["provider_message_id"] else ""
         click.echo(
-            f"  {e['at']}  {e['status']}{' (' + e['reason'] + ')' if e['reason'] else ''}{extra}  {e['run_id']}"
+            f"  {e['at']}  {e['status']}{' (' + scrub(e['reason']) + ')' if e['reason'] else ''}{extra}  {e['run_id']}"
         )
 
 

@@ -6,26 +6,42 @@ import re
 
 import phonenumbers
 
+from .nul import escape_nul
+
 _EMAIL_RX = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE_RX = re.compile(r"\+\d[\d ()-]{6,}\d")
 
 
+def hidden_digits(length: int) -> int:
+    """How many digits of a national number ``length`` digits long a mask hides: at least 4 and
+    at least a third of them (all of them when there are 4 or fewer)."""
+    return min(length, max(4, -(-length // 3)))
+
+
 def mask_phone(phone: str | None) -> str:
-    """``+8613812348000`` -> ``+86 138****8000``."""
+    """``+8613812348000`` -> ``+86 138****8000``; ``+85297622077`` -> ``+852 ****2077``.
+
+    The country code is shown; of the national number, ``hidden_digits`` are hidden and only
+    what is left is shown: up to 4 digits at the end (what people recognise a number by), then
+    up to 3 at the start.
+    """
     if not phone:
         return ""
-    digits = re.sub(r"\D", "", phone)
     try:
         parsed = phonenumbers.parse(phone, None)
-        cc, national = str(parsed.country_code), str(parsed.national_number)
+        cc = str(parsed.country_code)
+        # With Italy's leading zero: the digits a reader would see after the country code.
+        national = phonenumbers.national_significant_number(parsed)
     except phonenumbers.NumberParseException:
-        cc, national = "", digits
+        cc, national = "", re.sub(r"\D", "", phone)
     prefix = f"+{cc} " if cc else ""
-    if len(national) <= 7:
-        # Too short to show a head and a tail without revealing most of it.
-        return prefix + "*" * max(len(national) - 2, 1) + national[-2:]
-    head, tail = national[:3], national[-4:]
-    return prefix + head + "*" * (len(national) - len(head) - 4) + tail
+    if not national:
+        return prefix + "*"
+    shown = len(national) - hidden_digits(len(national))
+    tail = min(4, shown)
+    head = min(3, shown - tail)
+    hidden = len(national) - head - tail
+    return prefix + national[:head] + "*" * hidden + national[head + hidden :]
 
 
 def mask_email(email: str | None) -> str:
@@ -43,6 +59,10 @@ def mask_recipient(recipient: str | None) -> str:
 
 
 def scrub(text: str) -> str:
-    """Mask every phone number and email address found in free text (e.g. an error message)."""
-    text = _EMAIL_RX.sub(lambda m: mask_email(m.group(0)), text)
+    """Mask every phone number and email address found in free text (e.g. an error message).
+
+    Scrubbed text is what providers' free text becomes before it is logged or recorded, so a
+    NUL in it is written ``\\u0000`` too: the store cannot hold one (nul.py).
+    """
+    text = _EMAIL_RX.sub(lambda m: mask_email(m.group(0)), escape_nul(text))
     return _PHONE_RX.sub(lambda m: mask_phone(m.group(0)), text)

@@ -22,6 +22,7 @@ from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import ConfigurationError, Location, RenderError, ValidationError
+from .nul import NUL
 from .vocab import Channel, Locale
 
 PARTS: dict[Channel, tuple[str, ...]] = {
@@ -151,6 +152,11 @@ class TemplateStore:
                 raise RenderError(
                     f"cannot render: {message}", location=Location(str(self.root / name), lineno)
                 ) from exc
+            if NUL in text:  # a "\x00" in an expression: nothing can send or record it
+                raise RenderError(
+                    "cannot render: the message would contain a NUL character (\\x00)",
+                    location=Location(str(self.root / name)),
+                )
             rendered[part] = text.strip() if part != "html" else text
         if channel is Channel.SMS:
             return RenderedMessage(channel, body=rendered["txt"])
@@ -213,6 +219,16 @@ def _check_source(
     from difflib import get_close_matches
 
     source = path.read_text(encoding="utf-8")
+    if NUL in source:
+        # It would be sent and recorded as it is; the store cannot hold it (nul.py).
+        before = source[: source.index(NUL)]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        return [
+            ValidationError(
+                "a NUL character (\\x00) is not allowed in a template",
+                location=Location(str(path), line, col),
+            )
+        ]
     try:
         tree = env.parse(source, filename=str(path))
         # Compiling also checks what parsing does not, such as unknown filters and tests.

@@ -189,3 +189,52 @@ def test_a_csv_with_a_wrong_header_is_refused_whole(tmp_path: Path) -> None:
     messages = [str(e) for e in caught.value.errors]
     assert f"{path}:1:2: unknown column 'typ' (did you mean 'type'?)" in messages
     assert f"{path}:1: missing column 'occurred_at'" in messages
+
+
+# -- NUL characters: PostgreSQL cannot store them; every intake path dead-letters them --------
+
+NUL_EVENTS: list[tuple[Any, str]] = [
+    (event("N1", type="policy\x00purchased"), "type contains a NUL character"),
+    (event("N2\x00"), "event_id contains a NUL character"),
+    (event("N3", customer_id="C1\x00"), "customer_id contains a NUL character"),
+    (event("N4", policy_id="P1\x00"), "policy_id contains a NUL character"),
+    (event("N5", occurred_at="2026-11-22T10:00:00+08:00\x00"), "occurred_at contains a NUL"),
+    (event("N6", payload={"note": "a\x00b"}), "payload.note contains a NUL character"),
+    (event("N7", payload={"items": [{"k\x00": 1}]}), "payload.items[0].k\\x00 contains a NUL"),
+    (event("N8", payload='{"note": "\\u0000"}'), "payload.note contains a NUL character"),
+    (json.dumps(event("N9", type="a\x00")), "type contains a NUL character"),  # JSON text
+    ('{"event_id": "N10\x00"}', "not valid JSON"),  # a raw NUL is no JSON
+    (b'{"event_id": "N11", "type": "x\\u0000"}', "type contains a NUL character"),
+]
+
+
+def test_nul_in_any_field_is_dead_lettered_beside_good_events(known: Store) -> None:
+    items = [Incoming(raw, f"s/{i}-0") for i, (raw, _) in enumerate(NUL_EVENTS)]
+    report = submit(known, [*items, Incoming(event("E1"), "s/99-0")], source="stream", now=NOW)
+    assert report.accepted == ["E1"]
+    reasons = dict(report.dead)
+    for i, (_, reason) in enumerate(NUL_EVENTS):
+        assert reason in reasons[f"s/{i}-0"], (i, reasons[f"s/{i}-0"])
+    letters = dead_letters(known)
+    assert len(letters) == len(NUL_EVENTS)
+    # Kept to be read and replayed, with each NUL written as \u0000.
+    assert all("\x00" not in (letter.raw + (letter.event_id or "")) for letter in letters)
+    assert {letter.event_id for letter in letters} >= {"N2\\u0000", "N1"}
+    assert "\\u0000" in next(letter.raw for letter in letters if letter.ref == "s/1-0")
+
+
+def test_nul_in_an_events_csv_is_a_dead_letter_with_file_and_line(
+    known: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,type,customer_id,policy_id,occurred_at,payload\n"
+        "E1,policy_purchased,C1,P1,2026-11-22T10:00:00+08:00,\n"
+        "E2,complaint\x00resolved,C1,,2026-11-22T10:00:00+08:00,\n",
+        encoding="utf-8",
+    )
+    report = submit(known, read_csv(path), source="csv", now=NOW)
+    assert report.accepted == ["E1"]
+    assert report.dead == [
+        (f"{path}:3", "type contains a NUL character (\\x00), which the store cannot hold")
+    ]

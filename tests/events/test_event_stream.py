@@ -248,3 +248,22 @@ def test_a_store_without_the_customer_dead_letters_not_loses(
 
 def report_id(client: Any, key: str) -> str:
     return str(client.xrange(key)[0][0])
+
+
+def test_nul_in_a_stream_entry_is_dead_lettered_and_acknowledged(
+    customers: Store, redis_client: Any, stream_key: str
+) -> None:
+    flat = {k: (json.dumps(v) if k == "payload" else v) for k, v in event(1).items()}
+    redis_client.xadd(stream_key, {**flat, "customer_id": "C1\x00"})
+    redis_client.xadd(
+        stream_key, {"event": json.dumps(event(2)).replace("}}", ', "x": "\\u0000"}}')}
+    )
+    add(redis_client, stream_key, event(3))
+    report = StreamConsumer(redis_client, customers, stream=stream_key, consumer="c").drain(clock)
+    assert report.acked == 3 and report.intake.accepted == ["E00003"]
+    reasons = sorted(reason for _, reason in report.intake.dead)
+    assert reasons == [
+        "customer_id contains a NUL character (\\x00), which the store cannot hold",
+        "payload.x contains a NUL character (\\x00), which the store cannot hold",
+    ]
+    assert pending(redis_client, stream_key) == 0

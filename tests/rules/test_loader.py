@@ -291,3 +291,26 @@ def test_filter_given_the_wrong_type_is_caught(rules_dir: Path, templates_dir: P
     sms.write_text("{{ customer.name | longdate }}", encoding="utf-8")
     errors = errors_for(rules_dir, templates_dir, GOOD)
     assert any(str(sms) in e and "longdate expects a date" in e for e in errors), errors
+
+
+def test_a_nul_in_a_rule_file_is_an_error_at_its_place(
+    rules_dir: Path, templates_dir: Path
+) -> None:
+    # YAML refuses a raw NUL but makes one of "\0"; the store cannot hold it.
+    bad = GOOD.replace("description: A copy of the birthday rule.", 'description: "A\\0copy"')
+    errors = errors_for(rules_dir, templates_dir, bad)
+    assert errors == [f"{rules_dir / 'r.yaml'}:4:18: a NUL character (\\0) is not allowed"]
+    audience = GOOD.replace("customer.status: active", 'customer.name: "x\\0"')
+    errors = errors_for(rules_dir, templates_dir, audience)
+    assert errors == [f"{rules_dir / 'r.yaml'}:9:22: a NUL character (\\0) is not allowed"]
+
+
+def test_a_nul_in_a_template_is_an_error_at_its_place(rules_dir: Path, templates_dir: Path) -> None:
+    sms = templates_dir / "birthday" / "sms.en.txt"
+    sms.write_text("Happy birthday,\n{{ customer.name }}!\x00\n", encoding="utf-8")
+    errors = errors_for(rules_dir, templates_dir, GOOD)
+    assert f"{sms}:2:21: a NUL character (\\x00) is not allowed in a template" in errors, errors
+    # One made by an expression is caught by the sample render.
+    sms.write_text('Happy birthday{{ "\\x00" }}', encoding="utf-8")
+    errors = errors_for(rules_dir, templates_dir, GOOD)
+    assert any(str(sms) in e and "would contain a NUL character" in e for e in errors), errors

@@ -867,3 +867,75 @@ def test_reimport_with_fewer_columns_keeps_the_others(store: Store, tmp_path: Pa
     ):
         assert after["C1"][column] == before[column], column
     assert after["C2"]["tier"] == "C" and after["C2"]["consent_sms"] is False
+
+
+# --- NUL characters ------------------------------------------------------------------------
+
+NUL_TABLES = {
+    "customer": (CUSTOMER_COLUMNS, lambda i: customer_row(f"C{i}", phone=f"+86138{i:08d}")),
+    "policy": (POLICY_COLUMNS, lambda i: policy_row(f"P{i}", "C0")),
+    "event": (EVENT_COLUMNS, lambda i: event_row(f"E{i}", "C0", payload='{"a": "b"}')),
+}
+
+
+@pytest.mark.parametrize("table", list(NUL_TABLES))
+def test_a_nul_in_any_field_is_a_row_error(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture, table: str
+) -> None:
+    """PostgreSQL cannot store a NUL (its error carried the row's phone and email into the
+    traceback); SQLite would keep it. On both, each such row is a FILE:LINE error."""
+    load_rows(store, customers=[customer_row("C0")])
+    columns, make = NUL_TABLES[table]
+    rows = []
+    for i, column in enumerate(columns, start=1):
+        row = make(i)
+        row[column] = (row[column] or "x") + "\x00" + "wang.fang@example.com"
+        rows.append(row)
+    rows.append(make(len(columns) + 1))  # a clean row, after them
+    name = {"customer": "customers", "policy": "policies", "event": "events"}[table]
+    path = write_csv(tmp_path / f"{name}.csv", rows, columns)
+
+    report = import_csv(store, {table: path})
+
+    assert not report.written
+    assert [str(p) for p in report.rejected] == [
+        f"{path}:{line}: {column} contains a NUL character (\\x00), which the store cannot hold"
+        for line, column in enumerate(columns, start=2)
+    ]
+    assert "wang.fang@example.com" not in caplog.text
+    # With --skip-invalid the clean row is written, the others go to the rejects file.
+    rejects = tmp_path / "rejects.csv"
+    report = import_csv(store, {table: path}, skip_invalid=True, rejects_path=rejects)
+    assert report.written and sum(report.inserted.values()) == 1
+    with rejects.open(encoding="utf-8", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(columns)
+    assert "\x00" not in rejects.read_text(encoding="utf-8")
+
+
+def test_a_nul_escaped_in_an_event_payload_is_a_row_error(store: Store, tmp_path: Path) -> None:
+    load_rows(store, customers=[customer_row("C1")])
+    payload = '{"claim_no": "CL-1\\u0000", "items": [{"note": "ok"}, {"note": "\\u0000"}]}'
+    paths = files(tmp_path, events=[event_row("E1", "C1", payload=payload)])
+    report = import_csv(store, paths)
+    assert [str(p) for p in report.rejected] == [
+        f"{paths['event']}:2: payload.claim_no contains a NUL character (\\x00), "
+        "which the store cannot hold"
+    ]
+    assert count(store, Event) == 0
+
+
+def test_cli_import_reports_nul_rows_without_a_traceback(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'care.db'}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--store", store_url, "store", "init"]).exit_code == 0
+    path = write_csv(
+        tmp_path / "customers.csv",
+        [customer_row("C1"), customer_row("C2", name="王\x00芳")],
+        CUSTOMER_COLUMNS,
+    )
+    result = runner.invoke(
+        main, ["--store", store_url, "store", "import", "--customers", str(path)]
+    )
+    assert result.exit_code == 1
+    assert f"{path}:3: name contains a NUL character" in result.output
+    assert "Traceback" not in result.output and "+8613812348000" not in result.output

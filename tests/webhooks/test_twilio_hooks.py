@@ -281,7 +281,7 @@ def test_inbound_from_unknown_number_is_recorded(sqlite_store: Store) -> None:
     answer = twilio_post(http, "inbound", inbound_params("STOP", From="+14155550199"))
     assert answer.status_code == 200
     (event,) = provider_events(sqlite_store)
-    assert event.customer_id is None and event.payload["From"] == "+1 415***0199"
+    assert event.customer_id is None and event.payload["From"] == "+1 41****0199"
     assert consent(sqlite_store, "C1")["sms"] is True
     assert counts(sqlite_store)["consent_events"] == 0
 

@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..errors import CareError, Location, ValidationError, ValidationFailed
+from ..nul import escape_nul_values
 from ..rules.checks import did_you_mean
 from ..store.db import Store
 from ..store.importer import RowError, parse_event
@@ -268,7 +269,9 @@ def submit(
         _insert_ignoring_duplicates(session, Event, new_events)
         _insert_ignoring_duplicates(session, EventReceipt, receipts)
         if dead:
-            session.execute(insert_rows(EventDeadLetter), dead)
+            # A refused event keeps its raw text, NULs included: written as \u0000 (the store
+            # cannot hold a NUL; nul.py), so refusing it cannot fail.
+            session.execute(insert_rows(EventDeadLetter), [escape_nul_values(d) for d in dead])
     for ref, reason in report.dead:
         log.warning("event dead-lettered (%s, %s): %s", source, ref or "-", reason)
     return report

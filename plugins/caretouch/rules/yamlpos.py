@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import Location, ValidationError
+from ..nul import NUL
 
 Path = tuple[Any, ...]
 KEY = "<key>"
@@ -80,7 +81,7 @@ def _build(node: yaml.Node, path: Path, pos: Positions, loader: _Loader) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _no_nul(loader.construct_object(key_node, deep=True), key_node, pos)
             if isinstance(key, (list, dict)):
                 key = str(key)
             if key in out:
@@ -98,7 +99,17 @@ def _build(node: yaml.Node, path: Path, pos: Positions, loader: _Loader) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*path, i), pos, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _no_nul(loader.construct_object(node, deep=True), node, pos)
+
+
+def _no_nul(value: Any, node: yaml.Node, pos: Positions) -> Any:
+    # YAML refuses a raw NUL but makes one of a "\0" escape; the store cannot hold it (nul.py).
+    if isinstance(value, str) and NUL in value:
+        raise ValidationError(
+            "a NUL character (\\0) is not allowed",
+            location=Location(pos.file, node.start_mark.line + 1, node.start_mark.column + 1),
+        )
+    return value
 
 
 def load_with_positions(text: str, file: str) -> tuple[Any, Positions]:

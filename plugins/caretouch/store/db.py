@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -171,6 +171,24 @@ class Store:
         return make_url(self.url).render_as_string(hide_password=True)
 
 
+def _without_row_values(context: ExceptionContext) -> None:
+    """Keep only the first line of a database error's message.
+
+    PostgreSQL explains a failed constraint with the row's values on further lines
+    (``DETAIL:  Failing row contains (…, +8613812348000, wang.fang@example.com, …)``,
+    ``Key (email)=(…) already exists``), which would reach logs and tracebacks with the
+    exception. The first line names the constraint or column; the full diagnostics stay on the
+    driver's exception (``exc.orig.diag``) for code that needs them.
+    """
+    if context.statement is None:  # connecting: the server's hints are worth keeping
+        return
+    for exc in (context.original_exception, context.sqlalchemy_exception):
+        if exc is not None and exc.args and isinstance(exc.args[0], str):
+            first, _, rest = exc.args[0].partition("\n")
+            if rest:
+                exc.args = (first, *exc.args[1:])
+
+
 def open_store(url: str | None = None, **engine_kwargs: Any) -> Store:
     """Open the store at ``url`` (see :func:`store_url_from_env`)."""
     raw = _normalise(store_url_from_env(url))
@@ -184,10 +202,14 @@ def open_store(url: str | None = None, **engine_kwargs: Any) -> Store:
     else:
         kwargs["pool_pre_ping"] = True
     kwargs.update(engine_kwargs)
+    # A statement's parameters are customers' phones, emails and names: never in an error
+    # message, a traceback or SQLAlchemy's own logging.
+    kwargs["hide_parameters"] = True
     try:
         engine = create_engine(raw, **kwargs)
     except (ArgumentError, ImportError) as exc:
         raise ConfigurationError(f"cannot open store {parsed!r}: {exc}") from exc
+    event.listen(engine, "handle_error", _without_row_values)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)

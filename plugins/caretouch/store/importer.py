@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month_day, month_day
 from ..errors import Location
+from ..nul import NUL, escape_nul, find_nul, nul_reason
 from ..policy import email_is_valid, phone_is_valid, timezone_is_valid
 from ..rules.checks import did_you_mean
 from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
@@ -43,6 +44,13 @@ _FALSE = {"false", "0", "no", "n", "f", ""}
 
 class RowError(ValueError):
     """One reason a row is invalid."""
+
+
+def _refuse_nul(raw: dict[str, str]) -> None:
+    """A row with a NUL in any field is invalid, whatever the column (docs/store.md)."""
+    bad = [column for column, value in raw.items() if value and NUL in value]
+    if bad:
+        raise RowError(nul_reason(", ".join(bad)))
 
 
 @dataclass
@@ -119,6 +127,7 @@ def _text(value: str, column: str, *, required: bool = False, limit: int = 200) 
 
 def parse_customer(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
     """A typed customer row from CSV strings, and any warnings; raises ``RowError``."""
+    _refuse_nul(raw)
     warnings: list[str] = []
     calendar = _choice(
         raw.get("birthday_calendar", ""), "birthday_calendar", BirthdayCalendar, "gregorian"
@@ -192,6 +201,7 @@ def with_derived_policy(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_policy(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    _refuse_nul(raw)
     start = _required_date(raw.get("start_date", ""), "start_date")
     renewal = _date(raw.get("renewal_date", ""), "renewal_date")
     if renewal is not None and renewal < start:
@@ -232,6 +242,7 @@ def parse_instant(value: str, column: str = "occurred_at") -> dt.datetime:
 
 
 def parse_event(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    _refuse_nul(raw)
     payload_text = raw.get("payload", "").strip()
     payload = None
     if payload_text:
@@ -241,6 +252,10 @@ def parse_event(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
             raise RowError(f"payload is not valid JSON: {exc.msg}") from None
         if not isinstance(payload, dict):
             raise RowError("payload must be a JSON object")
+        # "\u0000" in the JSON text: PostgreSQL's jsonb refuses it.
+        where = find_nul(payload, "payload")
+        if where:
+            raise RowError(nul_reason(where))
     row = {
         "event_id": _text(raw.get("event_id", ""), "event_id", required=True, limit=128),
         "type": _text(raw.get("type", ""), "type", required=True, limit=64),
@@ -329,10 +344,20 @@ def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[in
             if not any(v.strip() for v in values):
                 line = reader.line_num + 1
                 continue
+            nul = [c for c, v in zip(columns, values, strict=False) if NUL in v]
             if any(_undecodable(v) for v in values):
                 report.rejected.append(
                     Problem(
                         Location(str(path), line), "not valid UTF-8 text (save the file as UTF-8)"
+                    )
+                )
+            elif nul:
+                # Refused before anything reads the store with its id (PostgreSQL would fail).
+                report.rejected.append(
+                    Problem(
+                        Location(str(path), line),
+                        nul_reason(", ".join(nul)),
+                        row={c: escape_nul(v) for c, v in zip(columns, values, strict=False)},
                     )
                 )
             elif len(values) != len(columns):

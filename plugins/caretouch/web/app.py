@@ -47,6 +47,7 @@ from ..audit import Filters, anchor_key, touch_detail, touches, verify
 from ..config import CareConfig
 from ..errors import ConfigurationError
 from ..mask import scrub
+from ..nul import NUL
 from ..store.db import Store, check_reachable, open_store
 from ..vocab import Channel, TouchStatus
 
@@ -405,6 +406,8 @@ def _text(value: str, name: str) -> str | None:
     value = value.strip()
     if len(value) > _MAX_FILTER:
         raise BadRequest(f"{name}: at most {_MAX_FILTER} characters")
+    if NUL in value:  # no stored value holds one, and PostgreSQL refuses the query (nul.py)
+        raise BadRequest(f"{name}: contains a NUL character")
     return value or None
 
 
@@ -471,7 +474,7 @@ def _safe_next(value: str, root: str) -> str:
         or parts.netloc
         or not value.startswith(home)
         or "\\" in value
-        or any(c in value for c in "\r\n")
+        or any(c in value for c in "\r\n\x00")
     ):
         return home
     return value

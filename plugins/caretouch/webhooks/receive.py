@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from ..consent import Purpose, record_consent, withdrawn_consents
 from ..errors import CareError
 from ..ledger import Ledger, MessageMatch, ProviderEvent
 from ..mask import mask_recipient, scrub
+from ..nul import NUL, find_nul, nul_reason
 from ..store.db import Store
 from ..store.models import Customer
 from ..vocab import Channel, Provider, TouchStatus
@@ -36,13 +38,18 @@ from .unsubscribe import read_token
 
 log = logging.getLogger("caretouch.webhooks")
 
-# Twilio's Advanced Opt-Out defaults, plus what Chinese carriers' subscribers send (退订 / TD;
-# 退訂 in traditional characters). Matched against the whole message, trimmed, any case.
+# Opt-out words: Twilio's Advanced Opt-Out defaults; what our own templates advertise ("回T退订":
+# T); and what subscribers in China, Hong Kong and Taiwan send (TD, 退订 / 退訂, 取消, 取消订阅 /
+# 取消訂閱). tests/webhooks/test_optout_words.py fails when a template advertises a word that is
+# not here. Compared after normalising (``normalise_keyword``): ＴＤ, td and "T.D." are TD.
 STOP_WORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
-    | {"退订", "退訂", "TD"}
+    w.casefold()
+    for w in (
+        {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+        | {"T", "TD", "退订", "退訂", "取消", "取消订阅", "取消訂閱"}
+    )
 )
-START_WORDS = frozenset({"START", "UNSTOP", "YES"})
+START_WORDS = frozenset(w.casefold() for w in ("START", "UNSTOP", "YES"))
 # Twilio: the message was not sent because the recipient had replied STOP.
 TWILIO_OPTED_OUT = "21610"
 TWILIO_STATUS = {
@@ -64,7 +71,6 @@ DROPPED_FIELDS = frozenset(
     {"FromCity", "FromState", "FromZip", "ToCity", "ToState", "ToZip", "ip", "useragent"}
 )
 ADDRESS_FIELDS = frozenset({"To", "From", "email", "ChannelToAddress"})
-_TRIM = " \t\r\n.!?,;:'\"。！？，；：、"
 
 
 @dataclass
@@ -101,14 +107,54 @@ def masked(payload: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _is_separator(ch: str) -> bool:
+    # Punctuation, spaces, symbols (emoji included) and control characters.
+    return unicodedata.category(ch)[0] in "PZSC"
+
+
+def _words(text: str) -> list[str]:
+    """``text`` cut at separators and where Latin letters or digits meet other scripts:
+    ``"t退订"`` -> ``["t", "退订"]``."""
+    squashed = "".join(" " if _is_separator(ch) else ch for ch in text)
+    return re.findall(r"[a-z0-9]+|[^a-z0-9 ]+", squashed)
+
+
+def normalise_keyword(body: str | None) -> str:
+    """The message as keywords are compared: Unicode NFKC (full-width ``ＳＴＯＰ`` and ``Ｔ`` become
+    ``STOP`` and ``T``), case-folded, every separator removed (``"Stop."``, ``"T.D."``,
+    ``"opt-out"``, ``"STOP ALL"`` are ``stop``, ``td``, ``optout``, ``stopall``)."""
+    text = unicodedata.normalize("NFKC", body or "").casefold()
+    return "".join(ch for ch in text if not _is_separator(ch))
+
+
 def keyword(body: str | None) -> str | None:
-    """``"STOP"`` / ``"START"`` when an inbound SMS is an opt-out or opt-in keyword."""
-    word = (body or "").strip(_TRIM).upper()
+    """``"STOP"`` / ``"START"`` when an inbound SMS is an opt-out or opt-in keyword.
+
+    As Twilio does, the whole message must be the keyword (normalised, see
+    ``normalise_keyword``); a message made only of opt-out words (``"T 退订"``, ``"TD退订"``) is
+    an opt-out too. Anything more ("stop please", "请退订") is not: see ``mentions_opt_out``.
+    """
+    word = normalise_keyword(body)
     if word in STOP_WORDS:
         return "STOP"
     if word in START_WORDS:
         return "START"
+    parts = _words(unicodedata.normalize("NFKC", body or "").casefold())
+    if parts and all(p in STOP_WORDS for p in parts):
+        return "STOP"
     return None
+
+
+def mentions_opt_out(body: str | None) -> bool:
+    """True when a message that is not a keyword still contains an opt-out word of two or more
+    letters ("stop please", "请退订", "退订谢谢"): kept for a person to review, consent unchanged."""
+    text = unicodedata.normalize("NFKC", body or "").casefold()
+    parts = _words(text)
+    squashed = normalise_keyword(body)
+    return any(
+        len(word) > 1 and (word in parts if word.isascii() else word in squashed)
+        for word in STOP_WORDS
+    )
 
 
 def customers_by_phone(store: Store, phone: str) -> list[str]:
@@ -201,6 +247,13 @@ def _record(
         )
 
 
+def _refuse_nul(params: Mapping[str, str], what: str) -> None:
+    """A request holding a NUL cannot be recorded (nul.py): refused whole, naming the field."""
+    where = find_nul(params)
+    if where:
+        raise CareError(nul_reason(f"{what} field {where}"))
+
+
 # -- Twilio ------------------------------------------------------------------------------------
 
 
@@ -208,6 +261,7 @@ def twilio_status(
     store: Store, params: Mapping[str, str], *, attempt: str | None, now: dt.datetime
 ) -> Received:
     """A Twilio status callback (``?attempt=<touch_attempts.id>`` in its URL)."""
+    _refuse_nul(params, "the Twilio status callback's")
     received = Received(events=1)
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
@@ -253,6 +307,7 @@ def twilio_status(
 
 def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime) -> Received:
     """An inbound SMS: STOP words withdraw SMS consent, START words give it back."""
+    _refuse_nul(params, "the inbound message's")
     received = Received(events=1)
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     if not sid:
@@ -289,12 +344,23 @@ def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime)
             now=now,
             received=received,
         )
+    status = word.lower() if word else "message"
+    if word is None and mentions_opt_out(params.get("Body")):
+        # Not a keyword, so consent is left alone; but someone should read it and, if it asks
+        # to stop, record it (``care consent set``).
+        status = "possible-stop"
+        log.warning(
+            "webhook: inbound SMS %s from %s mentions an opt-out word but is not a keyword: "
+            "consent unchanged, review it",
+            sid,
+            mask_recipient(params.get("From")),
+        )
     event = ProviderEvent(
         provider=Provider.TWILIO.value,
         provider_event_id=sid,
         kind="inbound",
         payload=masked(params),
-        provider_status=word.lower() if word else "message",
+        provider_status=status,
         provider_message_id=sid,
         customer_id=owners[0] if len(owners) == 1 else None,
     )
@@ -311,7 +377,7 @@ def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime)
 
 def _sendgrid_event_id(event: Mapping[str, Any]) -> str:
     found = event.get("sg_event_id")
-    if isinstance(found, str) and found:
+    if isinstance(found, str) and found and NUL not in found:
         return found
     # Without an event id (very old accounts), the event's canonical content identifies it.
     canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -365,6 +431,21 @@ def sendgrid_events(store: Store, events: Sequence[Any], *, now: dt.datetime) ->
     for event_id, item in zip(ids, items, strict=True):
         if event_id not in known:
             fresh.setdefault(event_id, item)
+    # An event holding a NUL is recorded as refused, with the reason, and the rest of the batch
+    # goes on: refusing the batch would make SendGrid retry it, poison and all, for a day.
+    refused = {event_id: where for event_id, item in fresh.items() if (where := find_nul(item))}
+    for event_id, where in refused.items():
+        fresh.pop(event_id)
+        log.warning("webhook: SendGrid event %s refused: %s", event_id, nul_reason(where))
+        todo.append(
+            ProviderEvent(
+                provider=Provider.SENDGRID.value,
+                provider_event_id=event_id,
+                kind="refused",
+                payload={"refused": nul_reason(where)},
+                provider_status="refused",
+            )
+        )
     matches = ledger.match_messages(
         Channel.EMAIL.value,
         [
