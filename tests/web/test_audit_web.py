@@ -27,13 +27,12 @@ from sqlalchemy import Engine as SAEngine
 from sqlalchemy import event, text
 
 import airflow_env
-from caretouch.audit import Filters, touches
+from caretouch.audit import EXPORT_COLUMNS, Filters, touches
 from caretouch.config import CareConfig
 from caretouch.errors import ConfigurationError
 from caretouch.runner import Engine, run_day
 from caretouch.store.db import Store, open_store
 from caretouch.web.app import (
-    EXPORT_COLUMNS,
     SESSION_COOKIE,
     AuditAuth,
     AuditTokens,
