@@ -524,7 +524,7 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
         for e in events
     ]
     # The decision behind the current status: the newest event that explains one.
-    decided = next(
+    decided: dict[str, Any] = next(
         (h for h in reversed(history) if h["why"] or h["consent"] is not None),
         {"why": [], "consent": None},
     )

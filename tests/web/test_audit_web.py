@@ -482,6 +482,22 @@ def test_verify_page_reports_intact_and_tampered(tmp_path: Path, env: pytest.Mon
     ledger.store.dispose()
 
 
+def test_verify_page_warns_about_unsigned_anchors_and_a_missing_file(
+    tmp_path: Path, env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = fill_ledger(tmp_path)
+    monkeypatch.delenv("CARE_ANCHOR_KEY")
+    with TestClient(create_audit_app(ledger.url, ledger.anchors)) as c:
+        page = c.get("/audit/verify", headers=BEARER)
+        assert "The ledger verifies." in page.text
+        assert "CARE_ANCHOR_KEY is not set: anchors are NOT signed" in page.text
+        ledger.anchors.unlink()
+        page = c.get("/audit/verify", headers=BEARER)
+        assert "The ledger does NOT verify." in page.text
+        assert "but the ledger records 1 anchor(s)" in page.text
+    ledger.store.dispose()
+
+
 # -- Airflow: no import from the engine, no need for it with tokens, and its JWT accepted --------
 
 

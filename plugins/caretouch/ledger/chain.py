@@ -122,17 +122,14 @@ def lock(session: Session) -> Watermark:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
-    chained = dict(
-        session.execute(
-            select(ChainEntry.table_name, func.max(ChainEntry.row_id)).group_by(
-                ChainEntry.table_name
-            )
-        ).all()
-    )
     ids = {}
     for table, model in CHAINED.items():
+        # One index lookup each (a GROUP BY over ledger_chain would read all of it).
         newest = session.scalar(select(func.max(model.id))) or 0
-        ids[table] = max(int(newest), int(chained.get(table) or 0))
+        chained = session.scalar(
+            select(func.max(ChainEntry.row_id)).where(ChainEntry.table_name == table)
+        )
+        ids[table] = max(int(newest), int(chained or 0))
     return Watermark(ids)
 
 
@@ -185,9 +182,10 @@ def adopt_unchained_tables(session: Session) -> dict[str, int]:
     session.flush()
     _, previous = head(session)
     adopted: dict[str, int] = {}
-    chained = set(session.scalars(select(ChainEntry.table_name).distinct()))
     for table, model in CHAINED.items():
-        if table in chained or table not in ADOPTABLE:
+        if table not in ADOPTABLE or session.scalar(
+            select(ChainEntry.seq).where(ChainEntry.table_name == table).limit(1)
+        ):
             continue
         count = 0
         for obj in session.scalars(select(model).order_by(model.id)):

@@ -400,9 +400,9 @@ def _warn_if_owner(store: Store) -> None:
         ).scalar()
     if owns:
         log.warning(
-            "store %s: this role owns the ledger tables, so it could disable their "
-            "append-only triggers; connect the application as a role made with "
-            "`care store init --app-role` (docs/deploy.md)",
+            "store %s: this role owns the ledger tables (or is a member of their owner, or a "
+            "superuser), so it could disable their append-only triggers; connect the "
+            "application as a role made with `care store init --app-role` (docs/deploy.md)",
             store.masked_url(),
         )
 
