@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from caretouch.audit import Filters, erase_content, touch_detail, touches, verify
 from caretouch.config import CareConfig
+from caretouch.ledger.anchors import anchor_hash, anchor_mac
 from caretouch.runner import Engine, run_day
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
@@ -55,9 +56,9 @@ def test_untouched_ledger_verifies(store: Store, tmp_path: Path) -> None:
     filled(store, tmp_path)
     result = report(store, tmp_path)
     assert result.ok, result.problem
-    # 7 touches, 6 attempts, and their events (planned/suppressed, sending, sent).
-    assert result.entries == 7 + 6 + (7 + 6 + 6)
-    assert result.anchors >= 1
+    # 7 touches, 6 attempts, their events (planned/suppressed, sending, sent), the anchor.
+    assert result.entries == 7 + 6 + (7 + 6 + 6) + 1
+    assert result.anchors == 1 and result.unanchored == 0
 
 
 @pytest.mark.parametrize(
@@ -101,9 +102,11 @@ def test_cutting_the_newest_rows_is_caught_by_the_anchor(
     sqlite_store: Store, tmp_path: Path
 ) -> None:
     filled(sqlite_store, tmp_path)
-    # Remove the newest rows and their chain entries consistently: the chain alone still links.
+    # Remove the newest rows (the anchor's own record and the last two events) and their
+    # chain entries consistently: the chain alone still links.
+    tamper(sqlite_store, "DELETE FROM ledger_anchors")
     tamper(
-        sqlite_store, "DELETE FROM touch_events WHERE id > (SELECT max(id) - 3 FROM touch_events)"
+        sqlite_store, "DELETE FROM touch_events WHERE id > (SELECT max(id) - 2 FROM touch_events)"
     )
     tamper(
         sqlite_store, "DELETE FROM ledger_chain WHERE seq > (SELECT max(seq) - 3 FROM ledger_chain)"
@@ -116,8 +119,11 @@ def test_cutting_the_newest_rows_is_caught_by_the_anchor(
 def test_forged_anchor_is_detected(sqlite_store: Store, tmp_path: Path) -> None:
     filled(sqlite_store, tmp_path)
     path = tmp_path / "anchors.jsonl"
-    record = json.loads(path.read_text(encoding="utf-8").splitlines()[-1])
-    record["seq"] -= 1
+    last = json.loads(path.read_text(encoding="utf-8").splitlines()[-1])
+    # A well-formed next anchor, linked and hashed right, signed with another key.
+    record = {**last, "n": 2, "prev": last["hash"], "run_id": "forger"}
+    record["hash"] = anchor_hash(record)
+    record["hmac"] = anchor_mac(b"not-the-key", record)
     path.write_text(path.read_text(encoding="utf-8") + json.dumps(record) + "\n", encoding="utf-8")
     result = report(sqlite_store, tmp_path)
     assert not result.ok and "signature does not match" in (result.problem or "")

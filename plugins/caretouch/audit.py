@@ -1,30 +1,50 @@
 """What auditors ask of the ledger: search, a touch's history, export, and verification.
 
 Recipients are masked in everything this module returns. ``verify`` walks the hash chain
-(``ledger.chain``) and the anchors written outside the database, and names the first place
-where the ledger differs from what was written.
+(``ledger.chain``) and the anchors (``ledger.anchors``), and names the first place where the
+ledger differs from what was written. The CLI (``care audit``) and the web view call these
+same functions: filters are checked by ``make_filters``, exports written by ``CsvExport``,
+a touch shown by ``touch_detail``.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
-import hashlib
-import hmac
-import json
-import os
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
-from .ledger import chain
+from .errors import CareError
+from .ledger import anchors, chain
+from .ledger.anchors import AnchorError, anchor_key
 from .ledger.models import Attempt, TouchCurrent, TouchEvent, TouchRow
-from .mask import mask_recipient
+from .mask import mask_recipient, scrub
+from .nul import NUL
 from .render import RenderedMessage
-from .store.db import Store
-from .vocab import Channel
+from .rules.checks import did_you_mean
+from .store.db import Store, append_only_gaps
+from .store.models import ConsentEvent, Customer
+from .vocab import Channel, TouchStatus
+
+__all__ = [
+    "AnchorError",
+    "CsvExport",
+    "Filters",
+    "InvalidFilter",
+    "VerifyReport",
+    "anchor_key",
+    "erase_content",
+    "make_filters",
+    "touch_detail",
+    "touches",
+    "verify",
+    "write_anchor",
+]
 
 PAGE = 1000
 
@@ -32,38 +52,13 @@ PAGE = 1000
 # -- anchors ---------------------------------------------------------------------------------
 
 
-def _anchor_mac(key: bytes, record: dict[str, Any]) -> str:
-    message = f"{record['seq']}|{record['chain_hash']}|{record['at']}|{record['run_id']}"
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def anchor_key() -> bytes | None:
-    """The anchor signing key, from ``$CARE_ANCHOR_KEY`` (never stored in the database)."""
-    value = os.environ.get("CARE_ANCHOR_KEY")
-    return value.encode("utf-8") if value else None
-
-
 def write_anchor(
     store: Store, path: Path, *, run_id: str, now: dt.datetime, key: bytes | None
 ) -> dict[str, Any] | None:
-    """Append the chain head to the anchor file (one JSON line, HMAC-signed when keyed)."""
-    with store.read_session() as session:
-        seq, chain_hash = chain.head(session)
-    if seq == 0:
-        return None
-    record: dict[str, Any] = {
-        "seq": seq,
-        "chain_hash": chain_hash,
-        "at": now.astimezone(dt.timezone.utc).isoformat(),
-        "run_id": run_id,
-    }
-    record["hmac"] = _anchor_mac(key, record) if key else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return record
+    """Anchor the chain head: recorded in the ledger and appended to the anchor file, linked
+    to the previous anchor and HMAC-signed when keyed (``ledger.anchors``). Warns when
+    unsigned; raises ``AnchorError`` when the file and the ledger disagree."""
+    return anchors.write(store, path, run_id=run_id, now=now, key=key)
 
 
 # -- verification ----------------------------------------------------------------------------
@@ -74,6 +69,7 @@ class VerifyReport:
     ok: bool = True
     entries: int = 0
     anchors: int = 0
+    unanchored: int = 0  # chain entries written after the last anchor
     problem: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -84,9 +80,15 @@ class VerifyReport:
 
 
 def verify(
-    store: Store, *, anchor_file: Path | None = None, key: bytes | None = None
+    store: Store,
+    *,
+    anchor_file: Path | None = None,
+    key: bytes | None = None,
+    allow_unanchored: bool = False,
 ) -> VerifyReport:
-    """Check every ledger row against the chain, the chain's links, and the anchors."""
+    """Check every ledger row against the chain, the chain's links, the customers' consent
+    flags against their last recorded change, and the anchors (``ledger.anchors.check``;
+    skipped when ``anchor_file`` is None)."""
     report = VerifyReport()
     previous = chain.GENESIS
     with store.read_session() as session:
@@ -125,14 +127,67 @@ def verify(
                     .order_by(model.id)
                     .limit(1)
                 )
+                hint = (
+                    " (a store from before consent changes were chained: run `care store "
+                    "init` once)"
+                    if table in chain.ADOPTABLE and chained == 0
+                    else ""
+                )
                 return report.fail(
                     f"{table} row {unchained} is not in the chain: it was added outside the "
-                    f"ledger ({rows} rows, {chained} chained)"
+                    f"ledger ({rows} rows, {chained} chained){hint}"
                 )
-        head_seq, _ = chain.head(session)
+        if not _check_consent_flags(session, report):
+            return report
+        report.warnings.extend(
+            f"{gap}: the database no longer refuses edits of the ledger (the chain still "
+            "detects them); run `care store init` as the schema's owner"
+            for gap in append_only_gaps(session.connection())
+        )
         if anchor_file is not None:
-            _check_anchors(session, anchor_file, key, head_seq, report)
+            found = anchors.check(session, anchor_file, key, allow_unanchored=allow_unanchored)
+            report.warnings.extend(found.warnings)
+            report.anchors = found.anchors
+            report.unanchored = found.unanchored
+            if found.problem:
+                return report.fail(found.problem)
     return report
+
+
+def _check_consent_flags(session: Any, report: VerifyReport) -> bool:
+    """The customers' consent flags must be what their last recorded change set: a flag
+    flipped in the database directly has no consent event behind it. Where ``customers`` is
+    a view of the deployment's own data, its flags may change elsewhere: a warning only."""
+    newest = (
+        select(func.max(ConsentEvent.id).label("id"))
+        .group_by(ConsentEvent.customer_id, ConsentEvent.purpose)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            ConsentEvent, Customer.consent_sms, Customer.consent_email, Customer.consent_marketing
+        )
+        .join(newest, ConsentEvent.id == newest.c.id)
+        .join(Customer, Customer.customer_id == ConsentEvent.customer_id)
+        .order_by(ConsentEvent.id)
+    )
+    on = {True: "on", False: "off"}
+    for event, sms, email, marketing in rows:
+        flag = {"sms": sms, "email": email, "marketing": marketing}.get(event.purpose)
+        if flag is None or bool(flag) == bool(event.granted):
+            continue
+        problem = (
+            f"customer {event.customer_id}: consent_{event.purpose} is {on[bool(flag)]} in "
+            f"customers, but its last recorded change (consent_events row {event.id}, "
+            f"{_iso(event.at)}, {event.source}) set it {on[bool(event.granted)]}: it was "
+            "changed outside Caretouch"
+        )
+        if "customers" in set(inspect(session.connection()).get_view_names()):
+            report.warnings.append(problem + " (customers is a view: changed at its source?)")
+            return True
+        report.fail(problem)
+        return False
+    return True
 
 
 def _check_batch(
@@ -174,47 +229,6 @@ def _check_batch(
     return previous
 
 
-def _check_anchors(
-    session: Any, path: Path, key: bytes | None, head_seq: int, report: VerifyReport
-) -> None:
-    if not path.exists():
-        report.warnings.append(f"no anchor file at {path}: the newest rows cannot be checked")
-        return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            report.fail(f"{path}:{number}: not a valid anchor record")
-            return
-        if key is not None:
-            if not record.get("hmac") or not hmac.compare_digest(
-                record["hmac"], _anchor_mac(key, record)
-            ):
-                report.fail(f"{path}:{number}: anchor signature does not match (forged or edited)")
-                return
-        elif record.get("hmac"):
-            report.warnings.append(
-                "anchors are signed but CARE_ANCHOR_KEY is not set: signatures not checked"
-            )
-        seq = int(record["seq"])
-        entry = session.get(chain.ChainEntry, seq)
-        if entry is None or seq > head_seq:
-            report.fail(
-                f"{path}:{number}: the ledger was cut back: anchor of {record['at']} names chain "
-                f"entry {seq}, the ledger ends at {head_seq}"
-            )
-            return
-        if entry.chain_hash != record["chain_hash"]:
-            report.fail(
-                f"{path}:{number}: chain entry {seq} differs from its anchor of {record['at']}"
-            )
-            return
-        report.anchors += 1
-    if key is None and lines:
-        report.warnings.append("CARE_ANCHOR_KEY is not set: anchors are not authenticated")
-
-
 # -- search and export -------------------------------------------------------------------------
 
 
@@ -226,6 +240,69 @@ class Filters:
     rule_id: str | None = None
     channel: str | None = None
     status: str | None = None
+
+
+class InvalidFilter(CareError):
+    """A search filter that is not well formed: the CLI exits 2, the web view answers 422."""
+
+
+MAX_FILTER = 128  # characters of a text filter (customer, rule)
+
+
+def _filter_day(value: str | dt.date | None, name: str) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidFilter(f"{name}: {text[:20]!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _filter_word(value: str | None, name: str, allowed: list[str]) -> str | None:
+    text = _filter_text(value, name)
+    if text is not None and text not in allowed:
+        raise InvalidFilter(
+            f"{name}: {text[:20]!r} is not one of {', '.join(allowed)}"
+            + did_you_mean(text, allowed)
+        )
+    return text
+
+
+def _filter_text(value: str | None, name: str) -> str | None:
+    text = (value or "").strip()
+    if len(text) > MAX_FILTER:
+        raise InvalidFilter(f"{name}: at most {MAX_FILTER} characters")
+    if NUL in text:  # no stored value holds one, and PostgreSQL refuses the query (nul.py)
+        raise InvalidFilter(f"{name}: contains a NUL character")
+    return text or None
+
+
+def make_filters(
+    *,
+    first: str | dt.date | None = None,
+    last: str | dt.date | None = None,
+    customer_id: str | None = None,
+    rule_id: str | None = None,
+    channel: str | None = None,
+    status: str | None = None,
+) -> Filters:
+    """Filters from what an auditor typed (CLI options, the web view's form), checked: dates
+    are YYYY-MM-DD and ``from`` is not after ``to``, channel and status are words of their
+    vocabularies (with a did-you-mean); raises ``InvalidFilter`` naming the filter."""
+    day_from, day_to = _filter_day(first, "from"), _filter_day(last, "to")
+    if day_from and day_to and day_from > day_to:
+        raise InvalidFilter(f"from: {day_from} is after to: {day_to} (nothing can match)")
+    return Filters(
+        first=day_from,
+        last=day_to,
+        customer_id=_filter_text(customer_id, "customer"),
+        rule_id=_filter_text(rule_id, "rule"),
+        channel=_filter_word(channel, "channel", [c.value for c in Channel]),
+        status=_filter_word(status, "status", [s.value for s in TouchStatus]),
+    )
 
 
 def _query(filters: Filters, after: int) -> Any:
@@ -311,10 +388,121 @@ def touches(
                 return
 
 
-def touch_detail(store: Store, touch_id: int) -> dict[str, Any] | None:
-    """One touch with every attempt (content, hashes, masked recipient) and its history."""
+# -- export ------------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = (
+    "touch_id",
+    "touch_key",
+    "rule_id",
+    "rule_hash",
+    "customer_id",
+    "policy_id",
+    "event_id",
+    "occurrence",
+    "channel",
+    "status",
+    "reason",
+    "recipient",
+    "template_id",
+    "template_hash",
+    "content_hash",
+    "locale",
+    "sent_at",
+    "run_id",
+)
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection),
+# a masked phone number "+86 138****8000" included; the full-width forms too, which
+# spreadsheets in CJK locales may take for the ASCII ones.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell, neutralised: a leading apostrophe keeps a would-be formula as text."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+class CsvExport:
+    """The touches matching ``filters`` as CSV (``EXPORT_COLUMNS``, a header even when
+    nothing matches, CRLF lines, cells neutralised by ``csv_cell``), in chunks of about
+    64 KB: ``touches`` reads the ledger page by page, so memory stays constant. ``rows``
+    counts the touches written so far. ``care audit export`` and the web view's export.
+    """
+
+    def __init__(self, store: Store, filters: Filters) -> None:
+        self.store = store
+        self.filters = filters
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(EXPORT_COLUMNS)
+        for row in touches(self.store, self.filters):
+            writer.writerow([csv_cell(row.get(column)) for column in EXPORT_COLUMNS])
+            self.rows += 1
+            if buffer.tell() > 65536:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+
+# -- one touch ---------------------------------------------------------------------------------
+
+
+def find_touch_id(store: Store, ref: int | str) -> int | None:
+    """A touch's id from its id or its idempotency key (``rule|kind:subject|YYYY-MM-DD``)."""
+    if isinstance(ref, int) or str(ref).strip().isdigit():
+        return int(ref)
+    with store.read_session() as session:
+        found = session.scalar(select(TouchRow.id).where(TouchRow.touch_key == str(ref).strip()))
+    return int(found) if found is not None else None
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
+def decision_facts(detail: Any) -> dict[str, Any]:
+    """What a status event's ``detail`` says about the decision: ``why`` (the planner's or
+    the sender's explanation, naming the policy clause, e.g. ``caps.per_day=1
+    (care_rules/policy.yaml:15:3)``), ``consent`` (the customer's consent when it was
+    decided, ``sms on, email off, marketing off``, or None where not recorded) and ``other``
+    (the rest of the detail: a provider's answer, ...). Addresses in it are masked."""
+    if not isinstance(detail, dict):
+        return {"why": [], "consent": None, "other": _scrubbed(detail) or None}
+    explain = detail.get("explain") or []
+    why = [scrub(str(line)) for line in (explain if isinstance(explain, list) else [explain])]
+    consent = detail.get("consent")
+    consent_text = (
+        ", ".join(f"{purpose} {'on' if granted else 'off'}" for purpose, granted in consent.items())
+        if isinstance(consent, dict)
+        else None
+    )
+    other = {k: _scrubbed(v) for k, v in detail.items() if k not in ("explain", "consent")}
+    return {"why": why, "consent": consent_text, "other": other or None}
+
+
+def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
+    """One touch, by id or idempotency key, with every attempt (content, hashes, masked
+    recipient) and its history; each history entry with its ``decision_facts``, and the
+    touch with those of the decision behind its current status (``why``, ``consent``).
+
+    Phone numbers and email addresses are masked in everything, message content included
+    (its ``content_hash`` is of the message as sent). ``care audit show`` and the web view's
+    touch page both show this."""
     from .ledger import Ledger
 
+    touch_id = find_touch_id(store, ref)
+    if touch_id is None:
+        return None
     ledger = Ledger(store)
     with store.read_session() as session:
         row = session.get(TouchRow, touch_id)
@@ -327,6 +515,22 @@ def touch_detail(store: Store, touch_id: int) -> dict[str, Any] | None:
         events = session.scalars(
             select(TouchEvent).where(TouchEvent.touch_id == touch_id).order_by(TouchEvent.id)
         ).all()
+    history = [
+        {
+            "at": _iso(e.at),
+            "status": e.status,
+            "reason": scrub(e.reason) if e.reason else None,
+            "provider_message_id": e.provider_message_id,
+            "run_id": e.run_id,
+            **decision_facts(e.detail),
+        }
+        for e in events
+    ]
+    # The decision behind the current status: the newest event that explains one.
+    decided: dict[str, Any] = next(
+        (h for h in reversed(history) if h["why"] or h["consent"] is not None),
+        {"why": [], "consent": None},
+    )
     return {
         "touch_id": row.id,
         "touch_key": row.touch_key,
@@ -344,6 +548,8 @@ def touch_detail(store: Store, touch_id: int) -> dict[str, Any] | None:
         "tier": row.tier,
         "status": state.status.value,
         "reason": state.reason,
+        "why": decided["why"],
+        "consent": decided["consent"],
         "run_id": row.run_id,
         "attempts": [
             {
@@ -354,25 +560,15 @@ def touch_detail(store: Store, touch_id: int) -> dict[str, Any] | None:
                 "template_id": a.template_id,
                 "template_hash": a.template_hash,
                 "content_hash": a.content_hash,
-                "subject": a.subject,
-                "body": a.body,
-                "html": a.html,
+                "subject": scrub(a.subject) if a.subject is not None else None,
+                "body": scrub(a.body) if a.body is not None else None,
+                "html": scrub(a.html) if a.html is not None else None,
                 "created_at": _iso(a.created_at),
                 "run_id": a.run_id,
             }
             for a in attempts
         ],
-        "history": [
-            {
-                "at": _iso(e.at),
-                "status": e.status,
-                "reason": e.reason,
-                "provider_message_id": e.provider_message_id,
-                "detail": e.detail,
-                "run_id": e.run_id,
-            }
-            for e in events
-        ],
+        "history": history,
     }
 
 

@@ -7,8 +7,11 @@ The CLI never imports Airflow; ``care demo`` runs Airflow as a subprocess.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import logging
+import os
+import socket
 import sys
 import uuid
 from collections.abc import Callable
@@ -82,6 +85,28 @@ def _parse_now(value: str | None) -> dt.datetime:
     return parsed.astimezone(dt.timezone.utc)
 
 
+def cli_actor() -> str:
+    """Who acts from this command line, for the ledger: ``<OS user>@<host>`` (staff, never
+    a customer)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name, e.g. a container user without a passwd entry
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"[:200]
+
+
+def cli_run_id() -> str:
+    """A CLI run's id in the ledger: ``cli:<OS user>@<host>/<12 hex>`` (who, and which run)."""
+    return f"cli:{cli_actor()}/{uuid.uuid4().hex[:12]}"
+
+
+def _anchor(config: CareConfig, store: Any, run_id: str, now: dt.datetime) -> None:
+    """Anchor the ledger after a command that wrote to it (``ledger.anchors.anchor_run``)."""
+    from .ledger.anchors import anchor_run
+
+    anchor_run(store, config.anchor_file, run_id=run_id, now=now)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", envvar="CARE_STORE_URL", help="Store URL (default sqlite:///care.db).")
 @click.option(
@@ -140,16 +165,24 @@ def store() -> None:
 
 
 @store.command("init")
+@click.option(
+    "--app-role",
+    metavar="ROLE",
+    help="PostgreSQL: the role the application connects as; granted only SELECT and INSERT "
+    "on the ledger (run init as the schema's owner, not as this role).",
+)
 @click.pass_context
 @friendly_errors
-def store_init(ctx: click.Context) -> None:
+def store_init(ctx: click.Context, app_role: str | None) -> None:
     """Create the store and ledger tables (safe to repeat)."""
     from .store.db import check_reachable, open_store
 
     s = open_store(_config(ctx).store_url)
     check_reachable(s)
-    s.init()
+    s.init(app_role=app_role)
     click.echo(f"store ready: {s.masked_url()}")
+    if app_role:
+        click.echo(f"role {app_role}: SELECT and INSERT on the ledger tables, nothing more")
 
 
 @store.command("import")
@@ -191,14 +224,18 @@ def store_import(
         raise click.UsageError("give at least one of --customers, --policies, --events")
     s = open_store(_config(ctx).store_url)
     check_reachable(s)
-    s.init()
+    if s.missing():  # a new store; an application role may not change a complete one
+        s.init()
+    now = dt.datetime.now(dt.timezone.utc)  # clock: when the consent changes were received
     report = import_csv(
         s,
         files,
         skip_invalid=skip_invalid,
         rejects_path=rejects or Path("rejects.csv"),
-        now=dt.datetime.now(dt.timezone.utc),  # clock: when the consent changes were received
+        now=now,
     )
+    if report.written:
+        _anchor(_config(ctx), s, cli_run_id(), now)
     for warning in report.warnings[:20]:
         click.echo(str(warning), err=True)
     if len(report.warnings) > 20:
@@ -233,7 +270,7 @@ _ON_OFF = click.Choice(["on", "off"])
 @click.option("--sms", type=_ON_OFF, help="SMS consent.")
 @click.option("--email", type=_ON_OFF, help="Email consent.")
 @click.option("--marketing", type=_ON_OFF, help="Marketing consent.")
-@click.option("--source", default="cli", show_default=True, help="Where the change comes from.")
+@click.option("--source", help="Where the change comes from (default cli:<OS user>@<host>).")
 @click.option("--note", help="Free text kept with the change (no personal data).")
 @click.pass_context
 @friendly_errors
@@ -243,7 +280,7 @@ def consent_set(
     sms: str | None,
     email: str | None,
     marketing: str | None,
-    source: str,
+    source: str | None,
     note: str | None,
 ) -> None:
     """Give or withdraw consent; the next plan honours it."""
@@ -264,7 +301,10 @@ def consent_set(
     store = open_store(_config(ctx).store_url)
     check_initialised(store)
     now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI records when the change was made
+    source = (source or f"cli:{cli_actor()}")[:120]
     changed = record_consent(store, customer_id, changes, source=source, at=now, note=note)
+    if changed:
+        _anchor(_config(ctx), store, cli_run_id(), now)
     if not changed:
         click.echo(f"{customer_id}: nothing changed")
     for purpose, (before, after) in changed.items():
@@ -482,7 +522,7 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     day = _parse_day(day_text)
     now = _parse_now(now_text)
     engine = _engine(_config(ctx), live_clock=now_text is None)
-    run_id = f"cli:{uuid.uuid4().hex[:12]}"
+    run_id = cli_run_id()
     _say_transports(engine)
     bar: Any = None
 
@@ -532,7 +572,7 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
 
     now = _parse_now(now_text)
     engine = _engine(_config(ctx), live_clock=now_text is None)
-    run_id = f"cli:{uuid.uuid4().hex[:12]}"
+    run_id = cli_run_id()
     _say_transports(engine)
     report = dispatch_due(engine, run_id=run_id, now=now)
     click.echo(
@@ -631,7 +671,7 @@ def _filter_options(func: F) -> F:
             click.option("--to", "last", metavar="YYYY-MM-DD", help="Occurrence on or before."),
             click.option("--customer", "customer_id", help="Customer id."),
             click.option("--rule", "rule_id", help="Rule id."),
-            click.option("--channel", type=click.Choice(["sms", "email"])),
+            click.option("--channel", help="sms or email."),
             click.option("--status", help="Current status, e.g. sent, failed, suppressed."),
         ]
     ):
@@ -640,13 +680,13 @@ def _filter_options(func: F) -> F:
 
 
 def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
-    from .audit import Filters
+    """The filters as typed, checked by the engine (as the web view's): exit 2 on a bad one."""
+    from .audit import InvalidFilter, make_filters
 
-    return Filters(
-        first=_parse_day(first) if first else None,
-        last=_parse_day(last) if last else None,
-        **kw,
-    )
+    try:
+        return make_filters(first=first, last=last, **kw)
+    except InvalidFilter as exc:
+        raise click.UsageError(f"--{exc}") from None
 
 
 def _audit_store(ctx: click.Context) -> Any:
@@ -669,7 +709,8 @@ def audit_list(
     from .audit import touches
     from .summary import text_table
 
-    rows = list(touches(_audit_store(ctx), _filters(first, last, **kw), limit=limit))
+    filters = _filters(first, last, **kw)
+    rows = list(touches(_audit_store(ctx), filters, limit=limit))
     header = [
         "id",
         "occurrence",
@@ -704,18 +745,21 @@ def audit_list(
 
 
 @audit.command("show")
-@click.argument("touch_id", type=int)
+@click.argument("touch")
 @click.pass_context
 @friendly_errors
-def audit_show(ctx: click.Context, touch_id: int) -> None:
-    """One touch: versions, every attempt with its content, and its full status history."""
+def audit_show(ctx: click.Context, touch: str) -> None:
+    """One touch, by id or idempotency key (rule|kind:subject|YYYY-MM-DD): versions, why it
+    was decided (the policy clause) under which consent, every attempt with its content, and
+    its full status history. What the web view's touch page shows."""
     from .audit import touch_detail
     from .mask import scrub
 
-    detail = touch_detail(_audit_store(ctx), touch_id)
+    detail = touch_detail(_audit_store(ctx), touch)
     if detail is None:
-        raise CareError(f"no touch with id {touch_id}")
+        raise CareError(f"no touch with id or key {touch!r}")
     for key in (
+        "touch_id",
         "touch_key",
         "rule_id",
         "rule_hash",
@@ -731,9 +775,12 @@ def audit_show(ctx: click.Context, touch_id: int) -> None:
         "tier",
         "status",
         "reason",
-        "run_id",
     ):
         click.echo(f"{key:13} {detail[key] if detail[key] is not None else '-'}")
+    for n, line in enumerate(detail["why"] or ["-"]):
+        click.echo(f"{'why' if n == 0 else '':13} {line}")
+    click.echo(f"{'consent':13} {detail['consent'] or '-'} (when decided)")
+    click.echo(f"{'run_id':13} {detail['run_id']}")
     for a in detail["attempts"]:
         click.echo(
             f"\nattempt {a['attempt_no']}: {a['channel']} via {a['transport']} to {a['recipient']} at {a['created_at']} ({a['run_id']})"
@@ -751,6 +798,14 @@ def audit_show(ctx: click.Context, touch_id: int) -> None:
         click.echo(
             f"  {e['at']}  {e['status']}{' (' + scrub(e['reason']) + ')' if e['reason'] else ''}{extra}  {e['run_id']}"
         )
+        for line in e["why"]:
+            click.echo(f"      why: {line}")
+        if e["consent"] is not None:
+            click.echo(f"      consent: {e['consent']}")
+        if e["other"]:
+            click.echo(
+                f"      detail: {json.dumps(e['other'], ensure_ascii=False, sort_keys=True)}"
+            )
 
 
 @audit.command("export")
@@ -763,35 +818,57 @@ def audit_show(ctx: click.Context, touch_id: int) -> None:
 def audit_export(
     ctx: click.Context, first: str | None, last: str | None, fmt: str, **kw: Any
 ) -> None:
-    """Stream matching touches to stdout (constant memory), recipients masked."""
-    import csv
+    """Stream matching touches to stdout (constant memory), recipients masked.
 
-    from .audit import touches
+    CSV: the same file as the web view's export (a header even when nothing matches; cells a
+    spreadsheet would take for a formula start with '). JSONL: one object per touch.
+    """
+    from .audit import CsvExport, touches
 
-    writer = None
-    for row in touches(_audit_store(ctx), _filters(first, last, **kw)):
-        if fmt == "jsonl":
+    filters = _filters(first, last, **kw)
+    store = _audit_store(ctx)
+    count = 0
+    if fmt == "jsonl":
+        for row in touches(store, filters):
             click.echo(json.dumps(row, ensure_ascii=False))
-            continue
-        if writer is None:
-            writer = csv.DictWriter(sys.stdout, fieldnames=list(row), lineterminator="\n")
-            writer.writeheader()
-        writer.writerow(row)
+            count += 1
+    else:
+        export = CsvExport(store, filters)
+        for chunk in export:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+        count = export.rows
+    if count == 0:
+        click.echo("no touch matches the filters", err=True)
 
 
 @audit.command("verify")
+@click.option(
+    "--allow-unanchored",
+    is_flag=True,
+    help="Check the chain alone when there is no anchor file and the ledger records no anchor "
+    "(rows removed from the end then go undetected).",
+)
 @click.pass_context
 @friendly_errors
-def audit_verify(ctx: click.Context) -> None:
-    """Check the hash chain and the anchors; exit 1 naming the first bad row and why."""
+def audit_verify(ctx: click.Context, allow_unanchored: bool) -> None:
+    """Check the hash chain, consent and the anchors; exit 1 naming the first bad row and why."""
     from .audit import anchor_key, verify
 
-    report = verify(_audit_store(ctx), anchor_file=_config(ctx).anchor_file, key=anchor_key())
+    report = verify(
+        _audit_store(ctx),
+        anchor_file=_config(ctx).anchor_file,
+        key=anchor_key(),
+        allow_unanchored=allow_unanchored,
+    )
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if not report.ok:
         _fail(f"ledger does NOT verify: {report.problem}")
-    click.echo(f"ledger verifies: {report.entries} chained rows, {report.anchors} anchor(s) match")
+    click.echo(
+        f"ledger verifies: {report.entries} chained rows, {report.anchors} anchor(s) match"
+        + (f", {report.unanchored} row(s) since the last anchor" if report.unanchored else "")
+    )
 
 
 @audit.command("erase-content")

@@ -15,7 +15,15 @@ from typing import Any
 
 import click
 
-from .cli import EXIT_INVALID, EXIT_PARTIAL, _config, _engine, _parse_now, friendly_errors
+from .cli import (
+    EXIT_INVALID,
+    EXIT_PARTIAL,
+    _config,
+    _engine,
+    _parse_now,
+    cli_run_id,
+    friendly_errors,
+)
 
 
 def _print_intake(report: Any) -> None:
@@ -29,8 +37,10 @@ def _print_intake(report: Any) -> None:
 
 def _plan(engine: Any, now: dt.datetime, run_id: str) -> None:
     from .events.planning import plan_new_events
+    from .runner import anchor
 
     report = plan_new_events(engine, run_id=run_id, now=now)
+    anchor(engine, run_id=run_id, now=now)
     click.echo("event touches: " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items()))
 
 
@@ -94,7 +104,7 @@ def emit(
     if report.dead:
         sys.exit(EXIT_INVALID)
     click.echo(f"event {raw['event_id']}")
-    _plan(engine, now, f"cli:{uuid.uuid4().hex[:12]}")
+    _plan(engine, now, cli_run_id())
 
 
 @event.command("import")
@@ -115,7 +125,7 @@ def import_events(ctx: click.Context, csv_file: Path, now_text: str | None) -> N
     engine = _engine(_config(ctx), live_clock=now_text is None)
     report = submit(engine.store, items, source="csv", now=now)
     _print_intake(report)
-    _plan(engine, now, f"cli:{uuid.uuid4().hex[:12]}")
+    _plan(engine, now, cli_run_id())
     if report.dead:
         sys.exit(EXIT_PARTIAL)
 
@@ -150,7 +160,7 @@ def drain(ctx: click.Context, consumer: str | None, now_text: str | None) -> Non
     )
     for ref, reason in report.intake.dead[:50]:
         click.echo(f"{ref or '-'}: {reason}", err=True)
-    _plan(engine, now, f"cli:{uuid.uuid4().hex[:12]}")
+    _plan(engine, now, cli_run_id())
 
 
 @event.command("dead-letters")

@@ -1,7 +1,9 @@
 """Consent: the current flags live on the customer; every change is kept as an event.
 
-Opt-outs recorded by imports, the CLI (``care consent set``) and, later, the providers'
-webhooks all go through ``record_consent``; the next plan sees them.
+Opt-outs recorded by imports, the CLI (``care consent set``) and the providers' webhooks all
+go through ``record_consent`` (or ``record_imported_changes``); the next plan sees them.
+Consent events are chained like the ledger's rows (``ledger.chain``), so ``care audit
+verify`` detects one edited, deleted or inserted by other means.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ def record_consent(
     note: str | None = None,
 ) -> dict[Purpose, tuple[bool, bool]]:
     """Set consents and record each real change; returns {purpose: (before, after)}."""
+    from .ledger import chain  # here: ledger imports plan, which imports this module
+
     with store.session() as session:
+        mark = chain.lock(session)
         customer = session.scalars(
             select(Customer).where(Customer.customer_id == customer_id)
         ).one_or_none()
@@ -66,6 +71,7 @@ def record_consent(
                 .where(Customer.customer_id == customer_id)
                 .values({p.column: after for p, (_, after) in changed.items()})
             )
+            chain.seal(session, at, mark)
     return changed
 
 
@@ -97,8 +103,12 @@ def record_imported_changes(
                     }
                 )
     if events:
+        from .ledger import chain  # here: ledger imports plan, which imports this module
+
         with store.session() as session:
+            mark = chain.lock(session)
             session.execute(ConsentEvent.__table__.insert(), events)
+            chain.seal(session, at, mark)
     return len(events)
 
 

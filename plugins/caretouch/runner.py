@@ -660,16 +660,10 @@ def dates_in_effect(now: dt.datetime) -> list[dt.date]:
 
 
 def anchor(engine: Engine, *, run_id: str, now: dt.datetime) -> None:
-    """Write the ledger's chain head outside the database (end of every run)."""
-    from .audit import anchor_key, write_anchor
+    """Anchor the ledger's chain head at the end of a run (``ledger.anchors.anchor_run``)."""
+    from .ledger.anchors import anchor_run
 
-    write_anchor(
-        engine.store,
-        engine.config.anchor_file,
-        run_id=run_id,
-        now=engine.stamp(now),
-        key=anchor_key(),
-    )
+    anchor_run(engine.store, engine.config.anchor_file, run_id=run_id, now=engine.stamp(now))
 
 
 def dispatch(engine: Engine, *, run_id: str, now: dt.datetime) -> SendReport:

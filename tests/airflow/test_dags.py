@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import airflow_env
+from caretouch.audit import verify
 from caretouch.ledger import Ledger
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
@@ -107,6 +108,8 @@ def test_care_daily_runs_with_dag_test(
         "CARE_RULES_DIR": str(RULES_DIR),
         "CARE_TEMPLATES_DIR": str(TEMPLATES_DIR),
         "CARE_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "CARE_ANCHOR_FILE": str(tmp_path / "anchors.jsonl"),
+        "CARE_ANCHOR_KEY": "dag-test-anchor-key",
     }.items():
         monkeypatch.setenv(key, value)
 
@@ -133,3 +136,28 @@ def test_care_daily_runs_with_dag_test(
     assert [c["phone"] for c in customers if c["phone"] in logs] == []
     keys = Counter(json.loads(f.read_text(encoding="utf-8"))["touch_key"] for f in files)
     assert max(keys.values()) == 1
+    # Who wrote each row: the DAG, its run and the task (with the batch's map index).
+    with store.engine.connect() as conn:
+        writers = {r[0] for r in conn.exec_driver_sql("SELECT run_id FROM touch_events")}
+        writers |= {r[0] for r in conn.exec_driver_sql("SELECT run_id FROM touch_attempts")}
+    prefix = f"airflow:care_daily/{run.run_id}/"
+    assert {w.removeprefix(prefix) for w in writers} == {"plan", "send[0]"}, writers
+    anchored = [json.loads(line) for line in (tmp_path / "anchors.jsonl").read_text().splitlines()]
+    assert [a["run_id"] for a in anchored] == [prefix + "summarise"]  # the rerun wrote nothing
+    result = verify(store, anchor_file=tmp_path / "anchors.jsonl", key=b"dag-test-anchor-key")
+    assert result.ok, result.problem
+
+
+def test_task_run_id_names_dag_run_task_and_map_index() -> None:
+    from types import SimpleNamespace
+
+    from caretouch.airflow.daily import task_run_id
+
+    ti = SimpleNamespace(dag_id="care_daily", task_id="send", map_index=3)
+    assert (
+        task_run_id({"run_id": "manual__1", "ti": ti}, "x")
+        == "airflow:care_daily/manual__1/send[3]"
+    )
+    unmapped = SimpleNamespace(dag_id="care_dispatch", task_id="dispatch", map_index=-1)
+    assert task_run_id({"run_id": "r", "ti": unmapped}, "x") == "airflow:care_dispatch/r/dispatch"
+    assert task_run_id({"run_id": "r"}, "care_events") == "airflow:care_events/r"

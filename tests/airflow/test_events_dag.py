@@ -17,6 +17,7 @@ import redis_env
 from sqlalchemy import func, select
 
 import airflow_env
+from caretouch.audit import verify
 from caretouch.ledger import Ledger
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Event
@@ -313,6 +314,10 @@ def test_the_same_event_by_stream_api_and_cli_is_one_touch(
     ledger = Ledger(store)
     keys = [s.row.touch_key for s in ledger.states(ledger.touch_ids_in_status(set(TouchStatus)))]
     assert keys == ["thank-you|event:X1|2026-11-23"]
+    # Its plan task anchored the ledger, as every run that writes it does; r2 wrote nothing.
+    anchors = [json.loads(line) for line in Path(env["CARE_ANCHOR_FILE"]).read_text().splitlines()]
+    assert [(a["n"], a["run_id"]) for a in anchors] == [(1, "airflow:care_events/r1")]
+    assert verify(store, anchor_file=Path(env["CARE_ANCHOR_FILE"])).ok
 
 
 # -- end to end through real Airflow ---------------------------------------------------------

@@ -27,13 +27,12 @@ from sqlalchemy import Engine as SAEngine
 from sqlalchemy import event, text
 
 import airflow_env
-from caretouch.audit import Filters, touches
+from caretouch.audit import EXPORT_COLUMNS, Filters, touches
 from caretouch.config import CareConfig
 from caretouch.errors import ConfigurationError
 from caretouch.runner import Engine, run_day
 from caretouch.store.db import Store, open_store
 from caretouch.web.app import (
-    EXPORT_COLUMNS,
     SESSION_COOKIE,
     AuditAuth,
     AuditTokens,
@@ -480,6 +479,22 @@ def test_verify_page_reports_intact_and_tampered(tmp_path: Path, env: pytest.Mon
         assert "The ledger does NOT verify." in page.text
         assert "touch_events row 3 (chain entry" in page.text
         assert "was changed after it was written" in page.text
+    ledger.store.dispose()
+
+
+def test_verify_page_warns_about_unsigned_anchors_and_a_missing_file(
+    tmp_path: Path, env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = fill_ledger(tmp_path)
+    monkeypatch.delenv("CARE_ANCHOR_KEY")
+    with TestClient(create_audit_app(ledger.url, ledger.anchors)) as c:
+        page = c.get("/audit/verify", headers=BEARER)
+        assert "The ledger verifies." in page.text
+        assert "CARE_ANCHOR_KEY is not set: anchors are NOT signed" in page.text
+        ledger.anchors.unlink()
+        page = c.get("/audit/verify", headers=BEARER)
+        assert "The ledger does NOT verify." in page.text
+        assert "but the ledger records 1 anchor(s)" in page.text
     ledger.store.dispose()
 
 

@@ -46,6 +46,7 @@ from .daily import (
     planned_day,
     send_batch,
     summarise_run,
+    task_run_id,
 )
 from .hooks import SEND_POOL
 
@@ -136,7 +137,7 @@ def build_campaign_dag(campaign_id: str) -> Any:
                     campaign.id,
                     days,
                 )
-            run_id = f"airflow:{campaign.dag_id}:{context['run_id']}"
+            run_id = task_run_id(context, campaign.dag_id)
             recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
             planned = plan_and_record(
                 engine, day, run_id=run_id, now=_now(), retry_render_errors=True
@@ -155,13 +156,13 @@ def build_campaign_dag(campaign_id: str) -> Any:
 
         @task(pool=SEND_POOL)
         def send(batch: list[int], **context: Any) -> dict[str, int]:
-            return send_batch(batch, f"airflow:{campaign.dag_id}:{context['run_id']}")
+            return send_batch(batch, task_run_id(context, campaign.dag_id))
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
             return summarise_run(
                 reports,
-                run_id=f"airflow:{campaign.dag_id}:{context['run_id']}",
+                run_id=task_run_id(context, campaign.dag_id),
                 kind=campaign.dag_id,
                 day=planned_day(context.get("logical_date"), context["params"]),
                 rule_ids=[campaign.id],

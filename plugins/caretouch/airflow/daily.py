@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import Param, dag, task
@@ -29,6 +30,20 @@ DEFAULT_ARGS = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)  # clock: the glue is where "now" enters a task
+
+
+def task_run_id(context: Mapping[str, Any], dag_id: str) -> str:
+    """Who writes to the ledger from a task: ``airflow:<dag_id>/<run_id>/<task_id>`` with
+    ``[<map_index>]`` for a mapped task (one batch of ``send``)."""
+    ti = context.get("ti") or context.get("task_instance")
+    ident = f"airflow:{getattr(ti, 'dag_id', None) or dag_id}/{context.get('run_id')}"
+    task_id = getattr(ti, "task_id", None)
+    if task_id:
+        ident += f"/{task_id}"
+    map_index = getattr(ti, "map_index", None)
+    if isinstance(map_index, int) and map_index >= 0:
+        ident += f"[{map_index}]"
+    return ident[:250]
 
 
 def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.date:
@@ -140,7 +155,7 @@ def build_care_daily() -> Any:
 
             day = planned_day(context.get("logical_date"), context["params"])
             engine = _engine()
-            run_id = f"airflow:care_daily:{context['run_id']}"
+            run_id = task_run_id(context, "care_daily")
             recovered = recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
             ids = plan_and_record(engine, day, run_id=run_id, now=_now(), retry_render_errors=True)
             log.info(
@@ -154,13 +169,13 @@ def build_care_daily() -> Any:
 
         @task(pool=SEND_POOL)
         def send(batch: list[int], **context: Any) -> dict[str, int]:
-            return send_batch(batch, f"airflow:care_daily:{context['run_id']}")
+            return send_batch(batch, task_run_id(context, "care_daily"))
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
             return summarise_run(
                 reports,
-                run_id=f"airflow:care_daily:{context['run_id']}",
+                run_id=task_run_id(context, "care_daily"),
                 kind="care_daily",
                 day=planned_day(context.get("logical_date"), context["params"]),
             )
@@ -188,7 +203,7 @@ def build_care_dispatch() -> Any:
             from ..runner import dispatch as dispatch_due
 
             engine = _engine()
-            run_id = f"airflow:care_dispatch:{context['run_id']}"
+            run_id = task_run_id(context, "care_dispatch")
             report = dispatch_due(engine, run_id=run_id, now=_now())
             log.info("dispatch: %s", report.as_dict())
             for failure in report.failures:

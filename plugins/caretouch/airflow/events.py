@@ -27,7 +27,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from ..events.inbox import Incoming
 from ..events.stream import DEFAULT_REDIS_URL, StreamSettings
-from .daily import DEFAULT_ARGS, _engine, _now
+from .daily import DEFAULT_ARGS, _engine, _now, task_run_id
 
 log = logging.getLogger("caretouch.airflow")
 
@@ -196,10 +196,12 @@ def plan(context: Mapping[str, Any]) -> dict[str, int]:
     """The ``plan`` task: the touches of every event in the inbox not planned yet."""
     from ..events.planning import plan_new_events
     from ..run_report import store_dispatch_summary
+    from ..runner import anchor
 
     engine = _engine()
-    run_id = f"airflow:care_events:{context['run_id']}"
+    run_id = task_run_id(context, "care_events")
     report = plan_new_events(engine, run_id=run_id, now=_now())
+    anchor(engine, run_id=run_id, now=_now())
     log.info("planned: %s", report.as_dict())
     stored = store_dispatch_summary(
         engine.ledger,

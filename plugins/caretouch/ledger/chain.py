@@ -1,10 +1,14 @@
 """The hash chain that makes the ledger tamper-evident (SPEC section 7, docs/audit.md).
 
-Every ledger row (touch, attempt, status event) gets one entry in ``ledger_chain``, in the
-order the rows were committed. An entry holds the SHA-256 of the row's canonical form and
-``chain_hash = SHA-256(previous chain_hash || row_hash)``. Editing a row changes its row
-hash; deleting, inserting or reordering rows breaks the links; truncating the newest rows is
-caught by the anchors written outside the database at the end of every run.
+Every ledger row (touch, attempt, status event, provider event, consent change, anchor) gets
+one entry in ``ledger_chain``, in the order the rows were committed. An entry holds the
+SHA-256 of the row's canonical form and ``chain_hash = SHA-256(previous chain_hash ||
+row_hash)``. Editing a row changes its row hash; deleting, inserting or reordering rows breaks
+the links; truncating the newest rows is caught by the anchors (``ledger.anchors``).
+
+A writer chains only the rows it inserted itself: ``lock`` notes the newest id of every
+chained table, and ``seal`` chains the rows above it. A row inserted by anyone else (plain
+SQL) is therefore never chained, and ``care audit verify`` keeps reporting it.
 
 Canonical form of a row: a JSON object of every non-NULL column except the message content
 (subject, body, html: retention may erase them; their ``content_hash`` is covered instead),
@@ -19,20 +23,29 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import DateTime, Index, Integer, String, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .models import Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
+from ..store.models import ConsentEvent
+from .models import AnchorRow, Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
 
 GENESIS = "0" * 64
+# In the order ``seal`` chains a transaction's rows (new tables go last: the order of the
+# rows already chained must not change).
 CHAINED: dict[str, Any] = {
     TouchRow.__tablename__: TouchRow,
     Attempt.__tablename__: Attempt,
     TouchEvent.__tablename__: TouchEvent,
     ProviderEventRow.__tablename__: ProviderEventRow,
+    ConsentEvent.__tablename__: ConsentEvent,
+    AnchorRow.__tablename__: AnchorRow,
 }
+# Tables that joined the chain after stores existed: ``adopt_unchained_tables`` chains the
+# rows an older store holds, once.
+ADOPTABLE = frozenset({ConsentEvent.__tablename__})
 # Not covered by the row hash: retention may erase them (content_hash stays).
 CONTENT_COLUMNS = frozenset({"subject", "body", "html"})
 # Any constant: the PostgreSQL advisory lock that serialises writers of the chain.
@@ -91,10 +104,33 @@ def row_dict(obj: Any) -> dict[str, Any]:
     return {c.name: getattr(obj, c.key) for c in obj.__table__.columns}
 
 
-def lock(session: Session) -> None:
-    """Serialise chain writers (SQLite: BEGIN IMMEDIATE already holds the database)."""
+@dataclass(frozen=True)
+class Watermark:
+    """Per chained table, the highest row id known when a writer took the lock: the rows
+    above it are the writer's own."""
+
+    ids: dict[str, int]
+
+
+def lock(session: Session) -> Watermark:
+    """Serialise chain writers (SQLite: BEGIN IMMEDIATE already holds the database) and
+    return the watermark ``seal`` chains from.
+
+    The watermark is the higher of the newest row and the newest chained row: where a row was
+    deleted and its id handed out again (SQLite reuses the highest rowid), the new row is not
+    chained in place of the old one, so verify reports the change instead of a failed write.
+    """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
+    ids = {}
+    for table, model in CHAINED.items():
+        # One index lookup each (a GROUP BY over ledger_chain would read all of it).
+        newest = session.scalar(select(func.max(model.id))) or 0
+        chained = session.scalar(
+            select(func.max(ChainEntry.row_id)).where(ChainEntry.table_name == table)
+        )
+        ids[table] = max(int(newest), int(chained or 0))
+    return Watermark(ids)
 
 
 def head(session: Session) -> tuple[int, str]:
@@ -104,20 +140,19 @@ def head(session: Session) -> tuple[int, str]:
     return (int(last[0]), str(last[1])) if last else (0, GENESIS)
 
 
-def seal(session: Session, now: dt.datetime) -> int:
-    """Chain every ledger row written in this transaction; returns how many were chained.
+def seal(session: Session, now: dt.datetime, since: Watermark) -> int:
+    """Chain the ledger rows this transaction wrote; returns how many were chained.
 
-    Call it at the end of a write transaction that took ``lock`` first: writers are then
-    serialised, so the rows not yet chained are exactly this transaction's.
+    Call it at the end of a write transaction, with the watermark ``lock`` returned at its
+    start: writers are serialised, so the rows above the watermark are this transaction's.
     """
     session.flush()
     _, previous = head(session)
     entries = []
     for table, model in CHAINED.items():
-        done = session.scalar(
-            select(func.max(ChainEntry.row_id)).where(ChainEntry.table_name == table)
-        )
-        rows = session.scalars(select(model).where(model.id > (done or 0)).order_by(model.id)).all()
+        rows = session.scalars(
+            select(model).where(model.id > since.ids[table]).order_by(model.id)
+        ).all()
         for obj in rows:
             digest = row_hash(table, row_dict(obj))
             previous = link(previous, digest)
@@ -133,6 +168,39 @@ def seal(session: Session, now: dt.datetime) -> int:
     if entries:
         session.execute(ChainEntry.__table__.insert(), entries)
     return len(entries)
+
+
+def adopt_unchained_tables(session: Session) -> dict[str, int]:
+    """Chain every row of an ``ADOPTABLE`` table that has no chain entry at all; returns
+    how many were chained, by table.
+
+    For a store made before ``consent_events`` was chained: ``care store init`` adopts its
+    rows once. A table with a single chain entry is never adopted again, so rows inserted by
+    plain SQL later stay unchained. Each entry is stamped with its row's own ``at``.
+    """
+    lock(session)
+    session.flush()
+    _, previous = head(session)
+    adopted: dict[str, int] = {}
+    for table, model in CHAINED.items():
+        if table not in ADOPTABLE or session.scalar(
+            select(ChainEntry.seq).where(ChainEntry.table_name == table).limit(1)
+        ):
+            continue
+        count = 0
+        for obj in session.scalars(select(model).order_by(model.id)):
+            digest = row_hash(table, row_dict(obj))
+            previous = link(previous, digest)
+            session.add(
+                ChainEntry(
+                    table_name=table, row_id=obj.id, row_hash=digest, chain_hash=previous, at=obj.at
+                )
+            )
+            count += 1
+        if count:
+            session.flush()
+            adopted[table] = count
+    return adopted
 
 
 def entries(session: Session, batch: int = 5000) -> Iterator[ChainEntry]:

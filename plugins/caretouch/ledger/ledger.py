@@ -207,10 +207,10 @@ class Ledger:
     def _write(self, now: dt.datetime) -> Iterator[Session]:
         """A write transaction whose new rows are chained before it commits."""
         with self.store.session() as session:
-            chain.lock(session)
+            mark = chain.lock(session)
             yield session
             self.refresh_current(session)
-            chain.seal(session, now)
+            chain.seal(session, now, mark)
 
     @staticmethod
     def refresh_current(session: Session) -> int:

@@ -6,6 +6,8 @@
   content and its hashes; ``(touch_id, attempt_no)`` is UNIQUE, which makes inserting an
   attempt the atomic claim that stops two workers sending the same touch.
 - ``touch_events``: the status history (planned, sending, sent, failed, suppressed, ...).
+- ``ledger_anchors``: every anchor written to the anchor file, recorded here too (chained like
+  the rest), so that a cut-back or deleted anchor file is detected (``ledger.anchors``).
 - ``provider_events``: every delivery receipt and inbound message a provider's webhook sent
   us, once each (``(provider, provider_event_id)`` is UNIQUE, so a replayed webhook adds
   nothing), with addresses masked.
@@ -173,3 +175,22 @@ class ProviderEventRow(LedgerBase):
         UniqueConstraint("provider", "provider_event_id", name="uq_provider_event"),
         Index("ix_provider_events_touch", "touch_id"),
     )
+
+
+class AnchorRow(LedgerBase):
+    """One anchor: the chain head at ``seq``, linked to the previous anchor (``prev_hash``),
+    as appended to the anchor file (``ledger.anchors``). ``number`` counts anchors from 1
+    without gaps; ``hmac`` is the signature under ``$CARE_ANCHOR_KEY`` (None: unsigned).
+    """
+
+    __tablename__ = "ledger_anchors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True, nullable=False)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    chain_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    anchor_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hmac: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(250), nullable=False)

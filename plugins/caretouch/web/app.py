@@ -1,9 +1,10 @@
 """The auditor's web view: search, a customer's timeline, a touch's detail, verify, CSV export.
 
 Mounted by the Airflow plugin (``plugins/care_plugin.py``) under ``/care``; the pages live
-under ``/audit``. Every page calls the same engine functions as ``care audit`` (``audit.py``),
-which mask recipients; message content and provider details are scrubbed here as well, so no
-phone number or email address reaches a page.
+under ``/audit``. Every page calls the same engine functions as ``care audit`` (``audit.py``):
+filters checked by ``make_filters``, the CSV written by ``CsvExport``, a touch by
+``touch_detail``, which masks recipients, message content and provider details, so no phone
+number or email address reaches a page (verify's messages are masked here too).
 
 Airflow does not authenticate plugin apps, so this app does, on every page: either Airflow's
 JWT (``Authorization: Bearer`` or the UI's ``_token`` cookie), checked by Airflow's own
@@ -17,17 +18,15 @@ engine) never imports Airflow, and the app works with tokens alone where Airflow
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import hmac
-import io
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -43,11 +42,19 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..audit import Filters, anchor_key, touch_detail, touches, verify
+from ..audit import (
+    CsvExport,
+    Filters,
+    InvalidFilter,
+    anchor_key,
+    make_filters,
+    touch_detail,
+    touches,
+    verify,
+)
 from ..config import CareConfig
 from ..errors import ConfigurationError
 from ..mask import scrub
-from ..nul import NUL
 from ..store.db import Store, check_reachable, open_store
 from ..vocab import Channel, TouchStatus
 
@@ -58,26 +65,14 @@ SESSION_COOKIE = "care_audit_session"
 # Airflow's UI keeps its JWT in this cookie (``COOKIE_NAME_JWT_TOKEN``); named here so that a
 # request without it, and without a bearer token, is refused without importing Airflow.
 AIRFLOW_JWT_COOKIE = "_token"
-LEDGER_TABLES = ("touches", "touch_attempts", "touch_events", "ledger_chain", "provider_events")
-EXPORT_COLUMNS = (
-    "touch_id",
-    "touch_key",
-    "rule_id",
-    "rule_hash",
-    "customer_id",
-    "policy_id",
-    "event_id",
-    "occurrence",
-    "channel",
-    "status",
-    "reason",
-    "recipient",
-    "template_id",
-    "template_hash",
-    "content_hash",
-    "locale",
-    "sent_at",
-    "run_id",
+LEDGER_TABLES = (
+    "touches",
+    "touch_attempts",
+    "touch_events",
+    "ledger_chain",
+    "provider_events",
+    "consent_events",
+    "ledger_anchors",
 )
 # No scripts at all, nothing fetched from elsewhere. It applies to the sandboxed srcdoc
 # iframe of an email's HTML too (srcdoc documents inherit it), so tracking pixels and remote
@@ -94,7 +89,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _TOKEN_NAME_RX = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_MAX_FILTER = 128
 _MAX_LOGIN_BODY = 8192
 
 
@@ -402,67 +396,19 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-def _text(value: str, name: str) -> str | None:
-    value = value.strip()
-    if len(value) > _MAX_FILTER:
-        raise BadRequest(f"{name}: at most {_MAX_FILTER} characters")
-    if NUL in value:  # no stored value holds one, and PostgreSQL refuses the query (nul.py)
-        raise BadRequest(f"{name}: contains a NUL character")
-    return value or None
-
-
-def _day(value: str, name: str) -> dt.date | None:
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"{name}: {value[:20]!r} is not a date (YYYY-MM-DD)") from None
-
-
 def _filters(form: dict[str, str]) -> Filters:
-    channel = _text(form["channel"], "channel")
-    if channel is not None and channel not in {c.value for c in Channel}:
-        raise BadRequest(
-            f"channel: {channel!r} is not one of {', '.join(c.value for c in Channel)}"
+    """The search form's filters, checked as ``care audit`` checks its options."""
+    try:
+        return make_filters(
+            first=form["from"],
+            last=form["to"],
+            customer_id=form["customer"],
+            rule_id=form["rule"],
+            channel=form["channel"],
+            status=form["status"],
         )
-    status = _text(form["status"], "status")
-    if status is not None and status not in {s.value for s in TouchStatus}:
-        raise BadRequest(f"status: {status!r} is not a touch status")
-    first, last = _day(form["from"], "from"), _day(form["to"], "to")
-    if first and last and first > last:
-        raise BadRequest("from: must not be after to")
-    return Filters(
-        first=first,
-        last=last,
-        customer_id=_text(form["customer"], "customer"),
-        rule_id=_text(form["rule"], "rule"),
-        channel=channel,
-        status=status,
-    )
-
-
-def _csv_cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    # A spreadsheet would run a cell starting with = + - @ as a formula (a masked phone
-    # number "+86 138****8000" included): a leading apostrophe keeps it text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def _csv_chunks(store: Store, filters: Filters) -> Iterator[str]:
-    """The export in chunks of about 64 KB; ``touches`` reads the ledger page by page, so
-    memory stays constant whatever the ledger's size."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(EXPORT_COLUMNS)
-    for row in touches(store, filters):
-        writer.writerow([_csv_cell(row.get(column)) for column in EXPORT_COLUMNS])
-        if buffer.tell() > 65536:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    except InvalidFilter as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _safe_next(value: str, root: str) -> str:
@@ -480,10 +426,10 @@ def _safe_next(value: str, root: str) -> str:
     return value
 
 
-def _scrubbed_detail(detail: Any) -> str:
+def _detail_json(detail: Any) -> str:
     if detail in (None, {}, ""):
         return ""
-    return scrub(json.dumps(detail, ensure_ascii=False, sort_keys=True, indent=2, default=str))
+    return json.dumps(detail, ensure_ascii=False, sort_keys=True, indent=2, default=str)
 
 
 async def _auditor(request: Request) -> Auditor:
@@ -624,7 +570,7 @@ def create_audit_app(
     @app.get("/audit/customers/{customer_id:path}", response_class=HTMLResponse)
     def customer(request: Request, who: AuditorDep, customer_id: str) -> HTMLResponse:
         """Every touch of one customer, newest first, with its current status."""
-        customer_id = _text(customer_id, "customer") or ""
+        customer_id = _filters({**_filter_form(), "customer": customer_id}).customer_id or ""
         rows = sorted(
             touches(view.store, Filters(customer_id=customer_id)),
             key=lambda r: (r["occurrence"], r["touch_id"]),
@@ -641,17 +587,13 @@ def create_audit_app(
 
     @app.get("/audit/touches/{touch_id}", response_class=HTMLResponse)
     def touch(request: Request, who: AuditorDep, touch_id: int) -> HTMLResponse:
-        """One touch: versions and hashes, every attempt's message, the status history."""
+        """One touch: versions and hashes, why it was decided under which consent, every
+        attempt's message, the status history (as ``care audit show``; masked there)."""
         detail = touch_detail(view.store, touch_id)
         if detail is None:
             return error_page(request, 404, "Not found", f"no touch with id {touch_id}")
-        for attempt in detail["attempts"]:
-            for key in ("subject", "body", "html"):
-                if attempt[key] is not None:
-                    attempt[key] = scrub(attempt[key])
         for event in detail["history"]:
-            event["detail"] = _scrubbed_detail(event["detail"])
-            event["reason"] = scrub(event["reason"]) if event["reason"] else None
+            event["other"] = _detail_json(event["other"])
         return page(request, "touch.html", who=who, title=f"Touch {touch_id}", t=detail)
 
     @app.get("/audit/verify", response_class=HTMLResponse)
@@ -676,7 +618,7 @@ def create_audit_app(
         filters = _filters(form)
         log.info("audit view: %s (%s) exports touches %s", who.name, who.via, filters)
         return StreamingResponse(
-            _csv_chunks(view.store, filters),
+            iter(CsvExport(view.store, filters)),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="caretouch-touches.csv"'},
         )

@@ -66,6 +66,7 @@ HOOK_TABLES = (
     "touch_events",
     "provider_events",
     "ledger_chain",
+    "ledger_anchors",  # sealing reads every chained table
 )
 
 
