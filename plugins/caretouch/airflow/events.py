@@ -27,7 +27,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from ..events.inbox import Incoming
 from ..events.stream import DEFAULT_REDIS_URL, StreamSettings
-from .daily import DEFAULT_ARGS, _engine, _now
+from .daily import DEFAULT_ARGS, _engine, _now, fail_if_partial, rule_errors
 
 log = logging.getLogger("caretouch.airflow")
 
@@ -201,6 +201,7 @@ def plan(context: Mapping[str, Any]) -> dict[str, int]:
     run_id = f"airflow:care_events:{context['run_id']}"
     report = plan_new_events(engine, run_id=run_id, now=_now())
     log.info("planned: %s", report.as_dict())
+    errors = rule_errors(engine)
     stored = store_dispatch_summary(
         engine.ledger,
         engine.config.reports_dir,
@@ -208,9 +209,11 @@ def plan(context: Mapping[str, Any]) -> dict[str, int]:
         run_id=run_id,
         kind="care_events",
         now=_now(),
+        rule_errors=errors,
     )
     if stored is not None:
         log.info("summary stored in %s", stored)
+    fail_if_partial(errors, "care_events")
     return report.as_dict()
 
 
