@@ -74,7 +74,8 @@ def fail_if_partial(errors: list[str], what: str) -> None:
     rules are fixed. No retry: trying again would not fix a rule file."""
     if errors:
         raise AirflowFailException(
-            f"{what} ran without {len(errors)} broken rule(s) (partial): " + "; ".join(errors)
+            f"{what} ran partial: {len(errors)} rule error(s), the broken rules were left "
+            "out and the others ran: " + "; ".join(errors)
         )
 
 
