@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,33 @@ def test_every_planning_command_runs_the_healthy_rules_and_exits_3(
     assert status_of(sqlite_store, "birthday") == []
     assert len(status_of(sqlite_store, "thank-you|event:E2")) == 1  # the event was planned
     assert len(list((tmp_path / "outbox").rglob("*.json"))) == 1
+
+
+def test_event_drain_plans_with_the_healthy_rules_and_exits_3(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    import redis_env
+
+    client = redis_env.require_redis()
+    stream = f"care-test:{uuid.uuid4().hex[:12]}"
+    try:
+        fill(sqlite_store)
+        care = Care(tmp_path, sqlite_store.url, broken_rules(tmp_path))
+        env = {"CARE_REDIS_URL": redis_env.REDIS_URL, "CARE_EVENT_STREAM": stream}
+        added = care(
+            *("event", "emit", "--type", "claim_settled", "--customer", "C1", "--id", "S1"),
+            *("--at", "2026-11-22T10:00:00+08:00", "--via", "stream"),
+            env=env,
+        )
+        assert added.exit_code == 0, added.output  # no planning: the rules are not needed
+        drained = care("event", "drain", "--consumer", "t", "--now", DUE, env=env)
+        assert drained.exit_code == 3, drained.output
+        assert BROKEN_AT in drained.stderr and "partial: 2 rule error(s)" in drained.stderr
+        assert status_of(sqlite_store, "claim-settled|event:S1") == [("planned", None)]
+    finally:
+        for name in client.scan_iter(f"{stream}*"):
+            client.delete(name)
+        client.close()
 
 
 def test_the_run_summary_names_the_broken_rules(sqlite_store: Store, tmp_path: Path) -> None:
