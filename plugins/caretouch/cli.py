@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -78,7 +79,7 @@ class OutputPath(click.Path):
         from .config import unwritable
 
         path = super().convert(value, param, ctx)
-        problem = unwritable(Path(path), folder=self.folder)
+        problem = unwritable(Path(os.fsdecode(path)), folder=self.folder)
         if problem:
             self.fail(problem, param, ctx)
         return path
@@ -343,8 +344,8 @@ def store_import(
         click.echo(str(warning), err=True)
     if len(report.warnings) > 20:
         click.echo(f"... and {len(report.warnings) - 20} more warning(s)", err=True)
-    for problem in [*report.file_errors, *report.rejected]:
-        click.echo(str(problem), err=True)
+    for bad in [*report.file_errors, *report.rejected]:
+        click.echo(str(bad), err=True)
     if report.file_errors:
         _fail(
             f"{len(report.file_errors)} file error(s)"
@@ -484,7 +485,9 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
             err=True,
         )
         # The command does the rest of its work, then ends with exit status 3 (CareGroup).
-        click.get_current_context().meta[_RULE_ERRORS] = [str(e) for e in ruleset.errors]
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.meta[_RULE_ERRORS] = [str(e) for e in ruleset.errors]
     return ruleset
 
 

@@ -88,7 +88,7 @@ def test_a_daily_run_sends_the_healthy_rules_then_fails_with_its_summary(
     # The bodies of care_daily's plan, send and summarise tasks, in their order.
     ids = plan_and_record(_engine(), today, run_id=run_id, now=_now(), retry_render_errors=True)
     reports = [send_batch(ids, run_id)]
-    with pytest.raises(AirflowFailException, match="care_daily for .* ran partial: 2 rule error"):
+    with pytest.raises(AirflowFailException, match=r"care_daily for .* ran partial: 2 rule error"):
         summarise_run(reports, run_id=run_id, kind="care_daily", day=today)
     states = Counter(s.status for s in Ledger(store).states_for_day(today))
     assert states == {TouchStatus.SENT: 3, TouchStatus.SUPPRESSED: 1}
