@@ -41,21 +41,50 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ValidationFailed as exc:
-            for error in exc.errors:
-                click.echo(f"{error}", err=True)
-            _fail(f"{len(exc.errors)} error(s); nothing was changed.")
-        except ConfigurationError as exc:
-            _fail(f"configuration error: {exc}")
-        except CareError as exc:
-            _fail(f"error: {exc}")
+        except (CareError, ConfigurationError) as exc:
+            _engine_error(exc)
         return None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _engine_error(exc: CareError | ConfigurationError) -> None:
+    if isinstance(exc, ValidationFailed):
+        for error in exc.errors:
+            click.echo(f"{error}", err=True)
+        _fail(f"{len(exc.errors)} error(s); nothing was changed.")
+    if isinstance(exc, ConfigurationError):
+        _fail(f"configuration error: {exc}")
+    _fail(f"error: {exc}")
+
+
 def _config(ctx: click.Context) -> CareConfig:
     return ctx.obj  # type: ignore[no-any-return]
+
+
+def _rule_errors(ctx: click.Context) -> list[str]:
+    """The rule errors this command runs without (``_load_ruleset``), for its run summary."""
+    return list(ctx.meta.get(_RULE_ERRORS) or [])
+
+
+class OutputPath(click.Path):
+    """A file (or, with ``folder``, a folder) a command writes: checked as the options are
+    read, before any work, so a long computation never ends in a failed write. Missing
+    parent folders are created (the user named the place); anything else that would stop
+    the write is a usage error naming the option."""
+
+    def __init__(self, *, folder: bool = False) -> None:
+        super().__init__(path_type=Path, file_okay=not folder, dir_okay=folder)
+        self.folder = folder
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from .config import unwritable
+
+        path = super().convert(value, param, ctx)
+        problem = unwritable(Path(os.fsdecode(path)), folder=self.folder)
+        if problem:
+            self.fail(problem, param, ctx)
+        return path
 
 
 def _parse_day(value: str | None) -> dt.date:
@@ -107,7 +136,124 @@ def _anchor(config: CareConfig, store: Any, run_id: str, now: dt.datetime) -> No
     anchor_run(store, config.anchor_file, run_id=run_id, now=now)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Keys of ``click.Context.meta`` (one dict shared by every context of an invocation).
+_GLOBALS = "caretouch.globals"  # the global options' values, wherever they were given
+_RULE_ERRORS = "caretouch.rule_errors"  # rule errors of a run that went on without them
+
+
+class CareGroup(click.Group):
+    """The ``care`` group. Three things every command gets, so no command has to ask:
+
+    - the global options (``--store``, ``--rules``, ...) are accepted after the subcommand as
+      well as before it (``care validate --rules X``); given in both places, the one after
+      the subcommand wins; a subcommand's own option of the same name wins over a global one;
+    - no traceback: an unexpected error ends in one line naming it and exit status 1
+      (``-v`` prints the traceback too);
+    - a command that ran without its broken rules (``_load_ruleset``) ends with exit status 3,
+      partial failure, once it has done the rest of its work.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        spread_global_options(self)
+        return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            result = super().invoke(ctx)
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
+            result = None
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except (CareError, ConfigurationError) as exc:
+            _engine_error(exc)
+        except Exception as exc:  # the last net: a message and a status, never a traceback
+            _unexpected(ctx, exc)
+        errors = ctx.meta.get(_RULE_ERRORS)
+        if errors:
+            _fail(
+                f"partial: {len(errors)} rule error(s) (listed above); the broken rules were "
+                "left out and the others ran. Fix them (care validate) and run again.",
+                EXIT_PARTIAL,
+            )
+        return result
+
+
+def _unexpected(ctx: click.Context, exc: Exception) -> None:
+    from .mask import scrub
+
+    if isinstance(exc, OSError) and exc.filename is not None:
+        what = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    else:
+        what = f"{type(exc).__name__}: {scrub(str(exc)).splitlines()[0] if str(exc) else ''}"
+    if (ctx.meta.get(_GLOBALS) or {}).get("verbose"):
+        import traceback
+
+        click.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
+    _fail(f"error: {what} (run with -v for details)")
+
+
+def spread_global_options(group: click.Group) -> None:
+    """Give every subcommand of ``group`` (nested groups too) a hidden copy of the group's
+    options, so they may follow the subcommand. Idempotent; a subcommand's own option of
+    the same name is left alone and wins."""
+    shared = [p for p in group.params if isinstance(p, click.Option) and not p.is_eager]
+    pending = list(group.commands.values())
+    while pending:
+        command = pending.pop()
+        if isinstance(command, click.Group):
+            pending.extend(command.commands.values())
+        taken = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        names = {p.name for p in command.params}
+        for option in shared:
+            free = [o for o in option.opts if o not in taken]
+            name = f"care_global_{option.name}"
+            if not free or name in names:
+                continue
+            command.params.append(
+                click.Option(
+                    free,
+                    type=None if option.is_flag else option.type,
+                    is_flag=option.is_flag,
+                    default=None,
+                    hidden=True,
+                    expose_value=False,
+                    callback=_late_global(str(option.name)),
+                )
+            )
+
+
+def _late_global(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is None or value is False:
+            return
+        _configure(ctx, {**(ctx.meta.get(_GLOBALS) or {}), name: value})
+
+    return callback
+
+
+def _configure(ctx: click.Context, options: dict[str, Any]) -> None:
+    """Apply the global options: logging and the configuration every command reads."""
+    ctx.meta[_GLOBALS] = options
+    verbose = bool(options.get("verbose"))
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    config = CareConfig.from_env(
+        **{k: options.get(k) for k in ("store", "rules", "templates", "outbox", "anchors")}
+    )
+    context: click.Context | None = ctx
+    while context is not None:
+        context.obj = config
+        context = context.parent
+
+
+@click.group(cls=CareGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", envvar="CARE_STORE_URL", help="Store URL (default sqlite:///care.db).")
 @click.option(
     "--rules",
@@ -136,24 +282,12 @@ def _anchor(config: CareConfig, store: Any, run_id: str, now: dt.datetime) -> No
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 @click.version_option(package_name="caretouch")
 @click.pass_context
-def main(
-    ctx: click.Context,
-    store: str | None,
-    rules: Path | None,
-    templates: Path | None,
-    outbox: Path | None,
-    anchors: Path | None,
-    verbose: bool,
-) -> None:
-    """Caretouch: plan, send and audit customer-care touches."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    ctx.obj = CareConfig.from_env(
-        store=store, rules=rules, templates=templates, outbox=outbox, anchors=anchors
-    )
+def main(ctx: click.Context, **options: Any) -> None:
+    """Caretouch: plan, send and audit customer-care touches.
+
+    The options above may also follow the command (care validate --rules DIR).
+    """
+    _configure(ctx, options)
 
 
 # -- store -------------------------------------------------------------------------------
@@ -196,7 +330,7 @@ def store_init(ctx: click.Context, app_role: str | None) -> None:
 )
 @click.option(
     "--rejects",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputPath(),
     help="Rejects file (default rejects.csv).",
 )
 @click.pass_context
@@ -222,6 +356,12 @@ def store_import(
     }
     if not files:
         raise click.UsageError("give at least one of --customers, --policies, --events")
+    if skip_invalid and rejects is None:
+        from .config import unwritable
+
+        problem = unwritable(Path("rejects.csv"))
+        if problem:
+            raise click.BadParameter(problem, param_hint="--rejects")
     s = open_store(_config(ctx).store_url)
     check_reachable(s)
     if s.missing():  # a new store; an application role may not change a complete one
@@ -240,8 +380,14 @@ def store_import(
         click.echo(str(warning), err=True)
     if len(report.warnings) > 20:
         click.echo(f"... and {len(report.warnings) - 20} more warning(s)", err=True)
-    for problem in report.rejected:
-        click.echo(str(problem), err=True)
+    for bad in [*report.file_errors, *report.rejected]:
+        click.echo(str(bad), err=True)
+    if report.file_errors:
+        _fail(
+            f"{len(report.file_errors)} file error(s)"
+            + (f" and {len(report.rejected)} invalid row(s)" if report.rejected else "")
+            + "; nothing was imported."
+        )
     if not report.written:
         _fail(
             f"{len(report.rejected)} invalid row(s); nothing was imported (use --skip-invalid to import the valid rows)."
@@ -377,6 +523,10 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
             f"warning: {len(ruleset.errors)} error(s) above; the broken rules are left out and the others run.",
             err=True,
         )
+        # The command does the rest of its work, then ends with exit status 3 (CareGroup).
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.meta[_RULE_ERRORS] = [str(e) for e in ruleset.errors]
     return ruleset
 
 
@@ -414,13 +564,19 @@ def schema(policy: bool, campaign: bool) -> None:
 # -- plan / run / preview ------------------------------------------------------------------
 
 
-def _engine(config: CareConfig, *, live_clock: bool = False) -> Any:
+def _engine(config: CareConfig, *, live_clock: bool = False, writes: bool = False) -> Any:
+    """The engine of a command; ``writes``: the command sends and ends with a run summary
+    and an anchor, whose places are checked now, before any work."""
     from .runner import Engine
     from .store.db import check_initialised
 
     ruleset = _load_ruleset(config, strict=False)
     engine = Engine.open(config)
     engine.ruleset = ruleset
+    if writes:
+        config.check_destinations(
+            outbox=any(t.name == "outbox" for t in engine.transports.values())
+        )
     check_initialised(engine.store)
     if live_clock:
         engine.clock = lambda: dt.datetime.now(dt.timezone.utc)  # clock: the CLI's real time
@@ -521,7 +677,7 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
 
     day = _parse_day(day_text)
     now = _parse_now(now_text)
-    engine = _engine(_config(ctx), live_clock=now_text is None)
+    engine = _engine(_config(ctx), live_clock=now_text is None, writes=True)
     run_id = cli_run_id()
     _say_transports(engine)
     bar: Any = None
@@ -547,6 +703,7 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
         finished_at=engine.stamp(now),
         this_run=report.as_dict(),
         failures=report.failures,
+        rule_errors=_rule_errors(ctx),
     )
     click.echo(summary.render())
     click.echo(f"summary stored in {summary.store(engine.config.reports_dir)}", err=True)
@@ -567,25 +724,27 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
 
     What the care_dispatch DAG does every 15 minutes; run it from cron without Airflow.
     """
-    from .run_report import store_dispatch_summary
+    from .run_report import render_rule_errors, store_dispatch_summary, this_run_counts
     from .runner import dispatch as dispatch_due
 
     now = _parse_now(now_text)
-    engine = _engine(_config(ctx), live_clock=now_text is None)
+    engine = _engine(_config(ctx), live_clock=now_text is None, writes=True)
     run_id = cli_run_id()
     _say_transports(engine)
     report = dispatch_due(engine, run_id=run_id, now=now)
-    click.echo(
-        f"dispatch ({run_id}): " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items())
-    )
+    counts = this_run_counts(engine.ledger, run_id, report.as_dict())
+    click.echo(f"dispatch ({run_id}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if _rule_errors(ctx):
+        click.echo(render_rule_errors(_rule_errors(ctx)).strip())
     stored = store_dispatch_summary(
         engine.ledger,
         engine.config.reports_dir,
-        report.as_dict(),
+        counts,
         run_id=run_id,
         kind="care dispatch",
         now=engine.stamp(now),
         failures=report.failures,
+        rule_errors=_rule_errors(ctx),
     )
     if stored is not None:
         click.echo(f"summary stored in {stored}")
@@ -624,7 +783,7 @@ def preview(
 @click.option(
     "--dir",
     "directory",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=OutputPath(folder=True),
     default=Path(".demo"),
     show_default=True,
 )

@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from .cli import EXIT_PARTIAL, _config, _fail, _load_ruleset, _parse_day, friendly_errors
+from .cli import (
+    EXIT_PARTIAL,
+    OutputPath,
+    _config,
+    _fail,
+    _load_ruleset,
+    _parse_day,
+    friendly_errors,
+)
 
 # -- campaign ------------------------------------------------------------------------------
 
@@ -62,10 +70,14 @@ def campaign_list(ctx: click.Context) -> None:
 def campaign_dagfiles(ctx: click.Context, dags_dir: Path, prune: bool) -> None:
     """Write dags/care_campaign_<id>.py for every campaign file (one file per campaign, so a
     broken campaign is an import error of its own DAG only)."""
+    from .config import unwritable
     from .rules.campaigns import CAMPAIGN_DIR, sync_dag_files
 
     if not dags_dir.is_dir():
         _fail(f"DAG folder not found: {dags_dir}")
+    problem = unwritable(dags_dir, folder=True, create=False)
+    if problem:
+        _fail(f"DAG folder: {problem}")
     result = sync_dag_files(_config(ctx).rules_dir / CAMPAIGN_DIR, dags_dir, prune=prune)
     for path in result.written:
         click.echo(f"wrote {path}")
@@ -96,8 +108,9 @@ def campaign_dagfiles(ctx: click.Context, dags_dir: Path, prune: bool) -> None:
 )
 @click.option(
     "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="File to write (default: stdout for table and csv, forecast-FROM-Nd.png|html).",
+    type=OutputPath(),
+    help="File to write (default: stdout for table and csv, forecast-FROM-Nd.png|html); "
+    "missing folders are created.",
 )
 @click.pass_context
 @friendly_errors
@@ -113,11 +126,16 @@ def forecast(
     (by reason). Computed as `care plan` does, against the ledger; writes nothing."""
     from . import forecast as fc_module
     from .cli import _engine
+    from .config import unwritable
     from .errors import CareError
     from .ledger import Ledger
     from .summary import text_table
 
     first = _parse_day(first_text)
+    target = output or Path(f"forecast-{first}-{days}d.{fmt}")
+    problem = unwritable(target) if output or fmt in ("png", "html") else None
+    if problem:  # checked before the computation, which can take minutes
+        raise click.BadParameter(problem, param_hint="--output")
     engine = _engine(_config(ctx))
     known = {r.id for r in engine.ruleset.rules}
     unknown = [r for r in rule_ids if r not in known]
@@ -146,7 +164,6 @@ def forecast(
             "see docs/operations.md."
         )
         return
-    target = output or Path(f"forecast-{first}-{days}d.{fmt}")
     if fmt == "png":
         target.write_bytes(fc_module.to_png(result))
     elif fmt == "html":
@@ -167,8 +184,8 @@ def forecast(
 @click.option("--week", metavar="YYYY-Www", help="An ISO week, e.g. 2026-W47.")
 @click.option(
     "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="HTML file (default: REPORTS_DIR/care-report-<period>.html).",
+    type=OutputPath(),
+    help="HTML file (default: REPORTS_DIR/care-report-<period>.html); missing folders are created.",
 )
 @click.option(
     "--email-to",
@@ -201,6 +218,7 @@ def report(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month" if month else "--week") from None
     config = _config(ctx)
+    _check_report_destinations(config, period, output, bool(email_to))
     store = open_store(config.store_url)
     check_initialised(store)
     now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI stamps when the report was made
@@ -209,6 +227,24 @@ def report(
     click.echo(f"wrote {path}")
     if email_to:
         _email_report(config, result, path, list(email_to))
+
+
+def _check_report_destinations(config: Any, period: Any, output: Path | None, email: bool) -> None:
+    """The report's file (and the outbox, when it is emailed through it), before the work."""
+    from .channels.registry import transports_from_env
+    from .config import unwritable
+    from .errors import ConfigurationError
+    from .report import report_path
+    from .vocab import Channel
+
+    if output is None:
+        problem = unwritable(report_path(config.reports_dir, period))
+        if problem:
+            raise ConfigurationError(f"reports folder (CARE_REPORTS_DIR): {problem}")
+    if email and transports_from_env(config.outbox_dir)[Channel.EMAIL].name == "outbox":
+        problem = unwritable(config.outbox_dir, folder=True)
+        if problem:
+            raise ConfigurationError(f"outbox folder (--outbox, CARE_OUTBOX_DIR): {problem}")
 
 
 def _check_addresses(addresses: tuple[str, ...]) -> None:

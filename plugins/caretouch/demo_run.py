@@ -133,7 +133,7 @@ def run_demo(
         {"customer": files["customers"], "policy": files["policies"], "event": files["events"]},
     )
     if not report.written:
-        for problem in report.rejected:
+        for problem in [*report.file_errors, *report.rejected]:
             echo(str(problem))
         return 1
     echo(
@@ -144,6 +144,11 @@ def run_demo(
     ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
     for error in ruleset.errors:
         echo(f"rule error: {error}")
+    if ruleset.policy_errors:
+        echo("the contact policy is broken: nothing is planned without it")
+        return 1
+    # Broken rules are left out and the others run; the demo then ends with status 3.
+    status = 3 if ruleset.errors else 0
     echo(f"rules: {', '.join(r.id for r in ruleset.rules)}")
     opted = _record_demo_opt_outs(store, ruleset, day)
     echo(
@@ -186,7 +191,10 @@ def run_demo(
         finished = next((line for line in reversed(tail) if "DagRun Finished" in line), "")
         match = re.search(r"state=(\w+)", finished)
         state = match.group(1) if match else "unknown"
-        if code != 0 or state != "success":
+        # A run without broken rules ends failed on purpose (airflow/daily.py,
+        # fail_if_partial) once the healthy rules' touches are sent and summarised.
+        partial = status and any(" ran partial: " in line for line in tail)
+        if (code != 0 or state != "success") and not partial:
             echo("\n".join(tail[-40:]))
             echo(f"airflow dags test: exit {code}, run state {state}; full log: {log_path}")
             return 1
@@ -214,4 +222,6 @@ def run_demo(
         f"({check.entries} chained rows, {check.anchors} anchor(s))"
     )
     echo(f"try: care --store {config.store_url} plan --date {day} --explain")
-    return 0
+    if status:
+        echo(f"partial: {len(ruleset.errors)} rule error(s) above; the broken rules were left out")
+    return status

@@ -35,6 +35,8 @@ class RunSummary:
     summary: DaySummary
     rule_ids: list[str] | None = None  # a campaign run: only its own touches
     failures: list[str] = field(default_factory=list)
+    # Rules that failed to load (file:line:col: message): the run went on without them.
+    rule_errors: list[str] = field(default_factory=list)
 
     @classmethod
     def from_ledger(
@@ -48,11 +50,24 @@ class RunSummary:
         this_run: dict[str, int],
         rule_ids: list[str] | None = None,
         failures: list[str] | None = None,
+        rule_errors: list[str] | None = None,
     ) -> RunSummary:
+        """``this_run``: what the run's reports counted; the counts of what it recorded are
+        replaced by the ledger's own (``Ledger.run_counts``), so they always agree."""
         summary = DaySummary.from_ledger(ledger, day)
         if rule_ids is not None:
             summary.rows = [r for r in summary.rows if r["rule_id"] in rule_ids]
-        return cls(run_id, kind, day, finished_at, this_run, summary, rule_ids, failures or [])
+        return cls(
+            run_id,
+            kind,
+            day,
+            finished_at,
+            this_run_counts(ledger, run_id, this_run),
+            summary,
+            rule_ids,
+            failures or [],
+            rule_errors or [],
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,16 +78,19 @@ class RunSummary:
             "rule_ids": self.rule_ids,
             "this_run": self.this_run,
             "failures": self.failures[:200],
+            "rule_errors": self.rule_errors,
+            "partial": bool(self.rule_errors),
             "ledger": self.summary.as_dict(),
         }
 
     def render(self) -> str:
         scope = f" (only {', '.join(self.rule_ids)})" if self.rule_ids else ""
-        return (
+        text = (
             self.summary.render()
             + f"\n\nthis run ({self.run_id}){scope}: "
             + ", ".join(f"{k} {v}" for k, v in self.this_run.items())
         )
+        return text + render_rule_errors(self.rule_errors)
 
     def store(self, reports_dir: Path) -> Path:
         """Write the summary as ``<reports_dir>/runs/<day>/<run id>.json``; return the path."""
@@ -86,9 +104,31 @@ class RunSummary:
         return path
 
 
+def render_rule_errors(rule_errors: list[str]) -> str:
+    """The closing lines of a partial run: the rules it ran without, and what became of
+    their touches."""
+    if not rule_errors:
+        return ""
+    return (
+        f"\n\nPARTIAL: {len(rule_errors)} rule error(s); the broken rules were left out (their "
+        "planned touches wait, `planned`, until the rules load again), the others ran:\n"
+        + "\n".join(f"  {e}" for e in rule_errors)
+    )
+
+
+def this_run_counts(
+    ledger: Ledger, run_id: str, reported: dict[str, int] | None = None
+) -> dict[str, int]:
+    """A run's counts: what it recorded, read from the ledger (``Ledger.run_counts``), then
+    what its reports counted that the ledger does not hold (waiting, held, skipped, events,
+    ...)."""
+    recorded = ledger.run_counts(run_id)
+    return {**recorded, **{k: v for k, v in (reported or {}).items() if k not in recorded}}
+
+
 # What a run "changed" (a dispatch's sends, an event run's plans): a run without any of these
 # stores no summary (``care_dispatch`` every 15 minutes, ``care_events`` on every sweep).
-CHANGES = ("sent", "failed", "suppressed", "unknown", "retry", "planned")
+CHANGES = ("planned", "suppressed", "sent", "failed", "unknown", "retry", "in_flight")
 
 
 def store_dispatch_summary(
@@ -100,13 +140,13 @@ def store_dispatch_summary(
     kind: str,
     now: dt.datetime,
     failures: list[str] | None = None,
+    rule_errors: list[str] | None = None,
 ) -> Path | None:
     """A dispatch run (``care dispatch``, ``care_dispatch`` every 15 minutes) or an event run
-    (``care_events``) stores its summary only when it changed something: sent, failed,
-    suppressed, retried, left unknown or planned. Filed under the UTC date of ``now`` (a dispatch spans the dates in effect),
-    with that date's ledger state. Returns the file, or None when nothing was done."""
-    if not any(this_run.get(k) for k in CHANGES):
-        return None
+    (``care_events``) stores its summary only when it recorded something (planned,
+    suppressed, sent, failed, left unknown or in flight, retried) or ran without broken
+    rules. Filed under the UTC date of ``now`` (a dispatch spans the dates in effect), with
+    that date's ledger state. Returns the file, or None when nothing was done."""
     summary = RunSummary.from_ledger(
         ledger,
         run_id=run_id,
@@ -115,7 +155,10 @@ def store_dispatch_summary(
         finished_at=now,
         this_run=this_run,
         failures=failures,
+        rule_errors=rule_errors,
     )
+    if not rule_errors and not any(summary.this_run.get(k) for k in CHANGES):
+        return None
     return summary.store(reports_dir)
 
 

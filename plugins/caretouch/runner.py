@@ -78,7 +78,15 @@ class Engine:
 
 @dataclass
 class SendReport:
-    """What one call of ``send_touches`` did, by outcome."""
+    """What a run did, by outcome.
+
+    ``planned`` and ``suppressed`` include the decisions recorded by the plan of the run
+    (``plan_and_record`` with this report), so they match the ledger. Recorded in the ledger:
+    planned, sent, failed, suppressed, unknown, retry (back to ``planned`` after a retryable
+    failure) and in_flight (left ``sending``: the provider's answer was unclear). Not
+    recorded (the touch is left as it was): waiting (its time has not come), held (its rule
+    is not loaded) and skipped (handled by someone else meanwhile).
+    """
 
     sent: int = 0
     failed: int = 0
@@ -87,19 +95,32 @@ class SendReport:
     skipped: int = 0
     unknown: int = 0
     retry: int = 0
+    planned: int = 0
+    held: int = 0
+    in_flight: int = 0
     failures: list[str] = field(default_factory=list)
 
+    COUNTS = (
+        "planned",
+        "suppressed",
+        "sent",
+        "failed",
+        "unknown",
+        "retry",
+        "in_flight",
+        "waiting",
+        "held",
+        "skipped",
+    )
+
     def merge(self, other: SendReport) -> SendReport:
-        for name in ("sent", "failed", "suppressed", "waiting", "skipped", "unknown", "retry"):
+        for name in self.COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.extend(other.failures)
         return self
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            k: getattr(self, k)
-            for k in ("sent", "failed", "suppressed", "waiting", "skipped", "unknown", "retry")
-        }
+        return {k: getattr(self, k) for k in self.COUNTS}
 
 
 def plan_and_record(
@@ -109,18 +130,23 @@ def plan_and_record(
     run_id: str,
     now: dt.datetime,
     retry_render_errors: bool = False,
+    report: SendReport | None = None,
 ) -> list[int]:
     """Plan ``day`` and record it in the ledger; returns the ids of touches waiting to go.
 
     ``retry_render_errors``: plan again touches whose template failed (after a fix). Runs an
     operator starts (``care run``, ``care_daily``) do; the frequent dispatcher does not, so
-    a broken template is not retried every quarter of an hour.
+    a broken template is not retried every quarter of an hour. ``report``, if given, counts
+    the touches the plan recorded as planned and as suppressed.
     """
     ledger = engine.ledger
     touches = plan_day(engine.store, engine.ruleset, day, history=ledger)
     record = ledger.record_plan(
         touches, run_id=run_id, now=engine.stamp(now), retry_render_errors=retry_render_errors
     )
+    if report is not None:
+        report.planned += record.planned
+        report.suppressed += record.suppressed
     log.info(
         "planned %s: %d candidates, %d new, %d re-planned, %d suppressed, %d unchanged",
         day,
@@ -155,6 +181,13 @@ def _message(
         created_at=_aware(attempt.created_at),
         may_resend=may_resend,
     )
+
+
+_NOT_LOADED = "its rule {rule} is not loaded (broken or removed)"
+
+
+def _rule_loaded(engine: Engine, rule_id: str) -> bool:
+    return any(rule.id == rule_id for rule in engine.ruleset.rules)
 
 
 def _may_resend(engine: Engine, rule_id: str) -> bool:
@@ -277,15 +310,10 @@ def _recipient(
     if customer.status != "active":
         return None, None, f"customer status is {customer.status}"
     wanted = Channel(state.channel) if state.channel else None
-    try:
-        rule = engine.ruleset.by_id(state.row.rule_id)
-        preference = rule.channels
-        category = rule.category
-    except KeyError:
-        return None, None, f"rule {state.row.rule_id} is no longer loaded"
+    rule = engine.ruleset.by_id(state.row.rule_id)
     channel = engine.policy.usable_channel(
-        preference,
-        category,
+        rule.channels,
+        rule.category,
         phone=customer.phone,
         email=customer.email,
         consent_sms=customer.consent_sms,
@@ -400,32 +428,39 @@ def _prepare_chunk(
         if state.status is not TouchStatus.PLANNED:
             report.skipped += 1
             continue
+        loaded = _rule_loaded(engine, state.row.rule_id)
         timing = _timing(engine.policy, state, now)
         if timing is not None:
             if timing is SuppressionReason.DEFERRED:  # not yet: its time has not come
                 report.waiting += 1
             else:
+                explain = [
+                    f"planned for {state.send_at:%Y-%m-%d %H:%M}Z; at "
+                    f"{now.astimezone(engine.policy.zone(state.row.timezone)):%H:%M} "
+                    "local; "
+                    + engine.policy.clause(
+                        "sending_window_hours", engine.policy.sending_window_hours
+                    )
+                    + "; "
+                    + engine.policy.clause("quiet_hours", engine.policy.quiet_hours)
+                ]
+                if not loaded:
+                    explain.append(_NOT_LOADED.format(rule=state.row.rule_id))
                 changes.append(
                     StatusChange(
                         state.id,
                         TouchStatus.SUPPRESSED,
                         timing.value,
-                        detail={
-                            "final": True,
-                            "explain": [
-                                f"planned for {state.send_at:%Y-%m-%d %H:%M}Z; at "
-                                f"{now.astimezone(engine.policy.zone(state.row.timezone)):%H:%M} "
-                                "local; "
-                                + engine.policy.clause(
-                                    "sending_window_hours", engine.policy.sending_window_hours
-                                )
-                                + "; "
-                                + engine.policy.clause("quiet_hours", engine.policy.quiet_hours)
-                            ],
-                        },
+                        detail={"final": True, "explain": explain},
                     )
                 )
                 report.suppressed += 1
+            continue
+        if not loaded:
+            # Its rule failed to load (or was removed): nothing is decided for it, so nothing
+            # is recorded. It stays planned and goes out once the rule loads again, within its
+            # sending window; past the window it is suppressed, too_late, like any touch.
+            report.held += 1
             continue
         late = _late_cap_problem(engine, state, now, capacity_use)
         if late:
@@ -536,7 +571,7 @@ def _record_chunk(
     refused: list[str] = []
     for (claim, attempt), result in zip(claimed.sends, answers, strict=True):
         if result.settle_later:
-            report.unknown += 1
+            report.in_flight += 1
             log.warning(
                 "touch %s: %s; left in sending for recovery to ask again",
                 claim.state.row.touch_key,
@@ -674,7 +709,7 @@ def dispatch(engine: Engine, *, run_id: str, now: dt.datetime) -> SendReport:
     """
     report = recover_in_flight(engine, run_id=run_id, now=now)
     for day in dates_in_effect(now):
-        plan_and_record(engine, day, run_id=run_id, now=engine.stamp(now))
+        plan_and_record(engine, day, run_id=run_id, now=engine.stamp(now), report=report)
     report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=now))
     anchor(engine, run_id=run_id, now=now)
     return report
@@ -697,7 +732,9 @@ def run_day(
     ``progress(done, total)``, if given, follows the sending, chunk by chunk.
     """
     report = recover_in_flight(engine, run_id=run_id, now=now, day=day)
-    planned = plan_and_record(engine, day, run_id=run_id, now=now, retry_render_errors=True)
+    planned = plan_and_record(
+        engine, day, run_id=run_id, now=now, retry_render_errors=True, report=report
+    )
     # The day's own touches and those deferred to it from earlier days (their occurrence
     # is the earlier day).
     ids = sorted(set(planned) | set(pending_ids(engine, day)))

@@ -413,8 +413,8 @@ def test_unknown_header_column_is_refused_with_did_you_mean(store: Store, tmp_pa
     path = write_csv(tmp_path / "customers.csv", [row])
     report = import_csv(store, {"customer": path})
     assert not report.written
-    assert len(report.rejected) == 1
-    message = str(report.rejected[0])
+    assert (len(report.file_errors), report.rejected) == (1, [])
+    message = str(report.file_errors[0])
     assert message.startswith(
         f"{path}:1: unknown column 'birth_dat' (did you mean 'birth_date'?); customer columns are: "
     )
@@ -437,7 +437,9 @@ def test_missing_id_column_is_refused(store: Store, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "customers.csv", [row])
     report = import_csv(store, {"customer": path})
     assert not report.written
-    assert [str(p) for p in report.rejected] == [f"{path}:1: missing required column 'customer_id'"]
+    assert [str(p) for p in report.file_errors] == [
+        f"{path}:1: missing required column 'customer_id'"
+    ]
 
 
 def test_a_partial_file_updates_existing_policies(store: Store, tmp_path: Path) -> None:
@@ -657,7 +659,7 @@ def test_utf8_bom_header_is_understood(store: Store, tmp_path: Path) -> None:
     assert table_rows(store, Customer, "customer_id")["C1"]["name"] == "王芳"
 
 
-def test_a_row_that_is_not_utf8_is_reported_at_its_line(
+def test_a_file_that_is_not_utf8_is_a_file_error_at_its_first_bad_line(
     sqlite_store: Store, tmp_path: Path
 ) -> None:
     path = tmp_path / "customers.csv"
@@ -667,10 +669,14 @@ def test_a_row_that_is_not_utf8_is_reported_at_its_line(
         + csv_line(customer_row("C9", name="Zoë"), CUSTOMER_COLUMNS).encode("latin-1")
         + b"\n"
     )
-    report = import_csv(sqlite_store, {"customer": path})
-    assert not report.written
-    assert len(report.rejected) == 1
-    assert str(report.rejected[0]).startswith(f"{path}:5: ")
+    # A wrongly encoded export is refused whole, even with skip_invalid: its "valid" rows
+    # are only those whose bytes happen to decode.
+    for skip in (False, True):
+        report = import_csv(sqlite_store, {"customer": path}, skip_invalid=skip)
+        assert not report.written and report.rejected == []
+        assert [str(p) for p in report.file_errors] == [
+            f"{path}:5: not UTF-8 text (export or save the file as UTF-8)"
+        ]
     assert count(sqlite_store, Customer) == 0
 
 
@@ -678,7 +684,9 @@ def test_missing_file_is_reported_not_raised(sqlite_store: Store, tmp_path: Path
     path = tmp_path / "nope.csv"
     report = import_csv(sqlite_store, {"customer": path})
     assert not report.written
-    assert [str(p) for p in report.rejected] == [f"{path}: cannot read: No such file or directory"]
+    assert [str(p) for p in report.file_errors] == [
+        f"{path}: cannot read: No such file or directory"
+    ]
 
 
 def test_empty_file_is_reported(sqlite_store: Store, tmp_path: Path) -> None:
@@ -686,7 +694,7 @@ def test_empty_file_is_reported(sqlite_store: Store, tmp_path: Path) -> None:
     path.write_text("", encoding="utf-8")
     report = import_csv(sqlite_store, {"customer": path})
     assert not report.written
-    assert [str(p) for p in report.rejected] == [f"{path}:1: empty file (no header row)"]
+    assert [str(p) for p in report.file_errors] == [f"{path}:1: empty file (no header row)"]
 
 
 # --- the command line ----------------------------------------------------------------------

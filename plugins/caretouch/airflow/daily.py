@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from ..config import CareConfig
 from ..errors import ValidationFailed
-from ..run_report import chunk_progress, store_dispatch_summary
+from ..run_report import chunk_progress, store_dispatch_summary, this_run_counts
 from .hooks import SEND_POOL
 
 log = logging.getLogger("caretouch.airflow")
@@ -77,6 +78,22 @@ def _engine() -> Any:
     return engine
 
 
+def rule_errors(engine: Any) -> list[str]:
+    """The rule errors a task ran without (``file:line:col: message``)."""
+    return [str(e) for e in engine.ruleset.errors]
+
+
+def fail_if_partial(errors: list[str], what: str) -> None:
+    """End a task that ran without broken rules as failed, once its work is done and its
+    summary stored: the healthy rules' touches went out, and the run shows red until the
+    rules are fixed. No retry: trying again would not fix a rule file."""
+    if errors:
+        raise AirflowFailException(
+            f"{what} ran partial: {len(errors)} rule error(s), the broken rules were left "
+            "out and the others ran: " + "; ".join(errors)
+        )
+
+
 def send_batch(batch: list[int], run_id: str) -> dict[str, int]:
     """A mapped send task's body (``care_daily``, campaign DAGs): send one batch, log it."""
     from ..runner import send_touches
@@ -110,6 +127,7 @@ def summarise_run(
     for report in reports or []:
         for key, value in report.items():
             totals[key] = totals.get(key, 0) + value
+    errors = rule_errors(engine)
     summary = RunSummary.from_ledger(
         engine.ledger,
         run_id=run_id,
@@ -118,15 +136,18 @@ def summarise_run(
         finished_at=_now(),
         this_run=totals,
         rule_ids=rule_ids,
+        rule_errors=errors,
     )
     for line in summary.render().splitlines():
         log.info("%s", line)
     log.info("summary stored in %s", summary.store(engine.config.reports_dir))
-    if totals.get("failed"):
+    failed = summary.this_run.get("failed", 0)
+    if failed:
         raise RuntimeError(
-            f"{totals['failed']} touch(es){what} failed on {day}; see the ledger and the send task logs"
+            f"{failed} touch(es){what} failed on {day}; see the ledger and the send task logs"
         )
-    return {**summary.summary.as_dict(), "this_run": totals}
+    fail_if_partial(errors, f"{kind} for {day}")
+    return {**summary.summary.as_dict(), "this_run": summary.this_run}
 
 
 def build_care_daily() -> Any:
@@ -205,21 +226,25 @@ def build_care_dispatch() -> Any:
             engine = _engine()
             run_id = task_run_id(context, "care_dispatch")
             report = dispatch_due(engine, run_id=run_id, now=_now())
-            log.info("dispatch: %s", report.as_dict())
+            counts = this_run_counts(engine.ledger, run_id, report.as_dict())
+            log.info("dispatch: %s", counts)
             for failure in report.failures:
                 log.error("failed: %s", failure)
+            errors = rule_errors(engine)
             stored = store_dispatch_summary(
                 engine.ledger,
                 engine.config.reports_dir,
-                report.as_dict(),
+                counts,
                 run_id=run_id,
                 kind="care_dispatch",
                 now=_now(),
                 failures=report.failures,
+                rule_errors=errors,
             )
             if stored is not None:
                 log.info("summary stored in %s", stored)
-            return report.as_dict()
+            fail_if_partial(errors, "care_dispatch")
+            return counts
 
         dispatch()
 

@@ -27,7 +27,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from ..events.inbox import Incoming
 from ..events.stream import DEFAULT_REDIS_URL, StreamSettings
-from .daily import DEFAULT_ARGS, _engine, _now, task_run_id
+from .daily import DEFAULT_ARGS, _engine, _now, fail_if_partial, rule_errors, task_run_id
 
 log = logging.getLogger("caretouch.airflow")
 
@@ -203,6 +203,7 @@ def plan(context: Mapping[str, Any]) -> dict[str, int]:
     report = plan_new_events(engine, run_id=run_id, now=_now())
     anchor(engine, run_id=run_id, now=_now())
     log.info("planned: %s", report.as_dict())
+    errors = rule_errors(engine)
     stored = store_dispatch_summary(
         engine.ledger,
         engine.config.reports_dir,
@@ -210,9 +211,11 @@ def plan(context: Mapping[str, Any]) -> dict[str, int]:
         run_id=run_id,
         kind="care_events",
         now=_now(),
+        rule_errors=errors,
     )
     if stored is not None:
         log.info("summary stored in %s", stored)
+    fail_if_partial(errors, "care_events")
     return report.as_dict()
 
 

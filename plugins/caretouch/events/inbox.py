@@ -32,7 +32,7 @@ from ..errors import CareError, Location, ValidationError, ValidationFailed
 from ..nul import escape_nul_values
 from ..rules.checks import did_you_mean
 from ..store.db import Store
-from ..store.importer import RowError, parse_event
+from ..store.importer import RowError, csv_file_problem, parse_event
 from ..store.models import (
     CANONICAL_COLUMNS,
     Customer,
@@ -283,6 +283,9 @@ def read_csv(path: Path) -> list[Incoming]:
     A header naming an unknown column, or lacking a required one, refuses the whole file
     (``ValidationFailed``); bad rows are the inbox's business (dead letters with FILE:LINE).
     """
+    problem = csv_file_problem(path)  # missing, unreadable, empty, not UTF-8: the file
+    if problem is not None:
+        raise ValidationFailed([ValidationError(problem[1], location=problem[0])])
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
@@ -301,6 +304,16 @@ def read_csv(path: Path) -> list[Incoming]:
             raise ValidationFailed(
                 [ValidationError(f"unreadable header: {exc}", location=Location(str(path), 1))]
             ) from None
+        if not set(header) & set(EVENT_FIELDS):
+            raise ValidationFailed(
+                [
+                    ValidationError(
+                        "no header row: the first line must name the columns (events columns "
+                        f"are: {', '.join(EVENT_FIELDS)})",
+                        location=Location(str(path), 1),
+                    )
+                ]
+            )
         errors = []
         for col, name in enumerate(header, start=1):
             if name not in EVENT_FIELDS:

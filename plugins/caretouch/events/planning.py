@@ -45,7 +45,7 @@ class EventPlanReport:
     """What one ``plan_new_events`` call did."""
 
     events: int = 0
-    planned: int = 0  # touches waiting in the ledger to be sent when due
+    planned: int = 0  # touches recorded as planned: they wait in the ledger until due
     suppressed: int = 0  # touches recorded as suppressed, with their reason
     unchanged: int = 0  # touches the ledger already held
     without_touch: int = 0  # events no rule touches (no rule of the type, audience, ...)
@@ -172,7 +172,7 @@ def plan_events(
         if not touches:
             continue
         record = ledger.record_plan(touches, run_id=run_id, now=engine.stamp(now))
-        report.planned += len(record.planned_ids or [])
+        report.planned += record.planned
         report.suppressed += record.suppressed
         report.unchanged += record.unchanged
         report.days.append(day.isoformat())

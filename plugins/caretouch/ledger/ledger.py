@@ -24,6 +24,8 @@ from .codec import decode, encode
 from .models import Attempt, ProviderEventRow, TouchCurrent, TouchEvent, TouchRow
 
 _CHUNK = 500
+# ``Ledger.run_counts``: what a run recorded, in the order summaries print it.
+RUN_COUNTS = ("planned", "suppressed", "sent", "failed", "unknown", "retry", "in_flight")
 # Statuses after which a rerun leaves the touch alone: it was (or may have been) sent.
 HANDLED = frozenset(
     {
@@ -118,9 +120,10 @@ class PlanRecord:
 
     new: int = 0
     replanned: int = 0
-    suppressed: int = 0
+    suppressed: int = 0  # suppressed events appended
     unchanged: int = 0
     planned_ids: list[int] | None = None
+    planned: int = 0  # planned events appended (new, planned again, or on another channel)
 
 
 @dataclass(frozen=True)
@@ -665,6 +668,7 @@ class Ledger:
                         continue
                     if new_status is TouchStatus.PLANNED:
                         result.planned_ids.append(row.id)
+                        result.planned += 1
                     else:
                         result.suppressed += 1
                     events.append(
@@ -1001,6 +1005,38 @@ class Ledger:
         return new
 
     # -- summaries -------------------------------------------------------------------------
+
+    def run_counts(self, run_id: str) -> dict[str, int]:
+        """What one run recorded: its status events by status, so a run summary's counts are
+        the ledger's own. ``planned``: touches planned (or planned again) by a decision;
+        ``retry``: put back to ``planned`` after a retryable failure or a crash that did
+        not reach the provider; ``in_flight``: claimed by the run and still ``sending`` (the
+        provider's answer was unclear: recovery asks again)."""
+        counts = dict.fromkeys(RUN_COUNTS, 0)
+        has_reason = TouchEvent.reason.is_not(None)
+        with self.store.read_session() as session:
+            rows = session.execute(
+                select(TouchEvent.status, has_reason, func.count())
+                .where(TouchEvent.run_id == run_id)
+                .group_by(TouchEvent.status, has_reason)
+            )
+            for status, reason, count in rows:
+                key = "retry" if status == TouchStatus.PLANNED.value and reason else status
+                if key in counts:
+                    counts[key] += count
+            counts["in_flight"] = (
+                session.scalar(
+                    select(func.count(func.distinct(TouchEvent.touch_id)))
+                    .join(TouchCurrent, TouchCurrent.touch_id == TouchEvent.touch_id)
+                    .where(
+                        TouchEvent.run_id == run_id,
+                        TouchEvent.status == TouchStatus.SENDING.value,
+                        TouchCurrent.status == TouchStatus.SENDING.value,
+                    )
+                )
+                or 0
+            )
+        return counts
 
     def counts_for_day(self, occurrence: dt.date) -> list[dict[str, Any]]:
         """One dict per touch of the day: rule, channel, tier, status and reason."""

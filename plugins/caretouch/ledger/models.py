@@ -113,6 +113,8 @@ class TouchEvent(LedgerBase):
         Index("ix_touch_events_touch_id_id", "touch_id", "id"),
         # Delivery receipts that do not name our attempt are matched by the provider's id.
         Index("ix_touch_events_provider_message_id", "provider_message_id"),
+        # A run's summary counts what the run recorded (Ledger.run_counts).
+        Index("ix_touch_events_run_id", "run_id", "status"),
     )
 
 

@@ -9,6 +9,7 @@ are imported with a warning: the contact policy, not the importer, decides who i
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import json
@@ -72,10 +73,13 @@ class ImportReport:
     warnings: list[Problem] = field(default_factory=list)
     written: bool = False
     rejects_file: Path | None = None
+    # A file that cannot be read as a whole (missing, unreadable, empty, not UTF-8, a bad
+    # header): nothing is imported, with or without skip_invalid (no row to skip is known).
+    file_errors: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.rejected
+        return not self.rejected and not self.file_errors
 
 
 def _date(value: str, column: str) -> dt.date | None:
@@ -283,34 +287,76 @@ class _Parsed:
     rows: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
 
 
-def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
+def csv_file_problem(path: Path) -> tuple[Location, str] | None:
+    """Why ``path`` cannot be read as a CSV file at all, or None: missing, not a file,
+    unreadable, empty, or not UTF-8 text (the first bad byte's line is named). Checked
+    before any row, so such a file is one file-level error, never a list of bad rows."""
     try:
-        # Undecodable bytes are kept as surrogates and reported at the row that holds them.
-        handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+        handle = path.open("rb")
     except OSError as exc:
-        report.rejected.append(Problem(Location(str(path)), f"cannot read: {exc.strerror}"))
+        return Location(str(path)), f"cannot read: {exc.strerror or exc}"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, size = 1, 0
+    with handle:
+        try:
+            while chunk := handle.read(1 << 20):
+                size += len(chunk)
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    # Bytes held back from the chunk before are an unfinished character:
+                    # no newline among them, so counting in ``exc.object`` is exact.
+                    line += bytes(exc.object[: exc.start]).count(b"\n")
+                    return (
+                        Location(str(path), line),
+                        "not UTF-8 text (export or save the file as UTF-8)",
+                    )
+                line += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return Location(str(path), line), "not UTF-8 text (ends inside a character)"
+        except OSError as exc:
+            return Location(str(path)), f"cannot read: {exc.strerror or exc}"
+    if size == 0:
+        return Location(str(path), 1), "empty file (no header row)"
+    return None
+
+
+def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
+    problem = csv_file_problem(path)
+    if problem is not None:
+        report.file_errors.append(Problem(*problem))
+        return
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        report.file_errors.append(Problem(Location(str(path)), f"cannot read: {exc.strerror}"))
         return
     with handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
         except StopIteration:
-            report.rejected.append(Problem(Location(str(path), 1), "empty file (no header row)"))
+            report.file_errors.append(Problem(Location(str(path), 1), "empty file (no header row)"))
             return
         except (csv.Error, UnicodeDecodeError) as exc:
-            report.rejected.append(Problem(Location(str(path), 1), f"unreadable header: {exc}"))
+            report.file_errors.append(Problem(Location(str(path), 1), f"unreadable header: {exc}"))
             return
         columns = [h.strip() for h in header]
-        if any(_undecodable(c) for c in columns):
-            report.rejected.append(
-                Problem(Location(str(path), 1), "not valid UTF-8 text (save the file as UTF-8)")
+        allowed = CANONICAL_COLUMNS[table]
+        if not set(columns) & set(allowed):
+            report.file_errors.append(
+                Problem(
+                    Location(str(path), 1),
+                    "no header row: the first line must name the columns "
+                    f"({table} columns are: {', '.join(allowed)})",
+                )
             )
             return
-        allowed = CANONICAL_COLUMNS[table]
         bad_header = False
         for name in columns:
             if name not in allowed:
-                report.rejected.append(
+                report.file_errors.append(
                     Problem(
                         Location(str(path), 1),
                         f"unknown column {name!r}{did_you_mean(name, allowed)}; "
@@ -323,12 +369,12 @@ def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[in
         # required field, which the row check reports.
         key = ID_COLUMN[table]
         if key not in columns:
-            report.rejected.append(
+            report.file_errors.append(
                 Problem(Location(str(path), 1), f"missing required column {key!r}")
             )
             bad_header = True
         if len(set(columns)) != len(columns):
-            report.rejected.append(Problem(Location(str(path), 1), "duplicate column in header"))
+            report.file_errors.append(Problem(Location(str(path), 1), "duplicate column in header"))
             bad_header = True
         if bad_header:
             return
@@ -338,20 +384,16 @@ def _read_csv(path: Path, table: str, report: ImportReport) -> Iterator[tuple[in
                 values = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                report.rejected.append(Problem(Location(str(path), line), f"unreadable row: {exc}"))
+            except (csv.Error, UnicodeDecodeError) as exc:  # the rest cannot be read either
+                report.file_errors.append(
+                    Problem(Location(str(path), line), f"unreadable from here on: {exc}")
+                )
                 return
             if not any(v.strip() for v in values):
                 line = reader.line_num + 1
                 continue
             nul = [c for c, v in zip(columns, values, strict=False) if NUL in v]
-            if any(_undecodable(v) for v in values):
-                report.rejected.append(
-                    Problem(
-                        Location(str(path), line), "not valid UTF-8 text (save the file as UTF-8)"
-                    )
-                )
-            elif nul:
+            if nul:
                 # Refused before anything reads the store with its id (PostgreSQL would fail).
                 report.rejected.append(
                     Problem(
@@ -436,10 +478,6 @@ def _consents(store: Store, customer_ids: list[str]) -> dict[str, dict[str, bool
     return out
 
 
-def _undecodable(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
 def _existing_ids(store: Store, table: str, ids: Iterable[str]) -> set[str]:
     model = MODELS[table]
     column = getattr(model, ID_COLUMN[table])
@@ -499,7 +537,7 @@ def import_csv(
 
     _check_references(store, parsed, report)
 
-    if report.rejected and not skip_invalid:
+    if report.file_errors or (report.rejected and not skip_invalid):
         return report
     consents_before = (
         _consents(store, [r["customer_id"] for _, _, r in parsed["customer"].rows])
