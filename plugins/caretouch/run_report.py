@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,12 @@ class RunSummary:
         rule_ids: list[str] | None = None,
         failures: list[str] | None = None,
         rule_errors: list[str] | None = None,
+        writers: Sequence[str] | None = None,
     ) -> RunSummary:
         """``this_run``: what the run's reports counted; the counts of what it recorded are
-        replaced by the ledger's own (``Ledger.run_counts``), so they always agree."""
+        replaced by the ledger's own (``Ledger.run_counts``), so they always agree.
+        ``writers``: the run ids the run wrote under, when not only ``run_id`` (the tasks of
+        a DAG run)."""
         summary = DaySummary.from_ledger(ledger, day)
         if rule_ids is not None:
             summary.rows = [r for r in summary.rows if r["rule_id"] in rule_ids]
@@ -62,7 +65,7 @@ class RunSummary:
             kind,
             day,
             finished_at,
-            this_run_counts(ledger, run_id, this_run),
+            this_run_counts(ledger, writers or run_id, this_run),
             summary,
             rule_ids,
             failures or [],
@@ -117,7 +120,7 @@ def render_rule_errors(rule_errors: list[str]) -> str:
 
 
 def this_run_counts(
-    ledger: Ledger, run_id: str, reported: dict[str, int] | None = None
+    ledger: Ledger, run_id: str | Sequence[str], reported: dict[str, int] | None = None
 ) -> dict[str, int]:
     """A run's counts: what it recorded, read from the ledger (``Ledger.run_counts``), then
     what its reports counted that the ledger does not hold (waiting, held, skipped, events,

@@ -134,7 +134,7 @@ def ledger_counts(store: Store, run_id: str) -> dict[str, int]:
 
 def printed_counts(line: str) -> tuple[str, dict[str, int]]:
     """The run id and the counts of a ``this run (ID): k v, k v`` or ``dispatch (ID): ...`` line."""
-    match = re.search(r"\((cli:[0-9a-f]+)\)(?: \(only [^)]*\))?: (.*)$", line)
+    match = re.search(r"\((cli:[^()\s]+)\)(?: \(only [^)]*\))?: (.*)$", line)
     assert match, line
     counts = {k: int(v) for k, v in (part.rsplit(" ", 1) for part in match.group(2).split(", "))}
     return match.group(1), counts

@@ -44,6 +44,7 @@ from .daily import (
     _engine,
     _now,
     planned_day,
+    run_writers,
     send_batch,
     summarise_run,
     task_run_id,
@@ -163,6 +164,7 @@ def build_campaign_dag(campaign_id: str) -> Any:
             return summarise_run(
                 reports,
                 run_id=task_run_id(context, campaign.dag_id),
+                writers=run_writers(context, campaign.dag_id, len(reports or [])),
                 kind=campaign.dag_id,
                 day=planned_day(context.get("logical_date"), context["params"]),
                 rule_ids=[campaign.id],

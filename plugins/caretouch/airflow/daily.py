@@ -37,7 +37,7 @@ def task_run_id(context: Mapping[str, Any], dag_id: str) -> str:
     """Who writes to the ledger from a task: ``airflow:<dag_id>/<run_id>/<task_id>`` with
     ``[<map_index>]`` for a mapped task (one batch of ``send``)."""
     ti = context.get("ti") or context.get("task_instance")
-    ident = f"airflow:{getattr(ti, 'dag_id', None) or dag_id}/{context.get('run_id')}"
+    ident = dag_run_id(context, dag_id)
     task_id = getattr(ti, "task_id", None)
     if task_id:
         ident += f"/{task_id}"
@@ -45,6 +45,19 @@ def task_run_id(context: Mapping[str, Any], dag_id: str) -> str:
     if isinstance(map_index, int) and map_index >= 0:
         ident += f"[{map_index}]"
     return ident[:250]
+
+
+def dag_run_id(context: Mapping[str, Any], dag_id: str) -> str:
+    """A DAG run as a whole: ``airflow:<dag_id>/<run_id>`` (its summary's name)."""
+    ti = context.get("ti") or context.get("task_instance")
+    return f"airflow:{getattr(ti, 'dag_id', None) or dag_id}/{context.get('run_id')}"
+
+
+def run_writers(context: Mapping[str, Any], dag_id: str, batches: int) -> list[str]:
+    """The run ids the tasks of a plan → send[i] → summarise DAG run wrote under (see
+    ``task_run_id``): its summary counts what all of them recorded."""
+    base = dag_run_id(context, dag_id)[:230]
+    return [f"{base}/plan", *(f"{base}/send[{i}]" for i in range(batches))]
 
 
 def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.date:
@@ -115,6 +128,7 @@ def summarise_run(
     day: dt.date,
     rule_ids: list[str] | None = None,
     what: str = "",
+    writers: list[str] | None = None,
 ) -> dict[str, Any]:
     """A summary task's body: anchor the ledger, add up the batches, log and store the
     run's summary; raise if any touch failed (the run shows failed, the summary says why)."""
@@ -137,6 +151,7 @@ def summarise_run(
         this_run=totals,
         rule_ids=rule_ids,
         rule_errors=errors,
+        writers=writers,
     )
     for line in summary.render().splitlines():
         log.info("%s", line)
@@ -197,6 +212,7 @@ def build_care_daily() -> Any:
             return summarise_run(
                 reports,
                 run_id=task_run_id(context, "care_daily"),
+                writers=run_writers(context, "care_daily", len(reports or [])),
                 kind="care_daily",
                 day=planned_day(context.get("logical_date"), context["params"]),
             )

@@ -1006,18 +1006,21 @@ class Ledger:
 
     # -- summaries -------------------------------------------------------------------------
 
-    def run_counts(self, run_id: str) -> dict[str, int]:
+    def run_counts(self, run_id: str | Sequence[str]) -> dict[str, int]:
         """What one run recorded: its status events by status, so a run summary's counts are
         the ledger's own. ``planned``: touches planned (or planned again) by a decision;
         ``retry``: put back to ``planned`` after a retryable failure or a crash that did
         not reach the provider; ``in_flight``: claimed by the run and still ``sending`` (the
         provider's answer was unclear: recovery asks again)."""
         counts = dict.fromkeys(RUN_COUNTS, 0)
+        # One run id, or the ids of every writer of one run (a DAG run's tasks).
+        writers = [run_id] if isinstance(run_id, str) else list(run_id)
+        ours = TouchEvent.run_id.in_(writers)
         has_reason = TouchEvent.reason.is_not(None)
         with self.store.read_session() as session:
             rows = session.execute(
                 select(TouchEvent.status, has_reason, func.count())
-                .where(TouchEvent.run_id == run_id)
+                .where(ours)
                 .group_by(TouchEvent.status, has_reason)
             )
             for status, reason, count in rows:
@@ -1029,7 +1032,7 @@ class Ledger:
                     select(func.count(func.distinct(TouchEvent.touch_id)))
                     .join(TouchCurrent, TouchCurrent.touch_id == TouchEvent.touch_id)
                     .where(
-                        TouchEvent.run_id == run_id,
+                        ours,
                         TouchEvent.status == TouchStatus.SENDING.value,
                         TouchCurrent.status == TouchStatus.SENDING.value,
                     )
