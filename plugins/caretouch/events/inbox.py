@@ -72,6 +72,9 @@ class Incoming:
 
     raw: Any  # a mapping or JSON text; anything else is refused as malformed
     ref: str | None = None
+    # Set by an intake path that refuses the item before the inbox looks at it (e.g. an API
+    # call with too many events): it is dead-lettered with this reason.
+    refusal: str | None = None
 
 
 @dataclass
@@ -220,6 +223,11 @@ def _storable(text: str) -> str:
 
 
 def _event_id_of(raw: Any) -> str | None:
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = bounded_loads(raw, EVENT_LIMITS, "the event")
+        except (OutOfBounds, ValueError):
+            return None
     event_id = raw.get("event_id") if isinstance(raw, Mapping) else None
     return _storable(str(event_id)[:128]) if isinstance(event_id, (str, int)) and event_id else None
 
@@ -267,6 +275,9 @@ def submit(
         dead.append(_letter(item, reason, event_id, source=source, now=now))
 
     for item in items:
+        if item.refusal is not None:
+            refuse(item, item.refusal)
+            continue
         try:
             parsed.append((item, parse(item.raw, now=now)))
         except MalformedEvent as exc:

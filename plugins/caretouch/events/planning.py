@@ -216,9 +216,9 @@ def _plan_day_of_events(
     return out
 
 
-def _unplannable(day: dt.date, exc: Exception) -> str:
+def _unplannable(step: str, exc: Exception) -> str:
     return (
-        f"{DeadLetterReason.UNPLANNABLE.value}: planning its touches of {day} failed: "
+        f"{DeadLetterReason.UNPLANNABLE.value}: {step} failed: "
         f"{type(exc).__name__}: {scrub(str(exc))}"
     )[:1000]
 
@@ -242,8 +242,12 @@ def plan_events(
     owner: dict[str, str] = {}
     for row in rows:
         owner[row.event_id] = row.customer_id
-        zone = policy.zone(row.timezone)
-        for day, rule in due_days(row.occurred_at, zone, by_type.get(row.type, [])):
+        try:
+            due = due_days(row.occurred_at, policy.zone(row.timezone), by_type.get(row.type, []))
+        except Exception as exc:  # e.g. occurred in year 1: its local day is out of range
+            report.dead[row.event_id] = _unplannable("working out its due days", exc)
+            continue
+        for day, rule in due:
             rule_ids, event_ids, customer_ids = wanted[day]
             rule_ids.add(rule.id)
             event_ids.add(row.event_id)
@@ -271,7 +275,7 @@ def plan_events(
             except _NOT_ONE_EVENTS_FAULT:
                 raise
             except Exception as exc:
-                report.dead[event_id] = _unplannable(day, exc)
+                report.dead[event_id] = _unplannable(f"planning its touches of {day}", exc)
     report.without_touch = len({r.event_id for r in rows} - report.touched - set(report.dead))
     return report
 
