@@ -27,6 +27,9 @@ from .store.db import Store
 from .vocab import Channel
 
 PAGE = 1000
+# Ledger row ids are 64-bit integers on SQLite and PostgreSQL; a larger number names no row,
+# and handed to the database it would fail the query (OverflowError, "out of range").
+ROW_ID_MAX = 2**63 - 1
 
 
 # -- anchors ---------------------------------------------------------------------------------
@@ -259,6 +262,9 @@ def touches(
 
     ledger = Ledger(store)
     yielded = 0
+    if after > ROW_ID_MAX:  # nothing is after it (and the database cannot take the number)
+        return
+    after = max(after, 0)
     while True:
         with store.read_session() as session:
             size = PAGE if limit is None else min(PAGE, limit - yielded)
@@ -315,6 +321,8 @@ def touch_detail(store: Store, touch_id: int) -> dict[str, Any] | None:
     """One touch with every attempt (content, hashes, masked recipient) and its history."""
     from .ledger import Ledger
 
+    if not 0 <= touch_id <= ROW_ID_MAX:  # no such row (and the database cannot take it)
+        return None
     ledger = Ledger(store)
     with store.read_session() as session:
         row = session.get(TouchRow, touch_id)

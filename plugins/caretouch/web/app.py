@@ -34,6 +34,7 @@ from typing import Annotated, Any, get_args
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -43,7 +44,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..audit import Filters, anchor_key, touch_detail, touches, verify
+from ..audit import ROW_ID_MAX, Filters, anchor_key, touch_detail, touches, verify
 from ..config import CareConfig
 from ..errors import ConfigurationError
 from ..mask import scrub
@@ -95,6 +96,10 @@ SECURITY_HEADERS = {
 _TOKEN_NAME_RX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_FILTER = 128
 _MAX_LOGIN_BODY = 8192
+# Every number a route takes is a ledger row id: a non-negative 64-bit integer. Anything else
+# (too big for the database, negative, not a number) answers 422 naming the parameter.
+RowIdPath = Annotated[int, PathParam(ge=0, le=ROW_ID_MAX)]
+RowIdQuery = Annotated[int, Query(ge=0, le=ROW_ID_MAX)]
 
 
 # -- who may look ------------------------------------------------------------------------------
@@ -405,6 +410,9 @@ def _text(value: str, name: str) -> str | None:
     value = value.strip()
     if len(value) > _MAX_FILTER:
         raise BadRequest(f"{name}: at most {_MAX_FILTER} characters")
+    if any(ch < " " or ch == "\x7f" for ch in value):
+        # No id holds one; and PostgreSQL refuses a NUL in a query parameter outright.
+        raise BadRequest(f"{name}: control characters are not allowed")
     return value or None
 
 
@@ -598,7 +606,7 @@ def create_audit_app(
         request: Request,
         who: AuditorDep,
         form: FormDep,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: RowIdQuery = 0,
     ) -> HTMLResponse:
         """Search form and one page of matching touches, in id order (keyset pagination)."""
         filters = _filters(form)
@@ -637,7 +645,7 @@ def create_audit_app(
         )
 
     @app.get("/audit/touches/{touch_id}", response_class=HTMLResponse)
-    def touch(request: Request, who: AuditorDep, touch_id: int) -> HTMLResponse:
+    def touch(request: Request, who: AuditorDep, touch_id: RowIdPath) -> HTMLResponse:
         """One touch: versions and hashes, every attempt's message, the status history."""
         detail = touch_detail(view.store, touch_id)
         if detail is None:
@@ -706,7 +714,10 @@ def create_audit_app(
             body += chunk
             if len(body) > _MAX_LOGIN_BODY:
                 return error_page(request, 413, "Too large", "the login form is too large")
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        try:
+            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        except ValueError:  # more fields than a login form has
+            return error_page(request, 400, "Invalid form", "send the login form")
         token = (form.get("token") or [""])[0].strip()
         target = _safe_next((form.get("next") or [""])[0], root)
         name = view.tokens.match(token) if token else None
