@@ -372,6 +372,46 @@ def test_the_same_event_by_stream_api_and_cli_is_one_touch(
     assert keys == ["thank-you|event:X1|2026-11-23"]
 
 
+def test_care_events_plan_task_takes_a_poison_row_out_and_plans_the_rest(
+    env: dict[str, str], redis_client: Any, stream_key: str
+) -> None:
+    from sqlalchemy import text
+
+    from caretouch.airflow.events import intake, plan
+    from caretouch.events.inbox import dead_letters
+
+    store = open_store(env["CARE_STORE_URL"])
+    load_rows(store, customers=[customer_row("C1", birth_date=""), customer_row("C2")])
+    with store.session() as session:  # an older version accepted it: 900 levels deep
+        session.execute(
+            text(
+                "INSERT INTO events (event_id, type, customer_id, occurred_at, payload) "
+                "VALUES ('POISON', 'policy_purchased', 'C2', :at, :p)"
+            ),
+            {"at": dt.datetime(2026, 11, 22, 2), "p": '{"a":' * 900 + "1" + "}" * 900},
+        )
+        session.execute(
+            text(
+                "INSERT INTO event_receipts (event_id, source, received_at) "
+                "VALUES ('POISON', 'stream', :at)"
+            ),
+            {"at": dt.datetime(2026, 11, 22, 2, 1)},
+        )
+    redis_client.xadd(stream_key, {"event": json.dumps(event("GOOD"))})
+    assert (
+        intake({"run_id": "r1", "dag_run": SimpleNamespace(conf={})}, consumer="t")[
+            "stream_accepted"
+        ]
+        == 1
+    )
+    planned = plan({"run_id": "r1"})
+    assert (planned["events"], planned["dead_lettered"]) == (2, 1)
+    assert [d.event_id for d in dead_letters(store)] == ["POISON"]
+    ledger = Ledger(store)
+    keys = [s.row.touch_key for s in ledger.states(ledger.touch_ids_in_status(set(TouchStatus)))]
+    assert keys == ["thank-you|event:GOOD|2026-11-23"]
+
+
 # -- end to end through real Airflow ---------------------------------------------------------
 
 
