@@ -138,6 +138,13 @@ def test_emit_and_import_bound_the_payload_at_the_door(filled: Path) -> None:
     assert len(letters.output.splitlines()) == 3
 
 
+def test_dead_letters_limit_out_of_range_is_a_usage_error(filled: Path) -> None:
+    for value in ("99999999999999999999", "0", "-1", "abc"):
+        result = care(filled, "event", "dead-letters", "--limit", value)
+        assert result.exit_code == 2, (value, result.output)
+        assert "Invalid value for '--limit'" in result.output
+
+
 @pytest.fixture(name="redis_client")
 def _redis_client() -> Iterator[Any]:
     yield from redis_env.open_client()
