@@ -145,7 +145,7 @@ def check_value(value: Any, limits: Limits, what: str = "the document") -> None:
     check_size(size, limits, what)
 
 
-_END = object()
+_END: Any = object()
 
 
 def _tokens(value: Any) -> Iterator[str]:
@@ -205,7 +205,7 @@ def preview(value: Any, limit: int) -> str:
     return text[:limit] + f" ... (truncated to {limit:,} characters)"
 
 
-class Unreadable(dict):  # type: ignore[type-arg]
+class Unreadable(dict[str, str]):
     """A stored JSON value that cannot be read back safely, in place of the value.
 
     A dict (``{"$unreadable": reason}``) so that code which only reads it as data sees an

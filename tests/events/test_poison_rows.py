@@ -21,7 +21,7 @@ from caretouch.runner import Engine, dispatch, run_day
 from caretouch.store.db import Store
 from caretouch.store.models import Event, EventReceipt
 from caretouch.vocab import TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, utc
+from conftest import PG_URL, RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)
 # Everyone's touches of the day: a birthday (C2), a thank-you for a purchase (C3, event E2).
@@ -39,6 +39,15 @@ def engine_for(store: Store, tmp_path: Path) -> Engine:
     engine.store.dispose()
     engine.store = store
     return engine
+
+
+def cli_url(store: Store) -> str:
+    """The store's URL for the CLI (on PostgreSQL, with the test's own schema)."""
+    if store.engine.dialect.name != "postgresql":
+        return store.url
+    with store.engine.connect() as conn:
+        schema = conn.execute(text("select current_schema()")).scalar_one()
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
 
 
 def deep(depth: int) -> str:
@@ -311,3 +320,26 @@ def test_the_cli_run_and_dispatch_take_a_poison_row_out(
     assert dispatched.exit_code == 0, dispatched.output
     assert ledger_keys(sqlite_store) == dict.fromkeys(EXPECTED, TouchStatus.SENT)
     assert [d.event_id for d in dead_letters(sqlite_store)] == ["E1"]
+
+
+def test_plans_that_write_nothing_leave_the_poison_event_out_and_keep_it(
+    day_store: Store, tmp_path: Path
+) -> None:
+    from caretouch.plan import plan_day
+
+    insert_poison(day_store, deep(900))
+    engine = engine_for(day_store, tmp_path)
+    # care plan, care forecast and care preview plan without a callback: nothing is written.
+    touches = plan_day(day_store, engine.ruleset, DAY)
+    assert {t.key for t in touches} == EXPECTED
+    assert events_left(day_store) == {"E1", "E2"}
+    assert dead_letters(day_store) == []
+    shown = CliRunner().invoke(
+        main,
+        ["--store", cli_url(day_store), "--rules", str(RULES_DIR), "--templates", str(TEMPLATES_DIR),
+         "plan", "--date", "2026-11-23", "--format", "json"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert len(shown.output.splitlines()) == 2
+    assert events_left(day_store) == {"E1", "E2"}
