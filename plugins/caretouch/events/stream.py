@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..errors import ConfigurationError
@@ -49,8 +51,16 @@ DEFAULT_CLAIM_IDLE = dt.timedelta(minutes=2)
 BATCH = 500
 # An entry that failed this many deliveries, and fails once more on its own, is dead-lettered.
 MAX_DELIVERIES = 5
-# Failures that are not one entry's fault: they stop the drain (the entries stay pending).
-_NOT_ONE_ENTRYS_FAULT = (ConfigurationError, OperationalError, InterfaceError, MemoryError)
+# Failures that are not one entry's fault (the store or Redis unreachable, a broken set-up):
+# they stop the drain, the entries stay pending, and nothing is dead-lettered for them.
+_NOT_ONE_ENTRYS_FAULT = (
+    ConfigurationError,
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    MemoryError,
+)
 
 Clock = Callable[[], dt.datetime]
 # Test seam: called with ("read" | "committed", entry ids) around the commit.
