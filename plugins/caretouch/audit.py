@@ -24,7 +24,6 @@ from .ledger import anchors, chain
 from .ledger.anchors import AnchorError, anchor_key
 from .ledger.models import Attempt, TouchCurrent, TouchEvent, TouchRow
 from .mask import mask_recipient, scrub
-from .nul import NUL
 from .render import RenderedMessage
 from .rules.checks import did_you_mean
 from .store.db import Store, append_only_gaps
@@ -47,6 +46,9 @@ __all__ = [
 ]
 
 PAGE = 1000
+# Ledger row ids are 64-bit integers on SQLite and PostgreSQL; a larger number names no row,
+# and handed to the database it would fail the query (OverflowError, "out of range").
+ROW_ID_MAX = 2**63 - 1
 
 
 # -- anchors ---------------------------------------------------------------------------------
@@ -275,8 +277,9 @@ def _filter_text(value: str | None, name: str) -> str | None:
     text = (value or "").strip()
     if len(text) > MAX_FILTER:
         raise InvalidFilter(f"{name}: at most {MAX_FILTER} characters")
-    if NUL in text:  # no stored value holds one, and PostgreSQL refuses the query (nul.py)
-        raise InvalidFilter(f"{name}: contains a NUL character")
+    if any(ch < " " or ch == "\x7f" for ch in text):
+        # No id holds one; and PostgreSQL refuses a NUL in a query parameter outright (nul.py).
+        raise InvalidFilter(f"{name}: control characters are not allowed")
     return text or None
 
 
@@ -336,6 +339,9 @@ def touches(
 
     ledger = Ledger(store)
     yielded = 0
+    if after > ROW_ID_MAX:  # nothing is after it (and the database cannot take the number)
+        return
+    after = max(after, 0)
     while True:
         with store.read_session() as session:
             size = PAGE if limit is None else min(PAGE, limit - yielded)
@@ -454,7 +460,9 @@ class CsvExport:
 def find_touch_id(store: Store, ref: int | str) -> int | None:
     """A touch's id from its id or its idempotency key (``rule|kind:subject|YYYY-MM-DD``)."""
     if isinstance(ref, int) or str(ref).strip().isdigit():
-        return int(ref)
+        touch_id = int(ref)
+        # No such row (and the database cannot take the number).
+        return touch_id if 0 <= touch_id <= ROW_ID_MAX else None
     with store.read_session() as session:
         found = session.scalar(select(TouchRow.id).where(TouchRow.touch_key == str(ref).strip()))
     return int(found) if found is not None else None

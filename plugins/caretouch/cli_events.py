@@ -164,7 +164,13 @@ def drain(ctx: click.Context, consumer: str | None, now_text: str | None) -> Non
 
 
 @event.command("dead-letters")
-@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="At most this many, newest first.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 @friendly_errors

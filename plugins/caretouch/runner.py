@@ -29,6 +29,7 @@ from .render import RenderedMessage, TemplateStore
 from .rules.loader import RuleSet, load_rules
 from .store.db import Store, open_store
 from .store.models import Customer
+from .store.write import dead_letter_events
 from .vocab import Category, Channel, Outcome, SuppressionReason, TouchStatus
 
 log = logging.getLogger("caretouch.run")
@@ -140,7 +141,15 @@ def plan_and_record(
     the touches the plan recorded as planned and as suppressed.
     """
     ledger = engine.ledger
-    touches = plan_day(engine.store, engine.ruleset, day, history=ledger)
+    unreadable: dict[str, str] = {}
+    touches = plan_day(
+        engine.store, engine.ruleset, day, history=ledger, on_unreadable=unreadable.__setitem__
+    )
+    if unreadable:
+        # Out of the inbox, so that no later run trips over them (docs/events.md).
+        dead_letter_events(
+            engine.store, unreadable, source="inbox", ref=run_id, now=engine.stamp(now)
+        )
     record = ledger.record_plan(
         touches, run_id=run_id, now=engine.stamp(now), retry_render_errors=retry_render_errors
     )

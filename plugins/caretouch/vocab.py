@@ -81,6 +81,20 @@ class SuppressionReason(StrEnum):
     TOO_LATE = "too_late"  # the sending window passed before the touch could go out
 
 
+class DeadLetterReason(StrEnum):
+    """The word that starts the reason of an input refused because of its shape or its
+    history rather than its content (an ``event_dead_letters`` row, a webhook's 4xx)."""
+
+    # Bounds at the door (``bounds.Limits``):
+    TOO_LARGE = "too_large"  # more bytes than allowed
+    TOO_DEEP = "too_deep"  # nested deeper than allowed
+    TOO_MANY_ITEMS = "too_many_items"  # more keys and list items than allowed
+    # After the door:
+    UNREADABLE = "unreadable"  # a stored payload that cannot be read back safely
+    UNPLANNABLE = "unplannable"  # planning this one event failed (the others went on)
+    DELIVERY_LIMIT = "delivery_limit"  # a stream entry that failed this many deliveries
+
+
 class TouchStatus(StrEnum):
     """A touch's status history in the ledger (SPEC section 7)."""
 

@@ -9,9 +9,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import text
 
 import airflow_env
 from caretouch.audit import verify
+from caretouch.events.inbox import dead_letters
 from caretouch.ledger import Ledger
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
@@ -103,6 +105,19 @@ def test_care_daily_runs_with_dag_test(
         )
     )
     load_rows(store, customers=customers)
+    # A poison row an older version left in the inbox: a purchase by C0 yesterday, its
+    # payload 900 levels deep. It is taken out; nobody's greeting is held up.
+    with store.session() as session:
+        session.execute(
+            text(
+                "INSERT INTO events (event_id, type, customer_id, occurred_at, payload) "
+                "VALUES ('POISON', 'policy_purchased', 'C0', :at, :p)"
+            ),
+            {
+                "at": now - dt.timedelta(days=1),
+                "p": '{"a":' * 900 + "1" + "}" * 900,
+            },
+        )
     for key, value in {
         "CARE_STORE_URL": store_url,
         "CARE_RULES_DIR": str(RULES_DIR),
@@ -122,6 +137,8 @@ def test_care_daily_runs_with_dag_test(
     assert Counter(s.status for s in states) == {TouchStatus.SENT: 30, TouchStatus.SUPPRESSED: 1}
     files = list((tmp_path / "outbox").rglob("*.json"))
     assert len(files) == 30
+    [letter] = dead_letters(store)
+    assert (letter.event_id, letter.reason.split(":")[0]) == ("POISON", "unreadable")
 
     # A rerun of the same day sends nothing more.
     rerun = dag.test(

@@ -177,6 +177,23 @@ def test_entries_added_while_the_triggerer_was_down_ring_at_once(
     assert fired.payload["count"] == 3
 
 
+def test_an_entry_that_is_not_utf8_rings_the_doorbell_and_is_dead_lettered(
+    env: dict[str, str], redis_client: Any, stream_key: str
+) -> None:
+    from caretouch.airflow.events import EventStreamTrigger, intake
+
+    store = open_store(env["CARE_STORE_URL"])
+    load_rows(store, customers=[customer_row("C1")])
+    undecodable = json.dumps(event("E\u00ff1")).encode().replace(b"\\u00ff", b"\xff")
+    redis_client.xadd(stream_key, {"event": undecodable})
+    redis_client.xadd(stream_key, {"event": json.dumps(event("E2"))})
+    # Decoded strictly, the doorbell's XREAD failed on the first entry, and kept failing.
+    fired = _ring(EventStreamTrigger(stream=stream_key, group="caretouch", block_seconds=0.5), 5)
+    assert fired.payload["count"] == 2
+    counts = intake({"run_id": "r1", "dag_run": SimpleNamespace(conf={})}, consumer="test")
+    assert (counts["stream_accepted"], counts["stream_dead_lettered"]) == (1, 1)
+
+
 # -- the REST API and conf paths -------------------------------------------------------------
 
 
@@ -215,6 +232,46 @@ def test_events_from_rest_asset_events_and_conf_all_reach_the_inbox(
     # The same run retried (or the events posted again): nothing changes.
     again = intake(context, consumer="test")
     assert (again["api_accepted"], again["api_duplicates"]) == (0, 4)
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    top: dict[str, Any] = {}
+    node = top
+    for _ in range(depth - 1):
+        node["a"] = {}
+        node = node["a"]
+    return top
+
+
+def test_hostile_rest_events_and_conf_are_dead_lettered_and_the_rest_go_in(
+    env: dict[str, str], redis_client: Any, stream_key: str
+) -> None:
+    from caretouch.airflow.events import MAX_EVENTS_PER_CALL, intake
+    from caretouch.events.inbox import dead_letters
+
+    store = open_store(env["CARE_STORE_URL"])
+    load_rows(store, customers=[customer_row("C1")])
+    context = {
+        "run_id": "asset_triggered__2",
+        "triggering_asset_events": {
+            "care_events": [
+                _asset_event({"event": event("H1", payload=_deep(900)), "from_rest_api": True}, 1),
+                _asset_event({"event": _deep(60_000), "from_rest_api": True}, 2),
+                _asset_event({"events": [event("OK1"), {"x": "y" * 70_000}]}, 3),
+                _asset_event(
+                    {"events": [event(f"M{i}") for i in range(MAX_EVENTS_PER_CALL + 1)]}, 4
+                ),
+                _asset_event({"event": event("OK2")}, 5),
+            ]
+        },
+        # A run's conf, 60,000 levels deep, flat (no "event" key).
+        "dag_run": SimpleNamespace(conf={"payload": _deep(60_000)}),
+    }
+    counts = intake(context, consumer="test")
+    assert (counts["api_accepted"], counts["api_dead_lettered"]) == (2, 5)
+    reasons = sorted(letter.reason.split(":")[0] for letter in dead_letters(store))
+    assert reasons == ["too_deep", "too_deep", "too_deep", "too_large", "too_many_items"]
+    assert inbox_count(store) == 2
 
 
 def test_events_posted_to_airflows_rest_api_reach_the_inbox(
@@ -318,6 +375,46 @@ def test_the_same_event_by_stream_api_and_cli_is_one_touch(
     anchors = [json.loads(line) for line in Path(env["CARE_ANCHOR_FILE"]).read_text().splitlines()]
     assert [(a["n"], a["run_id"]) for a in anchors] == [(1, "airflow:care_events/r1")]
     assert verify(store, anchor_file=Path(env["CARE_ANCHOR_FILE"])).ok
+
+
+def test_care_events_plan_task_takes_a_poison_row_out_and_plans_the_rest(
+    env: dict[str, str], redis_client: Any, stream_key: str
+) -> None:
+    from sqlalchemy import text
+
+    from caretouch.airflow.events import intake, plan
+    from caretouch.events.inbox import dead_letters
+
+    store = open_store(env["CARE_STORE_URL"])
+    load_rows(store, customers=[customer_row("C1", birth_date=""), customer_row("C2")])
+    with store.session() as session:  # an older version accepted it: 900 levels deep
+        session.execute(
+            text(
+                "INSERT INTO events (event_id, type, customer_id, occurred_at, payload) "
+                "VALUES ('POISON', 'policy_purchased', 'C2', :at, :p)"
+            ),
+            {"at": dt.datetime(2026, 11, 22, 2), "p": '{"a":' * 900 + "1" + "}" * 900},
+        )
+        session.execute(
+            text(
+                "INSERT INTO event_receipts (event_id, source, received_at) "
+                "VALUES ('POISON', 'stream', :at)"
+            ),
+            {"at": dt.datetime(2026, 11, 22, 2, 1)},
+        )
+    redis_client.xadd(stream_key, {"event": json.dumps(event("GOOD"))})
+    assert (
+        intake({"run_id": "r1", "dag_run": SimpleNamespace(conf={})}, consumer="t")[
+            "stream_accepted"
+        ]
+        == 1
+    )
+    planned = plan({"run_id": "r1"})
+    assert (planned["events"], planned["dead_lettered"]) == (2, 1)
+    assert [d.event_id for d in dead_letters(store)] == ["POISON"]
+    ledger = Ledger(store)
+    keys = [s.row.touch_key for s in ledger.states(ledger.touch_ids_in_status(set(TouchStatus)))]
+    assert keys == ["thank-you|event:GOOD|2026-11-23"]
 
 
 # -- end to end through real Airflow ---------------------------------------------------------

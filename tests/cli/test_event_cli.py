@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +110,39 @@ def test_import_feeds_a_csv_through_the_inbox(filled: Path) -> None:
     refused = care(filled, "event", "import", str(bad))
     assert refused.exit_code == 1
     assert f"{bad}:1:1: unknown column 'id'" in refused.output
+
+
+def test_emit_and_import_bound_the_payload_at_the_door(filled: Path) -> None:
+    deep = '{"a":' * 899 + "{}" + "}" * 899  # 900 levels, about 6 KB
+    emitted = care(
+        filled,
+        *("event", "emit", "--type", "policy_purchased", "--customer", "C1", "--id", "D1"),
+        *("--payload", deep, "--now", NOW),
+    )
+    assert emitted.exit_code == 1
+    assert "too_deep: payload is nested 900 levels deep; at most 16 are accepted" in emitted.output
+    path = filled / "events.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["event_id", "type", "customer_id", "occurred_at", "payload"])
+        writer.writerow(["D2", "policy_purchased", "C1", "2026-11-22T10:00:00+08:00", deep])
+        writer.writerow(["OK", "complaint_resolved", "C1", "2026-11-20T15:00:00+08:00", "{}"])
+        writer.writerow(["D3", "policy_purchased", "C1", "2026-11-22T10:00:00+08:00",
+                         json.dumps({"note": "x" * 40_000})])  # fmt: skip
+    imported = care(filled, "event", "import", str(path), "--now", NOW)
+    assert imported.exit_code == 3
+    assert f"{path}:2: too_deep: payload is nested 900 levels deep" in imported.output
+    assert f"{path}:4: too_large: payload is 40,012 bytes" in imported.output
+    assert touch_keys(filled) == ["complaint-follow-up|event:OK|2026-11-23"]
+    letters = care(filled, "event", "dead-letters", "--format", "json")
+    assert len(letters.output.splitlines()) == 3
+
+
+def test_dead_letters_limit_out_of_range_is_a_usage_error(filled: Path) -> None:
+    for value in ("99999999999999999999", "0", "-1", "abc"):
+        result = care(filled, "event", "dead-letters", "--limit", value)
+        assert result.exit_code == 2, (value, result.output)
+        assert "Invalid value for '--limit'" in result.output
 
 
 @pytest.fixture(name="redis_client")

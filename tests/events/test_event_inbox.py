@@ -238,3 +238,111 @@ def test_nul_in_an_events_csv_is_a_dead_letter_with_file_and_line(
     assert report.dead == [
         (f"{path}:3", "type contains a NUL character (\\x00), which the store cannot hold")
     ]
+
+
+# -- bounds at the door: size, depth, items, on every shape an event arrives in ----------------
+
+
+def deep_object(depth: int) -> dict[str, Any]:
+    top: dict[str, Any] = {}
+    node = top
+    for _ in range(depth - 1):
+        node["a"] = {}
+        node = node["a"]
+    return top
+
+
+def deep_text(depth: int) -> str:
+    return '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+# The payload as an object (REST asset events, DAG conf) or as JSON text (the flat stream
+# form, CSV rows, ``care event emit --payload``); the event as a mapping, as JSON text (the
+# stream's ``event`` field) or as bytes.
+SHAPES = {
+    "mapping+object": lambda payload: event(payload=payload),
+    "mapping+text": lambda payload: event(payload=json.dumps(payload)),
+    "json": lambda payload: json.dumps(event(payload=payload)),
+    "bytes": lambda payload: json.dumps(event(payload=payload)).encode(),
+}
+HOSTILE = {
+    # The field test's payload: 900 levels, about 6 KB.
+    "deep-900": (lambda: deep_object(900), "too_deep"),
+    "large": (lambda: {"note": "x" * 70_000}, "too_large"),
+    "many-items": (lambda: {f"k{i}": i for i in range(1500)}, "too_many_items"),
+    "many-items-in-a-list": (lambda: {"ids": list(range(1500))}, "too_many_items"),
+}
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_every_shape_is_bounded_at_the_door(known: Store, shape: str, hostile: str) -> None:
+    make, word = HOSTILE[hostile]
+    raw = SHAPES[shape](make())
+    assert json.loads(raw)["payload"] if shape in ("json", "bytes") else raw  # it is well formed
+    report = submit(
+        known, [Incoming(event("GOOD")), Incoming(raw, "s/1-0")], source="stream", now=NOW
+    )
+    assert report.accepted == ["GOOD"]
+    [(ref, reason)] = report.dead
+    assert ref == "s/1-0"
+    assert reason.startswith(f"{word}: "), reason
+    [letter] = dead_letters(known)
+    assert letter.reason == reason
+    assert len(letter.raw) <= 64 * 1024 + 100  # what is kept is bounded too
+    assert count(known, Event) == 1
+
+
+def test_a_900_level_payload_is_refused_before_it_can_crash_a_run(known: Store) -> None:
+    text = json.dumps(event(payload=deep_object(900)))
+    assert 5_000 < len(text) < 7_000  # the field test's 6 KB event: small, but 900 deep
+    report = submit(known, [Incoming(text)], source="stream", now=NOW)
+    assert report.dead[0][1] == (
+        "too_deep: the event is nested 901 levels deep; at most 17 are accepted"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 60_000 + "]" * 60_000,  # more than the 64 KB an event may be
+        "[" * 30_000 + "]" * 30_000,  # within 64 KB: refused on depth, before json.loads
+        {"event_id": "D1", "payload": deep_object(60_000)},  # a parsed DAG conf or extra
+        {"event_id": "D2", "payload": deep_text(20_000)},  # payload text, 40 KB
+    ],
+    ids=["text-60000", "text-30000", "mapping-60000", "payload-text-20000"],
+)
+def test_very_deep_events_are_dead_lettered_without_recursion(known: Store, raw: Any) -> None:
+    report = submit(known, [Incoming(raw, "r"), Incoming(event("GOOD"))], source="api", now=NOW)
+    assert report.accepted == ["GOOD"]
+    [(_, reason)] = report.dead
+    assert reason.split(":")[0] in ("too_deep", "too_large")
+    [letter] = dead_letters(known)
+    assert len(letter.raw) <= 64 * 1024 + 100
+
+
+def test_a_payload_at_the_limits_is_accepted(known: Store) -> None:
+    payload = deep_object(16)  # PAYLOAD_LIMITS: 16 levels
+    payload.update({f"k{i}": i for i in range(1000 - 16)})
+    report = submit(known, [Incoming(event(payload=payload))], source="api", now=NOW)
+    assert report.accepted == ["E1"], report.dead
+    assert stored(known, "E1")["payload"] == payload
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Bytes that are not UTF-8, as they are and as read with surrogateescape.
+        json.dumps(event("X?")).encode().replace(b"X?", b"X\xff"),
+        json.dumps(event("X?")).replace("X?", "X\udcff"),
+        json.dumps(event("X1", payload={"note": "\ud800"})),  # an escaped lone surrogate
+        event("X1", payload={"note": "\ud800"}),
+    ],
+    ids=["bytes", "surrogateescape", "json-escape", "mapping"],
+)
+def test_text_that_is_not_utf8_is_dead_lettered_and_kept_readable(known: Store, raw: Any) -> None:
+    report = submit(known, [Incoming(raw, "r")], source="stream", now=NOW)
+    [(_, reason)] = report.dead
+    assert reason.startswith("not UTF-8 text")
+    [letter] = dead_letters(known)
+    assert '"X' in letter.raw  # stored, with U+FFFD for what could not be kept

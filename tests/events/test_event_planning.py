@@ -89,6 +89,7 @@ def test_thank_you_is_planned_at_once_and_sent_on_the_next_local_day(
         "unchanged": 0,
         "without_touch": 0,
         "late": 0,
+        "dead_lettered": 0,
     }
     [(key, state)] = states(engine).items()
     assert key == "thank-you|event:E1|2026-11-23"

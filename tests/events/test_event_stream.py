@@ -17,7 +17,7 @@ import redis_env
 from sqlalchemy import func, select
 
 from caretouch.events.inbox import Incoming, submit
-from caretouch.events.stream import StreamConsumer, add
+from caretouch.events.stream import StreamConsumer, add, connect
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Event, EventDeadLetter
 from conftest import customer_row, load_rows, utc
@@ -266,4 +266,111 @@ def test_nul_in_a_stream_entry_is_dead_lettered_and_acknowledged(
         "customer_id contains a NUL character (\\x00), which the store cannot hold",
         "payload.x contains a NUL character (\\x00), which the store cannot hold",
     ]
+
+
+# -- poison entries: one entry never stalls the stream -------------------------------------
+
+
+def test_deep_and_undecodable_entries_are_dead_lettered_and_the_stream_goes_on(
+    customers: Store, redis_client: Any, stream_key: str
+) -> None:
+    flat = {k: str(v) for k, v in event(90).items() if k != "payload"}
+    undecodable = json.dumps(event(91)).encode().replace(b"E00091", b"E\xff0091")
+    add_many(redis_client, stream_key, 0, 2)
+    poison = {
+        # The field test's: 60,000 levels (120 KB, more than an event may be).
+        redis_client.xadd(
+            stream_key, {"event": '{"a":' * 60_000 + "1" + "}" * 60_000}
+        ): "too_large",
+        # 30,000 levels within 64 KB: refused on depth before json.loads could recurse.
+        redis_client.xadd(stream_key, {"event": "[" * 30_000 + "]" * 30_000}): "too_deep",
+        # A deep payload in the flat form.
+        redis_client.xadd(stream_key, {**flat, "payload": "[" * 900 + "]" * 900}): "too_deep",
+        # Bytes that are not UTF-8 (read strictly, they failed every read for good).
+        redis_client.xadd(stream_key, {"event": undecodable}): "not UTF-8 text",
+    }
+    add_many(redis_client, stream_key, 2, 4)
+    # The client the CLI and the DAG use.
+    consumer = StreamConsumer(
+        connect(redis_env.REDIS_URL), customers, stream=stream_key, consumer="c"
+    )
+    report = consumer.drain(clock)
+    assert (report.new, report.acked, report.left_pending) == (8, 8, 0)
+    assert sorted(report.intake.accepted) == ["E00000", "E00001", "E00002", "E00003"]
+    dead = dict(report.intake.dead)
+    assert {
+        ref.split("/")[-1]: reason.split(":")[0].split(" (")[0] for ref, reason in dead.items()
+    } == poison
+    assert pending(redis_client, stream_key) == 0
+    # What comes next is read as usual.
+    add_many(redis_client, stream_key, 4, 5)
+    assert consumer.drain(clock).intake.accepted == ["E00004"]
+
+
+def test_an_entry_failing_every_delivery_is_dead_lettered_after_the_limit(
+    customers: Store, redis_client: Any, stream_key: str
+) -> None:
+    from caretouch.events.stream import MAX_DELIVERIES
+
+    add_many(redis_client, stream_key, 0, 3)
+    bad = redis_client.xadd(stream_key, {"event": json.dumps(event(99))})
+    add_many(redis_client, stream_key, 3, 5)
+
+    def crashes_on_bad(stage: str, ids: list[str]) -> None:
+        # Stands for an entry that makes the inbox raise (a bug, a value the store refuses).
+        if stage == "read" and bad in ids:
+            raise RuntimeError("boom on this entry")
+
+    consumer = StreamConsumer(
+        redis_client, customers, stream=stream_key, consumer="c", checkpoint=crashes_on_bad
+    )
+    first = consumer.drain(clock)
+    # The batch failed; its entries went in one by one; only the bad one is left pending.
+    assert (first.new, first.acked, first.left_pending) == (6, 5, 1)
+    assert len(first.intake.accepted) == 5
+    for delivery in range(2, MAX_DELIVERIES):
+        add_many(redis_client, stream_key, 100 + delivery, 101 + delivery)
+        report = consumer.drain(clock)
+        # Delivered again (once per drain), and the new entry goes through meanwhile.
+        assert (report.own_pending, report.left_pending) == (1, 1), delivery
+        assert report.intake.accepted == [f"E{100 + delivery:05d}"]
+        [entry] = redis_client.xpending_range(stream_key, GROUP, "-", "+", 10)
+        assert entry["times_delivered"] == delivery
+    last = consumer.drain(clock)
+    assert (last.own_pending, last.acked, last.left_pending) == (1, 1, 0)
+    [(ref, reason)] = last.intake.dead
+    assert ref == f"{stream_key}/{bad}"
+    assert reason == (
+        f"delivery_limit: failed {MAX_DELIVERIES} deliveries; last: RuntimeError: boom on this entry"
+    )
+    assert pending(redis_client, stream_key) == 0
+    with customers.read_session() as session:
+        letter = session.scalars(select(EventDeadLetter)).one()
+    assert (letter.event_id, letter.source) == ("E00099", "stream")
+    assert json.loads(letter.raw) == event(99)
+    assert consumer.drain(clock).as_dict()["own_pending"] == 0
+
+
+def test_a_store_outage_dead_letters_nothing_however_often_entries_are_delivered(
+    customers: Store, redis_client: Any, stream_key: str
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from caretouch.events.stream import MAX_DELIVERIES
+    from caretouch.store.db import open_store
+
+    add_many(redis_client, stream_key, 0, 2)
+    down = open_store("postgresql+psycopg://postgres@127.0.0.1:1/test")  # nothing listens
+    try:
+        for _ in range(MAX_DELIVERIES + 1):
+            with pytest.raises(OperationalError):
+                StreamConsumer(redis_client, down, stream=stream_key, consumer="c").drain(clock)
+    finally:
+        down.dispose()
+    assert pending(redis_client, stream_key) == 2
+    [first, _] = redis_client.xpending_range(stream_key, GROUP, "-", "+", 10)
+    assert first["times_delivered"] > MAX_DELIVERIES
+    # The store is back: the entries go into the inbox, not to the dead letters.
+    report = StreamConsumer(redis_client, customers, stream=stream_key, consumer="c").drain(clock)
+    assert (sorted(report.intake.accepted), report.intake.dead) == (["E00000", "E00001"], [])
     assert pending(redis_client, stream_key) == 0

@@ -377,6 +377,25 @@ BAD_ROWS = [
     ("payload-array", "event", {"payload": "[1, 2]"}, "payload must be a JSON object"),
     ("payload-string", "event", {"payload": '"hello"'}, "payload must be a JSON object"),
     ("payload-broken-json", "event", {"payload": "{oops"}, "payload is not valid JSON:"),
+    # Bounded before it is parsed (docs/events.md, "Limits"): deeper would crash every run.
+    (
+        "payload-900-deep",
+        "event",
+        {"payload": '{"a":' * 899 + "{}" + "}" * 899},
+        "too_deep: payload is nested 900 levels deep; at most 16 are accepted",
+    ),
+    (
+        "payload-30000-deep",
+        "event",
+        {"payload": "[" * 30_000 + "]" * 30_000},
+        "too_large: payload is 60,000 bytes; at most 32,768 are accepted",
+    ),
+    (
+        "payload-many-keys",
+        "event",
+        {"payload": "{" + ",".join(f'"k{i}":{i}' for i in range(1001)) + "}"},
+        "too_many_items: payload has more than 1,000 keys and list items",
+    ),
 ]
 
 

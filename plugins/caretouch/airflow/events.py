@@ -27,12 +27,15 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from ..events.inbox import Incoming
 from ..events.stream import DEFAULT_REDIS_URL, StreamSettings
+from ..vocab import DeadLetterReason
 from .daily import DEFAULT_ARGS, _engine, _now, fail_if_partial, rule_errors, task_run_id
 
 log = logging.getLogger("caretouch.airflow")
 
 ASSET_NAME = "care_events"
 SWEEP = "*/5 * * * *"
+# Events in one asset event's extra or one run's conf (``{"events": [...]}``).
+MAX_EVENTS_PER_CALL = 10_000
 # Keys Airflow adds to an asset event's extra; not part of an event.
 _AIRFLOW_KEYS = {"from_rest_api", "from_trigger"}
 
@@ -85,7 +88,11 @@ class EventStreamTrigger(BaseEventTrigger):
 
         # Read in the triggerer at run time: the URL (with any password) is not serialised.
         url = os.environ.get("CARE_REDIS_URL") or DEFAULT_REDIS_URL
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        # As the consumer reads it (events.stream.connect): an entry that is not UTF-8 must
+        # not fail every XREAD of the doorbell for good.
+        client = aioredis.Redis.from_url(
+            url, decode_responses=True, encoding_errors="surrogateescape"
+        )
         try:
             last = await self._start(client)
             while True:
@@ -120,9 +127,17 @@ def events_asset(settings: StreamSettings | None = None) -> Asset:
 
 
 def _events_in(blob: Mapping[str, Any], ref: str) -> list[Incoming]:
-    """The events one asset event's ``extra`` (or a run's ``conf``) carries."""
+    """The events one asset event's ``extra`` (or a run's ``conf``) carries. Each is bounded
+    by the inbox (``EVENT_LIMITS``); a call with more than ``MAX_EVENTS_PER_CALL`` is refused
+    whole, as one dead letter."""
     if "events" in blob:
         many = blob["events"]
+        if isinstance(many, list) and len(many) > MAX_EVENTS_PER_CALL:
+            reason = (
+                f"{DeadLetterReason.TOO_MANY_ITEMS.value}: {len(many):,} events in one call; "
+                f"at most {MAX_EVENTS_PER_CALL:,} (split them into several calls)"
+            )
+            return [Incoming(dict(blob), ref, refusal=reason)]
         # Anything else than a list of objects is refused item by item (dead letters).
         return [Incoming(e, ref) for e in many] if isinstance(many, list) else [Incoming(many, ref)]
     if "event" in blob:

@@ -28,11 +28,13 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..bounds import Limits, OutOfBounds, check_size, check_value, preview
+from ..bounds import loads as bounded_loads
 from ..errors import CareError, Location, ValidationError, ValidationFailed
 from ..nul import escape_nul_values
 from ..rules.checks import did_you_mean
 from ..store.db import Store
-from ..store.importer import RowError, csv_file_problem, parse_event
+from ..store.importer import PAYLOAD_LIMITS, RowError, csv_file_problem, parse_event
 from ..store.models import (
     CANONICAL_COLUMNS,
     Customer,
@@ -48,6 +50,15 @@ EVENT_FIELDS: tuple[str, ...] = CANONICAL_COLUMNS["event"]
 # An event stamped further in the future than this is refused: a clock that far off would
 # plan a touch for a day that has not begun.
 FUTURE_TOLERANCE = dt.timedelta(minutes=15)
+# One event as received, whatever the path (docs/events.md, "Limits"), checked before it is
+# parsed or walked: its fields and its payload (``PAYLOAD_LIMITS``, one level down).
+EVENT_LIMITS = Limits(
+    max_bytes=64 * 1024,
+    max_depth=PAYLOAD_LIMITS.max_depth + 1,
+    max_items=PAYLOAD_LIMITS.max_items + len(EVENT_FIELDS),
+)
+# A dead letter keeps at most this much of what was received.
+MAX_RAW_KEPT = 64 * 1024
 _CHUNK = 500
 
 
@@ -62,6 +73,9 @@ class Incoming:
 
     raw: Any  # a mapping or JSON text; anything else is refused as malformed
     ref: str | None = None
+    # Set by an intake path that refuses the item before the inbox looks at it (e.g. an API
+    # call with too many events): it is dead-lettered with this reason.
+    refusal: str | None = None
 
 
 @dataclass
@@ -106,17 +120,27 @@ def _text_value(name: str, value: Any) -> str:
 
 
 def parse(raw: Any, *, now: dt.datetime) -> dict[str, Any]:
-    """A valid event row from ``raw``, or ``MalformedEvent`` saying what is wrong."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise MalformedEvent("not UTF-8 text") from None
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise MalformedEvent(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    """A valid event row from ``raw``, or ``MalformedEvent`` saying what is wrong.
+
+    Size, depth and item count are checked first (``EVENT_LIMITS``): before the text is
+    parsed, before a mapping is walked by anything that recurses.
+    """
+    try:
+        if isinstance(raw, bytes):
+            check_size(len(raw), EVENT_LIMITS, "the event")
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedEvent("not UTF-8 text") from None
+        if isinstance(raw, str):
+            try:
+                raw = bounded_loads(raw, EVENT_LIMITS, "the event")
+            except json.JSONDecodeError as exc:
+                raise MalformedEvent(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+        else:
+            check_value(raw, EVENT_LIMITS, "the event")
+    except OutOfBounds as exc:
+        raise MalformedEvent(exc.message) from None
     if not isinstance(raw, Mapping):
         raise MalformedEvent(f"an event must be a JSON object, not {type(raw).__name__}")
     unknown = [k for k in raw if k not in EVENT_FIELDS]
@@ -129,6 +153,13 @@ def parse(raw: Any, *, now: dt.datetime) -> dict[str, Any]:
         row, _ = parse_event(text)
     except RowError as exc:
         raise MalformedEvent(str(exc)) from None
+    try:
+        # Bounded above, so this cannot recurse too deep. Lone surrogates come from bytes
+        # that are not UTF-8 (a stream entry) or from JSON escapes (``"\ud800"``): no
+        # store holds them, and a message rendered from one could not be recorded.
+        json.dumps(row, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedEvent("not UTF-8 text (a lone surrogate)") from None
     if row["occurred_at"] > now + FUTURE_TOLERANCE:
         raise MalformedEvent(
             f"occurred_at {row['occurred_at']:%Y-%m-%dT%H:%M:%SZ} is in the future "
@@ -138,13 +169,8 @@ def parse(raw: Any, *, now: dt.datetime) -> dict[str, Any]:
 
 
 def _raw_text(raw: Any) -> str:
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", errors="replace")
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, Mapping):
-        raw = dict(raw)
-    return json.dumps(raw, ensure_ascii=False, default=str, sort_keys=True)
+    # Bounded and without recursion: what is kept of a 60,000-deep or 10 MB event.
+    return preview(raw, MAX_RAW_KEPT)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -192,6 +218,47 @@ def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[st
         session.execute(stmt.on_conflict_do_nothing(index_elements=["event_id"]))
 
 
+def _storable(text: str) -> str:
+    """``text`` as every store can hold it: no NUL, no lone surrogate (shown as U+FFFD)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _event_id_of(raw: Any) -> str | None:
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = bounded_loads(raw, EVENT_LIMITS, "the event")
+        except (OutOfBounds, ValueError):
+            return None
+    event_id = raw.get("event_id") if isinstance(raw, Mapping) else None
+    return _storable(str(event_id)[:128]) if isinstance(event_id, (str, int)) and event_id else None
+
+
+def _letter(
+    item: Incoming, reason: str, event_id: str | None, *, source: str, now: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "ref": (item.ref or "")[:300] or None,
+        "event_id": event_id,
+        "reason": _storable(reason[:1000]),
+        "raw": _storable(_raw_text(item.raw)),
+        "received_at": now,
+    }
+
+
+def dead_letter(
+    store: Store, item: Incoming, reason: str, *, source: str, now: dt.datetime
+) -> None:
+    """Put one incoming event straight into the dead letters with ``reason`` (an intake path
+    giving up on it, e.g. a stream entry that failed too many deliveries)."""
+    with store.session() as session:
+        session.execute(
+            insert_rows(EventDeadLetter),
+            [_letter(item, reason, _event_id_of(item.raw), source=source, now=now)],
+        )
+    log.warning("event dead-lettered (%s, %s): %s", source, item.ref or "-", reason)
+
+
 def submit(
     store: Store, items: Sequence[Incoming], *, source: str, now: dt.datetime
 ) -> IntakeReport:
@@ -206,23 +273,16 @@ def submit(
 
     def refuse(item: Incoming, reason: str, event_id: str | None = None) -> None:
         report.dead.append((item.ref, reason))
-        dead.append(
-            {
-                "source": source,
-                "ref": item.ref,
-                "event_id": event_id,
-                "reason": reason[:1000],
-                "raw": _raw_text(item.raw),
-                "received_at": now,
-            }
-        )
+        dead.append(_letter(item, reason, event_id, source=source, now=now))
 
     for item in items:
+        if item.refusal is not None:
+            refuse(item, item.refusal)
+            continue
         try:
             parsed.append((item, parse(item.raw, now=now)))
         except MalformedEvent as exc:
-            event_id = item.raw.get("event_id") if isinstance(item.raw, Mapping) else None
-            refuse(item, exc.message, str(event_id)[:128] if event_id else None)
+            refuse(item, exc.message, _event_id_of(item.raw))
 
     # Reads and writes in one write transaction: on SQLite it holds the write lock, so two
     # consumers cannot both see an event as new; on PostgreSQL ON CONFLICT settles races.

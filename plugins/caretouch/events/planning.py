@@ -22,15 +22,20 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from ..errors import ConfigurationError, ValidationFailed
+from ..mask import scrub
 from ..plan import plan_day
 from ..rules.loader import RuleSet
 from ..rules.model import FIELDS, AllOf, Compare, Op, Rule, TriggerKind
 from ..store.models import Customer, Event, EventReceipt
-from ..vocab import Decision
+from ..store.write import dead_letter_events
+from ..vocab import DeadLetterReason, Decision
 
 if TYPE_CHECKING:
     from ..runner import Engine
@@ -38,6 +43,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("caretouch.events")
 
 BATCH = 500
+# Failures that are not one event's fault (the store unreachable, a broken set-up or contact
+# policy): they stop the run, and no event is dead-lettered for them.
+_NOT_ONE_EVENTS_FAULT = (
+    ConfigurationError,
+    ValidationFailed,
+    OperationalError,
+    InterfaceError,
+    MemoryError,
+)
 
 
 @dataclass
@@ -51,12 +65,36 @@ class EventPlanReport:
     without_touch: int = 0  # events no rule touches (no rule of the type, audience, ...)
     late: int = 0  # touches whose send time had already passed when planned
     days: list[str] = field(default_factory=list)
+    # Events taken out of the inbox into the dead letters, with the reason: unreadable
+    # payload, or planning failed for the event alone.
+    dead: dict[str, str] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)  # events with at least one touch
+
+    @property
+    def dead_lettered(self) -> int:
+        return len(self.dead)
 
     def as_dict(self) -> dict[str, int]:
         return {
             k: getattr(self, k)
-            for k in ("events", "planned", "suppressed", "unchanged", "without_touch", "late")
+            for k in (
+                "events",
+                "planned",
+                "suppressed",
+                "unchanged",
+                "without_touch",
+                "late",
+                "dead_lettered",
+            )
         }
+
+    def add(self, other: EventPlanReport) -> None:
+        """Count ``other`` (a part of this run) in."""
+        for name in ("planned", "suppressed", "unchanged", "late"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.days = sorted(set(self.days) | set(other.days))
+        self.touched |= other.touched
+        self.dead.update(other.dead)
 
 
 def event_rules(rules: list[Rule]) -> dict[str, list[Rule]]:
@@ -138,49 +176,107 @@ def _unplanned(engine: Engine, limit: int) -> list[Any]:
         return list(session.execute(stmt))
 
 
+def _plan_day_of_events(
+    engine: Engine,
+    day: dt.date,
+    rule_ids: set[str],
+    event_ids: set[str],
+    customer_ids: set[str],
+    *,
+    run_id: str,
+    now: dt.datetime,
+    unreadable: dict[str, str],
+) -> EventPlanReport:
+    """Plan ``day`` for these customers and record the touches of these events."""
+    out = EventPlanReport()
+    # The day is planned for these customers with every rule (the event touch competes with
+    # their other touches of the day for the caps); only these events' touches are recorded.
+    ruleset = for_customers(engine.ruleset, customer_ids)
+    history = _OwnCustomersHistory(engine.ledger)
+    planned = plan_day(
+        engine.store,
+        ruleset,
+        day,
+        rule_ids=rule_ids,
+        history=history,
+        on_unreadable=unreadable.__setitem__,
+    )
+    touches = [t for t in planned if t.event is not None and t.event.get("event_id") in event_ids]
+    if not touches:
+        return out
+    record = engine.ledger.record_plan(touches, run_id=run_id, now=engine.stamp(now))
+    out.planned = record.planned
+    out.suppressed = record.suppressed
+    out.unchanged = record.unchanged
+    out.days.append(day.isoformat())
+    for touch in touches:
+        out.touched.add(str(touch.event["event_id"]))  # type: ignore[index]
+        if touch.decision is Decision.SEND and touch.send_at < now:
+            out.late += 1
+    return out
+
+
+def _unplannable(step: str, exc: Exception) -> str:
+    return (
+        f"{DeadLetterReason.UNPLANNABLE.value}: {step} failed: "
+        f"{type(exc).__name__}: {scrub(str(exc))}"
+    )[:1000]
+
+
 def plan_events(
     engine: Engine, rows: list[Any], *, run_id: str, now: dt.datetime
 ) -> EventPlanReport:
-    """Plan and record the touches of the given events (rows of ``_unplanned``)."""
+    """Plan and record the touches of the given events (rows of ``_unplanned``).
+
+    One event never stops the others: an event whose stored payload cannot be read, or
+    whose planning fails when it is planned on its own, is put in ``report.dead`` with the
+    reason (``plan_new_events`` takes it out of the inbox). Failures of the store or the
+    set-up (``_NOT_ONE_EVENTS_FAULT``) stop the run as before.
+    """
     report = EventPlanReport(events=len(rows))
     by_type = event_rules(engine.ruleset.rules)
     policy = engine.ruleset.policy
     wanted: dict[dt.date, tuple[set[str], set[str], set[str]]] = defaultdict(
         lambda: (set(), set(), set())
     )
+    owner: dict[str, str] = {}
     for row in rows:
-        zone = policy.zone(row.timezone)
-        for day, rule in due_days(row.occurred_at, zone, by_type.get(row.type, [])):
+        owner[row.event_id] = row.customer_id
+        try:
+            due = due_days(row.occurred_at, policy.zone(row.timezone), by_type.get(row.type, []))
+        except Exception as exc:  # e.g. occurred in year 1: its local day is out of range
+            report.dead[row.event_id] = _unplannable("working out its due days", exc)
+            continue
+        for day, rule in due:
             rule_ids, event_ids, customer_ids = wanted[day]
             rule_ids.add(rule.id)
             event_ids.add(row.event_id)
             customer_ids.add(row.customer_id)
-    touched: set[str] = set()
-    ledger = engine.ledger
-    history = _OwnCustomersHistory(ledger)
+    plan = partial(_plan_day_of_events, engine, run_id=run_id, now=now, unreadable=report.dead)
     for day in sorted(wanted):
         rule_ids, event_ids, customer_ids = wanted[day]
-        # The day is planned for these customers with every rule (the event touch competes
-        # with their other touches of the day for the caps); only this batch's event touches
-        # are recorded.
-        ruleset = for_customers(engine.ruleset, customer_ids)
-        touches = [
-            t
-            for t in plan_day(engine.store, ruleset, day, rule_ids=rule_ids, history=history)
-            if t.event is not None and t.event.get("event_id") in event_ids
-        ]
-        if not touches:
+        try:
+            report.add(plan(day, rule_ids, event_ids, customer_ids))
             continue
-        record = ledger.record_plan(touches, run_id=run_id, now=engine.stamp(now))
-        report.planned += record.planned
-        report.suppressed += record.suppressed
-        report.unchanged += record.unchanged
-        report.days.append(day.isoformat())
-        for touch in touches:
-            touched.add(str(touch.event["event_id"]))  # type: ignore[index]
-            if touch.decision is Decision.SEND and touch.send_at < now:
-                report.late += 1
-    report.without_touch = len({r.event_id for r in rows} - touched)
+        except _NOT_ONE_EVENTS_FAULT:
+            raise
+        except Exception as exc:
+            log.warning(
+                "planning %d event(s) of %s failed (%s); planning them one by one",
+                len(event_ids),
+                day,
+                type(exc).__name__,
+            )
+        # One of them (or a touch competing with them) fails the day: plan them one by one,
+        # so that the others go through and only the one that fails on its own is taken out.
+        for event_id in sorted(event_ids):
+            try:
+                report.add(plan(day, rule_ids, {event_id}, {owner[event_id]}))
+            except _NOT_ONE_EVENTS_FAULT:
+                raise
+            except Exception as exc:
+                report.dead[event_id] = _unplannable(f"planning its touches of {day}", exc)
+    report.without_touch = len({r.event_id for r in rows} - report.touched - set(report.dead))
     return report
 
 
@@ -191,6 +287,8 @@ def plan_new_events(
 
     Idempotent: the ledger keys each touch by (rule, event, occurrence), so planning an event
     twice (a crash before ``planned_at`` was written, a concurrent run) records it once.
+    Events that cannot be planned are taken out of the inbox into the dead letters, with
+    the reason (``plan_events``); the others are planned all the same.
     """
     total = EventPlanReport()
     while True:
@@ -198,6 +296,10 @@ def plan_new_events(
         if not rows:
             break
         report = plan_events(engine, rows, run_id=run_id, now=now)
+        if report.dead:
+            dead_letter_events(
+                engine.store, report.dead, source="inbox", ref=run_id, now=engine.stamp(now)
+            )
         ids = [r.id for r in rows]
         with engine.store.session() as session:
             for start in range(0, len(ids), 500):
@@ -207,9 +309,9 @@ def plan_new_events(
                     .where(EventReceipt.planned_at.is_(None))
                     .values(planned_at=engine.stamp(now))
                 )
-        for name, value in report.as_dict().items():
-            setattr(total, name, getattr(total, name) + value)
-        total.days = sorted(set(total.days) | set(report.days))
+        total.events += report.events
+        total.without_touch += report.without_touch
+        total.add(report)
         if len(rows) < batch:
             break
     if total.events:

@@ -11,6 +11,14 @@ A consumer that dies between 1 and 2 leaves its entries pending in the group; th
 again by the same consumer when it comes back (its own pending list is read first) or claimed
 by another one once idle for ``claim_idle`` (``XAUTOCLAIM``). Re-delivery is harmless: the
 inbox keys events by ``event_id``. Entries added while no consumer runs wait in the stream.
+
+One entry never stalls the others: an entry the inbox refuses (malformed, too large, too
+deep...) is dead-lettered and acknowledged like any other. Should committing a batch fail
+for another reason, its entries are committed one by one, so that only the one that fails
+on its own stays pending; once it has been delivered ``MAX_DELIVERIES`` times (Redis counts,
+``XPENDING``) and still fails alone, it is dead-lettered with the error and acknowledged.
+Failures that are not one entry's fault (the store unreachable) stop the drain instead, and
+nothing is dead-lettered for them.
 """
 
 from __future__ import annotations
@@ -23,9 +31,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from ..errors import ConfigurationError
+from ..mask import scrub
 from ..store.db import Store
-from .inbox import Incoming, IntakeReport, submit
+from ..vocab import DeadLetterReason
+from .inbox import Incoming, IntakeReport, dead_letter, submit
 
 log = logging.getLogger("caretouch.events")
 
@@ -35,6 +49,18 @@ DEFAULT_GROUP = "caretouch"
 # An entry pending this long in a consumer's list is taken to belong to a dead consumer.
 DEFAULT_CLAIM_IDLE = dt.timedelta(minutes=2)
 BATCH = 500
+# An entry that failed this many deliveries, and fails once more on its own, is dead-lettered.
+MAX_DELIVERIES = 5
+# Failures that are not one entry's fault (the store or Redis unreachable, a broken set-up):
+# they stop the drain, the entries stay pending, and nothing is dead-lettered for them.
+_NOT_ONE_ENTRYS_FAULT = (
+    ConfigurationError,
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    MemoryError,
+)
 
 Clock = Callable[[], dt.datetime]
 # Test seam: called with ("read" | "committed", entry ids) around the commit.
@@ -65,7 +91,11 @@ def connect(url: str) -> Any:
     import redis
 
     try:
-        return redis.Redis.from_url(url, decode_responses=True, socket_timeout=30)
+        # Bytes that are not UTF-8 are read as lone surrogates (the inbox refuses them as
+        # "not UTF-8 text"): strictly decoded, one such entry would fail every read for good.
+        return redis.Redis.from_url(
+            url, decode_responses=True, encoding_errors="surrogateescape", socket_timeout=30
+        )
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis URL: {exc}") from exc
 
@@ -95,6 +125,7 @@ class DrainReport:
     claimed: int = 0  # taken over from dead consumers
     new: int = 0  # read for the first time
     acked: int = 0
+    left_pending: int = 0  # entries that failed on their own: delivered again next drain
     intake: IntakeReport = field(default_factory=IntakeReport)
 
     def as_dict(self) -> dict[str, int]:
@@ -104,6 +135,7 @@ class DrainReport:
             "new": self.new,
             "acked": self.acked,
             **self.intake.as_dict(),
+            "left_pending": self.left_pending,
         }
 
 
@@ -142,9 +174,8 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _process(self, entries: list[tuple[str, Any]], clock: Clock, report: DrainReport) -> None:
-        if not entries:
-            return
+    def _commit(self, entries: list[tuple[str, Any]], clock: Clock, report: DrainReport) -> None:
+        """Commit ``entries`` to the inbox, then acknowledge them."""
         ids = [entry_id for entry_id, _ in entries]
         if self.checkpoint:
             self.checkpoint("read", ids)
@@ -156,6 +187,69 @@ class StreamConsumer:
         if self.checkpoint:
             self.checkpoint("committed", ids)
         report.acked += int(self.client.xack(self.stream, self.group, *ids))
+
+    def _deliveries(self, entries: list[tuple[str, Any]]) -> dict[str, int]:
+        """How many times each of these entries (pending for this consumer) was delivered."""
+        answer = self.client.xpending_range(
+            self.stream,
+            self.group,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries),
+            consumername=self.consumer,
+        )
+        return {str(p["message_id"]): int(p["times_delivered"]) for p in answer}
+
+    def _give_up(
+        self, entry: tuple[str, Any], times: int, exc: Exception, clock: Clock, report: DrainReport
+    ) -> None:
+        entry_id, fields = entry
+        ref = f"{self.stream}/{entry_id}"
+        reason = (
+            f"{DeadLetterReason.DELIVERY_LIMIT.value}: failed {times} deliveries; last: "
+            f"{type(exc).__name__}: {scrub(str(exc))}"
+        )
+        dead_letter(
+            self.store, Incoming(entry_event(fields), ref), reason, source="stream", now=clock()
+        )
+        report.intake.dead.append((ref, reason))
+        report.acked += int(self.client.xack(self.stream, self.group, entry_id))
+
+    def _process(self, entries: list[tuple[str, Any]], clock: Clock, report: DrainReport) -> None:
+        if not entries:
+            return
+        try:
+            self._commit(entries, clock, report)
+            return
+        except _NOT_ONE_ENTRYS_FAULT:
+            raise
+        except Exception as exc:
+            log.warning(
+                "stream %s: a batch of %d failed (%s); committing its entries one by one",
+                self.stream,
+                len(entries),
+                type(exc).__name__,
+            )
+        deliveries = self._deliveries(entries)
+        for entry in entries:
+            try:
+                self._commit([entry], clock, report)
+            except _NOT_ONE_ENTRYS_FAULT:
+                raise
+            except Exception as exc:
+                times = deliveries.get(entry[0], 1)
+                if times >= MAX_DELIVERIES:
+                    self._give_up(entry, times, exc, clock, report)
+                else:
+                    report.left_pending += 1
+                    log.warning(
+                        "stream %s: entry %s failed (delivery %d of %d; %s): left pending",
+                        self.stream,
+                        entry[0],
+                        times,
+                        MAX_DELIVERIES,
+                        type(exc).__name__,
+                    )
 
     def _read(self, start: str) -> list[tuple[str, Any]]:
         answer = self.client.xreadgroup(
@@ -169,13 +263,16 @@ class StreamConsumer:
         ``max_entries`` were read). Non-blocking."""
         report = DrainReport()
         self.ensure_group()
-        # 1. This consumer's own pending entries (it crashed before acknowledging them).
+        # 1. This consumer's own pending entries (it crashed before acknowledging them, or
+        # they failed): each read once per drain, from the oldest on.
+        after = "0"
         while True:
-            entries = self._read("0")
+            entries = self._read(after)
             if not entries:
                 break
             report.own_pending += len(entries)
             self._process(entries, clock, report)
+            after = entries[-1][0]
         # 2. Entries a dead consumer read and never acknowledged.
         start = "0-0"
         idle_ms = int(self.claim_idle.total_seconds() * 1000)
@@ -197,6 +294,6 @@ class StreamConsumer:
                 break
             report.new += len(entries)
             self._process(entries, clock, report)
-        if report.acked:
+        if report.acked or report.left_pending:
             log.info("stream %s: %s", self.stream, report.as_dict())
         return report

@@ -7,11 +7,13 @@ it returns and ``care run`` hands it to the ledger.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select
 
+from ..bounds import Unreadable
 from ..consent import withdrawn_consents
 from ..dates import LeapDayPolicy, anniversary_in_year, lunar_month_day, lunar_years_between
 from ..errors import ValidationFailed
@@ -24,6 +26,11 @@ from ..vocab import BirthdayCalendar, Decision, SuppressionReason
 from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
 from .history import History
 from .touch import Touch
+
+log = logging.getLogger("caretouch.plan")
+
+# Told (event_id, reason) for every event left out of a plan because it cannot be handled.
+OnUnreadable = Callable[[str, str], None]
 
 
 def _aware_utc(value: dt.datetime) -> dt.datetime:
@@ -145,6 +152,13 @@ def _deferred_touches(
     return touches
 
 
+def _left_out(event: dict[str, Any], on_unreadable: OnUnreadable | None) -> None:
+    reason = event["payload"].reason
+    log.warning("event %s left out of the plan: %s", event["event_id"], reason)
+    if on_unreadable is not None:
+        on_unreadable(str(event["event_id"]), reason)
+
+
 def plan_day(
     store: Store,
     ruleset: RuleSet,
@@ -152,6 +166,7 @@ def plan_day(
     *,
     rule_ids: Iterable[str] | None = None,
     history: History | None = None,
+    on_unreadable: OnUnreadable | None = None,
 ) -> list[Touch]:
     """Every candidate touch due on local date ``day``, sent or suppressed, with the reason.
 
@@ -159,6 +174,10 @@ def plan_day(
     handled are reported as ``already_sent``, touches that reached the customer count
     against the caps, and touches deferred on earlier days compete again. Without it the
     plan treats the past as empty.
+
+    An event whose stored payload cannot be read back safely (``bounds.Unreadable``: put
+    there by an older version or directly in SQL) is left out, logged, and reported to
+    ``on_unreadable(event_id, reason)``; every other touch of the day is planned.
     """
     if ruleset.policy_errors:
         raise ValidationFailed(ruleset.policy_errors)
@@ -174,7 +193,12 @@ def plan_day(
                 result = session.execute(stmt)
                 split = row_splitter(list(result.keys()))
                 for row in result:
-                    touch = _due(rule, split(row), day, policy)
+                    rows = split(row)
+                    event = rows.get("event")
+                    if event is not None and isinstance(event.get("payload"), Unreadable):
+                        _left_out(event, on_unreadable)
+                        continue
+                    touch = _due(rule, rows, day, policy)
                     if touch is None or touch.key in seen:
                         continue
                     seen.add(touch.key)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..bounds import read_stored_json
 from ..errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,9 @@ def open_store(url: str | None = None, **engine_kwargs: Any) -> Store:
         parsed = make_url(raw)
     except ArgumentError as exc:
         raise ConfigurationError(f"invalid store URL {raw!r}: {exc}") from exc
-    kwargs: dict[str, Any] = {"future": True}
+    # JSON too deep to handle safely (written by an older version or directly in SQL) reads
+    # back as a marker, not as a RecursionError that fails the query for every row (bounds.py).
+    kwargs: dict[str, Any] = {"future": True, "json_deserializer": read_stored_json}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     else:

@@ -23,6 +23,8 @@ from typing import Any
 import phonenumbers
 from sqlalchemy import select
 
+from ..bounds import Limits, OutOfBounds
+from ..bounds import loads as bounded_loads
 from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month_day, month_day
 from ..errors import Location
 from ..nul import NUL, escape_nul, find_nul, nul_reason
@@ -39,6 +41,9 @@ REQUIRED = {
     "policy": ("policy_id", "customer_id", "product", "start_date"),
     "event": ("event_id", "type", "customer_id", "occurred_at"),
 }
+# An event's payload holds what templates may show (docs/events.md, "Limits"). Bounded before
+# it is parsed: deeper JSON would crash every run that handles it (RecursionError).
+PAYLOAD_LIMITS = Limits(max_bytes=32 * 1024, max_depth=16, max_items=1000)
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
 
@@ -251,7 +256,9 @@ def parse_event(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
     payload = None
     if payload_text:
         try:
-            payload = json.loads(payload_text)
+            payload = bounded_loads(payload_text, PAYLOAD_LIMITS, "payload")
+        except OutOfBounds as exc:
+            raise RowError(exc.message) from None
         except json.JSONDecodeError as exc:
             raise RowError(f"payload is not valid JSON: {exc.msg}") from None
         if not isinstance(payload, dict):

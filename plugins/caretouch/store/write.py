@@ -1,13 +1,24 @@
-"""Writing typed rows into the store: one upsert for SQLite and PostgreSQL alike."""
+"""Writing typed rows into the store: one upsert for SQLite and PostgreSQL alike, and taking
+events that cannot be handled out of the inbox."""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Text, cast, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .models import Base
+from .models import Base, Event, EventDeadLetter, EventReceipt
+
+if TYPE_CHECKING:
+    from .db import Store
+
+log = logging.getLogger("caretouch.events")
 
 _CHUNK = 500
 
@@ -29,3 +40,79 @@ def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, A
             set_={c: stmt.excluded[c] for c in columns if c != key},
         )
         session.execute(stmt)
+
+
+def _utc_text(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    # SQLite hands back naive datetimes; the store always writes UTC.
+    return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
+
+
+def dead_letter_events(
+    store: Store,
+    reasons: Mapping[str, str],
+    *,
+    source: str,
+    ref: str | None,
+    now: dt.datetime,
+    keep: int = 64 * 1024,
+) -> list[str]:
+    """Move stored events out of the inbox (``events``, ``event_receipts``) into
+    ``event_dead_letters``, each with its reason and its stored text (at most ``keep``
+    characters of the payload, read as text, never parsed). Returns the event ids moved.
+
+    For an event the inbox holds but no run can handle (a payload too deep to read back,
+    written by an older version or in SQL; an event whose planning fails on its own): taken
+    out, it no longer stops anything, and a corrected copy may be sent with the same id.
+    """
+    ids = sorted(reasons)
+    if not ids:
+        return []
+    payload_text = func.substr(cast(Event.payload, Text), 1, keep)
+    moved: list[str] = []
+    with store.session() as session:
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = session.execute(
+                select(
+                    Event.event_id,
+                    Event.type,
+                    Event.customer_id,
+                    Event.policy_id,
+                    Event.occurred_at,
+                    payload_text,
+                ).where(Event.event_id.in_(chunk))
+            ).all()
+            letters = []
+            for event_id, kind, customer_id, policy_id, occurred_at, text in rows:
+                fields = {
+                    "event_id": event_id,
+                    "type": kind,
+                    "customer_id": customer_id,
+                    "policy_id": policy_id,
+                    "occurred_at": _utc_text(occurred_at),
+                }
+                raw = json.dumps(fields, ensure_ascii=False, sort_keys=True)
+                if text:
+                    cut = " ... (truncated)" if len(text) >= keep else ""
+                    raw = f'{raw[:-1]}, "payload": {text}{cut}}}'
+                letters.append(
+                    {
+                        "source": source,
+                        "ref": ref[:300] if ref else None,
+                        "event_id": event_id,
+                        "reason": reasons[event_id][:1000],
+                        "raw": raw,
+                        "received_at": now,
+                    }
+                )
+                moved.append(event_id)
+            if letters:
+                session.execute(insert(EventDeadLetter), letters)
+                found = [letter["event_id"] for letter in letters]
+                session.execute(delete(EventReceipt).where(EventReceipt.event_id.in_(found)))
+                session.execute(delete(Event).where(Event.event_id.in_(found)))
+    for event_id in moved:
+        log.warning("event %s taken out of the inbox: %s", event_id, reasons[event_id])
+    return moved

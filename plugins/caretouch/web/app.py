@@ -33,6 +33,7 @@ from typing import Annotated, Any, get_args
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -43,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..audit import (
+    ROW_ID_MAX,
     CsvExport,
     Filters,
     InvalidFilter,
@@ -90,6 +92,10 @@ SECURITY_HEADERS = {
 }
 _TOKEN_NAME_RX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_LOGIN_BODY = 8192
+# Every number a route takes is a ledger row id: a non-negative 64-bit integer. Anything else
+# (too big for the database, negative, not a number) answers 422 naming the parameter.
+RowIdPath = Annotated[int, PathParam(ge=0, le=ROW_ID_MAX)]
+RowIdQuery = Annotated[int, Query(ge=0, le=ROW_ID_MAX)]
 
 
 # -- who may look ------------------------------------------------------------------------------
@@ -547,7 +553,7 @@ def create_audit_app(
         request: Request,
         who: AuditorDep,
         form: FormDep,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: RowIdQuery = 0,
     ) -> HTMLResponse:
         """Search form and one page of matching touches, in id order (keyset pagination)."""
         filters = _filters(form)
@@ -586,7 +592,7 @@ def create_audit_app(
         )
 
     @app.get("/audit/touches/{touch_id}", response_class=HTMLResponse)
-    def touch(request: Request, who: AuditorDep, touch_id: int) -> HTMLResponse:
+    def touch(request: Request, who: AuditorDep, touch_id: RowIdPath) -> HTMLResponse:
         """One touch: versions and hashes, why it was decided under which consent, every
         attempt's message, the status history (as ``care audit show``; masked there)."""
         detail = touch_detail(view.store, touch_id)
@@ -651,7 +657,10 @@ def create_audit_app(
             body += chunk
             if len(body) > _MAX_LOGIN_BODY:
                 return error_page(request, 413, "Too large", "the login form is too large")
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        try:
+            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        except ValueError:  # more fields than a login form has
+            return error_page(request, 400, "Invalid form", "send the login form")
         token = (form.get("token") or [""])[0].strip()
         target = _safe_next((form.get("next") or [""])[0], root)
         name = view.tokens.match(token) if token else None

@@ -36,6 +36,8 @@ from sqlalchemy import inspect
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import ImmutableMultiDict
 
+from ..bounds import Limits
+from ..bounds import loads as bounded_loads
 from ..channels.credentials import (
     SendGridCredentials,
     TwilioCredentials,
@@ -55,9 +57,14 @@ TWILIO_SIGNATURE = "X-Twilio-Signature"
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-# Twilio posts a few KB; SendGrid batches events, up to about a megabyte per post.
+# Twilio posts a few KB; SendGrid batches events, up to about a megabyte per post. A larger
+# body is refused (413) before it is read whole (docs/webhooks.md, "Limits").
 MAX_FORM = 64 * 1024
+MAX_FORM_FIELDS = 200
 MAX_EVENTS = 8 * 1024 * 1024
+# A SendGrid batch: an array of flat event objects (categories and custom arguments one level
+# further down). Checked before it is parsed: a deeper body would exhaust the recursion limit.
+SENDGRID_LIMITS = Limits(max_bytes=MAX_EVENTS, max_depth=8, max_items=1_000_000)
 HOOK_TABLES = (
     "customers",
     "consent_events",
@@ -81,6 +88,10 @@ class HookSources:
 
 class _Forbidden(Exception):
     """A request whose signature is missing or wrong."""
+
+
+class _TooLarge(Exception):
+    """A body larger than the route takes: answered 413."""
 
 
 class _Hooks:
@@ -177,12 +188,33 @@ def open_hook_store(url: str) -> Store:
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    body = b""
+    """The body, at most ``limit`` bytes: a larger declared length is refused before anything
+    is read, a longer stream as soon as it passes the limit (``_TooLarge``)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise CareError("invalid Content-Length")
+        if int(declared) > limit:
+            raise _TooLarge(f"the body is {int(declared):,} bytes; at most {limit:,} are taken")
+    parts: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise CareError("request body too large")
-    return body
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(f"the body is larger than {limit:,} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _storable(text: str, what: str) -> None:
+    # PostgreSQL text cannot hold a NUL; no store can hold a lone surrogate (an escaped
+    # "\ud800" in JSON). Refused here, not as a 500 from the database.
+    if "\x00" in text:
+        raise CareError(f"{what} holds a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CareError(f"{what} is not valid UTF-8 text (a lone surrogate)") from None
 
 
 def _form(request: Request, body: bytes) -> ImmutableMultiDict[str, str]:
@@ -193,7 +225,29 @@ def _form(request: Request, body: bytes) -> ImmutableMultiDict[str, str]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CareError("the form is not UTF-8") from exc
-    return ImmutableMultiDict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # "Max number of fields exceeded"
+        raise CareError(f"the form has more than {MAX_FORM_FIELDS} fields") from None
+    for name, value in pairs:
+        _storable(name + value, "the form")
+    return ImmutableMultiDict(pairs)
+
+
+def sendgrid_batch(payload: str) -> list[Any]:
+    """The events of a verified SendGrid body, bounded (``SENDGRID_LIMITS``) before it is
+    parsed; ``CareError`` (a 400) for anything else than a JSON array fit to store."""
+    try:
+        events = bounded_loads(payload, SENDGRID_LIMITS, "the event batch")
+    except json.JSONDecodeError as exc:
+        raise CareError("the event batch is not JSON") from exc
+    if not isinstance(events, list):
+        raise CareError("the event batch is not a JSON array")
+    # Bounded above, so this cannot recurse too deep. json.dumps writes a NUL as \u0000
+    # (a text holding a backslash and "u0000" is refused too: harmless).
+    text = json.dumps(events, ensure_ascii=False)
+    _storable(text.replace("\\u0000", "\x00"), "the event batch")
+    return events
 
 
 def twilio_url(request: Request, public_url: str | None) -> str:
@@ -319,6 +373,10 @@ def create_hooks_router(
         log.warning("webhook %s refused (403) from %s: %s", request.url.path, client, why)
         return Response("forbidden\n", status_code=403, media_type="text/plain")
 
+    def too_large(request: Request, why: str) -> Response:
+        log.warning("webhook %s: refused (413): %s", request.url.path, why)
+        return Response(f"{why}\n", status_code=413, media_type="text/plain")
+
     def bad_request(request: Request, why: str) -> Response:
         log.warning("webhook %s: bad request (400): %s", request.url.path, why)
         return Response(f"{why}\n", status_code=400, media_type="text/plain")
@@ -338,6 +396,8 @@ def create_hooks_router(
             )
         except _Forbidden as exc:
             return forbidden(request, str(exc))
+        except _TooLarge as exc:
+            return too_large(request, str(exc))
         except CareError as exc:
             return bad_request(request, str(exc))
         return Response(status_code=204)
@@ -353,6 +413,8 @@ def create_hooks_router(
             )
         except _Forbidden as exc:
             return forbidden(request, str(exc))
+        except _TooLarge as exc:
+            return too_large(request, str(exc))
         except CareError as exc:
             return bad_request(request, str(exc))
         # Empty TwiML: no reply of ours (Twilio answers its standard keywords itself).
@@ -363,17 +425,14 @@ def create_hooks_router(
         """A batch of SendGrid events (signed Event Webhook)."""
         try:
             payload = _check_sendgrid(hooks, request, await _body(request, MAX_EVENTS))
-            try:
-                events = json.loads(payload)
-            except json.JSONDecodeError as exc:
-                raise CareError("the event batch is not JSON") from exc
-            if not isinstance(events, list):
-                raise CareError("the event batch is not a JSON array")
+            events = await run_in_threadpool(sendgrid_batch, payload)
             done = await run_in_threadpool(
                 receive.sendgrid_events, hooks.store, events, now=hooks.now()
             )
         except _Forbidden as exc:
             return forbidden(request, str(exc))
+        except _TooLarge as exc:
+            return too_large(request, str(exc))
         except CareError as exc:
             return bad_request(request, str(exc))
         return JSONResponse({"received": done.events, "new": done.new})
@@ -401,7 +460,7 @@ def create_hooks_router(
         if not token:
             try:
                 form = _form(request, await _body(request, MAX_FORM))
-            except CareError:
+            except (CareError, _TooLarge):
                 form = ImmutableMultiDict()
             token = form.get("t", "")
         try:
