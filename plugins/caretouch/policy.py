@@ -22,7 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from .errors import Location, ValidationError, ValidationFailed
 from .rules.checks import schema_errors
 from .rules.schema import POLICY_FILE_SCHEMA
-from .rules.yamlpos import KEY, load_with_positions
+from .rules.yamlpos import KEY, load_with_positions, read_yaml_bytes
 from .vocab import Category, Channel
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -205,7 +205,7 @@ def load_policy(path: str | Path) -> ContactPolicy:
     path = Path(path)
     if not path.is_file():
         return ContactPolicy()
-    raw = path.read_bytes()
+    raw = read_yaml_bytes(path)
     data, pos = load_with_positions(raw.decode("utf-8"), str(path))
     data = data if data is not None else {}
     errors = schema_errors(data, POLICY_FILE_SCHEMA, pos)

@@ -37,7 +37,7 @@ from .model import (
 )
 from .schema import RULE_FILE_SCHEMA
 from .yamlpos import Path as YPath
-from .yamlpos import Positions, load_with_positions
+from .yamlpos import Positions, load_with_positions, read_yaml_bytes
 
 POLICY_FILE = "policy.yaml"
 
@@ -128,14 +128,14 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
 def load_rule_file(
     path: Path, templates: TemplateStore, policy: ContactPolicy
 ) -> tuple[list[Rule], list[ValidationError]]:
-    raw = path.read_bytes()
-    file_hash = hashlib.sha256(raw).hexdigest()
     try:
+        raw = read_yaml_bytes(path)
         data, pos = load_with_positions(raw.decode("utf-8"), str(path))
     except ValidationError as exc:
         return [], [exc]
     except UnicodeDecodeError as exc:
         return [], [ValidationError(f"not UTF-8 text: {exc}", location=Location(str(path)))]
+    file_hash = hashlib.sha256(raw).hexdigest()
     if not isinstance(data, dict):
         return [], [
             ValidationError("a rule file is a mapping with a 'rules' list", location=pos.at(()))
