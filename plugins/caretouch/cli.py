@@ -181,6 +181,7 @@ def store_import(
     All-or-nothing unless --skip-invalid: any bad row means nothing is written, and every
     bad row is listed as FILE:LINE: reason.
     """
+    from .rules.event_types import load_event_types
     from .store.db import check_reachable, open_store
     from .store.importer import import_csv
 
@@ -198,6 +199,8 @@ def store_import(
         skip_invalid=skip_invalid,
         rejects_path=rejects or Path("rejects.csv"),
         now=dt.datetime.now(dt.timezone.utc),  # clock: when the consent changes were received
+        # Events must be of a declared type, with the declared payload (care_rules/events.yaml).
+        check_event=load_event_types(_config(ctx).rules_dir)[0].problems,
     )
     for warning in report.warnings[:20]:
         click.echo(str(warning), err=True)
@@ -358,15 +361,24 @@ def validate(ctx: click.Context) -> None:
 @main.command()
 @click.option("--policy", is_flag=True, help="The schema of policy.yaml instead.")
 @click.option("--campaign", is_flag=True, help="The schema of campaign files instead.")
-def schema(policy: bool, campaign: bool) -> None:
+@click.option("--events", is_flag=True, help="The schema of events.yaml instead.")
+def schema(policy: bool, campaign: bool, events: bool) -> None:
     """Print the JSON Schema of rule files (published as care_rules/rule.schema.json) or,
-    with --policy, of the contact policy (care_rules/policy.schema.json), or with --campaign,
-    of campaign files (care_rules/campaign.schema.json)."""
+    with --policy, of the contact policy (care_rules/policy.schema.json), with --campaign,
+    of campaign files (care_rules/campaign.schema.json), or with --events, of the event
+    types (care_rules/events.schema.json)."""
     from .rules.campaigns import CAMPAIGN_FILE_SCHEMA
+    from .rules.event_types import EVENTS_FILE_SCHEMA
     from .rules.schema import POLICY_FILE_SCHEMA, RULE_FILE_SCHEMA
 
     chosen = (
-        CAMPAIGN_FILE_SCHEMA if campaign else POLICY_FILE_SCHEMA if policy else RULE_FILE_SCHEMA
+        EVENTS_FILE_SCHEMA
+        if events
+        else CAMPAIGN_FILE_SCHEMA
+        if campaign
+        else POLICY_FILE_SCHEMA
+        if policy
+        else RULE_FILE_SCHEMA
     )
     click.echo(json.dumps(chosen, indent=2, ensure_ascii=False))
 

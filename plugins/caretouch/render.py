@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 from jinja2 import nodes
@@ -44,6 +44,13 @@ PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.SMS: ("txt",),
     Channel.EMAIL: ("subject.txt", "html", "txt"),
 }
+
+
+class DeclaredPayload(Protocol):
+    """What a template check needs of an event type (``rules.event_types.EventType``)."""
+
+    name: str
+    fields: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ def _format_date(ctx: Any, value: Any) -> str:
     """``{{ policy.renewal_date | longdate }}`` in the customer's locale."""
     if value is None:
         return ""
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined: raises "... has no attribute ...", naming what is missing
     if isinstance(value, dt.datetime):
         value = value.date()
     if not isinstance(value, dt.date):
@@ -97,6 +106,8 @@ def _format_money(value: Any) -> str:
     """``{{ policy.premium | money }}``: 1234.5 -> ``1,234.50``; a number or numeric text."""
     if value is None:
         return ""
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined: raises "... has no attribute ...", naming what is missing
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
         raise RenderError(f"money expects a number, got {type(value).__name__}")
     try:
@@ -512,6 +523,7 @@ class TemplateStore:
         locales: Iterable[str],
         provided: Mapping[str, frozenset[str] | None],
         samples: Sequence[Mapping[str, Any]] = (),
+        payload: DeclaredPayload | None = None,
     ) -> list[ValidationError]:
         """Check that the template's files exist, compile, and use only ``provided`` names.
 
@@ -519,7 +531,8 @@ class TemplateStore:
         Each of ``samples`` (contexts shaped like the real ones, e.g. an event without a
         policy) is then rendered, so that what only fails at run time (an unguarded
         ``policy.product`` when there is no policy, a filter given the wrong type) is
-        caught by ``care validate`` instead of at send time.
+        caught by ``care validate`` instead of at send time. ``payload``, for an event rule,
+        is its event type: ``event.payload.X`` must name one of its declared fields.
         """
         errors: list[ValidationError] = []
         for locale in locales:
@@ -534,7 +547,7 @@ class TemplateStore:
                         )
                     )
                     continue
-                found = _check_source(self.env, path, provided)
+                found = _check_source(self.env, path, provided, payload)
                 complete = complete and not found
                 errors.extend(found)
             if not complete:
@@ -571,8 +584,45 @@ def _template_line(exc: BaseException, root: Path) -> tuple[str, int | None] | N
     return found
 
 
+def _payload_reads(tree: nodes.Template) -> Iterator[tuple[str, int]]:
+    """``(field, line)`` for each ``event.payload.X``, ``event.payload['X']`` and
+    ``event.payload.get('X')`` in a template."""
+
+    def is_payload(node: nodes.Node) -> bool:
+        return (
+            isinstance(node, nodes.Getattr)
+            and node.attr == "payload"
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == "event"
+        )
+
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)):
+        if isinstance(node, nodes.Getattr) and is_payload(node.node):
+            if node.attr not in _DICT_METHODS:
+                yield node.attr, node.lineno
+        elif isinstance(node, nodes.Getitem) and is_payload(node.node):
+            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                yield node.arg.value, node.lineno
+        elif (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Getattr)
+            and node.node.attr == "get"
+            and is_payload(node.node.node)
+            and node.args
+            and isinstance(node.args[0], nodes.Const)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.args[0].value, node.lineno
+
+
+_DICT_METHODS = frozenset({"get", "items", "keys", "values"})
+
+
 def _check_source(
-    env: jinja2.Environment, path: Path, provided: Mapping[str, frozenset[str] | None]
+    env: jinja2.Environment,
+    path: Path,
+    provided: Mapping[str, frozenset[str] | None],
+    payload: DeclaredPayload | None = None,
 ) -> list[ValidationError]:
     from difflib import get_close_matches
 
@@ -621,4 +671,17 @@ def _check_source(
                 location=Location(str(path), attr_node.lineno),
             )
         )
+    if payload is not None and "event" in provided:
+        for name, line in _payload_reads(tree):
+            if name in payload.fields:
+                continue
+            hint = get_close_matches(name, sorted(payload.fields), n=1)
+            suggestion = f" (did you mean event.payload.{hint[0]}?)" if hint else ""
+            errors.append(
+                ValidationError(
+                    f"payload field {name!r} is not declared for {payload.name}{suggestion}; "
+                    f"declared: {', '.join(payload.fields) or 'none'} (events.yaml)",
+                    location=Location(str(path), line),
+                )
+            )
     return errors

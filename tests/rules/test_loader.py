@@ -35,6 +35,7 @@ def rules_dir(tmp_path: Path) -> Path:
     d = tmp_path / "rules"
     d.mkdir()
     shutil.copy(RULES_DIR / "policy.yaml", d / "policy.yaml")
+    shutil.copy(RULES_DIR / "events.yaml", d / "events.yaml")
     return d
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import CareError, Location, ValidationError, ValidationFailed
 from ..rules.checks import did_you_mean
+from ..rules.event_types import EventTypes
 from ..store.db import Store
 from ..store.importer import RowError, parse_event
 from ..store.models import (
@@ -192,10 +193,17 @@ def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[st
 
 
 def submit(
-    store: Store, items: Sequence[Incoming], *, source: str, now: dt.datetime
+    store: Store,
+    items: Sequence[Incoming],
+    *,
+    source: str,
+    now: dt.datetime,
+    event_types: EventTypes | None = None,
 ) -> IntakeReport:
     """Validate ``items`` and commit them to the inbox or the dead letters, all at once.
 
+    With ``event_types`` (care_rules/events.yaml), an event of an undeclared type, or whose
+    payload has an undeclared, missing required or mistyped field, is dead-lettered too.
     Idempotent: submitting the same events again changes nothing. When this returns, every
     item is durable in one table or the other; the caller may acknowledge them.
     """
@@ -218,7 +226,11 @@ def submit(
 
     for item in items:
         try:
-            parsed.append((item, parse(item.raw, now=now)))
+            row = parse(item.raw, now=now)
+            problems = event_types.problems(row["type"], row["payload"]) if event_types else []
+            if problems:
+                raise MalformedEvent("; ".join(problems))
+            parsed.append((item, row))
         except MalformedEvent as exc:
             event_id = item.raw.get("event_id") if isinstance(item.raw, Mapping) else None
             refuse(item, exc.message, str(event_id)[:128] if event_id else None)
