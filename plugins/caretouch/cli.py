@@ -343,6 +343,30 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
     return ruleset
 
 
+def check_rule_ids(
+    ruleset: Any, rule_ids: tuple[str, ...] | list[str], param_hint: str, *, also: Any = ()
+) -> None:
+    """Every command that takes rule ids refuses an unknown one the same way: a usage error
+    (exit 2) with a did-you-mean. An id whose rule is defined but failed validation is
+    invalid input (exit 1). ``also``: other ids the command knows (the ledger's, for audit)."""
+    from .rules.checks import did_you_mean
+
+    known = sorted({r.id for r in ruleset.rules} | set(also))
+    broken = {e.rule_id for e in ruleset.errors if e.rule_id}
+    for rule_id in rule_ids:
+        if rule_id in known:
+            continue
+        if rule_id in broken:
+            raise CareError(
+                f"rule {rule_id!r} has errors and was left out (see above; run care validate)"
+            )
+        raise click.BadParameter(
+            f"unknown rule or campaign {rule_id!r}{did_you_mean(rule_id, known)}; "
+            f"known: {', '.join(known) or 'none'}",
+            param_hint=param_hint,
+        )
+
+
 @main.command()
 @click.pass_context
 @friendly_errors
@@ -427,6 +451,7 @@ def plan(
 
     day = _parse_day(day_text)
     engine = _engine(_config(ctx))
+    check_rule_ids(engine.ruleset, rule_ids, "--rule")
     touches = plan_day(
         engine.store,
         engine.ruleset,
@@ -587,6 +612,7 @@ def preview(
     from .preview import preview_touch
 
     engine = _engine(_config(ctx))
+    check_rule_ids(engine.ruleset, [rule_id], "'RULE_ID'")
     day = _parse_day(day_text)
     result = preview_touch(engine, rule_id, customer_id, day, channel)
     click.echo(result)
@@ -661,11 +687,24 @@ def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
     )
 
 
-def _audit_store(ctx: click.Context) -> Any:
+def _audit_store(ctx: click.Context, rule_id: str | None = None) -> Any:
+    """The store, after checking ``--rule``: a rule the ledger has touches of, or one that is
+    defined now (the rules are read only to know their ids)."""
     from .store.db import check_initialised, open_store
 
     store = open_store(_config(ctx).store_url)
     check_initialised(store)
+    if rule_id is not None:
+        from .audit import rule_ids_in_ledger
+        from .render import TemplateStore
+        from .rules.loader import RuleSet, load_rules
+
+        config = _config(ctx)
+        ruleset = RuleSet()
+        if config.rules_dir.is_dir() and config.templates_dir.is_dir():
+            ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+        ruleset.errors = []  # an auditor asks about the ledger: a broken rule is not an error
+        check_rule_ids(ruleset, [rule_id], "--rule", also=rule_ids_in_ledger(store))
     return store
 
 
@@ -681,7 +720,7 @@ def audit_list(
     from .audit import touches
     from .summary import text_table
 
-    rows = list(touches(_audit_store(ctx), _filters(first, last, **kw), limit=limit))
+    rows = list(touches(_audit_store(ctx, kw["rule_id"]), _filters(first, last, **kw), limit=limit))
     header = [
         "id",
         "occurrence",
@@ -778,7 +817,7 @@ def audit_export(
     from .audit import touches
 
     writer = None
-    for row in touches(_audit_store(ctx), _filters(first, last, **kw)):
+    for row in touches(_audit_store(ctx, kw["rule_id"]), _filters(first, last, **kw)):
         if fmt == "jsonl":
             click.echo(json.dumps(row, ensure_ascii=False))
             continue

@@ -112,17 +112,13 @@ def forecast(
     """Per local date, how many touches each rule and campaign would plan, send and suppress
     (by reason). Computed as `care plan` does, against the ledger; writes nothing."""
     from . import forecast as fc_module
-    from .cli import _engine
-    from .errors import CareError
+    from .cli import _engine, check_rule_ids
     from .ledger import Ledger
     from .summary import text_table
 
     first = _parse_day(first_text)
     engine = _engine(_config(ctx))
-    known = {r.id for r in engine.ruleset.rules}
-    unknown = [r for r in rule_ids if r not in known]
-    if unknown:
-        raise CareError(f"unknown rule or campaign: {', '.join(unknown)}")
+    check_rule_ids(engine.ruleset, rule_ids, "--rule")
     with click.progressbar(length=days, label="forecasting", file=sys.stderr, show_pos=True) as bar:
         result = fc_module.forecast(
             engine.store,

@@ -161,6 +161,9 @@ def load_rule_file(
         rule, rule_errors = _build_rule(
             item, ("rules", index), pos, templates, policy, file_hash, event_types
         )
+        declared_id = item.get("id") if isinstance(item, dict) else None
+        for error in rule_errors:  # so that commands can tell a broken rule from an unknown one
+            error.rule_id = error.rule_id or (declared_id if isinstance(declared_id, str) else None)
         errors.extend(rule_errors)
         if rule is not None and not rule_errors:
             rules.append(rule)
