@@ -328,6 +328,9 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
     ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+    if strict:  # `care validate`: what it points out without refusing
+        for warning in ruleset.warnings:
+            click.echo(f"warning: {warning}", err=True)
     if ruleset.policy_errors and not strict:
         # The contact policy stands above every rule: without it nothing may be planned.
         raise ValidationFailed(ruleset.policy_errors)

@@ -112,6 +112,8 @@ class ContactPolicy:
     tier_order: tuple[str, ...] = ("A", "B", "C", "D")
     # A touch may go out until this long after its send time (outside quiet hours).
     sending_window_hours: int = 24
+    # `care validate` warns about an SMS template of more segments than this (sms.py).
+    sms_warn_segments: int = 3
     source: Location | None = None
     file_hash: str = ""
     # Where each clause stands in the file, for `care plan --explain`.
@@ -271,6 +273,7 @@ def load_policy(path: str | Path) -> ContactPolicy:
         capacity={Channel(name): c["per_day"] for name, c in (data.get("capacity") or {}).items()},
         tier_order=tuple(data.get("tier_order", ("A", "B", "C", "D"))),
         sending_window_hours=data.get("sending_window_hours", 24),
+        sms_warn_segments=(data.get("sms") or {}).get("warn_segments", 3),
         source=Location(str(path)),
         file_hash=hashlib.sha256(raw).hexdigest(),
         clauses=clauses,

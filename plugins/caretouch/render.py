@@ -38,12 +38,14 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from .errors import ConfigurationError, Location, RenderError, ValidationError
+from .sms import SMS_MAX_CHARS, SmsSize, sms_size
 from .vocab import Channel, Locale
 
 PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.SMS: ("txt",),
     Channel.EMAIL: ("subject.txt", "html", "txt"),
 }
+_PART_NAMES = {"txt": "message text", "subject.txt": "subject", "html": "HTML part"}
 
 
 class DeclaredPayload(Protocol):
@@ -441,6 +443,7 @@ class TemplateStore:
             {"longdate": jinja2.pass_context(_format_date), "money": _format_money}
         )
         self._hashes: dict[tuple[str, Channel, str], str] = {}
+        self._warnings: list[ValidationError] = []
 
     def template_ids(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
@@ -492,6 +495,12 @@ class TemplateStore:
                     message = f"{type(exc).__name__}: {exc}"
                 raise RenderError(f"cannot render: {message}", location=Location(*where)) from exc
             rendered[part] = text.strip() if part != "html" else text
+            if not text.strip():
+                # Never send a blank message: an SMS with no text, an email with no subject.
+                raise RenderError(
+                    f"cannot render: the {_PART_NAMES[part]} is empty",
+                    location=Location(str(self.root / name)),
+                )
         if channel is Channel.SMS:
             return RenderedMessage(channel, body=rendered["txt"])
         subject = " ".join(rendered["subject.txt"].split())
@@ -524,6 +533,7 @@ class TemplateStore:
         provided: Mapping[str, frozenset[str] | None],
         samples: Sequence[Mapping[str, Any]] = (),
         payload: DeclaredPayload | None = None,
+        sms_warn_segments: int | None = None,
     ) -> list[ValidationError]:
         """Check that the template's files exist, compile, and use only ``provided`` names.
 
@@ -532,7 +542,9 @@ class TemplateStore:
         policy) is then rendered, so that what only fails at run time (an unguarded
         ``policy.product`` when there is no policy, a filter given the wrong type) is
         caught by ``care validate`` instead of at send time. ``payload``, for an event rule,
-        is its event type: ``event.payload.X`` must name one of its declared fields.
+        is its event type: ``event.payload.X`` must name one of its declared fields. An SMS
+        that renders longer than providers take (``sms.SMS_MAX_CHARS``) is an error; one of
+        more than ``sms_warn_segments`` segments, a warning (``take_warnings``).
         """
         errors: list[ValidationError] = []
         for locale in locales:
@@ -552,18 +564,61 @@ class TemplateStore:
                 errors.extend(found)
             if not complete:
                 continue
+            longest: tuple[SmsSize, int, str] | None = None
             for sample in samples:
+                described = sample.get("_sample", "typical values")
                 try:
-                    self.render(template_id, channel, locale, sample)
+                    message = self.render(template_id, channel, locale, sample)
                 except RenderError as exc:
                     errors.append(
                         ValidationError(
-                            f"{exc.message} (with sample data: {sample.get('_sample', 'typical values')})",
+                            f"{exc.message} (with sample data: {described})",
                             location=exc.location,
                         )
                     )
                     break
+                if channel is Channel.SMS:
+                    size = sms_size(message.body)
+                    if longest is None or len(message.body) > longest[1]:
+                        longest = (size, len(message.body), described)
+            if longest is not None:
+                errors.extend(self._check_sms_size(template_id, locale, longest, sms_warn_segments))
         return errors
+
+    def _check_sms_size(
+        self,
+        template_id: str,
+        locale: str,
+        longest: tuple[SmsSize, int, str],
+        warn_segments: int | None,
+    ) -> list[ValidationError]:
+        """An SMS over the provider's limit is an error; one of more segments than the
+        contact policy's ``sms.warn_segments`` a warning (kept in ``take_warnings``)."""
+        size, chars, described = longest
+        where = Location(str(self.root / self.relpath(template_id, Channel.SMS, locale, "txt")))
+        if chars > SMS_MAX_CHARS:
+            return [
+                ValidationError(
+                    f"the SMS is {chars:,} characters with sample data ({described}); "
+                    f"providers take at most {SMS_MAX_CHARS:,} (Twilio)",
+                    location=where,
+                )
+            ]
+        if warn_segments is not None and size.segments > warn_segments:
+            self._warnings.append(
+                ValidationError(
+                    f"the SMS is {size} with sample data ({described}), more than "
+                    f"sms.warn_segments={warn_segments} of the contact policy: each segment "
+                    "is billed",
+                    location=where,
+                )
+            )
+        return []
+
+    def take_warnings(self) -> list[ValidationError]:
+        """The warnings of the checks since the last call (SMS longer than the policy likes)."""
+        warnings, self._warnings = self._warnings, []
+        return warnings
 
 
 def _template_line(exc: BaseException, root: Path) -> tuple[str, int | None] | None:

@@ -60,6 +60,8 @@ class RuleSet:
     event_types: EventTypes = field(
         default_factory=lambda: EventTypes(unavailable="no rules directory was loaded")
     )
+    # What `care validate` points out without refusing (an SMS of many segments).
+    warnings: list[ValidationError] = field(default_factory=list)
 
     def is_campaign(self, rule_id: str) -> bool:
         return any(c.id == rule_id for c in self.campaigns)
@@ -83,6 +85,7 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
     """Load every rule file of ``rules_dir`` and the contact policy beside them."""
     rules_dir = Path(rules_dir)
     result = RuleSet()
+    templates.take_warnings()  # those of an earlier load are not this one's
     try:
         result.policy = load_policy(rules_dir / POLICY_FILE)
     except ValidationFailed as failed:
@@ -129,6 +132,7 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
         seen[campaign.id] = campaign.rule.source
         result.rules.append(campaign.rule)
         result.campaigns.append(campaign)
+    result.warnings = templates.take_warnings()
     return result
 
 
@@ -251,6 +255,7 @@ def _build_rule(
                     variables,
                     sample_contexts(trigger, event_type),
                     payload=event_type,
+                    sms_warn_segments=policy.sms_warn_segments,
                 )
             )
     for e in errors:

@@ -294,6 +294,22 @@ POLICY_FILE_SCHEMA: dict[str, Any] = {
             "description": "How long after its send time a touch may still go out; "
             "later it is suppressed (too_late, or quiet_hours when they outlast it).",
         },
+        "sms": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "warn_segments": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 10,
+                    "default": 3,
+                    "description": "`care validate` warns about an SMS template that renders "
+                    "to more segments than this (160 GSM-7 or 70 UCS-2 characters single, "
+                    "153 or 67 per part; each part is billed). Over 1,600 characters, the "
+                    "provider's limit, is an error.",
+                }
+            },
+        },
         "tier_order": {
             "type": "array",
             "items": {"enum": [t.value for t in Tier]},
