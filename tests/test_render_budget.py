@@ -230,3 +230,17 @@ def test_at_send_time_a_bad_render_fails_only_its_touch(
         ("C2", TouchStatus.SENT): 1,
     }
     assert len(list((tmp_path / "outbox").rglob("*.json"))) == 1
+
+
+def test_metering_keeps_static_html_as_written_and_still_escapes_data(
+    templates: TemplateStore,
+) -> None:
+    context = {
+        "occurrence": DAY,
+        "rule_id": "birthday",
+        "years": 36,
+        "customer": {"name": "<b>Ann</b>", "birthday_calendar": "gregorian"},
+    }
+    html = templates.render("birthday", Channel.EMAIL, "en", context).html or ""
+    assert html.startswith("<!doctype html>") and "<p " in html and "&lt;p" not in html
+    assert "&lt;b&gt;Ann&lt;/b&gt;" in html and "<b>Ann" not in html
