@@ -23,7 +23,7 @@ import os
 import re
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -51,8 +51,11 @@ _PART_NAMES = {"txt": "message text", "subject.txt": "subject", "html": "HTML pa
 class DeclaredPayload(Protocol):
     """What a template check needs of an event type (``rules.event_types.EventType``)."""
 
-    name: str
-    fields: Mapping[str, Any]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fields(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,7 @@ def _check_str_method(method: Any, args: tuple[Any, ...], budget: RenderBudget) 
         getattr(target, "__self__", None), str
     ):
         return
-    text: str = target.__self__
+    text = str(target.__self__)
     name = target.__name__
     if name in ("format", "format_map"):
         widths = [int(m.group(1)) for m in _BRACE_WIDTHS.finditer(text)]
@@ -277,7 +280,7 @@ def _check_filter(name: str, args: tuple[Any, ...], budget: RenderBudget) -> Non
         _check_replace(str(value), str(args[1]), str(args[2]), budget)
     elif name == "format" and isinstance(value, str):
         _check_percent_format(value, tuple(args[1:]), budget)
-    elif name == "join" and len(args) >= 2 and hasattr(value, "__len__"):
+    elif name == "join" and len(args) >= 2 and isinstance(value, Sized):
         _too_big(len(str(args[1])) * len(value), budget, "a join")
     elif name == "indent" and len(args) >= 2 and isinstance(value, str):
         width = args[1] if isinstance(args[1], int) else len(str(args[1]))
@@ -343,16 +346,16 @@ class _Metering(NodeTransformer):
     joins is charged (static text inside a loop or macro too: it is printed over and over)."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)  # in place: For and Output nodes stay themselves
         node.iter = nodes.Filter(node.iter, "_care_loop", [], [], None, None, lineno=node.lineno)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         return nodes.Filter(node, "_care_charge", [], [], None, None, lineno=node.lineno)
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         node.nodes = [
             nodes.Filter(child, "_care_charge", [], [], None, None, lineno=child.lineno)
             if isinstance(child, nodes.TemplateData)

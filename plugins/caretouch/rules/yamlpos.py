@@ -110,7 +110,7 @@ class _BoundedLoader(_Loader):
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             target = super().compose_node(parent, index)
-            alias = copy.copy(target)
+            alias: Any = copy.copy(target)
             alias.start_mark = alias.end_mark = mark
             alias.alias_of = target
             return alias
