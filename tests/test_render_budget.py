@@ -213,18 +213,20 @@ def test_preview_reports_the_overrun_as_a_template_error(tmp_path: Path) -> None
     ids=["loops", "repetition", "attribute-error", "recursion"],
 )
 def test_at_send_time_a_bad_render_fails_only_its_touch(
-    sqlite_store: Store, tmp_path: Path, bad: str
+    store: Store, tmp_path: Path, bad: str
 ) -> None:
     templates = copy_templates(
         tmp_path, "birthday", "sms.zh-CN.txt", ONLY_C1.replace("{{ BAD }}", bad)
     )
-    load_rows(sqlite_store, customers=[customer_row("C1"), customer_row("C2")])
-    engine = Engine.open(CareConfig(sqlite_store.url, RULES_DIR, templates, tmp_path / "outbox"))
+    load_rows(store, customers=[customer_row("C1"), customer_row("C2")])
+    engine = Engine.open(CareConfig(store.url, RULES_DIR, templates, tmp_path / "outbox"))
+    engine.store.dispose()
+    engine.store = store  # on PostgreSQL, the test's own schema
     assert engine.ruleset.errors == []
     report = run_day(engine, DAY, run_id="t1", now=utc(2026, 11, 23, 12, 0))
     assert (report.sent, report.failed) == (1, 1)
     assert "render_error" in report.failures[0] and "sms.zh-CN.txt:2" in report.failures[0]
-    states = Ledger(sqlite_store).states_for_day(DAY)
+    states = Ledger(store).states_for_day(DAY)
     assert Counter((s.row.customer_id, s.status) for s in states) == {
         ("C1", TouchStatus.FAILED): 1,
         ("C2", TouchStatus.SENT): 1,

@@ -181,7 +181,7 @@ def test_shipped_templates_need_no_warning(shipped_rules) -> None:
 # --- at send time ------------------------------------------------------------------------------
 
 
-def test_an_empty_render_is_never_sent(sqlite_store: Store, tmp_path: Path) -> None:
+def test_an_empty_render_is_never_sent(store: Store, tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, templates)
     # Passes `care validate` (the sample customer is not C1) and renders empty for C1.
@@ -189,8 +189,10 @@ def test_an_empty_render_is_never_sent(sqlite_store: Store, tmp_path: Path) -> N
         "{% if customer.customer_id != 'C1' %}{{ customer.name }}，生日快乐{% endif %}",
         encoding="utf-8",
     )
-    load_rows(sqlite_store, customers=[customer_row("C1"), customer_row("C2")])
-    engine = Engine.open(CareConfig(sqlite_store.url, RULES_DIR, templates, tmp_path / "outbox"))
+    load_rows(store, customers=[customer_row("C1"), customer_row("C2")])
+    engine = Engine.open(CareConfig(store.url, RULES_DIR, templates, tmp_path / "outbox"))
+    engine.store.dispose()
+    engine.store = store  # on PostgreSQL, the test's own schema
     assert engine.ruleset.errors == []
     day = dt.date(2026, 11, 23)
     report = run_day(engine, day, run_id="t1", now=utc(2026, 11, 23, 12, 0))
@@ -198,7 +200,7 @@ def test_an_empty_render_is_never_sent(sqlite_store: Store, tmp_path: Path) -> N
     assert (
         "render_error" in report.failures[0] and "the message text is empty" in (report.failures[0])
     )
-    states = Ledger(sqlite_store).states_for_day(day)
+    states = Ledger(store).states_for_day(day)
     assert Counter((s.row.customer_id, s.status) for s in states) == {
         ("C1", TouchStatus.FAILED): 1,
         ("C2", TouchStatus.SENT): 1,
