@@ -161,7 +161,7 @@ def test_forecast_of_one_rule_and_charts(filled: Path) -> None:
     text = page.read_text(encoding="utf-8")
     assert "data:image/png;base64," in text and "year-end-service-notice" in text
     unknown = care(filled, "forecast", "--from", FIRST, "--days", "5", "--rule", "nope")
-    assert unknown.exit_code == 1 and "unknown rule or campaign: nope" in unknown.output
+    assert unknown.exit_code == 2 and "unknown rule or campaign 'nope'" in unknown.output
 
 
 def _dates(first: str, days: int) -> list[dt.date]:

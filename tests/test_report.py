@@ -42,7 +42,7 @@ def fill_history(store: Store, tmp_path: Path) -> Store:
     """Two weeks of daily runs with the shipped rules, a few opt-outs and complaints."""
     rules = tmp_path / "rules"
     rules.mkdir()
-    for name in ("policy.yaml", "birthday.yaml", "complaint-follow-up.yaml"):
+    for name in ("policy.yaml", "events.yaml", "birthday.yaml", "complaint-follow-up.yaml"):
         shutil.copy(RULES_DIR / name, rules / name)
     customers = [
         customer_row(

@@ -311,7 +311,7 @@ def test_render_error_fails_the_touch_and_a_fixed_template_sends_it(
     good = sms.read_text(encoding="utf-8")
     # Passes `care validate` (its sample customer is not C1), fails at send time for C1.
     sms.write_text(
-        "{% if customer.customer_id == 'C1' %}{{ customer.name | longdate }}{% endif %}",
+        "{% if customer.customer_id == 'C1' %}{{ customer.name | longdate }}{% endif %}生日快乐",
         encoding="utf-8",
     )
     load_rows(sqlite_store, customers=[customer_row("C1"), customer_row("C2", locale="en")])

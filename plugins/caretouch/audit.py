@@ -308,6 +308,12 @@ def make_filters(
     )
 
 
+def rule_ids_in_ledger(store: Store) -> list[str]:
+    """Every rule id the ledger has touches of (rules since renamed or deleted included)."""
+    with store.read_session() as session:
+        return sorted(session.scalars(select(TouchRow.rule_id).distinct()))
+
+
 def _query(filters: Filters, after: int) -> Any:
     q = select(TouchRow).where(TouchRow.id > after)
     if filters.first:

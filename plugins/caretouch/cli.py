@@ -348,6 +348,7 @@ def store_import(
     All-or-nothing unless --skip-invalid: any bad row means nothing is written, and every
     bad row is listed as FILE:LINE: reason.
     """
+    from .rules.event_types import load_event_types
     from .store.db import check_reachable, open_store
     from .store.importer import import_csv
 
@@ -373,6 +374,8 @@ def store_import(
         skip_invalid=skip_invalid,
         rejects_path=rejects or Path("rejects.csv"),
         now=now,
+        # Events must be of a declared type, with the declared payload (care_rules/events.yaml).
+        check_event=load_event_types(_config(ctx).rules_dir)[0].problems,
     )
     if report.written:
         _anchor(_config(ctx), s, cli_run_id(), now)
@@ -511,6 +514,9 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
     ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+    if strict:  # `care validate`: what it points out without refusing
+        for warning in ruleset.warnings:
+            click.echo(f"warning: {warning}", err=True)
     if ruleset.policy_errors and not strict:
         # The contact policy stands above every rule: without it nothing may be planned.
         raise ValidationFailed(ruleset.policy_errors)
@@ -528,6 +534,30 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
         if ctx is not None:
             ctx.meta[_RULE_ERRORS] = [str(e) for e in ruleset.errors]
     return ruleset
+
+
+def check_rule_ids(
+    ruleset: Any, rule_ids: tuple[str, ...] | list[str], param_hint: str, *, also: Any = ()
+) -> None:
+    """Every command that takes rule ids refuses an unknown one the same way: a usage error
+    (exit 2) with a did-you-mean. An id whose rule is defined but failed validation is
+    invalid input (exit 1). ``also``: other ids the command knows (the ledger's, for audit)."""
+    from .rules.checks import did_you_mean
+
+    known = sorted({r.id for r in ruleset.rules} | set(also))
+    broken = {e.rule_id for e in ruleset.errors if e.rule_id}
+    for rule_id in rule_ids:
+        if rule_id in known:
+            continue
+        if rule_id in broken:
+            raise CareError(
+                f"rule {rule_id!r} has errors and was left out (see above; run care validate)"
+            )
+        raise click.BadParameter(
+            f"unknown rule or campaign {rule_id!r}{did_you_mean(rule_id, known)}; "
+            f"known: {', '.join(known) or 'none'}",
+            param_hint=param_hint,
+        )
 
 
 @main.command()
@@ -548,15 +578,24 @@ def validate(ctx: click.Context) -> None:
 @main.command()
 @click.option("--policy", is_flag=True, help="The schema of policy.yaml instead.")
 @click.option("--campaign", is_flag=True, help="The schema of campaign files instead.")
-def schema(policy: bool, campaign: bool) -> None:
+@click.option("--events", is_flag=True, help="The schema of events.yaml instead.")
+def schema(policy: bool, campaign: bool, events: bool) -> None:
     """Print the JSON Schema of rule files (published as care_rules/rule.schema.json) or,
-    with --policy, of the contact policy (care_rules/policy.schema.json), or with --campaign,
-    of campaign files (care_rules/campaign.schema.json)."""
+    with --policy, of the contact policy (care_rules/policy.schema.json), with --campaign,
+    of campaign files (care_rules/campaign.schema.json), or with --events, of the event
+    types (care_rules/events.schema.json)."""
     from .rules.campaigns import CAMPAIGN_FILE_SCHEMA
+    from .rules.event_types import EVENTS_FILE_SCHEMA
     from .rules.schema import POLICY_FILE_SCHEMA, RULE_FILE_SCHEMA
 
     chosen = (
-        CAMPAIGN_FILE_SCHEMA if campaign else POLICY_FILE_SCHEMA if policy else RULE_FILE_SCHEMA
+        EVENTS_FILE_SCHEMA
+        if events
+        else CAMPAIGN_FILE_SCHEMA
+        if campaign
+        else POLICY_FILE_SCHEMA
+        if policy
+        else RULE_FILE_SCHEMA
     )
     click.echo(json.dumps(chosen, indent=2, ensure_ascii=False))
 
@@ -611,6 +650,7 @@ def plan(
 
     day = _parse_day(day_text)
     engine = _engine(_config(ctx))
+    check_rule_ids(engine.ruleset, rule_ids, "--rule")
     touches = plan_day(
         engine.store,
         engine.ruleset,
@@ -774,6 +814,7 @@ def preview(
     from .preview import preview_touch
 
     engine = _engine(_config(ctx))
+    check_rule_ids(engine.ruleset, [rule_id], "'RULE_ID'")
     day = _parse_day(day_text)
     result = preview_touch(engine, rule_id, customer_id, day, channel)
     click.echo(result)
@@ -848,11 +889,24 @@ def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
         raise click.UsageError(f"--{exc}") from None
 
 
-def _audit_store(ctx: click.Context) -> Any:
+def _audit_store(ctx: click.Context, rule_id: str | None = None) -> Any:
+    """The store, after checking ``--rule``: a rule the ledger has touches of, or one that is
+    defined now (the rules are read only to know their ids)."""
     from .store.db import check_initialised, open_store
 
     store = open_store(_config(ctx).store_url)
     check_initialised(store)
+    if rule_id is not None:
+        from .audit import rule_ids_in_ledger
+        from .render import TemplateStore
+        from .rules.loader import RuleSet, load_rules
+
+        config = _config(ctx)
+        ruleset = RuleSet()
+        if config.rules_dir.is_dir() and config.templates_dir.is_dir():
+            ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+        ruleset.errors = []  # an auditor asks about the ledger: a broken rule is not an error
+        check_rule_ids(ruleset, [rule_id], "--rule", also=rule_ids_in_ledger(store))
     return store
 
 
@@ -869,7 +923,7 @@ def audit_list(
     from .summary import text_table
 
     filters = _filters(first, last, **kw)
-    rows = list(touches(_audit_store(ctx), filters, limit=limit))
+    rows = list(touches(_audit_store(ctx, kw["rule_id"]), filters, limit=limit))
     header = [
         "id",
         "occurrence",
@@ -985,7 +1039,7 @@ def audit_export(
     from .audit import CsvExport, touches
 
     filters = _filters(first, last, **kw)
-    store = _audit_store(ctx)
+    store = _audit_store(ctx, kw["rule_id"])
     count = 0
     if fmt == "jsonl":
         for row in touches(store, filters):

@@ -20,6 +20,7 @@ from .cli import (
     EXIT_PARTIAL,
     _config,
     _engine,
+    _fail,
     _parse_now,
     cli_run_id,
     friendly_errors,
@@ -42,6 +43,37 @@ def _plan(engine: Any, now: dt.datetime, run_id: str) -> None:
     report = plan_new_events(engine, run_id=run_id, now=now)
     anchor(engine, run_id=run_id, now=now)
     click.echo("event touches: " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items()))
+
+
+def _declared(engine: Any) -> Any:
+    """The declared event types intake checks against; None when there are none to check
+    (no events.yaml, or a broken one: `care validate` says so)."""
+    types = engine.ruleset.event_types
+    return types if types.available else None
+
+
+def _refuse_undeclared(rules_dir: Path, event_type: str, payload_text: str | None) -> None:
+    """Exit 1, writing nothing, when the type or payload is not what events.yaml declares."""
+    from .rules.event_types import load_event_types
+
+    types, errors = load_event_types(rules_dir)
+    if errors:
+        for error in errors:
+            click.echo(str(error), err=True)
+        _fail(f"{len(errors)} error(s) in {types.source}; nothing was written.")
+    payload: Any = None
+    if payload_text:
+        try:
+            payload = json.loads(payload_text)
+        except json.JSONDecodeError as exc:
+            _fail(f"--payload is not valid JSON: {exc.msg} at column {exc.colno}")
+        if not isinstance(payload, dict):
+            _fail("--payload must be a JSON object")
+    problems = types.problems(event_type, payload)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        _fail(f"event refused ({types.source}); nothing was written.")
 
 
 @click.group()
@@ -77,7 +109,11 @@ def emit(
     via: str,
     now_text: str | None,
 ) -> None:
-    """Record one event (and plan its touches), or add it to the event stream."""
+    """Record one event (and plan its touches), or add it to the event stream.
+
+    The type and the payload must be as care_rules/events.yaml declares them: otherwise
+    nothing is written and the exit status is 1."""
+    _refuse_undeclared(_config(ctx).rules_dir, event_type, payload_text)
     now = _parse_now(now_text)
     raw: dict[str, Any] = {
         "event_id": event_id or f"cli-{uuid.uuid4().hex}",
@@ -99,7 +135,13 @@ def emit(
     from .events.inbox import Incoming, submit
 
     engine = _engine(_config(ctx), live_clock=now_text is None)
-    report = submit(engine.store, [Incoming(raw, "cli")], source="cli", now=now)
+    report = submit(
+        engine.store,
+        [Incoming(raw, "cli")],
+        source="cli",
+        now=now,
+        event_types=_declared(engine),
+    )
     _print_intake(report)
     if report.dead:
         sys.exit(EXIT_INVALID)
@@ -123,7 +165,7 @@ def import_events(ctx: click.Context, csv_file: Path, now_text: str | None) -> N
     now = _parse_now(now_text)
     items = read_csv(csv_file)
     engine = _engine(_config(ctx), live_clock=now_text is None)
-    report = submit(engine.store, items, source="csv", now=now)
+    report = submit(engine.store, items, source="csv", now=now, event_types=_declared(engine))
     _print_intake(report)
     _plan(engine, now, cli_run_id())
     if report.dead:
@@ -151,6 +193,7 @@ def drain(ctx: click.Context, consumer: str | None, now_text: str | None) -> Non
         stream=settings.stream,
         group=settings.group,
         consumer=consumer or f"cli:{socket.gethostname()}",
+        event_types=_declared(engine),
     )
     report = reader.drain(
         (lambda: now) if now_text else (lambda: dt.datetime.now(dt.timezone.utc))  # clock: CLI

@@ -125,9 +125,8 @@ def forecast(
     """Per local date, how many touches each rule and campaign would plan, send and suppress
     (by reason). Computed as `care plan` does, against the ledger; writes nothing."""
     from . import forecast as fc_module
-    from .cli import _engine
+    from .cli import _engine, check_rule_ids
     from .config import unwritable
-    from .errors import CareError
     from .ledger import Ledger
     from .summary import text_table
 
@@ -137,10 +136,7 @@ def forecast(
     if problem:  # checked before the computation, which can take minutes
         raise click.BadParameter(problem, param_hint="--output")
     engine = _engine(_config(ctx))
-    known = {r.id for r in engine.ruleset.rules}
-    unknown = [r for r in rule_ids if r not in known]
-    if unknown:
-        raise CareError(f"unknown rule or campaign: {', '.join(unknown)}")
+    check_rule_ids(engine.ruleset, rule_ids, "--rule")
     with click.progressbar(length=days, label="forecasting", file=sys.stderr, show_pos=True) as bar:
         result = fc_module.forecast(
             engine.store,

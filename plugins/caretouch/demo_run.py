@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import CareConfig
 from .errors import ConfigurationError
 from .render import TemplateStore
+from .rules.event_types import load_event_types
 from .rules.loader import RuleSet, load_rules
 from .store.db import Store, open_store
 from .store.demo import write_demo_csvs
@@ -128,9 +129,11 @@ def run_demo(
     files = write_demo_csvs(directory / "data", day, customers=customers)
     store = open_store(config.store_url)
     store.init()
+    event_types, _ = load_event_types(config.rules_dir)  # errors: shown with the rules below
     report = import_csv(
         store,
         {"customer": files["customers"], "policy": files["policies"], "event": files["events"]},
+        check_event=event_types.problems,
     )
     if not report.written:
         for problem in [*report.file_errors, *report.rejected]:

@@ -22,7 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from .errors import Location, ValidationError, ValidationFailed
 from .rules.checks import schema_errors
 from .rules.schema import POLICY_FILE_SCHEMA
-from .rules.yamlpos import KEY, load_with_positions
+from .rules.yamlpos import KEY, load_with_positions, read_yaml_bytes
 from .vocab import Category, Channel
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -112,6 +112,8 @@ class ContactPolicy:
     tier_order: tuple[str, ...] = ("A", "B", "C", "D")
     # A touch may go out until this long after its send time (outside quiet hours).
     sending_window_hours: int = 24
+    # `care validate` warns about an SMS template of more segments than this (sms.py).
+    sms_warn_segments: int = 3
     source: Location | None = None
     file_hash: str = ""
     # Where each clause stands in the file, for `care plan --explain`.
@@ -205,7 +207,7 @@ def load_policy(path: str | Path) -> ContactPolicy:
     path = Path(path)
     if not path.is_file():
         return ContactPolicy()
-    raw = path.read_bytes()
+    raw = read_yaml_bytes(path)
     data, pos = load_with_positions(raw.decode("utf-8"), str(path))
     data = data if data is not None else {}
     errors = schema_errors(data, POLICY_FILE_SCHEMA, pos)
@@ -271,6 +273,7 @@ def load_policy(path: str | Path) -> ContactPolicy:
         capacity={Channel(name): c["per_day"] for name, c in (data.get("capacity") or {}).items()},
         tier_order=tuple(data.get("tier_order", ("A", "B", "C", "D"))),
         sending_window_hours=data.get("sending_window_hours", 24),
+        sms_warn_segments=(data.get("sms") or {}).get("warn_segments", 3),
         source=Location(str(path)),
         file_hash=hashlib.sha256(raw).hexdigest(),
         clauses=clauses,

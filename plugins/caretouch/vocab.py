@@ -138,3 +138,13 @@ class Provider(StrEnum):
 
     TWILIO = "twilio"
     SENDGRID = "sendgrid"
+
+
+class PayloadType(StrEnum):
+    """The value types an event's payload field may be declared with (care_rules/events.yaml)."""
+
+    STRING = "string"
+    DECIMAL = "decimal"
+    INT = "int"
+    DATE = "date"
+    BOOL = "bool"

@@ -216,7 +216,10 @@ def test_events_from_rest_asset_events_and_conf_all_reach_the_inbox(
             "care_events": [
                 _asset_event({**event("R1"), "from_rest_api": True}, 11),
                 _asset_event(
-                    {"events": [event("R2"), event("R3", payload={"x": 1})], "from_rest_api": True},
+                    {
+                        "events": [event("R2"), event("R3", payload={"agent": "A7"})],
+                        "from_rest_api": True,
+                    },
                     12,
                 ),
                 _asset_event({"from_trigger": True, "stream": stream_key, "count": 1}, 13),
@@ -272,6 +275,53 @@ def test_hostile_rest_events_and_conf_are_dead_lettered_and_the_rest_go_in(
     reasons = sorted(letter.reason.split(":")[0] for letter in dead_letters(store))
     assert reasons == ["too_deep", "too_deep", "too_deep", "too_large", "too_many_items"]
     assert inbox_count(store) == 2
+
+
+def test_intake_refuses_undeclared_event_types_from_the_api_and_the_stream(
+    env: dict[str, str], redis_client: Any, stream_key: str
+) -> None:
+    from caretouch.airflow.events import intake
+    from caretouch.events.stream import add
+    from caretouch.store.models import EventDeadLetter
+
+    store = open_store(env["CARE_STORE_URL"])
+    load_rows(store, customers=[customer_row("C1")])
+    add(redis_client, stream_key, event("S1", type="claim_setled"))
+    add(redis_client, stream_key, event("S2", type="claim_settled", payload={"claim_no": "7"}))
+    context = {
+        "run_id": "r1",
+        "triggering_asset_events": {
+            "care_events": [_asset_event({"event": event("A1", type="polcy_purchased")}, 1)]
+        },
+        "dag_run": SimpleNamespace(conf={"event": event("A2")}),
+    }
+    counts = intake(context, consumer="test")
+    assert (counts["api_accepted"], counts["api_dead_lettered"]) == (1, 1)
+    assert (counts["stream_accepted"], counts["stream_dead_lettered"]) == (0, 2)
+    with store.read_session() as session:
+        letters = session.scalars(select(EventDeadLetter).order_by(EventDeadLetter.id))
+        reasons = [(d.source, d.reason) for d in letters]
+    assert reasons == [
+        (
+            "api",
+            "unknown event type 'polcy_purchased' (did you mean 'policy_purchased'?); "
+            f"{RULES_DIR / 'events.yaml'} declares policy_purchased, claim_settled, "
+            "complaint_resolved",
+        ),
+        (
+            "stream",
+            "unknown event type 'claim_setled' (did you mean 'claim_settled'?); "
+            f"{RULES_DIR / 'events.yaml'} declares policy_purchased, claim_settled, "
+            "complaint_resolved",
+        ),
+        (
+            "stream",
+            "payload field 'claim_no' is not declared for claim_settled (did you mean "
+            "'claim_id'?); declared: claim_id, amount, currency; payload field 'claim_id' is "
+            "required for claim_settled",
+        ),
+    ]
+    assert inbox_count(store) == 1
 
 
 def test_events_posted_to_airflows_rest_api_reach_the_inbox(

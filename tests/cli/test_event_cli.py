@@ -96,9 +96,9 @@ def test_emit_refuses_a_malformed_event_and_keeps_it(filled: Path) -> None:
 def test_import_feeds_a_csv_through_the_inbox(filled: Path) -> None:
     path = filled / "events.csv"
     path.write_text(
-        "event_id,type,customer_id,occurred_at\n"
-        "E1,complaint_resolved,C1,2026-11-20T15:00:00+08:00\n"
-        "E2,policy_purchased,C404,2026-11-21T15:00:00+08:00\n",
+        "event_id,type,customer_id,occurred_at,payload\n"
+        'E1,complaint_resolved,C1,2026-11-20T15:00:00+08:00,"{""case_id"": ""CS-1""}"\n'
+        "E2,policy_purchased,C404,2026-11-21T15:00:00+08:00,\n",
         encoding="utf-8",
     )
     result = care(filled, "event", "import", str(path), "--now", NOW)
@@ -161,6 +161,7 @@ def test_emit_via_the_stream_then_drain(filled: Path, redis_client: Any, stream_
         filled,
         *("event", "emit", "--type", "claim_settled", "--customer", "C1", "--id", "S1"),
         *("--at", "2026-11-22T10:00:00+08:00", "--via", "stream"),
+        *("--payload", '{"claim_id": "CL-1"}'),
         env=env,
     )
     assert added.exit_code == 0, added.output
@@ -170,3 +171,86 @@ def test_emit_via_the_stream_then_drain(filled: Path, redis_client: Any, stream_
     assert drained.exit_code == 0, drained.output
     assert "new 1, acked 1, accepted 1" in drained.output
     assert touch_keys(filled) == ["claim-settled|event:S1|2026-11-22"]
+
+
+# -- the declared event types (care_rules/events.yaml) -----------------------------------------
+
+REFUSED = [
+    (
+        ("--type", "claim_setled", "--payload", '{"claim_id": "CL-1"}'),
+        "error: unknown event type 'claim_setled' (did you mean 'claim_settled'?)",
+    ),
+    (
+        ("--type", "claim_settled", "--payload", '{"claim_no": "CL-1"}'),
+        "error: payload field 'claim_no' is not declared for claim_settled (did you mean "
+        "'claim_id'?); declared: claim_id, amount, currency",
+    ),
+    (
+        ("--type", "claim_settled"),
+        "error: payload field 'claim_id' is required for claim_settled",
+    ),
+    (
+        ("--type", "claim_settled", "--payload", '{"claim_id": "CL-1", "amount": "lots"}'),
+        "error: payload field 'amount' must be a decimal number",
+    ),
+    (("--type", "claim_settled", "--payload", "[1]"), "--payload must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("via", ["inbox", "stream"])
+@pytest.mark.parametrize(("args", "message"), REFUSED)
+def test_emit_refuses_what_events_yaml_does_not_declare_and_writes_nothing(
+    filled: Path,
+    redis_client: Any,
+    stream_key: str,
+    via: str,
+    args: tuple[str, ...],
+    message: str,
+) -> None:
+    env = {"CARE_REDIS_URL": redis_env.REDIS_URL, "CARE_EVENT_STREAM": stream_key}
+    result = care(
+        filled,
+        *("event", "emit", "--customer", "C1", "--id", "X1", "--now", NOW, "--via", via),
+        *("--at", "2026-11-22T10:00:00+08:00", *args),
+        env=env,
+    )
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "nothing was written" in result.output or "JSON object" in result.output
+    assert redis_client.xlen(stream_key) == 0
+    assert care(filled, "event", "dead-letters").output == ""
+    assert touch_keys(filled) == []
+
+
+def test_import_dead_letters_undeclared_events_with_file_and_line(filled: Path) -> None:
+    path = filled / "events.csv"
+    path.write_text(
+        "event_id,type,customer_id,occurred_at,payload\n"
+        "E1,claim_setled,C1,2026-11-21T15:00:00+08:00,\n"
+        'E2,claim_settled,C1,2026-11-21T15:00:00+08:00,"{""claim_no"": ""CL-1""}"\n'
+        'E3,claim_settled,C1,2026-11-21T15:00:00+08:00,"{""claim_id"": ""CL-1""}"\n',
+        encoding="utf-8",
+    )
+    result = care(filled, "event", "import", str(path), "--now", NOW)
+    assert result.exit_code == 3
+    assert f"{path}:2: unknown event type 'claim_setled' (did you mean 'claim_settled'?)" in (
+        result.output
+    )
+    assert f"{path}:3: payload field 'claim_no' is not declared for claim_settled" in result.output
+    assert touch_keys(filled) == ["claim-settled|event:E3|2026-11-21"]
+
+
+def test_store_import_rejects_undeclared_events_with_file_and_line(filled: Path) -> None:
+    path = filled / "events.csv"
+    path.write_text(
+        "event_id,type,customer_id,occurred_at,payload\n"
+        'E1,complaint_resolved,C1,2026-11-21T15:00:00+08:00,"{""case_id"": ""CS-1""}"\n'
+        'E2,complaint_resolved,C1,2026-11-21T15:00:00+08:00,"{""case_no"": ""CS-2""}"\n',
+        encoding="utf-8",
+    )
+    result = care(filled, "store", "import", "--events", str(path))
+    assert result.exit_code == 1  # all-or-nothing: nothing imported
+    assert (
+        f"{path}:3: payload field 'case_no' is not declared for complaint_resolved (did you "
+        "mean 'case_id'?)" in result.output
+    )

@@ -133,7 +133,7 @@ def test_complaint_follow_up_waits_three_local_days_in_the_ledger(
             "complaint_resolved",
             "C1",
             "2026-11-20T15:30:00+08:00",
-            payload={"case_no": "CS-88"},
+            payload={"case_id": "CS-88"},
         ),
     )
     assert report.planned == 1
@@ -157,7 +157,7 @@ def test_claim_settled_goes_out_the_same_day_even_after_its_send_time(
     report = emit(
         engine,
         now,
-        ev("S1", "claim_settled", "C4", "2026-11-23T15:00:00+08:00", payload={"claim_no": "CL-7"}),
+        ev("S1", "claim_settled", "C4", "2026-11-23T15:00:00+08:00", payload={"claim_id": "CL-7"}),
     )
     assert (report.planned, report.late) == (1, 1)
     sent = dispatch(engine, run_id="test:d", now=utc(2026, 11, 23, 7, 5))

@@ -365,7 +365,7 @@ def run_world(world: World, root: Path) -> Run:
     rules.mkdir()
     for schema in RULES_DIR.glob("*.json"):
         shutil.copy(schema, rules / schema.name)
-    for stem in SHIPPED:
+    for stem in [*SHIPPED, "events"]:  # events.yaml: the event types thank-you needs
         shutil.copy(RULES_DIR / f"{stem}.yaml", rules / f"{stem}.yaml")
     (rules / "policy.yaml").write_text(world.policy_yaml(), encoding="utf-8")
     for r in world.rules:

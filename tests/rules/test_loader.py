@@ -35,6 +35,7 @@ def rules_dir(tmp_path: Path) -> Path:
     d = tmp_path / "rules"
     d.mkdir()
     shutil.copy(RULES_DIR / "policy.yaml", d / "policy.yaml")
+    shutil.copy(RULES_DIR / "events.yaml", d / "events.yaml")
     return d
 
 
@@ -122,7 +123,7 @@ def test_resend_unknown_is_off_unless_the_rule_says(
         (
             "field: customer.birth_date",
             "field: customer.birthdate",
-            "r.yaml:7:14: 'customer.birthdate' is not a date field the anniversary trigger can use (did you mean 'customer.birth_date'?)",
+            "r.yaml:7:14: 'customer.birthdate' is not one of customer.birth_date, policy.start_date (did you mean 'customer.birth_date'?)",
         ),
         (
             "customer.status: active",

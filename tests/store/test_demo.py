@@ -28,6 +28,7 @@ from caretouch.dates import (
     lunar_month_day,
     month_day,
 )
+from caretouch.rules.event_types import load_event_types
 from caretouch.store.demo import (
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,
@@ -36,6 +37,7 @@ from caretouch.store.demo import (
     demo_rows,
     write_demo_csvs,
 )
+from conftest import RULES_DIR
 
 TODAYS = [
     dt.date(2026, 11, 23),
@@ -210,8 +212,12 @@ def test_policy_values_follow_the_store_contract(store) -> None:
 def test_event_values_follow_the_store_contract(store) -> None:
     today, rows = store
     customers = {c["customer_id"]: c for c in rows["customers"]}
+    declared, errors = load_event_types(RULES_DIR)
+    assert errors == []
     for e in rows["events"]:
         assert e["type"] in ("policy_purchased", "complaint_resolved", "claim_settled")
+        # The payload is as care_rules/events.yaml declares it (the keys templates read).
+        assert declared.problems(e["type"], json.loads(e["payload"] or "null")) == []
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00[+-]\d\d:\d\d", e["occurred_at"])
         when = local_time(e, customers[e["customer_id"]])
         assert today - dt.timedelta(days=31) <= when.date() < today

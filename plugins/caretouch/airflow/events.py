@@ -179,11 +179,19 @@ def intake(context: Mapping[str, Any], *, consumer: str | None = None) -> dict[s
 
 
 def _intake(store: Any, context: Mapping[str, Any], consumer: str | None) -> dict[str, int]:
+    from ..config import CareConfig
     from ..events.inbox import submit
     from ..events.stream import StreamConsumer, connect
+    from ..rules.event_types import load_event_types
     from ..store.db import check_initialised
 
     check_initialised(store)
+    # Events must be of a declared type with the declared payload (care_rules/events.yaml);
+    # with none declared (or a broken file, which `care validate` reports) nothing is checked.
+    declared, errors = load_event_types(CareConfig.from_env().rules_dir)
+    for error in errors:
+        log.error("%s", error)
+    event_types = declared if declared.available else None
     dag_run = context.get("dag_run")
     items = events_from_context(
         context.get("triggering_asset_events"),
@@ -192,7 +200,7 @@ def _intake(store: Any, context: Mapping[str, Any], consumer: str | None) -> dic
     )
     counts: dict[str, int] = {}
     if items:
-        api = submit(store, items, source="api", now=_now())
+        api = submit(store, items, source="api", now=_now(), event_types=event_types)
         counts.update({f"api_{k}": v for k, v in api.as_dict().items()})
     settings = StreamSettings.from_env()
     reader = StreamConsumer(
@@ -201,6 +209,7 @@ def _intake(store: Any, context: Mapping[str, Any], consumer: str | None) -> dic
         stream=settings.stream,
         group=settings.group,
         consumer=consumer or f"airflow:{socket.gethostname()}",
+        event_types=event_types,
     )
     counts.update({f"stream_{k}": v for k, v in reader.drain(_now).as_dict().items()})
     log.info("intake: %s", counts)

@@ -29,6 +29,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from ..mask import scrub
+from ..sms import SMS_MAX_CHARS
 from ..vocab import Channel, Outcome
 from .base import OutboundMessage, SendResult, Transport
 from .credentials import TwilioCredentials
@@ -64,7 +65,7 @@ class _HeaderKeepingClient(TwilioHttpClient):
 
 class TwilioTransport(Transport):
     name: ClassVar[str] = "twilio"
-    max_body: ClassVar[int] = 1600
+    max_body: ClassVar[int] = SMS_MAX_CHARS  # 1,600: Twilio refuses longer bodies
     rate_per_sec: ClassVar[float] = 10.0
     concurrency: ClassVar[int] = 4
 

@@ -33,6 +33,7 @@ from ..bounds import loads as bounded_loads
 from ..errors import CareError, Location, ValidationError, ValidationFailed
 from ..nul import escape_nul_values
 from ..rules.checks import did_you_mean
+from ..rules.event_types import EventTypes
 from ..store.db import Store
 from ..store.importer import PAYLOAD_LIMITS, RowError, csv_file_problem, parse_event
 from ..store.models import (
@@ -260,10 +261,17 @@ def dead_letter(
 
 
 def submit(
-    store: Store, items: Sequence[Incoming], *, source: str, now: dt.datetime
+    store: Store,
+    items: Sequence[Incoming],
+    *,
+    source: str,
+    now: dt.datetime,
+    event_types: EventTypes | None = None,
 ) -> IntakeReport:
     """Validate ``items`` and commit them to the inbox or the dead letters, all at once.
 
+    With ``event_types`` (care_rules/events.yaml), an event of an undeclared type, or whose
+    payload has an undeclared, missing required or mistyped field, is dead-lettered too.
     Idempotent: submitting the same events again changes nothing. When this returns, every
     item is durable in one table or the other; the caller may acknowledge them.
     """
@@ -280,7 +288,11 @@ def submit(
             refuse(item, item.refusal)
             continue
         try:
-            parsed.append((item, parse(item.raw, now=now)))
+            row = parse(item.raw, now=now)
+            problems = event_types.problems(row["type"], row["payload"]) if event_types else []
+            if problems:
+                raise MalformedEvent("; ".join(problems))
+            parsed.append((item, row))
         except MalformedEvent as exc:
             refuse(item, exc.message, _event_id_of(item.raw))
 

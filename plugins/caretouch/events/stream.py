@@ -37,6 +37,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..errors import ConfigurationError
 from ..mask import scrub
+from ..rules.event_types import EventTypes
 from ..store.db import Store
 from ..vocab import DeadLetterReason
 from .inbox import Incoming, IntakeReport, dead_letter, submit
@@ -153,8 +154,10 @@ class StreamConsumer:
         claim_idle: dt.timedelta = DEFAULT_CLAIM_IDLE,
         batch: int = BATCH,
         checkpoint: Checkpoint | None = None,
+        event_types: EventTypes | None = None,
     ) -> None:
         self.client = client
+        self.event_types = event_types  # declared types: checked at intake when given
         self.store = store
         self.stream = stream
         self.group = group
@@ -183,7 +186,9 @@ class StreamConsumer:
             Incoming(entry_event(fields), ref=f"{self.stream}/{entry_id}")
             for entry_id, fields in entries
         ]
-        report.intake.merge(submit(self.store, items, source="stream", now=clock()))
+        report.intake.merge(
+            submit(self.store, items, source="stream", now=clock(), event_types=self.event_types)
+        )
         if self.checkpoint:
             self.checkpoint("committed", ids)
         report.acked += int(self.client.xack(self.stream, self.group, *ids))

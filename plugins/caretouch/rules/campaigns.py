@@ -30,7 +30,7 @@ from ..render import TemplateStore
 from .checks import did_you_mean, schema_errors
 from .model import Rule, Trigger, TriggerKind
 from .schema import _CONDITION, RULE_PROPERTIES
-from .yamlpos import Positions, load_with_positions
+from .yamlpos import Positions, load_with_positions, read_yaml_bytes
 
 CAMPAIGN_DIR = "campaigns"
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -195,8 +195,6 @@ def load_campaign_file(
 ) -> tuple[Campaign | None, list[ValidationError]]:
     """One campaign file: the campaign, or None and the reasons (``file:line:col``)."""
     campaign_id = path.stem
-    raw = path.read_bytes()
-    file_hash = hashlib.sha256(raw).hexdigest()
     if not ID_PATTERN.match(campaign_id):
         return None, [
             ValidationError(
@@ -206,11 +204,13 @@ def load_campaign_file(
             )
         ]
     try:
+        raw = read_yaml_bytes(path)
         data, pos = load_with_positions(raw.decode("utf-8"), str(path))
     except ValidationError as exc:
         return None, [exc]
     except UnicodeDecodeError as exc:
         return None, [ValidationError(f"not UTF-8 text: {exc}", location=Location(str(path)))]
+    file_hash = hashlib.sha256(raw).hexdigest()
     if not isinstance(data, dict):
         return None, [ValidationError("a campaign file is a mapping", location=pos.at(()))]
     errors = schema_errors(data, CAMPAIGN_FILE_SCHEMA, pos)

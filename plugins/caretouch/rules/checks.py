@@ -104,6 +104,14 @@ def _translate(
                 location=where,
             )
         ]
+    if v == "pattern" and "propertyNames" in error.schema_path:
+        # A key of the mapping at ``path`` (e.g. an event type's name): point at the key.
+        return [
+            ValidationError(
+                f"{error.instance!r} has the wrong form (it must match {error.validator_value})",
+                location=pos.at((*path, error.instance), key=True),
+            )
+        ]
     if v == "pattern":
         hint = ""
         if "[0-5][0-9]" in str(error.validator_value):

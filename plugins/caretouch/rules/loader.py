@@ -18,6 +18,7 @@ from ..policy import ContactPolicy, load_policy
 from ..render import TemplateStore
 from ..vocab import Category, Channel, Locale
 from .checks import did_you_mean, schema_errors
+from .event_types import EVENTS_FILE, EventTypes, load_event_types
 from .model import (
     DATE_TRIGGER_FIELDS,
     FIELDS,
@@ -37,7 +38,7 @@ from .model import (
 )
 from .schema import RULE_FILE_SCHEMA
 from .yamlpos import Path as YPath
-from .yamlpos import Positions, load_with_positions
+from .yamlpos import Positions, load_with_positions, read_yaml_bytes
 
 POLICY_FILE = "policy.yaml"
 
@@ -55,6 +56,12 @@ class RuleSet:
     policy_errors: list[ValidationError] = field(default_factory=list)
     # Campaign files (care_rules/campaigns/); each one's rule is also in ``rules``.
     campaigns: list[Any] = field(default_factory=list)
+    # The declared event types (care_rules/events.yaml), for event rules and intake.
+    event_types: EventTypes = field(
+        default_factory=lambda: EventTypes(unavailable="no rules directory was loaded")
+    )
+    # What `care validate` points out without refusing (an SMS of many segments).
+    warnings: list[ValidationError] = field(default_factory=list)
 
     def is_campaign(self, rule_id: str) -> bool:
         return any(c.id == rule_id for c in self.campaigns)
@@ -70,7 +77,7 @@ def rule_files(rules_dir: Path) -> list[Path]:
     return sorted(
         p
         for p in rules_dir.glob("*.y*ml")
-        if p.name != POLICY_FILE and p.suffix in (".yaml", ".yml")
+        if p.name not in (POLICY_FILE, EVENTS_FILE) and p.suffix in (".yaml", ".yml")
     )
 
 
@@ -78,6 +85,7 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
     """Load every rule file of ``rules_dir`` and the contact policy beside them."""
     rules_dir = Path(rules_dir)
     result = RuleSet()
+    templates.take_warnings()  # those of an earlier load are not this one's
     try:
         result.policy = load_policy(rules_dir / POLICY_FILE)
     except ValidationFailed as failed:
@@ -86,9 +94,11 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
     except ValidationError as error:  # a YAML syntax error in policy.yaml
         result.errors.append(error)
         result.policy_errors.append(error)
+    result.event_types, event_errors = load_event_types(rules_dir)
+    result.errors.extend(event_errors)
     seen: dict[str, Location] = {}
     for path in rule_files(rules_dir):
-        rules, errors = load_rule_file(path, templates, result.policy)
+        rules, errors = load_rule_file(path, templates, result.policy, result.event_types)
         result.errors.extend(errors)
         for rule in rules:
             if rule.id in seen:
@@ -122,20 +132,24 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
         seen[campaign.id] = campaign.rule.source
         result.rules.append(campaign.rule)
         result.campaigns.append(campaign)
+    result.warnings = templates.take_warnings()
     return result
 
 
 def load_rule_file(
-    path: Path, templates: TemplateStore, policy: ContactPolicy
+    path: Path,
+    templates: TemplateStore,
+    policy: ContactPolicy,
+    event_types: EventTypes | None = None,
 ) -> tuple[list[Rule], list[ValidationError]]:
-    raw = path.read_bytes()
-    file_hash = hashlib.sha256(raw).hexdigest()
     try:
+        raw = read_yaml_bytes(path)
         data, pos = load_with_positions(raw.decode("utf-8"), str(path))
     except ValidationError as exc:
         return [], [exc]
     except UnicodeDecodeError as exc:
         return [], [ValidationError(f"not UTF-8 text: {exc}", location=Location(str(path)))]
+    file_hash = hashlib.sha256(raw).hexdigest()
     if not isinstance(data, dict):
         return [], [
             ValidationError("a rule file is a mapping with a 'rules' list", location=pos.at(()))
@@ -148,7 +162,12 @@ def load_rule_file(
     rules: list[Rule] = []
     errors = list(file_errors)
     for index, item in enumerate(rules_data):
-        rule, rule_errors = _build_rule(item, ("rules", index), pos, templates, policy, file_hash)
+        rule, rule_errors = _build_rule(
+            item, ("rules", index), pos, templates, policy, file_hash, event_types
+        )
+        declared_id = item.get("id") if isinstance(item, dict) else None
+        for error in rule_errors:  # so that commands can tell a broken rule from an unknown one
+            error.rule_id = error.rule_id or (declared_id if isinstance(declared_id, str) else None)
         errors.extend(rule_errors)
         if rule is not None and not rule_errors:
             rules.append(rule)
@@ -172,6 +191,7 @@ def _build_rule(
     templates: TemplateStore,
     policy: ContactPolicy,
     file_hash: str,
+    event_types: EventTypes | None = None,
 ) -> tuple[Rule | None, list[ValidationError]]:
     errors = schema_errors(item, _rule_schema(), pos, base=path)
     if errors or not isinstance(item, dict):
@@ -182,6 +202,15 @@ def _build_rule(
     errors.extend(trigger_errors)
     if trigger is None:
         return None, errors
+    event_type = None
+    if trigger.kind is TriggerKind.EVENT:
+        # The type must be declared (care_rules/events.yaml): a misspelt one would never match.
+        types = event_types or EventTypes(unavailable=f"no {EVENTS_FILE} was given")
+        unknown = types.unknown_type(str(trigger.event_type))
+        if unknown:
+            errors.append(ValidationError(unknown, location=pos.at((*path, "trigger", "type"))))
+            return None, errors
+        event_type = types.types[str(trigger.event_type)]
 
     audience: Condition | None = None
     if "audience" in item:
@@ -224,7 +253,9 @@ def _build_rule(
                     channel,
                     [loc.value for loc in Locale],
                     variables,
-                    sample_contexts(trigger),
+                    sample_contexts(trigger, event_type),
+                    payload=event_type,
+                    sms_warn_segments=policy.sms_warn_segments,
                 )
             )
     for e in errors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dates import LeapDayPolicy
 from ..errors import Location
@@ -19,6 +19,9 @@ from ..vocab import (
     SubjectKind,
     Tier,
 )
+
+if TYPE_CHECKING:
+    from .event_types import EventType
 
 
 class TriggerKind(str, Enum):
@@ -227,35 +230,30 @@ _SAMPLE_VALUES: dict[FieldType, Any] = {
     FieldType.DATETIME: dt.datetime(2026, 1, 14, 20, 30, tzinfo=dt.timezone.utc),
     FieldType.BOOL: True,
     FieldType.NUMBER: __import__("decimal").Decimal("1234.50"),
-    FieldType.JSON: None,  # replaced by an _AnyPayload in sample_contexts
+    FieldType.JSON: None,  # the event payload: the declared examples (events.yaml)
 }
 
 
-class _AnyPayload(dict):  # type: ignore[type-arg]
-    """A sample event payload that has every key a template may read."""
-
-    def __missing__(self, key: str) -> str:
-        return "sample"
-
-
-def sample_contexts(trigger: Trigger) -> list[dict[str, Any]]:
+def sample_contexts(trigger: Trigger, event_type: EventType | None = None) -> list[dict[str, Any]]:
     """Template contexts with typical values, plus the awkward cases the real data has.
 
     ``care validate`` renders every template with each, so that a template that would only
     fail at send time (an unguarded ``policy`` of an event without one, a nullable field
-    printed without a default) is refused before any customer is involved.
+    printed without a default) is refused before any customer is involved. An event's
+    payload is the example its type declares (``event_type``), every field in the typical
+    sample and only the required ones in the sample of empty optional fields.
     """
     base: dict[str, Any] = {"occurrence": dt.date(2026, 1, 15), "rule_id": "sample"}
     for table in trigger.tables:
         row = {}
         for f in FIELDS.values():
             if f.table == table and f.in_templates:
-                if f.type is FieldType.JSON:
-                    row[f.column] = _AnyPayload()
-                else:
-                    row[f.column] = f.choices[0] if f.choices else _SAMPLE_VALUES[f.type]
+                row[f.column] = f.choices[0] if f.choices else _SAMPLE_VALUES[f.type]
         base[table] = row
     base["customer"]["name"] = "王芳"
+    if "event" in base:
+        base["event"]["type"] = trigger.event_type
+        base["event"]["payload"] = event_type.example_payload() if event_type else None
     if trigger.kind is TriggerKind.ANNIVERSARY:
         base["years"] = 3
     if trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
@@ -272,7 +270,9 @@ def sample_contexts(trigger: Trigger) -> list[dict[str, Any]]:
                 if trigger.field is None or trigger.field.name != f"{table}.{column}":
                     empty[table][column] = None
     if "event" in empty:
-        empty["event"]["payload"] = None
+        empty["event"]["payload"] = (
+            event_type.example_payload(required_only=True) if event_type else None
+        )
     samples.append(dict(empty, _sample="empty optional fields"))
     if trigger.kind is TriggerKind.EVENT:
         samples.append(dict(base, policy=None, _sample="an event without a policy"))

@@ -3,8 +3,11 @@
 It is the single source of the files' structure: the loader validates against it (and turns
 its errors into ``file:line:col`` messages), and ``care schema`` publishes it as
 ``care_rules/rule.schema.json`` so that editors can autocomplete and check as you type.
-Semantics the schema cannot express (field names, templates, quiet hours) are checked by the
-loader afterwards.
+What a rule may name is generated from the loader's own tables (``model.FIELDS``,
+``model.DATE_TRIGGER_FIELDS``, ``Trigger.tables``): each trigger kind's date fields, and the
+audience fields of each trigger, so an editor suggests exactly what the loader accepts.
+Semantics the schema cannot express (templates, quiet hours, operand types) are checked by
+the loader afterwards.
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ from typing import Any
 
 from ..dates import HOLIDAYS
 from ..vocab import Category, Channel, Tier
+from .model import DATE_TRIGGER_FIELDS, FIELDS, Op, Trigger, TriggerKind
 
 _TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
-_DATE_FIELD = {
-    "type": "string",
-    "description": "A date column: customer.birth_date, policy.start_date or policy.renewal_date.",
-    "examples": ["customer.birth_date", "policy.start_date", "policy.renewal_date"],
-}
+
+
+def _date_field(kind: TriggerKind) -> dict[str, Any]:
+    allowed = list(DATE_TRIGGER_FIELDS[kind])
+    return {
+        "enum": allowed,
+        "description": f"The date the {kind.value} trigger counts from: {', '.join(allowed)}.",
+    }
+
 
 _CAP: dict[str, Any] = {
     "type": "object",
@@ -46,6 +54,82 @@ _CONDITION: dict[str, Any] = {
 }
 
 
+def _condition_def(tables: tuple[str, ...]) -> dict[str, Any]:
+    """A condition on the fields of ``tables``: the keys an editor offers are the fields the
+    loader accepts for a rule whose trigger provides those tables."""
+    ref = f"#/$defs/{_condition_name(tables)}"
+    fields: dict[str, Any] = {}
+    for name, spec in FIELDS.items():
+        if spec.table not in tables:
+            continue
+        described = f"{name} ({spec.type.value})"
+        if spec.choices:
+            described += f": one of {', '.join(spec.choices)}"
+        fields[name] = {
+            "description": f"{described}. A value (equality), or one operator: "
+            f"{{{'|'.join(o.value for o in Op)}: ...}}."
+        }
+    return {
+        "description": f"One condition on {', '.join(tables)} fields, or all/any (lists) or not.",
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "properties": {
+            "all": {"type": "array", "items": {"$ref": ref}, "minItems": 1},
+            "any": {"type": "array", "items": {"$ref": ref}, "minItems": 1},
+            "not": {"$ref": ref},
+            **fields,
+        },
+    }
+
+
+def _condition_name(tables: tuple[str, ...]) -> str:
+    return "condition_" + "_".join(tables)
+
+
+def trigger_variants() -> list[tuple[dict[str, str], Trigger]]:
+    """Every kind of trigger a rule can have, with the tables it provides to the audience and
+    the templates: one per (kind, date field), and one for event and calendar triggers."""
+    variants: list[tuple[dict[str, str], Trigger]] = []
+    for kind, names in DATE_TRIGGER_FIELDS.items():
+        for name in names:
+            variants.append(
+                ({"kind": kind.value, "field": name}, Trigger(kind, field=FIELDS[name]))
+            )
+    for kind in (TriggerKind.EVENT, TriggerKind.CALENDAR):
+        variants.append(({"kind": kind.value}, Trigger(kind)))
+    return variants
+
+
+def _audience_by_trigger() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``if`` the trigger is one of these, ``then`` the audience may use these fields."""
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for match, trigger in trigger_variants():
+        groups.setdefault(trigger.tables, []).append(match)
+    branches = [
+        {
+            "if": {
+                "required": ["trigger"],
+                "properties": {
+                    "trigger": {
+                        "anyOf": [
+                            {
+                                "required": list(match),
+                                "properties": {k: {"const": v} for k, v in match.items()},
+                            }
+                            for match in matches
+                        ]
+                    }
+                },
+            },
+            "then": {"properties": {"audience": {"$ref": f"#/$defs/{_condition_name(tables)}"}}},
+        }
+        for tables, matches in groups.items()
+    ]
+    defs = {_condition_name(tables): _condition_def(tables) for tables in groups}
+    return branches, defs
+
+
 def _trigger_branch(kind: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {
         "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
@@ -61,13 +145,13 @@ _TRIGGER: dict[str, Any] = {
     "type": "object",
     "required": ["kind"],
     "properties": {
-        "kind": {"enum": ["anniversary", "days_before", "days_after", "event", "calendar"]},
+        "kind": {"enum": [k.value for k in TriggerKind]},
     },
     "allOf": [
         _trigger_branch(
             "anniversary",
             {
-                "field": _DATE_FIELD,
+                "field": _date_field(TriggerKind.ANNIVERSARY),
                 "years_min": {"type": "integer", "minimum": 0, "default": 0},
                 "leap_day": {"enum": ["feb28", "mar1"], "default": "feb28"},
             },
@@ -76,7 +160,7 @@ _TRIGGER: dict[str, Any] = {
         _trigger_branch(
             "days_before",
             {
-                "field": _DATE_FIELD,
+                "field": _date_field(TriggerKind.DAYS_BEFORE),
                 "offsets": {
                     "type": "array",
                     "items": {"type": "integer", "minimum": 0, "maximum": 3660},
@@ -89,7 +173,7 @@ _TRIGGER: dict[str, Any] = {
         _trigger_branch(
             "days_after",
             {
-                "field": _DATE_FIELD,
+                "field": _date_field(TriggerKind.DAYS_AFTER),
                 "offsets": {
                     "type": "array",
                     "items": {"type": "integer", "minimum": 0, "maximum": 3660},
@@ -174,6 +258,8 @@ RULE_PROPERTIES: dict[str, Any] = {
     },
 }
 
+_AUDIENCE_BRANCHES, _AUDIENCE_DEFS = _audience_by_trigger()
+
 RULE_FILE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://caretouch.dev/schema/rule-file.json",
@@ -199,10 +285,11 @@ RULE_FILE_SCHEMA: dict[str, Any] = {
                 ],
                 "additionalProperties": False,
                 "properties": RULE_PROPERTIES,
+                "allOf": _AUDIENCE_BRANCHES,
             },
         },
     },
-    "$defs": {"condition": _CONDITION},
+    "$defs": {"condition": _CONDITION, **_AUDIENCE_DEFS},
 }
 
 POLICY_FILE_SCHEMA: dict[str, Any] = {
@@ -293,6 +380,22 @@ POLICY_FILE_SCHEMA: dict[str, Any] = {
             "default": 24,
             "description": "How long after its send time a touch may still go out; "
             "later it is suppressed (too_late, or quiet_hours when they outlast it).",
+        },
+        "sms": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "warn_segments": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 10,
+                    "default": 3,
+                    "description": "`care validate` warns about an SMS template that renders "
+                    "to more segments than this (160 GSM-7 or 70 UCS-2 characters single, "
+                    "153 or 67 per part; each part is billed). Over 1,600 characters, the "
+                    "provider's limit, is an error.",
+                }
+            },
         },
         "tier_order": {
             "type": "array",

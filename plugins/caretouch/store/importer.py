@@ -504,8 +504,12 @@ def import_csv(
     skip_invalid: bool = False,
     rejects_path: Path | None = None,
     now: dt.datetime | None = None,
+    check_event: Callable[[str, dict[str, Any] | None], list[str]] | None = None,
 ) -> ImportReport:
     """Import CSV files keyed by table (``customer``, ``policy``, ``event``) in one transaction.
+
+    ``check_event(type, payload)`` lists what is wrong with an event beyond its form (the
+    declared event types, ``rules.event_types.EventTypes.problems``); such rows are rejected.
 
     Consent changes of existing customers are recorded as consent events (source
     ``import:FILE``) stamped ``now``, so an opt-out delivered as a CSV counts as one.
@@ -524,6 +528,10 @@ def import_csv(
             where = Location(str(path), line)
             try:
                 row, warnings = PARSERS[table](raw)
+                if table == "event" and check_event is not None:
+                    problems = check_event(row["type"], row["payload"])
+                    if problems:
+                        raise RowError("; ".join(problems))
             except RowError as exc:
                 report.rejected.append(Problem(where, str(exc), row=raw))
                 continue
