@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from ..bounds import Limits, OutOfBounds, check_size, check_value, preview
 from ..bounds import loads as bounded_loads
 from ..errors import CareError, Location, ValidationError, ValidationFailed
-from ..nul import escape_nul_values
+from ..nul import escape_nul, escape_nul_values
 from ..rules.checks import did_you_mean
 from ..rules.event_types import EventTypes
 from ..store.db import Store
@@ -220,8 +220,9 @@ def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[st
 
 
 def _storable(text: str) -> str:
-    """``text`` as every store can hold it: no NUL, no lone surrogate (shown as U+FFFD)."""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    """``text`` as every store can hold it: a NUL written as ``\\u0000`` (nul.py), a lone
+    surrogate as ``?``."""
+    return escape_nul(text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def _event_id_of(raw: Any) -> str | None:

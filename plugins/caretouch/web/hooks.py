@@ -46,6 +46,7 @@ from ..channels.credentials import (
 )
 from ..config import CareConfig
 from ..errors import CareError, ConfigurationError
+from ..nul import NUL, nul_reason
 from ..store.db import Store, check_reachable, open_store
 from ..webhooks import receive
 from ..webhooks.unsubscribe import unsubscribe_key
@@ -207,10 +208,8 @@ async def _body(request: Request, limit: int) -> bytes:
 
 
 def _storable(text: str, what: str) -> None:
-    # PostgreSQL text cannot hold a NUL; no store can hold a lone surrogate (an escaped
-    # "\ud800" in JSON). Refused here, not as a 500 from the database.
-    if "\x00" in text:
-        raise CareError(f"{what} holds a NUL character")
+    # No store can hold a lone surrogate (an escaped "\ud800" in JSON): refused here, not as
+    # a 500 from the database. (NULs are refused where each field is read: nul.py.)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -230,6 +229,8 @@ def _form(request: Request, body: bytes) -> ImmutableMultiDict[str, str]:
     except ValueError:  # "Max number of fields exceeded"
         raise CareError(f"the form has more than {MAX_FORM_FIELDS} fields") from None
     for name, value in pairs:
+        if NUL in name + value:  # PostgreSQL text cannot hold one (nul.py)
+            raise CareError(nul_reason(f"the form's field {name.replace(NUL, '?')[:64]}"))
         _storable(name + value, "the form")
     return ImmutableMultiDict(pairs)
 
@@ -243,10 +244,10 @@ def sendgrid_batch(payload: str) -> list[Any]:
         raise CareError("the event batch is not JSON") from exc
     if not isinstance(events, list):
         raise CareError("the event batch is not a JSON array")
-    # Bounded above, so this cannot recurse too deep. json.dumps writes a NUL as \u0000
-    # (a text holding a backslash and "u0000" is refused too: harmless).
-    text = json.dumps(events, ensure_ascii=False)
-    _storable(text.replace("\\u0000", "\x00"), "the event batch")
+    # Bounded above, so this cannot recurse too deep. An event holding a NUL is refused on
+    # its own, the rest of its batch recorded (webhooks.receive): a refused batch would be
+    # retried by SendGrid for a day, then dropped, good events and all.
+    _storable(json.dumps(events, ensure_ascii=False), "the event batch")
     return events
 
 
