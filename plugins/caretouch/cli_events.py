@@ -54,7 +54,10 @@ def _declared(engine: Any) -> Any:
 
 def _refuse_undeclared(rules_dir: Path, event_type: str, payload_text: str | None) -> None:
     """Exit 1, writing nothing, when the type or payload is not what events.yaml declares."""
+    from .bounds import OutOfBounds
+    from .bounds import loads as bounded_loads
     from .rules.event_types import load_event_types
+    from .store.importer import PAYLOAD_LIMITS
 
     types, errors = load_event_types(rules_dir)
     if errors:
@@ -64,7 +67,10 @@ def _refuse_undeclared(rules_dir: Path, event_type: str, payload_text: str | Non
     payload: Any = None
     if payload_text:
         try:
-            payload = json.loads(payload_text)
+            # Bounded first, as at every door (docs/events.md, "Limits").
+            payload = bounded_loads(payload_text, PAYLOAD_LIMITS, "payload")
+        except OutOfBounds as exc:
+            _fail(exc.message)
         except json.JSONDecodeError as exc:
             _fail(f"--payload is not valid JSON: {exc.msg} at column {exc.colno}")
         if not isinstance(payload, dict):

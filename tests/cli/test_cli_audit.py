@@ -111,6 +111,7 @@ def test_every_command_that_writes_the_ledger_anchors_it(ran: Path) -> None:
     emitted = care(
         ran,
         *("event", "emit", "--type", "complaint_resolved", "--customer", "C2", "--id", "E9"),
+        *("--payload", '{"case_id": "CS-9"}'),
         *("--at", "2026-11-22T10:00:00+08:00", "--now", NOW),
     )
     assert emitted.exit_code == 0, emitted.output

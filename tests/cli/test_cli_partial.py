@@ -170,7 +170,18 @@ def test_every_planning_command_runs_the_healthy_rules_and_exits_3(
         ("campaign", "list"),
         ("run", "--date", DAY, "--now", DUE),
         ("dispatch", "--now", LATER),
-        ("event", "emit", "--type", "claim_settled", "--customer", "C1", "--now", DUE),
+        (
+            "event",
+            "emit",
+            "--type",
+            "claim_settled",
+            "--customer",
+            "C1",
+            "--now",
+            DUE,
+            "--payload",
+            '{"claim_id": "CL-1"}',
+        ),
         ("event", "import", str(events_csv), "--now", DUE),
     ]
     for args in commands:
@@ -199,6 +210,7 @@ def test_event_drain_plans_with_the_healthy_rules_and_exits_3(
         env = {"CARE_REDIS_URL": redis_env.REDIS_URL, "CARE_EVENT_STREAM": stream}
         added = care(
             *("event", "emit", "--type", "claim_settled", "--customer", "C1", "--id", "S1"),
+            *("--payload", '{"claim_id": "CL-1"}'),
             *("--at", "2026-11-22T10:00:00+08:00", "--via", "stream"),
             env=env,
         )
@@ -273,7 +285,8 @@ def test_a_render_error_at_send_time_is_a_failed_touch_and_exit_3(
     shutil.copytree(TEMPLATES_DIR, templates)
     # Passes validation (the sample customer is not C1), fails for C1 when sent.
     (templates / "birthday" / "sms.zh-CN.txt").write_text(
-        "{% if customer.customer_id == 'C1' %}{{ customer.name | longdate }}{% endif %}",
+        "{% if customer.customer_id == 'C1' %}{{ customer.name | longdate }}"
+        "{% else %}生日快乐{% endif %}",
         encoding="utf-8",
     )
     fill(sqlite_store)

@@ -126,7 +126,15 @@ def test_emit_and_import_bound_the_payload_at_the_door(filled: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["event_id", "type", "customer_id", "occurred_at", "payload"])
         writer.writerow(["D2", "policy_purchased", "C1", "2026-11-22T10:00:00+08:00", deep])
-        writer.writerow(["OK", "complaint_resolved", "C1", "2026-11-20T15:00:00+08:00", "{}"])
+        writer.writerow(
+            [
+                "OK",
+                "complaint_resolved",
+                "C1",
+                "2026-11-20T15:00:00+08:00",
+                json.dumps({"case_id": "CS-1"}),
+            ]
+        )
         writer.writerow(["D3", "policy_purchased", "C1", "2026-11-22T10:00:00+08:00",
                          json.dumps({"note": "x" * 40_000})])  # fmt: skip
     imported = care(filled, "event", "import", str(path), "--now", NOW)
@@ -135,7 +143,8 @@ def test_emit_and_import_bound_the_payload_at_the_door(filled: Path) -> None:
     assert f"{path}:4: too_large: payload is 40,012 bytes" in imported.output
     assert touch_keys(filled) == ["complaint-follow-up|event:OK|2026-11-23"]
     letters = care(filled, "event", "dead-letters", "--format", "json")
-    assert len(letters.output.splitlines()) == 3
+    # emit refuses at the door (exit 1, nothing written); the CSV's rows are dead letters
+    assert len(letters.output.splitlines()) == 2
 
 
 def test_dead_letters_limit_out_of_range_is_a_usage_error(filled: Path) -> None:
