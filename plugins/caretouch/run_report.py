@@ -35,6 +35,8 @@ class RunSummary:
     summary: DaySummary
     rule_ids: list[str] | None = None  # a campaign run: only its own touches
     failures: list[str] = field(default_factory=list)
+    # Service obligations this run recorded as missed (their window is over): flagged.
+    obligations_missed: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_ledger(
@@ -50,9 +52,13 @@ class RunSummary:
         failures: list[str] | None = None,
     ) -> RunSummary:
         summary = DaySummary.from_ledger(ledger, day)
+        missed = ledger.missed_obligations(run_id)
         if rule_ids is not None:
             summary.rows = [r for r in summary.rows if r["rule_id"] in rule_ids]
-        return cls(run_id, kind, day, finished_at, this_run, summary, rule_ids, failures or [])
+            missed = [m for m in missed if m["rule_id"] in rule_ids]
+        return cls(
+            run_id, kind, day, finished_at, this_run, summary, rule_ids, failures or [], missed
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +69,7 @@ class RunSummary:
             "rule_ids": self.rule_ids,
             "this_run": self.this_run,
             "failures": self.failures[:200],
+            "obligations_missed": self.obligations_missed[:200],
             "ledger": self.summary.as_dict(),
         }
 
@@ -72,6 +79,7 @@ class RunSummary:
             self.summary.render()
             + f"\n\nthis run ({self.run_id}){scope}: "
             + ", ".join(f"{k} {v}" for k, v in self.this_run.items())
+            + missed_text(self.obligations_missed)
         )
 
     def store(self, reports_dir: Path) -> Path:
@@ -84,6 +92,24 @@ class RunSummary:
             encoding="utf-8",
         )
         return path
+
+
+def missed_text(missed: list[dict[str, Any]]) -> str:
+    """The flag a summary raises for service obligations that could not go out in time."""
+    if not missed:
+        return ""
+    lines = [
+        "",
+        "",
+        f"SERVICE OBLIGATIONS MISSED: {len(missed)} could not go out within their window "
+        "(reason obligation_missed; `care audit show ID` tells why):",
+    ]
+    lines += [
+        f"  {m['touch_key']} (id {m['touch_id']}, due {m['occurrence']})" for m in missed[:50]
+    ]
+    if len(missed) > 50:
+        lines.append(f"  ... and {len(missed) - 50} more (all in the stored summary)")
+    return "\n".join(lines)
 
 
 # What a run "changed" (a dispatch's sends, an event run's plans): a run without any of these

@@ -117,6 +117,11 @@ class _OwnCustomersHistory:
     def deferred(self, rule_ids: Any, first: dt.date, last: dt.date) -> list[Any]:
         return self.ledger.deferred(rule_ids, first, last)
 
+    def occasion_contacts(
+        self, customer_ids: Any, rule_ids: Any, first: dt.date, last: dt.date
+    ) -> list[Any]:
+        return self.ledger.occasion_contacts(customer_ids, rule_ids, first, last)
+
 
 def _unplanned(engine: Engine, limit: int) -> list[Any]:
     stmt = (

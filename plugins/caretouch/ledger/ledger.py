@@ -52,6 +52,11 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+# In a deferral's ``detail``: the local date from whose plan on the touch competes again
+# (set when the send step defers a service obligation that missed its planned day).
+WAIT_UNTIL = "wait_until"
+
+
 # Failures that happened before anything reached a provider: a rerun may try again.
 RETRYABLE_BY_RERUN = frozenset({"render_error"})
 # Statuses a provider's delivery receipt sets (webhooks); ``failed`` only with this reason.
@@ -500,8 +505,49 @@ class Ledger:
                                 channel=attempted_channel.get(st.id) or st.channel,
                                 day=day,
                                 handled=st.status in HANDLED,
+                                occurrence=st.row.occurrence,
                             )
                         )
+        return found
+
+    def occasion_contacts(
+        self, customer_ids: Iterable[str], rule_ids: Iterable[str], first: dt.date, last: dt.date
+    ) -> list[PastContact]:
+        """Counted touches (``planned``, ``sending``, ``sent``, ...: ``COUNTED``) of these
+        customers and rules with an occurrence in first..last; ``day`` is the occurrence."""
+        rules = sorted(set(rule_ids))
+        wanted = sorted(set(customer_ids))
+        if not rules or not wanted:
+            return []
+        counted = [s.value for s in COUNTED]
+        handled = {s.value for s in HANDLED}
+        found: list[PastContact] = []
+        with self.store.read_session() as session:
+            for start in range(0, len(wanted), _CHUNK):
+                query = (
+                    select(TouchRow, TouchCurrent.status)
+                    .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
+                    .where(
+                        TouchRow.customer_id.in_(wanted[start : start + _CHUNK]),
+                        TouchRow.rule_id.in_(rules),
+                        TouchRow.occurrence >= first,
+                        TouchRow.occurrence <= last,
+                        TouchCurrent.status.in_(counted),
+                    )
+                )
+                for row, status in session.execute(query):
+                    found.append(
+                        PastContact(
+                            key=row.touch_key,
+                            customer_id=row.customer_id,
+                            rule_id=row.rule_id,
+                            category=row.category,
+                            channel=row.channel,
+                            day=row.occurrence,
+                            handled=status in handled,
+                            occurrence=row.occurrence,
+                        )
+                    )
         return found
 
     @staticmethod
@@ -533,34 +579,67 @@ class Ledger:
     def deferred(
         self, rule_ids: Iterable[str], first: dt.date, last: dt.date
     ) -> list[DeferredTouch]:
-        """Touches of ``rule_ids`` (occurrence first..last) whose latest decision is a deferral."""
+        """Touches of ``rule_ids`` (occurrence first..last) whose current status is a deferral,
+        with the day they wait for when the send step deferred them (``wait_until``)."""
         wanted = list(rule_ids)
         if not wanted:
             return []
         with self.store.read_session() as session:
-            rows = list(
-                session.scalars(
-                    select(TouchRow).where(
-                        TouchRow.rule_id.in_(wanted),
-                        TouchRow.occurrence >= first,
-                        TouchRow.occurrence <= last,
-                    )
+            rows = session.execute(
+                select(TouchRow, TouchEvent.detail)
+                .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
+                .join(TouchEvent, TouchEvent.id == TouchCurrent.event_id)
+                .where(
+                    TouchRow.rule_id.in_(wanted),
+                    TouchRow.occurrence >= first,
+                    TouchRow.occurrence <= last,
+                    TouchCurrent.status == TouchStatus.SUPPRESSED.value,
+                    TouchCurrent.reason == SuppressionReason.DEFERRED.value,
+                )
+            ).all()
+        found = []
+        for r, detail in rows:
+            wait = detail.get(WAIT_UNTIL) if isinstance(detail, dict) else None
+            found.append(
+                DeferredTouch(
+                    key=r.touch_key,
+                    rule_id=r.rule_id,
+                    customer_id=r.customer_id,
+                    policy_id=r.policy_id,
+                    event_id=r.event_id,
+                    occurrence=r.occurrence,
+                    context=decode(r.context),
+                    wait_until=dt.date.fromisoformat(wait) if wait else None,
                 )
             )
-            latest = self._latest(session, [r.id for r in rows])
+        return found
+
+    def missed_obligations(self, run_id: str) -> list[dict[str, Any]]:
+        """The service obligations run ``run_id`` recorded as ``obligation_missed``: touch id
+        and key, rule id, customer id and occurrence (the day it was due), oldest first."""
+        missed = SuppressionReason.OBLIGATION_MISSED.value
+        with self.store.read_session() as session:
+            rows = session.execute(
+                select(
+                    TouchRow.id,
+                    TouchRow.touch_key,
+                    TouchRow.rule_id,
+                    TouchRow.customer_id,
+                    TouchRow.occurrence,
+                )
+                .join(TouchEvent, TouchEvent.touch_id == TouchRow.id)
+                .where(TouchEvent.run_id == run_id, TouchEvent.reason == missed)
+                .order_by(TouchEvent.id)
+            ).all()
         return [
-            DeferredTouch(
-                key=r.touch_key,
-                rule_id=r.rule_id,
-                customer_id=r.customer_id,
-                policy_id=r.policy_id,
-                event_id=r.event_id,
-                occurrence=r.occurrence,
-                context=decode(r.context),
-            )
-            for r in rows
-            if latest.get(r.id, ("", None))[:2]
-            == (TouchStatus.SUPPRESSED.value, SuppressionReason.DEFERRED.value)
+            {
+                "touch_id": i,
+                "touch_key": k,
+                "rule_id": r,
+                "customer_id": c,
+                "occurrence": o.isoformat(),
+            }
+            for i, k, r, c, o in rows
         ]
 
     def attempts(self, touch_id: int) -> list[Attempt]:
@@ -675,6 +754,12 @@ class Ledger:
                             if new_status is TouchStatus.SUPPRESSED
                             else None,
                             "detail": {
+                                # A missed obligation's window is over: no plan revives it.
+                                **(
+                                    {"final": True}
+                                    if touch.reason is SuppressionReason.OBLIGATION_MISSED
+                                    else {}
+                                ),
                                 "explain": touch.explain,
                                 # What the customer had consented to when this was decided.
                                 "consent": {

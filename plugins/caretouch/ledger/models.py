@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -111,6 +112,14 @@ class TouchEvent(LedgerBase):
         Index("ix_touch_events_touch_id_id", "touch_id", "id"),
         # Delivery receipts that do not name our attempt are matched by the provider's id.
         Index("ix_touch_events_provider_message_id", "provider_message_id"),
+        # The service obligations a run recorded as missed (its summary flags them); partial,
+        # so it holds those rare events only.
+        Index(
+            "ix_touch_events_obligation_missed",
+            "run_id",
+            sqlite_where=text("reason = 'obligation_missed'"),
+            postgresql_where=text("reason = 'obligation_missed'"),
+        ),
     )
 
 
