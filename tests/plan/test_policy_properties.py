@@ -13,7 +13,8 @@ customers opt out (``record_consent``) before the first plan, some withdraw mark
 along the way. The ledger must then show that:
 
 (a) no customer got more touches than a cap allows, in any local day or 7-day window;
-(b) nothing was sent in the customer's quiet hours (21:00-08:00 local);
+(b) nothing was sent in the customer's quiet hours (21:00-08:00 local), nor after its sending
+    window (24 or 2 hours after its send time);
 (c) every message used a channel with a valid address and consent at that moment, marketing
     only with marketing consent, never a channel the customer had withdrawn;
 (d) every candidate the planner produced ended with a recorded status, every suppression with
@@ -66,7 +67,6 @@ N_DAYS = 8
 DAYS = [START + dt.timedelta(days=i) for i in range(N_DAYS)]
 END = DAYS[-1]
 QUIET_START, QUIET_END = dt.time(21, 0), dt.time(8, 0)
-WINDOW = dt.timedelta(hours=24)  # sending_window_hours: the default
 
 # UTC-10 .. UTC+13 (Tonga all year; Auckland from 27 September 2026), half and quarter hours.
 ZONES = [
@@ -188,6 +188,9 @@ class World:
     step_hours: int
     phase_minutes: int
     mode: str  # "daily": plan once a day; "dispatch": the dispatcher also re-plans
+    # sending_window_hours: 24 (the default) or short, so that touches go too_late and meet
+    # quiet hours that outlast their window (a service obligation is then deferred).
+    window_hours: int = 24
 
     def defer_days(self, rule_id: str) -> int:
         for r in self.rules:
@@ -245,6 +248,8 @@ class World:
             ]
         if self.sms_capacity is not None:
             lines += ["capacity:", "  sms:", f"    per_day: {self.sms_capacity}"]
+        if self.window_hours != 24:
+            lines.append(f"sending_window_hours: {self.window_hours}")
         return "\n".join(lines) + "\n"
 
     def rule_yaml(self, r: CalendarRule) -> str:
@@ -407,6 +412,7 @@ def worlds(draw: Callable[..., Any]) -> World:
         step_hours=step,
         phase_minutes=draw(st.sampled_from([0, 15, 45, 90])),
         mode=mode,
+        window_hours=draw(st.sampled_from([24, 24, 2])),
     )
 
 
@@ -593,10 +599,23 @@ def check(world: World, run: Run) -> None:
                         f"from {first}"
                     )
 
-    # (b) never in quiet hours.
-    for _a, row, local in sent:
+    # (b) never in quiet hours, never after the sending window of the send time it was
+    # planned for (the latest one before the attempt: a deferred touch is planned again).
+    window = dt.timedelta(hours=world.window_hours)
+    for a, row, local in sent:
         t = local.time()
         assert QUIET_END <= t < QUIET_START, f"{row.touch_key} sent at {local} (quiet hours)"
+        planned = [
+            _aware(e.send_at)
+            for e in run.events[row.id]
+            if e.status == "planned"
+            and e.send_at is not None
+            and e.id < min(x.id for x in run.events[row.id] if x.attempt_id == a.id)
+        ]
+        send_at = planned[-1] if planned else _aware(row.send_at)
+        assert _aware(a.created_at) <= send_at + window, (
+            f"{row.touch_key} sent at {a.created_at}, planned for {send_at}"
+        )
 
     # (c) a valid address and consent at that moment; marketing with marketing consent.
     def consent_at(cid: str, purpose: str, when: dt.datetime) -> bool:
@@ -633,7 +652,7 @@ def check(world: World, run: Run) -> None:
             if any(e.send_at for e in history)
             else _aware(row.send_at)
         )
-        if send_at + WINDOW < run.last_instant:
+        if send_at + dt.timedelta(hours=world.window_hours) < run.last_instant:
             assert last.status in ("sent", "suppressed"), (
                 f"{row.touch_key} left {last.status} (send at {send_at})"
             )
