@@ -148,6 +148,16 @@ class TouchCurrent(LedgerBase):
     __table_args__ = (
         Index("ix_touch_current_status", "status", "touch_id"),
         Index("ix_touch_current_event", "event_id"),
+        # The touches waiting as deferred, which every plan looks up; partial, so it holds
+        # those only, however many touches the deferrable rules have.
+        Index(
+            "ix_touch_current_deferred",
+            "touch_id",
+            "event_id",
+            "status",
+            sqlite_where=text("reason = 'deferred'"),
+            postgresql_where=text("reason = 'deferred'"),
+        ),
     )
 
 
