@@ -357,7 +357,8 @@ def _obligation(rule: Rule) -> Obligation:
         )
     elif trig.kind is TriggerKind.DAYS_BEFORE:
         offsets = ", ".join(str(n) for n in trig.offsets)
-        due = f"due {offsets} day(s) before {trig.field.name if trig.field else ''}"
+        field_name = trig.field.name if trig.field else ""
+        due = f"due {offsets} day(s) before {field_name} (never sent on or after it)"
     elif trig.kind is TriggerKind.CALENDAR:
         due = "due on its calendar days"
     else:

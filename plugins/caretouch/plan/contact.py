@@ -186,9 +186,8 @@ def apply_caps(
 
     ``past`` holds what the ledger counts for these customers around ``day``; ``greeted``
     the counted touches of rules with an occasion in the occasions' years (``rules``, by id,
-    tells which occasion each greets). Touches
-    that are candidates again today are taken out of both (they compete anew), except those
-    already handled, which keep their place.
+    tells which occasion each greets). Touches that are candidates again today are taken out
+    of both (they compete anew), except those already handled, which keep their place.
     """
     competing = {t.key for t in touches if t.decision is Decision.SEND}
     taken: dict[str, list[PastContact]] = defaultdict(list)
