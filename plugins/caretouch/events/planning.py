@@ -105,6 +105,8 @@ class _OwnCustomersHistory:
 
     def __init__(self, ledger: Any) -> None:
         self.ledger = ledger
+        # The customers being planned: only their deferred touches compete with their events.
+        self.customers: set[str] = set()
 
     def final_keys(self, keys: list[str]) -> dict[str, str]:
         return self.ledger.final_keys(keys)
@@ -115,7 +117,7 @@ class _OwnCustomersHistory:
         return self.ledger.contacts(customer_ids, first, last)
 
     def deferred(self, rule_ids: Any, first: dt.date, last: dt.date) -> list[Any]:
-        return self.ledger.deferred(rule_ids, first, last)
+        return self.ledger.deferred(rule_ids, first, last, customer_ids=self.customers)
 
     def occasion_contacts(
         self, customer_ids: Any, rule_ids: Any, first: dt.date, last: dt.date
@@ -169,6 +171,7 @@ def plan_events(
         # with their other touches of the day for the caps); only this batch's event touches
         # are recorded.
         ruleset = for_customers(engine.ruleset, customer_ids)
+        history.customers = customer_ids
         touches = [
             t
             for t in plan_day(engine.store, ruleset, day, rule_ids=rule_ids, history=history)

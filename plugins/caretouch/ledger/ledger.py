@@ -577,62 +577,95 @@ class Ledger:
         return out
 
     def deferred(
-        self, rule_ids: Iterable[str], first: dt.date, last: dt.date
+        self,
+        rule_ids: Iterable[str],
+        first: dt.date,
+        last: dt.date,
+        customer_ids: Iterable[str] | None = None,
     ) -> list[DeferredTouch]:
-        """Touches of ``rule_ids`` (occurrence first..last) whose current status is a deferral,
-        with the day they wait for when the send step deferred them (``wait_until``).
+        """Touches of ``rule_ids`` (occurrence first..last; of ``customer_ids`` only, if
+        given) whose current status is a deferral, with the day they wait for when the send
+        step deferred them (``wait_until``).
 
         Read from the deferred touches (a partial index holds just those), not from the
-        rules' touches of the period, which on a 1,000,000-customer store are many more."""
-        wanted = list(rule_ids)
+        rules' touches of the period, which on a 1,000,000-customer store are many more; for
+        a few customers, from their touches."""
+        wanted = set(rule_ids)
         if not wanted:
             return []
-        found = []
+        period = (TouchRow.occurrence >= first, TouchRow.occurrence <= last)
+        # By reason only, so that the partial index serves the query (the status is checked
+        # below): a statement that names the status may pick the status index instead, and
+        # read every suppressed touch. Rule ids are checked below too, so that a few
+        # customers' touches are found through their own index.
+        deferred = TouchCurrent.reason == SuppressionReason.DEFERRED.value
+        suppressed = TouchStatus.SUPPRESSED.value
         with self.store.read_session() as session:
-            waiting = {
-                touch_id: event_id
-                for touch_id, event_id, status in session.execute(
-                    select(TouchCurrent.touch_id, TouchCurrent.event_id, TouchCurrent.status).where(
-                        TouchCurrent.reason == SuppressionReason.DEFERRED.value
-                    )
-                )
-                if status == TouchStatus.SUPPRESSED.value
-            }
-            ids = sorted(waiting)
-            for start in range(0, len(ids), _CHUNK):
-                rows = list(
-                    session.scalars(
-                        select(TouchRow).where(
-                            TouchRow.id.in_(ids[start : start + _CHUNK]),
-                            TouchRow.rule_id.in_(wanted),
-                            TouchRow.occurrence >= first,
-                            TouchRow.occurrence <= last,
+            found: list[tuple[TouchRow, int]] = []
+            if customer_ids is not None:
+                customers = sorted(set(customer_ids))
+                for start in range(0, len(customers), _CHUNK):
+                    found += [
+                        (row, event_id)
+                        for row, event_id, status in session.execute(
+                            select(TouchRow, TouchCurrent.event_id, TouchCurrent.status)
+                            .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
+                            .where(
+                                TouchRow.customer_id.in_(customers[start : start + _CHUNK]),
+                                *period,
+                                deferred,
+                            )
                         )
+                        if status == suppressed and row.rule_id in wanted
+                    ]
+            else:
+                waiting = {
+                    touch_id: event_id
+                    for touch_id, event_id, status in session.execute(
+                        select(
+                            TouchCurrent.touch_id, TouchCurrent.event_id, TouchCurrent.status
+                        ).where(deferred)
                     )
-                )
-                details = dict(
+                    if status == suppressed
+                }
+                ids = sorted(waiting)
+                for start in range(0, len(ids), _CHUNK):
+                    found += [
+                        (row, waiting[row.id])
+                        for row in session.scalars(
+                            select(TouchRow).where(
+                                TouchRow.id.in_(ids[start : start + _CHUNK]), *period
+                            )
+                        )
+                        if row.rule_id in wanted
+                    ]
+            details: dict[int, Any] = {}
+            events = sorted({event_id for _, event_id in found})
+            for start in range(0, len(events), _CHUNK):
+                details.update(
                     session.execute(
                         select(TouchEvent.id, TouchEvent.detail).where(
-                            TouchEvent.id.in_([waiting[r.id] for r in rows])
+                            TouchEvent.id.in_(events[start : start + _CHUNK])
                         )
                     ).all()
                 )
-                for r in rows:
-                    detail = details.get(waiting[r.id])
-                    wait = detail.get(WAIT_UNTIL) if isinstance(detail, dict) else None
-                    found.append(
-                        DeferredTouch(
-                            key=r.touch_key,
-                            rule_id=r.rule_id,
-                            customer_id=r.customer_id,
-                            policy_id=r.policy_id,
-                            event_id=r.event_id,
-                            occurrence=r.occurrence,
-                            context=decode(r.context),
-                            wait_until=dt.date.fromisoformat(wait) if wait else None,
-                        )
-                    )
-        return found
+        result = []
+        for r, event_id in found:
+            detail = details.get(event_id)
+            wait = detail.get(WAIT_UNTIL) if isinstance(detail, dict) else None
+            result.append(
+                DeferredTouch(
+                    key=r.touch_key,
+                    rule_id=r.rule_id,
+                    customer_id=r.customer_id,
+                    policy_id=r.policy_id,
+                    event_id=r.event_id,
+                    occurrence=r.occurrence,
+                    context=decode(r.context),
+                    wait_until=dt.date.fromisoformat(wait) if wait else None,
+                )
+            )
+        return result
 
     def missed_obligations(self, run_id: str) -> list[dict[str, Any]]:
         """The service obligations run ``run_id`` recorded as ``obligation_missed``: touch id
