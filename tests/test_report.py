@@ -17,11 +17,22 @@ from caretouch.cli import main
 from caretouch.config import CareConfig
 from caretouch.consent import Purpose, record_consent
 from caretouch.ledger import Ledger
+from caretouch.render import TemplateStore
 from caretouch.report import Period, build_report, compute
+from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.runner import Engine, run_day
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, in_ci, load_rows, utc
+from conftest import (
+    RULES_DIR,
+    TEMPLATES_DIR,
+    customer_row,
+    event_row,
+    in_ci,
+    load_rows,
+    policy_row,
+    utc,
+)
 
 WEEK = Period.week("2026-W47")  # 2026-11-16 .. 2026-11-22
 FIRST_RUN = dt.date(2026, 11, 9)  # the previous week too, for the comparison
@@ -61,13 +72,17 @@ def fill_history(store: Store, tmp_path: Path) -> Store:
         customer_row("K2", birth_date="1980-01-01", tier="B"),
         customer_row("K3", birth_date="1980-01-01", consent_sms="false", consent_email="false"),
     ]
+    customers.append(customer_row("K4", birth_date="1980-01-01", status="inactive"))
     events = [
         # Resolved at 15:00 Shanghai: the follow-up goes 3 local days later at 11:00 (run time).
         event_row("X1", "K1", type="complaint_resolved", occurred_at="2026-11-16T15:00:00+08:00"),
-        # Resolved at 08:00: the follow-up, three local days later at 11:00, is 3 h late.
+        # Resolved at 08:00: the follow-up, three local days later at 11:00, is on time (the
+        # rule's due date; 75 hours after the resolution).
         event_row("X2", "K2", type="complaint_resolved", occurred_at="2026-11-16T08:00:00+08:00"),
         # No consent: never followed up.
         event_row("X3", "K3", type="complaint_resolved", occurred_at="2026-11-17T09:00:00+08:00"),
+        # An inactive customer: the rule does not apply, the report does not count it.
+        event_row("X4", "K4", type="complaint_resolved", occurred_at="2026-11-17T09:00:00+08:00"),
         # The week before.
         event_row("X0", "K1", type="complaint_resolved", occurred_at="2026-11-09T12:00:00+08:00"),
     ]
@@ -105,6 +120,13 @@ def fill_history(store: Store, tmp_path: Path) -> Store:
     return store
 
 
+def rules_of(store: Store, tmp_path: Path) -> RuleSet:
+    """The rules ``fill_history`` ran with."""
+    ruleset = load_rules(tmp_path / "rules", TemplateStore(TEMPLATES_DIR))
+    assert ruleset.errors == []
+    return ruleset
+
+
 def straight_from_ledger(store: Store, period: Period) -> Counter[tuple[str, str | None, str, str]]:
     ledger = Ledger(store)
     return Counter(
@@ -114,7 +136,7 @@ def straight_from_ledger(store: Store, period: Period) -> Counter[tuple[str, str
     )
 
 
-def test_report_numbers_equal_the_ledger(history: Store) -> None:
+def test_report_numbers_equal_the_ledger(history: Store, tmp_path: Path) -> None:
     for period in (WEEK, WEEK.previous(), Period.month("2026-11")):
         figures = compute(history, period)
         expected = straight_from_ledger(history, period)
@@ -132,8 +154,19 @@ def test_report_numbers_equal_the_ledger(history: Store) -> None:
     assert figures.suppressed == sum(n for k, n in expected.items() if k[3] == "suppressed") > 0
     # Opt-outs in the week: B05 (sms, webhook) and B07 (email, cli); B08's was the week before.
     assert dict(figures.opt_outs) == {("sms", "webhook"): 1, ("email", "cli"): 1}
-    # Complaints: X1 within 3 days, X2 three hours too late, X3 never (no consent).
-    assert (figures.complaints, figures.followed_within, figures.followed_later) == (3, 1, 1)
+    # Complaint follow-ups, as the rule defines them: X1 and X2 sent on their due date (the
+    # local date of the resolution + 3, at 10:00; here at 11:00): on time, but the provider
+    # then reported one of them failed (above); X3 has no channel; X4's customer is inactive,
+    # so the rule does not apply to it and it is not counted.
+    failed = {
+        s.row.event_id
+        for s in Ledger(history).states_for_day(dt.date(2026, 11, 19))
+        if s.status is TouchStatus.FAILED
+    }
+    assert len(failed) == 1
+    figures = compute(history, WEEK, rules_of(history, tmp_path))
+    assert dict(figures.follow_ups) == {"on_time": 1, "failed": 1, "unreachable": 1}
+    assert (figures.follow_ups_on_time, figures.follow_ups_settled) == (1, 3)
     ledger = Ledger(history)
     followed = {
         s.row.event_id: min(e.at for e in ledger.history(s.id) if e.status == "sent")
@@ -143,12 +176,15 @@ def test_report_numbers_equal_the_ledger(history: Store) -> None:
         and any(e.status == "sent" for e in ledger.history(s.id))
     }
     resolved = {"X1": utc(2026, 11, 16, 7), "X2": utc(2026, 11, 16, 0)}
+    # X2 went out 75 hours after the resolution: on time all the same.
     assert {
-        x: at.replace(tzinfo=at.tzinfo or dt.timezone.utc) - resolved[x] <= dt.timedelta(days=3)
+        x: at.replace(tzinfo=at.tzinfo or dt.timezone.utc) - resolved[x] > dt.timedelta(days=3)
         for x, at in followed.items()
-    } == {"X1": True, "X2": False}
-    before = compute(history, WEEK.previous())
-    assert before.complaints == 1 and dict(before.opt_outs) == {("email", "cli"): 1}
+    } == {"X1": False, "X2": True}
+    before = compute(history, WEEK.previous(), rules_of(history, tmp_path))
+    assert dict(before.follow_ups) == {"on_time": 1} and dict(before.opt_outs) == {
+        ("email", "cli"): 1
+    }
 
 
 def test_periods() -> None:
@@ -175,7 +211,9 @@ def test_care_report_cli_writes_the_page(sqlite_history: Store, tmp_path: Path) 
     )
     assert result.exit_code == 0, result.output
     figures = compute(history, WEEK)
-    assert f"{figures.sent:,} sent" in result.output and "1/3 complaint(s)" in result.output
+    assert f"{figures.sent:,} sent" in result.output
+    # The CLI reads the rules of --rules (the shipped ones here): the same definition.
+    assert "1/3 complaint follow-up(s) on time" in result.output
     assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 4
     usage = CliRunner().invoke(main, ["--store", history.url, "report"])
     assert usage.exit_code == 2
@@ -204,7 +242,7 @@ def test_report_renders_in_chromium(sqlite_history: Store, tmp_path: Path, chrom
     history = sqlite_history
     from playwright.sync_api import sync_playwright
 
-    report = build_report(history, WEEK)
+    report = build_report(history, WEEK, rules_of(history, tmp_path))
     page_file = tmp_path / "report.html"
     page_file.write_text(report.html(generated_at=utc(2026, 11, 23, 6)), encoding="utf-8")
     now, before = report.now, report.before
@@ -246,7 +284,7 @@ def test_report_renders_in_chromium(sqlite_history: Store, tmp_path: Path, chrom
                 "img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])"
             )
             assert len(sizes) == 4 and all(ok and width > 200 for ok, width in sizes)
-            assert re.search(r"complaints resolved\s+3", page.inner_text("#complaints"))
+            assert re.search(r"follow-ups due .*\s+3", page.inner_text("#complaints"))
         finally:
             browser.close()
 
@@ -288,3 +326,113 @@ def test_care_report_is_emailed_through_sendgrid(sqlite_history: Store, tmp_path
         assert message.html == out.read_text(encoding="utf-8")
         assert f"{figures.sent:,} sent" in (message.text or "")
         assert "List-Unsubscribe" not in message.headers
+
+
+# --- the complaint follow-up figure is the rule's own definition (issue 11, item 21) ---------
+
+
+def follow_up_engine(store: Store, tmp_path: Path, *names: str) -> Engine:
+    rules = tmp_path / "kpi-rules"
+    rules.mkdir()
+    for name in ("policy.yaml", "complaint-follow-up.yaml", *names):
+        shutil.copy(RULES_DIR / name, rules / name)
+    config = CareConfig(
+        store.url, rules, TEMPLATES_DIR, tmp_path / "outbox", anchor_file=tmp_path / "a.jsonl"
+    )
+    engine = Engine.open(config)
+    assert engine.ruleset.errors == []
+    engine.store.dispose()
+    engine.store = store
+    return engine
+
+
+def run_week(engine: Engine) -> None:
+    """care run of each day of WEEK at 11:00 in Shanghai (after the 10:00 send time)."""
+    for day in WEEK.days:
+        run_day(engine, day, run_id=f"run-{day}", now=utc(day.year, day.month, day.day, 3))
+
+
+def test_a_follow_up_sent_by_the_rule_is_on_time(store: Store, tmp_path: Path) -> None:
+    """Planned and sent by the engine at the rule's time, the follow-up is 100 % on time,
+    although it goes out more than 72 hours after the resolution; an inactive customer's
+    complaint, which the rule does not apply to, is not counted."""
+    load_rows(
+        store,
+        customers=[
+            customer_row("F1", birth_date="1980-01-01"),
+            customer_row("F2", birth_date="1980-01-01", status="inactive"),
+        ],
+        events=[
+            event_row(
+                "E1", "F1", type="complaint_resolved", occurred_at="2026-11-16T08:00:00+08:00"
+            ),
+            event_row(
+                "E2", "F2", type="complaint_resolved", occurred_at="2026-11-16T08:00:00+08:00"
+            ),
+        ],
+    )
+    engine = follow_up_engine(store, tmp_path)
+    run_week(engine)
+    (state,) = [s for s in Ledger(store).states_for_day(dt.date(2026, 11, 19))]
+    assert (state.row.event_id, state.status) == ("E1", TouchStatus.SENT)
+    report = build_report(store, WEEK, engine.ruleset)
+    assert dict(report.now.follow_ups) == {"on_time": 1}
+    assert report.now.follow_up_rate == 1.0
+    page = report.html(generated_at=utc(2026, 11, 23, 6))
+    card = re.search(r'id="kpi-follow-ups".*?class="value">([^<]*)<', page, re.S)
+    assert card is not None and card.group(1) == "1 of 1"
+
+
+def test_late_and_missed_follow_ups_and_obligations(store: Store, tmp_path: Path) -> None:
+    """A follow-up deferred by a renewal reminder goes a day late; one whose complaint was
+    recorded after its day had been planned is missed (the rule made it due, the ledger never
+    got it); of two reminders of the day before one renewal date, one is a missed
+    obligation. The report says so, by rule, and lists the missed ones."""
+    load_rows(
+        store,
+        customers=[
+            customer_row("F1", birth_date="1980-01-01"),
+            customer_row("F3", birth_date="1980-01-01"),
+            customer_row("F4", birth_date="1980-01-01"),
+            customer_row("F5", birth_date="1980-01-01"),
+        ],
+        policies=[
+            policy_row("P3", "F3", renewal_date="2026-11-27"),  # reminder on the 20th
+            policy_row("P5", "F5", renewal_date="2026-11-21"),  # both on the 20th, the day
+            policy_row("P6", "F5", renewal_date="2026-11-21"),  #   before the renewal
+        ],
+        events=[
+            event_row(
+                "E1", "F1", type="complaint_resolved", occurred_at="2026-11-16T15:00:00+08:00"
+            ),
+            event_row(
+                "E3", "F3", type="complaint_resolved", occurred_at="2026-11-17T12:00:00+08:00"
+            ),
+        ],
+    )
+    engine = follow_up_engine(store, tmp_path, "renewal-reminder.yaml")
+    run_week(engine)
+    # Recorded late: due on the 20th, a day that was planned (and sent) before it arrived.
+    load_rows(
+        store,
+        events=[
+            event_row(
+                "E4", "F4", type="complaint_resolved", occurred_at="2026-11-17T09:00:00+08:00"
+            )
+        ],
+    )
+    figures = compute(store, WEEK, engine.ruleset)
+    assert dict(figures.follow_ups) == {"on_time": 1, "late": 1, "missed": 1}
+    assert (figures.follow_ups_on_time, figures.follow_ups_settled) == (1, 3)
+    by_rule = {o.rule_id: o for o in figures.obligations}
+    assert by_rule["complaint-follow-up"].missed == [
+        ("complaint-follow-up|event:E4|2026-11-20", "2026-11-20", "never planned")
+    ]
+    renewals = by_rule["renewal-reminder"]
+    assert dict(renewals.outcomes) == {"on_time": 2, "missed": 1}
+    (missed,) = renewals.missed
+    assert missed[1:] == ("2026-11-20", "obligation_missed")
+    page = build_report(store, WEEK, engine.ruleset).html(generated_at=utc(2026, 11, 23, 6))
+    assert "complaint-follow-up|event:E4|2026-11-20" in page and missed[0] in page
+    card = re.search(r'id="kpi-obligations-missed".*?class="value">([^<]*)<', page, re.S)
+    assert card is not None and card.group(1) == "2"

@@ -203,7 +203,9 @@ def report(
     """The monthly or weekly service report (HTML with charts), from the ledger."""
     import datetime as dt
 
+    from .render import TemplateStore
     from .report import Period, summary_line, write_report
+    from .rules.loader import load_rules
     from .store.db import check_initialised, open_store
 
     if bool(month) == bool(week):
@@ -218,7 +220,11 @@ def report(
     store = open_store(config.store_url)
     check_initialised(store)
     now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI stamps when the report was made
-    path, result = write_report(store, period, config.reports_dir, generated_at=now, output=output)
+    # The rules define the service obligations and the complaint follow-up figure.
+    ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+    path, result = write_report(
+        store, period, config.reports_dir, generated_at=now, output=output, ruleset=ruleset
+    )
     click.echo(summary_line(result))
     click.echo(f"wrote {path}")
     if email_to:

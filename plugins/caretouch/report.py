@@ -2,10 +2,19 @@
 
 Every number is read from the ledger (touches by their occurrence, the customer-local date
 they were due; each touch counted at its current status), except opt-outs, which are the
-consent withdrawals recorded in the store (``consent_events``) in the period, and complaint
-follow-ups, which join the store's ``complaint_resolved`` events with the ledger's touches of
-those events. Each figure is shown with its change from the previous period of the same kind
-(month on month, week on week). Reading only: the report writes nothing but its HTML file.
+consent withdrawals recorded in the store (``consent_events``) in the period. Each figure is
+shown with its change from the previous period of the same kind (month on month, week on
+week). Reading only: the report writes nothing but its HTML file.
+
+Service obligations (the touches of ``service`` rules, among them the complaint follow-up)
+are measured the way their rule defines them, from the loaded rules: a touch is due on its
+occurrence (for the complaint follow-up: the local date of the resolution + the rule's
+``delay_days``, at its ``send_time``) and on time when it was sent on or before that local
+date; sent later (deferred within its window) it is late; ``obligation_missed`` and other
+final suppressions are missed. For event-triggered ones, the rule's own candidate query
+(``plan.due_touches``: trigger and audience) also finds the touches due in the period that
+were never planned: missed too. Customers the rule does not apply to (inactive, outside its
+audience) are not counted.
 """
 
 from __future__ import annotations
@@ -21,21 +30,55 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, func, select
 
 from .channels.base import OutboundMessage, SendResult, Transport
 from .ledger.models import TouchCurrent, TouchEvent, TouchRow
+from .rules.loader import RuleSet
+from .rules.model import Rule, TriggerKind
 from .store.db import Store
-from .store.models import ConsentEvent, Event
-from .vocab import Channel
+from .store.models import ConsentEvent
+from .vocab import Channel, SuppressionReason
 
 # Current statuses that mean the message reached the provider.
 SENT_LIKE = ("sent", "delivered", "undelivered", "bounced")
 # Delivery reports that settle a sent message.
 DELIVERY_SETTLED = ("delivered", "undelivered", "bounced")
+# The business event whose follow-up the report's key figure measures (SPEC section 1).
 COMPLAINT_EVENT = "complaint_resolved"
-FOLLOW_UP_DAYS = 3
+# How a service obligation ended, in the order the report shows them.
+OUTCOMES = ("on_time", "late", "missed", "failed", "unreachable", "waiting")
+OUTCOME_LABELS = {
+    "on_time": "on time (sent by the due date)",
+    "late": "late (sent after the due date, within its window)",
+    "missed": "missed (window over, or never planned)",
+    "failed": "failed or unknown at the provider",
+    "unreachable": "no usable channel (no_contact, opted_out)",
+    "waiting": "still waiting (planned or deferred)",
+}
+_UNREACHABLE = (SuppressionReason.NO_CONTACT.value, SuppressionReason.OPTED_OUT.value)
+
+
+@dataclass
+class Obligation:
+    """How one service rule's touches due in the period ended."""
+
+    rule_id: str
+    definition: str  # how the rule defines due and on time, in words
+    complaint: bool  # triggered by COMPLAINT_EVENT: the report's complaint follow-up figure
+    outcomes: Counter[str] = field(default_factory=Counter)
+    missed: list[tuple[str, str, str]] = field(default_factory=list)  # (key, due, why)
+
+    @property
+    def due(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def settled(self) -> int:
+        """Due touches whose fate is known: all but those still waiting."""
+        return self.due - self.outcomes["waiting"]
 
 
 @dataclass(frozen=True)
@@ -93,9 +136,7 @@ class Figures:
     touches: Counter[tuple[Any, ...]] = field(default_factory=Counter)
     sent_per_day: Counter[dt.date] = field(default_factory=Counter)
     opt_outs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (purpose, source)
-    complaints: int = 0
-    followed_within: int = 0
-    followed_later: int = 0
+    obligations: list[Obligation] = field(default_factory=list)
 
     def count(self, *, statuses: tuple[str, ...] | None = None, **match: Any) -> int:
         index = {"rule_id": 0, "channel": 1, "tier": 2, "status": 3, "reason": 4}
@@ -149,17 +190,40 @@ class Figures:
     def opt_out_total(self) -> int:
         return sum(self.opt_outs.values())
 
+    @property
+    def follow_ups(self) -> Counter[str]:
+        """Outcomes of the complaint follow-ups (the rules triggered by ``COMPLAINT_EVENT``)."""
+        total: Counter[str] = Counter()
+        for o in self.obligations:
+            if o.complaint:
+                total.update(o.outcomes)
+        return total
+
+    @property
+    def follow_ups_on_time(self) -> int:
+        return self.follow_ups["on_time"]
+
+    @property
+    def follow_ups_settled(self) -> int:
+        return sum(self.follow_ups.values()) - self.follow_ups["waiting"]
+
+    @property
+    def follow_up_rate(self) -> float | None:
+        """On time among the complaint follow-ups due in the period whose fate is known."""
+        settled = self.follow_ups_settled
+        return self.follow_ups_on_time / settled if settled else None
+
     def values(self, dimension: str) -> list[Any]:
         index = {"rule_id": 0, "channel": 1, "tier": 2}[dimension]
         return sorted({k[index] for k in self.touches}, key=lambda v: (v is None, str(v)))
 
 
-def compute(store: Store, period: Period) -> Figures:
-    """The period's figures, read from the ledger and the store."""
+def compute(store: Store, period: Period, ruleset: RuleSet | None = None) -> Figures:
+    """The period's figures, read from the ledger and the store; with ``ruleset``, also how
+    its service rules' touches ended (``obligations``)."""
     figures = Figures(period)
     touches = TouchRow.__table__
     current = TouchCurrent.__table__
-    events = TouchEvent.__table__
     in_period = and_(touches.c.occurrence >= period.first, touches.c.occurrence <= period.last)
     channel = func.coalesce(current.c.channel, touches.c.channel)
     with store.read_session() as session:
@@ -202,41 +266,124 @@ def compute(store: Store, period: Period) -> Figures:
         )
         for purpose, source, n in session.execute(stmt):
             figures.opt_outs[(purpose, _source_kind(source))] += n
+    if ruleset is not None:
+        figures.obligations = obligations(store, period, ruleset)
+    return figures
 
-        # Complaints resolved in the period, and whether a touch of that event reached the
-        # customer within FOLLOW_UP_DAYS of the resolution.
-        ev = Event.__table__
-        complaints = session.execute(
-            select(ev.c.event_id, ev.c.occurred_at).where(
-                ev.c.type == COMPLAINT_EVENT, ev.c.occurred_at >= start, ev.c.occurred_at < end
+
+def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligation]:
+    """How the touches of each service rule due in the period ended (see the module doc)."""
+    rules = [r for r in ruleset.rules if r.obligation]
+    if not rules:
+        return []
+    touches = TouchRow.__table__
+    current = TouchCurrent.__table__
+    events = TouchEvent.__table__
+    found: dict[str, Obligation] = {r.id: _obligation(r) for r in rules}
+    seen: set[str] = set()
+    with store.read_session() as session:
+        rows = session.execute(
+            select(
+                touches.c.id,
+                touches.c.touch_key,
+                touches.c.rule_id,
+                touches.c.occurrence,
+                touches.c.timezone,
+                current.c.status,
+                current.c.reason,
+            )
+            .select_from(touches.join(current, current.c.touch_id == touches.c.id))
+            .where(
+                touches.c.rule_id.in_(list(found)),
+                touches.c.occurrence >= period.first,
+                touches.c.occurrence <= period.last,
             )
         ).all()
-        figures.complaints = len(complaints)
-        if complaints:
-            resolved = {event_id: _aware(at) for event_id, at in complaints}
-            first_sent: dict[str, dt.datetime] = {}
-            ids = sorted(resolved)
-            for chunk in range(0, len(ids), 500):
-                stmt = (
-                    select(touches.c.event_id, func.min(events.c.at))
-                    .select_from(touches.join(events, events.c.touch_id == touches.c.id))
-                    .where(
-                        touches.c.event_id.in_(ids[chunk : chunk + 500]),
-                        events.c.status == "sent",
-                    )
-                    .group_by(touches.c.event_id)
+        sent_ids = [r.id for r in rows if r.status in SENT_LIKE]
+        first_sent: dict[int, dt.datetime] = {}
+        for start in range(0, len(sent_ids), 500):
+            for touch_id, status, at in session.execute(
+                select(events.c.touch_id, events.c.status, func.min(events.c.at))
+                .where(
+                    events.c.touch_id.in_(sent_ids[start : start + 500]),
+                    events.c.status.in_(("sending", "sent")),
                 )
-                for event_id, at in session.execute(stmt):
-                    first_sent[event_id] = _aware(at)
-            for event_id, at in resolved.items():
-                sent_at = first_sent.get(event_id)
-                if sent_at is None:
-                    continue
-                if sent_at - at <= dt.timedelta(days=FOLLOW_UP_DAYS):
-                    figures.followed_within += 1
-                else:
-                    figures.followed_later += 1
-    return figures
+                .group_by(events.c.touch_id, events.c.status)
+            ):
+                # The provider's acceptance ("sent"); the claim ("sending") if not recorded.
+                if status == "sent" or touch_id not in first_sent:
+                    first_sent[touch_id] = _aware(at)
+    for r in rows:
+        seen.add(r.touch_key)
+        o = found[r.rule_id]
+        occurrence = _as_date(r.occurrence)
+        if r.status in SENT_LIKE:
+            at = first_sent.get(r.id)
+            sent_day = at.astimezone(_zone(r.timezone)).date() if at else occurrence
+            o.outcomes["on_time" if sent_day <= occurrence else "late"] += 1
+        elif r.status in ("failed", "unknown"):
+            o.outcomes["failed"] += 1
+        elif r.status in ("planned", "sending") or r.reason == SuppressionReason.DEFERRED.value:
+            o.outcomes["waiting"] += 1
+        elif r.reason in _UNREACHABLE:
+            o.outcomes["unreachable"] += 1
+        else:
+            o.outcomes["missed"] += 1
+            o.missed.append((r.touch_key, occurrence.isoformat(), str(r.reason)))
+    # What an event-triggered rule made due in the period and the ledger never got.
+    from .plan import due_touches
+
+    for rule in rules:
+        if rule.trigger.kind is not TriggerKind.EVENT:
+            continue
+        o = found[rule.id]
+        for day in period.days:
+            for touch in due_touches(store, rule, day, ruleset.policy):
+                if touch.key not in seen:
+                    seen.add(touch.key)
+                    o.outcomes["missed"] += 1
+                    o.missed.append((touch.key, day.isoformat(), "never planned"))
+    for o in found.values():
+        o.missed.sort(key=lambda m: (m[1], m[0]))
+    return [found[r.id] for r in rules]
+
+
+def _obligation(rule: Rule) -> Obligation:
+    trig = rule.trigger
+    if trig.kind is TriggerKind.EVENT:
+        due = (
+            f"due {trig.delay_days} local day(s) after the {trig.event_type} event's local "
+            f"date, at {rule.send_time:%H:%M}"
+        )
+    elif trig.kind is TriggerKind.DAYS_BEFORE:
+        offsets = ", ".join(str(n) for n in trig.offsets)
+        field_name = trig.field.name if trig.field else ""
+        due = f"due {offsets} day(s) before {field_name} (never sent on or after it)"
+    elif trig.kind is TriggerKind.CALENDAR:
+        due = "due on its calendar days"
+    else:
+        due = f"due on the {trig.kind.value} of {trig.field.name if trig.field else ''}"
+    window = (
+        f"; held back, it may go up to {rule.defer_days} day(s) later (late)"
+        if rule.defer_days
+        else ""
+    )
+    return Obligation(
+        rule.id,
+        f"{due}, on time if sent by that local date{window}",
+        complaint=trig.kind is TriggerKind.EVENT and trig.event_type == COMPLAINT_EVENT,
+    )
+
+
+def _as_date(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -261,8 +408,12 @@ class Report:
         return render_html(self, generated_at=generated_at)
 
 
-def build_report(store: Store, period: Period) -> Report:
-    return Report(period, compute(store, period), compute(store, period.previous()))
+def build_report(store: Store, period: Period, ruleset: RuleSet | None = None) -> Report:
+    """The period's report and the previous period's figures; ``ruleset`` (the loaded rules)
+    defines the service obligations and the complaint follow-up figure."""
+    return Report(
+        period, compute(store, period, ruleset), compute(store, period.previous(), ruleset)
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -358,12 +509,17 @@ def render_html(report: Report, *, generated_at: dt.datetime) -> str:
         ),
         (
             "follow-ups",
-            f"complaints followed up within {FOLLOW_UP_DAYS} days",
-            f"{now.followed_within:,} of {now.complaints:,}",
+            "complaint follow-ups on time (sent by their due date)",
+            f"{now.follow_ups_on_time:,} of {now.follow_ups_settled:,}",
+            _change(now.follow_up_rate, before.follow_up_rate, rate=True),
+        ),
+        (
+            "obligations-missed",
+            "service obligations missed",
+            f"{sum(o.outcomes['missed'] for o in now.obligations):,}",
             _change(
-                now.followed_within / now.complaints if now.complaints else None,
-                before.followed_within / before.complaints if before.complaints else None,
-                rate=True,
+                sum(o.outcomes["missed"] for o in now.obligations),
+                sum(o.outcomes["missed"] for o in before.obligations),
             ),
         ),
     ]
@@ -498,14 +654,49 @@ current status in the ledger. Previous {word}: {report.before.period.label}
 <tbody>{opt_rows or '<tr><td colspan="3">none</td></tr>'}</tbody></table>
 <h2>Complaint follow-ups</h2>
 <table id="complaints"><tbody>
-<tr><td>complaints resolved</td><td>{now.complaints:,}</td></tr>
-<tr><td>followed up within {FOLLOW_UP_DAYS} days</td><td>{now.followed_within:,}</td></tr>
-<tr><td>followed up later</td><td>{now.followed_later:,}</td></tr>
-<tr><td>not (yet) followed up</td><td>{now.complaints - now.followed_within - now.followed_later:,}</td></tr>
+<tr><td>follow-ups due (complaints of customers the rule applies to)</td><td>{sum(now.follow_ups.values()):,}</td></tr>
+{"".join(f'<tr data-outcome="{k}"><td>{html.escape(OUTCOME_LABELS[k])}</td><td>{now.follow_ups[k]:,}</td></tr>' for k in OUTCOMES)}
 </tbody></table>
+{_obligations_html(now)}
 </body>
 </html>
 """
+
+
+def _obligations_html(figures: Figures) -> str:
+    """The service obligations: per rule, how its touches due in the period ended, and the
+    missed ones by key (flagged)."""
+    if not figures.obligations:
+        return (
+            '<h2>Service obligations</h2><p class="note">No service rule is loaded: the '
+            "report cannot say which touches were due.</p>"
+        )
+    head = "".join(f"<th>{html.escape(k.replace('_', ' '))}</th>" for k in OUTCOMES)
+    rows = "".join(
+        f'<tr data-key="{html.escape(o.rule_id)}"><td>{html.escape(o.rule_id)}</td>'
+        f"<td>{o.due:,}</td>"
+        + "".join(f"<td>{o.outcomes[k]:,}</td>" for k in OUTCOMES)
+        + f'<td class="note">{html.escape(o.definition)}</td></tr>'
+        for o in figures.obligations
+    )
+    missed = [m for o in figures.obligations for m in o.missed]
+    flagged = "".join(
+        f"<tr><td>{html.escape(key)}</td><td>{html.escape(due)}</td><td>{html.escape(why)}</td></tr>"
+        for key, due, why in missed[:200]
+    )
+    more = f'<p class="note">... and {len(missed) - 200:,} more.</p>' if len(missed) > 200 else ""
+    return (
+        '<h2>Service obligations</h2><p class="note">The touches of service rules due in the '
+        "period (by their due date), as each rule defines due and on time.</p>"
+        f'<table id="obligations"><thead><tr><th>rule</th><th>due</th>{head}'
+        f"<th>definition</th></tr></thead><tbody>{rows}</tbody></table>"
+        + (
+            '<h3>Missed obligations</h3><table id="obligations-missed"><thead><tr><th>touch</th>'
+            f"<th>due</th><th>why</th></tr></thead><tbody>{flagged}</tbody></table>{more}"
+            if missed
+            else ""
+        )
+    )
 
 
 def report_path(reports_dir: Path, period: Period) -> Path:
@@ -519,9 +710,10 @@ def write_report(
     *,
     generated_at: dt.datetime,
     output: Path | None = None,
+    ruleset: RuleSet | None = None,
 ) -> tuple[Path, Report]:
     """Compute the period's report and write its HTML (``care report`` and ``care_reports``)."""
-    result = build_report(store, period)
+    result = build_report(store, period, ruleset)
     path = output or report_path(reports_dir, period)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.html(generated_at=generated_at), encoding="utf-8")
@@ -534,7 +726,8 @@ def summary_line(result: Report) -> str:
     return (
         f"{result.period.kind} {result.period.label}: {n.total:,} touches, {n.sent:,} sent, "
         f"{n.failed:,} failed, {n.suppressed:,} suppressed, {n.opt_out_total:,} opt-out(s), "
-        f"{n.followed_within}/{n.complaints} complaint(s) followed up within 3 days"
+        f"{n.follow_ups_on_time}/{n.follow_ups_settled} complaint follow-up(s) on time, "
+        f"{sum(o.outcomes['missed'] for o in n.obligations):,} service obligation(s) missed"
     )
 
 

@@ -37,6 +37,8 @@ class RunSummary:
     failures: list[str] = field(default_factory=list)
     # Rules that failed to load (file:line:col: message): the run went on without them.
     rule_errors: list[str] = field(default_factory=list)
+    # Service obligations this run recorded as missed (their window is over): flagged.
+    obligations_missed: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_ledger(
@@ -58,8 +60,10 @@ class RunSummary:
         ``writers``: the run ids the run wrote under, when not only ``run_id`` (the tasks of
         a DAG run)."""
         summary = DaySummary.from_ledger(ledger, day)
+        missed = ledger.missed_obligations(writers or run_id)
         if rule_ids is not None:
             summary.rows = [r for r in summary.rows if r["rule_id"] in rule_ids]
+            missed = [m for m in missed if m["rule_id"] in rule_ids]
         return cls(
             run_id,
             kind,
@@ -70,6 +74,7 @@ class RunSummary:
             rule_ids,
             failures or [],
             rule_errors or [],
+            missed,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,6 +88,7 @@ class RunSummary:
             "failures": self.failures[:200],
             "rule_errors": self.rule_errors,
             "partial": bool(self.rule_errors),
+            "obligations_missed": self.obligations_missed[:200],
             "ledger": self.summary.as_dict(),
         }
 
@@ -92,6 +98,7 @@ class RunSummary:
             self.summary.render()
             + f"\n\nthis run ({self.run_id}){scope}: "
             + ", ".join(f"{k} {v}" for k, v in self.this_run.items())
+            + missed_text(self.obligations_missed)
         )
         return text + render_rule_errors(self.rule_errors)
 
@@ -127,6 +134,24 @@ def this_run_counts(
     ...)."""
     recorded = ledger.run_counts(run_id)
     return {**recorded, **{k: v for k, v in (reported or {}).items() if k not in recorded}}
+
+
+def missed_text(missed: list[dict[str, Any]]) -> str:
+    """The flag a summary raises for service obligations that could not go out in time."""
+    if not missed:
+        return ""
+    lines = [
+        "",
+        "",
+        f"SERVICE OBLIGATIONS MISSED: {len(missed)} could not go out within their window "
+        "(reason obligation_missed; `care audit show ID` tells why):",
+    ]
+    lines += [
+        f"  {m['touch_key']} (id {m['touch_id']}, due {m['occurrence']})" for m in missed[:50]
+    ]
+    if len(missed) > 50:
+        lines.append(f"  ... and {len(missed) - 50} more (all in the stored summary)")
+    return "\n".join(lines)
 
 
 # What a run "changed" (a dispatch's sends, an event run's plans): a run without any of these

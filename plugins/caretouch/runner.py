@@ -19,7 +19,7 @@ from .channels.registry import transports_from_env
 from .config import CareConfig
 from .consent import Purpose, record_consent
 from .errors import CareError, ConfigurationError, RenderError
-from .ledger import Claim, Ledger, StatusChange, TouchState
+from .ledger import WAIT_UNTIL, Claim, Ledger, StatusChange, TouchState
 from .ledger.models import Attempt
 from .mask import scrub
 from .plan import plan_day
@@ -267,6 +267,65 @@ def _timing(policy: ContactPolicy, state: TouchState, now: dt.datetime) -> Suppr
     return None
 
 
+def _held_at_send_time(
+    engine: Engine, state: TouchState, now: dt.datetime, cause: SuppressionReason, why: str
+) -> StatusChange:
+    """The status change of a touch that cannot go out as planned (``too_late``,
+    ``quiet_hours``, or ``frequency_cap`` on a later local day): final for most touches.
+
+    A service obligation is deferred instead while its window lasts: it competes again, under
+    the caps and capacity of that day, from the plan of the first local day it can still go
+    (the day after its planned day at the earliest; after quiet hours if they hold now). Past
+    its window it is ``obligation_missed``; final either way, never silently dropped.
+    """
+    try:
+        rule = engine.ruleset.by_id(state.row.rule_id)
+    except KeyError:
+        rule = None
+    if rule is None or not rule.obligation:
+        return StatusChange(
+            state.id,
+            TouchStatus.SUPPRESSED,
+            cause.value,
+            detail={"final": True, "explain": [why]},
+        )
+    policy = engine.policy
+    zone = policy.zone(state.row.timezone)
+    local_now = now.astimezone(zone)
+    if policy.quiet_hours.contains(local_now.time()):
+        local_now = policy.quiet_hours.next_allowed(local_now)
+    planned_day = state.send_at.astimezone(zone).date()
+    wait_until = max(planned_day + dt.timedelta(days=1), local_now.date())
+    last = rule.last_day(state.row.occurrence, state.context.get("days"))
+    window = f"defer_days={rule.defer_days}, window ends {last}"
+    if wait_until <= last:
+        return StatusChange(
+            state.id,
+            TouchStatus.SUPPRESSED,
+            SuppressionReason.DEFERRED.value,
+            detail={
+                WAIT_UNTIL: wait_until.isoformat(),
+                "explain": [
+                    f"held back at send time ({cause.value}): {why}",
+                    f"deferred: a service obligation, it competes again when {wait_until} is "
+                    f"planned ({window})",
+                ],
+            },
+        )
+    return StatusChange(
+        state.id,
+        TouchStatus.SUPPRESSED,
+        SuppressionReason.OBLIGATION_MISSED.value,
+        detail={
+            "final": True,
+            "explain": [
+                f"held back at send time ({cause.value}): {why}",
+                f"obligation missed: a service obligation, its window is over ({window})",
+            ],
+        },
+    )
+
+
 # Per send_touches call: the touch keys counted against a channel's capacity on a local day.
 CapacityUse = dict[tuple[Channel, dt.date], set[str]]
 
@@ -443,7 +502,7 @@ def _prepare_chunk(
             if timing is SuppressionReason.DEFERRED:  # not yet: its time has not come
                 report.waiting += 1
             else:
-                explain = [
+                why = (
                     f"planned for {state.send_at:%Y-%m-%d %H:%M}Z; at "
                     f"{now.astimezone(engine.policy.zone(state.row.timezone)):%H:%M} "
                     "local; "
@@ -452,17 +511,10 @@ def _prepare_chunk(
                     )
                     + "; "
                     + engine.policy.clause("quiet_hours", engine.policy.quiet_hours)
-                ]
-                if not loaded:
-                    explain.append(_NOT_LOADED.format(rule=state.row.rule_id))
-                changes.append(
-                    StatusChange(
-                        state.id,
-                        TouchStatus.SUPPRESSED,
-                        timing.value,
-                        detail={"final": True, "explain": explain},
-                    )
                 )
+                if not loaded:
+                    why += "; " + _NOT_LOADED.format(rule=state.row.rule_id)
+                changes.append(_held_at_send_time(engine, state, now, timing, why))
                 report.suppressed += 1
             continue
         if not loaded:
@@ -474,12 +526,7 @@ def _prepare_chunk(
         late = _late_cap_problem(engine, state, now, capacity_use)
         if late:
             changes.append(
-                StatusChange(
-                    state.id,
-                    TouchStatus.SUPPRESSED,
-                    SuppressionReason.FREQUENCY_CAP.value,
-                    detail={"final": True, "explain": [late]},
-                )
+                _held_at_send_time(engine, state, now, SuppressionReason.FREQUENCY_CAP, late)
             )
             report.suppressed += 1
             continue

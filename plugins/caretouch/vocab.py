@@ -76,6 +76,9 @@ class SuppressionReason(StrEnum):
     CAPACITY = "capacity"  # the channel's daily capacity went to higher tiers
     DEFERRED = "deferred"  # held back today (cap, blackout, capacity); tried again tomorrow
     ALREADY_SENT = "already_sent"  # the ledger already holds this touch as handled
+    OCCASION_TAKEN = "occasion_taken"  # the customer is (being) greeted for this occasion already
+    # A service obligation that could not go out by the last day of its window (plan or send).
+    OBLIGATION_MISSED = "obligation_missed"
     # Decided when sending:
     QUIET_HOURS = "quiet_hours"  # quiet hours last beyond the touch's sending window
     TOO_LATE = "too_late"  # the sending window passed before the touch could go out

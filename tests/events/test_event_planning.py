@@ -13,7 +13,7 @@ from caretouch.config import CareConfig
 from caretouch.events.inbox import Incoming, submit
 from caretouch.events.planning import plan_new_events
 from caretouch.ledger import Ledger
-from caretouch.runner import Engine, dispatch, run_day
+from caretouch.runner import Engine, dispatch, plan_and_record, run_day
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, policy_row, utc
@@ -257,10 +257,16 @@ def test_event_touches_obey_the_daily_cap(engine: Engine) -> None:
     # three days later); due on the 23rd: thank-you.
     assert decided[("2026-11-22", TouchStatus.PLANNED)] == 1
     assert decided[("2026-11-22", TouchStatus.SUPPRESSED)] == 1
-    assert decided[("2026-11-23", TouchStatus.PLANNED)] == 1
     by_rule = {s.row.rule_id: s for s in states(engine).values()}
     assert by_rule["claim-settled"].status is TouchStatus.PLANNED  # priority 85
-    assert by_rule["complaint-follow-up"].reason == "frequency_cap"  # priority 80, same day
+    # The follow-up (80) is a service obligation: deferred, not dropped. On the 23rd it
+    # competes again and takes the day's place from the thank-you (70).
+    assert by_rule["complaint-follow-up"].reason == "deferred"
+    assert by_rule["thank-you"].reason == "frequency_cap"
+    # The plan of the 23rd (care_dispatch plans the dates in effect) records it for that day.
+    plan_and_record(engine, dt.date(2026, 11, 23), run_id="dispatch", now=utc(2026, 11, 22, 6))
+    follow_up = states(engine)["complaint-follow-up|event:C|2026-11-22"]
+    assert (follow_up.status, follow_up.send_at) == (TouchStatus.PLANNED, utc(2026, 11, 23, 2))
 
 
 def test_planning_an_event_records_only_its_touch_but_competes_with_the_day(

@@ -423,13 +423,18 @@ def test_cap_per_7_days_counts_earlier_days(store: Store, tmp_path: Path) -> Non
         assert run_day(engine, day, run_id=f"r-{day}", now=at_11_shanghai(day)).sent == 1
     last = D(2026, 11, 29)
     touch = the(plan(store, rules, last), "renewal-reminder")
+    # Touches already sent keep their places, whatever their priority; the reminder of the
+    # day before the renewal cannot wait (a service obligation on the last day of its window),
+    # so it is not dropped as a mere frequency_cap but flagged.
     assert_suppressed(
         touch,
-        SuppressionReason.FREQUENCY_CAP,
+        SuppressionReason.OBLIGATION_MISSED,
         Clause(rules, "caps.per_7_days", 2),
         "renewal-reminder (2026-11-23)",
         "birthday (2026-11-25)",
         "in 2026-11-23..2026-11-29",
+        "obligation missed: a service obligation held back (frequency_cap) on the last day "
+        "of its window (defer_days=3, window ends 2026-11-29)",
     )
     assert run_day(engine, last, run_id="r-last", now=at_11_shanghai(last)).sent == 0
     # One day later the 11-23 touch has left every window that contains 11-30.
@@ -868,7 +873,14 @@ def test_tiers_shorthand(
 
 
 def test_every_reason_word_has_a_table_test() -> None:
+    # Service obligations and occasions have their own multi-day table (test_obligations.py).
+    from test_obligations import ROWS, test_decisions_over_consecutive_days
+
+    in_rows = {outcome for row in ROWS for day in row.days.values() for outcome in day.values()}
+    assert {"occasion_taken", "obligation_missed"} <= in_rows
     covered = {
+        "occasion_taken": test_decisions_over_consecutive_days,
+        "obligation_missed": test_decisions_over_consecutive_days,
         "no_contact": test_no_contact,
         "opted_out": test_opted_out_sms_only_customer,
         "blackout": test_blackout_explicit_date,

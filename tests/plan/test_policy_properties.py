@@ -3,21 +3,32 @@
 Hypothesis draws customers (tiers, time zones from UTC-10 to UTC+13, valid and broken
 addresses, consents including marketing), their policies and purchases, a random
 ``policy.yaml`` (caps overall, per category and per channel, an SMS capacity, blackout dates)
-and two generated calendar rules beside the shipped ones (a marketing one and a care one, with
-random dates, priorities, send times and ``defer_days``). Then consecutive days are run the way
+and three generated calendar rules beside the shipped ones (a marketing one, a care one that
+may greet the occasion ``mid_autumn``, and a service one, with random dates, priorities, send
+times and ``defer_days``); purchases, resolved complaints and settled claims. Then consecutive
+days are run the way
 production does: each day is planned at 12:00 UTC the day before (``run_day``), and the
 dispatcher sends (and, in ``dispatch`` mode, re-plans) at instants 3 or 6 hours apart; some
 customers opt out (``record_consent``) before the first plan, some withdraw marketing consent
 along the way. The ledger must then show that:
 
 (a) no customer got more touches than a cap allows, in any local day or 7-day window;
-(b) nothing was sent in the customer's quiet hours (21:00-08:00 local);
+(b) nothing was sent in the customer's quiet hours (21:00-08:00 local), nor after its sending
+    window (24 or 2 hours after its send time);
 (c) every message used a channel with a valid address and consent at that moment, marketing
     only with marketing consent, never a channel the customer had withdrawn;
 (d) every candidate the planner produced ended with a recorded status, every suppression with
-    a reason of the closed set, and nothing waits as ``deferred`` past its window;
-(e) a touch went out no later than occurrence + defer_days (+1 day of sending window);
-(f) the SMS capacity of a local day was never exceeded.
+    a reason of the closed set, and nothing waits as ``deferred`` past its window once a day
+    after it was planned;
+(e) a touch went out no later than the last day of its window (occurrence + defer_days, for a
+    renewal reminder never on or after the renewal date) +1 day of sending window;
+(f) the SMS capacity of a local day was never exceeded;
+(g) a service obligation (every ``service`` rule's touch) never ends suppressed by a cap,
+    capacity, blackout, quiet hours or lateness: it is sent, still waiting within its window,
+    unreachable (``no_contact``, ``opted_out``), or flagged ``obligation_missed``, and a plan
+    flags it only on or after the last day of its window;
+(h) no customer got two messages greeting one occasion (holiday-greeting's Mid-Autumn and a
+    care note with ``occasion: mid_autumn``).
 
 Each example uses a fresh SQLite store in a temporary directory.
 """
@@ -56,7 +67,6 @@ N_DAYS = 8
 DAYS = [START + dt.timedelta(days=i) for i in range(N_DAYS)]
 END = DAYS[-1]
 QUIET_START, QUIET_END = dt.time(21, 0), dt.time(8, 0)
-WINDOW = dt.timedelta(hours=24)  # sending_window_hours: the default
 
 # UTC-10 .. UTC+13 (Tonga all year; Auckland from 27 September 2026), half and quarter hours.
 ZONES = [
@@ -78,8 +88,26 @@ DEFAULT_ZONE = "Asia/Shanghai"
 VALID_PHONES = ["+8613812345678", "+447911123456", "+819012345678", "+61412345678", "+14155550123"]
 INVALID_PHONES = ["", "+86123", "13812345678", "+86 138 1234 5678", "+999123456789"]
 INVALID_EMAILS = ["", "not-an-email", "a@b", "x@@example.com"]
-SHIPPED = ["annual-review", "birthday", "holiday-greeting", "renewal-reminder", "thank-you"]
-SHIPPED_DEFER = {"holiday-greeting": 2}  # the shipped rules' defer_days (others: 0)
+SHIPPED = [
+    "annual-review",
+    "birthday",
+    "claim-settled",
+    "complaint-follow-up",
+    "holiday-greeting",
+    "renewal-reminder",
+    "thank-you",
+]
+# The shipped rules' defer_days (others: 0) and which are service obligations.
+SHIPPED_DEFER = {
+    "holiday-greeting": 2,
+    "renewal-reminder": 3,
+    "annual-review": 7,
+    "complaint-follow-up": 2,
+    "claim-settled": 2,
+}
+SHIPPED_SERVICE = {"renewal-reminder", "annual-review", "complaint-follow-up", "claim-settled"}
+MID_AUTUMN = dt.date(2026, 9, 25)
+EVENT_TYPES = ["policy_purchased", "policy_purchased", "complaint_resolved", "claim_settled"]
 REASONS = {r.value for r in SuppressionReason}
 
 
@@ -140,6 +168,7 @@ class CalendarRule:
     defer_days: int
     channels: list[str]
     send_time: str
+    occasion: str | None = None
 
 
 @dataclass
@@ -159,12 +188,39 @@ class World:
     step_hours: int
     phase_minutes: int
     mode: str  # "daily": plan once a day; "dispatch": the dispatcher also re-plans
+    # sending_window_hours: 24 (the default) or short, so that touches go too_late and meet
+    # quiet hours that outlast their window (a service obligation is then deferred).
+    window_hours: int = 24
 
     def defer_days(self, rule_id: str) -> int:
         for r in self.rules:
             if r.id == rule_id:
                 return r.defer_days
         return SHIPPED_DEFER.get(rule_id, 0)
+
+    def is_obligation(self, rule_id: str) -> bool:
+        generated = {r.id: r.category == "service" for r in self.rules}
+        return generated.get(rule_id, rule_id in SHIPPED_SERVICE)
+
+    def last_day(self, row: TouchRow) -> dt.date:
+        """The last local day the touch may go out (independently of the engine)."""
+        last = row.occurrence + dt.timedelta(days=self.defer_days(row.rule_id))
+        if row.rule_id == "renewal-reminder":
+            (policy,) = [p for p in self.policies if p["policy_id"] == row.policy_id]
+            renewal = dt.date.fromisoformat(policy["renewal_date"])
+            last = min(last, renewal - dt.timedelta(days=1))
+        return max(last, row.occurrence)
+
+    def occasion(self, row: TouchRow) -> str | None:
+        """The occasion a touch greets: Mid-Autumn for the festival greeting of 25 September
+        (the one festival of the simulated days) and for a care note that names it."""
+        if row.rule_id == "holiday-greeting":
+            assert row.occurrence == MID_AUTUMN
+            return "mid_autumn"
+        for r in self.rules:
+            if r.id == row.rule_id:
+                return r.occasion
+        return None
 
     def policy_yaml(self) -> str:
         def cap(c: CapSpec, indent: str) -> list[str]:
@@ -192,6 +248,8 @@ class World:
             ]
         if self.sms_capacity is not None:
             lines += ["capacity:", "  sms:", f"    per_day: {self.sms_capacity}"]
+        if self.window_hours != 24:
+            lines.append(f"sending_window_hours: {self.window_hours}")
         return "\n".join(lines) + "\n"
 
     def rule_yaml(self, r: CalendarRule) -> str:
@@ -212,6 +270,8 @@ class World:
             f'    send_time: "{r.send_time}"',
             f"    defer_days: {r.defer_days}",
         ]
+        if r.occasion:
+            lines.append(f"    occasion: {r.occasion}")
         return "\n".join(lines) + "\n"
 
 
@@ -271,7 +331,14 @@ def worlds(draw: Callable[..., Any]) -> World:
             occurred = dt.datetime.combine(START, dt.time(12), dt.timezone.utc) + dt.timedelta(
                 hours=hours
             )
-            events.append(event_row(f"E{i}-{j}", cid, occurred_at=occurred.isoformat()))
+            events.append(
+                event_row(
+                    f"E{i}-{j}",
+                    cid,
+                    type=draw(st.sampled_from(EVENT_TYPES)),
+                    occurred_at=occurred.isoformat(),
+                )
+            )
 
     category_caps = {
         name: draw(_cap((1, 2), (1, 4)))
@@ -294,7 +361,9 @@ def worlds(draw: Callable[..., Any]) -> World:
     # they are drawn only when there is no capacity.
     evening = ["18:00", "20:30"] if sms_capacity is None else []
 
-    def calendar_rule(rule_id: str, category: str, times: list[str]) -> CalendarRule:
+    def calendar_rule(
+        rule_id: str, category: str, times: list[str], occasions: list[str | None]
+    ) -> CalendarRule:
         return CalendarRule(
             id=rule_id,
             category=category,
@@ -303,11 +372,15 @@ def worlds(draw: Callable[..., Any]) -> World:
             defer_days=draw(st.integers(0, 3)),
             channels=draw(st.sampled_from([["sms", "email"], ["email", "sms"], ["sms"]])),
             send_time=draw(st.sampled_from(times)),
+            occasion=draw(st.sampled_from(occasions)),
         )
 
     rules = [
-        calendar_rule("promo", "marketing", ["09:00", "10:00", "11:30"]),
-        calendar_rule("care-note", "care", ["08:00", "09:00", "14:00", *evening]),
+        calendar_rule("promo", "marketing", ["09:00", "10:00", "11:30"], [None]),
+        calendar_rule(
+            "care-note", "care", ["08:00", "09:00", "14:00", *evening], [None, "mid_autumn"]
+        ),
+        calendar_rule("notice", "service", ["09:00", "10:00", "14:00", *evening], [None]),
     ]
     mode = draw(st.sampled_from(["daily", "daily", "dispatch"]))
     # Instants 3 or 6 hours apart (the dispatcher may be late).
@@ -339,6 +412,7 @@ def worlds(draw: Callable[..., Any]) -> World:
         step_hours=step,
         phase_minutes=draw(st.sampled_from([0, 15, 45, 90])),
         mode=mode,
+        window_hours=draw(st.sampled_from([24, 24, 2])),
     )
 
 
@@ -349,6 +423,8 @@ def worlds(draw: Callable[..., Any]) -> World:
 class Run:
     candidates: dict[str, list[tuple[dt.date, str, str | None]]]  # key -> (plan day, decision..)
     planned_days: set[dt.date]
+    plan_log: list[tuple[dt.datetime, dt.date]]  # (when, local date planned)
+    missed_on: dict[str, list[dt.date]]  # key -> plan days that decided it missed (not sealed)
     consent_log: list[tuple[dt.datetime, str, str, bool]]  # (at, customer, purpose, granted)
     last_instant: dt.datetime
     rows: dict[int, TouchRow]
@@ -411,11 +487,18 @@ def run_world(world: World, root: Path) -> Run:
                 cust.phone, cust.email = stored.phone or "", stored.email or ""
 
         candidates: dict[str, list[tuple[dt.date, str, str | None]]] = defaultdict(list)
+        plan_log: list[tuple[dt.datetime, dt.date]] = []
+        missed_on: dict[str, list[dt.date]] = defaultdict(list)
+        clock: list[dt.datetime] = []
         real_plan_day = runner_module.plan_day
 
         def recording_plan_day(store: Any, ruleset: Any, day: dt.date, **kw: Any) -> list[Touch]:
+            plan_log.append((clock[-1], day))
             touches: list[Touch] = real_plan_day(store, ruleset, day, **kw)
             for t in touches:
+                sealed = any("recorded as missed" in line for line in t.explain)
+                if t.reason is SuppressionReason.OBLIGATION_MISSED and not sealed:
+                    missed_on[t.key].append(day)
                 candidates[t.key].append(
                     (day, t.decision.value, t.reason.value if t.reason else None)
                 )
@@ -440,6 +523,7 @@ def run_world(world: World, root: Path) -> Run:
         )
         with mock.patch.object(runner_module, "plan_day", recording_plan_day):
             for now, kind, index in timeline:
+                clock.append(now)
                 if kind == 0:
                     day = plans[now]
                     run_day(engine, day, run_id=f"daily:{day}", now=now)
@@ -460,7 +544,17 @@ def run_world(world: World, root: Path) -> Run:
                 events[e.touch_id].append(e)
             attempts = list(session.scalars(select(Attempt).order_by(Attempt.id)))
         planned_days = {day for decisions in candidates.values() for day, _, _ in decisions}
-        return Run(dict(candidates), planned_days, consent_log, sends[-1], rows, events, attempts)
+        return Run(
+            dict(candidates),
+            planned_days,
+            plan_log,
+            dict(missed_on),
+            consent_log,
+            sends[-1],
+            rows,
+            events,
+            attempts,
+        )
     finally:
         engine.store.dispose()
 
@@ -505,10 +599,23 @@ def check(world: World, run: Run) -> None:
                         f"from {first}"
                     )
 
-    # (b) never in quiet hours.
-    for _a, row, local in sent:
+    # (b) never in quiet hours, never after the sending window of the send time it was
+    # planned for (the latest one before the attempt: a deferred touch is planned again).
+    window = dt.timedelta(hours=world.window_hours)
+    for a, row, local in sent:
         t = local.time()
         assert QUIET_END <= t < QUIET_START, f"{row.touch_key} sent at {local} (quiet hours)"
+        planned = [
+            _aware(e.send_at)
+            for e in run.events[row.id]
+            if e.status == "planned"
+            and e.send_at is not None
+            and e.id < min(x.id for x in run.events[row.id] if x.attempt_id == a.id)
+        ]
+        send_at = planned[-1] if planned else _aware(row.send_at)
+        assert _aware(a.created_at) <= send_at + window, (
+            f"{row.touch_key} sent at {a.created_at}, planned for {send_at}"
+        )
 
     # (c) a valid address and consent at that moment; marketing with marketing consent.
     def consent_at(cid: str, purpose: str, when: dt.datetime) -> bool:
@@ -545,20 +652,61 @@ def check(world: World, run: Run) -> None:
             if any(e.send_at for e in history)
             else _aware(row.send_at)
         )
-        if send_at + WINDOW < run.last_instant:
+        if send_at + dt.timedelta(hours=world.window_hours) < run.last_instant:
             assert last.status in ("sent", "suppressed"), (
                 f"{row.touch_key} left {last.status} (send at {send_at})"
             )
         if last.status == "suppressed" and last.reason == "deferred":
-            window_end = row.occurrence + dt.timedelta(days=world.defer_days(row.rule_id))
-            assert window_end > max(run.planned_days), (
-                f"{row.touch_key} still deferred although its window ended {window_end}"
+            window_end = world.last_day(row)
+            if world.is_obligation(row.rule_id):
+                # Deferred (by a plan, or at send time): the plans of the days after its
+                # window, made after it was deferred, record it as missed.
+                later = [
+                    day
+                    for at, day in run.plan_log
+                    if at > _aware(last.at)
+                    and window_end < day <= window_end + dt.timedelta(days=7)
+                ]
+                assert not later, (
+                    f"{row.touch_key} still deferred although its window ended {window_end} "
+                    f"and {later[0]} was planned since"
+                )
+            else:
+                assert window_end > max(run.planned_days), (
+                    f"{row.touch_key} still deferred although its window ended {window_end}"
+                )
+
+    # (e) never sent past the last day of its window (+1 day of sending window).
+    for _a, row, local in sent:
+        latest = world.last_day(row) + dt.timedelta(days=1)
+        assert local.date() <= latest, f"{row.touch_key} sent on {local.date()}"
+
+    # (g) a service obligation is never dropped as a cap, capacity, blackout or late touch,
+    # and a plan flags it as missed only when its window has no day left.
+    dropped = {"frequency_cap", "capacity", "blackout", "quiet_hours", "too_late"}
+    for touch_id, history in run.events.items():
+        row = run.rows[touch_id]
+        if not world.is_obligation(row.rule_id):
+            continue
+        last = history[-1]
+        assert not (last.status == "suppressed" and last.reason in dropped), (
+            f"{row.touch_key}: a service obligation ended {last.reason}"
+        )
+        for day in run.missed_on.get(row.touch_key, []):
+            assert day >= world.last_day(row), (
+                f"{row.touch_key} flagged missed by the plan of {day}, its window ends "
+                f"{world.last_day(row)}"
             )
 
-    # (e) never sent past occurrence + defer_days (+1 day of sending window).
-    for _a, row, local in sent:
-        latest = row.occurrence + dt.timedelta(days=world.defer_days(row.rule_id) + 1)
-        assert local.date() <= latest, f"{row.touch_key} sent on {local.date()}"
+    # (h) one greeting per occasion and customer.
+    greeted: Counter[tuple[str, str]] = Counter()
+    for touch_id in {a.touch_id for a in run.attempts}:
+        row = run.rows[touch_id]
+        occasion = world.occasion(row)
+        if occasion is not None:
+            greeted[(row.customer_id, occasion)] += 1
+    for (cid, occasion), count in greeted.items():
+        assert count <= 1, f"{cid} was greeted {count} times for {occasion}"
 
     # (f) the SMS capacity of a local day.
     if world.sms_capacity is not None:

@@ -47,6 +47,14 @@ def capped(rule: str, at: dt.datetime, channel: str = "sms", cid: str = "C1") ->
     return (rule, cid, "suppress", "frequency_cap", channel, at)
 
 
+def deferred(rule: str, at: dt.datetime, channel: str = "sms", cid: str = "C1") -> Expected:
+    return (rule, cid, "suppress", "deferred", channel, at)
+
+
+def missed(rule: str, at: dt.datetime, channel: str = "sms", cid: str = "C1") -> Expected:
+    return (rule, cid, "suppress", "obligation_missed", channel, at)
+
+
 def no_contact(rule: str, at: dt.datetime, cid: str = "C1") -> Expected:
     return (rule, cid, "suppress", "no_contact", None, at)
 
@@ -465,16 +473,87 @@ CASES = [
         policies=[policy_row("P1", "C1", start_date="2015-11-23")],
     ),
     Case(
-        "two-renewals-one-send",
+        # The reminder of the day before P1's renewal cannot wait; P2's (7 days before) can.
+        "two-renewals-one-send-one-deferred",
         D(2026, 11, 23),
         [
             send("renewal-reminder", utc(2026, 11, 23, 2)),
-            capped("renewal-reminder", utc(2026, 11, 23, 2)),
+            deferred("renewal-reminder", utc(2026, 11, 23, 2)),
         ],
         customer={"birth_date": "1990-06-15"},
         policies=[
             policy_row("P1", "C1", renewal_date="2026-11-24"),
             policy_row("P2", "C1", renewal_date="2026-11-30"),
+        ],
+    ),
+    # --- service obligations (service rules): deferred within their window, never dropped -
+    Case(
+        # The field test (issue 11, item 20): a complaint follow-up on a renewal reminder's day.
+        "complaint-follow-up-deferred-by-a-renewal-reminder",
+        D(2026, 11, 23),
+        [
+            send("renewal-reminder", utc(2026, 11, 23, 2)),
+            deferred("complaint-follow-up", utc(2026, 11, 23, 2)),
+        ],
+        customer={"birth_date": "1990-06-15"},
+        policies=[policy_row("P1", "C1", renewal_date="2026-11-30")],
+        events=[
+            event_row(
+                "E1", "C1", type="complaint_resolved", occurred_at="2026-11-20T15:00:00+08:00"
+            )
+        ],
+    ),
+    Case(
+        "complaint-follow-up-beats-a-birthday",
+        D(2026, 11, 23),
+        [
+            send("complaint-follow-up", utc(2026, 11, 23, 2)),
+            capped("birthday", utc(2026, 11, 23, 1)),
+        ],
+        events=[
+            event_row(
+                "E1", "C1", type="complaint_resolved", occurred_at="2026-11-20T15:00:00+08:00"
+            )
+        ],
+    ),
+    Case(
+        "claim-settled-deferred-by-the-last-renewal-reminder",
+        D(2026, 11, 23),
+        [
+            send("renewal-reminder", utc(2026, 11, 23, 2)),
+            deferred("claim-settled", utc(2026, 11, 23, 1)),
+        ],
+        customer={"birth_date": "1990-06-15"},
+        policies=[policy_row("P1", "C1", renewal_date="2026-11-24")],
+        events=[
+            event_row("E1", "C1", type="claim_settled", occurred_at="2026-11-23T08:00:00+08:00")
+        ],
+    ),
+    Case(
+        # Two reminders of the day before a renewal: neither can wait, one is flagged.
+        "two-last-day-renewals-one-missed",
+        D(2026, 11, 23),
+        [
+            send("renewal-reminder", utc(2026, 11, 23, 2)),
+            missed("renewal-reminder", utc(2026, 11, 23, 2)),
+        ],
+        customer={"birth_date": "1990-06-15"},
+        policies=[
+            policy_row("P1", "C1", renewal_date="2026-11-24"),
+            policy_row("P2", "C1", renewal_date="2026-11-24"),
+        ],
+    ),
+    Case(
+        "annual-review-deferred-by-a-renewal-reminder",
+        D(2026, 11, 23),
+        [
+            send("renewal-reminder", utc(2026, 11, 23, 2)),
+            deferred("annual-review", utc(2026, 11, 23, 2), "email"),
+        ],
+        customer={"birth_date": "1990-06-15"},
+        policies=[
+            policy_row("P1", "C1", renewal_date="2026-12-23"),
+            policy_row("P2", "C1", start_date="2015-11-23"),
         ],
     ),
     Case(
@@ -679,8 +758,25 @@ RULE_PRIORITY = {
     "complaint-follow-up": 80,
     "claim-settled": 85,
 }
+# Service rules are obligations; their windows (defer_days) as shipped.
+OBLIGATION_WINDOW = {
+    "renewal-reminder": 3,
+    "annual-review": 7,
+    "complaint-follow-up": 2,
+    "claim-settled": 2,
+}
 DEFAULT_ZONE = "Asia/Shanghai"
 QUIET_START, QUIET_END = dt.time(21, 0), dt.time(8, 0)
+
+
+def window_days(t: Touch, policies: list[dict], day: dt.date) -> int:
+    """Days after ``day`` an obligation may still go: its defer_days, and a renewal reminder
+    never on or after the renewal date."""
+    window = OBLIGATION_WINDOW[t.rule.id]
+    if t.rule.id == "renewal-reminder":
+        (p,) = [p for p in policies if p["policy_id"] == t.as_json()["policy_id"]]
+        window = min(window, (dt.date.fromisoformat(p["renewal_date"]) - day).days - 1)
+    return window
 
 
 def _same_md(day: dt.date, year: int) -> dt.date:
@@ -764,7 +860,14 @@ def scenarios(draw: st.DrawFn) -> tuple[dt.date, list[dict], list[dict], list[di
                     f"E{i}_{j}",
                     cid,
                     type=draw(
-                        st.sampled_from(["policy_purchased", "policy_purchased", "claim_settled"])
+                        st.sampled_from(
+                            [
+                                "policy_purchased",
+                                "policy_purchased",
+                                "claim_settled",
+                                "complaint_resolved",
+                            ]
+                        )
                     ),
                     occurred_at=instant.astimezone(offset).isoformat(),
                 )
@@ -919,6 +1022,10 @@ def test_contact_policy_laws_on_random_stores(
             assert t.reason is not None
             if first_usable is None:
                 assert t.reason.value == "no_contact" and t.channel is None
+            elif t.rule.id in OBLIGATION_WINDOW:
+                # A service obligation is deferred within its window, flagged on its last day.
+                expected = "deferred" if window_days(t, policies, day) > 0 else "obligation_missed"
+                assert t.reason.value == expected
             else:
                 assert t.reason.value == "frequency_cap"
         # Sent at the rule's local time on the local day, never in quiet hours.
@@ -931,15 +1038,22 @@ def test_contact_policy_laws_on_random_stores(
         )
         assert not (local.time() >= QUIET_START or local.time() < QUIET_END)
 
-    # At most one send per customer, and it is the highest-priority reachable touch.
+    # At most one send per customer: a service obligation on the last day of its window if
+    # there is one, else the highest-priority reachable touch.
+    held = ("frequency_cap", "deferred", "obligation_missed")
     for cid in {t.customer_id for t in touches}:
         reachable = [
             t
             for t in touches
-            if t.customer_id == cid
-            and (t.decision is Decision.SEND or t.reason.value == "frequency_cap")  # type: ignore[union-attr]
+            if t.customer_id == cid and (t.decision is Decision.SEND or t.reason.value in held)  # type: ignore[union-attr]
         ]
         assert len(sends[cid]) == (1 if reachable else 0)
         if reachable:
-            assert sends[cid][0].rule.priority == max(t.rule.priority for t in reachable)
-            assert sends[cid][0].rule.priority == max(RULE_PRIORITY[t.rule.id] for t in reachable)
+            last_chance = [
+                t
+                for t in reachable
+                if t.rule.id in OBLIGATION_WINDOW and window_days(t, policies, day) <= 0
+            ]
+            first = last_chance or reachable
+            assert any(sends[cid][0] is t for t in first)
+            assert sends[cid][0].rule.priority == max(RULE_PRIORITY[t.rule.id] for t in first)

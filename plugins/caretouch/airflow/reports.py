@@ -100,27 +100,22 @@ def build_care_reports() -> Any:
             if not periods:
                 log.info("nothing to report for this run (neither the 5th nor a Monday)")
                 return []
+            from ..render import TemplateStore
+            from ..report import summary_line
+            from ..rules.loader import load_rules
+
             config = CareConfig.from_env()
             store = open_store(config.store_url)
             check_initialised(store)
+            # The rules define the service obligations and the complaint follow-up figure.
+            ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
             done = []
             for period in periods:
-                path, result = write_report(store, period, config.reports_dir, generated_at=_now())
-                n = result.now
-                log.info(
-                    "%s %s: %d touches, %d sent, %d failed, %d suppressed, %d opt-out(s), "
-                    "%d/%d complaint(s) followed up within 3 days; wrote %s",
-                    period.kind,
-                    period.label,
-                    n.total,
-                    n.sent,
-                    n.failed,
-                    n.suppressed,
-                    n.opt_out_total,
-                    n.followed_within,
-                    n.complaints,
-                    path,
+                path, result = write_report(
+                    store, period, config.reports_dir, generated_at=_now(), ruleset=ruleset
                 )
+                n = result.now
+                log.info("%s; wrote %s", summary_line(result), path)
                 done.append({"period": period.label, "path": str(path), "sent": n.sent})
                 _email(result, path, config)
             return done

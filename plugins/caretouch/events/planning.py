@@ -143,6 +143,8 @@ class _OwnCustomersHistory:
 
     def __init__(self, ledger: Any) -> None:
         self.ledger = ledger
+        # The customers being planned: only their deferred touches compete with their events.
+        self.customers: set[str] = set()
 
     def final_keys(self, keys: list[str]) -> dict[str, str]:
         return self.ledger.final_keys(keys)
@@ -153,7 +155,12 @@ class _OwnCustomersHistory:
         return self.ledger.contacts(customer_ids, first, last)
 
     def deferred(self, rule_ids: Any, first: dt.date, last: dt.date) -> list[Any]:
-        return self.ledger.deferred(rule_ids, first, last)
+        return self.ledger.deferred(rule_ids, first, last, customer_ids=self.customers)
+
+    def occasion_contacts(
+        self, customer_ids: Any, rule_ids: Any, first: dt.date, last: dt.date
+    ) -> list[Any]:
+        return self.ledger.occasion_contacts(customer_ids, rule_ids, first, last)
 
 
 def _unplanned(engine: Engine, limit: int) -> list[Any]:
@@ -193,6 +200,7 @@ def _plan_day_of_events(
     # their other touches of the day for the caps); only these events' touches are recorded.
     ruleset = for_customers(engine.ruleset, customer_ids)
     history = _OwnCustomersHistory(engine.ledger)
+    history.customers = customer_ids
     planned = plan_day(
         engine.store,
         ruleset,

@@ -3,10 +3,19 @@
 Only this package writes the ledger tables; everything else asks it.
 """
 
-from .ledger import Claim, Ledger, MessageMatch, ProviderEvent, StatusChange, TouchState
+from .ledger import (
+    WAIT_UNTIL,
+    Claim,
+    Ledger,
+    MessageMatch,
+    ProviderEvent,
+    StatusChange,
+    TouchState,
+)
 from .models import Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
 
 __all__ = [
+    "WAIT_UNTIL",
     "Attempt",
     "Claim",
     "Ledger",

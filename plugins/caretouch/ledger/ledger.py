@@ -54,6 +54,11 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+# In a deferral's ``detail``: the local date from whose plan on the touch competes again
+# (set when the send step defers a service obligation that missed its planned day).
+WAIT_UNTIL = "wait_until"
+
+
 # Failures that happened before anything reached a provider: a rerun may try again.
 RETRYABLE_BY_RERUN = frozenset({"render_error"})
 # Statuses a provider's delivery receipt sets (webhooks); ``failed`` only with this reason.
@@ -503,8 +508,49 @@ class Ledger:
                                 channel=attempted_channel.get(st.id) or st.channel,
                                 day=day,
                                 handled=st.status in HANDLED,
+                                occurrence=st.row.occurrence,
                             )
                         )
+        return found
+
+    def occasion_contacts(
+        self, customer_ids: Iterable[str], rule_ids: Iterable[str], first: dt.date, last: dt.date
+    ) -> list[PastContact]:
+        """Counted touches (``planned``, ``sending``, ``sent``, ...: ``COUNTED``) of these
+        customers and rules with an occurrence in first..last; ``day`` is the occurrence."""
+        rules = sorted(set(rule_ids))
+        wanted = sorted(set(customer_ids))
+        if not rules or not wanted:
+            return []
+        counted = [s.value for s in COUNTED]
+        handled = {s.value for s in HANDLED}
+        found: list[PastContact] = []
+        with self.store.read_session() as session:
+            for start in range(0, len(wanted), _CHUNK):
+                query = (
+                    select(TouchRow, TouchCurrent.status)
+                    .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
+                    .where(
+                        TouchRow.customer_id.in_(wanted[start : start + _CHUNK]),
+                        TouchRow.rule_id.in_(rules),
+                        TouchRow.occurrence >= first,
+                        TouchRow.occurrence <= last,
+                        TouchCurrent.status.in_(counted),
+                    )
+                )
+                for row, status in session.execute(query):
+                    found.append(
+                        PastContact(
+                            key=row.touch_key,
+                            customer_id=row.customer_id,
+                            rule_id=row.rule_id,
+                            category=row.category,
+                            channel=row.channel,
+                            day=row.occurrence,
+                            handled=status in handled,
+                            occurrence=row.occurrence,
+                        )
+                    )
         return found
 
     @staticmethod
@@ -534,36 +580,124 @@ class Ledger:
         return out
 
     def deferred(
-        self, rule_ids: Iterable[str], first: dt.date, last: dt.date
+        self,
+        rule_ids: Iterable[str],
+        first: dt.date,
+        last: dt.date,
+        customer_ids: Iterable[str] | None = None,
     ) -> list[DeferredTouch]:
-        """Touches of ``rule_ids`` (occurrence first..last) whose latest decision is a deferral."""
-        wanted = list(rule_ids)
+        """Touches of ``rule_ids`` (occurrence first..last; of ``customer_ids`` only, if
+        given) whose current status is a deferral, with the day they wait for when the send
+        step deferred them (``wait_until``).
+
+        Read from the deferred touches (a partial index holds just those), not from the
+        rules' touches of the period, which on a 1,000,000-customer store are many more; for
+        a few customers, from their touches."""
+        wanted = set(rule_ids)
         if not wanted:
             return []
+        period = (TouchRow.occurrence >= first, TouchRow.occurrence <= last)
+        # By reason only, so that the partial index serves the query (the status is checked
+        # below): a statement that names the status may pick the status index instead, and
+        # read every suppressed touch. Rule ids are checked below too, so that a few
+        # customers' touches are found through their own index.
+        deferred = TouchCurrent.reason == SuppressionReason.DEFERRED.value
+        suppressed = TouchStatus.SUPPRESSED.value
         with self.store.read_session() as session:
-            rows = list(
-                session.scalars(
-                    select(TouchRow).where(
-                        TouchRow.rule_id.in_(wanted),
-                        TouchRow.occurrence >= first,
-                        TouchRow.occurrence <= last,
+            found: list[tuple[TouchRow, int]] = []
+            if customer_ids is not None:
+                customers = sorted(set(customer_ids))
+                for start in range(0, len(customers), _CHUNK):
+                    found += [
+                        (row, event_id)
+                        for row, event_id, status in session.execute(
+                            select(TouchRow, TouchCurrent.event_id, TouchCurrent.status)
+                            .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
+                            .where(
+                                TouchRow.customer_id.in_(customers[start : start + _CHUNK]),
+                                *period,
+                                deferred,
+                            )
+                        )
+                        if status == suppressed and row.rule_id in wanted
+                    ]
+            else:
+                waiting = {
+                    touch_id: event_id
+                    for touch_id, event_id, status in session.execute(
+                        select(
+                            TouchCurrent.touch_id, TouchCurrent.event_id, TouchCurrent.status
+                        ).where(deferred)
                     )
+                    if status == suppressed
+                }
+                ids = sorted(waiting)
+                for start in range(0, len(ids), _CHUNK):
+                    found += [
+                        (row, waiting[row.id])
+                        for row in session.scalars(
+                            select(TouchRow).where(
+                                TouchRow.id.in_(ids[start : start + _CHUNK]), *period
+                            )
+                        )
+                        if row.rule_id in wanted
+                    ]
+            details: dict[int, Any] = {}
+            events = sorted({event_id for _, event_id in found})
+            for start in range(0, len(events), _CHUNK):
+                details.update(
+                    session.execute(
+                        select(TouchEvent.id, TouchEvent.detail).where(
+                            TouchEvent.id.in_(events[start : start + _CHUNK])
+                        )
+                    ).all()
+                )
+        result = []
+        for r, event_id in found:
+            detail = details.get(event_id)
+            wait = detail.get(WAIT_UNTIL) if isinstance(detail, dict) else None
+            result.append(
+                DeferredTouch(
+                    key=r.touch_key,
+                    rule_id=r.rule_id,
+                    customer_id=r.customer_id,
+                    policy_id=r.policy_id,
+                    event_id=r.event_id,
+                    occurrence=r.occurrence,
+                    context=decode(r.context),
+                    wait_until=dt.date.fromisoformat(wait) if wait else None,
                 )
             )
-            latest = self._latest(session, [r.id for r in rows])
+        return result
+
+    def missed_obligations(self, run_id: str | Sequence[str]) -> list[dict[str, Any]]:
+        """The service obligations run ``run_id`` (or the writers of one run, as in
+        ``run_counts``) recorded as ``obligation_missed``: touch id and key, rule id,
+        customer id and occurrence (the day it was due), oldest first."""
+        missed = SuppressionReason.OBLIGATION_MISSED.value
+        writers = [run_id] if isinstance(run_id, str) else list(run_id)
+        with self.store.read_session() as session:
+            rows = session.execute(
+                select(
+                    TouchRow.id,
+                    TouchRow.touch_key,
+                    TouchRow.rule_id,
+                    TouchRow.customer_id,
+                    TouchRow.occurrence,
+                )
+                .join(TouchEvent, TouchEvent.touch_id == TouchRow.id)
+                .where(TouchEvent.run_id.in_(writers), TouchEvent.reason == missed)
+                .order_by(TouchEvent.id)
+            ).all()
         return [
-            DeferredTouch(
-                key=r.touch_key,
-                rule_id=r.rule_id,
-                customer_id=r.customer_id,
-                policy_id=r.policy_id,
-                event_id=r.event_id,
-                occurrence=r.occurrence,
-                context=decode(r.context),
-            )
-            for r in rows
-            if latest.get(r.id, ("", None))[:2]
-            == (TouchStatus.SUPPRESSED.value, SuppressionReason.DEFERRED.value)
+            {
+                "touch_id": i,
+                "touch_key": k,
+                "rule_id": r,
+                "customer_id": c,
+                "occurrence": o.isoformat(),
+            }
+            for i, k, r, c, o in rows
         ]
 
     def attempts(self, touch_id: int) -> list[Attempt]:
@@ -679,6 +813,12 @@ class Ledger:
                             if new_status is TouchStatus.SUPPRESSED
                             else None,
                             "detail": {
+                                # A missed obligation's window is over: no plan revives it.
+                                **(
+                                    {"final": True}
+                                    if touch.reason is SuppressionReason.OBLIGATION_MISSED
+                                    else {}
+                                ),
                                 "explain": touch.explain,
                                 # What the customer had consented to when this was decided.
                                 "consent": {

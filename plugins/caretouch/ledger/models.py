@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -113,7 +114,8 @@ class TouchEvent(LedgerBase):
         Index("ix_touch_events_touch_id_id", "touch_id", "id"),
         # Delivery receipts that do not name our attempt are matched by the provider's id.
         Index("ix_touch_events_provider_message_id", "provider_message_id"),
-        # A run's summary counts what the run recorded (Ledger.run_counts).
+        # A run's summary counts what the run recorded (Ledger.run_counts) and lists the
+        # service obligations it recorded as missed (Ledger.missed_obligations).
         Index("ix_touch_events_run_id", "run_id", "status"),
     )
 
@@ -143,6 +145,16 @@ class TouchCurrent(LedgerBase):
     __table_args__ = (
         Index("ix_touch_current_status", "status", "touch_id"),
         Index("ix_touch_current_event", "event_id"),
+        # The touches waiting as deferred, which every plan looks up; partial, so it holds
+        # those only, however many touches the deferrable rules have.
+        Index(
+            "ix_touch_current_deferred",
+            "touch_id",
+            "event_id",
+            "status",
+            sqlite_where=text("reason = 'deferred'"),
+            postgresql_where=text("reason = 'deferred'"),
+        ),
     )
 
 

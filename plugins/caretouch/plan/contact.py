@@ -1,18 +1,25 @@
 """Applying the contact policy to a day's candidate touches (SPEC section 6).
 
-In order: a usable channel (address and consent), blackout days, caps per customer (higher
-priority first, counting what the ledger says already reached the customer), channel capacity
-(higher tiers first), then deferral of what a rule allows to wait. Every suppression carries
-one reason word and the clause of ``policy.yaml`` behind it.
+In order: a usable channel (address and consent), blackout days, occasions and caps per
+customer (higher priority first, counting what the ledger says already reached the customer),
+channel capacity (higher tiers first), then deferral of what a rule allows to wait. Every
+suppression carries one reason word and the clause of ``policy.yaml`` behind it.
+
+Service obligations (``Rule.obligation``) on the last day of their window compete before
+everything else, for caps and for capacity: a touch that can still wait never pushes out one
+that cannot. Held back all the same, an obligation is ``obligation_missed``, never silently
+capped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..policy import Cap, ContactPolicy, email_is_valid, phone_is_valid
+from ..rules.model import Rule
 from ..vocab import Category, Channel, Decision, SuppressionReason
 from .history import PastContact
 from .touch import Touch
@@ -160,43 +167,88 @@ def _listing(contacts: list[PastContact]) -> str:
     return f"{len(contacts)} touch(es) already: {shown}{more}"
 
 
-def apply_caps(
-    touches: list[Touch], policy: ContactPolicy, day: dt.date, past: list[PastContact]
-) -> None:
-    """Per customer, in order of priority, accept touches while every cap allows one more.
+def competing_order(t: Touch, day: dt.date) -> tuple[Any, ...]:
+    """The order in which a customer's touches of ``day`` take their places: service
+    obligations on the last day of their window first, then higher priority, then rule id."""
+    return (not t.last_chance(day), -t.rule.priority, t.rule.id, t.key)
 
-    ``past`` holds what the ledger counts for these customers around ``day``; touches that
-    are candidates again today are taken out of it (they compete anew), except those already
-    handled, which keep their place.
+
+def apply_caps(
+    touches: list[Touch],
+    policy: ContactPolicy,
+    day: dt.date,
+    past: list[PastContact],
+    greeted: Iterable[PastContact] = (),
+    rules: Mapping[str, Rule] | None = None,
+) -> None:
+    """Per customer, in ``competing_order``, accept touches while every cap allows one more
+    and the occasion they greet (if any) is still free.
+
+    ``past`` holds what the ledger counts for these customers around ``day``; ``greeted``
+    the counted touches of rules with an occasion in the occasions' years (``rules``, by id,
+    tells which occasion each greets). Touches that are candidates again today are taken out
+    of both (they compete anew), except those already handled, which keep their place.
     """
     competing = {t.key for t in touches if t.decision is Decision.SEND}
     taken: dict[str, list[PastContact]] = defaultdict(list)
     for contact in past:
         if contact.key not in competing or contact.handled:
             taken[contact.customer_id].append(contact)
+    occasions = _occasions_taken(greeted, competing, rules)
     by_customer: dict[str, list[Touch]] = defaultdict(list)
     for t in touches:
         if t.decision is Decision.SEND:
             by_customer[t.customer_id].append(t)
     for customer_id, group in by_customer.items():
-        group.sort(key=lambda t: (-t.rule.priority, t.rule.id, t.key))
+        group.sort(key=lambda t: competing_order(t, day))
         accepted = taken[customer_id]
+        mine = occasions[customer_id]
         for t in group:
+            occasion = t.occasion
+            if occasion is not None and occasion in mine:
+                other = mine[occasion]
+                t.suppress(
+                    SuppressionReason.OCCASION_TAKEN,
+                    f"occasion {occasion[0]} {occasion[1]}: {other.rule_id} "
+                    f"({other.occurrence}) greets it already (one greeting per occasion; "
+                    "priority decides)",
+                )
+                continue
             problem = cap_violation(policy, t.rule.category, t.channel, accepted, day)
             if problem:
                 t.suppress(SuppressionReason.FREQUENCY_CAP, f"{problem} (priority decides)")
                 continue
-            accepted.append(
-                PastContact(
-                    t.key,
-                    customer_id,
-                    t.rule.id,
-                    t.rule.category.value,
-                    t.channel.value if t.channel else None,
-                    day,
-                    handled=False,
-                )
+            contact = PastContact(
+                t.key,
+                customer_id,
+                t.rule.id,
+                t.rule.category.value,
+                t.channel.value if t.channel else None,
+                day,
+                handled=False,
+                occurrence=t.occurrence,
             )
+            accepted.append(contact)
+            if occasion is not None:
+                mine[occasion] = contact
+
+
+def _occasions_taken(
+    greeted: Iterable[PastContact], competing: set[str], rules: Mapping[str, Rule] | None
+) -> dict[str, dict[tuple[str, int], PastContact]]:
+    """Per customer, the occasions (name, year) already held by a touch that keeps its
+    place: handled, or not a candidate again today."""
+    by_id = rules or {}
+    taken: dict[str, dict[tuple[str, int], PastContact]] = defaultdict(dict)
+    for contact in greeted:
+        if contact.key in competing and not contact.handled:
+            continue
+        rule = by_id.get(contact.rule_id)
+        occurrence = contact.occurrence or contact.day
+        occasion = rule.occasion_on(occurrence) if rule is not None else None
+        if occasion is not None:
+            taken[contact.customer_id].setdefault(occasion, contact)
+    return taken
 
 
 def apply_capacity(
@@ -216,6 +268,7 @@ def apply_capacity(
         queue = [t for t in touches if t.decision is Decision.SEND and t.channel is channel]
         queue.sort(
             key=lambda t: (
+                not t.last_chance(day),
                 rank.get(str(t.customer.get("tier")), len(rank)),
                 -t.rule.priority,
                 t.rule.id,
@@ -236,19 +289,24 @@ def apply_capacity(
 
 def apply_deferral(touches: Iterable[Touch], day: dt.date) -> None:
     """A touch held back by a cap, a blackout or capacity waits for its next day, if its rule
-    allows (``defer_days``) and its window is not over; never beyond the window."""
+    allows (``defer_days``) and its window is not over; never beyond the window. A service
+    obligation held back on the last day of its window is ``obligation_missed``."""
     for t in touches:
         if t.decision is not Decision.SUPPRESS or t.reason not in DEFERRABLE:
             continue
-        waited = (day - t.occurrence).days
-        window_end = t.occurrence + dt.timedelta(days=t.rule.defer_days)
-        if t.rule.defer_days and waited < t.rule.defer_days:
+        last = t.last_day
+        window = f"defer_days={t.rule.defer_days}, window ends {last}"
+        if day < last:
             t.reason = SuppressionReason.DEFERRED
+            t.explain.append(f"deferred: competes again on {day + dt.timedelta(days=1)} ({window})")
+        elif t.rule.obligation:
+            cause = t.reason
+            t.reason = SuppressionReason.OBLIGATION_MISSED
             t.explain.append(
-                f"deferred: competes again on {day + dt.timedelta(days=1)} "
-                f"(defer_days={t.rule.defer_days}, window ends {window_end})"
+                f"obligation missed: a service obligation held back ({cause.value}) on the last "
+                f"day of its window ({window})"
             )
         elif t.rule.defer_days:
             t.explain.append(
-                f"not deferred: its window (defer_days={t.rule.defer_days}) ended {window_end}"
+                f"not deferred: its window (defer_days={t.rule.defer_days}) ended {last}"
             )

@@ -23,6 +23,7 @@ class PastContact:
     channel: str | None
     day: dt.date  # the customer-local day of the contact
     handled: bool  # sent (or being sent): it can no longer be moved or suppressed
+    occurrence: dt.date | None = None  # the local date it was due (its idempotency key's)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class DeferredTouch:
     event_id: str | None
     occurrence: dt.date
     context: dict[str, Any]
+    # Deferred at send time (a service obligation that missed its planned day): it competes
+    # again from the plan of this local date on, not before.
+    wait_until: dt.date | None = None
 
 
 class History(Protocol):
@@ -53,5 +57,13 @@ class History(Protocol):
     def deferred(
         self, rule_ids: Iterable[str], first: dt.date, last: dt.date
     ) -> list[DeferredTouch]:
-        """Touches of these rules deferred on a plan, with an occurrence in [first, last]."""
+        """Touches of these rules now deferred (by a plan or at send time), with an
+        occurrence in [first, last]."""
+        ...
+
+    def occasion_contacts(
+        self, customer_ids: Iterable[str], rule_ids: Iterable[str], first: dt.date, last: dt.date
+    ) -> list[PastContact]:
+        """Counted touches (planned, sent, ...) of these customers and rules with an
+        occurrence in [first, last]: who was, or is about to be, greeted for an occasion."""
         ...

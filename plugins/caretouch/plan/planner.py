@@ -24,7 +24,7 @@ from ..rules.sql import TABLES, candidate_selects, row_splitter
 from ..store.db import Store
 from ..vocab import BirthdayCalendar, Decision, SuppressionReason
 from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
-from .history import History
+from .history import DeferredTouch, History, PastContact
 from .touch import Touch
 
 log = logging.getLogger("caretouch.plan")
@@ -110,20 +110,73 @@ def _due(
     return touch
 
 
-def _deferred_touches(
-    store: Store, ruleset: RuleSet, day: dt.date, history: History, wanted: set[str] | None
+def due_touches(
+    store: Store,
+    rule: Rule,
+    day: dt.date,
+    policy: ContactPolicy,
+    on_unreadable: OnUnreadable | None = None,
 ) -> list[Touch]:
-    """Touches deferred on earlier days whose window still includes ``day``."""
-    rules = {r.id: r for r in ruleset.rules if r.defer_days and (wanted is None or r.id in wanted)}
+    """The touches ``rule`` makes due on local date ``day``, before the contact policy: its
+    trigger and audience, evaluated in the database. The report derives its figures of what
+    a rule should have done from this same definition. An event whose payload cannot be read
+    back is left out (``plan_day``)."""
+    touches = []
+    with store.read_session() as session:
+        for stmt in candidate_selects(rule, day):
+            result = session.execute(stmt)
+            split = row_splitter(list(result.keys()))
+            for row in result:
+                rows = split(row)
+                event = rows.get("event")
+                if event is not None and isinstance(event.get("payload"), Unreadable):
+                    _left_out(event, on_unreadable)
+                    continue
+                touch = _due(rule, rows, day, policy)
+                if touch is not None:
+                    touches.append(touch)
+    return touches
+
+
+# A deferred service obligation whose window ended before any plan revived it (plans were
+# skipped) is recorded as missed by the plans of up to this many days after its window.
+MISSED_SWEEP_DAYS = 7
+
+
+def _deferred_touches(
+    store: Store, ruleset: RuleSet, day: dt.date, history: History
+) -> tuple[list[Touch], dict[str, dt.date]]:
+    """Touches deferred on earlier days whose window still includes ``day``, and deferred
+    service obligations whose window is over (already suppressed ``obligation_missed``).
+
+    Also returns the keys due on ``day`` itself that the send step deferred to a later day,
+    with that day: a plan of ``day`` must not pull them back to it.
+    """
+    # Every deferrable rule, not only those asked for: a deferred touch takes a cap's place.
+    rules = {r.id: r for r in ruleset.rules if r.defer_days}
     if not rules:
-        return []
+        return [], {}
     longest = max(r.defer_days for r in rules.values())
-    waiting = history.deferred(rules, day - dt.timedelta(days=longest), day - dt.timedelta(days=1))
-    waiting = [w for w in waiting if (day - w.occurrence).days <= rules[w.rule_id].defer_days]
-    if not waiting:
-        return []
+    first = day - dt.timedelta(days=longest + MISSED_SWEEP_DAYS)
+    competing: list[tuple[DeferredTouch, bool]] = []  # (touch, its window is over)
+    held: dict[str, dt.date] = {}
+    for w in history.deferred(rules, first, day):
+        rule = rules[w.rule_id]
+        if w.wait_until is not None and w.wait_until > day:
+            if w.occurrence == day:
+                held[w.key] = w.wait_until
+            continue
+        if w.occurrence >= day:
+            continue  # deferred by a plan of this day: it competes anew as the day's candidate
+        last = rule.last_day(w.occurrence, w.context.get("days"))
+        if day <= last:
+            competing.append((w, False))
+        elif rule.obligation:
+            competing.append((w, True))
+    if not competing:
+        return [], held
     customers = TABLES["customer"]
-    ids = sorted({w.customer_id for w in waiting})
+    ids = sorted({w.customer_id for w, _ in competing})
     rows: dict[str, dict[str, Any]] = {}
     with store.read_session() as session:
         for start in range(0, len(ids), 500):
@@ -131,7 +184,7 @@ def _deferred_touches(
             for row in session.execute(stmt):
                 rows[row.customer_id] = dict(row._mapping)
     touches = []
-    for w in waiting:
+    for w, over in competing:
         customer = rows.get(w.customer_id)
         if customer is None:
             continue
@@ -147,9 +200,43 @@ def _deferred_touches(
             timezone=zone.key,
             frozen_context=w.context,
         )
-        touch.explain.append(f"deferred from {w.occurrence}; competes again on {day}")
+        if over:
+            touch.suppress(
+                SuppressionReason.OBLIGATION_MISSED,
+                f"deferred from {w.occurrence}, but no plan of its window (ended "
+                f"{touch.last_day}) sent it",
+            )
+        elif w.wait_until is not None:
+            touch.explain.append(
+                f"deferred from {w.occurrence} at send time; competes again on {day}"
+            )
+        else:
+            touch.explain.append(f"deferred from {w.occurrence}; competes again on {day}")
         touches.append(touch)
-    return touches
+    return touches, held
+
+
+def _occasion_contacts(
+    touches: list[Touch], ruleset: RuleSet, history: History | None
+) -> list[PastContact]:
+    """Who was greeted (or is planned to be) for the occasions of the day's greetings."""
+    rules = [r.id for r in ruleset.rules if r.occasion]
+    greetings = [t for t in touches if t.decision is Decision.SEND and t.occasion]
+    if history is None or not rules or not greetings:
+        return []
+    years = sorted({t.occurrence.year for t in greetings})
+    return history.occasion_contacts(
+        {t.customer_id for t in greetings},
+        rules,
+        dt.date(years[0], 1, 1),
+        dt.date(years[-1], 12, 31),
+    )
+
+
+_SEALED = {
+    SuppressionReason.ALREADY_SENT: "the ledger holds this touch as handled",
+    SuppressionReason.OBLIGATION_MISSED: "its window is over: recorded as missed",
+}
 
 
 def _left_out(event: dict[str, Any], on_unreadable: OnUnreadable | None) -> None:
@@ -187,35 +274,23 @@ def plan_day(
     policy = ruleset.policy
     touches: list[Touch] = []
     seen: set[str] = set()
-    with store.read_session() as session:
-        for rule in ruleset.rules:
-            for stmt in candidate_selects(rule, day):
-                result = session.execute(stmt)
-                split = row_splitter(list(result.keys()))
-                for row in result:
-                    rows = split(row)
-                    event = rows.get("event")
-                    if event is not None and isinstance(event.get("payload"), Unreadable):
-                        _left_out(event, on_unreadable)
-                        continue
-                    touch = _due(rule, rows, day, policy)
-                    if touch is None or touch.key in seen:
-                        continue
-                    seen.add(touch.key)
-                    touches.append(touch)
+    for rule in ruleset.rules:
+        for touch in due_touches(store, rule, day, policy, on_unreadable):
+            if touch.key not in seen:
+                seen.add(touch.key)
+                touches.append(touch)
     if history is not None:
-        touches += [
-            t for t in _deferred_touches(store, ruleset, day, history, wanted) if t.key not in seen
-        ]
+        deferred, held = _deferred_touches(store, ruleset, day, history)
+        touches += [t for t in deferred if t.key not in seen]
         done = history.final_keys([t.key for t in touches]) if touches else {}
         for touch in touches:
             if touch.key in done:
                 reason = SuppressionReason(done[touch.key])
+                touch.suppress(reason, _SEALED.get(reason, "decided when it was due to be sent"))
+            elif touch.key in held:
                 touch.suppress(
-                    reason,
-                    "the ledger holds this touch as handled"
-                    if reason is SuppressionReason.ALREADY_SENT
-                    else "decided when it was due to be sent",
+                    SuppressionReason.DEFERRED,
+                    f"the send step deferred it to {held[touch.key]}: it competes again then",
                 )
     sending = [t for t in touches if t.decision is Decision.SEND]
     opted_out = withdrawn_consents(store, {t.customer_id for t in sending})
@@ -228,7 +303,8 @@ def plan_day(
         if history is not None and touches
         else []
     )
-    apply_caps(touches, policy, day, past)
+    greeted = _occasion_contacts(touches, ruleset, history)
+    apply_caps(touches, policy, day, past, greeted, {r.id: r for r in ruleset.rules})
     if policy.capacity and history is not None:
         apply_capacity(touches, policy, day, history.contacts(None, day, day))
     elif policy.capacity:
@@ -240,4 +316,4 @@ def plan_day(
     return touches
 
 
-__all__ = ["LeapDayPolicy", "plan_day"]
+__all__ = ["LeapDayPolicy", "due_touches", "plan_day"]

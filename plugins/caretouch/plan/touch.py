@@ -60,6 +60,23 @@ class Touch:
     def customer_id(self) -> str:
         return str(self.customer["customer_id"])
 
+    @property
+    def last_day(self) -> dt.date:
+        """The last local day this touch may go out (``Rule.last_day``)."""
+        days = self.days
+        if days is None and self.frozen_context is not None:
+            days = self.frozen_context.get("days")
+        return self.rule.last_day(self.occurrence, days)
+
+    @property
+    def occasion(self) -> tuple[str, int] | None:
+        """The occasion this touch greets, as (name, year), if its rule names one."""
+        return self.rule.occasion_on(self.occurrence)
+
+    def last_chance(self, day: dt.date) -> bool:
+        """A service obligation on the last day of its window: it competes first."""
+        return self.rule.obligation and self.last_day <= day
+
     def suppress(self, reason: SuppressionReason, why: str) -> None:
         self.decision = Decision.SUPPRESS
         self.reason = reason

@@ -28,7 +28,7 @@ from ..errors import Location, ValidationError
 from ..policy import ContactPolicy
 from ..render import TemplateStore
 from .checks import did_you_mean, schema_errors
-from .model import Rule, Trigger, TriggerKind
+from .model import HOLIDAY_OCCASION, Rule, Trigger, TriggerKind
 from .schema import _CONDITION, RULE_PROPERTIES
 from .yamlpos import Positions, load_with_positions, read_yaml_bytes
 
@@ -82,6 +82,13 @@ CAMPAIGN_FILE_SCHEMA: dict[str, Any] = {
         "category": RULE_PROPERTIES["category"],
         "priority": RULE_PROPERTIES["priority"],
         "defer_days": RULE_PROPERTIES["defer_days"],
+        "occasion": {
+            **RULE_PROPERTIES["occasion"],
+            "description": "The occasion this campaign greets (e.g. spring_festival): a customer "
+            "gets at most one touch per occasion and year, from the highest-priority rule or "
+            "campaign; the others are suppressed (occasion_taken). 'holiday': the holiday of "
+            "the schedule.",
+        },
     },
     "$defs": {"condition": _CONDITION},
 }
@@ -291,9 +298,25 @@ def load_campaign_file(
             "priority",
             "send_time",
             "defer_days",
+            "occasion",
         )
         if key in data
     }
+    if item.get("occasion") == HOLIDAY_OCCASION:
+        # The rule's trigger lists dates, not holidays: name the schedule's festival.
+        if schedule not in HOLIDAYS:
+            return None, _tag(
+                [
+                    ValidationError(
+                        f"occasion: {HOLIDAY_OCCASION} names the schedule's holiday, but "
+                        f"schedule {schedule!r} is not a holiday; name the occasion instead "
+                        "(e.g. occasion: year-end)",
+                        location=pos.at(("occasion",)),
+                    )
+                ],
+                campaign_id,
+            )
+        item["occasion"] = schedule
     item["id"] = campaign_id
     item["trigger"] = {"kind": TriggerKind.CALENDAR.value, "dates": [d.isoformat() for d in days]}
     # The rule loader does the rest exactly as for a rule: audience fields and operators,

@@ -116,6 +116,8 @@ def _translate(
         hint = ""
         if "[0-5][0-9]" in str(error.validator_value):
             hint = ' (a time of day like "09:00", in quotes)'
+        elif str(error.validator_value).startswith("^[a-z][a-z0-9"):
+            hint = " (lower-case letters, digits, - or _, starting with a letter)"
         return [ValidationError(f"{error.instance!r} has the wrong form{hint}", location=where)]
     if v in ("minItems", "maxProperties", "minProperties") and isinstance(error.instance, dict):
         return [

@@ -22,6 +22,7 @@ from .event_types import EVENTS_FILE, EventTypes, load_event_types
 from .model import (
     DATE_TRIGGER_FIELDS,
     FIELDS,
+    HOLIDAY_OCCASION,
     AllOf,
     AnyOf,
     Compare,
@@ -258,6 +259,17 @@ def _build_rule(
                     sms_warn_segments=policy.sms_warn_segments,
                 )
             )
+    occasion = item.get("occasion")
+    if occasion == HOLIDAY_OCCASION and not (
+        trigger.kind is TriggerKind.CALENDAR and trigger.holidays
+    ):
+        errors.append(
+            ValidationError(
+                f"occasion: {HOLIDAY_OCCASION} means the festival the calendar trigger matched; "
+                "this rule's trigger has no holidays: name the occasion (e.g. spring_festival)",
+                location=pos.at((*path, "occasion")),
+            )
+        )
     for e in errors:
         e.rule_id = rule_id
     rule = Rule(
@@ -275,6 +287,7 @@ def _build_rule(
         tiers=tiers,
         defer_days=item.get("defer_days", 0),
         resend_unknown=bool(item.get("resend_unknown", False)),
+        occasion=occasion,
     )
     return rule, errors
 

@@ -198,9 +198,41 @@ class Rule:
     tiers: tuple[str, ...] = ()
     defer_days: int = 0
     resend_unknown: bool = False
+    # One greeting per customer per occasion and year: a name (``spring_festival``), or
+    # HOLIDAY_OCCASION for "the festival the calendar trigger matched".
+    occasion: str | None = None
 
     def __str__(self) -> str:
         return f"rule {self.id} ({self.source})"
+
+    @property
+    def obligation(self) -> bool:
+        """A ``service`` rule's touches are service obligations (SPEC section 1, basic
+        service): held back, they are deferred within their window and compete first on its
+        last day; one that cannot go out by then is recorded ``obligation_missed``."""
+        return self.category is Category.SERVICE
+
+    def last_day(self, occurrence: dt.date, days: int | None = None) -> dt.date:
+        """The last local day a touch due on ``occurrence`` may go out: ``defer_days`` later,
+        and for a ``days_before`` trigger (``days`` before its date) the day before that date
+        at the latest: a reminder of a date never goes out on or after it."""
+        last = occurrence + dt.timedelta(days=self.defer_days)
+        if self.trigger.kind is TriggerKind.DAYS_BEFORE and days is not None:
+            last = min(last, occurrence + dt.timedelta(days=days - 1))
+        return max(last, occurrence)
+
+    def occasion_on(self, occurrence: dt.date) -> tuple[str, int] | None:
+        """The occasion a touch due on ``occurrence`` greets, as (name, year); None if none."""
+        if self.occasion is None:
+            return None
+        name: str | None = self.occasion
+        if name == HOLIDAY_OCCASION:
+            _, name = self.trigger.calendar_match(occurrence)
+        return (name, occurrence.year) if name else None
+
+
+# ``occasion: holiday`` on a calendar rule with holidays: each festival is its own occasion.
+HOLIDAY_OCCASION = "holiday"
 
 
 def template_variables(trigger: Trigger) -> dict[str, frozenset[str] | None]:

@@ -247,7 +247,18 @@ RULE_PROPERTIES: dict[str, Any] = {
         "maximum": 14,
         "default": 0,
         "description": "When the contact policy holds a touch back (cap, blackout, capacity), "
-        "try again on each of the next N days instead of dropping it.",
+        "try again on each of the next N days instead of dropping it. For a service rule "
+        "(a service obligation) this is its window: held back on its last day, or at send "
+        "time past it, a touch is recorded as obligation_missed.",
+    },
+    "occasion": {
+        "type": "string",
+        "pattern": r"^[a-z][a-z0-9_-]*$",
+        "description": "The occasion this rule greets (e.g. spring_festival): a customer gets at "
+        "most one touch per occasion and year, from the highest-priority rule; the others are "
+        "suppressed (occasion_taken). 'holiday' on a calendar rule with holidays: the festival "
+        "that matched.",
+        "examples": ["holiday", "spring_festival", "mid_autumn"],
     },
     "resend_unknown": {
         "type": "boolean",
