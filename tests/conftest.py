@@ -8,6 +8,7 @@ the reason, except under CI=true, where they fail: CI must prove the PostgreSQL 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import os
 import re
@@ -166,6 +167,11 @@ def event_row(event_id: str = "E1", customer_id: str = "C1", **overrides: Any) -
         "payload": "",
     }
     row.update(overrides)
+    if "payload" not in overrides:
+        # The required payload field care_rules/events.yaml declares for the type.
+        required = {"complaint_resolved": "case_id", "claim_settled": "claim_id"}.get(row["type"])
+        if required:
+            row["payload"] = json.dumps({required: f"N-{event_id}"})
     return row
 
 

@@ -334,7 +334,7 @@ def test_care_report_is_emailed_through_sendgrid(sqlite_history: Store, tmp_path
 def follow_up_engine(store: Store, tmp_path: Path, *names: str) -> Engine:
     rules = tmp_path / "kpi-rules"
     rules.mkdir()
-    for name in ("policy.yaml", "complaint-follow-up.yaml", *names):
+    for name in ("policy.yaml", "events.yaml", "complaint-follow-up.yaml", *names):
         shutil.copy(RULES_DIR / name, rules / name)
     config = CareConfig(
         store.url, rules, TEMPLATES_DIR, tmp_path / "outbox", anchor_file=tmp_path / "a.jsonl"

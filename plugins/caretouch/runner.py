@@ -512,9 +512,10 @@ def _prepare_chunk(
                     + "; "
                     + engine.policy.clause("quiet_hours", engine.policy.quiet_hours)
                 )
-                if not loaded:
-                    why += "; " + _NOT_LOADED.format(rule=state.row.rule_id)
-                changes.append(_held_at_send_time(engine, state, now, timing, why))
+                held = _held_at_send_time(engine, state, now, timing, why)
+                if not loaded and held.detail is not None:
+                    held.detail["explain"].append(_NOT_LOADED.format(rule=state.row.rule_id))
+                changes.append(held)
                 report.suppressed += 1
             continue
         if not loaded:

@@ -52,6 +52,7 @@ def make_rules(
     d.mkdir()
     for schema in RULES_DIR.glob("*.json"):
         shutil.copy(schema, d / schema.name)
+    shutil.copy(RULES_DIR / "events.yaml", d / "events.yaml")  # the declared event types
     for stem in shipped:
         shutil.copy(RULES_DIR / f"{stem}.yaml", d / f"{stem}.yaml")
     text = policy if policy is not None else (RULES_DIR / "policy.yaml").read_text("utf-8")
