@@ -125,7 +125,13 @@ def test_clean_import_writes_every_row_with_counts_and_types(store: Store, tmp_p
         ],
         events=[
             event_row("E1", "C1", policy_id="P1", payload='{"channel": "app", "amount": 12}'),
-            event_row("E2", "C2", type="complaint_resolved", occurred_at="2026-11-20T08:15:00Z"),
+            event_row(
+                "E2",
+                "C2",
+                type="complaint_resolved",
+                occurred_at="2026-11-20T08:15:00Z",
+                payload="",  # an empty payload is stored as NULL
+            ),
         ],
     )
     report = import_csv(store, paths)
