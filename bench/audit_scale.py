@@ -73,12 +73,11 @@ from _common import (
 from markupsafe import escape
 from sqlalchemy import Column, MetaData, Table, Text, event, func, insert, select, text
 
-from caretouch import audit
 from caretouch.dates import holidays_on
-from caretouch.ledger import chain
+from caretouch.ledger import audit, chain
 from caretouch.ledger.codec import encode
 from caretouch.ledger.models import Attempt, LedgerBase, TouchCurrent, TouchEvent, TouchRow
-from caretouch.render import RenderedMessage, TemplateStore
+from caretouch.render.templates import RenderedMessage, TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.rules.model import Rule, TriggerKind
 from caretouch.store.db import Store, open_store

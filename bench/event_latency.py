@@ -37,7 +37,7 @@ from caretouch.config import CareConfig
 from caretouch.events.planning import plan_new_events
 from caretouch.events.stream import StreamConsumer, add, connect
 from caretouch.ledger.models import TouchRow
-from caretouch.runner import Engine
+from caretouch.run.runner import Engine
 from caretouch.store.db import open_store
 from caretouch.store.importer import PARSERS
 from caretouch.store.models import Customer, EventReceipt

@@ -26,9 +26,9 @@ from pathlib import Path
 import plan_scale
 from _common import RULES_DIR, SEED, TEMPLATES_DIR, note, say
 
-from caretouch import forecast as forecast_module
 from caretouch.ledger import Ledger
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
+from caretouch.reports import forecast as forecast_module
 from caretouch.rules.loader import load_rules
 
 

@@ -66,13 +66,13 @@ from caretouch.dates import (
 )
 from caretouch.ledger import Ledger
 from caretouch.plan.planner import plan_day
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.rules.model import TriggerKind
 from caretouch.rules.sql import candidate_selects
 from caretouch.store.db import Store, open_store
 from caretouch.store.importer import with_derived_customer, with_derived_policy
-from caretouch.store.models import Base, Customer, Event, Policy
+from caretouch.store.models import Base, Customer, Event, InsurancePolicy
 
 GENERATOR_VERSION = 1  # bump when the generated data changes, to invalidate reused stores
 CHUNK = 20_000  # customers per insert transaction (their policies and events go with them)
@@ -516,7 +516,7 @@ def build_store(
     counts = Counter[str]()
     tables: dict[str, Any] = {
         "customers": Customer.__table__,
-        "policies": Policy.__table__,
+        "policies": InsurancePolicy.__table__,
         "events": Event.__table__,
     }
     if store.is_sqlite:

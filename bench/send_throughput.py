@@ -41,7 +41,7 @@ from sim_channels import sendgrid_transport, twilio_transport
 
 from caretouch.channels.base import Transport
 from caretouch.config import CareConfig
-from caretouch.runner import CHUNK, Engine, plan_and_record, send_touches
+from caretouch.run.runner import CHUNK, Engine, plan_and_record, send_touches
 from caretouch.store.db import Store, open_store
 from caretouch.store.importer import ID_COLUMN, MODELS, PARSERS
 from caretouch.store.write import upsert

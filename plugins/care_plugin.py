@@ -3,7 +3,7 @@
 
 Airflow does not authenticate plugin apps: the audit view authenticates auditors itself
 (``caretouch.web.app``), and every webhook proves its origin by its signature
-(``caretouch.web.hooks``). Building the app does no I/O: the store, ``$CARE_AUDIT_TOKENS`` and
+(``caretouch.web.webhook_routes``). Building the app does no I/O: the store, ``$CARE_AUDIT_TOKENS`` and
 the providers' credentials (the ``care_twilio`` / ``care_sendgrid`` Connections, else the
 environment) are read on first use.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from caretouch.web.hooks import HookSources, create_care_app
+from caretouch.web.webhook_routes import HookSources, create_care_app
 
 
 def _twilio() -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.store.db import Store, open_store
 

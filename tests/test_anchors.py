@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from caretouch.audit import VerifyReport, verify
 from caretouch.config import CareConfig
 from caretouch.ledger.anchors import UNSIGNED, anchor_hash, anchor_mac, legacy_mac
-from caretouch.runner import Engine, plan_and_record, run_day
+from caretouch.ledger.audit import VerifyReport, verify
+from caretouch.run.runner import Engine, plan_and_record, run_day
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 

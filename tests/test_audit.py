@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from caretouch.audit import Filters, erase_content, touch_detail, touches, verify
 from caretouch.config import CareConfig
 from caretouch.ledger.anchors import anchor_hash, anchor_mac
-from caretouch.runner import Engine, run_day
+from caretouch.ledger.audit import Filters, erase_content, touch_detail, touches, verify
+from caretouch.run.runner import Engine, run_day
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from caretouch.audit import verify
 from caretouch.config import CareConfig
-from caretouch.consent import Purpose, record_consent, record_imported_changes
-from caretouch.runner import Engine, run_day
+from caretouch.ledger.audit import verify
+from caretouch.run.runner import Engine, run_day
+from caretouch.store.consent import Purpose, record_consent, record_imported_changes
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from caretouch.audit import Filters, touches
+from caretouch.ledger.audit import Filters, touches
 from caretouch.store.db import open_store
 from conftest import (
     RULES_DIR,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from caretouch.errors import RenderError
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.vocab import Channel
 
 

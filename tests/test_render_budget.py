@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from caretouch.cli import main
+from caretouch.cli.main import main
 from caretouch.config import CareConfig
 from caretouch.errors import RenderError
 from caretouch.ledger import Ledger
-from caretouch.render import RenderBudget, TemplateStore
+from caretouch.render.templates import RenderBudget, TemplateStore
 from caretouch.rules.loader import load_rules
-from caretouch.runner import Engine, run_day
+from caretouch.run.runner import Engine, run_day
 from caretouch.store.db import Store, open_store
 from caretouch.vocab import Channel, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc

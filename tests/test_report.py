@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from caretouch.cli import main
+from caretouch.cli.main import main
 from caretouch.config import CareConfig
-from caretouch.consent import Purpose, record_consent
 from caretouch.ledger import Ledger
-from caretouch.render import TemplateStore
-from caretouch.report import Period, build_report, compute
+from caretouch.render.templates import TemplateStore
+from caretouch.reports.service_report import Period, build_report, compute
 from caretouch.rules.loader import RuleSet, load_rules
-from caretouch.runner import Engine, run_day
+from caretouch.run.runner import Engine, run_day
+from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
 from conftest import (

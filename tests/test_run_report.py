@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from caretouch.cli import main
+from caretouch.cli.main import main
 from caretouch.ledger import Ledger
-from caretouch.run_report import LogProgress, chunk_progress, stored_summaries
+from caretouch.reports.run_summary import LogProgress, chunk_progress, stored_summaries
 from caretouch.store.db import open_store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
 

@@ -18,7 +18,7 @@ import pytest
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
 from caretouch.plan import plan_day
-from caretouch.runner import Engine, pending_ids, plan_and_record, run_day, send_touches
+from caretouch.run.runner import Engine, pending_ids, plan_and_record, run_day, send_touches
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row, utc
@@ -175,7 +175,7 @@ import datetime as dt, os, signal, sys
 from pathlib import Path
 from caretouch.channels.outbox import OutboxTransport
 from caretouch.config import CareConfig
-from caretouch.runner import Engine, run_day
+from caretouch.run.runner import Engine, run_day
 from caretouch.vocab import Channel
 
 store_url, outbox, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])

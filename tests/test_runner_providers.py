@@ -42,7 +42,7 @@ from sim_channels import (
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
-from caretouch.runner import (
+from caretouch.run.runner import (
     SENDING_LEASE,
     Engine,
     SendReport,
@@ -433,7 +433,7 @@ def test_recovery_after_a_crash_reconciles_twilio_and_leaves_sendgrid_unknown(
     monkeypatch: pytest.MonkeyPatch,
     resend: bool,
 ) -> None:
-    import caretouch.runner as runner
+    import caretouch.run.runner as runner
 
     monkeypatch.setattr(runner, "_may_resend", lambda _engine, _rule: resend)
     load_rows(sqlite_store, customers=customers(20))  # 10 SMS, 10 email

@@ -16,13 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from caretouch.channels.twilio import TwilioTransport
-from caretouch.cli import main
+from caretouch.cli.main import main
 from caretouch.config import CareConfig
 from caretouch.errors import RenderError
 from caretouch.ledger import Ledger
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import load_rules
-from caretouch.runner import Engine, run_day
+from caretouch.run.runner import Engine, run_day
 from caretouch.sms import GSM7, SMS_MAX_CHARS, UCS2, sms_size
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus

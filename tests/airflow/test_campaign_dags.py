@@ -13,8 +13,8 @@ import pytest
 
 import airflow_env
 from caretouch.ledger import Ledger
+from caretouch.reports.run_summary import stored_summaries
 from caretouch.rules.campaigns import dag_file_text, sync_dag_files
-from caretouch.run_report import stored_summaries
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows

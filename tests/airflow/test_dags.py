@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import text
 
 import airflow_env
-from caretouch.audit import verify
 from caretouch.events.inbox import dead_letters
 from caretouch.ledger import Ledger
+from caretouch.ledger.audit import verify
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows

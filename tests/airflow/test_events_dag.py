@@ -17,8 +17,8 @@ import redis_env
 from sqlalchemy import func, select
 
 import airflow_env
-from caretouch.audit import verify
 from caretouch.ledger import Ledger
+from caretouch.ledger.audit import verify
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Event
 from caretouch.vocab import TouchStatus

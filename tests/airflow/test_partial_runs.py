@@ -14,7 +14,7 @@ import pytest
 
 import airflow_env
 from caretouch.ledger import Ledger
-from caretouch.run_report import stored_summaries
+from caretouch.reports.run_summary import stored_summaries
 from caretouch.store.db import Store, open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
@@ -80,7 +80,7 @@ def test_a_daily_run_sends_the_healthy_rules_then_fails_with_its_summary(
     from airflow.sdk.exceptions import AirflowFailException
 
     from caretouch.airflow.daily import _engine, _now, send_batch, summarise_run
-    from caretouch.runner import plan_and_record
+    from caretouch.run.runner import plan_and_record
 
     store: Store = env["store"]
     today: dt.date = env["today"]

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
-from caretouch.audit import EXPORT_COLUMNS
-from caretouch.cli import main
+from caretouch.cli.main import main
+from caretouch.ledger.audit import EXPORT_COLUMNS
 from caretouch.store.db import open_store
 from caretouch.web.app import AuditAuth, AuditTokens, create_audit_app
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows

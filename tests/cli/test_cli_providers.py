@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from caretouch.cli import main
+from caretouch.cli.main import main
 from caretouch.ledger import Ledger
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
@@ -95,7 +95,7 @@ def test_care_run_sends_through_twilio_and_sendgrid(store_dir: Path) -> None:
     }
     assert sent_ids == {sms.id}
     # 21610 withdrew C3's SMS consent: the next plan does not text C3 again.
-    from caretouch.consent import consent_history
+    from caretouch.store.consent import consent_history
 
     history = consent_history(store, "C3")
     assert [(e.purpose, e.granted, e.source) for e in history][-1] == (

@@ -13,7 +13,7 @@ from caretouch.config import CareConfig
 from caretouch.events.inbox import Incoming, submit
 from caretouch.events.planning import plan_new_events
 from caretouch.ledger import Ledger
-from caretouch.runner import Engine, dispatch, plan_and_record, run_day
+from caretouch.run.runner import Engine, dispatch, plan_and_record, run_day
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, policy_row, utc

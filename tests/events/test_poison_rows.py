@@ -13,11 +13,11 @@ import redis_env
 from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
-from caretouch.cli import main
+from caretouch.cli.main import main
 from caretouch.events.inbox import dead_letters
 from caretouch.events.planning import plan_new_events
 from caretouch.ledger import Ledger
-from caretouch.runner import Engine, dispatch, run_day
+from caretouch.run.runner import Engine, dispatch, run_day
 from caretouch.store.db import Store
 from caretouch.store.models import Event, EventReceipt
 from caretouch.vocab import TouchStatus

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from caretouch.config import CareConfig
-from caretouch.consent import Purpose, record_consent
 from caretouch.ledger import Ledger
 from caretouch.plan import plan_day
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import load_rules
-from caretouch.runner import Engine, run_day
+from caretouch.run.runner import Engine, run_day
+from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc

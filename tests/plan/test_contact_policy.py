@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from caretouch.config import CareConfig
-from caretouch.consent import Purpose, record_consent
 from caretouch.ledger import Ledger, TouchState
 from caretouch.plan import plan_day
 from caretouch.plan.touch import Touch
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
-from caretouch.runner import Engine, pending_ids, run_day, send_touches
+from caretouch.run.runner import Engine, pending_ids, run_day, send_touches
+from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row, utc

@@ -28,7 +28,7 @@ from caretouch.plan import plan_day
 from caretouch.plan.touch import Touch
 from caretouch.rules.loader import RuleSet
 from caretouch.store.db import Store, open_store
-from caretouch.store.models import Customer, Event, Policy
+from caretouch.store.models import Customer, Event, InsurancePolicy
 from caretouch.vocab import Channel, Decision
 from conftest import customer_row, event_row, load_rows, pg_schema_store, policy_row, utc
 
@@ -963,7 +963,7 @@ def subject_id(t: Touch) -> str:
 
 def _clear(store: Store) -> None:
     with store.session() as session:
-        for model in (Event, Policy, Customer):
+        for model in (Event, InsurancePolicy, Customer):
             session.execute(delete(model))
 
 

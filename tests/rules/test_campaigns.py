@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules.campaigns import CAMPAIGN_FILE_SCHEMA, CronDays, holiday_days
 from caretouch.rules.loader import RuleSet, load_rules
 from conftest import RULES_DIR, TEMPLATES_DIR

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules.event_types import EVENTS_FILE_SCHEMA, load_event_types
 from caretouch.rules.loader import load_rules
 from caretouch.vocab import Channel

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.rules.schema import POLICY_FILE_SCHEMA, RULE_FILE_SCHEMA
 from conftest import RULES_DIR, TEMPLATES_DIR

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from caretouch.errors import ValidationError
-from caretouch.render import TemplateStore
+from caretouch.render.templates import TemplateStore
 from caretouch.rules import yamlpos
 from caretouch.rules.loader import load_rules
 from caretouch.rules.yamlpos import load_with_positions

@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from lunardate import LunarDate
 from sqlalchemy import func, select, text
 
-from caretouch.cli import main
+from caretouch.cli.main import main
 from caretouch.store.db import Store
 from caretouch.store.importer import import_csv
-from caretouch.store.models import CANONICAL_COLUMNS, Customer, Event, Policy
+from caretouch.store.models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
 from conftest import PG_URL, customer_row, event_row, load_rows, policy_row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def files(
 
 def assert_store_empty(store: Store) -> None:
     assert count(store, Customer) == 0
-    assert count(store, Policy) == 0
+    assert count(store, InsurancePolicy) == 0
     assert count(store, Event) == 0
 
 
@@ -159,7 +159,7 @@ def test_clean_import_writes_every_row_with_counts_and_types(store: Store, tmp_p
         "inactive",
     )
 
-    policies = table_rows(store, Policy, "policy_id")
+    policies = table_rows(store, InsurancePolicy, "policy_id")
     assert policies["P1"]["renewal_date"] == dt.date(2027, 1, 15)
     assert policies["P1"]["premium"] == Decimal("1200.00")
     assert policies["P2"]["premium"] is None and policies["P2"]["renewal_date"] is None
@@ -213,7 +213,7 @@ def test_derived_month_day_keys_are_set(store: Store, tmp_path: Path) -> None:
     assert leap_month.is_leap_month and leap_month.month == 4
     assert customers["LM"]["birth_lunar_md"] == 400 + leap_month.day
 
-    policies = table_rows(store, Policy, "policy_id")
+    policies = table_rows(store, InsurancePolicy, "policy_id")
     assert {k: v["start_md"] for k, v in policies.items()} == {"P1": 115, "P2": 229, "P3": 1231}
 
 
@@ -285,7 +285,7 @@ def test_a_bad_row_in_one_file_blocks_the_valid_rows_of_every_file(
     ]
     assert set(table_rows(store, Customer, "customer_id")) == {"C0"}
     assert table_rows(store, Customer, "customer_id")["C0"]["name"] == "Old Name"
-    assert count(store, Policy) == 0 and count(store, Event) == 0
+    assert count(store, InsurancePolicy) == 0 and count(store, Event) == 0
 
 
 BAD_ROWS = [
@@ -473,7 +473,7 @@ def test_a_partial_file_updates_existing_policies(store: Store, tmp_path: Path) 
     path.write_text("policy_id,status\nP1,lapsed\n", encoding="utf-8")
     report = import_csv(store, {"policy": path})
     assert report.ok and report.updated == {"policy": 1}
-    p1 = table_rows(store, Policy, "policy_id")["P1"]
+    p1 = table_rows(store, InsurancePolicy, "policy_id")["P1"]
     assert (p1["status"], p1["product"], str(p1["start_date"])) == (
         "lapsed",
         "安心医疗险",
@@ -566,7 +566,7 @@ def test_skip_invalid_writes_valid_rows_and_a_rejects_file(store: Store, tmp_pat
     assert report.written and not report.ok
     assert report.inserted == {"customer": 2, "policy": 1, "event": 1}
     assert set(table_rows(store, Customer, "customer_id")) == {"C1", "C3"}
-    assert set(table_rows(store, Policy, "policy_id")) == {"P1"}
+    assert set(table_rows(store, InsurancePolicy, "policy_id")) == {"P1"}
     assert set(table_rows(store, Event, "event_id")) == {"E1"}
     assert report.rejects_file == rejects
 
@@ -644,9 +644,9 @@ def test_reimport_updates_existing_rows_and_reports_updated_vs_inserted(
     assert customers["C1"]["consent_sms"] is False
     assert customers["C1"]["tier"] == "A"
     assert customers["C2"]["name"] == "李雷"  # untouched
-    policy = table_rows(store, Policy, "policy_id")["P1"]
+    policy = table_rows(store, InsurancePolicy, "policy_id")["P1"]
     assert (policy["renewal_date"], policy["status"]) == (dt.date(2027, 1, 15), "cancelled")
-    assert count(store, Policy) == 1
+    assert count(store, InsurancePolicy) == 1
 
 
 # --- warnings, encodings -------------------------------------------------------------------

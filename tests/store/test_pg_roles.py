@@ -20,12 +20,12 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from caretouch.audit import erase_content, verify
 from caretouch.config import CareConfig
-from caretouch.consent import Purpose, record_consent
 from caretouch.errors import ConfigurationError
 from caretouch.ledger import Ledger, ProviderEvent
-from caretouch.runner import Engine, run_day
+from caretouch.ledger.audit import erase_content, verify
+from caretouch.run.runner import Engine, run_day
+from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import Store, check_initialised, open_store
 from caretouch.vocab import TouchStatus
 from conftest import (

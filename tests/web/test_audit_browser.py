@@ -21,7 +21,7 @@ import pytest
 from fastapi import FastAPI
 from test_audit_web import HOSTILE_NAME, TOKEN, TOKENS, Ledger, fill_ledger, raw_pii
 
-from caretouch.audit import Filters, touches
+from caretouch.ledger.audit import Filters, touches
 from caretouch.web.app import create_audit_app
 from conftest import in_ci
 

@@ -27,10 +27,10 @@ from sqlalchemy import Engine as SAEngine
 from sqlalchemy import event, text
 
 import airflow_env
-from caretouch.audit import EXPORT_COLUMNS, Filters, touches
 from caretouch.config import CareConfig
 from caretouch.errors import ConfigurationError
-from caretouch.runner import Engine, run_day
+from caretouch.ledger.audit import EXPORT_COLUMNS, Filters, touches
+from caretouch.run.runner import Engine, run_day
 from caretouch.store.db import Store, open_store
 from caretouch.web.app import (
     SESSION_COOKIE,
@@ -516,7 +516,7 @@ def test_importing_the_engine_and_the_app_does_not_import_airflow() -> None:
     proc = _python(
         """
         import sys
-        import caretouch.audit, caretouch.cli, caretouch.web, caretouch.web.app
+        import caretouch.ledger.audit, caretouch.cli.main, caretouch.web, caretouch.web.app
         caretouch.web.create_audit_app()
         loaded = sorted(m for m in sys.modules if m == "airflow" or m.startswith("airflow."))
         assert not loaded, loaded

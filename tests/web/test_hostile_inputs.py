@@ -23,7 +23,7 @@ from starlette.routing import Mount
 
 from caretouch.store.db import Store
 from caretouch.web.app import AuditAuth, AuditTokens
-from caretouch.web.hooks import MAX_EVENTS, MAX_FORM, create_standalone_app
+from caretouch.web.webhook_routes import MAX_EVENTS, MAX_FORM, create_standalone_app
 from conftest import PG_URL, customer_row, load_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "webhooks"))

@@ -31,10 +31,10 @@ from caretouch.channels.base import OutboundMessage, SendResult
 from caretouch.channels.credentials import SendGridCredentials, TwilioCredentials
 from caretouch.channels.registry import build_transports
 from caretouch.ledger import Ledger
-from caretouch.runner import run_day
+from caretouch.run.runner import run_day
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
-from caretouch.web.hooks import HookSources, create_standalone_app
+from caretouch.web.webhook_routes import HookSources, create_standalone_app
 from conftest import load_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -17,10 +17,10 @@ from webhook_helpers import (
 )
 from webhook_helpers import client as make_client
 
-from caretouch.audit import Filters, touch_detail, touches, verify
 from caretouch.ledger import Claim, Ledger, StatusChange
+from caretouch.ledger.audit import Filters, touch_detail, touches, verify
 from caretouch.ledger.models import TouchCurrent
-from caretouch.render import RenderedMessage
+from caretouch.render.templates import RenderedMessage
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
 

@@ -18,10 +18,10 @@ from webhook_helpers import (
 )
 from webhook_helpers import client as make_client
 
-from caretouch.consent import consent_history
 from caretouch.ledger import Ledger
 from caretouch.plan import plan_day
 from caretouch.rules.loader import RuleSet
+from caretouch.store.consent import consent_history
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
 from conftest import load_rows

@@ -19,11 +19,11 @@ from webhook_helpers import (
 )
 from webhook_helpers import client as make_client
 
-from caretouch.audit import verify
-from caretouch.consent import consent_history
 from caretouch.ledger import Ledger
+from caretouch.ledger.audit import verify
 from caretouch.plan import plan_day
 from caretouch.rules.loader import RuleSet
+from caretouch.store.consent import consent_history
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
 from conftest import load_rows
@@ -317,7 +317,7 @@ def test_status_url_without_public_url_is_the_request_url(sqlite_store: Store) -
     from twilio.request_validator import RequestValidator
 
     from caretouch.channels.credentials import TwilioCredentials
-    from caretouch.web.hooks import HookSources, create_standalone_app
+    from caretouch.web.webhook_routes import HookSources, create_standalone_app
 
     creds = TwilioCredentials("AC" + "0" * 32, AUTH_TOKEN, "+15005550006")
     app = create_standalone_app(sources=HookSources(twilio=lambda: creds), hooks_store=sqlite_store)

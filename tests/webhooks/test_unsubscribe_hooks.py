@@ -10,9 +10,9 @@ from sqlalchemy.exc import DBAPIError
 from webhook_helpers import UNSUBSCRIBE_KEY, consent, counts, new_keys, sms_only, twilio_post
 from webhook_helpers import client as make_client
 
-from caretouch.consent import consent_history
+from caretouch.render.unsubscribe import make_token
+from caretouch.store.consent import consent_history
 from caretouch.store.db import Store
-from caretouch.webhooks.unsubscribe import make_token
 from conftest import customer_row, load_rows
 
 ROUTE = "/care/hooks/unsubscribe"
@@ -116,7 +116,7 @@ def test_postgres_refuses_to_change_provider_events(pg_store: Store) -> None:
 
 
 def test_verify_detects_an_edited_provider_event(sqlite_store: Store) -> None:
-    from caretouch.audit import verify
+    from caretouch.ledger.audit import verify
 
     load_rows(sqlite_store, customers=[sms_only()])
     http = make_client(sqlite_store, new_keys())
@@ -138,7 +138,7 @@ def test_store_without_the_tables_is_a_clear_503(tmp_path: Path) -> None:
         conn.execute(text("CREATE TABLE customers (customer_id TEXT)"))
     from fastapi.testclient import TestClient
 
-    from caretouch.web.hooks import HookSources, create_standalone_app
+    from caretouch.web.webhook_routes import HookSources, create_standalone_app
 
     app = create_standalone_app(
         store_url=store.url, sources=HookSources(unsubscribe_key=lambda: UNSUBSCRIBE_KEY)

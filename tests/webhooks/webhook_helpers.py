@@ -20,12 +20,12 @@ from caretouch.channels.credentials import SendGridCredentials, TwilioCredential
 from caretouch.config import CareConfig
 from caretouch.ledger import Claim, Ledger
 from caretouch.ledger.models import Attempt, ProviderEventRow, TouchEvent
-from caretouch.render import RenderedMessage
-from caretouch.runner import Engine, plan_and_record, run_day
+from caretouch.render.templates import RenderedMessage
+from caretouch.run.runner import Engine, plan_and_record, run_day
 from caretouch.store.db import Store
 from caretouch.store.models import ConsentEvent
 from caretouch.vocab import Channel
-from caretouch.web.hooks import HookSources, create_standalone_app
+from caretouch.web.webhook_routes import HookSources, create_standalone_app
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)

@@ -34,9 +34,9 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.events import EventsTimetable
 
 from ..errors import ConfigurationError, ValidationFailed
-from ..policy import load_policy
-from ..render import TemplateStore
+from ..render.templates import TemplateStore
 from ..rules.campaigns import CAMPAIGN_DIR, Campaign, load_campaign_file
+from ..rules.contact_policy import load_policy
 from ..rules.loader import POLICY_FILE
 from .daily import (
     BATCH_SIZE,
@@ -127,7 +127,7 @@ def build_campaign_dag(campaign_id: str) -> Any:
     def care_campaign() -> None:
         @task
         def plan(**context: Any) -> list[list[int]]:
-            from ..runner import batches, pending_ids, plan_and_record, recover_in_flight
+            from ..run.runner import batches, pending_ids, plan_and_record, recover_in_flight
 
             day = planned_day(context.get("logical_date"), context["params"])
             engine = _engine()

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ..config import CareConfig
 from ..errors import ValidationFailed
-from ..run_report import chunk_progress, store_dispatch_summary, this_run_counts
+from ..reports.run_summary import chunk_progress, store_dispatch_summary, this_run_counts
 from .hooks import SEND_POOL
 
 log = logging.getLogger("caretouch.airflow")
@@ -70,7 +70,7 @@ def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.
 
 
 def _engine() -> Any:
-    from ..runner import Engine
+    from ..run.runner import Engine
     from ..store.db import check_initialised
     from .hooks import task_transports
 
@@ -109,7 +109,7 @@ def fail_if_partial(errors: list[str], what: str) -> None:
 
 def send_batch(batch: list[int], run_id: str) -> dict[str, int]:
     """A mapped send task's body (``care_daily``, campaign DAGs): send one batch, log it."""
-    from ..runner import send_touches
+    from ..run.runner import send_touches
 
     engine = _engine()
     progress = chunk_progress(log, f"batch of {len(batch)}", len(batch), time.monotonic)
@@ -132,8 +132,8 @@ def summarise_run(
 ) -> dict[str, Any]:
     """A summary task's body: anchor the ledger, add up the batches, log and store the
     run's summary; raise if any touch failed (the run shows failed, the summary says why)."""
-    from ..run_report import RunSummary
-    from ..runner import anchor
+    from ..reports.run_summary import RunSummary
+    from ..run.runner import anchor
 
     engine = _engine()
     anchor(engine, run_id=run_id, now=_now())
@@ -187,7 +187,7 @@ def build_care_daily() -> Any:
     def care_daily() -> None:
         @task
         def plan(**context: Any) -> list[list[int]]:
-            from ..runner import batches, plan_and_record, recover_in_flight
+            from ..run.runner import batches, plan_and_record, recover_in_flight
 
             day = planned_day(context.get("logical_date"), context["params"])
             engine = _engine()
@@ -237,7 +237,7 @@ def build_care_dispatch() -> Any:
     def care_dispatch() -> None:
         @task(pool=SEND_POOL)
         def dispatch(**context: Any) -> dict[str, int]:
-            from ..runner import dispatch as dispatch_due
+            from ..run.runner import dispatch as dispatch_due
 
             engine = _engine()
             run_id = task_run_id(context, "care_dispatch")

@@ -219,8 +219,8 @@ def _intake(store: Any, context: Mapping[str, Any], consumer: str | None) -> dic
 def plan(context: Mapping[str, Any]) -> dict[str, int]:
     """The ``plan`` task: the touches of every event in the inbox not planned yet."""
     from ..events.planning import plan_new_events
-    from ..run_report import store_dispatch_summary
-    from ..runner import anchor
+    from ..reports.run_summary import store_dispatch_summary
+    from ..run.runner import anchor
 
     engine = _engine()
     run_id = task_run_id(context, "care_events")

@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, task
 
-from ..report import Period
+from ..reports.service_report import Period
 from .daily import DEFAULT_ARGS, _now
 
 log = logging.getLogger("caretouch.airflow")
@@ -56,7 +56,7 @@ def _email(result: Any, path: Any, config: Any) -> None:
     """Email the report when ``$CARE_REPORT_EMAIL_TO`` names recipients; a refused send fails
     the task (the report file is written either way)."""
     from ..mask import mask_email
-    from ..report import email_report
+    from ..reports.service_report import email_report
     from ..vocab import Channel, Outcome
     from .hooks import task_transports
 
@@ -93,15 +93,15 @@ def build_care_reports() -> Any:
         @task
         def report(**context: Any) -> list[dict[str, Any]]:
             from ..config import CareConfig
-            from ..report import write_report
+            from ..reports.service_report import write_report
             from ..store.db import check_initialised, open_store
 
             periods = periods_due(context.get("logical_date"), context["params"])
             if not periods:
                 log.info("nothing to report for this run (neither the 5th nor a Monday)")
                 return []
-            from ..render import TemplateStore
-            from ..report import summary_line
+            from ..render.templates import TemplateStore
+            from ..reports.service_report import summary_line
             from ..rules.loader import load_rules
 
             config = CareConfig.from_env()

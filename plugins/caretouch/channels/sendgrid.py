@@ -39,8 +39,8 @@ from sendgrid.helpers.mail import (
 
 from ..errors import ConfigurationError
 from ..mask import scrub
+from ..render.unsubscribe import unsubscribe_key, unsubscribe_url
 from ..vocab import Channel, Outcome
-from ..webhooks.unsubscribe import unsubscribe_key, unsubscribe_url
 from .base import OutboundMessage, SendResult, Transport
 from .credentials import SendGridCredentials
 from .limits import parse_retry_after

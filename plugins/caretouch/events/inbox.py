@@ -42,7 +42,7 @@ from ..store.models import (
     Event,
     EventDeadLetter,
     EventReceipt,
-    Policy,
+    InsurancePolicy,
 )
 
 log = logging.getLogger("caretouch.events")
@@ -303,7 +303,9 @@ def submit(
         stored = _stored_events(session, (row["event_id"] for _, row in parsed))
         customers = _existing(session, Customer.customer_id, (r["customer_id"] for _, r in parsed))
         policies = _existing(
-            session, Policy.policy_id, (r["policy_id"] for _, r in parsed if r["policy_id"])
+            session,
+            InsurancePolicy.policy_id,
+            (r["policy_id"] for _, r in parsed if r["policy_id"]),
         )
         new_events: list[dict[str, Any]] = []
         receipts: list[dict[str, Any]] = []

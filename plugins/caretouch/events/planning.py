@@ -38,7 +38,7 @@ from ..store.write import dead_letter_events
 from ..vocab import DeadLetterReason, Decision
 
 if TYPE_CHECKING:
-    from ..runner import Engine
+    from ..run.runner import Engine
 
 log = logging.getLogger("caretouch.events")
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..plan.history import DeferredTouch, PastContact
 from ..plan.touch import Touch
-from ..render import RenderedMessage
+from ..render.templates import RenderedMessage
 from ..store.db import Store
 from ..vocab import Decision, SuppressionReason, TouchStatus
 from . import chain

@@ -14,13 +14,13 @@ from typing import Any
 from sqlalchemy import select
 
 from ..bounds import Unreadable
-from ..consent import withdrawn_consents
 from ..dates import LeapDayPolicy, anniversary_in_year, lunar_month_day, lunar_years_between
 from ..errors import ValidationFailed
-from ..policy import ContactPolicy
+from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
 from ..rules.sql import TABLES, candidate_selects, row_splitter
+from ..store.consent import withdrawn_consents
 from ..store.db import Store
 from ..vocab import BirthdayCalendar, Decision, SuppressionReason
 from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel

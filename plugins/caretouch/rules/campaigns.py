@@ -25,9 +25,9 @@ from typing import Any
 
 from ..dates import HOLIDAYS
 from ..errors import Location, ValidationError
-from ..policy import ContactPolicy
-from ..render import TemplateStore
+from ..render.templates import TemplateStore
 from .checks import did_you_mean, schema_errors
+from .contact_policy import ContactPolicy
 from .model import HOLIDAY_OCCASION, Rule, Trigger, TriggerKind
 from .schema import _CONDITION, RULE_PROPERTIES
 from .yamlpos import Positions, load_with_positions, read_yaml_bytes

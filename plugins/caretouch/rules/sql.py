@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, sele
 from sqlalchemy.sql.schema import Table
 
 from ..dates import anniversary_keys, lunar_anniversary_keys
-from ..store.models import Customer, Event, Policy
+from ..store.models import Customer, Event, InsurancePolicy
 from ..vocab import BirthdayCalendar
 from .model import AllOf, AnyOf, Compare, Condition, Not, Op, Rule, TriggerKind
 
@@ -25,7 +25,7 @@ _MAX_OFFSET = dt.timedelta(hours=14)
 
 TABLES: dict[str, Table] = {
     "customer": Customer.__table__,  # type: ignore[dict-item]
-    "policy": Policy.__table__,  # type: ignore[dict-item]
+    "policy": InsurancePolicy.__table__,  # type: ignore[dict-item]
     "event": Event.__table__,  # type: ignore[dict-item]
 }
 PREFIX = {"customer": "c_", "policy": "p_", "event": "e_"}

@@ -1,6 +1,6 @@
 """The customer store: canonical tables, connection, CSV import, demo data."""
 
 from .db import Store, open_store
-from .models import Base, Customer, Event, Policy
+from .models import Base, Customer, Event, InsurancePolicy
 
-__all__ = ["Base", "Customer", "Event", "Policy", "Store", "open_store"]
+__all__ = ["Base", "Customer", "Event", "InsurancePolicy", "Store", "open_store"]

@@ -28,11 +28,11 @@ from ..bounds import loads as bounded_loads
 from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month_day, month_day
 from ..errors import Location
 from ..nul import NUL, escape_nul, find_nul, nul_reason
-from ..policy import email_is_valid, phone_is_valid, timezone_is_valid
 from ..rules.checks import did_you_mean
+from ..rules.contact_policy import email_is_valid, phone_is_valid, timezone_is_valid
 from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
 from .db import Store
-from .models import CANONICAL_COLUMNS, Customer, Event, Policy
+from .models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
 from .write import upsert
 
 TABLE_FILES = {"customers": "customer", "policies": "policy", "events": "event"}
@@ -284,7 +284,7 @@ PARSERS: dict[str, Callable[[dict[str, str]], tuple[dict[str, Any], list[str]]]]
     "event": parse_event,
 }
 ID_COLUMN = {"customer": "customer_id", "policy": "policy_id", "event": "event_id"}
-MODELS = {"customer": Customer, "policy": Policy, "event": Event}
+MODELS = {"customer": Customer, "policy": InsurancePolicy, "event": Event}
 
 
 @dataclass
@@ -568,7 +568,7 @@ def import_csv(
             report.inserted[table] = len(rows) - len(existing)
     report.written = True
     if consents_before and now is not None:
-        from ..consent import record_imported_changes
+        from .consent import record_imported_changes
 
         record_imported_changes(
             store,

@@ -67,7 +67,7 @@ class Customer(Base):
     )
 
 
-class Policy(Base):
+class InsurancePolicy(Base):
     __tablename__ = "policies"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -128,7 +128,11 @@ CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "event": ("event_id", "type", "customer_id", "policy_id", "occurred_at", "payload"),
 }
 
-TABLE_MODELS: dict[str, type[Base]] = {"customer": Customer, "policy": Policy, "event": Event}
+TABLE_MODELS: dict[str, type[Base]] = {
+    "customer": Customer,
+    "policy": InsurancePolicy,
+    "event": Event,
+}
 
 
 class ConsentEvent(Base):

@@ -43,7 +43,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..audit import (
+from ..config import CareConfig
+from ..errors import ConfigurationError
+from ..ledger.audit import (
     ROW_ID_MAX,
     CsvExport,
     Filters,
@@ -54,8 +56,6 @@ from ..audit import (
     touches,
     verify,
 )
-from ..config import CareConfig
-from ..errors import ConfigurationError
 from ..mask import scrub
 from ..store.db import Store, check_reachable, open_store
 from ..vocab import Channel, TouchStatus

@@ -1,6 +1,6 @@
 """What a verified webhook does: normalise it, change consent, record it in the ledger.
 
-The web layer (``caretouch.web.hooks``) checks signatures and calls these functions; they
+The web layer (``caretouch.web.webhook_routes``) checks signatures and calls these functions; they
 know nothing of HTTP. Each event is recorded once (``Ledger.record_provider_events``): a
 provider retrying or replaying a webhook changes nothing the second time.
 
@@ -26,15 +26,15 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ..consent import Purpose, record_consent, withdrawn_consents
 from ..errors import CareError
 from ..ledger import Ledger, MessageMatch, ProviderEvent
 from ..mask import mask_recipient, scrub
 from ..nul import NUL, find_nul, nul_reason
+from ..render.unsubscribe import read_token
+from ..store.consent import Purpose, record_consent, withdrawn_consents
 from ..store.db import Store
 from ..store.models import Customer
 from ..vocab import Channel, Provider, TouchStatus
-from .unsubscribe import read_token
 
 log = logging.getLogger("caretouch.webhooks")
 

@@ -19,16 +19,16 @@ from typing import Any
 
 from sqlalchemy import func, inspect, select
 
-from .errors import CareError
-from .ledger import anchors, chain
-from .ledger.anchors import AnchorError, anchor_key
-from .ledger.models import Attempt, TouchCurrent, TouchEvent, TouchRow
-from .mask import mask_recipient, scrub
-from .render import RenderedMessage
-from .rules.checks import did_you_mean
-from .store.db import Store, append_only_gaps
-from .store.models import ConsentEvent, Customer
-from .vocab import Channel, TouchStatus
+from ..errors import CareError
+from ..mask import mask_recipient, scrub
+from ..render.templates import RenderedMessage
+from ..rules.checks import did_you_mean
+from ..store.db import Store, append_only_gaps
+from ..store.models import ConsentEvent, Customer
+from ..vocab import Channel, TouchStatus
+from . import anchors, chain
+from .anchors import AnchorError, anchor_key
+from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
 
 __all__ = [
     "AnchorError",
@@ -341,7 +341,7 @@ def touches(
 ) -> Iterator[dict[str, Any]]:
     """Touches matching ``filters`` in id order (keyset pagination: pass the last id as
     ``after``), each with its current status and last attempt; recipients masked."""
-    from .ledger import Ledger
+    from . import Ledger
 
     ledger = Ledger(store)
     yielded = 0
@@ -512,7 +512,7 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
     Phone numbers and email addresses are masked in everything, message content included
     (its ``content_hash`` is of the message as sent). ``care audit show`` and the web view's
     touch page both show this."""
-    from .ledger import Ledger
+    from . import Ledger
 
     touch_id = find_touch_id(store, ref)
     if touch_id is None:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from .errors import CareError
-from .mask import mask_recipient
-from .plan import Touch, plan_day
-from .vocab import Channel
+from ..errors import CareError
+from ..mask import mask_recipient
+from ..plan import Touch, plan_day
+from ..vocab import Channel
 
 if TYPE_CHECKING:
-    from .runner import Engine
+    from ..run.runner import Engine
 
 
 def _find_touch(engine: Engine, rule_id: str, customer_id: str, day: dt.date) -> Touch | None:
-    from .ledger import Ledger
+    from ..ledger import Ledger
 
     touches = plan_day(
         engine.store,

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .cli import (
+from .main import (
     EXIT_INVALID,
     EXIT_PARTIAL,
     _config,
@@ -37,8 +37,8 @@ def _print_intake(report: Any) -> None:
 
 
 def _plan(engine: Any, now: dt.datetime, run_id: str) -> None:
-    from .events.planning import plan_new_events
-    from .runner import anchor
+    from ..events.planning import plan_new_events
+    from ..run.runner import anchor
 
     report = plan_new_events(engine, run_id=run_id, now=now)
     anchor(engine, run_id=run_id, now=now)
@@ -54,10 +54,10 @@ def _declared(engine: Any) -> Any:
 
 def _refuse_undeclared(rules_dir: Path, event_type: str, payload_text: str | None) -> None:
     """Exit 1, writing nothing, when the type or payload is not what events.yaml declares."""
-    from .bounds import OutOfBounds
-    from .bounds import loads as bounded_loads
-    from .rules.event_types import load_event_types
-    from .store.importer import PAYLOAD_LIMITS
+    from ..bounds import OutOfBounds
+    from ..bounds import loads as bounded_loads
+    from ..rules.event_types import load_event_types
+    from ..store.importer import PAYLOAD_LIMITS
 
     types, errors = load_event_types(rules_dir)
     if errors:
@@ -132,13 +132,13 @@ def emit(
     if payload_text:
         raw["payload"] = payload_text
     if via == "stream":
-        from .events.stream import StreamSettings, add, connect
+        from ..events.stream import StreamSettings, add, connect
 
         settings = StreamSettings.from_env()
         entry = add(connect(settings.url), settings.stream, raw)
         click.echo(f"added {raw['event_id']} to stream {settings.stream} as entry {entry}")
         return
-    from .events.inbox import Incoming, submit
+    from ..events.inbox import Incoming, submit
 
     engine = _engine(_config(ctx), live_clock=now_text is None)
     report = submit(
@@ -166,7 +166,7 @@ def import_events(ctx: click.Context, csv_file: Path, now_text: str | None) -> N
     Each row is accepted, recognised as already there, or dead-lettered with FILE:LINE and
     the reason (exit status 3 when any was); then the new events' touches are planned.
     """
-    from .events.inbox import read_csv, submit
+    from ..events.inbox import read_csv, submit
 
     now = _parse_now(now_text)
     items = read_csv(csv_file)
@@ -188,7 +188,7 @@ def drain(ctx: click.Context, consumer: str | None, now_text: str | None) -> Non
 
     What one care_events run does; run it from cron where there is no Airflow.
     """
-    from .events.stream import StreamConsumer, StreamSettings, connect
+    from ..events.stream import StreamConsumer, StreamSettings, connect
 
     now = _parse_now(now_text)
     engine = _engine(_config(ctx), live_clock=now_text is None)
@@ -225,8 +225,8 @@ def drain(ctx: click.Context, consumer: str | None, now_text: str | None) -> Non
 @friendly_errors
 def dead_letters_cmd(ctx: click.Context, limit: int, fmt: str) -> None:
     """Events the inbox refused, with the reason and where they came from."""
-    from .events.inbox import dead_letters
-    from .store.db import check_initialised, open_store
+    from ..events.inbox import dead_letters
+    from ..store.db import check_initialised, open_store
 
     store = open_store(_config(ctx).store_url)
     check_initialised(store)

@@ -14,23 +14,23 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from .channels.base import OutboundMessage, SendResult, Transport
-from .channels.registry import transports_from_env
-from .config import CareConfig
-from .consent import Purpose, record_consent
-from .errors import CareError, ConfigurationError, RenderError
-from .ledger import WAIT_UNTIL, Claim, Ledger, StatusChange, TouchState
-from .ledger.models import Attempt
-from .mask import scrub
-from .plan import plan_day
-from .plan.contact import cap_violation
-from .policy import ContactPolicy
-from .render import RenderedMessage, TemplateStore
-from .rules.loader import RuleSet, load_rules
-from .store.db import Store, open_store
-from .store.models import Customer
-from .store.write import dead_letter_events
-from .vocab import Category, Channel, Outcome, SuppressionReason, TouchStatus
+from ..channels.base import OutboundMessage, SendResult, Transport
+from ..channels.registry import transports_from_env
+from ..config import CareConfig
+from ..errors import CareError, ConfigurationError, RenderError
+from ..ledger import WAIT_UNTIL, Claim, Ledger, StatusChange, TouchState
+from ..ledger.models import Attempt
+from ..mask import scrub
+from ..plan import plan_day
+from ..plan.contact import cap_violation
+from ..render.templates import RenderedMessage, TemplateStore
+from ..rules.contact_policy import ContactPolicy
+from ..rules.loader import RuleSet, load_rules
+from ..store.consent import Purpose, record_consent
+from ..store.db import Store, open_store
+from ..store.models import Customer
+from ..store.write import dead_letter_events
+from ..vocab import Category, Channel, Outcome, SuppressionReason, TouchStatus
 
 log = logging.getLogger("caretouch.run")
 
@@ -753,7 +753,7 @@ def dates_in_effect(now: dt.datetime) -> list[dt.date]:
 
 def anchor(engine: Engine, *, run_id: str, now: dt.datetime) -> None:
     """Anchor the ledger's chain head at the end of a run (``ledger.anchors.anchor_run``)."""
-    from .ledger.anchors import anchor_run
+    from ..ledger.anchors import anchor_run
 
     anchor_run(engine.store, engine.config.anchor_file, run_id=run_id, now=engine.stamp(now))
 

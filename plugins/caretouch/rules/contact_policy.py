@@ -19,11 +19,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from .errors import Location, ValidationError, ValidationFailed
-from .rules.checks import schema_errors
-from .rules.schema import POLICY_FILE_SCHEMA
-from .rules.yamlpos import KEY, load_with_positions, read_yaml_bytes
-from .vocab import Category, Channel
+from ..errors import Location, ValidationError, ValidationFailed
+from ..vocab import Category, Channel
+from .checks import schema_errors
+from .schema import POLICY_FILE_SCHEMA
+from .yamlpos import KEY, load_with_positions, read_yaml_bytes
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
@@ -88,7 +88,7 @@ class Blackout:
         if day in self.dates:
             return f"{day} is listed in blackout.dates"
         if self.public_holidays == "cn":
-            from .dates import public_holiday_cn
+            from ..dates import public_holiday_cn
 
             is_holiday, name = public_holiday_cn(day)
             if is_holiday:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .ledger import Ledger
-from .summary import DaySummary
+from ..ledger import Ledger
+from .day_summary import DaySummary
 
 
 @dataclass

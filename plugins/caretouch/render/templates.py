@@ -37,10 +37,10 @@ from jinja2.loaders import split_template_path
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from .errors import ConfigurationError, Location, RenderError, ValidationError
-from .nul import NUL
-from .sms import SMS_MAX_CHARS, SmsSize, sms_size
-from .vocab import Channel, Locale
+from ..errors import ConfigurationError, Location, RenderError, ValidationError
+from ..nul import NUL
+from ..sms import SMS_MAX_CHARS, SmsSize, sms_size
+from ..vocab import Channel, Locale
 
 PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.SMS: ("txt",),

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ledger import Ledger
+from ..ledger import Ledger
 
 STATUS_ORDER = ("sent", "delivered", "planned", "sending", "suppressed", "failed", "unknown")
 

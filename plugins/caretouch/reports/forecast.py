@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .plan import plan_day
-from .plan.history import History
-from .rules.loader import RuleSet
-from .store.db import Store
-from .vocab import Decision, SuppressionReason
+from ..plan import plan_day
+from ..plan.history import History
+from ..rules.loader import RuleSet
+from ..store.db import Store
+from ..vocab import Decision, SuppressionReason
 
 REASONS = tuple(r.value for r in SuppressionReason)
 

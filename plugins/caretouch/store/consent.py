@@ -15,9 +15,9 @@ from enum import Enum
 
 from sqlalchemy import func, select, update
 
-from .errors import CareError
-from .store.db import Store
-from .store.models import ConsentEvent, Customer
+from ..errors import CareError
+from .db import Store
+from .models import ConsentEvent, Customer
 
 
 class Purpose(str, Enum):
@@ -40,7 +40,7 @@ def record_consent(
     note: str | None = None,
 ) -> dict[Purpose, tuple[bool, bool]]:
     """Set consents and record each real change; returns {purpose: (before, after)}."""
-    from .ledger import chain  # here: ledger imports plan, which imports this module
+    from ..ledger import chain  # here: ledger imports plan, which imports this module
 
     with store.session() as session:
         mark = chain.lock(session)
@@ -103,7 +103,7 @@ def record_imported_changes(
                     }
                 )
     if events:
-        from .ledger import chain  # here: ledger imports plan, which imports this module
+        from ..ledger import chain  # here: ledger imports plan, which imports this module
 
         with store.session() as session:
             mark = chain.lock(session)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .cli import (
+from .main import (
     EXIT_PARTIAL,
     OutputPath,
     _config,
@@ -35,7 +35,7 @@ def campaign() -> None:
 @friendly_errors
 def campaign_list(ctx: click.Context) -> None:
     """Every valid campaign: its days, schedule, audience size aside (see care forecast)."""
-    from .summary import text_table
+    from ..reports.day_summary import text_table
 
     ruleset = _load_ruleset(_config(ctx), strict=False)
     rows = [
@@ -70,8 +70,8 @@ def campaign_list(ctx: click.Context) -> None:
 def campaign_dagfiles(ctx: click.Context, dags_dir: Path, prune: bool) -> None:
     """Write dags/care_campaign_<id>.py for every campaign file (one file per campaign, so a
     broken campaign is an import error of its own DAG only)."""
-    from .config import unwritable
-    from .rules.campaigns import CAMPAIGN_DIR, sync_dag_files
+    from ..config import unwritable
+    from ..rules.campaigns import CAMPAIGN_DIR, sync_dag_files
 
     if not dags_dir.is_dir():
         _fail(f"DAG folder not found: {dags_dir}")
@@ -124,11 +124,11 @@ def forecast(
 ) -> None:
     """Per local date, how many touches each rule and campaign would plan, send and suppress
     (by reason). Computed as `care plan` does, against the ledger; writes nothing."""
-    from . import forecast as fc_module
-    from .cli import _engine, check_rule_ids
-    from .config import unwritable
-    from .ledger import Ledger
-    from .summary import text_table
+    from ..config import unwritable
+    from ..ledger import Ledger
+    from ..reports import forecast as fc_module
+    from ..reports.day_summary import text_table
+    from .main import _engine, check_rule_ids
 
     first = _parse_day(first_text)
     target = output or Path(f"forecast-{first}-{days}d.{fmt}")
@@ -203,10 +203,10 @@ def report(
     """The monthly or weekly service report (HTML with charts), from the ledger."""
     import datetime as dt
 
-    from .render import TemplateStore
-    from .report import Period, summary_line, write_report
-    from .rules.loader import load_rules
-    from .store.db import check_initialised, open_store
+    from ..render.templates import TemplateStore
+    from ..reports.service_report import Period, summary_line, write_report
+    from ..rules.loader import load_rules
+    from ..store.db import check_initialised, open_store
 
     if bool(month) == bool(week):
         raise click.UsageError("give one of --month YYYY-MM or --week YYYY-Www")
@@ -233,11 +233,11 @@ def report(
 
 def _check_report_destinations(config: Any, period: Any, output: Path | None, email: bool) -> None:
     """The report's file (and the outbox, when it is emailed through it), before the work."""
-    from .channels.registry import transports_from_env
-    from .config import unwritable
-    from .errors import ConfigurationError
-    from .report import report_path
-    from .vocab import Channel
+    from ..channels.registry import transports_from_env
+    from ..config import unwritable
+    from ..errors import ConfigurationError
+    from ..reports.service_report import report_path
+    from ..vocab import Channel
 
     if output is None:
         problem = unwritable(report_path(config.reports_dir, period))
@@ -253,7 +253,7 @@ def _check_addresses(addresses: tuple[str, ...]) -> None:
     """Refuse a bad address before anything is written or sent."""
     from email_validator import EmailNotValidError, validate_email
 
-    from .mask import mask_email
+    from ..mask import mask_email
 
     for address in addresses:
         try:
@@ -266,10 +266,10 @@ def _check_addresses(addresses: tuple[str, ...]) -> None:
 
 
 def _email_report(config: Any, result: Any, path: Path, recipients: list[str]) -> None:
-    from .channels.registry import transports_from_env
-    from .mask import mask_email
-    from .report import email_report
-    from .vocab import Channel, Outcome
+    from ..channels.registry import transports_from_env
+    from ..mask import mask_email
+    from ..reports.service_report import email_report
+    from ..vocab import Channel, Outcome
 
     transport = transports_from_env(config.outbox_dir)[Channel.EMAIL]
     answers = email_report(result, path.read_text(encoding="utf-8"), recipients, transport)

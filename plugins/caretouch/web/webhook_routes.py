@@ -47,9 +47,9 @@ from ..channels.credentials import (
 from ..config import CareConfig
 from ..errors import CareError, ConfigurationError
 from ..nul import NUL, nul_reason
+from ..render.unsubscribe import unsubscribe_key
 from ..store.db import Store, check_reachable, open_store
 from ..webhooks import receive
-from ..webhooks.unsubscribe import unsubscribe_key
 from .app import AuditAuth, create_audit_app
 
 log = logging.getLogger("caretouch.webhooks")

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import click
 
-from .config import CareConfig
-from .errors import CareError, ConfigurationError, ValidationFailed
+from ..config import CareConfig
+from ..errors import CareError, ConfigurationError, ValidationFailed
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -78,7 +78,7 @@ class OutputPath(click.Path):
         self.folder = folder
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from .config import unwritable
+        from ..config import unwritable
 
         path = super().convert(value, param, ctx)
         problem = unwritable(Path(os.fsdecode(path)), folder=self.folder)
@@ -131,7 +131,7 @@ def cli_run_id() -> str:
 
 def _anchor(config: CareConfig, store: Any, run_id: str, now: dt.datetime) -> None:
     """Anchor the ledger after a command that wrote to it (``ledger.anchors.anchor_run``)."""
-    from .ledger.anchors import anchor_run
+    from ..ledger.anchors import anchor_run
 
     anchor_run(store, config.anchor_file, run_id=run_id, now=now)
 
@@ -181,7 +181,7 @@ class CareGroup(click.Group):
 
 
 def _unexpected(ctx: click.Context, exc: Exception) -> None:
-    from .mask import scrub
+    from ..mask import scrub
 
     if isinstance(exc, OSError) and exc.filename is not None:
         what = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
@@ -309,7 +309,7 @@ def store() -> None:
 @friendly_errors
 def store_init(ctx: click.Context, app_role: str | None) -> None:
     """Create the store and ledger tables (safe to repeat)."""
-    from .store.db import check_reachable, open_store
+    from ..store.db import check_reachable, open_store
 
     s = open_store(_config(ctx).store_url)
     check_reachable(s)
@@ -348,9 +348,9 @@ def store_import(
     All-or-nothing unless --skip-invalid: any bad row means nothing is written, and every
     bad row is listed as FILE:LINE: reason.
     """
-    from .rules.event_types import load_event_types
-    from .store.db import check_reachable, open_store
-    from .store.importer import import_csv
+    from ..rules.event_types import load_event_types
+    from ..store.db import check_reachable, open_store
+    from ..store.importer import import_csv
 
     files = {
         k: v for k, v in (("customer", customers), ("policy", policies), ("event", events)) if v
@@ -358,7 +358,7 @@ def store_import(
     if not files:
         raise click.UsageError("give at least one of --customers, --policies, --events")
     if skip_invalid and rejects is None:
-        from .config import unwritable
+        from ..config import unwritable
 
         problem = unwritable(Path("rejects.csv"))
         if problem:
@@ -433,8 +433,8 @@ def consent_set(
     note: str | None,
 ) -> None:
     """Give or withdraw consent; the next plan honours it."""
-    from .consent import Purpose, record_consent
-    from .store.db import check_initialised, open_store
+    from ..store.consent import Purpose, record_consent
+    from ..store.db import check_initialised, open_store
 
     changes = {
         purpose: value == "on"
@@ -470,11 +470,11 @@ def consent_show(ctx: click.Context, customer_id: str) -> None:
     """Current consents (addresses masked) and the history of changes."""
     from sqlalchemy import select
 
-    from .consent import consent_history
-    from .mask import mask_email, mask_phone
-    from .policy import email_is_valid, phone_is_valid
-    from .store.db import check_initialised, open_store
-    from .store.models import Customer
+    from ..mask import mask_email, mask_phone
+    from ..rules.contact_policy import email_is_valid, phone_is_valid
+    from ..store.consent import consent_history
+    from ..store.db import check_initialised, open_store
+    from ..store.models import Customer
 
     store = open_store(_config(ctx).store_url)
     check_initialised(store)
@@ -508,8 +508,8 @@ def consent_show(ctx: click.Context, customer_id: str) -> None:
 
 
 def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
-    from .render import TemplateStore
-    from .rules.loader import load_rules
+    from ..render.templates import TemplateStore
+    from ..rules.loader import load_rules
 
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
@@ -542,7 +542,7 @@ def check_rule_ids(
     """Every command that takes rule ids refuses an unknown one the same way: a usage error
     (exit 2) with a did-you-mean. An id whose rule is defined but failed validation is
     invalid input (exit 1). ``also``: other ids the command knows (the ledger's, for audit)."""
-    from .rules.checks import did_you_mean
+    from ..rules.checks import did_you_mean
 
     known = sorted({r.id for r in ruleset.rules} | set(also))
     broken = {e.rule_id for e in ruleset.errors if e.rule_id}
@@ -584,9 +584,9 @@ def schema(policy: bool, campaign: bool, events: bool) -> None:
     with --policy, of the contact policy (care_rules/policy.schema.json), with --campaign,
     of campaign files (care_rules/campaign.schema.json), or with --events, of the event
     types (care_rules/events.schema.json)."""
-    from .rules.campaigns import CAMPAIGN_FILE_SCHEMA
-    from .rules.event_types import EVENTS_FILE_SCHEMA
-    from .rules.schema import POLICY_FILE_SCHEMA, RULE_FILE_SCHEMA
+    from ..rules.campaigns import CAMPAIGN_FILE_SCHEMA
+    from ..rules.event_types import EVENTS_FILE_SCHEMA
+    from ..rules.schema import POLICY_FILE_SCHEMA, RULE_FILE_SCHEMA
 
     chosen = (
         EVENTS_FILE_SCHEMA
@@ -606,8 +606,8 @@ def schema(policy: bool, campaign: bool, events: bool) -> None:
 def _engine(config: CareConfig, *, live_clock: bool = False, writes: bool = False) -> Any:
     """The engine of a command; ``writes``: the command sends and ends with a run summary
     and an anchor, whose places are checked now, before any work."""
-    from .runner import Engine
-    from .store.db import check_initialised
+    from ..run.runner import Engine
+    from ..store.db import check_initialised
 
     ruleset = _load_ruleset(config, strict=False)
     engine = Engine.open(config)
@@ -645,8 +645,8 @@ def plan(
     ctx: click.Context, day_text: str | None, fmt: str, explain: bool, rule_ids: tuple[str, ...]
 ) -> None:
     """Dry run: every candidate touch due on a local date, sent or suppressed. Writes nothing."""
-    from .ledger import Ledger
-    from .plan import plan_day
+    from ..ledger import Ledger
+    from ..plan import plan_day
 
     day = _parse_day(day_text)
     engine = _engine(_config(ctx))
@@ -665,7 +665,7 @@ def plan(
                 line["explain"] = t.explain
             click.echo(json.dumps(line, ensure_ascii=False))
         return
-    from .summary import text_table
+    from ..reports.day_summary import text_table
 
     rows = [
         [
@@ -712,8 +712,8 @@ def plan(
 @friendly_errors
 def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     """Plan, render, send and record a day's touches. Idempotent: rerunning sends nothing twice."""
-    from .run_report import RunSummary
-    from .runner import run_day
+    from ..reports.run_summary import RunSummary
+    from ..run.runner import run_day
 
     day = _parse_day(day_text)
     now = _parse_now(now_text)
@@ -764,8 +764,8 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
 
     What the care_dispatch DAG does every 15 minutes; run it from cron without Airflow.
     """
-    from .run_report import render_rule_errors, store_dispatch_summary, this_run_counts
-    from .runner import dispatch as dispatch_due
+    from ..reports.run_summary import render_rule_errors, store_dispatch_summary, this_run_counts
+    from ..run.runner import dispatch as dispatch_due
 
     now = _parse_now(now_text)
     engine = _engine(_config(ctx), live_clock=now_text is None, writes=True)
@@ -811,7 +811,7 @@ def preview(
     ctx: click.Context, rule_id: str, customer_id: str, day_text: str | None, channel: str | None
 ) -> None:
     """Render a rule's message for a real customer, exactly as it would be sent."""
-    from .preview import preview_touch
+    from ..reports.preview import preview_touch
 
     engine = _engine(_config(ctx))
     check_rule_ids(engine.ruleset, [rule_id], "'RULE_ID'")
@@ -841,7 +841,7 @@ def demo(
     ctx: click.Context, directory: Path, day_text: str | None, customers: int, no_airflow: bool
 ) -> None:
     """Build a demo store and run the daily DAG through real Airflow, then print a summary."""
-    from .demo_run import run_demo
+    from .demo import run_demo
 
     today = dt.datetime.now(dt.timezone.utc).date()  # clock: the demo runs "today"
     day = _parse_day(day_text) if day_text else today
@@ -881,7 +881,7 @@ def _filter_options(func: F) -> F:
 
 def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
     """The filters as typed, checked by the engine (as the web view's): exit 2 on a bad one."""
-    from .audit import InvalidFilter, make_filters
+    from ..ledger.audit import InvalidFilter, make_filters
 
     try:
         return make_filters(first=first, last=last, **kw)
@@ -892,14 +892,14 @@ def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
 def _audit_store(ctx: click.Context, rule_id: str | None = None) -> Any:
     """The store, after checking ``--rule``: a rule the ledger has touches of, or one that is
     defined now (the rules are read only to know their ids)."""
-    from .store.db import check_initialised, open_store
+    from ..store.db import check_initialised, open_store
 
     store = open_store(_config(ctx).store_url)
     check_initialised(store)
     if rule_id is not None:
-        from .audit import rule_ids_in_ledger
-        from .render import TemplateStore
-        from .rules.loader import RuleSet, load_rules
+        from ..ledger.audit import rule_ids_in_ledger
+        from ..render.templates import TemplateStore
+        from ..rules.loader import RuleSet, load_rules
 
         config = _config(ctx)
         ruleset = RuleSet()
@@ -919,8 +919,8 @@ def audit_list(
     ctx: click.Context, first: str | None, last: str | None, limit: int, **kw: Any
 ) -> None:
     """Touches matching the filters, oldest first."""
-    from .audit import touches
-    from .summary import text_table
+    from ..ledger.audit import touches
+    from ..reports.day_summary import text_table
 
     filters = _filters(first, last, **kw)
     rows = list(touches(_audit_store(ctx, kw["rule_id"]), filters, limit=limit))
@@ -965,8 +965,8 @@ def audit_show(ctx: click.Context, touch: str) -> None:
     """One touch, by id or idempotency key (rule|kind:subject|YYYY-MM-DD): versions, why it
     was decided (the policy clause) under which consent, every attempt with its content, and
     its full status history. What the web view's touch page shows."""
-    from .audit import touch_detail
-    from .mask import scrub
+    from ..ledger.audit import touch_detail
+    from ..mask import scrub
 
     detail = touch_detail(_audit_store(ctx), touch)
     if detail is None:
@@ -1036,7 +1036,7 @@ def audit_export(
     CSV: the same file as the web view's export (a header even when nothing matches; cells a
     spreadsheet would take for a formula start with '). JSONL: one object per touch.
     """
-    from .audit import CsvExport, touches
+    from ..ledger.audit import CsvExport, touches
 
     filters = _filters(first, last, **kw)
     store = _audit_store(ctx, kw["rule_id"])
@@ -1066,7 +1066,7 @@ def audit_export(
 @friendly_errors
 def audit_verify(ctx: click.Context, allow_unanchored: bool) -> None:
     """Check the hash chain, consent and the anchors; exit 1 naming the first bad row and why."""
-    from .audit import anchor_key, verify
+    from ..ledger.audit import anchor_key, verify
 
     report = verify(
         _audit_store(ctx),
@@ -1090,27 +1090,24 @@ def audit_verify(ctx: click.Context, allow_unanchored: bool) -> None:
 @friendly_errors
 def audit_erase(ctx: click.Context, days: int) -> None:
     """Retention: erase message content older than N days (hashes stay; the chain verifies)."""
-    from .audit import erase_content
+    from ..ledger.audit import erase_content
 
     before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)  # clock: CLI
     click.echo(f"erased the content of {erase_content(_audit_store(ctx), before)} attempt(s)")
 
 
-from .cli_events import event as _event_commands  # noqa: E402 (needs the helpers above)
+from .events import event as _event_commands  # noqa: E402 (needs the helpers above)
 
 main.add_command(_event_commands)
-from .cli_ops import campaign as _campaign_commands  # noqa: E402 (needs the helpers above)
+from .ops import campaign as _campaign_commands  # noqa: E402 (needs the helpers above)
 
 main.add_command(_campaign_commands)
-from .cli_ops import forecast as _forecast_command  # noqa: E402
+from .ops import forecast as _forecast_command  # noqa: E402
 
 main.add_command(_forecast_command)
-from .cli_ops import report as _report_command  # noqa: E402
+from .ops import report as _report_command  # noqa: E402
 
 main.add_command(_report_command)
-from .cli_serve import serve as _serve_command  # noqa: E402
+from .serve import serve as _serve_command  # noqa: E402
 
 main.add_command(_serve_command)
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

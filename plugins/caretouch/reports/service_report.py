@@ -34,13 +34,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, func, select
 
-from .channels.base import OutboundMessage, SendResult, Transport
-from .ledger.models import TouchCurrent, TouchEvent, TouchRow
-from .rules.loader import RuleSet
-from .rules.model import Rule, TriggerKind
-from .store.db import Store
-from .store.models import ConsentEvent
-from .vocab import Channel, SuppressionReason
+from ..channels.base import OutboundMessage, SendResult, Transport
+from ..ledger.models import TouchCurrent, TouchEvent, TouchRow
+from ..rules.loader import RuleSet
+from ..rules.model import Rule, TriggerKind
+from ..store.db import Store
+from ..store.models import ConsentEvent
+from ..vocab import Channel, SuppressionReason
 
 # Current statuses that mean the message reached the provider.
 SENT_LIKE = ("sent", "delivered", "undelivered", "bounced")
@@ -331,7 +331,7 @@ def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligati
             o.outcomes["missed"] += 1
             o.missed.append((r.touch_key, occurrence.isoformat(), str(r.reason)))
     # What an event-triggered rule made due in the period and the ledger never got.
-    from .plan import due_touches
+    from ..plan import due_touches
 
     for rule in rules:
         if rule.trigger.kind is not TriggerKind.EVENT:

@@ -12,15 +12,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import CareConfig
-from .errors import ConfigurationError
-from .render import TemplateStore
-from .rules.event_types import load_event_types
-from .rules.loader import RuleSet, load_rules
-from .store.db import Store, open_store
-from .store.demo import write_demo_csvs
-from .store.importer import import_csv
-from .summary import DaySummary
+from ..config import CareConfig
+from ..errors import ConfigurationError
+from ..render.templates import TemplateStore
+from ..reports.day_summary import DaySummary
+from ..rules.event_types import load_event_types
+from ..rules.loader import RuleSet, load_rules
+from ..store.db import Store, open_store
+from ..store.demo import write_demo_csvs
+from ..store.importer import import_csv
 
 Echo = Callable[[str], None]
 PLURAL = {"customer": "customers", "policy": "policies", "event": "events"}
@@ -81,8 +81,8 @@ def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> int:
 def _record_demo_opt_outs(store: Store, ruleset: RuleSet, day: dt.date, count: int = 2) -> int:
     """Two customers due today withdraw consent, as an SMS STOP reply would, so the plan
     shows `opted_out` beside `no_contact`."""
-    from .consent import Purpose, record_consent
-    from .plan import plan_day
+    from ..plan import plan_day
+    from ..store.consent import Purpose, record_consent
 
     due = sorted(
         {t.customer_id for t in plan_day(store, ruleset, day) if t.decision.value == "send"}
@@ -203,13 +203,13 @@ def run_demo(
             return 1
         echo(f"airflow: care_daily run state {state}; full log: {log_path}")
     else:
-        from .runner import Engine, run_day
+        from ..run.runner import Engine, run_day
 
         engine = Engine.open(config)
         run_day(engine, day, run_id="cli:demo", now=dt.datetime.now(dt.timezone.utc))  # clock: demo
 
     store = open_store(config.store_url)
-    from .ledger import Ledger
+    from ..ledger import Ledger
 
     summary = DaySummary.from_ledger(Ledger(store), day)
     echo("")
@@ -217,7 +217,7 @@ def run_demo(
     outbox_files = sorted((directory / "outbox").rglob("*.json"))
     echo("")
     echo(f"outbox: {len(outbox_files)} message file(s) in {directory / 'outbox'}")
-    from .audit import anchor_key, verify
+    from ..ledger.audit import anchor_key, verify
 
     check = verify(store, anchor_file=config.anchor_file, key=anchor_key())
     echo(

@@ -1,0 +1,5 @@
+"""``python -m caretouch.cli``: the ``care`` command."""
+
+from . import main
+
+main()
