@@ -564,7 +564,8 @@ def check_rule_ids(
 @click.pass_context
 @friendly_errors
 def validate(ctx: click.Context) -> None:
-    """Check rule files, the contact policy and templates; file:line:col for every error."""
+    """Check rule and campaign files, the contact policy, the event types and templates;
+    file:line:col for every error."""
     ruleset = _load_ruleset(_config(ctx), strict=True)
     rules = [r.id for r in ruleset.rules if not ruleset.is_campaign(r.id)]
     click.echo(f"{len(rules)} rule(s) valid: {', '.join(rules)}")
