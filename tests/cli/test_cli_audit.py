@@ -289,3 +289,17 @@ def test_show_by_key_gives_the_clause_and_consent_the_web_view_gives(ran: Path) 
     missing = care(ran, "audit", "show", "birthday|customer:NOBODY|2026-11-23")
     assert missing.exit_code == 1
     assert "no touch with id or key 'birthday|customer:NOBODY|2026-11-23'" in missing.stderr
+
+
+def test_erase_content_refuses_a_period_out_of_range(tmp_path: Path) -> None:
+    # -5 would erase everything up to five days ahead (all of it); a huge number overflowed.
+    url = f"sqlite:///{tmp_path / 'care.db'}"
+    store = open_store(url)
+    store.init()
+    store.dispose()
+    for value in ("-5", "0", "99999999999999999999"):
+        result = CliRunner().invoke(
+            main, ["--store", url, "audit", "erase-content", "--older-than", value]
+        )
+        assert result.exit_code == 2, (value, result.output)
+        assert "--older-than" in result.output

@@ -564,7 +564,8 @@ def check_rule_ids(
 @click.pass_context
 @friendly_errors
 def validate(ctx: click.Context) -> None:
-    """Check rule files, the contact policy and templates; file:line:col for every error."""
+    """Check rule and campaign files, the contact policy, the event types and templates;
+    file:line:col for every error."""
     ruleset = _load_ruleset(_config(ctx), strict=True)
     rules = [r.id for r in ruleset.rules if not ruleset.is_campaign(r.id)]
     click.echo(f"{len(rules)} rule(s) valid: {', '.join(rules)}")
@@ -1085,7 +1086,14 @@ def audit_verify(ctx: click.Context, allow_unanchored: bool) -> None:
 
 
 @audit.command("erase-content")
-@click.option("--older-than", "days", type=int, required=True, help="Days.")
+@click.option(
+    "--older-than",
+    "days",
+    # At least a day (0 or less would erase messages being sent); at most a century.
+    type=click.IntRange(1, 36_500),
+    required=True,
+    help="Days (1 to 36500): content older than this is erased.",
+)
 @click.pass_context
 @friendly_errors
 def audit_erase(ctx: click.Context, days: int) -> None:

@@ -172,7 +172,7 @@ def store_dispatch_summary(
 ) -> Path | None:
     """A dispatch run (``care dispatch``, ``care_dispatch`` every 15 minutes) or an event run
     (``care_events``) stores its summary only when it recorded something (planned,
-    suppressed, sent, failed, left unknown or in flight, retried) or ran without broken
+    suppressed, sent, failed, left unknown or in flight, retried) or ran with broken
     rules. Filed under the UTC date of ``now`` (a dispatch spans the dates in effect), with
     that date's ledger state. Returns the file, or None when nothing was done."""
     summary = RunSummary.from_ledger(
