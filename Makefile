@@ -36,6 +36,7 @@ test: $(STAMP) browser prism
 lint: $(STAMP)
 	$(BIN)/ruff check plugins dags tests bench
 	$(BIN)/ruff format --check plugins dags tests bench
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format plugins dags tests bench
