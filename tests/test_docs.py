@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import pytest
 
-from caretouch.cli import main as cli
+from caretouch.cli import root as cli
 from caretouch.vocab import DeadLetterReason, Outcome, SuppressionReason, TouchStatus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from caretouch.cli.main import main
+from caretouch.cli.root import main
 from caretouch.ledger import Ledger
 from caretouch.reports.run_summary import LogProgress, chunk_progress, stored_summaries
 from caretouch.store.db import open_store

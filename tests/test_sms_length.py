@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from caretouch.channels.twilio import TwilioTransport
-from caretouch.cli.main import main
+from caretouch.cli.root import main
 from caretouch.config import CareConfig
 from caretouch.errors import RenderError
 from caretouch.ledger import Ledger

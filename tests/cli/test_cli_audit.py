@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
-from caretouch.cli.main import main
+from caretouch.cli.root import main
 from caretouch.ledger.audit import EXPORT_COLUMNS
 from caretouch.store.db import open_store
 from caretouch.web.app import AuditAuth, AuditTokens, create_audit_app

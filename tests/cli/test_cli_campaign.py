@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from caretouch.cli.main import main
+from caretouch.cli.root import main
 from caretouch.rules.campaigns import dag_file_text
 from conftest import RULES_DIR, TEMPLATES_DIR
 

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select, update
 
-from caretouch.cli.main import main, spread_global_options
+from caretouch.cli.root import main, spread_global_options
 from caretouch.ledger import Ledger
 from caretouch.ledger.models import TouchCurrent, TouchEvent
 from caretouch.store.db import Store, open_store

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from caretouch.cli.main import main
+from caretouch.cli.root import main
 from caretouch.ledger import Ledger
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus

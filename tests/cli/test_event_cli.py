@@ -12,7 +12,7 @@ import pytest
 import redis_env
 from click.testing import CliRunner, Result
 
-from caretouch.cli.main import main
+from caretouch.cli.root import main
 from caretouch.ledger import Ledger
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus

@@ -13,7 +13,7 @@ import redis_env
 from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
-from caretouch.cli.main import main
+from caretouch.cli.root import main
 from caretouch.events.inbox import dead_letters
 from caretouch.events.planning import plan_new_events
 from caretouch.ledger import Ledger

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from lunardate import LunarDate
 from sqlalchemy import func, select, text
 
-from caretouch.cli.main import main
+from caretouch.cli.root import main
 from caretouch.store.db import Store
 from caretouch.store.importer import import_csv
 from caretouch.store.models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy

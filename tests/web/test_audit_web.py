@@ -516,7 +516,7 @@ def test_importing_the_engine_and_the_app_does_not_import_airflow() -> None:
     proc = _python(
         """
         import sys
-        import caretouch.ledger.audit, caretouch.cli.main, caretouch.web, caretouch.web.app
+        import caretouch.ledger.audit, caretouch.cli.root, caretouch.web, caretouch.web.app
         caretouch.web.create_audit_app()
         loaded = sorted(m for m in sys.modules if m == "airflow" or m.startswith("airflow."))
         assert not loaded, loaded

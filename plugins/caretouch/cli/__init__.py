@@ -1,5 +1,5 @@
 """The ``care`` command line: one click group per concern, added to ``main``."""
 
-from .main import main
+from .root import main
 
 __all__ = ["main"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .main import (
+from .root import (
     EXIT_INVALID,
     EXIT_PARTIAL,
     _config,

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .main import (
+from .root import (
     EXIT_PARTIAL,
     OutputPath,
     _config,
@@ -128,7 +128,7 @@ def forecast(
     from ..ledger import Ledger
     from ..reports import forecast as fc_module
     from ..reports.day_summary import text_table
-    from .main import _engine, check_rule_ids
+    from .root import _engine, check_rule_ids
 
     first = _parse_day(first_text)
     target = output or Path(f"forecast-{first}-{days}d.{fmt}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from .main import _config, friendly_errors
+from .root import _config, friendly_errors
 
 
 @click.command()
