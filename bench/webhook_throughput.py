@@ -8,7 +8,7 @@ Run: ``.venv/bin/python bench/webhook_throughput.py [--batches 100,1000] [--call
    events matched, recorded, chained), then the same batch again (a replay: nothing new).
 2. Twilio: ``--callbacks`` status callbacks, one event each (matched by ``?attempt=``,
    recorded with their ``delivered`` touch events, chained): half as signed requests through
-   the app (HMAC-SHA1 checked), half by calling ``receive.twilio_status`` directly, which
+   the app (HMAC-SHA1 checked), half by calling ``webhooks.twilio.twilio_status`` directly, which
    separates the test client's own cost from the engine's.
 
 The ledger holds one sent SMS and one sent email touch per event, built by the real runner
@@ -46,7 +46,7 @@ from webhook_helpers import (  # noqa: E402
 from caretouch.ledger import Ledger  # noqa: E402
 from caretouch.run.runner import run_day  # noqa: E402
 from caretouch.store.db import Store, open_store  # noqa: E402
-from caretouch.webhooks import receive  # noqa: E402
+from caretouch.webhooks import twilio as twilio_webhook  # noqa: E402
 from conftest import load_rows  # noqa: E402
 
 
@@ -147,10 +147,10 @@ def main() -> None:
         t0 = time.perf_counter()
         for i, attempt_id in enumerate(rest):
             params = {"MessageSid": f"SN{i:032d}", "MessageStatus": "delivered"}
-            receive.twilio_status(store, params, attempt=str(attempt_id), now=NOON)
+            twilio_webhook.twilio_status(store, params, attempt=str(attempt_id), now=NOON)
         elapsed = time.perf_counter() - t0
         print(
-            f"twilio status callbacks, engine only (receive.twilio_status): {len(rest)} in "
+            f"twilio status callbacks, engine only (webhooks.twilio.twilio_status): {len(rest)} in "
             f"{elapsed:.2f} s ({len(rest) / elapsed:.0f} events/s: one write transaction, "
             "chained, each)"
         )

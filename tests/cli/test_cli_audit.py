@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 from caretouch.cli.root import main
 from caretouch.ledger.audit import EXPORT_COLUMNS
 from caretouch.store.db import open_store
-from caretouch.web.app import AuditAuth, AuditTokens, create_audit_app
+from caretouch.web.app import create_audit_app
+from caretouch.web.auth import AuditAuth, AuditTokens
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows
 
 KEY = "cli-audit-anchor-key"
@@ -210,7 +211,7 @@ def test_bad_filters_are_usage_errors(
 
 
 def test_the_web_view_refuses_the_same_filters_with_the_same_words(ran: Path) -> None:
-    auth = AuditAuth(tokens=AuditTokens.parse(f"t:{TOKEN}"), airflow_jwt=False)
+    auth = AuditAuth(tokens=AuditTokens.parse(f"t:{TOKEN}"))
     with TestClient(
         create_audit_app(f"sqlite:///{ran / 'care.db'}", ran / "anchors.jsonl", auth)
     ) as c:
@@ -239,7 +240,7 @@ def test_export_with_no_match_says_so(ran: Path) -> None:
 def test_cli_csv_is_the_web_export_and_neutralises_formulas(ran: Path) -> None:
     cli = care(ran, "audit", "export")
     assert cli.exit_code == 0
-    auth = AuditAuth(tokens=AuditTokens.parse(f"t:{TOKEN}"), airflow_jwt=False)
+    auth = AuditAuth(tokens=AuditTokens.parse(f"t:{TOKEN}"))
     with TestClient(
         create_audit_app(f"sqlite:///{ran / 'care.db'}", ran / "anchors.jsonl", auth)
     ) as c:
@@ -279,7 +280,7 @@ def test_show_by_key_gives_the_clause_and_consent_the_web_view_gives(ran: Path) 
     assert out.index("why           ") < out.index(why) < out.index("consent       ")
     assert re.search(r"^consent +sms on, email on, marketing off \(when decided\)$", out, re.M)
     assert "      consent: sms on, email on, marketing off" in out  # in the history too
-    auth = AuditAuth(tokens=AuditTokens.parse(f"t:{TOKEN}"), airflow_jwt=False)
+    auth = AuditAuth(tokens=AuditTokens.parse(f"t:{TOKEN}"))
     with TestClient(
         create_audit_app(f"sqlite:///{ran / 'care.db'}", ran / "anchors.jsonl", auth)
     ) as c:

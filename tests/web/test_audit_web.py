@@ -32,12 +32,8 @@ from caretouch.errors import ConfigurationError
 from caretouch.ledger.audit import EXPORT_COLUMNS, Filters, touches
 from caretouch.run.runner import Engine, run_day
 from caretouch.store.db import Store, open_store
-from caretouch.web.app import (
-    SESSION_COOKIE,
-    AuditAuth,
-    AuditTokens,
-    create_audit_app,
-)
+from caretouch.web.app import create_audit_app
+from caretouch.web.auth import SESSION_COOKIE, AuditAuth, AuditTokens
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, utc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +124,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory, env: pytest.MonkeyPatch) ->
 
 @pytest.fixture(scope="module")
 def client(ledger: Ledger) -> Iterator[TestClient]:
-    # Default auth: tokens from $CARE_AUDIT_TOKENS, Airflow JWTs where Airflow runs.
+    # Default auth: tokens from $CARE_AUDIT_TOKENS (Airflow's login is the plugin's to add).
     with TestClient(create_audit_app(ledger.url, ledger.anchors)) as c:
         yield c
 
@@ -283,7 +279,7 @@ def test_misconfigured_tokens_answer_503_without_the_token(
 
 
 def test_missing_store_is_503_and_not_created(tmp_path: Path) -> None:
-    auth = AuditAuth(tokens=AuditTokens.parse(TOKENS), airflow_jwt=False)
+    auth = AuditAuth(tokens=AuditTokens.parse(TOKENS))
     missing = tmp_path / "nowhere.db"
     with TestClient(create_audit_app(f"sqlite:///{missing}", auth=auth)) as c:
         answer = c.get("/audit", headers=BEARER)

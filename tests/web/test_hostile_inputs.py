@@ -22,8 +22,9 @@ from sqlalchemy import text
 from starlette.routing import Mount
 
 from caretouch.store.db import Store
-from caretouch.web.app import AuditAuth, AuditTokens
-from caretouch.web.webhook_routes import MAX_EVENTS, MAX_FORM, create_standalone_app
+from caretouch.web.app import create_standalone_app
+from caretouch.web.auth import AuditAuth, AuditTokens
+from caretouch.webhooks.verify import MAX_EVENTS, MAX_FORM
 from conftest import PG_URL, customer_row, load_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "webhooks"))
@@ -111,9 +112,9 @@ def served(store: Store, tmp_path: Path) -> Iterator[tuple[TestClient, Store, Ke
     app = create_standalone_app(
         store_url=url,
         anchor_file=tmp_path / "anchors.jsonl",
-        auth=AuditAuth(tokens=AuditTokens({"hostile": TOKEN}), airflow_jwt=False),
-        sources=sources(keys),
-        hooks_store=store,
+        auth=AuditAuth(tokens=AuditTokens({"hostile": TOKEN})),
+        secrets=sources(keys),
+        webhook_store=store,
         clock=lambda: LATER,
     )
     with TestClient(app, raise_server_exceptions=False) as client:

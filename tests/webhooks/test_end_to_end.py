@@ -34,7 +34,8 @@ from caretouch.ledger import Ledger
 from caretouch.run.runner import run_day
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
-from caretouch.web.webhook_routes import HookSources, create_standalone_app
+from caretouch.web.app import create_standalone_app
+from caretouch.web.webhook_routes import WebhookSecrets
 from conftest import load_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -70,12 +71,12 @@ def test_reports_for_real_sends_arrive_before_sent(
         )
         http = TestClient(
             create_standalone_app(
-                sources=HookSources(
+                secrets=WebhookSecrets(
                     twilio=lambda: twilio,
                     sendgrid=lambda: sendgrid,
                     unsubscribe_key=lambda: UNSUBSCRIBE_KEY,
                 ),
-                hooks_store=sqlite_store,
+                webhook_store=sqlite_store,
             )
         )
         transports = build_transports(tmp_path / "outbox", twilio=twilio, sendgrid=sendgrid)

@@ -16,7 +16,7 @@ from webhook_helpers import client as make_client
 from webhook_helpers import consent, counts, new_keys, provider_events, sms_only, twilio_post
 
 from caretouch.store.db import Store
-from caretouch.webhooks.receive import keyword, mentions_opt_out
+from caretouch.webhooks.keywords import keyword, mentions_opt_out
 from conftest import TEMPLATES_DIR, load_rows
 
 # "回T退订", "回复TD退订", "回覆 T 退訂", "发送TD取消": the word between the verb and the action.

@@ -317,10 +317,13 @@ def test_status_url_without_public_url_is_the_request_url(sqlite_store: Store) -
     from twilio.request_validator import RequestValidator
 
     from caretouch.channels.credentials import TwilioCredentials
-    from caretouch.web.webhook_routes import HookSources, create_standalone_app
+    from caretouch.web.app import create_standalone_app
+    from caretouch.web.webhook_routes import WebhookSecrets
 
     creds = TwilioCredentials("AC" + "0" * 32, AUTH_TOKEN, "+15005550006")
-    app = create_standalone_app(sources=HookSources(twilio=lambda: creds), hooks_store=sqlite_store)
+    app = create_standalone_app(
+        secrets=WebhookSecrets(twilio=lambda: creds), webhook_store=sqlite_store
+    )
     http = TestClient(app, base_url="http://hooks.internal:8790")
     params = status_params("SM" + "c" * 32, "sent")
     url = "http://hooks.internal:8790/care/hooks/twilio/status?attempt=7"

@@ -138,10 +138,11 @@ def test_store_without_the_tables_is_a_clear_503(tmp_path: Path) -> None:
         conn.execute(text("CREATE TABLE customers (customer_id TEXT)"))
     from fastapi.testclient import TestClient
 
-    from caretouch.web.webhook_routes import HookSources, create_standalone_app
+    from caretouch.web.app import create_standalone_app
+    from caretouch.web.webhook_routes import WebhookSecrets
 
     app = create_standalone_app(
-        store_url=store.url, sources=HookSources(unsubscribe_key=lambda: UNSUBSCRIBE_KEY)
+        store_url=store.url, secrets=WebhookSecrets(unsubscribe_key=lambda: UNSUBSCRIBE_KEY)
     )
     answer = TestClient(app).post(ROUTE, params={"t": make_token("C1", "email", UNSUBSCRIBE_KEY)})
     assert answer.status_code == 503

@@ -25,7 +25,8 @@ from caretouch.run.runner import Engine, plan_and_record, run_day
 from caretouch.store.db import Store
 from caretouch.store.models import ConsentEvent
 from caretouch.vocab import Channel
-from caretouch.web.webhook_routes import HookSources, create_standalone_app
+from caretouch.web.app import create_standalone_app
+from caretouch.web.webhook_routes import WebhookSecrets
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)
@@ -52,8 +53,8 @@ def new_keys() -> Keys:
     return Keys(private, base64.b64encode(der).decode())
 
 
-def sources(keys: Keys, *, twilio: bool = True, sendgrid: bool = True) -> HookSources:
-    return HookSources(
+def sources(keys: Keys, *, twilio: bool = True, sendgrid: bool = True) -> WebhookSecrets:
+    return WebhookSecrets(
         twilio=lambda: (
             TwilioCredentials("AC" + "0" * 32, AUTH_TOKEN, "+15005550006", public_url=PUBLIC)
             if twilio
@@ -71,7 +72,9 @@ def sources(keys: Keys, *, twilio: bool = True, sendgrid: bool = True) -> HookSo
 
 
 def client(store: Store, keys: Keys, **kw: Any) -> TestClient:
-    app = create_standalone_app(sources=sources(keys, **kw), hooks_store=store, clock=lambda: LATER)
+    app = create_standalone_app(
+        secrets=sources(keys, **kw), webhook_store=store, clock=lambda: LATER
+    )
     return TestClient(app, base_url="http://testserver")
 
 

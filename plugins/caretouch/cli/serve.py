@@ -1,6 +1,6 @@
 """``care serve``: the webhooks and the auditor's view without Airflow (small installs).
 
-The same app the Airflow plugin mounts (``caretouch.web.webhook_routes.create_care_app``), mounted at
+The same app the Airflow plugin mounts (``caretouch.web.app.create_care_app``), mounted at
 ``/care`` so every URL is the same as under Airflow's api-server: ``/care/hooks/...`` for
 the providers, ``/care/audit`` for auditors. Credentials come from the environment.
 """
@@ -26,7 +26,7 @@ def serve(ctx: click.Context, host: str, port: int, access_log: bool) -> None:
 
     from ..channels.credentials import sendgrid_from_env, twilio_from_env
     from ..store.db import check_initialised, open_store
-    from ..web.webhook_routes import create_standalone_app
+    from ..web.app import create_standalone_app
 
     config = _config(ctx)
     store = open_store(config.store_url)
