@@ -21,7 +21,6 @@ import http.client
 import json
 import logging
 import socket
-import threading
 import urllib.error
 from typing import Any, ClassVar
 
@@ -41,9 +40,10 @@ from ..errors import ConfigurationError
 from ..mask import scrub
 from ..render.unsubscribe import unsubscribe_key, unsubscribe_url
 from ..vocab import Channel, Outcome
-from .base import OutboundMessage, SendResult, Transport
+from .base import OutboundMessage, SendResult
 from .credentials import SendGridCredentials
 from .limits import parse_retry_after
+from .provider import ProviderTransport
 
 # The unsubscribe link's words, by locale (the template's own words stay the template's).
 UNSUBSCRIBE_WORDS = {
@@ -59,8 +59,9 @@ logging.getLogger("python_http_client.client").setLevel(logging.WARNING)
 UNSUBSCRIBE_PURPOSE = {"care": "email", "marketing": "marketing"}
 
 
-class SendGridTransport(Transport):
+class SendGridTransport(ProviderTransport[SendGridCredentials, SendGridAPIClient]):
     name: ClassVar[str] = "sendgrid"
+    serves: ClassVar[Channel] = Channel.EMAIL
     max_body: ClassVar[int] = 1_000_000
     rate_per_sec: ClassVar[float] = 10.0
     concurrency: ClassVar[int] = 4
@@ -73,33 +74,19 @@ class SendGridTransport(Transport):
         unsubscribe_secret: bytes | None = None,
         **limits: Any,
     ) -> None:
-        limits.setdefault("rate_per_sec", credentials.rate_per_sec)
-        limits.setdefault("concurrency", credentials.concurrency)
-        super().__init__(Channel.EMAIL, **limits)
-        self.credentials = credentials
-        self.timeout = timeout
+        super().__init__(credentials, timeout=timeout, **limits)
         if not credentials.unsubscribe_base:
             raise ConfigurationError(
                 "SendGrid needs $CARE_PUBLIC_URL (where customers reach /care/hooks/unsubscribe): "
                 "care and marketing emails must carry an unsubscribe link"
             )
         self.unsubscribe_secret = unsubscribe_secret or unsubscribe_key()
-        self._local = threading.local()
 
-    def __repr__(self) -> str:
-        return (
-            f"SendGridTransport({self.credentials!r}, rate={self.rate}/s, workers={self.workers})"
+    def new_client(self) -> SendGridAPIClient:
+        client = SendGridAPIClient(
+            self.credentials.api_key, host=self.credentials.api_base.rstrip("/")
         )
-
-    def client(self) -> SendGridAPIClient:
-        """This thread's SDK client, made on first use."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = SendGridAPIClient(
-                self.credentials.api_key, host=self.credentials.api_base.rstrip("/")
-            )
-            client.client.timeout = self.timeout
-            self._local.client = client
+        client.client.timeout = self.timeout
         return client
 
     # -- the three steps ---------------------------------------------------------------

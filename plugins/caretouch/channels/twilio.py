@@ -10,16 +10,15 @@
   out is *ambiguous*: before trying again we look the message up in Twilio's message list.
 - Credentials refused (401/403, error 20003): the run stops; nothing is marked failed.
 
-The SDK's HTTP client is one per sending thread (``requests`` sessions are not meant to be
-shared between threads) and records each response's headers, which the SDK's exceptions
-do not carry, so a 429's ``Retry-After`` can be read.
+The SDK's client is one per sending thread (``channels.provider``: ``requests`` sessions are
+not meant to be shared between threads); its HTTP client records each response's headers,
+which the SDK's exceptions do not carry, so a 429's ``Retry-After`` can be read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from typing import Any, ClassVar
 
 import requests
@@ -31,9 +30,10 @@ from twilio.rest import Client
 from ..mask import scrub
 from ..sms import SMS_MAX_CHARS
 from ..vocab import Channel, Outcome
-from .base import OutboundMessage, SendResult, Transport
+from .base import OutboundMessage, SendResult
 from .credentials import TwilioCredentials
 from .limits import parse_retry_after
+from .provider import ProviderTransport
 
 # Error codes: https://www.twilio.com/docs/api/errors
 OPTED_OUT = frozenset({21610})
@@ -63,44 +63,21 @@ class _HeaderKeepingClient(TwilioHttpClient):
         return response
 
 
-class TwilioTransport(Transport):
+class TwilioTransport(ProviderTransport[TwilioCredentials, Client]):
     name: ClassVar[str] = "twilio"
+    serves: ClassVar[Channel] = Channel.SMS
     max_body: ClassVar[int] = SMS_MAX_CHARS  # 1,600: Twilio refuses longer bodies
     rate_per_sec: ClassVar[float] = 10.0
     concurrency: ClassVar[int] = 4
 
-    def __init__(
-        self,
-        credentials: TwilioCredentials,
-        *,
-        timeout: float = 20.0,
-        **limits: Any,
-    ) -> None:
-        limits.setdefault("rate_per_sec", credentials.rate_per_sec)
-        limits.setdefault("concurrency", credentials.concurrency)
-        super().__init__(Channel.SMS, **limits)
-        self.credentials = credentials
-        self.timeout = timeout
-        self._local = threading.local()
-
-    def __repr__(self) -> str:
-        return f"TwilioTransport({self.credentials!r}, rate={self.rate}/s, workers={self.workers})"
-
-    def client(self) -> Client:
-        """This thread's SDK client, made on first use."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            http = _HeaderKeepingClient(timeout=self.timeout, logger=_SDK_LOG)
-            client = Client(
-                self.credentials.account_sid, self.credentials.auth_token, http_client=http
-            )
-            client.api.base_url = self.credentials.api_base.rstrip("/")
-            self._local.client = client
-            self._local.http = http
+    def new_client(self) -> Client:
+        http = _HeaderKeepingClient(timeout=self.timeout, logger=_SDK_LOG)
+        client = Client(self.credentials.account_sid, self.credentials.auth_token, http_client=http)
+        client.api.base_url = self.credentials.api_base.rstrip("/")
         return client
 
     def _last_headers(self) -> dict[str, str]:
-        http = getattr(self._local, "http", None)
+        http = getattr(self.thread_client(), "http_client", None)
         return dict(getattr(http, "last_headers", {}) or {})
 
     # -- the three steps ---------------------------------------------------------------
