@@ -394,24 +394,24 @@ def test_http_faults_sendgrid(
     assert provider_sim.request_counts(SENDGRID)[kind] == 1
 
 
+# How each provider's SDK reports a lost answer: the exception it raises, and its send.
+LOST_ANSWER = {
+    TWILIO: (twilio_send, requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError),
+    SENDGRID: (sendgrid_send, TimeoutError, http.client.RemoteDisconnected),
+}
+
+
+@pytest.mark.parametrize("provider", list(LOST_ANSWER))
 @pytest.mark.parametrize("after_accept", [False, True])
-def test_timeout_twilio(provider_sim: ProviderSim, after_accept: bool):
+def test_timeout(provider_sim: ProviderSim, provider: str, after_accept: bool):
+    send, timed_out, _ = LOST_ANSWER[provider]
     provider_sim.set_faults(rate_timeout=1.0, timeout_hold_s=3, timeout_after_accept=after_accept)
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        twilio_send(provider_sim, timeout=0.3)
+    with pytest.raises(timed_out):
+        send(provider_sim, timeout=0.3)
     assert len(provider_sim.accepted()) == (1 if after_accept else 0)
-    counts = provider_sim.request_counts(TWILIO)
+    counts = provider_sim.request_counts(provider)
     assert counts["fault_timeout"] == 1
     assert counts["fault_timeout_accepted"] == (1 if after_accept else 0)
-
-
-@pytest.mark.parametrize("after_accept", [False, True])
-def test_timeout_sendgrid(provider_sim: ProviderSim, after_accept: bool):
-    provider_sim.set_faults(rate_timeout=1.0, timeout_hold_s=3, timeout_after_accept=after_accept)
-    with pytest.raises(TimeoutError):
-        sendgrid_send(provider_sim, timeout=0.3)
-    assert len(provider_sim.accepted()) == (1 if after_accept else 0)
-    assert provider_sim.request_counts(SENDGRID)["fault_timeout"] == 1
 
 
 def test_timeout_hold_shorter_than_client_timeout_is_just_slow(provider_sim: ProviderSim):
@@ -425,22 +425,16 @@ def test_timeout_hold_shorter_than_client_timeout_is_just_slow(provider_sim: Pro
     assert len(provider_sim.accepted()) == 1
 
 
+@pytest.mark.parametrize("provider", list(LOST_ANSWER))
 @pytest.mark.parametrize("after_accept", [False, True])
-def test_dropped_connection_twilio(provider_sim: ProviderSim, after_accept: bool):
+def test_dropped_connection(provider_sim: ProviderSim, provider: str, after_accept: bool):
+    send, _, dropped = LOST_ANSWER[provider]
     provider_sim.set_faults(rate_drop=1.0, drop_after_accept=after_accept)
-    with pytest.raises(requests.exceptions.ConnectionError):
-        twilio_send(provider_sim)
+    with pytest.raises(dropped):
+        send(provider_sim)
     assert len(provider_sim.accepted()) == (1 if after_accept else 0)
-    counts = provider_sim.request_counts(TWILIO)
+    counts = provider_sim.request_counts(provider)
     assert (counts["fault_drop"], counts["fault_drop_accepted"]) == (1, int(after_accept))
-
-
-@pytest.mark.parametrize("after_accept", [False, True])
-def test_dropped_connection_sendgrid(provider_sim: ProviderSim, after_accept: bool):
-    provider_sim.set_faults(rate_drop=1.0, drop_after_accept=after_accept)
-    with pytest.raises(http.client.RemoteDisconnected):
-        sendgrid_send(provider_sim)
-    assert len(provider_sim.accepted()) == (1 if after_accept else 0)
 
 
 def test_latency_delays_without_changing_the_answer(provider_sim: ProviderSim):
