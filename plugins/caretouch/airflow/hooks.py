@@ -1,5 +1,8 @@
 """Provider credentials from Airflow Connections, in the style of Airflow's provider hooks.
 
+"Hooks" here are Airflow's (``BaseHook``: a client built from a Connection); the providers'
+callbacks to us are *webhooks* (``caretouch.webhooks``, routes in ``caretouch.web.webhook_routes``).
+
 ``care_twilio``: login = Account SID, password = Auth Token, extra
 ``{"from": "+1..." or "MG...", "api_base": ..., "public_url": ..., "rate_per_sec": 10,
 "concurrency": 4}``. ``care_sendgrid``: password = API key, extra ``{"from":

@@ -1,6 +1,6 @@
 """Twilio's webhooks, once verified: status callbacks and inbound SMS (STOP/START words).
 
-Know nothing of HTTP: ``caretouch.web.webhook_routes`` checks the signature
+They know nothing of HTTP: ``caretouch.web.webhook_routes`` checks the signature
 (``webhooks.verify``) and calls these.
 """
 
