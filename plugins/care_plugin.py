@@ -18,7 +18,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from caretouch.airflow.web_auth import AirflowLogin
 from caretouch.web import AuditAuth, create_care_app
-from caretouch.web.webhook_routes import WebhookSecrets
+from caretouch.web.webhook_context import WebhookSecrets
 
 
 def _twilio() -> Any:

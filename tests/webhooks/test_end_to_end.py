@@ -35,7 +35,7 @@ from caretouch.run.runner import run_day
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
 from caretouch.web.app import create_standalone_app
-from caretouch.web.webhook_routes import WebhookSecrets
+from caretouch.web.webhook_context import WebhookSecrets
 from conftest import load_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

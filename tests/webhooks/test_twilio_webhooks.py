@@ -318,7 +318,7 @@ def test_status_url_without_public_url_is_the_request_url(sqlite_store: Store) -
 
     from caretouch.channels.credentials import TwilioCredentials
     from caretouch.web.app import create_standalone_app
-    from caretouch.web.webhook_routes import WebhookSecrets
+    from caretouch.web.webhook_context import WebhookSecrets
 
     creds = TwilioCredentials("AC" + "0" * 32, AUTH_TOKEN, "+15005550006")
     app = create_standalone_app(

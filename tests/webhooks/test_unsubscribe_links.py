@@ -139,7 +139,7 @@ def test_store_without_the_tables_is_a_clear_503(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from caretouch.web.app import create_standalone_app
-    from caretouch.web.webhook_routes import WebhookSecrets
+    from caretouch.web.webhook_context import WebhookSecrets
 
     app = create_standalone_app(
         store_url=store.url, secrets=WebhookSecrets(unsubscribe_key=lambda: UNSUBSCRIBE_KEY)

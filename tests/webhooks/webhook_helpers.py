@@ -26,7 +26,7 @@ from caretouch.store.db import Store
 from caretouch.store.models import ConsentEvent
 from caretouch.vocab import Channel
 from caretouch.web.app import create_standalone_app
-from caretouch.web.webhook_routes import WebhookSecrets
+from caretouch.web.webhook_context import WebhookSecrets
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)

@@ -34,7 +34,8 @@ from ..store.db import Store
 from .audit_routes import AuditLedger, BadRequest, create_audit_router
 from .auth import AuditAuth, AuditGate, NotAuthenticated, create_login_router, next_of
 from .pages import Pages, root_path
-from .webhook_routes import WebhookSecrets, create_webhook_router
+from .webhook_context import WebhookSecrets
+from .webhook_routes import create_webhook_router
 
 log = logging.getLogger("caretouch.web.app")
 

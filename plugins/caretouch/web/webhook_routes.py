@@ -13,36 +13,23 @@ signature (``caretouch.webhooks.verify``). A missing or wrong signature is answe
 nothing is written. What a verified request does is the business of ``caretouch.webhooks``
 (one module per provider); this module only speaks HTTP.
 
-Secrets are read on the first request, not at import: from the environment by default
-(``care serve``), from Airflow Connections when the plugin passes its own ``WebhookSecrets``.
+The store and the secrets are read on the first request, not at import (``webhook_context``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import inspect
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import ImmutableMultiDict
 
-from ..channels.credentials import (
-    SendGridCredentials,
-    TwilioCredentials,
-    sendgrid_from_env,
-    twilio_from_env,
-)
-from ..config import CareConfig
-from ..errors import CareError, ConfigurationError
-from ..render.unsubscribe import unsubscribe_key
-from ..store.db import Store, check_reachable, open_store
+from ..errors import CareError
+from ..store.db import Store
 from ..webhooks import sendgrid, twilio
 from ..webhooks import unsubscribe as unsubscribe_link
 from ..webhooks.verify import (
@@ -56,114 +43,17 @@ from ..webhooks.verify import (
     check_twilio,
     form_pairs,
     sendgrid_batch,
-    sendgrid_verifier,
 )
 from .unsubscribe_page import DEFAULT_LOCALE, unsubscribe_page
+from .webhook_context import WebhookContext, WebhookSecrets
 
 log = logging.getLogger("caretouch.webhooks")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-WEBHOOK_TABLES = (
-    "customers",
-    "consent_events",
-    "touches",
-    "touch_attempts",
-    "touch_events",
-    "provider_events",
-    "ledger_chain",
-    "ledger_anchors",  # sealing reads every chained table
-)
-
-
-@dataclass(frozen=True)
-class WebhookSecrets:
-    """Where the webhooks' secrets come from, each called once, on first use."""
-
-    twilio: Callable[[], TwilioCredentials | None] = twilio_from_env
-    sendgrid: Callable[[], SendGridCredentials | None] = sendgrid_from_env
-    unsubscribe_key: Callable[[], bytes] = unsubscribe_key
 
 
 class _TooLarge(Exception):
     """A body larger than the route takes: answered 413."""
-
-
-class _Resolved:
-    """The store and the secrets, each resolved on first use (no I/O at import)."""
-
-    def __init__(
-        self,
-        store_url: str | None,
-        store: Store | None,
-        secrets: WebhookSecrets,
-        clock: Callable[[], dt.datetime] | None,
-    ) -> None:
-        self._store_url = store_url
-        self._store = store
-        self.secrets = secrets
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._twilio: list[TwilioCredentials | None] = []
-        self._verifier: list[Any] = []
-        self._unsubscribe_key: list[bytes] = []
-
-    def now(self) -> dt.datetime:
-        if self._clock is not None:
-            return self._clock()
-        return dt.datetime.now(dt.timezone.utc)  # clock: web request
-
-    @property
-    def store(self) -> Store:
-        with self._lock:
-            if self._store is None:
-                self._store = open_webhook_store(
-                    CareConfig.from_env(store=self._store_url).store_url
-                )
-            return self._store
-
-    def twilio(self) -> TwilioCredentials:
-        with self._lock:
-            if not self._twilio:
-                self._twilio.append(self.secrets.twilio())
-        found = self._twilio[0]
-        if found is None:
-            raise ConfigurationError(
-                "Twilio webhooks are not configured: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN "
-                "and CARE_SMS_FROM (or the care_twilio Connection)"
-            )
-        return found
-
-    def sendgrid_verifier(self) -> Any:
-        with self._lock:
-            if not self._verifier:
-                self._verifier.append(sendgrid_verifier(self.secrets.sendgrid()))
-        return self._verifier[0]
-
-    def unsubscribe_key(self) -> bytes:
-        with self._lock:
-            if not self._unsubscribe_key:
-                self._unsubscribe_key.append(self.secrets.unsubscribe_key())
-        return self._unsubscribe_key[0]
-
-
-def open_webhook_store(url: str) -> Store:
-    """Open the store the webhooks write to; its tables must exist (``care store init``)."""
-    store = open_store(url)
-    try:
-        check_reachable(store)
-        inspector = inspect(store.engine)
-        # A deployment may map customers through a view (docs/store.md).
-        found = set(inspector.get_table_names()) | set(inspector.get_view_names())
-        missing = set(WEBHOOK_TABLES) - found
-        if missing:
-            raise ConfigurationError(
-                f"store {store.masked_url()} has no {', '.join(sorted(missing))} table(s): "
-                "run `care store init`"
-            )
-    except BaseException:
-        store.dispose()
-        raise
-    return store
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -208,7 +98,7 @@ def twilio_url(request: Request, public_url: str | None) -> str:
 
 
 def _check_twilio(
-    resolved: _Resolved, request: Request, form: ImmutableMultiDict[str, str]
+    resolved: WebhookContext, request: Request, form: ImmutableMultiDict[str, str]
 ) -> None:
     signature = request.headers.get(TWILIO_SIGNATURE)
     if not signature:
@@ -217,7 +107,7 @@ def _check_twilio(
     check_twilio(credentials, twilio_url(request, credentials.public_url), form, signature)
 
 
-def _check_sendgrid(resolved: _Resolved, request: Request, body: bytes) -> str:
+def _check_sendgrid(resolved: WebhookContext, request: Request, body: bytes) -> str:
     signature = request.headers.get(SENDGRID_SIGNATURE)
     timestamp = request.headers.get(SENDGRID_TIMESTAMP)
     if not signature or not timestamp:  # refused before the key is looked for
@@ -234,7 +124,7 @@ def create_webhook_router(
 ) -> APIRouter:
     """The webhook routes (under ``/hooks``). ``store``/``clock`` are for tests; by default
     the store is ``$CARE_STORE_URL`` and time is the real clock, both read per request."""
-    resolved = _Resolved(store_url, store, secrets or WebhookSecrets(), clock)
+    resolved = WebhookContext(store_url, store, secrets or WebhookSecrets(), clock)
     router = APIRouter(prefix="/hooks")
 
     def forbidden(request: Request, why: str) -> Response:

@@ -1,0 +1,126 @@
+"""What the webhook routes need, each resolved on first use (no I/O at import): the store
+they write to, the providers' secrets, and the clock.
+
+Secrets come from the environment by default (``care serve``), from Airflow Connections when
+the plugin passes its own ``WebhookSecrets`` (``caretouch.airflow.hooks``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import inspect
+
+from ..channels.credentials import (
+    SendGridCredentials,
+    TwilioCredentials,
+    sendgrid_from_env,
+    twilio_from_env,
+)
+from ..config import CareConfig
+from ..errors import ConfigurationError
+from ..render.unsubscribe import unsubscribe_key
+from ..store.db import Store, check_reachable, open_store
+from ..webhooks.verify import sendgrid_verifier
+
+WEBHOOK_TABLES = (
+    "customers",
+    "consent_events",
+    "touches",
+    "touch_attempts",
+    "touch_events",
+    "provider_events",
+    "ledger_chain",
+    "ledger_anchors",  # sealing reads every chained table
+)
+
+
+@dataclass(frozen=True)
+class WebhookSecrets:
+    """Where the webhooks' secrets come from, each called once, on first use."""
+
+    twilio: Callable[[], TwilioCredentials | None] = twilio_from_env
+    sendgrid: Callable[[], SendGridCredentials | None] = sendgrid_from_env
+    unsubscribe_key: Callable[[], bytes] = unsubscribe_key
+
+
+class WebhookContext:
+    """The store and the secrets, each resolved on first use (no I/O at import)."""
+
+    def __init__(
+        self,
+        store_url: str | None,
+        store: Store | None,
+        secrets: WebhookSecrets,
+        clock: Callable[[], dt.datetime] | None,
+    ) -> None:
+        self._store_url = store_url
+        self._store = store
+        self.secrets = secrets
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._twilio: list[TwilioCredentials | None] = []
+        self._verifier: list[Any] = []
+        self._unsubscribe_key: list[bytes] = []
+
+    def now(self) -> dt.datetime:
+        if self._clock is not None:
+            return self._clock()
+        return dt.datetime.now(dt.timezone.utc)  # clock: web request
+
+    @property
+    def store(self) -> Store:
+        with self._lock:
+            if self._store is None:
+                self._store = open_webhook_store(
+                    CareConfig.from_env(store=self._store_url).store_url
+                )
+            return self._store
+
+    def twilio(self) -> TwilioCredentials:
+        with self._lock:
+            if not self._twilio:
+                self._twilio.append(self.secrets.twilio())
+        found = self._twilio[0]
+        if found is None:
+            raise ConfigurationError(
+                "Twilio webhooks are not configured: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN "
+                "and CARE_SMS_FROM (or the care_twilio Connection)"
+            )
+        return found
+
+    def sendgrid_verifier(self) -> Any:
+        with self._lock:
+            if not self._verifier:
+                self._verifier.append(sendgrid_verifier(self.secrets.sendgrid()))
+        return self._verifier[0]
+
+    def unsubscribe_key(self) -> bytes:
+        with self._lock:
+            if not self._unsubscribe_key:
+                self._unsubscribe_key.append(self.secrets.unsubscribe_key())
+        return self._unsubscribe_key[0]
+
+
+def open_webhook_store(url: str) -> Store:
+    """Open the store the webhooks write to; its tables must exist (``care store init``)."""
+    store = open_store(url)
+    try:
+        check_reachable(store)
+        inspector = inspect(store.engine)
+        # A deployment may map customers through a view (docs/store.md).
+        found = set(inspector.get_table_names()) | set(inspector.get_view_names())
+        missing = set(WEBHOOK_TABLES) - found
+        if missing:
+            raise ConfigurationError(
+                f"store {store.masked_url()} has no {', '.join(sorted(missing))} table(s): "
+                "run `care store init`"
+            )
+    except BaseException:
+        store.dispose()
+        raise
+    return store
