@@ -546,6 +546,37 @@ def test_tokens_work_where_airflow_cannot_be_imported(ledger: Ledger) -> None:
     assert proc.stdout.split() == ["200", "401", "401"]
 
 
+class FakeHostLogin:
+    """A host's login as the web app sees one (``caretouch.web.HostLogin``): no Airflow."""
+
+    via = "airflow"
+    cookie = "_token"
+
+    def looks_like(self, credential: str) -> bool:
+        return credential.startswith("host.")
+
+    async def user(self, request: Any, bearer: str | None) -> str | None:
+        presented = bearer or request.cookies.get(self.cookie)
+        return "carol" if presented == "host.valid.credential" else None
+
+
+def test_the_hosts_login_is_injected_not_imported(ledger: Ledger) -> None:
+    auth = AuditAuth(tokens=AuditTokens.parse(TOKENS), host_login=FakeHostLogin())
+    with TestClient(create_audit_app(ledger.url, ledger.anchors, auth)) as c:
+        ok = c.get("/audit", headers={"Authorization": "Bearer host.valid.credential"})
+        assert ok.status_code == 200 and "carol · Airflow user" in ok.text
+        refused = c.get("/audit", headers={"Authorization": "Bearer host.forged.credential"})
+        assert refused.status_code == 401
+        c.cookies.set("_token", "host.valid.credential")
+        assert c.get("/audit/verify").status_code == 200
+        c.cookies.clear()
+        assert c.get("/audit", headers=BEARER).status_code == 200  # API tokens still work
+    # Without a host login (the default), the same credential is refused.
+    with TestClient(create_audit_app(ledger.url, ledger.anchors)) as c:
+        plain = c.get("/audit", headers={"Authorization": "Bearer host.valid.credential"})
+        assert plain.status_code == 401
+
+
 @pytest.mark.airflow
 def test_airflow_jwt_is_accepted_by_the_mounted_plugin(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
