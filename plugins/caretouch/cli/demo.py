@@ -11,19 +11,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..config import CareConfig
 from ..errors import ConfigurationError
-from ..render.templates import TemplateStore
-from ..reports.day_summary import DaySummary
-from ..rules.event_types import load_event_types
-from ..rules.loader import RuleSet, load_rules
-from ..store.db import Store, open_store
-from ..store.demo import write_demo_csvs
-from ..store.importer import import_csv
 from .common import OutputPath, config_of, friendly_errors, parse_day
+
+if TYPE_CHECKING:
+    from ..rules.loader import RuleSet
+    from ..store.db import Store
 
 Echo = Callable[[str], None]
 PLURAL = {"customer": "customers", "policy": "policies", "event": "events"}
@@ -112,6 +110,15 @@ def run_demo(
     echo: Echo,
 ) -> int:
     """Build the demo and run ``day``; returns the process exit status."""
+    # Here, not at the top: `care` loads this module for every command (its `demo` command).
+    from ..render.templates import TemplateStore
+    from ..reports.day_summary import DaySummary
+    from ..rules.event_types import load_event_types
+    from ..rules.loader import load_rules
+    from ..store.db import open_store
+    from ..store.demo import write_demo_csvs
+    from ..store.importer import import_csv
+
     directory.mkdir(parents=True, exist_ok=True)
     db_path = directory / "care-demo.db"
     for stale in (db_path, directory / "care-demo.db-wal", directory / "care-demo.db-shm"):
