@@ -250,6 +250,15 @@ class Care:
         )
 
 
+def cli_url(store: Store) -> str:
+    """A URL the CLI can open that reaches ``store``'s database (and PostgreSQL schema)."""
+    if store.is_sqlite:
+        return store.url
+    with store.engine.connect() as conn:
+        schema = conn.exec_driver_sql("select current_schema()").scalar_one()
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
 @pytest.fixture
 def care(tmp_path: Path) -> Care:
     """``care`` on a store in ``tmp_path`` (not created: run ``store init`` or fill one)."""

@@ -25,9 +25,9 @@ from caretouch.store.db import Store, open_store
 from caretouch.store.models import Customer
 from caretouch.vocab import TouchStatus
 from conftest import (
-    PG_URL,
     RULES_DIR,
     TEMPLATES_DIR,
+    cli_url,
     customer_row,
     event_row,
     load_rows,
@@ -40,15 +40,6 @@ BEFORE = "2026-11-22T20:00:00Z"
 DUE = "2026-11-23T02:00:00Z"
 LATER = "2026-11-23T03:00:00Z"
 WINDOW_PASSED = "2026-11-25T12:00:00Z"
-
-
-def store_url(store: Store) -> str:
-    """A URL the CLI can open that reaches the same database (and PostgreSQL schema)."""
-    if store.is_sqlite:
-        return store.url
-    with store.engine.connect() as conn:
-        schema = conn.exec_driver_sql("select current_schema()").scalar_one()
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
 
 
 class Care(conftest.Care):
@@ -79,7 +70,7 @@ def fill(store: Store) -> None:
 @pytest.fixture
 def care(store: Store, tmp_path: Path) -> Care:
     fill(store)
-    return Care(tmp_path, store_url(store))
+    return Care(tmp_path, cli_url(store))
 
 
 def broken_rules(tmp_path: Path) -> Path:

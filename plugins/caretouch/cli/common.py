@@ -63,7 +63,7 @@ def engine_error(exc: CareError | ConfigurationError) -> None:
 
 def config_of(ctx: click.Context) -> CareConfig:
     """The configuration of this invocation (the global options over the environment)."""
-    return ctx.obj  # type: ignore[no-any-return]
+    return ctx.obj
 
 
 def rule_errors(ctx: click.Context) -> list[str]:
