@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
@@ -193,6 +194,75 @@ def load_rows(
 
 def utc(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=dt.timezone.utc)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+class Care:
+    """The ``care`` command with a test's own places given as global options, instead of the
+    ``--store ... --anchors`` preamble each CLI test would copy: the store ``HOME/care.db``
+    (or ``store_url``), the shipped rules and templates, ``HOME/outbox`` and
+    ``HOME/anchors.jsonl``. ``care("plan", "--date", DAY)`` returns click's ``Result``;
+    exceptions propagate. Change a place for the rest of a test by setting its attribute
+    (``care.rules = broken``), or for one call (``care("validate", rules=broken)``);
+    ``env`` adds environment variables (to ``self.env``, those of every call)."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        store_url: str | None = None,
+        rules: Path = RULES_DIR,
+        templates: Path = TEMPLATES_DIR,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.home = home
+        self.store_url = store_url or f"sqlite:///{home / 'care.db'}"
+        self.rules = rules
+        self.templates = templates
+        self.outbox = home / "outbox"
+        self.anchors = home / "anchors.jsonl"
+        self.env = dict(env or {})
+
+    def options(self, **places: Path | str) -> list[str]:
+        """The global options, ``places`` (store, rules, templates, outbox, anchors) changed."""
+        values = {
+            "store": self.store_url,
+            "rules": self.rules,
+            "templates": self.templates,
+            "outbox": self.outbox,
+            "anchors": self.anchors,
+            **places,
+        }
+        return [word for name, value in values.items() for word in (f"--{name}", str(value))]
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, **places: Path | str
+    ) -> Result:
+        from caretouch.cli import main
+
+        return CliRunner().invoke(
+            main,
+            [*self.options(**places), *args],
+            env={**self.env, **(env or {})},
+            catch_exceptions=False,
+        )
+
+
+def cli_url(store: Store) -> str:
+    """A URL the CLI can open that reaches ``store``'s database (and PostgreSQL schema)."""
+    if store.is_sqlite:
+        return store.url
+    with store.engine.connect() as conn:
+        schema = conn.exec_driver_sql("select current_schema()").scalar_one()
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def care(tmp_path: Path) -> Care:
+    """``care`` on a store in ``tmp_path`` (not created: run ``store init`` or fill one)."""
+    return Care(tmp_path)
 
 
 @pytest.fixture

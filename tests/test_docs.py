@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import pytest
 
+from caretouch.cli import common
 from caretouch.cli import root as cli
 from caretouch.vocab import DeadLetterReason, Outcome, SuppressionReason, TouchStatus
 
@@ -146,7 +147,7 @@ def test_readme_exit_statuses_are_the_clis() -> None:
     match = re.search(r"Exit statuses: (.*?)\.?\n\n", text, re.DOTALL)
     assert match, "README.md: no 'Exit statuses:' paragraph"
     listed = [int(n) for n in re.findall(r"(?:^|, )(\d) ", match.group(1))]
-    assert listed == [cli.EXIT_OK, cli.EXIT_INVALID, cli.EXIT_USAGE, cli.EXIT_PARTIAL]
+    assert listed == [common.EXIT_OK, common.EXIT_INVALID, common.EXIT_USAGE, common.EXIT_PARTIAL]
 
 
 # -- commands and options -----------------------------------------------------------------

@@ -10,30 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from caretouch.cli.root import main
 from caretouch.ledger import Ledger
 from caretouch.store.db import open_store
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, policy_row
+from conftest import Care, customer_row, load_rows, policy_row
 
 FIRST = "2026-12-13"
-
-
-def care(tmp_path: Path, *args: str) -> Result:
-    base = [
-        "--store",
-        f"sqlite:///{tmp_path / 'care.db'}",
-        "--rules",
-        str(RULES_DIR),
-        "--templates",
-        str(TEMPLATES_DIR),
-        "--outbox",
-        str(tmp_path / "outbox"),
-        "--anchors",
-        str(tmp_path / "anchors.jsonl"),
-    ]
-    return CliRunner().invoke(main, [*base, *args], catch_exceptions=False)
 
 
 @pytest.fixture
@@ -65,8 +47,8 @@ def filled(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def plan_counts(tmp_path: Path, day: str) -> Counter[tuple[str, str, str | None]]:
-    result = care(tmp_path, "plan", "--date", day, "--format", "json")
+def plan_counts(care: Care, day: str) -> Counter[tuple[str, str, str | None]]:
+    result = care("plan", "--date", day, "--format", "json")
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in result.stdout.splitlines() if x.strip()]
     return Counter((x["rule_id"], x["decision"], x["reason"]) for x in lines)
@@ -95,18 +77,18 @@ def forecast_counts(rows: list[dict[str, str]], day: str) -> Counter[tuple[str, 
     return counts
 
 
-def test_each_forecast_day_equals_care_plan(filled: Path) -> None:
+def test_each_forecast_day_equals_care_plan(care: Care, filled: Path) -> None:
     # History first: the 13 December is run, so the ledger holds sends and caps count them.
-    ran = care(filled, "run", "--date", FIRST, "--now", "2026-12-13T03:00:00Z")
+    ran = care("run", "--date", FIRST, "--now", "2026-12-13T03:00:00Z")
     assert ran.exit_code == 0, ran.output
     store = open_store(f"sqlite:///{filled / 'care.db'}")
     rows_before = {d: len(Ledger(store).states_for_day(d)) for d in _dates(FIRST, 5)}
 
-    result = care(filled, "forecast", "--from", FIRST, "--days", "5", "--format", "csv")
+    result = care("forecast", "--from", FIRST, "--days", "5", "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     for day in (d.isoformat() for d in _dates(FIRST, 5)):
-        expected = plan_counts(filled, day)
+        expected = plan_counts(care, day)
         assert forecast_counts(rows, day) == expected, day
     # The campaign day has the campaign and its arbitration with the birthdays.
     notice = forecast_counts(rows, "2026-12-15")
@@ -120,15 +102,14 @@ def test_each_forecast_day_equals_care_plan(filled: Path) -> None:
     assert {d: len(Ledger(store).states_for_day(d)) for d in _dates(FIRST, 5)} == rows_before
 
 
-def test_forecast_of_one_rule_and_charts(filled: Path) -> None:
-    result = care(filled, "forecast", "--from", FIRST, "--days", "5", "--rule", "birthday")
+def test_forecast_of_one_rule_and_charts(care: Care, filled: Path) -> None:
+    result = care("forecast", "--from", FIRST, "--days", "5", "--rule", "birthday")
     assert result.exit_code == 0, result.output
     assert "year-end-service-notice" not in result.stdout
     assert "total" in result.stdout and "birthday" in result.stdout
     png = filled / "f.png"
     assert (
         care(
-            filled,
             "forecast",
             "--from",
             FIRST,
@@ -145,7 +126,6 @@ def test_forecast_of_one_rule_and_charts(filled: Path) -> None:
     page = filled / "f.html"
     assert (
         care(
-            filled,
             "forecast",
             "--from",
             FIRST,
@@ -160,7 +140,7 @@ def test_forecast_of_one_rule_and_charts(filled: Path) -> None:
     )
     text = page.read_text(encoding="utf-8")
     assert "data:image/png;base64," in text and "year-end-service-notice" in text
-    unknown = care(filled, "forecast", "--from", FIRST, "--days", "5", "--rule", "nope")
+    unknown = care("forecast", "--from", FIRST, "--days", "5", "--rule", "nope")
     assert unknown.exit_code == 2 and "unknown rule or campaign 'nope'" in unknown.output
 
 

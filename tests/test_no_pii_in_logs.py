@@ -11,9 +11,8 @@ from pathlib import Path
 from caretouch.ledger.audit import Filters, touches
 from caretouch.store.db import open_store
 from conftest import (
-    RULES_DIR,
     SHORT_NUMBERS,
-    TEMPLATES_DIR,
+    Care,
     badly_masked,
     customer_row,
     event_row,
@@ -34,7 +33,7 @@ def raw_values(customers: list[dict[str, str]]) -> set[str]:
     return values
 
 
-def test_cli_run_and_audit_never_print_phones_or_emails(tmp_path: Path) -> None:
+def test_cli_run_and_audit_never_print_phones_or_emails(care: Care) -> None:
     customers = [
         customer_row(f"C{i}", phone=f"+86139{i:08d}", email=f"person{i}@example.com")
         for i in range(12)
@@ -49,8 +48,7 @@ def test_cli_run_and_audit_never_print_phones_or_emails(tmp_path: Path) -> None:
         customer_row("BAD", phone="+8613", email="broken@@example", consent_email="true"),
         customer_row("OPT", consent_sms="false", consent_email="false"),
     ]
-    store_url = f"sqlite:///{tmp_path / 'care.db'}"
-    store = open_store(store_url)
+    store = open_store(care.store_url)
     store.init()
     load_rows(
         store,
@@ -58,18 +56,7 @@ def test_cli_run_and_audit_never_print_phones_or_emails(tmp_path: Path) -> None:
         policies=[policy_row("P1", "C1", renewal_date="2026-11-30")],
         events=[event_row("E1", "C2", occurred_at="2026-11-22T10:00:00+08:00")],
     )
-    care = str(Path(sys.executable).with_name("care"))
-    base = [
-        care,
-        "-v",
-        "--store",
-        store_url,
-        "--rules",
-        str(RULES_DIR),
-        "--templates",
-        str(TEMPLATES_DIR),
-    ]
-    base += ["--outbox", str(tmp_path / "outbox"), "--anchors", str(tmp_path / "anchors.jsonl")]
+    base = [str(Path(sys.executable).with_name("care")), "-v", *care.options()]
 
     def care_cli(args: list[str]) -> str:
         proc = subprocess.run(

@@ -10,9 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from caretouch.cli.root import main
 from caretouch.config import CareConfig
 from caretouch.errors import RenderError
 from caretouch.ledger import Ledger
@@ -21,7 +19,7 @@ from caretouch.rules.loader import load_rules
 from caretouch.run.runner import Engine, run_day
 from caretouch.store.db import Store, open_store
 from caretouch.vocab import Channel, TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
+from conftest import RULES_DIR, TEMPLATES_DIR, Care, customer_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)
 LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
@@ -148,7 +146,9 @@ def copy_templates(tmp_path: Path, template: str, channel_file: str, text: str) 
     return templates
 
 
-def test_validate_refuses_a_runaway_template_and_keeps_the_other_rules(tmp_path: Path) -> None:
+def test_validate_refuses_a_runaway_template_and_keeps_the_other_rules(
+    care: Care, tmp_path: Path
+) -> None:
     templates = copy_templates(tmp_path, "birthday", "sms.en.txt", f"Hi\n{LOOPS}\n")
     ruleset = load_rules(RULES_DIR, TemplateStore(templates))
     assert [str(e).split(": cannot render")[0] for e in ruleset.errors] == [
@@ -157,9 +157,7 @@ def test_validate_refuses_a_runaway_template_and_keeps_the_other_rules(tmp_path:
     assert "over the render budget" in str(ruleset.errors[0])
     assert "birthday" not in [r.id for r in ruleset.rules]
     assert "renewal-reminder" in [r.id for r in ruleset.rules]
-    result = CliRunner().invoke(
-        main, ["--rules", str(RULES_DIR), "--templates", str(templates), "validate"]
-    )
+    result = care("validate", templates=templates)
     assert result.exit_code == 1
     assert f"{templates / 'birthday' / 'sms.en.txt'}:2: cannot render: over the render budget" in (
         result.output
@@ -170,29 +168,15 @@ def test_validate_refuses_a_runaway_template_and_keeps_the_other_rules(tmp_path:
 ONLY_C1 = "{% if customer.customer_id == 'C1' %}\n{{ BAD }}\n{% endif %}{{ customer.name }}"
 
 
-def test_preview_reports_the_overrun_as_a_template_error(tmp_path: Path) -> None:
+def test_preview_reports_the_overrun_as_a_template_error(care: Care, tmp_path: Path) -> None:
     text = ONLY_C1.replace("{{ BAD }}", "{{ 'x' * 10**9 }}")
     templates = copy_templates(tmp_path, "birthday", "sms.zh-CN.txt", text)
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     store.init()
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
-    result = CliRunner().invoke(
-        main,
-        [
-            "--store",
-            f"sqlite:///{tmp_path / 'care.db'}",
-            "--rules",
-            str(RULES_DIR),
-            "--templates",
-            str(templates),
-            "preview",
-            "birthday",
-            "--customer",
-            "C1",
-            "--date",
-            "2026-11-23",
-        ],
+    result = care(
+        *("preview", "birthday", "--customer", "C1", "--date", "2026-11-23"), templates=templates
     )
     assert result.exit_code == 1
     assert (

@@ -11,9 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from caretouch.cli.root import main
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
 from caretouch.render.templates import TemplateStore
@@ -26,6 +24,7 @@ from caretouch.vocab import TouchStatus
 from conftest import (
     RULES_DIR,
     TEMPLATES_DIR,
+    Care,
     customer_row,
     event_row,
     in_ci,
@@ -201,21 +200,18 @@ def test_periods() -> None:
         Period.week("2026-W54")
 
 
-def test_care_report_cli_writes_the_page(sqlite_history: Store, tmp_path: Path) -> None:
+def test_care_report_cli_writes_the_page(care: Care, sqlite_history: Store, tmp_path: Path) -> None:
     history = sqlite_history
     out = tmp_path / "r.html"
-    result = CliRunner().invoke(
-        main,
-        ["--store", history.url, "report", "--week", "2026-W47", "--output", str(out)],
-        catch_exceptions=False,
-    )
+    care.store_url = history.url
+    result = care("report", "--week", "2026-W47", "--output", str(out))
     assert result.exit_code == 0, result.output
     figures = compute(history, WEEK)
     assert f"{figures.sent:,} sent" in result.output
     # The CLI reads the rules of --rules (the shipped ones here): the same definition.
     assert "1/3 complaint follow-up(s) on time" in result.output
     assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 4
-    usage = CliRunner().invoke(main, ["--store", history.url, "report"])
+    usage = care("report")
     assert usage.exit_code == 2
 
 
@@ -289,7 +285,9 @@ def test_report_renders_in_chromium(sqlite_history: Store, tmp_path: Path, chrom
             browser.close()
 
 
-def test_care_report_is_emailed_through_sendgrid(sqlite_history: Store, tmp_path: Path) -> None:
+def test_care_report_is_emailed_through_sendgrid(
+    care: Care, sqlite_history: Store, tmp_path: Path
+) -> None:
     """--email-to sends the page as the HTML part through the email channel (SendGrid, here
     the simulator), with the key numbers in the text part; a bad address writes nothing."""
     import sys
@@ -299,8 +297,9 @@ def test_care_report_is_emailed_through_sendgrid(sqlite_history: Store, tmp_path
 
     history = sqlite_history
     out = tmp_path / "r.html"
-    args = ["--store", history.url, "report", "--week", "2026-W47", "--output", str(out)]
-    bad = CliRunner().invoke(main, [*args, "--email-to", "not-an-address"])
+    care.store_url = history.url
+    args = ["report", "--week", "2026-W47", "--output", str(out)]
+    bad = care(*args, "--email-to", "not-an-address")
     assert bad.exit_code == 2 and not out.exists()
     with ProviderSim() as sim:
         env = {
@@ -310,10 +309,8 @@ def test_care_report_is_emailed_through_sendgrid(sqlite_history: Store, tmp_path
             "CARE_PUBLIC_URL": "https://care.example.com",
             "CARE_UNSUBSCRIBE_KEY": "an-unsubscribe-key-for-tests-only",
         }
-        result = CliRunner(env=env).invoke(
-            main,
-            [*args, "--email-to", "ops.lead@example.com", "--email-to", "audit@example.com"],
-            catch_exceptions=False,
+        result = care(
+            *args, "--email-to", "ops.lead@example.com", "--email-to", "audit@example.com", env=env
         )
         accepted = sim.accepted(SENDGRID)
     assert result.exit_code == 0, result.output

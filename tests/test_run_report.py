@@ -9,18 +9,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from caretouch.cli.root import main
 from caretouch.ledger import Ledger
 from caretouch.reports.run_summary import LogProgress, chunk_progress, stored_summaries
 from caretouch.store.db import open_store
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
+from conftest import Care, customer_row, load_rows
 
 DAY = dt.date(2026, 11, 23)
 
 
-def test_care_run_prints_and_stores_its_summary(tmp_path: Path) -> None:
+def test_care_run_prints_and_stores_its_summary(care: Care, tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     store.init()
     load_rows(
@@ -32,26 +30,9 @@ def test_care_run_prints_and_stores_its_summary(tmp_path: Path) -> None:
         ],
     )
     reports = tmp_path / "reports"
-    result = CliRunner(env={"CARE_REPORTS_DIR": str(reports)}).invoke(
-        main,
-        [
-            "--store",
-            f"sqlite:///{tmp_path / 'care.db'}",
-            "--rules",
-            str(RULES_DIR),
-            "--templates",
-            str(TEMPLATES_DIR),
-            "--outbox",
-            str(tmp_path / "outbox"),
-            "--anchors",
-            str(tmp_path / "anchors.jsonl"),
-            "run",
-            "--date",
-            DAY.isoformat(),
-            "--now",
-            "2026-11-23T03:00:00Z",
-        ],
-        catch_exceptions=False,
+    result = care(
+        *("run", "--date", DAY.isoformat(), "--now", "2026-11-23T03:00:00Z"),
+        env={"CARE_REPORTS_DIR": str(reports)},
     )
     assert result.exit_code == 0, result.output
     out = result.stdout
@@ -77,32 +58,16 @@ def test_care_run_prints_and_stores_its_summary(tmp_path: Path) -> None:
     assert stored["ledger"]["by_reason"] == [{"reason": "no_contact", "count": 1}]
 
 
-def test_care_dispatch_stores_a_summary_only_when_it_did_something(tmp_path: Path) -> None:
+def test_care_dispatch_stores_a_summary_only_when_it_did_something(
+    care: Care, tmp_path: Path
+) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     store.init()
     load_rows(store, customers=[customer_row(f"A{i}", tier="A") for i in range(2)])
     reports = tmp_path / "reports"
 
     def dispatch(now: str) -> str:
-        result = CliRunner(env={"CARE_REPORTS_DIR": str(reports)}).invoke(
-            main,
-            [
-                "--store",
-                f"sqlite:///{tmp_path / 'care.db'}",
-                "--rules",
-                str(RULES_DIR),
-                "--templates",
-                str(TEMPLATES_DIR),
-                "--outbox",
-                str(tmp_path / "outbox"),
-                "--anchors",
-                str(tmp_path / "anchors.jsonl"),
-                "dispatch",
-                "--now",
-                now,
-            ],
-            catch_exceptions=False,
-        )
+        result = care("dispatch", "--now", now, env={"CARE_REPORTS_DIR": str(reports)})
         assert result.exit_code == 0, result.output
         return result.stdout
 

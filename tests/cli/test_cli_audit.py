@@ -18,37 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
-from caretouch.cli.root import main
 from caretouch.ledger.audit import EXPORT_COLUMNS
 from caretouch.store.db import open_store
 from caretouch.web.app import create_audit_app
 from caretouch.web.auth import AuditAuth, AuditTokens
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows
+from conftest import Care, customer_row, event_row, load_rows
 
 KEY = "cli-audit-anchor-key"
 TOKEN = "cli-audit-token-0123456789"
 NOW = "2026-11-23T04:00:00Z"
 # Customer ids a spreadsheet would run as formulas, ASCII and full-width.
 HOSTILE = ["=SUM(1+1)", "+1-2", "-3", "@cmd", "\uff1dHYPERLINK(1)"]
-
-
-def care(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    base = [
-        "--store",
-        f"sqlite:///{tmp_path / 'care.db'}",
-        "--rules",
-        str(RULES_DIR),
-        "--templates",
-        str(TEMPLATES_DIR),
-        "--outbox",
-        str(tmp_path / "outbox"),
-        "--anchors",
-        str(tmp_path / "anchors.jsonl"),
-    ]
-    return CliRunner().invoke(main, [*base, *args], catch_exceptions=False, env=env)
 
 
 def anchors(tmp_path: Path) -> list[dict[str, Any]]:
@@ -64,7 +46,7 @@ def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def ran(tmp_path: Path, keyed: None) -> Path:
+def ran(care: Care, tmp_path: Path, keyed: None) -> Path:
     """A day run from the CLI: birthdays sent, C1's thank-you capped, hostile customer ids."""
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     store.init()
@@ -79,7 +61,7 @@ def ran(tmp_path: Path, keyed: None) -> Path:
         events=[event_row("E1", "C1", occurred_at="2026-11-22T09:00:00+08:00")],
     )
     store.dispose()
-    result = care(tmp_path, "run", "--date", "2026-11-23", "--now", NOW)
+    result = care("run", "--date", "2026-11-23", "--now", NOW)
     assert result.exit_code == 0, result.output
     return tmp_path
 
@@ -95,22 +77,21 @@ def ledger_rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
 # -- who, and anchors from every writing command ---------------------------------------------
 
 
-def test_cli_rows_say_who_wrote_them(ran: Path) -> None:
+def test_cli_rows_say_who_wrote_them(care: Care, ran: Path) -> None:
     who = re.escape(f"{getpass.getuser()}@{socket.gethostname()}")
     run_ids = {r[0] for r in ledger_rows(ran, "SELECT DISTINCT run_id FROM touch_events")}
     assert run_ids and all(re.fullmatch(rf"cli:{who}/[0-9a-f]{{12}}", r) for r in run_ids)
-    changed = care(ran, "consent", "set", "C2", "--sms", "off")
+    changed = care("consent", "set", "C2", "--sms", "off")
     assert changed.exit_code == 0, changed.output
     (source,) = ledger_rows(ran, "SELECT source FROM consent_events WHERE customer_id = 'C2'")
     assert re.fullmatch(rf"cli:{who}", source[0])
 
 
-def test_every_command_that_writes_the_ledger_anchors_it(ran: Path) -> None:
+def test_every_command_that_writes_the_ledger_anchors_it(care: Care, ran: Path) -> None:
     assert [a["n"] for a in anchors(ran)] == [1]  # care run
-    assert care(ran, "consent", "set", "C2", "--email", "off").exit_code == 0
+    assert care("consent", "set", "C2", "--email", "off").exit_code == 0
     assert [a["n"] for a in anchors(ran)] == [1, 2]
     emitted = care(
-        ran,
         *("event", "emit", "--type", "complaint_resolved", "--customer", "C2", "--id", "E9"),
         *("--payload", '{"case_id": "CS-9"}'),
         *("--at", "2026-11-22T10:00:00+08:00", "--now", NOW),
@@ -120,28 +101,23 @@ def test_every_command_that_writes_the_ledger_anchors_it(ran: Path) -> None:
     csv_path = ran / "customers.csv"
     row = customer_row("C1", consent_marketing="true")
     csv_path.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n", encoding="utf-8")
-    imported = care(ran, "store", "import", "--customers", str(csv_path))
+    imported = care("store", "import", "--customers", str(csv_path))
     assert imported.exit_code == 0, imported.output
     assert [a["n"] for a in anchors(ran)] == [1, 2, 3, 4]  # the import's consent change
-    assert care(ran, "dispatch", "--now", "2026-11-23T05:00:00Z").exit_code == 0
-    verified = care(ran, "audit", "verify")
+    assert care("dispatch", "--now", "2026-11-23T05:00:00Z").exit_code == 0
+    verified = care("audit", "verify")
     assert verified.exit_code == 0, verified.output
     assert f"{len(anchors(ran))} anchor(s) match" in verified.stdout
 
 
-def test_unsigned_anchors_are_a_loud_warning(tmp_path: Path) -> None:
+def test_unsigned_anchors_are_a_loud_warning(care: Care, tmp_path: Path) -> None:
     # A real process: the warning reaches stderr through the CLI's own logging set-up.
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     store.init()
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
     env = {k: v for k, v in os.environ.items() if k != "CARE_ANCHOR_KEY"}
-    base = [
-        str(Path(sys.executable).with_name("care")),
-        *("--store", f"sqlite:///{tmp_path / 'care.db'}", "--rules", str(RULES_DIR)),
-        *("--templates", str(TEMPLATES_DIR), "--outbox", str(tmp_path / "outbox")),
-        *("--anchors", str(tmp_path / "anchors.jsonl")),
-    ]
+    base = [str(Path(sys.executable).with_name("care")), *care.options()]
     for args in (
         ["run", "--date", "2026-11-23", "--now", NOW],
         ["consent", "set", "C1", "--sms", "off"],
@@ -154,31 +130,33 @@ def test_unsigned_anchors_are_a_loud_warning(tmp_path: Path) -> None:
         assert "CARE_ANCHOR_KEY is not set: anchors are NOT signed" in proc.stderr, args
 
 
-def test_verify_fails_without_the_anchor_file(ran: Path) -> None:
+def test_verify_fails_without_the_anchor_file(care: Care, ran: Path) -> None:
     (ran / "anchors.jsonl").rename(ran / "elsewhere.jsonl")
     for extra in ([], ["--allow-unanchored"]):
-        result = care(ran, "audit", "verify", *extra)
+        result = care("audit", "verify", *extra)
         assert result.exit_code == 1
         assert (
             "no anchor file at" in result.stderr and "the ledger records 1 anchor" in result.stderr
         )
 
 
-def test_verify_allows_a_ledger_never_anchored_only_when_asked(tmp_path: Path, keyed: None) -> None:
+def test_verify_allows_a_ledger_never_anchored_only_when_asked(
+    care: Care, tmp_path: Path, keyed: None
+) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     store.init()
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
-    assert care(tmp_path, "run", "--date", "2026-11-23", "--now", NOW).exit_code == 0
+    assert care("run", "--date", "2026-11-23", "--now", NOW).exit_code == 0
     (tmp_path / "anchors.jsonl").unlink()
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     with store.engine.begin() as conn:  # as a ledger from before anchors were recorded
         conn.exec_driver_sql("DELETE FROM ledger_chain WHERE table_name = 'ledger_anchors'")
         conn.exec_driver_sql("DELETE FROM ledger_anchors")
     store.dispose()
-    strict = care(tmp_path, "audit", "verify")
+    strict = care("audit", "verify")
     assert strict.exit_code == 1 and "--allow-unanchored" in strict.stderr
-    allowed = care(tmp_path, "audit", "verify", "--allow-unanchored")
+    allowed = care("audit", "verify", "--allow-unanchored")
     assert allowed.exit_code == 0, allowed.output
     assert "cannot be detected" in allowed.stderr
 
@@ -202,9 +180,9 @@ def test_verify_allows_a_ledger_never_anchored_only_when_asked(tmp_path: Path, k
     ],
 )
 def test_bad_filters_are_usage_errors(
-    ran: Path, command: str, args: list[str], message: str
+    care: Care, ran: Path, command: str, args: list[str], message: str
 ) -> None:
-    result = care(ran, "audit", command, *args)
+    result = care("audit", command, *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert result.stdout == ""
@@ -224,21 +202,21 @@ def test_the_web_view_refuses_the_same_filters_with_the_same_words(ran: Path) ->
 # -- export -------------------------------------------------------------------------------------
 
 
-def test_export_with_no_match_says_so(ran: Path) -> None:
-    empty_csv = care(ran, "audit", "export", "--customer", "NOBODY")
+def test_export_with_no_match_says_so(care: Care, ran: Path) -> None:
+    empty_csv = care("audit", "export", "--customer", "NOBODY")
     assert empty_csv.exit_code == 0
     assert empty_csv.stdout_bytes == (",".join(EXPORT_COLUMNS) + "\r\n").encode()  # a header
     assert "no touch matches the filters" in empty_csv.stderr
-    empty_jsonl = care(ran, "audit", "export", "--customer", "NOBODY", "--format", "jsonl")
+    empty_jsonl = care("audit", "export", "--customer", "NOBODY", "--format", "jsonl")
     assert empty_jsonl.exit_code == 0
     assert empty_jsonl.stdout == ""
     assert "no touch matches the filters" in empty_jsonl.stderr
-    listed = care(ran, "audit", "list", "--customer", "NOBODY")
+    listed = care("audit", "list", "--customer", "NOBODY")
     assert listed.exit_code == 0 and "0 touch(es)" in listed.stdout
 
 
-def test_cli_csv_is_the_web_export_and_neutralises_formulas(ran: Path) -> None:
-    cli = care(ran, "audit", "export")
+def test_cli_csv_is_the_web_export_and_neutralises_formulas(care: Care, ran: Path) -> None:
+    cli = care("audit", "export")
     assert cli.exit_code == 0
     auth = AuditAuth(tokens=AuditTokens.parse(f"t:{TOKEN}"))
     with TestClient(
@@ -254,21 +232,21 @@ def test_cli_csv_is_the_web_export_and_neutralises_formulas(ran: Path) -> None:
         for value in record.values():
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r", "\uff1d")), value
     # JSON lines are not for spreadsheets: the values stay as recorded.
-    jsonl = care(ran, "audit", "export", "--format", "jsonl", "--customer", "=SUM(1+1)")
+    jsonl = care("audit", "export", "--format", "jsonl", "--customer", "=SUM(1+1)")
     assert [json.loads(line)["customer_id"] for line in jsonl.stdout.splitlines()] == ["=SUM(1+1)"]
 
 
 # -- show -------------------------------------------------------------------------------------
 
 
-def test_show_by_key_gives_the_clause_and_consent_the_web_view_gives(ran: Path) -> None:
+def test_show_by_key_gives_the_clause_and_consent_the_web_view_gives(care: Care, ran: Path) -> None:
     (touch_id, key) = ledger_rows(
         ran,
         "SELECT t.id, t.touch_key FROM touches t JOIN touch_current c ON c.touch_id = t.id "
         "WHERE t.customer_id = 'C1' AND c.reason = 'frequency_cap'",
     )[0]
-    by_key = care(ran, "audit", "show", key)
-    by_id = care(ran, "audit", "show", str(touch_id))
+    by_key = care("audit", "show", key)
+    by_id = care("audit", "show", str(touch_id))
     assert by_key.exit_code == 0, by_key.output
     assert by_key.stdout == by_id.stdout
     out = by_key.stdout
@@ -287,20 +265,17 @@ def test_show_by_key_gives_the_clause_and_consent_the_web_view_gives(ran: Path) 
         page = c.get(f"/audit/touches/{touch_id}", headers={"Authorization": f"Bearer {TOKEN}"})
     assert why.replace("'", "&#39;").replace(">", "&gt;") in page.text
     assert "sms on, email on, marketing off" in page.text
-    missing = care(ran, "audit", "show", "birthday|customer:NOBODY|2026-11-23")
+    missing = care("audit", "show", "birthday|customer:NOBODY|2026-11-23")
     assert missing.exit_code == 1
     assert "no touch with id or key 'birthday|customer:NOBODY|2026-11-23'" in missing.stderr
 
 
-def test_erase_content_refuses_a_period_out_of_range(tmp_path: Path) -> None:
+def test_erase_content_refuses_a_period_out_of_range(care: Care) -> None:
     # -5 would erase everything up to five days ahead (all of it); a huge number overflowed.
-    url = f"sqlite:///{tmp_path / 'care.db'}"
-    store = open_store(url)
+    store = open_store(care.store_url)
     store.init()
     store.dispose()
     for value in ("-5", "0", "99999999999999999999"):
-        result = CliRunner().invoke(
-            main, ["--store", url, "audit", "erase-content", "--older-than", value]
-        )
+        result = care("audit", "erase-content", "--older-than", value)
         assert result.exit_code == 2, (value, result.output)
         assert "--older-than" in result.output

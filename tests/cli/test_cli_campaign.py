@@ -5,18 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from caretouch.cli.root import main
 from caretouch.rules.campaigns import dag_file_text
-from conftest import RULES_DIR, TEMPLATES_DIR
-
-
-def care(tmp_path: Path, rules: Path, *args: str) -> object:
-    base = ["--store", f"sqlite:///{tmp_path / 'care.db'}", "--rules", str(rules)]
-    return CliRunner().invoke(
-        main, [*base, "--templates", str(TEMPLATES_DIR), *args], catch_exceptions=False
-    )
+from conftest import RULES_DIR, Care
 
 
 def rules_copy(tmp_path: Path) -> Path:
@@ -27,32 +17,34 @@ def rules_copy(tmp_path: Path) -> Path:
     return rules
 
 
-def test_validate_and_list_show_the_campaigns(tmp_path: Path) -> None:
+def test_validate_and_list_show_the_campaigns(care: Care, tmp_path: Path) -> None:
     rules = rules_copy(tmp_path)
-    result = care(tmp_path, rules, "validate")
+    care.rules = rules
+    result = care("validate")
     assert result.exit_code == 0, result.output
     assert "1 rule(s) valid: birthday" in result.output
     assert (
         "2 campaign(s) valid: spring-festival-vip (2027-02-06), "
         "year-end-service-notice (2026-12-15)"
     ) in result.output
-    care(tmp_path, rules, "store", "init")
-    listed = care(tmp_path, rules, "campaign", "list")
+    care("store", "init")
+    listed = care("campaign", "list")
     assert listed.exit_code == 0, listed.output
     assert "care_campaign_year-end-service-notice" in listed.output
     assert "30 9 15 12 *" in listed.output
 
 
-def test_dagfiles_writes_one_file_per_campaign_and_prunes(tmp_path: Path) -> None:
+def test_dagfiles_writes_one_file_per_campaign_and_prunes(care: Care, tmp_path: Path) -> None:
     rules = rules_copy(tmp_path)
+    care.rules = rules
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "care_campaign_gone.py").write_text(dag_file_text("gone"), encoding="utf-8")
-    first = care(tmp_path, rules, "campaign", "dagfiles", "--dags", str(dags))
+    first = care("campaign", "dagfiles", "--dags", str(dags))
     assert first.exit_code == 0, first.output
     assert "2 written, 0 unchanged, 0 removed" in first.output
     assert "orphan:" in first.output
-    again = care(tmp_path, rules, "campaign", "dagfiles", "--dags", str(dags), "--prune")
+    again = care("campaign", "dagfiles", "--dags", str(dags), "--prune")
     assert "0 written, 2 unchanged, 1 removed" in again.output
     assert sorted(p.name for p in dags.iterdir()) == [
         "care_campaign_spring-festival-vip.py",
@@ -60,8 +52,8 @@ def test_dagfiles_writes_one_file_per_campaign_and_prunes(tmp_path: Path) -> Non
     ]
     # A broken campaign file still gets its DAG file: Airflow must show its import error.
     (rules / "campaigns" / "broken.yaml").write_text("description: x\n", encoding="utf-8")
-    care(tmp_path, rules, "campaign", "dagfiles", "--dags", str(dags))
+    care("campaign", "dagfiles", "--dags", str(dags))
     assert (dags / "care_campaign_broken.py").read_text(encoding="utf-8") == dag_file_text("broken")
-    invalid = care(tmp_path, rules, "validate")
+    invalid = care("validate")
     assert invalid.exit_code == 1
     assert f"{rules / 'campaigns' / 'broken.yaml'}:1:1: missing required field" in invalid.output

@@ -14,9 +14,10 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
+import conftest
 from caretouch.cli.root import main, spread_global_options
 from caretouch.ledger import Ledger
 from caretouch.ledger.models import TouchCurrent, TouchEvent
@@ -24,9 +25,9 @@ from caretouch.store.db import Store, open_store
 from caretouch.store.models import Customer
 from caretouch.vocab import TouchStatus
 from conftest import (
-    PG_URL,
     RULES_DIR,
     TEMPLATES_DIR,
+    cli_url,
     customer_row,
     event_row,
     load_rows,
@@ -41,32 +42,14 @@ LATER = "2026-11-23T03:00:00Z"
 WINDOW_PASSED = "2026-11-25T12:00:00Z"
 
 
-def store_url(store: Store) -> str:
-    """A URL the CLI can open that reaches the same database (and PostgreSQL schema)."""
-    if store.is_sqlite:
-        return store.url
-    with store.engine.connect() as conn:
-        schema = conn.exec_driver_sql("select current_schema()").scalar_one()
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+class Care(conftest.Care):
+    """``care`` (the shared fixture's) against one store, with run summaries in HOME/reports."""
 
-
-class Care:
-    """``care`` against one store, rules, templates, outbox, anchors and reports folder."""
-
-    def __init__(self, tmp_path: Path, url: str, rules: Path = RULES_DIR) -> None:
-        self.tmp = tmp_path
-        self.url = url
-        self.rules = rules
-        self.reports = tmp_path / "reports"
-
-    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        base = [
-            *("--store", self.url, "--rules", str(self.rules)),
-            *("--templates", str(TEMPLATES_DIR), "--outbox", str(self.tmp / "outbox")),
-            *("--anchors", str(self.tmp / "anchors.jsonl")),
-        ]
-        env = {"CARE_REPORTS_DIR": str(self.reports), **(env or {})}
-        return CliRunner().invoke(main, [*base, *args], env=env, catch_exceptions=False)
+    def __init__(self, home: Path, url: str, rules: Path = RULES_DIR) -> None:
+        self.reports = home / "reports"
+        super().__init__(
+            home, store_url=url, rules=rules, env={"CARE_REPORTS_DIR": str(self.reports)}
+        )
 
 
 def fill(store: Store) -> None:
@@ -87,7 +70,7 @@ def fill(store: Store) -> None:
 @pytest.fixture
 def care(store: Store, tmp_path: Path) -> Care:
     fill(store)
-    return Care(tmp_path, store_url(store))
+    return Care(tmp_path, cli_url(store))
 
 
 def broken_rules(tmp_path: Path) -> Path:
@@ -247,7 +230,7 @@ def test_a_touch_whose_rule_breaks_stays_planned_and_goes_out_once_fixed(
     assert planned.exit_code == 0, planned.output
     assert status_of(store, "birthday|customer:C1") == [("planned", None)]
     good = care.rules
-    care.rules = broken_rules(care.tmp)
+    care.rules = broken_rules(care.home)
     held = care("dispatch", "--now", DUE)
     assert held.exit_code == 3, held.output
     _, counts = printed_counts(held.stdout.splitlines()[0])
@@ -265,7 +248,7 @@ def test_a_touch_of_a_broken_rule_past_its_window_is_too_late_and_says_why(
     care: Care, store: Store
 ) -> None:
     assert care("run", "--date", DAY, "--now", BEFORE).exit_code == 0
-    care.rules = broken_rules(care.tmp)
+    care.rules = broken_rules(care.home)
     assert care("dispatch", "--now", WINDOW_PASSED).exit_code == 3
     assert status_of(store, "birthday|customer:C1") == [("suppressed", "too_late")]
     ledger = Ledger(store)
@@ -290,15 +273,8 @@ def test_a_render_error_at_send_time_is_a_failed_touch_and_exit_3(
         encoding="utf-8",
     )
     fill(sqlite_store)
-    result = CliRunner().invoke(
-        main,
-        [
-            *("--store", sqlite_store.url, "--templates", str(templates)),
-            *("--outbox", str(tmp_path / "outbox"), "--anchors", str(tmp_path / "a.jsonl")),
-            *("run", "--date", DAY, "--now", DUE),
-        ],
-        env={"CARE_REPORTS_DIR": str(tmp_path / "reports")},
-        catch_exceptions=False,
+    result = Care(tmp_path, sqlite_store.url)(
+        "run", "--date", DAY, "--now", DUE, templates=templates
     )
     assert result.exit_code == 3
     assert "render_error" in result.stderr
@@ -383,7 +359,7 @@ def blocker(tmp_path: Path) -> Path:
 
 
 def test_forecast_output_into_a_missing_folder_is_created(care: Care) -> None:
-    target = care.tmp / "new" / "deeper" / "forecast.csv"
+    target = care.home / "new" / "deeper" / "forecast.csv"
     result = care(
         "forecast", "--from", DAY, "--days", "1", "--format", "csv", "--output", str(target)
     )
@@ -423,9 +399,9 @@ def test_bad_destinations_are_refused_before_the_work_without_a_traceback(
     code: int,
     says: str,
 ) -> None:
-    csv_file = care.tmp / "customers.csv"
+    csv_file = care.home / "customers.csv"
     csv_file.write_text("customer_id,name\nC9,Ann\n,Nameless\n", encoding="utf-8")
-    values = {"blocker": str(blocker), "tmp": str(care.tmp), "csv": str(csv_file)}
+    values = {"blocker": str(blocker), "tmp": str(care.home), "csv": str(csv_file)}
     env = {"CARE_REPORTS_DIR": str(blocker)} if says == "reports folder" else None
     before = ledger_size(store)
     result = care(*(a.format(**values) for a in args), env=env)
@@ -433,7 +409,7 @@ def test_bad_destinations_are_refused_before_the_work_without_a_traceback(
     assert says in result.output
     assert "Traceback" not in result.output
     assert ledger_size(store) == before  # refused before anything was recorded
-    assert not (care.tmp / "outbox").exists()
+    assert not (care.home / "outbox").exists()
 
 
 def ledger_size(store: Store) -> int:

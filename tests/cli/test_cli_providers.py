@@ -7,13 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from caretouch.cli.root import main
 from caretouch.ledger import Ledger
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
+from conftest import Care, customer_row, load_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from provider_sim import (
@@ -25,20 +23,6 @@ from provider_sim import (
 
 DAY = dt.date(2026, 11, 23)
 NOW = "2026-11-23T04:00:00Z"  # 12:00 in Shanghai: the birthday touches (09:00 local) are due
-
-
-def care(tmp_path: Path, env: dict[str, str], *args: str) -> Result:
-    base = [
-        "--store",
-        f"sqlite:///{tmp_path / 'care.db'}",
-        "--rules",
-        str(RULES_DIR),
-        "--templates",
-        str(TEMPLATES_DIR),
-        "--outbox",
-        str(tmp_path / "outbox"),
-    ]
-    return CliRunner().invoke(main, [*base, *args], env=env, catch_exceptions=False)
 
 
 @pytest.fixture
@@ -71,9 +55,9 @@ def provider_env(sim: ProviderSim) -> dict[str, str]:
     }
 
 
-def test_care_run_sends_through_twilio_and_sendgrid(store_dir: Path) -> None:
+def test_care_run_sends_through_twilio_and_sendgrid(care: Care, store_dir: Path) -> None:
     with ProviderSim(twilio_recipient_errors={"+8613800000003": 21610}) as sim:
-        result = care(store_dir, provider_env(sim), "run", "--date", "2026-11-23", "--now", NOW)
+        result = care("run", "--date", "2026-11-23", "--now", NOW, env=provider_env(sim))
         accepted = sim.accepted()
     assert "sms via twilio" in result.output and "email via sendgrid" in result.output
     assert result.exit_code == 3, result.output  # C3's touch failed: a partial failure
@@ -106,11 +90,11 @@ def test_care_run_sends_through_twilio_and_sendgrid(store_dir: Path) -> None:
     store.dispose()
 
 
-def test_refused_credentials_stop_the_run_and_fail_nothing(store_dir: Path) -> None:
+def test_refused_credentials_stop_the_run_and_fail_nothing(care: Care, store_dir: Path) -> None:
     with ProviderSim(twilio_auth_token="another-token") as sim:
         env = provider_env(sim)
         del env["SENDGRID_API_KEY"], env["CARE_EMAIL_FROM"]  # email through the outbox
-        result = care(store_dir, env, "run", "--date", "2026-11-23", "--now", NOW)
+        result = care("run", "--date", "2026-11-23", "--now", NOW, env=env)
         assert sim.accepted("twilio") == []
     assert result.exit_code == 1, result.output
     assert "Twilio refused the credentials" in result.output
@@ -121,15 +105,10 @@ def test_refused_credentials_stop_the_run_and_fail_nothing(store_dir: Path) -> N
     store.dispose()
 
 
-def test_half_configured_provider_is_a_clear_error(store_dir: Path) -> None:
+def test_half_configured_provider_is_a_clear_error(care: Care, store_dir: Path) -> None:
     result = care(
-        store_dir,
-        {"TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "x"},
-        "run",
-        "--date",
-        "2026-11-23",
-        "--now",
-        NOW,
+        *("run", "--date", "2026-11-23", "--now", NOW),
+        env={"TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "x"},
     )
     assert result.exit_code == 1
     assert "Twilio is half configured: set $CARE_SMS_FROM" in result.output

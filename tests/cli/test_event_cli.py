@@ -10,31 +10,13 @@ from typing import Any
 
 import pytest
 import redis_env
-from click.testing import CliRunner, Result
 
-from caretouch.cli.root import main
 from caretouch.ledger import Ledger
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
+from conftest import Care, customer_row, load_rows
 
 NOW = "2026-11-22T02:30:00Z"
-
-
-def care(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    base = [
-        "--store",
-        f"sqlite:///{tmp_path / 'care.db'}",
-        "--rules",
-        str(RULES_DIR),
-        "--templates",
-        str(TEMPLATES_DIR),
-        "--outbox",
-        str(tmp_path / "outbox"),
-        "--anchors",
-        str(tmp_path / "anchors.jsonl"),
-    ]
-    return CliRunner().invoke(main, [*base, *args], env=env, catch_exceptions=False)
 
 
 @pytest.fixture
@@ -51,7 +33,7 @@ def touch_keys(tmp_path: Path) -> list[str]:
     return [s.row.touch_key for s in ledger.states(ledger.touch_ids_in_status(set(TouchStatus)))]
 
 
-def test_emit_records_the_event_and_plans_its_touch_once(filled: Path) -> None:
+def test_emit_records_the_event_and_plans_its_touch_once(care: Care, filled: Path) -> None:
     args = [
         "event",
         "emit",
@@ -68,32 +50,31 @@ def test_emit_records_the_event_and_plans_its_touch_once(filled: Path) -> None:
         "--now",
         NOW,
     ]
-    first = care(filled, *args)
+    first = care(*args)
     assert first.exit_code == 0, first.output
     assert "1 accepted" in first.output
     assert "planned 1" in first.output
-    again = care(filled, *args)
+    again = care(*args)
     assert again.exit_code == 0
     assert "0 accepted, 1 already there" in again.output
     assert touch_keys(filled) == ["thank-you|event:E1|2026-11-23"]
 
 
-def test_emit_refuses_a_malformed_event_and_keeps_it(filled: Path) -> None:
+def test_emit_refuses_a_malformed_event_and_keeps_it(care: Care, filled: Path) -> None:
     result = care(
-        filled,
         *("event", "emit", "--type", "policy_purchased", "--customer", "C1"),
         *("--at", "yesterday", "--now", NOW),
     )
     assert result.exit_code == 1
     assert "is not an ISO 8601 timestamp" in result.output
-    letters = care(filled, "event", "dead-letters", "--format", "json")
+    letters = care("event", "dead-letters", "--format", "json")
     [line] = letters.output.splitlines()
     letter = json.loads(line)
     assert letter["source"] == "cli"
     assert "ISO 8601" in letter["reason"]
 
 
-def test_import_feeds_a_csv_through_the_inbox(filled: Path) -> None:
+def test_import_feeds_a_csv_through_the_inbox(care: Care, filled: Path) -> None:
     path = filled / "events.csv"
     path.write_text(
         "event_id,type,customer_id,occurred_at,payload\n"
@@ -101,21 +82,20 @@ def test_import_feeds_a_csv_through_the_inbox(filled: Path) -> None:
         "E2,policy_purchased,C404,2026-11-21T15:00:00+08:00,\n",
         encoding="utf-8",
     )
-    result = care(filled, "event", "import", str(path), "--now", NOW)
+    result = care("event", "import", str(path), "--now", NOW)
     assert result.exit_code == 3  # partial: one row dead-lettered
     assert f"{path}:3: unknown customer_id 'C404'" in result.output
     assert touch_keys(filled) == ["complaint-follow-up|event:E1|2026-11-23"]
     bad = filled / "bad.csv"
     bad.write_text("id,type\n", encoding="utf-8")
-    refused = care(filled, "event", "import", str(bad))
+    refused = care("event", "import", str(bad))
     assert refused.exit_code == 1
     assert f"{bad}:1:1: unknown column 'id'" in refused.output
 
 
-def test_emit_and_import_bound_the_payload_at_the_door(filled: Path) -> None:
+def test_emit_and_import_bound_the_payload_at_the_door(care: Care, filled: Path) -> None:
     deep = '{"a":' * 899 + "{}" + "}" * 899  # 900 levels, about 6 KB
     emitted = care(
-        filled,
         *("event", "emit", "--type", "policy_purchased", "--customer", "C1", "--id", "D1"),
         *("--payload", deep, "--now", NOW),
     )
@@ -137,19 +117,19 @@ def test_emit_and_import_bound_the_payload_at_the_door(filled: Path) -> None:
         )
         writer.writerow(["D3", "policy_purchased", "C1", "2026-11-22T10:00:00+08:00",
                          json.dumps({"note": "x" * 40_000})])  # fmt: skip
-    imported = care(filled, "event", "import", str(path), "--now", NOW)
+    imported = care("event", "import", str(path), "--now", NOW)
     assert imported.exit_code == 3
     assert f"{path}:2: too_deep: payload is nested 900 levels deep" in imported.output
     assert f"{path}:4: too_large: payload is 40,012 bytes" in imported.output
     assert touch_keys(filled) == ["complaint-follow-up|event:OK|2026-11-23"]
-    letters = care(filled, "event", "dead-letters", "--format", "json")
+    letters = care("event", "dead-letters", "--format", "json")
     # emit refuses at the door (exit 1, nothing written); the CSV's rows are dead letters
     assert len(letters.output.splitlines()) == 2
 
 
-def test_dead_letters_limit_out_of_range_is_a_usage_error(filled: Path) -> None:
+def test_dead_letters_limit_out_of_range_is_a_usage_error(care: Care, filled: Path) -> None:
     for value in ("99999999999999999999", "0", "-1", "abc"):
-        result = care(filled, "event", "dead-letters", "--limit", value)
+        result = care("event", "dead-letters", "--limit", value)
         assert result.exit_code == 2, (value, result.output)
         assert "Invalid value for '--limit'" in result.output
 
@@ -164,10 +144,11 @@ def _stream_key(redis_client: Any) -> Iterator[str]:
     yield from redis_env.own_stream_key(redis_client)
 
 
-def test_emit_via_the_stream_then_drain(filled: Path, redis_client: Any, stream_key: str) -> None:
+def test_emit_via_the_stream_then_drain(
+    care: Care, filled: Path, redis_client: Any, stream_key: str
+) -> None:
     env = {"CARE_REDIS_URL": redis_env.REDIS_URL, "CARE_EVENT_STREAM": stream_key}
     added = care(
-        filled,
         *("event", "emit", "--type", "claim_settled", "--customer", "C1", "--id", "S1"),
         *("--at", "2026-11-22T10:00:00+08:00", "--via", "stream"),
         *("--payload", '{"claim_id": "CL-1"}'),
@@ -176,7 +157,7 @@ def test_emit_via_the_stream_then_drain(filled: Path, redis_client: Any, stream_
     assert added.exit_code == 0, added.output
     assert f"to stream {stream_key}" in added.output
     assert redis_client.xlen(stream_key) == 1
-    drained = care(filled, "event", "drain", "--consumer", "t", "--now", NOW, env=env)
+    drained = care("event", "drain", "--consumer", "t", "--now", NOW, env=env)
     assert drained.exit_code == 0, drained.output
     assert "new 1, acked 1, accepted 1" in drained.output
     assert touch_keys(filled) == ["claim-settled|event:S1|2026-11-22"]
@@ -209,6 +190,7 @@ REFUSED = [
 @pytest.mark.parametrize("via", ["inbox", "stream"])
 @pytest.mark.parametrize(("args", "message"), REFUSED)
 def test_emit_refuses_what_events_yaml_does_not_declare_and_writes_nothing(
+    care: Care,
     filled: Path,
     redis_client: Any,
     stream_key: str,
@@ -218,7 +200,6 @@ def test_emit_refuses_what_events_yaml_does_not_declare_and_writes_nothing(
 ) -> None:
     env = {"CARE_REDIS_URL": redis_env.REDIS_URL, "CARE_EVENT_STREAM": stream_key}
     result = care(
-        filled,
         *("event", "emit", "--customer", "C1", "--id", "X1", "--now", NOW, "--via", via),
         *("--at", "2026-11-22T10:00:00+08:00", *args),
         env=env,
@@ -227,11 +208,11 @@ def test_emit_refuses_what_events_yaml_does_not_declare_and_writes_nothing(
     assert message in result.output
     assert "nothing was written" in result.output or "JSON object" in result.output
     assert redis_client.xlen(stream_key) == 0
-    assert care(filled, "event", "dead-letters").output == ""
+    assert care("event", "dead-letters").output == ""
     assert touch_keys(filled) == []
 
 
-def test_import_dead_letters_undeclared_events_with_file_and_line(filled: Path) -> None:
+def test_import_dead_letters_undeclared_events_with_file_and_line(care: Care, filled: Path) -> None:
     path = filled / "events.csv"
     path.write_text(
         "event_id,type,customer_id,occurred_at,payload\n"
@@ -240,7 +221,7 @@ def test_import_dead_letters_undeclared_events_with_file_and_line(filled: Path) 
         'E3,claim_settled,C1,2026-11-21T15:00:00+08:00,"{""claim_id"": ""CL-1""}"\n',
         encoding="utf-8",
     )
-    result = care(filled, "event", "import", str(path), "--now", NOW)
+    result = care("event", "import", str(path), "--now", NOW)
     assert result.exit_code == 3
     assert f"{path}:2: unknown event type 'claim_setled' (did you mean 'claim_settled'?)" in (
         result.output
@@ -249,7 +230,9 @@ def test_import_dead_letters_undeclared_events_with_file_and_line(filled: Path) 
     assert touch_keys(filled) == ["claim-settled|event:E3|2026-11-21"]
 
 
-def test_store_import_rejects_undeclared_events_with_file_and_line(filled: Path) -> None:
+def test_store_import_rejects_undeclared_events_with_file_and_line(
+    care: Care, filled: Path
+) -> None:
     path = filled / "events.csv"
     path.write_text(
         "event_id,type,customer_id,occurred_at,payload\n"
@@ -257,7 +240,7 @@ def test_store_import_rejects_undeclared_events_with_file_and_line(filled: Path)
         'E2,complaint_resolved,C1,2026-11-21T15:00:00+08:00,"{""case_no"": ""CS-2""}"\n',
         encoding="utf-8",
     )
-    result = care(filled, "store", "import", "--events", str(path))
+    result = care("store", "import", "--events", str(path))
     assert result.exit_code == 1  # all-or-nothing: nothing imported
     assert (
         f"{path}:3: payload field 'case_no' is not declared for complaint_resolved (did you "

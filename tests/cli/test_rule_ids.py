@@ -7,11 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from caretouch.cli.root import main
 from caretouch.store.db import open_store
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
+from conftest import RULES_DIR, Care, customer_row, load_rows
 
 DAY = "2026-11-23"
 COMMANDS = {
@@ -34,14 +32,6 @@ COMMANDS = {
 }
 
 
-def care(tmp_path: Path, *args: str, rules: Path = RULES_DIR) -> Result:
-    base = [
-        *("--store", f"sqlite:///{tmp_path / 'care.db'}", "--rules", str(rules)),
-        *("--templates", str(TEMPLATES_DIR), "--outbox", str(tmp_path / "outbox")),
-    ]
-    return CliRunner().invoke(main, [*base, *args], catch_exceptions=False)
-
-
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
@@ -61,9 +51,9 @@ def command(name: str, rule_id: str) -> list[str]:
     [("birthdy", " (did you mean 'birthday'?)"), ("nope", "")],
 )
 def test_an_unknown_rule_id_is_a_usage_error_everywhere(
-    filled: Path, name: str, rule_id: str, hint: str
+    care: Care, filled: Path, name: str, rule_id: str, hint: str
 ) -> None:
-    result = care(filled, *command(name, rule_id))
+    result = care(*command(name, rule_id))
     assert result.exit_code == 2, result.output
     assert f"unknown rule or campaign {rule_id!r}{hint}; known: annual-review, birthday," in (
         result.output
@@ -71,30 +61,32 @@ def test_an_unknown_rule_id_is_a_usage_error_everywhere(
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_a_known_rule_id_is_accepted_everywhere(filled: Path, name: str) -> None:
-    result = care(filled, *command(name, "birthday"))
+def test_a_known_rule_id_is_accepted_everywhere(care: Care, filled: Path, name: str) -> None:
+    result = care(*command(name, "birthday"))
     assert result.exit_code == 0, result.output
 
 
-def test_a_rule_that_failed_validation_is_invalid_input(filled: Path, tmp_path: Path) -> None:
+def test_a_rule_that_failed_validation_is_invalid_input(
+    care: Care, filled: Path, tmp_path: Path
+) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(RULES_DIR, rules)
     path = rules / "birthday.yaml"
     path.write_text(path.read_text("utf-8").replace("priority: 30", "priority: high"), "utf-8")
     for name in ("plan", "forecast", "preview"):
-        result = care(filled, *command(name, "birthday"), rules=rules)
+        result = care(*command(name, "birthday"), rules=rules)
         assert result.exit_code == 1, (name, result.output)
         assert "rule 'birthday' has errors and was left out" in result.output
 
 
-def test_audit_knows_the_rules_of_the_ledger_too(filled: Path, tmp_path: Path) -> None:
+def test_audit_knows_the_rules_of_the_ledger_too(care: Care, filled: Path, tmp_path: Path) -> None:
     # A rule renamed since it sent: the auditor can still ask about its touches.
     rules = tmp_path / "rules"
     shutil.copytree(RULES_DIR, rules)
     path = rules / "birthday.yaml"
     path.write_text(path.read_text("utf-8").replace("id: birthday", "id: old-birthday"), "utf-8")
-    run = care(filled, "run", "--date", DAY, "--now", "2026-11-23T04:00:00Z", rules=rules)
+    run = care("run", "--date", DAY, "--now", "2026-11-23T04:00:00Z", rules=rules)
     assert run.exit_code == 0, run.output
-    result = care(filled, "audit", "list", "--rule", "old-birthday")
+    result = care("audit", "list", "--rule", "old-birthday")
     assert result.exit_code == 0, result.output
     assert "1 touch(es)" in result.output

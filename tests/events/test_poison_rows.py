@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 import redis_env
-from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
-from caretouch.cli.root import main
 from caretouch.events.inbox import dead_letters
 from caretouch.events.planning import plan_new_events
 from caretouch.ledger import Ledger
@@ -21,7 +19,16 @@ from caretouch.run.runner import Engine, dispatch, run_day
 from caretouch.store.db import Store
 from caretouch.store.models import Event, EventReceipt
 from caretouch.vocab import TouchStatus
-from conftest import PG_URL, RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, utc
+from conftest import (
+    RULES_DIR,
+    TEMPLATES_DIR,
+    Care,
+    cli_url,
+    customer_row,
+    event_row,
+    load_rows,
+    utc,
+)
 
 DAY = dt.date(2026, 11, 23)
 # Everyone's touches of the day: a birthday (C2), a thank-you for a purchase (C3, event E2).
@@ -39,15 +46,6 @@ def engine_for(store: Store, tmp_path: Path) -> Engine:
     engine.store.dispose()
     engine.store = store
     return engine
-
-
-def cli_url(store: Store) -> str:
-    """The store's URL for the CLI (on PostgreSQL, with the test's own schema)."""
-    if store.engine.dialect.name != "postgresql":
-        return store.url
-    with store.engine.connect() as conn:
-        schema = conn.execute(text("select current_schema()")).scalar_one()
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
 
 
 def deep(depth: int) -> str:
@@ -265,7 +263,7 @@ def _stream_key() -> Any:
 
 
 def test_the_cli_drain_run_and_dispatch_go_on_past_a_poison_row(
-    sqlite_store: Store, tmp_path: Path, stream_key: str
+    care: Care, sqlite_store: Store, stream_key: str
 ) -> None:
     load_rows(
         sqlite_store,
@@ -277,14 +275,8 @@ def test_the_cli_drain_run_and_dispatch_go_on_past_a_poison_row(
         events=[event_row("E2", "C3")],
     )
     insert_poison(sqlite_store, deep(900))
-    base = ["--store", sqlite_store.url, "--rules", str(RULES_DIR), "--templates",
-            str(TEMPLATES_DIR), "--outbox", str(tmp_path / "outbox"),
-            "--anchors", str(tmp_path / "anchors.jsonl")]  # fmt: skip
-
-    env = {"CARE_REDIS_URL": redis_env.REDIS_URL, "CARE_EVENT_STREAM": stream_key}
-
-    def care(*args: str) -> Any:
-        return CliRunner().invoke(main, [*base, *args], env=env, catch_exceptions=False)
+    care.store_url = sqlite_store.url
+    care.env = {"CARE_REDIS_URL": redis_env.REDIS_URL, "CARE_EVENT_STREAM": stream_key}
 
     # care event drain: the stream, then the events not planned yet (the poison row first).
     drained = care("event", "drain", "--consumer", "t", "--now", "2026-11-22T03:00:00Z")
@@ -298,9 +290,7 @@ def test_the_cli_drain_run_and_dispatch_go_on_past_a_poison_row(
     assert dispatched.exit_code == 0, dispatched.output
 
 
-def test_the_cli_run_and_dispatch_take_a_poison_row_out(
-    sqlite_store: Store, tmp_path: Path
-) -> None:
+def test_the_cli_run_and_dispatch_take_a_poison_row_out(care: Care, sqlite_store: Store) -> None:
     load_rows(
         sqlite_store,
         customers=[
@@ -311,19 +301,15 @@ def test_the_cli_run_and_dispatch_take_a_poison_row_out(
         events=[event_row("E2", "C3")],
     )
     insert_poison(sqlite_store, deep(900), receipt=False)
-    base = ["--store", sqlite_store.url, "--rules", str(RULES_DIR), "--templates",
-            str(TEMPLATES_DIR), "--outbox", str(tmp_path / "outbox"),
-            "--anchors", str(tmp_path / "anchors.jsonl")]  # fmt: skip
-    dispatched = CliRunner().invoke(
-        main, [*base, "dispatch", "--now", "2026-11-23T02:05:00Z"], catch_exceptions=False
-    )
+    care.store_url = sqlite_store.url
+    dispatched = care("dispatch", "--now", "2026-11-23T02:05:00Z")
     assert dispatched.exit_code == 0, dispatched.output
     assert ledger_keys(sqlite_store) == dict.fromkeys(EXPECTED, TouchStatus.SENT)
     assert [d.event_id for d in dead_letters(sqlite_store)] == ["E1"]
 
 
 def test_plans_that_write_nothing_leave_the_poison_event_out_and_keep_it(
-    day_store: Store, tmp_path: Path
+    care: Care, day_store: Store, tmp_path: Path
 ) -> None:
     from caretouch.plan import plan_day
 
@@ -334,12 +320,8 @@ def test_plans_that_write_nothing_leave_the_poison_event_out_and_keep_it(
     assert {t.key for t in touches} == EXPECTED
     assert events_left(day_store) == {"E1", "E2"}
     assert dead_letters(day_store) == []
-    shown = CliRunner().invoke(
-        main,
-        ["--store", cli_url(day_store), "--rules", str(RULES_DIR), "--templates", str(TEMPLATES_DIR),
-         "plan", "--date", "2026-11-23", "--format", "json"],
-        catch_exceptions=False,
-    )  # fmt: skip
+    care.store_url = cli_url(day_store)
+    shown = care("plan", "--date", "2026-11-23", "--format", "json")
     assert shown.exit_code == 0, shown.output
     assert len(shown.output.splitlines()) == 2
     assert events_left(day_store) == {"E1", "E2"}

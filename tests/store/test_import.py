@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from lunardate import LunarDate
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
-from caretouch.cli.root import main
 from caretouch.store.db import Store
 from caretouch.store.importer import import_csv
 from caretouch.store.models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
-from conftest import PG_URL, customer_row, event_row, load_rows, policy_row
+from conftest import Care, cli_url, customer_row, event_row, load_rows, policy_row
 
 ROOT = Path(__file__).resolve().parents[2]
 CARE = ROOT / ".venv" / "bin" / "care"
@@ -725,30 +723,15 @@ def test_empty_file_is_reported(sqlite_store: Store, tmp_path: Path) -> None:
 # --- the command line ----------------------------------------------------------------------
 
 
-def cli_store_url(store: Store) -> str:
-    """A URL the CLI can open that reaches the same database (and PostgreSQL schema)."""
-    if store.is_sqlite:
-        return store.url
-    with store.engine.connect() as conn:
-        schema = conn.execute(text("select current_schema()")).scalar_one()
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
-
-
-def run_cli(*args: str) -> Any:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def test_cli_import_success_exit_0_with_counts(store: Store, tmp_path: Path) -> None:
+def test_cli_import_success_exit_0_with_counts(care: Care, store: Store, tmp_path: Path) -> None:
     paths = files(
         tmp_path,
         customers=[customer_row("C1"), customer_row("C2", phone="123")],
         policies=[policy_row("P1", "C1")],
         events=[event_row("E1", "C1")],
     )
-    url = cli_store_url(store)
-    result = run_cli(
-        "--store",
-        url,
+    care.store_url = cli_url(store)
+    result = care(
         "store",
         "import",
         "--customers",
@@ -767,12 +750,14 @@ def test_cli_import_success_exit_0_with_counts(store: Store, tmp_path: Path) -> 
     assert "Traceback" not in result.output
     assert set(table_rows(store, Customer, "customer_id")) == {"C1", "C2"}
 
-    again = run_cli("--store", url, "store", "import", "--customers", str(paths["customer"]))
+    again = care("store", "import", "--customers", str(paths["customer"]))
     assert again.exit_code == 0
     assert "customer: 0 inserted, 2 updated" in again.stdout
 
 
-def test_cli_import_invalid_exit_1_messages_on_stderr(store: Store, tmp_path: Path) -> None:
+def test_cli_import_invalid_exit_1_messages_on_stderr(
+    care: Care, store: Store, tmp_path: Path
+) -> None:
     paths = files(
         tmp_path,
         customers=[
@@ -781,9 +766,8 @@ def test_cli_import_invalid_exit_1_messages_on_stderr(store: Store, tmp_path: Pa
             customer_row("C3", birth_date="2023-02-29"),
         ],
     )
-    result = run_cli(
-        "--store", cli_store_url(store), "store", "import", "--customers", str(paths["customer"])
-    )
+    care.store_url = cli_url(store)
+    result = care("store", "import", "--customers", str(paths["customer"]))
     assert result.exit_code == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -799,13 +783,12 @@ def test_cli_import_invalid_exit_1_messages_on_stderr(store: Store, tmp_path: Pa
     assert count(store, Customer) == 0
 
 
-def test_cli_skip_invalid_writes_rejects(sqlite_store: Store, tmp_path: Path) -> None:
+def test_cli_skip_invalid_writes_rejects(care: Care, sqlite_store: Store, tmp_path: Path) -> None:
     paths = files(tmp_path, customers=[customer_row("C1"), customer_row("C2", tier="Q")])
     rejects = tmp_path / "out" / "rejects.csv"
     rejects.parent.mkdir()
-    result = run_cli(
-        "--store",
-        sqlite_store.url,
+    care.store_url = sqlite_store.url
+    result = care(
         "store",
         "import",
         "--customers",
@@ -823,8 +806,9 @@ def test_cli_skip_invalid_writes_rejects(sqlite_store: Store, tmp_path: Path) ->
     assert set(table_rows(sqlite_store, Customer, "customer_id")) == {"C1"}
 
 
-def test_cli_without_files_is_a_usage_error(sqlite_store: Store) -> None:
-    result = CliRunner().invoke(main, ["--store", sqlite_store.url, "store", "import"])
+def test_cli_without_files_is_a_usage_error(care: Care, sqlite_store: Store) -> None:
+    care.store_url = sqlite_store.url
+    result = care("store", "import")
     assert result.exit_code == 2
     assert "give at least one of --customers" in result.stderr
 
@@ -957,18 +941,14 @@ def test_a_nul_escaped_in_an_event_payload_is_a_row_error(store: Store, tmp_path
     assert count(store, Event) == 0
 
 
-def test_cli_import_reports_nul_rows_without_a_traceback(tmp_path: Path) -> None:
-    store_url = f"sqlite:///{tmp_path / 'care.db'}"
-    runner = CliRunner()
-    assert runner.invoke(main, ["--store", store_url, "store", "init"]).exit_code == 0
+def test_cli_import_reports_nul_rows_without_a_traceback(care: Care, tmp_path: Path) -> None:
+    assert care("store", "init").exit_code == 0
     path = write_csv(
         tmp_path / "customers.csv",
         [customer_row("C1"), customer_row("C2", name="王\x00芳")],
         CUSTOMER_COLUMNS,
     )
-    result = runner.invoke(
-        main, ["--store", store_url, "store", "import", "--customers", str(path)]
-    )
+    result = care("store", "import", "--customers", str(path))
     assert result.exit_code == 1
     assert f"{path}:3: name contains a NUL character" in result.output
     assert "Traceback" not in result.output and "+8613812348000" not in result.output

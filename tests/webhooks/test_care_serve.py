@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 from webhook_helpers import consent, counts, sms_only
 
 from caretouch.store.db import open_store
-from conftest import load_rows
+from conftest import Care, load_rows
 
 TOKEN = "care-serve-twilio-token"
 
@@ -25,9 +25,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_care_serve_checks_signatures_and_records(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'care.db'}"
-    store = open_store(url)
+def test_care_serve_checks_signatures_and_records(care: Care) -> None:
+    store = open_store(care.store_url)
     store.init()
     load_rows(store, customers=[sms_only()])
     port = _free_port()
@@ -38,9 +37,9 @@ def test_care_serve_checks_signatures_and_records(tmp_path: Path) -> None:
         "CARE_SMS_FROM": "+15005550006",
         "CARE_PUBLIC_URL": "https://care.example.com",
     }
-    care = Path(sys.executable).with_name("care")
+    executable = Path(sys.executable).with_name("care")
     proc = subprocess.Popen(
-        [str(care), "--store", url, "serve", "--port", str(port)],
+        [str(executable), *care.options(), "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

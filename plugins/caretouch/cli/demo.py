@@ -11,16 +11,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
 
 from ..config import CareConfig
 from ..errors import ConfigurationError
-from ..render.templates import TemplateStore
-from ..reports.day_summary import DaySummary
-from ..rules.event_types import load_event_types
-from ..rules.loader import RuleSet, load_rules
-from ..store.db import Store, open_store
-from ..store.demo import write_demo_csvs
-from ..store.importer import import_csv
+from .common import OutputPath, config_of, friendly_errors, parse_day
+
+if TYPE_CHECKING:
+    from ..rules.loader import RuleSet
+    from ..store.db import Store
 
 Echo = Callable[[str], None]
 PLURAL = {"customer": "customers", "policy": "policies", "event": "events"}
@@ -109,6 +110,15 @@ def run_demo(
     echo: Echo,
 ) -> int:
     """Build the demo and run ``day``; returns the process exit status."""
+    # Here, not at the top: `care` loads this module for every command (its `demo` command).
+    from ..render.templates import TemplateStore
+    from ..reports.day_summary import DaySummary
+    from ..rules.event_types import load_event_types
+    from ..rules.loader import load_rules
+    from ..store.db import open_store
+    from ..store.demo import write_demo_csvs
+    from ..store.importer import import_csv
+
     directory.mkdir(parents=True, exist_ok=True)
     db_path = directory / "care-demo.db"
     for stale in (db_path, directory / "care-demo.db-wal", directory / "care-demo.db-shm"):
@@ -228,3 +238,37 @@ def run_demo(
     if status:
         echo(f"partial: {len(ruleset.errors)} rule error(s) above; the broken rules were left out")
     return status
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=OutputPath(folder=True),
+    default=Path(".demo"),
+    show_default=True,
+)
+@click.option(
+    "--date", "day_text", metavar="YYYY-MM-DD", help="Local date to run (default: today in UTC)."
+)
+@click.option("--customers", default=240, show_default=True, help="How many demo customers.")
+@click.option(
+    "--no-airflow", is_flag=True, help="Run the day with the CLI engine instead of Airflow."
+)
+@click.pass_context
+@friendly_errors
+def demo(
+    ctx: click.Context, directory: Path, day_text: str | None, customers: int, no_airflow: bool
+) -> None:
+    """Build a demo store and run the daily DAG through real Airflow, then print a summary."""
+    today = dt.datetime.now(dt.timezone.utc).date()  # clock: the demo runs "today"
+    day = parse_day(day_text) if day_text else today
+    code = run_demo(
+        config_of(ctx),
+        directory.resolve(),
+        day,
+        customers=customers,
+        use_airflow=not no_airflow,
+        echo=click.echo,
+    )
+    sys.exit(code)

@@ -15,15 +15,15 @@ from typing import Any
 
 import click
 
-from .root import (
+from .common import (
     EXIT_INVALID,
     EXIT_PARTIAL,
-    _config,
-    _engine,
-    _fail,
-    _parse_now,
     cli_run_id,
+    config_of,
+    fail,
     friendly_errors,
+    open_engine,
+    parse_now,
 )
 
 
@@ -63,23 +63,23 @@ def _refuse_undeclared(rules_dir: Path, event_type: str, payload_text: str | Non
     if errors:
         for error in errors:
             click.echo(str(error), err=True)
-        _fail(f"{len(errors)} error(s) in {types.source}; nothing was written.")
+        fail(f"{len(errors)} error(s) in {types.source}; nothing was written.")
     payload: Any = None
     if payload_text:
         try:
             # Bounded first, as at every door (docs/events.md, "Limits").
             payload = bounded_loads(payload_text, PAYLOAD_LIMITS, "payload")
         except OutOfBounds as exc:
-            _fail(exc.message)
+            fail(exc.message)
         except json.JSONDecodeError as exc:
-            _fail(f"--payload is not valid JSON: {exc.msg} at column {exc.colno}")
+            fail(f"--payload is not valid JSON: {exc.msg} at column {exc.colno}")
         if not isinstance(payload, dict):
-            _fail("--payload must be a JSON object")
+            fail("--payload must be a JSON object")
     problems = types.problems(event_type, payload)
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if problems:
-        _fail(f"event refused ({types.source}); nothing was written.")
+        fail(f"event refused ({types.source}); nothing was written.")
 
 
 @click.group()
@@ -119,8 +119,8 @@ def emit(
 
     The type and the payload must be as care_rules/events.yaml declares them: otherwise
     nothing is written and the exit status is 1."""
-    _refuse_undeclared(_config(ctx).rules_dir, event_type, payload_text)
-    now = _parse_now(now_text)
+    _refuse_undeclared(config_of(ctx).rules_dir, event_type, payload_text)
+    now = parse_now(now_text)
     raw: dict[str, Any] = {
         "event_id": event_id or f"cli-{uuid.uuid4().hex}",
         "type": event_type,
@@ -140,7 +140,7 @@ def emit(
         return
     from ..events.inbox import Incoming, submit
 
-    engine = _engine(_config(ctx), live_clock=now_text is None)
+    engine = open_engine(config_of(ctx), live_clock=now_text is None)
     report = submit(
         engine.store,
         [Incoming(raw, "cli")],
@@ -168,9 +168,9 @@ def import_events(ctx: click.Context, csv_file: Path, now_text: str | None) -> N
     """
     from ..events.inbox import read_csv, submit
 
-    now = _parse_now(now_text)
+    now = parse_now(now_text)
     items = read_csv(csv_file)
-    engine = _engine(_config(ctx), live_clock=now_text is None)
+    engine = open_engine(config_of(ctx), live_clock=now_text is None)
     report = submit(engine.store, items, source="csv", now=now, event_types=_declared(engine))
     _print_intake(report)
     _plan(engine, now, cli_run_id())
@@ -190,8 +190,8 @@ def drain(ctx: click.Context, consumer: str | None, now_text: str | None) -> Non
     """
     from ..events.stream import StreamConsumer, StreamSettings, connect
 
-    now = _parse_now(now_text)
-    engine = _engine(_config(ctx), live_clock=now_text is None)
+    now = parse_now(now_text)
+    engine = open_engine(config_of(ctx), live_clock=now_text is None)
     settings = StreamSettings.from_env()
     reader = StreamConsumer(
         connect(settings.url),
@@ -228,7 +228,7 @@ def dead_letters_cmd(ctx: click.Context, limit: int, fmt: str) -> None:
     from ..events.inbox import dead_letters
     from ..store.db import check_initialised, open_store
 
-    store = open_store(_config(ctx).store_url)
+    store = open_store(config_of(ctx).store_url)
     check_initialised(store)
     for letter in dead_letters(store, limit=limit):
         if fmt == "json":

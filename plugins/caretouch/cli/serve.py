@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from .root import _config, friendly_errors
+from .common import config_of, friendly_errors
 
 
 @click.command()
@@ -28,7 +28,7 @@ def serve(ctx: click.Context, host: str, port: int, access_log: bool) -> None:
     from ..store.db import check_initialised, open_store
     from ..web.app import create_standalone_app
 
-    config = _config(ctx)
+    config = config_of(ctx)
     store = open_store(config.store_url)
     try:
         check_initialised(store)  # fail now, plainly, rather than on the first webhook

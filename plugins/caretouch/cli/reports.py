@@ -1,8 +1,5 @@
-"""Operations commands: ``care campaign``, ``care forecast`` and ``care report``.
-
-Registered on the main group in ``cli.py``. Like the rest of the CLI, nothing here imports
-Airflow.
-"""
+"""``care forecast`` and ``care report``: what the rules would plan over the coming days, and
+the monthly or weekly service report from the ledger."""
 
 from __future__ import annotations
 
@@ -12,87 +9,15 @@ from typing import Any
 
 import click
 
-from .root import (
+from .common import (
     EXIT_PARTIAL,
     OutputPath,
-    _config,
-    _fail,
-    _load_ruleset,
-    _parse_day,
+    check_rule_ids,
+    config_of,
     friendly_errors,
+    open_engine,
+    parse_day,
 )
-
-# -- campaign ------------------------------------------------------------------------------
-
-
-@click.group()
-def campaign() -> None:
-    """Campaign files (care_rules/campaigns/<id>.yaml) and their Airflow DAG files."""
-
-
-@campaign.command("list")
-@click.pass_context
-@friendly_errors
-def campaign_list(ctx: click.Context) -> None:
-    """Every valid campaign: its days, schedule, audience size aside (see care forecast)."""
-    from ..reports.day_summary import text_table
-
-    ruleset = _load_ruleset(_config(ctx), strict=False)
-    rows = [
-        [
-            c.id,
-            c.schedule,
-            f"{c.start} to {c.end}",
-            ", ".join(d.isoformat() for d in c.days),
-            c.rule.category.value,
-            c.rule.priority,
-            c.dag_id,
-        ]
-        for c in ruleset.campaigns
-    ]
-    header = ["campaign", "schedule", "window", "due on (local)", "category", "priority", "DAG"]
-    for line in text_table(header, rows):
-        click.echo(line)
-
-
-@campaign.command("dagfiles")
-@click.option(
-    "--dags",
-    "dags_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("dags"),
-    show_default=True,
-    help="Airflow's DAG folder.",
-)
-@click.option("--prune", is_flag=True, help="Delete DAG files whose campaign file is gone.")
-@click.pass_context
-@friendly_errors
-def campaign_dagfiles(ctx: click.Context, dags_dir: Path, prune: bool) -> None:
-    """Write dags/care_campaign_<id>.py for every campaign file (one file per campaign, so a
-    broken campaign is an import error of its own DAG only)."""
-    from ..config import unwritable
-    from ..rules.campaigns import CAMPAIGN_DIR, sync_dag_files
-
-    if not dags_dir.is_dir():
-        _fail(f"DAG folder not found: {dags_dir}")
-    problem = unwritable(dags_dir, folder=True, create=False)
-    if problem:
-        _fail(f"DAG folder: {problem}")
-    result = sync_dag_files(_config(ctx).rules_dir / CAMPAIGN_DIR, dags_dir, prune=prune)
-    for path in result.written:
-        click.echo(f"wrote {path}")
-    for path in result.removed:
-        click.echo(f"removed {path}")
-    for path in result.orphans:
-        if path not in result.removed:
-            click.echo(f"orphan: {path} (its campaign file is gone; --prune deletes it)", err=True)
-    click.echo(
-        f"{len(result.written)} written, {len(result.unchanged)} unchanged, "
-        f"{len(result.removed)} removed"
-    )
-
-
-# -- forecast ------------------------------------------------------------------------------
 
 
 @click.command()
@@ -128,14 +53,13 @@ def forecast(
     from ..ledger import Ledger
     from ..reports import forecast as fc_module
     from ..reports.day_summary import text_table
-    from .root import _engine, check_rule_ids
 
-    first = _parse_day(first_text)
+    first = parse_day(first_text)
     target = output or Path(f"forecast-{first}-{days}d.{fmt}")
     problem = unwritable(target) if output or fmt in ("png", "html") else None
     if problem:  # checked before the computation, which can take minutes
         raise click.BadParameter(problem, param_hint="--output")
-    engine = _engine(_config(ctx))
+    engine = open_engine(config_of(ctx))
     check_rule_ids(engine.ruleset, rule_ids, "--rule")
     with click.progressbar(length=days, label="forecasting", file=sys.stderr, show_pos=True) as bar:
         result = fc_module.forecast(
@@ -215,7 +139,7 @@ def report(
         period = Period.month(month) if month else Period.week(week or "")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month" if month else "--week") from None
-    config = _config(ctx)
+    config = config_of(ctx)
     _check_report_destinations(config, period, output, bool(email_to))
     store = open_store(config.store_url)
     check_initialised(store)
