@@ -513,7 +513,14 @@ def _load_ruleset(config: CareConfig, *, strict: bool) -> Any:
 
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
-    ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+    return _report_ruleset(
+        load_rules(config.rules_dir, TemplateStore(config.templates_dir)), strict=strict
+    )
+
+
+def _report_ruleset(ruleset: Any, *, strict: bool) -> Any:
+    """Say what is wrong with the rules; refuse a broken contact policy, and with ``strict``
+    any error; otherwise note the broken rules the command runs without."""
     if strict:  # `care validate`: what it points out without refusing
         for warning in ruleset.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -605,22 +612,21 @@ def schema(policy: bool, campaign: bool, events: bool) -> None:
 
 
 def _engine(config: CareConfig, *, live_clock: bool = False, writes: bool = False) -> Any:
-    """The engine of a command; ``writes``: the command sends and ends with a run summary
-    and an anchor, whose places are checked now, before any work."""
-    from ..run.runner import Engine
-    from ..store.db import check_initialised
+    """The engine of a command (``run.engine.open_engine``); ``writes``: the command sends
+    and ends with a run summary and an anchor, whose places are checked now, before any work."""
+    from ..run.engine import open_engine
 
-    ruleset = _load_ruleset(config, strict=False)
-    engine = Engine.open(config)
-    engine.ruleset = ruleset
+    engine = open_engine(config, clock=_real_clock if live_clock else None)
+    _report_ruleset(engine.ruleset, strict=False)
     if writes:
         config.check_destinations(
             outbox=any(t.name == "outbox" for t in engine.transports.values())
         )
-    check_initialised(engine.store)
-    if live_clock:
-        engine.clock = lambda: dt.datetime.now(dt.timezone.utc)  # clock: the CLI's real time
     return engine
+
+
+def _real_clock() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)  # clock: the CLI's real time
 
 
 def _say_transports(engine: Any) -> None:
@@ -714,7 +720,7 @@ def plan(
 def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     """Plan, render, send and record a day's touches. Idempotent: rerunning sends nothing twice."""
     from ..reports.run_summary import RunSummary
-    from ..run.runner import run_day
+    from ..run.day import run_day
 
     day = _parse_day(day_text)
     now = _parse_now(now_text)
@@ -766,7 +772,7 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
     What the care_dispatch DAG does every 15 minutes; run it from cron without Airflow.
     """
     from ..reports.run_summary import render_rule_errors, store_dispatch_summary, this_run_counts
-    from ..run.runner import dispatch as dispatch_due
+    from ..run.day import dispatch as dispatch_due
 
     now = _parse_now(now_text)
     engine = _engine(_config(ctx), live_clock=now_text is None, writes=True)
