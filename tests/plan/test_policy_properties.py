@@ -60,6 +60,7 @@ from caretouch.run.day import dispatch, pending_ids, run_day
 from caretouch.run.engine import open_engine
 from caretouch.run.send import send_touches
 from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.db import open_store
 from caretouch.store.models import Customer
 from caretouch.vocab import SuppressionReason
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row
@@ -455,11 +456,11 @@ def run_world(world: World, root: Path) -> Run:
         root / "outbox",
         anchor_file=root / "ledger-anchors.jsonl",
     )
-    engine = open_engine(config, check_schema=False)  # initialised below
+    store = open_store(config.store_url)
+    store.init()
+    engine = open_engine(config, store=store)
     try:
         assert [str(e) for e in engine.ruleset.errors] == []
-        store = engine.store
-        store.init()
         load_rows(
             store,
             customers=[
@@ -558,7 +559,7 @@ def run_world(world: World, root: Path) -> Run:
             attempts,
         )
     finally:
-        engine.store.dispose()
+        store.dispose()
 
 
 # --- the properties -----------------------------------------------------------------------------

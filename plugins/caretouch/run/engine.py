@@ -54,7 +54,6 @@ def open_engine(
     transports: dict[Channel, Transport] | None = None,
     clock: Callable[[], dt.datetime] | None = None,
     store: Store | None = None,
-    check_schema: bool = True,
 ) -> CareEngine:
     """The engine of ``config``: its templates, rules, store and channels.
 
@@ -63,8 +62,7 @@ def open_engine(
     rules are left out (``ruleset.errors``) for the caller to report. ``transports``: the
     channels to send through (default: from the environment, ``channels.registry``).
     ``store``: a store already open on ``config.store_url`` (tests: a PostgreSQL schema of
-    their own). ``check_schema``: check that the store is initialised
-    (``store.db.check_initialised``); off only where the caller initialises it next.
+    their own). The store must be initialised (``store.db.check_initialised``).
     """
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
@@ -76,10 +74,8 @@ def open_engine(
         store = open_store(config.store_url)
     if transports is None:
         transports = transports_from_env(config.outbox_dir)
-    engine = CareEngine(config, store, templates, ruleset, transports, clock)
-    if check_schema:
-        check_initialised(store)
-    return engine
+    check_initialised(store)
+    return CareEngine(config, store, templates, ruleset, transports, clock)
 
 
 def anchor(engine: CareEngine, *, run_id: str, now: dt.datetime) -> None:
