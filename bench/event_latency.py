@@ -37,7 +37,7 @@ from caretouch.config import CareConfig
 from caretouch.events.planning import plan_new_events
 from caretouch.events.stream import StreamConsumer, add, connect
 from caretouch.ledger.models import TouchRow
-from caretouch.run.runner import Engine
+from caretouch.run.engine import CareEngine, open_engine
 from caretouch.store.db import open_store
 from caretouch.store.importer import PARSERS
 from caretouch.store.models import Customer, EventReceipt
@@ -79,7 +79,7 @@ def event(prefix: str, i: int, at: dt.datetime) -> dict[str, Any]:
     }
 
 
-def ingestion(engine: Engine, client: Any, count: int) -> None:
+def ingestion(engine: CareEngine, client: Any, count: int) -> None:
     stream = f"bench:events:{uuid.uuid4().hex[:8]}"
     occurred = now() - dt.timedelta(hours=1)
     try:
@@ -115,7 +115,7 @@ def ingestion(engine: Engine, client: Any, count: int) -> None:
     )
 
 
-def latency(engine: Engine, client: Any, url: str, count: int, rate: float) -> None:
+def latency(engine: CareEngine, client: Any, url: str, count: int, rate: float) -> None:
     stream = f"bench:events:{uuid.uuid4().hex[:8]}"
     stop = threading.Event()
     cycles = [0]
@@ -205,8 +205,9 @@ def main() -> int:
     store.init()
     note(f"store {store.masked_url()}: {max(args.events, args.latency_events):,} customers")
     customers(store, max(args.events, args.latency_events))
-    engine = Engine.open(CareConfig(store_url, RULES_DIR, TEMPLATES_DIR, data / "outbox"))
-    engine.clock = now
+    engine = open_engine(
+        CareConfig(store_url, RULES_DIR, TEMPLATES_DIR, data / "outbox"), clock=now
+    )
     client = connect(args.redis_url)
     client.ping()
     say(f"store: {engine.store.masked_url()}; redis: {args.redis_url}")

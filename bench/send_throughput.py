@@ -7,7 +7,7 @@ For each server-side rate limit (``--limits``, messages per second, enforced by 
 simulator's token bucket with a 429 and ``Retry-After`` beyond it), the script starts the
 provider simulator in a child process (``RemoteProviderSim``) with ``--latency-ms`` on every
 request, builds a store of customers all due a birthday (enough for about ``--seconds`` of
-sending at the limit), plans the day (not timed) and then times ``runner.send_touches``: claim
+sending at the limit), plans the day (not timed) and then times ``run.send.send_touches``: claim
 a chunk in the ledger, ``send_many`` through the real Twilio (or SendGrid) transport and SDK,
 record the answers. The transport is configured at the limit (``rate_per_sec``) with enough
 concurrency to keep the pipe full (``--concurrency``, default: rate x (latency + 0.15 s), at
@@ -41,7 +41,9 @@ from sim_channels import sendgrid_transport, twilio_transport
 
 from caretouch.channels.base import Transport
 from caretouch.config import CareConfig
-from caretouch.run.runner import CHUNK, Engine, plan_and_record, send_touches
+from caretouch.run.day import plan_and_record
+from caretouch.run.engine import open_engine
+from caretouch.run.send import CHUNK, send_touches
 from caretouch.store.db import Store, open_store
 from caretouch.store.importer import ID_COLUMN, MODELS, PARSERS
 from caretouch.store.write import upsert
@@ -120,10 +122,7 @@ def _send(job: dict[str, Any], ready: Any = None, go: Any = None) -> dict[str, A
         )
         transport.share(job["senders"])
         timed[channel] = TimedTransport(transport)
-    engine = Engine.open(config, transports={})
-    engine.store.dispose()
-    engine.store = store
-    engine.transports = dict(timed)  # type: ignore[arg-type]
+    engine = open_engine(config, transports=dict(timed), store=store)  # type: ignore[arg-type]
     if ready is not None:
         ready.put(True)
         go.wait()
@@ -158,9 +157,7 @@ def measure(args: argparse.Namespace, limit: float, workdir: Path) -> dict[str, 
     url = args.store_url or f"sqlite:///{workdir / f'send_{int(limit)}.db'}"
     store = build_store(url, n, channels)
     config = CareConfig(url, RULES_DIR, TEMPLATES_DIR, workdir / "outbox")
-    engine = Engine.open(config, transports={})
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, transports={}, store=store)
     ids = plan_and_record(engine, DAY, run_id="bench-plan", now=NOW)
     store.dispose()
     senders = max(1, args.senders)
@@ -245,7 +242,7 @@ def main() -> None:
         help="both: half the customers by SMS, half by email, each provider at the limit",
     )
     parser.add_argument("--concurrency", type=int, default=0)
-    parser.add_argument("--chunk", type=int, default=CHUNK, help="runner chunk size")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="send chunk size")
     parser.add_argument("--store-url", default=None, help="default: a temporary SQLite file")
     parser.add_argument(
         "--senders",

@@ -44,7 +44,7 @@ from webhook_helpers import (  # noqa: E402
 )
 
 from caretouch.ledger import Ledger  # noqa: E402
-from caretouch.run.runner import run_day  # noqa: E402
+from caretouch.run.day import run_day  # noqa: E402
 from caretouch.store.db import Store, open_store  # noqa: E402
 from caretouch.webhooks import twilio as twilio_webhook  # noqa: E402
 from conftest import load_rows  # noqa: E402

@@ -16,7 +16,8 @@ import pytest
 from caretouch.config import CareConfig
 from caretouch.ledger.anchors import UNSIGNED, anchor_hash, anchor_mac, legacy_mac
 from caretouch.ledger.audit import VerifyReport, verify
-from caretouch.run.runner import Engine, plan_and_record, run_day
+from caretouch.run.day import plan_and_record, run_day
+from caretouch.run.engine import CareEngine, open_engine
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 
@@ -30,15 +31,13 @@ def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARE_ANCHOR_KEY", KEY.decode())
 
 
-def engine_for(store: Store, anchors: Path) -> Engine:
+def engine_for(store: Store, anchors: Path) -> CareEngine:
     config = CareConfig(store.url, RULES_DIR, TEMPLATES_DIR, anchors.parent / "outbox", anchors)
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     return engine
 
 
-def two_runs(store: Store, tmp_path: Path) -> Engine:
+def two_runs(store: Store, tmp_path: Path) -> CareEngine:
     """Birthdays on two days, a run each: two anchors."""
     customers = [customer_row(f"A{i}", phone=f"+86138{i:08d}") for i in range(3)]
     customers += [

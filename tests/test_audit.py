@@ -13,7 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from caretouch.config import CareConfig
 from caretouch.ledger.anchors import anchor_hash, anchor_mac
 from caretouch.ledger.audit import Filters, erase_content, touch_detail, touches, verify
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import CareEngine, open_engine
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 
@@ -28,16 +29,14 @@ def anchor_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARE_ANCHOR_KEY", KEY.decode())
 
 
-def filled(store: Store, tmp_path: Path, n: int = 6) -> Engine:
+def filled(store: Store, tmp_path: Path, n: int = 6) -> CareEngine:
     customers = [customer_row(f"C{i}", phone=f"+86138{i:08d}") for i in range(n)]
     customers.append(customer_row("NOPE", consent_sms="false", consent_email="false"))
     load_rows(store, customers=customers)
     config = CareConfig(
         store.url, RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox", tmp_path / "anchors.jsonl"
     )
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     run_day(engine, DAY, run_id="audit-test", now=NOON)  # writes an anchor at its end
     return engine
 

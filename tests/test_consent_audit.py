@@ -12,7 +12,8 @@ from sqlalchemy.exc import DBAPIError
 
 from caretouch.config import CareConfig
 from caretouch.ledger.audit import verify
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import open_engine
 from caretouch.store.consent import Purpose, record_consent, record_imported_changes
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
@@ -34,9 +35,7 @@ def opted_out(store: Store, tmp_path: Path) -> None:
     config = CareConfig(
         store.url, RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox", tmp_path / "anchors.jsonl"
     )
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     run_day(engine, DAY, run_id="consent-test", now=utc(2026, 11, 23, 12))
 
 

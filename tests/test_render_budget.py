@@ -16,7 +16,8 @@ from caretouch.errors import RenderError
 from caretouch.ledger import Ledger
 from caretouch.render.templates import RenderBudget, TemplateStore
 from caretouch.rules.loader import load_rules
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import open_engine
 from caretouch.store.db import Store, open_store
 from caretouch.vocab import Channel, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, Care, customer_row, load_rows, utc
@@ -203,9 +204,9 @@ def test_at_send_time_a_bad_render_fails_only_its_touch(
         tmp_path, "birthday", "sms.zh-CN.txt", ONLY_C1.replace("{{ BAD }}", bad)
     )
     load_rows(store, customers=[customer_row("C1"), customer_row("C2")])
-    engine = Engine.open(CareConfig(store.url, RULES_DIR, templates, tmp_path / "outbox"))
-    engine.store.dispose()
-    engine.store = store  # on PostgreSQL, the test's own schema
+    engine = open_engine(
+        CareConfig(store.url, RULES_DIR, templates, tmp_path / "outbox"), store=store
+    )  # on PostgreSQL, the test's own schema
     assert engine.ruleset.errors == []
     report = run_day(engine, DAY, run_id="t1", now=utc(2026, 11, 23, 12, 0))
     assert (report.sent, report.failed) == (1, 1)

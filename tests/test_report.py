@@ -17,7 +17,8 @@ from caretouch.ledger import Ledger
 from caretouch.render.templates import TemplateStore
 from caretouch.reports.service_report import Period, build_report, compute
 from caretouch.rules.loader import RuleSet, load_rules
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import CareEngine, open_engine
 from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
@@ -94,10 +95,8 @@ def fill_history(store: Store, tmp_path: Path) -> Store:
     config = CareConfig(
         store.url, rules, TEMPLATES_DIR, tmp_path / "outbox", anchor_file=tmp_path / "a.jsonl"
     )
-    engine = Engine.open(config)
+    engine = open_engine(config, store=store)
     assert engine.ruleset.errors == []
-    engine.store.dispose()
-    engine.store = store
     for n in range(14):
         day = FIRST_RUN + dt.timedelta(days=n)
         run_day(engine, day, run_id=f"run-{day}", now=utc(day.year, day.month, day.day, 3))
@@ -328,7 +327,7 @@ def test_care_report_is_emailed_through_sendgrid(
 # --- the complaint follow-up figure is the rule's own definition (issue 11, item 21) ---------
 
 
-def follow_up_engine(store: Store, tmp_path: Path, *names: str) -> Engine:
+def follow_up_engine(store: Store, tmp_path: Path, *names: str) -> CareEngine:
     rules = tmp_path / "kpi-rules"
     rules.mkdir()
     for name in ("policy.yaml", "events.yaml", "complaint-follow-up.yaml", *names):
@@ -336,14 +335,12 @@ def follow_up_engine(store: Store, tmp_path: Path, *names: str) -> Engine:
     config = CareConfig(
         store.url, rules, TEMPLATES_DIR, tmp_path / "outbox", anchor_file=tmp_path / "a.jsonl"
     )
-    engine = Engine.open(config)
+    engine = open_engine(config, store=store)
     assert engine.ruleset.errors == []
-    engine.store.dispose()
-    engine.store = store
     return engine
 
 
-def run_week(engine: Engine) -> None:
+def run_week(engine: CareEngine) -> None:
     """care run of each day of WEEK at 11:00 in Shanghai (after the 10:00 send time)."""
     for day in WEEK.days:
         run_day(engine, day, run_id=f"run-{day}", now=utc(day.year, day.month, day.day, 3))

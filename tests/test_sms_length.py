@@ -22,7 +22,8 @@ from caretouch.errors import RenderError
 from caretouch.ledger import Ledger
 from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import load_rules
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import open_engine
 from caretouch.sms import GSM7, SMS_MAX_CHARS, UCS2, sms_size
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
@@ -190,9 +191,9 @@ def test_an_empty_render_is_never_sent(store: Store, tmp_path: Path) -> None:
         encoding="utf-8",
     )
     load_rows(store, customers=[customer_row("C1"), customer_row("C2")])
-    engine = Engine.open(CareConfig(store.url, RULES_DIR, templates, tmp_path / "outbox"))
-    engine.store.dispose()
-    engine.store = store  # on PostgreSQL, the test's own schema
+    engine = open_engine(
+        CareConfig(store.url, RULES_DIR, templates, tmp_path / "outbox"), store=store
+    )  # on PostgreSQL, the test's own schema
     assert engine.ruleset.errors == []
     day = dt.date(2026, 11, 23)
     report = run_day(engine, day, run_id="t1", now=utc(2026, 11, 23, 12, 0))

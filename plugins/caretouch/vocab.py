@@ -125,7 +125,28 @@ class Outcome(StrEnum):
     REJECTED_OPTED_OUT = "rejected-opted-out"
     RETRYABLE_FAILURE = "retryable-failure"
     PERMANENT_FAILURE = "permanent-failure"
-    UNKNOWN = "unknown"
+    UNKNOWN = "unknown"  # the provider cannot tell whether it took the message
+    # Only from ``Transport.reconcile``: the provider certainly does not have the message.
+    NOT_SENT = "not-sent"
+
+
+class SendReason(StrEnum):
+    """The reason of a status event the send step, recovery or a receipt records (a
+    suppression carries a ``SuppressionReason`` instead). Stored in the ledger."""
+
+    # Back to ``planned``, to be sent again:
+    RETRY = "retry"  # a retryable failure with attempts left
+    RECONCILED_NOT_SENT = "reconciled_not_sent"  # after a crash: the provider does not have it
+    # ``unknown``, for a person to review (never sent again blindly):
+    UNKNOWN = "unknown"  # the provider's answer was unclear
+    CRASH_UNRECONCILED = "crash_unreconciled"  # after a crash: the provider cannot tell
+    # ``failed``:
+    RENDER_ERROR = "render_error"  # the template failed; nothing reached a provider
+    INVALID_RECIPIENT = "invalid_recipient"  # the provider refused the address
+    OPTED_OUT = "opted_out"  # the provider says the customer opted out (consent recorded)
+    RETRIES_EXHAUSTED = "retries_exhausted"  # retryable failures, attempts used up
+    PROVIDER_ERROR = "provider_error"  # any other permanent failure
+    DELIVERY_FAILED = "delivery_failed"  # a provider's receipt: accepted, then failed
 
 
 class SubjectKind(StrEnum):

@@ -80,7 +80,7 @@ def test_a_daily_run_sends_the_healthy_rules_then_fails_with_its_summary(
     from airflow.sdk.exceptions import AirflowFailException
 
     from caretouch.airflow.daily import _engine, _now, send_batch, summarise_run
-    from caretouch.run.runner import plan_and_record
+    from caretouch.run.day import plan_and_record
 
     store: Store = env["store"]
     today: dt.date = env["today"]

@@ -5,7 +5,7 @@ against every channel): the same message shapes come back ``sent`` with a provid
 declared limits are honoured without calling the provider; results of ``send_many`` come in
 order; nothing a channel prints shows a recipient or a secret in clear; and ``reconcile``
 answers only what it knows: ``sent`` (the provider has it, with the id the send reported),
-``unknown``/``not found`` (it certainly does not), or ``None`` (it cannot tell).
+``not-sent`` (it certainly does not), or ``None`` (it cannot tell).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def test_reconcile_answers_only_what_it_knows(subject: Subject) -> None:
     if subject.can_reconcile:
         assert found is not None and found.outcome is Outcome.SENT
         assert found.provider_message_id == result.provider_message_id
-        assert missing == SendResult(Outcome.UNKNOWN, detail="not found")
+        assert missing == SendResult(Outcome.NOT_SENT, detail="not found")
     else:
         # SendGrid cannot be asked: a touch it may have taken becomes ``unknown``.
         assert found is None and missing is None

@@ -76,7 +76,7 @@ class TestOutbox(ChannelContract):
         before = t.reconcile(msg)
         assert (
             before is not None
-            and before.outcome is Outcome.UNKNOWN
+            and before.outcome is Outcome.NOT_SENT
             and before.detail == "not found"
         )
         t.send(msg)

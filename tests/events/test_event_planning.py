@@ -13,7 +13,8 @@ from caretouch.config import CareConfig
 from caretouch.events.inbox import Incoming, submit
 from caretouch.events.planning import plan_new_events
 from caretouch.ledger import Ledger
-from caretouch.run.runner import Engine, dispatch, plan_and_record, run_day
+from caretouch.run.day import dispatch, plan_and_record, run_day
+from caretouch.run.engine import CareEngine, open_engine
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, policy_row, utc
@@ -22,7 +23,7 @@ LA = "America/Los_Angeles"
 SH = "Asia/Shanghai"
 
 
-def engine_for(store: Store, tmp_path: Path) -> Engine:
+def engine_for(store: Store, tmp_path: Path) -> CareEngine:
     config = CareConfig(
         store.url,
         RULES_DIR,
@@ -30,14 +31,12 @@ def engine_for(store: Store, tmp_path: Path) -> Engine:
         tmp_path / "outbox",
         anchor_file=tmp_path / "anchors.jsonl",
     )
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     return engine
 
 
 @pytest.fixture
-def engine(store: Store, tmp_path: Path) -> Engine:
+def engine(store: Store, tmp_path: Path) -> CareEngine:
     load_rows(
         store,
         customers=[
@@ -52,7 +51,7 @@ def engine(store: Store, tmp_path: Path) -> Engine:
     return engine_for(store, tmp_path)
 
 
-def emit(engine: Engine, now: dt.datetime, *events: dict[str, Any]) -> Any:
+def emit(engine: CareEngine, now: dt.datetime, *events: dict[str, Any]) -> Any:
     report = submit(engine.store, [Incoming(e) for e in events], source="cli", now=now)
     assert report.dead == []
     return plan_new_events(engine, run_id="test:events", now=now)
@@ -62,7 +61,7 @@ def ev(event_id: str, kind: str, customer: str, at: str, **extra: Any) -> dict[s
     return {"event_id": event_id, "type": kind, "customer_id": customer, "occurred_at": at, **extra}
 
 
-def states(engine: Engine) -> dict[str, Any]:
+def states(engine: CareEngine) -> dict[str, Any]:
     ledger = Ledger(engine.store)
     ids = ledger.touch_ids_in_status(set(TouchStatus))
     return {s.row.touch_key: s for s in ledger.states(ids)}
@@ -73,7 +72,7 @@ def outbox(tmp_path: Path) -> list[Path]:
 
 
 def test_thank_you_is_planned_at_once_and_sent_on_the_next_local_day(
-    engine: Engine, tmp_path: Path
+    engine: CareEngine, tmp_path: Path
 ) -> None:
     # Bought at 10:00 in Shanghai on the 22nd; the thank-you is due at 10:00 local on the 23rd.
     received = utc(2026, 11, 22, 2, 0, 5)
@@ -122,7 +121,7 @@ def test_thank_you_is_planned_at_once_and_sent_on_the_next_local_day(
 
 
 def test_complaint_follow_up_waits_three_local_days_in_the_ledger(
-    engine: Engine, tmp_path: Path
+    engine: CareEngine, tmp_path: Path
 ) -> None:
     received = utc(2026, 11, 20, 8)
     report = emit(
@@ -150,7 +149,7 @@ def test_complaint_follow_up_waits_three_local_days_in_the_ledger(
 
 
 def test_claim_settled_goes_out_the_same_day_even_after_its_send_time(
-    engine: Engine, tmp_path: Path
+    engine: CareEngine, tmp_path: Path
 ) -> None:
     # Settled at 15:00 in Shanghai: the 09:00 send time has passed, the window has not.
     now = utc(2026, 11, 23, 7, 0, 3)
@@ -168,7 +167,7 @@ def test_claim_settled_goes_out_the_same_day_even_after_its_send_time(
 
 
 def test_a_late_event_inside_the_window_waits_for_the_end_of_quiet_hours(
-    engine: Engine, tmp_path: Path
+    engine: CareEngine, tmp_path: Path
 ) -> None:
     # Bought at 23:00 on the 22nd in Shanghai, but received at 23:30 local on the 23rd:
     # the 10:00 send time has passed and it is quiet hours. 08:00 on the 24th is within 24 h
@@ -183,7 +182,7 @@ def test_a_late_event_inside_the_window_waits_for_the_end_of_quiet_hours(
 
 
 def test_a_late_event_past_the_window_is_suppressed_too_late(
-    engine: Engine, tmp_path: Path
+    engine: CareEngine, tmp_path: Path
 ) -> None:
     # Bought on the 20th, received on the 23rd: the thank-you was due on the 21st at 10:00;
     # the 24-hour sending window closed on the 22nd.
@@ -219,7 +218,7 @@ def test_a_late_event_past_the_window_is_suppressed_too_late(
     ],
 )
 def test_the_next_local_day_is_the_customers(
-    engine: Engine, customer: str, occurred: str, occurrence: str, send_at: dt.datetime
+    engine: CareEngine, customer: str, occurred: str, occurrence: str, send_at: dt.datetime
 ) -> None:
     emit(engine, utc(2026, 11, 23, 8, 30), ev("TZ", "policy_purchased", customer, occurred))
     [(key, state)] = states(engine).items()
@@ -228,7 +227,7 @@ def test_the_next_local_day_is_the_customers(
     assert state.status is TouchStatus.PLANNED
 
 
-def test_events_of_an_inactive_customer_or_of_no_rule_plan_nothing(engine: Engine) -> None:
+def test_events_of_an_inactive_customer_or_of_no_rule_plan_nothing(engine: CareEngine) -> None:
     report = emit(
         engine,
         utc(2026, 11, 23, 3),
@@ -241,7 +240,7 @@ def test_events_of_an_inactive_customer_or_of_no_rule_plan_nothing(engine: Engin
     assert plan_new_events(engine, run_id="t", now=utc(2026, 11, 23, 4)).events == 0
 
 
-def test_event_touches_obey_the_daily_cap(engine: Engine) -> None:
+def test_event_touches_obey_the_daily_cap(engine: CareEngine) -> None:
     # caps.per_day is 1: of two event touches due on the same local day, the higher priority
     # goes and the other is suppressed, as for any other rule.
     report = emit(

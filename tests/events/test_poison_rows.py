@@ -15,7 +15,8 @@ from sqlalchemy import func, select, text
 from caretouch.events.inbox import dead_letters
 from caretouch.events.planning import plan_new_events
 from caretouch.ledger import Ledger
-from caretouch.run.runner import Engine, dispatch, run_day
+from caretouch.run.day import dispatch, run_day
+from caretouch.run.engine import CareEngine, open_engine
 from caretouch.store.db import Store
 from caretouch.store.models import Event, EventReceipt
 from caretouch.vocab import TouchStatus
@@ -36,15 +37,13 @@ DAY = dt.date(2026, 11, 23)
 EXPECTED = {"birthday|customer:C2|2026-11-23", "thank-you|event:E2|2026-11-23"}
 
 
-def engine_for(store: Store, tmp_path: Path) -> Engine:
+def engine_for(store: Store, tmp_path: Path) -> CareEngine:
     from caretouch.config import CareConfig
 
     config = CareConfig(
         store.url, RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox", tmp_path / "anchors.jsonl"
     )
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     return engine
 
 

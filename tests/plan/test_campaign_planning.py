@@ -17,7 +17,8 @@ from caretouch.ledger import Ledger
 from caretouch.plan import plan_day
 from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import load_rules
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import open_engine
 from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
@@ -103,9 +104,7 @@ def test_campaign_touches_go_through_the_ledger_once(
         tmp_path / "outbox",
         anchor_file=tmp_path / "anchors.jsonl",
     )
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     now = utc(2027, 2, 6, 3, 0)  # 11:00 in Shanghai
     first = run_day(engine, DAY, run_id="t1", now=now)
     assert first.failed == 0

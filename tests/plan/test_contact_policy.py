@@ -24,7 +24,9 @@ from caretouch.plan import plan_day
 from caretouch.plan.touch import Touch
 from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
-from caretouch.run.runner import Engine, pending_ids, run_day, send_touches
+from caretouch.run.day import pending_ids, run_day
+from caretouch.run.engine import CareEngine, open_engine
+from caretouch.run.send import send_touches
 from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
@@ -139,7 +141,7 @@ def plan(store: Store, rules_dir: Path, day: dt.date) -> list[Touch]:
     return plan_day(store, ruleset_of(rules_dir), day, history=Ledger(store))
 
 
-def engine_for(store: Store, rules_dir: Path, tmp_path: Path) -> Engine:
+def engine_for(store: Store, rules_dir: Path, tmp_path: Path) -> CareEngine:
     config = CareConfig(
         store.url,
         rules_dir,
@@ -147,10 +149,8 @@ def engine_for(store: Store, rules_dir: Path, tmp_path: Path) -> Engine:
         tmp_path / "outbox",
         anchor_file=tmp_path / "ledger-anchors.jsonl",
     )
-    engine = Engine.open(config)
+    engine = open_engine(config, store=store)
     assert [str(e) for e in engine.ruleset.errors] == []
-    engine.store.dispose()
-    engine.store = store
     return engine
 
 

@@ -33,7 +33,8 @@ from caretouch.plan.touch import Touch
 from caretouch.render.templates import TemplateStore
 from caretouch.reports.run_summary import RunSummary
 from caretouch.rules.loader import load_rules
-from caretouch.run.runner import pending_ids, run_day, send_touches
+from caretouch.run.day import pending_ids, run_day
+from caretouch.run.send import send_touches
 from caretouch.store.db import Store
 from caretouch.vocab import SuppressionReason, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row, utc

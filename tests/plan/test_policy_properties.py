@@ -52,12 +52,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-import caretouch.run.runner as runner_module
+import caretouch.run.day as day_module
 from caretouch.config import CareConfig
 from caretouch.ledger.models import Attempt, TouchEvent, TouchRow
 from caretouch.plan.touch import Touch
-from caretouch.run.runner import Engine, dispatch, pending_ids, run_day, send_touches
+from caretouch.run.day import dispatch, pending_ids, run_day
+from caretouch.run.engine import open_engine
+from caretouch.run.send import send_touches
 from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.db import open_store
 from caretouch.store.models import Customer
 from caretouch.vocab import SuppressionReason
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row
@@ -453,11 +456,11 @@ def run_world(world: World, root: Path) -> Run:
         root / "outbox",
         anchor_file=root / "ledger-anchors.jsonl",
     )
-    engine = Engine.open(config)
+    store = open_store(config.store_url)
+    store.init()
+    engine = open_engine(config, store=store)
     try:
         assert [str(e) for e in engine.ruleset.errors] == []
-        store = engine.store
-        store.init()
         load_rows(
             store,
             customers=[
@@ -490,7 +493,7 @@ def run_world(world: World, root: Path) -> Run:
         plan_log: list[tuple[dt.datetime, dt.date]] = []
         missed_on: dict[str, list[dt.date]] = defaultdict(list)
         clock: list[dt.datetime] = []
-        real_plan_day = runner_module.plan_day
+        real_plan_day = day_module.plan_day
 
         def recording_plan_day(store: Any, ruleset: Any, day: dt.date, **kw: Any) -> list[Touch]:
             plan_log.append((clock[-1], day))
@@ -521,7 +524,7 @@ def run_world(world: World, root: Path) -> Run:
             [(t, 0, None) for t in plans] + [(t, 1, i) for i, t in enumerate(sends)],
             key=lambda x: (x[0], x[1]),
         )
-        with mock.patch.object(runner_module, "plan_day", recording_plan_day):
+        with mock.patch.object(day_module, "plan_day", recording_plan_day):
             for now, kind, index in timeline:
                 clock.append(now)
                 if kind == 0:
@@ -556,7 +559,7 @@ def run_world(world: World, root: Path) -> Run:
             attempts,
         )
     finally:
-        engine.store.dispose()
+        store.dispose()
 
 
 # --- the properties -----------------------------------------------------------------------------

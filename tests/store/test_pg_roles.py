@@ -24,7 +24,8 @@ from caretouch.config import CareConfig
 from caretouch.errors import ConfigurationError
 from caretouch.ledger import Ledger, ProviderEvent
 from caretouch.ledger.audit import erase_content, verify
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import open_engine
 from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import Store, check_initialised, open_store
 from caretouch.vocab import TouchStatus
@@ -114,9 +115,7 @@ def test_app_role_runs_everything_without_ddl(roles: Roles, tmp_path: Path) -> N
     config = CareConfig(
         roles.url, RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox", tmp_path / "anchors.jsonl"
     )
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = roles.app
+    engine = open_engine(config, store=roles.app)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CARE_ANCHOR_KEY", KEY.decode())
         report = run_day(engine, DAY, run_id="app-role", now=NOON)  # plan, claim, send, anchor

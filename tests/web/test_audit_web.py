@@ -30,7 +30,8 @@ import airflow_env
 from caretouch.config import CareConfig
 from caretouch.errors import ConfigurationError
 from caretouch.ledger.audit import EXPORT_COLUMNS, Filters, touches
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import open_engine
 from caretouch.store.db import Store, open_store
 from caretouch.web.app import create_audit_app
 from caretouch.web.auth import SESSION_COOKIE, AuditAuth, AuditTokens
@@ -98,9 +99,7 @@ def fill_ledger(directory: Path) -> Ledger:
     load_rows(store, customers=customers, events=[event_row("E1", "C1")])
     anchors = directory / "anchors.jsonl"
     config = CareConfig(url, RULES_DIR, TEMPLATES_DIR, directory / "outbox", anchors)
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CARE_ANCHOR_KEY", KEY)
         run_day(engine, DAY, run_id="web-audit-test", now=NOON)  # writes an anchor at its end

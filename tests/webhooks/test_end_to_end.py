@@ -8,6 +8,7 @@ import base64
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -31,7 +32,7 @@ from caretouch.channels.base import OutboundMessage, SendResult
 from caretouch.channels.credentials import SendGridCredentials, TwilioCredentials
 from caretouch.channels.registry import build_transports
 from caretouch.ledger import Ledger
-from caretouch.run.runner import run_day
+from caretouch.run.day import run_day
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
 from caretouch.web.app import create_standalone_app
@@ -107,8 +108,7 @@ def test_reports_for_real_sends_arrive_before_sent(
             return results
 
         sms.send_many = send_then_report  # type: ignore[method-assign]
-        engine = engine_for(sqlite_store, tmp_path)
-        engine.transports = transports
+        engine = replace(engine_for(sqlite_store, tmp_path), transports=transports)
         report = run_day(engine, DAY, run_id="t-real", now=NOON)
         assert (report.sent, report.failed) == (2, 0)
         assert callbacks == [204]

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from webhook_helpers import client as hooks_client
 from webhook_helpers import engine_for, new_keys, provider_events, twilio_post
 
-from caretouch.run.runner import run_day
+from caretouch.run.day import run_day
 from caretouch.store.db import open_store
 from caretouch.web.app import create_audit_app
 from conftest import SHORT_NUMBERS, badly_masked, customer_row, load_rows, utc

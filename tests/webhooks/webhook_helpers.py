@@ -21,7 +21,8 @@ from caretouch.config import CareConfig
 from caretouch.ledger import Claim, Ledger
 from caretouch.ledger.models import Attempt, ProviderEventRow, TouchEvent
 from caretouch.render.templates import RenderedMessage
-from caretouch.run.runner import Engine, plan_and_record, run_day
+from caretouch.run.day import plan_and_record, run_day
+from caretouch.run.engine import CareEngine, open_engine
 from caretouch.store.db import Store
 from caretouch.store.models import ConsentEvent
 from caretouch.vocab import Channel
@@ -123,11 +124,9 @@ def sendgrid_post(
     return http.post("/care/hooks/sendgrid/events", content=payload.encode(), headers=headers)
 
 
-def engine_for(store: Store, tmp_path: Path) -> Engine:
+def engine_for(store: Store, tmp_path: Path) -> CareEngine:
     config = CareConfig(store.url, RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox")
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     return engine
 
 

@@ -39,10 +39,9 @@ from ..rules.campaigns import CAMPAIGN_DIR, Campaign, load_campaign_file
 from ..rules.contact_policy import load_policy
 from ..rules.loader import POLICY_FILE
 from .daily import (
-    BATCH_SIZE,
     DEFAULT_ARGS,
     _engine,
-    _now,
+    plan_batches,
     planned_day,
     run_writers,
     send_batch,
@@ -127,8 +126,6 @@ def build_campaign_dag(campaign_id: str) -> Any:
     def care_campaign() -> None:
         @task
         def plan(**context: Any) -> list[list[int]]:
-            from ..run.runner import batches, pending_ids, plan_and_record, recover_in_flight
-
             day = planned_day(context.get("logical_date"), context["params"])
             engine = _engine()
             if day not in campaign.days:
@@ -138,22 +135,20 @@ def build_campaign_dag(campaign_id: str) -> Any:
                     campaign.id,
                     days,
                 )
-            run_id = task_run_id(context, campaign.dag_id)
-            recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
-            planned = plan_and_record(
-                engine, day, run_id=run_id, now=_now(), retry_render_errors=True
-            )
-            ids = campaign_ids_of(
-                sorted(set(planned) | set(pending_ids(engine, day))), engine, campaign.id
+            batched, _ = plan_batches(
+                engine,
+                day,
+                task_run_id(context, campaign.dag_id),
+                keep=lambda ids: campaign_ids_of(ids, engine, campaign.id),
             )
             log.info(
                 "campaign %s on %s: %d touch(es) to send in %d batch(es)",
                 campaign.id,
                 day,
-                len(ids),
-                len(batches(ids, BATCH_SIZE)),
+                sum(len(b) for b in batched),
+                len(batched),
             )
-            return batches(ids, BATCH_SIZE)
+            return batched
 
         @task(pool=SEND_POOL)
         def send(batch: list[int], **context: Any) -> dict[str, int]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from ..config import CareConfig
-from ..errors import ValidationFailed
 from ..reports.run_summary import chunk_progress, store_dispatch_summary, this_run_counts
 from .hooks import SEND_POOL
 
@@ -70,17 +69,13 @@ def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.
 
 
 def _engine() -> Any:
-    from ..run.runner import Engine
-    from ..store.db import check_initialised
+    """A task's engine (``run.engine.open_engine``): the configuration from the environment,
+    the providers from Airflow Connections, the real clock."""
+    from ..run.engine import open_engine
     from .hooks import task_transports
 
     config = CareConfig.from_env()
-    engine = Engine.open(config, transports=task_transports(config.outbox_dir))
-    engine.clock = _now
-    if engine.ruleset.policy_errors:
-        # No task plans or sends without the contact policy it stands under.
-        raise ValidationFailed(engine.ruleset.policy_errors)
-    check_initialised(engine.store)
+    engine = open_engine(config, transports=task_transports(config.outbox_dir), clock=_now)
     if engine.ruleset.errors:
         for error in engine.ruleset.errors:
             log.error("rule error: %s", error)
@@ -89,6 +84,22 @@ def _engine() -> Any:
             len(engine.ruleset.errors),
         )
     return engine
+
+
+def plan_batches(
+    engine: Any, day: dt.date, run_id: str, *, keep: Callable[[list[int]], list[int]] | None = None
+) -> tuple[list[list[int]], Any]:
+    """A ``plan`` task's body (``care_daily``, campaign DAGs): the first half of ``run_day``
+    (``run.day.prepare_day``: recover, plan, record), its touches to send in batches for the
+    mapped send tasks. ``keep``: the touches of this DAG among them (a campaign's)."""
+    from ..run.day import batches, prepare_day
+    from ..run.report import SendReport
+
+    report = SendReport()
+    ids = prepare_day(engine, day, run_id=run_id, now=_now(), report=report)
+    if keep is not None:
+        ids = keep(ids)
+    return batches(ids, BATCH_SIZE), report
 
 
 def rule_errors(engine: Any) -> list[str]:
@@ -109,7 +120,7 @@ def fail_if_partial(errors: list[str], what: str) -> None:
 
 def send_batch(batch: list[int], run_id: str) -> dict[str, int]:
     """A mapped send task's body (``care_daily``, campaign DAGs): send one batch, log it."""
-    from ..run.runner import send_touches
+    from ..run.send import send_touches
 
     engine = _engine()
     progress = chunk_progress(log, f"batch of {len(batch)}", len(batch), time.monotonic)
@@ -133,7 +144,7 @@ def summarise_run(
     """A summary task's body: anchor the ledger, add up the batches, log and store the
     run's summary; raise if any touch failed (the run shows failed, the summary says why)."""
     from ..reports.run_summary import RunSummary
-    from ..run.runner import anchor
+    from ..run.engine import anchor
 
     engine = _engine()
     anchor(engine, run_id=run_id, now=_now())
@@ -187,21 +198,17 @@ def build_care_daily() -> Any:
     def care_daily() -> None:
         @task
         def plan(**context: Any) -> list[list[int]]:
-            from ..run.runner import batches, plan_and_record, recover_in_flight
-
             day = planned_day(context.get("logical_date"), context["params"])
-            engine = _engine()
             run_id = task_run_id(context, "care_daily")
-            recovered = recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
-            ids = plan_and_record(engine, day, run_id=run_id, now=_now(), retry_render_errors=True)
+            batched, report = plan_batches(_engine(), day, run_id)
             log.info(
-                "day %s: %d touch(es) to send in %d batch(es); recovered %s",
+                "day %s: %d touch(es) to send in %d batch(es); recovered and planned %s",
                 day,
-                len(ids),
-                len(batches(ids, BATCH_SIZE)),
-                recovered.as_dict(),
+                sum(len(b) for b in batched),
+                len(batched),
+                report.as_dict(),
             )
-            return batches(ids, BATCH_SIZE)
+            return batched
 
         @task(pool=SEND_POOL)
         def send(batch: list[int], **context: Any) -> dict[str, int]:
@@ -237,7 +244,7 @@ def build_care_dispatch() -> Any:
     def care_dispatch() -> None:
         @task(pool=SEND_POOL)
         def dispatch(**context: Any) -> dict[str, int]:
-            from ..run.runner import dispatch as dispatch_due
+            from ..run.day import dispatch as dispatch_due
 
             engine = _engine()
             run_id = task_run_id(context, "care_dispatch")

@@ -220,7 +220,7 @@ def plan(context: Mapping[str, Any]) -> dict[str, int]:
     """The ``plan`` task: the touches of every event in the inbox not planned yet."""
     from ..events.planning import plan_new_events
     from ..reports.run_summary import store_dispatch_summary
-    from ..run.runner import anchor
+    from ..run.engine import anchor
 
     engine = _engine()
     run_id = task_run_id(context, "care_events")

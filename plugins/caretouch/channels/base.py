@@ -182,7 +182,7 @@ class Transport(ABC):
             answer = None
         if answer is not None and answer.outcome is Outcome.SENT:
             return replace(answer, tries=result.tries)
-        if answer is not None and answer.detail == "not found":
+        if answer is not None and answer.outcome is Outcome.NOT_SENT:
             return None  # certainly not taken: safe to try again
         if message.may_resend:
             return None
@@ -254,7 +254,7 @@ class Transport(ABC):
     def reconcile(self, message: OutboundMessage) -> SendResult | None:
         """After a crash: did the provider take this message? ``None`` when it cannot tell.
 
-        ``SendResult(SENT)`` means it was delivered to the provider; a result with outcome
-        ``UNKNOWN`` and detail ``not found`` means the provider certainly does not have it.
+        ``SendResult(SENT)`` means it was delivered to the provider; ``SendResult(NOT_SENT)``
+        means the provider certainly does not have it.
         """
         return None

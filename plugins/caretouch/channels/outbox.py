@@ -68,4 +68,4 @@ class OutboxTransport(Transport):
             return SendResult(
                 Outcome.SENT, provider_message_id=f"outbox:{path.name}", detail="found in outbox"
             )
-        return SendResult(Outcome.UNKNOWN, detail="not found")
+        return SendResult(Outcome.NOT_SENT, detail="not found")

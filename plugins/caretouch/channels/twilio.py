@@ -194,7 +194,7 @@ class TwilioTransport(ProviderTransport[TwilioCredentials, Client]):
             others += 1
         if others:
             return None
-        return SendResult(Outcome.UNKNOWN, detail="not found")
+        return SendResult(Outcome.NOT_SENT, detail="not found")
 
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:

@@ -149,7 +149,14 @@ def load_ruleset(config: CareConfig, *, strict: bool) -> Any:
 
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
-    ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
+    return report_ruleset(
+        load_rules(config.rules_dir, TemplateStore(config.templates_dir)), strict=strict
+    )
+
+
+def report_ruleset(ruleset: Any, *, strict: bool) -> Any:
+    """Say what is wrong with the rules; refuse a broken contact policy, and with ``strict``
+    any error; otherwise note the broken rules the command runs without."""
     if strict:  # `care validate`: what it points out without refusing
         for warning in ruleset.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -197,19 +204,18 @@ def check_rule_ids(
 
 
 def open_engine(config: CareConfig, *, live_clock: bool = False, writes: bool = False) -> Any:
-    """The engine of a command; ``writes``: the command sends and ends with a run summary
-    and an anchor, whose places are checked now, before any work."""
-    from ..run.runner import Engine
-    from ..store.db import check_initialised
+    """The engine of a command (``run.engine.open_engine``); ``writes``: the command sends
+    and ends with a run summary and an anchor, whose places are checked now, before any work."""
+    from ..run.engine import open_engine as assemble
 
-    ruleset = load_ruleset(config, strict=False)
-    engine = Engine.open(config)
-    engine.ruleset = ruleset
+    engine = assemble(config, clock=_real_clock if live_clock else None)
+    report_ruleset(engine.ruleset, strict=False)
     if writes:
         config.check_destinations(
             outbox=any(t.name == "outbox" for t in engine.transports.values())
         )
-    check_initialised(engine.store)
-    if live_clock:
-        engine.clock = lambda: dt.datetime.now(dt.timezone.utc)  # clock: the CLI's real time
     return engine
+
+
+def _real_clock() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)  # clock: the CLI's real time

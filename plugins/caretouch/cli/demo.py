@@ -213,9 +213,10 @@ def run_demo(
             return 1
         echo(f"airflow: care_daily run state {state}; full log: {log_path}")
     else:
-        from ..run.runner import Engine, run_day
+        from ..run.day import run_day
+        from ..run.engine import open_engine
 
-        engine = Engine.open(config)
+        engine = open_engine(config)
         run_day(engine, day, run_id="cli:demo", now=dt.datetime.now(dt.timezone.utc))  # clock: demo
 
     store = open_store(config.store_url)

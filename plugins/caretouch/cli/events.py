@@ -38,7 +38,7 @@ def _print_intake(report: Any) -> None:
 
 def _plan(engine: Any, now: dt.datetime, run_id: str) -> None:
     from ..events.planning import plan_new_events
-    from ..run.runner import anchor
+    from ..run.engine import anchor
 
     report = plan_new_events(engine, run_id=run_id, now=now)
     anchor(engine, run_id=run_id, now=now)

@@ -113,7 +113,7 @@ def plan(
 def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     """Plan, render, send and record a day's touches. Idempotent: rerunning sends nothing twice."""
     from ..reports.run_summary import RunSummary
-    from ..run.runner import run_day
+    from ..run.day import run_day
 
     day = parse_day(day_text)
     now = parse_now(now_text)
@@ -165,7 +165,7 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
     What the care_dispatch DAG does every 15 minutes; run it from cron without Airflow.
     """
     from ..reports.run_summary import render_rule_errors, store_dispatch_summary, this_run_counts
-    from ..run.runner import dispatch as dispatch_due
+    from ..run.day import dispatch as dispatch_due
 
     now = parse_now(now_text)
     engine = open_engine(config_of(ctx), live_clock=now_text is None, writes=True)

@@ -38,7 +38,7 @@ from ..store.write import dead_letter_events
 from ..vocab import DeadLetterReason, Decision
 
 if TYPE_CHECKING:
-    from ..run.runner import Engine
+    from ..run.engine import CareEngine
 
 log = logging.getLogger("caretouch.events")
 
@@ -163,7 +163,7 @@ class _OwnCustomersHistory:
         return self.ledger.occasion_contacts(customer_ids, rule_ids, first, last)
 
 
-def _unplanned(engine: Engine, limit: int) -> list[Any]:
+def _unplanned(engine: CareEngine, limit: int) -> list[Any]:
     stmt = (
         select(
             EventReceipt.id,
@@ -184,7 +184,7 @@ def _unplanned(engine: Engine, limit: int) -> list[Any]:
 
 
 def _plan_day_of_events(
-    engine: Engine,
+    engine: CareEngine,
     day: dt.date,
     rule_ids: set[str],
     event_ids: set[str],
@@ -232,7 +232,7 @@ def _unplannable(step: str, exc: Exception) -> str:
 
 
 def plan_events(
-    engine: Engine, rows: list[Any], *, run_id: str, now: dt.datetime
+    engine: CareEngine, rows: list[Any], *, run_id: str, now: dt.datetime
 ) -> EventPlanReport:
     """Plan and record the touches of the given events (rows of ``_unplanned``).
 
@@ -289,7 +289,7 @@ def plan_events(
 
 
 def plan_new_events(
-    engine: Engine, *, run_id: str, now: dt.datetime, batch: int = BATCH
+    engine: CareEngine, *, run_id: str, now: dt.datetime, batch: int = BATCH
 ) -> EventPlanReport:
     """Plan the touches of every event in the inbox not planned yet; mark them planned.
 

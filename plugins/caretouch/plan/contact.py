@@ -9,6 +9,10 @@ Service obligations (``Rule.obligation``) on the last day of their window compet
 everything else, for caps and for capacity: a touch that can still wait never pushes out one
 that cannot. Held back all the same, an obligation is ``obligation_missed``, never silently
 capped.
+
+The same policy is checked again when a planned touch is about to go out (``run.prepare``
+calls the send-time half below: ``send_timing``, ``late_cap_problem``, ``recipient``,
+``held_at_send_time``), so plan time and send time decide with one module.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..rules.contact_policy import Cap, ContactPolicy, email_is_valid, phone_is_valid
 from ..rules.model import Rule
+from ..store.models import Customer
 from ..vocab import Category, Channel, Decision, SuppressionReason
-from .history import PastContact
+from .history import History, PastContact
 from .touch import Touch
 
 DEFERRABLE = frozenset(
@@ -310,3 +316,214 @@ def apply_deferral(touches: Iterable[Touch], day: dt.date) -> None:
             t.explain.append(
                 f"not deferred: its window (defer_days={t.rule.defer_days}) ended {last}"
             )
+
+
+# -- send time: the policy checked again when a planned touch is about to go out -----------
+
+
+@dataclass(frozen=True)
+class PlannedSend:
+    """A planned touch as the send-time checks see it (built by ``run`` from the ledger)."""
+
+    key: str
+    customer_id: str
+    rule_id: str
+    category: Category
+    channel: Channel | None  # the channel it is planned for now
+    timezone: str | None
+    send_at: dt.datetime
+    occurrence: dt.date
+
+
+@dataclass(frozen=True)
+class SendTimeHold:
+    """A touch that cannot go out as planned: the reason to record and its explanation.
+
+    ``wait_until`` is set when it is deferred (a service obligation whose window lasts): the
+    local date from whose plan on it competes again. Otherwise the suppression is final.
+    """
+
+    reason: SuppressionReason
+    explain: list[str]
+    wait_until: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Where a touch goes now (``channel`` and ``address``), or why it cannot (``reason``,
+    ``why``), re-checked against the customer's current data."""
+
+    channel: Channel | None
+    address: str | None
+    reason: SuppressionReason | None
+    why: str
+
+
+# Per send run: the touch keys counted against a channel's capacity on a local day.
+CapacityUse = dict[tuple[Channel, dt.date], set[str]]
+
+
+def send_timing(
+    policy: ContactPolicy, due: PlannedSend, now: dt.datetime
+) -> SuppressionReason | None:
+    """None when the touch may go now; else why not.
+
+    A touch may go from its send time until ``sending_window_hours`` later, outside the
+    customer's quiet hours. ``DEFERRED`` here means "wait" (not yet time, or quiet hours that
+    end within the window); ``QUIET_HOURS`` that the quiet hours outlast the window;
+    ``TOO_LATE`` that the window has passed (a late backfill, a dispatcher that was down).
+    """
+    send_at = due.send_at
+    window_end = send_at + dt.timedelta(hours=policy.sending_window_hours)
+    if now < send_at:
+        return SuppressionReason.DEFERRED
+    if now > window_end:
+        return SuppressionReason.TOO_LATE
+    local_now = now.astimezone(policy.zone(due.timezone))
+    if policy.quiet_hours.contains(local_now.time()):
+        allowed = policy.quiet_hours.next_allowed(local_now)
+        return SuppressionReason.QUIET_HOURS if allowed > window_end else SuppressionReason.DEFERRED
+    return None
+
+
+def timing_explain(policy: ContactPolicy, due: PlannedSend, now: dt.datetime) -> str:
+    """Why a touch past its send time cannot go now: the clauses ``send_timing`` applied."""
+    return (
+        f"planned for {due.send_at:%Y-%m-%d %H:%M}Z; at "
+        f"{now.astimezone(policy.zone(due.timezone)):%H:%M} local; "
+        + policy.clause("sending_window_hours", policy.sending_window_hours)
+        + "; "
+        + policy.clause("quiet_hours", policy.quiet_hours)
+    )
+
+
+def held_at_send_time(
+    policy: ContactPolicy,
+    rule: Rule | None,
+    due: PlannedSend,
+    now: dt.datetime,
+    cause: SuppressionReason,
+    why: str,
+    *,
+    days: int | None = None,
+) -> SendTimeHold:
+    """A touch that cannot go out as planned (``too_late``, ``quiet_hours``, or
+    ``frequency_cap`` on a later local day): final for most touches.
+
+    A service obligation is deferred instead while its window lasts: it competes again, under
+    the caps and capacity of that day, from the plan of the first local day it can still go
+    (the day after its planned day at the earliest; after quiet hours if they hold now). Past
+    its window it is ``obligation_missed``; final either way, never silently dropped.
+    ``days``: the touch's ``days_before`` (its context), which may end the window earlier.
+    """
+    if rule is None or not rule.obligation:
+        return SendTimeHold(cause, [why])
+    zone = policy.zone(due.timezone)
+    local_now = now.astimezone(zone)
+    if policy.quiet_hours.contains(local_now.time()):
+        local_now = policy.quiet_hours.next_allowed(local_now)
+    planned_day = due.send_at.astimezone(zone).date()
+    wait_until = max(planned_day + dt.timedelta(days=1), local_now.date())
+    last = rule.last_day(due.occurrence, days)
+    window = f"defer_days={rule.defer_days}, window ends {last}"
+    if wait_until <= last:
+        return SendTimeHold(
+            SuppressionReason.DEFERRED,
+            [
+                f"held back at send time ({cause.value}): {why}",
+                f"deferred: a service obligation, it competes again when {wait_until} is "
+                f"planned ({window})",
+            ],
+            wait_until=wait_until,
+        )
+    return SendTimeHold(
+        SuppressionReason.OBLIGATION_MISSED,
+        [
+            f"held back at send time ({cause.value}): {why}",
+            f"obligation missed: a service obligation, its window is over ({window})",
+        ],
+    )
+
+
+def late_cap_problem(
+    policy: ContactPolicy,
+    history: History,
+    due: PlannedSend,
+    now: dt.datetime,
+    capacity_use: CapacityUse,
+) -> str | None:
+    """A touch sent on a later local day than planned (held by quiet hours, or a dispatcher
+    that was down) counts on the day it is sent: the plan of that day did not know it would
+    land there, so its caps are checked again now. The day's capacity use is read from
+    ``history`` once per send run (``capacity_use``), not once per late touch."""
+    zone = policy.zone(due.timezone)
+    today = now.astimezone(zone).date()
+    if today == due.send_at.astimezone(zone).date():
+        return None
+    week = dt.timedelta(days=WEEK - 1)
+    taken = [
+        c
+        for c in history.contacts([due.customer_id], today - week, today + week)
+        if c.key != due.key
+    ]
+    channel = due.channel
+    problem = cap_violation(policy, due.category, channel, taken, today)
+    if problem is None and channel is not None and channel in policy.capacity:
+        budget = policy.capacity[channel]
+        if (channel, today) not in capacity_use:
+            capacity_use[(channel, today)] = {
+                c.key for c in history.contacts(None, today, today) if c.channel == channel.value
+            }
+        keys = capacity_use[(channel, today)]
+        used = len(keys - {due.key})
+        if used >= budget:
+            problem = (
+                policy.clause(f"capacity.{channel.value}.per_day", budget)
+                + f": {used} already on {today}"
+            )
+        else:
+            keys.add(due.key)  # it goes out today: later late touches count it
+    return f"sent late, on {today}: {problem}" if problem else None
+
+
+def recipient(
+    policy: ContactPolicy, rule: Rule, due: PlannedSend, customer: Customer | None
+) -> Recipient:
+    """The channel and address to use now, re-checked against the customer's current data."""
+    if customer is None:
+        return Recipient(
+            None, None, SuppressionReason.NO_CONTACT, "customer no longer in the store"
+        )
+    if customer.status != "active":
+        return Recipient(
+            None, None, SuppressionReason.NO_CONTACT, f"customer status is {customer.status}"
+        )
+    channel = policy.usable_channel(
+        rule.channels,
+        rule.category,
+        phone=customer.phone,
+        email=customer.email,
+        consent_sms=customer.consent_sms,
+        consent_email=customer.consent_email,
+        consent_marketing=customer.consent_marketing,
+    )
+    if channel is None:
+        return Recipient(
+            None,
+            None,
+            SuppressionReason.NO_CONTACT,
+            "no usable channel any more (consent or address changed)",
+        )
+    wanted = due.channel
+    if wanted is not None and channel is not wanted:
+        # The plan weighed caps and capacity for the planned channel; another channel must
+        # be weighed by a plan too. The touch waits for the next one (deferred, not final).
+        return Recipient(
+            None,
+            None,
+            SuppressionReason.DEFERRED,
+            f"planned for {wanted.value}, now only {channel.value} is usable: "
+            "the next plan decides on the new channel",
+        )
+    address = customer.phone if channel is Channel.SMS else customer.email
+    return Recipient(channel, address, None, "")

@@ -9,8 +9,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ledger import Ledger
+from ..vocab import TouchStatus
 
-STATUS_ORDER = ("sent", "delivered", "planned", "sending", "suppressed", "failed", "unknown")
+# The status columns of the tables, in this order (those with no touch are left out).
+STATUS_ORDER = (
+    TouchStatus.SENT,
+    TouchStatus.DELIVERED,
+    TouchStatus.PLANNED,
+    TouchStatus.SENDING,
+    TouchStatus.SUPPRESSED,
+    TouchStatus.FAILED,
+    TouchStatus.UNKNOWN,
+)
 
 
 @dataclass
@@ -27,6 +37,8 @@ class DaySummary:
         return len(self.rows)
 
     def count(self, **match: Any) -> int:
+        """Rows matching every ``key=value`` (a status as a ``TouchStatus``: rows hold its
+        word, which the member equals)."""
         return sum(1 for r in self.rows if all(r.get(k) == v for k, v in match.items()))
 
     def by(self, *keys: str) -> Counter[tuple[Any, ...]]:
@@ -62,7 +74,7 @@ class DaySummary:
 
     def render(self) -> str:
         """A plain-text report for a terminal or a task log."""
-        statuses = [s for s in STATUS_ORDER if self.count(status=s)] or ["sent"]
+        statuses = [s for s in STATUS_ORDER if self.count(status=s)] or [TouchStatus.SENT]
         lines = [
             f"Care touches for local date {self.day.isoformat()}: {self.total} in the ledger",
             "",
@@ -110,7 +122,7 @@ class DaySummary:
                 ["status", "reason", "count"],
                 [[k[0], k[1], n] for k, n in sorted(reasons.items(), key=str) if k[1]],
             )
-        waiting = self.count(status="planned")
+        waiting = self.count(status=TouchStatus.PLANNED)
         if waiting:
             lines += [
                 "",

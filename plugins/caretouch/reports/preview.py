@@ -11,10 +11,10 @@ from ..plan import Touch, plan_day
 from ..vocab import Channel
 
 if TYPE_CHECKING:
-    from ..run.runner import Engine
+    from ..run.engine import CareEngine
 
 
-def _find_touch(engine: Engine, rule_id: str, customer_id: str, day: dt.date) -> Touch | None:
+def _find_touch(engine: CareEngine, rule_id: str, customer_id: str, day: dt.date) -> Touch | None:
     from ..ledger import Ledger
 
     touches = plan_day(
@@ -31,7 +31,7 @@ def _find_touch(engine: Engine, rule_id: str, customer_id: str, day: dt.date) ->
 
 
 def preview_touch(
-    engine: Engine, rule_id: str, customer_id: str, day: dt.date, channel: str | None
+    engine: CareEngine, rule_id: str, customer_id: str, day: dt.date, channel: str | None
 ) -> str:
     """The message text (masked recipient), the decision and why, for one customer and day."""
     try:

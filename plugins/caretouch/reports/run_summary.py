@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ledger import Ledger
+from ..vocab import TouchStatus
 from .day_summary import DaySummary
 
 
@@ -156,7 +157,17 @@ def missed_text(missed: list[dict[str, Any]]) -> str:
 
 # What a run "changed" (a dispatch's sends, an event run's plans): a run without any of these
 # stores no summary (``care_dispatch`` every 15 minutes, ``care_events`` on every sweep).
-CHANGES = ("planned", "suppressed", "sent", "failed", "unknown", "retry", "in_flight")
+# The counts are those of ``Ledger.run_counts``: touches per status the run recorded, and two
+# counts that are not statuses.
+CHANGES = (
+    TouchStatus.PLANNED,
+    TouchStatus.SUPPRESSED,
+    TouchStatus.SENT,
+    TouchStatus.FAILED,
+    TouchStatus.UNKNOWN,
+    "retry",  # back to ``planned`` after a retryable failure
+    "in_flight",  # left ``sending``: the provider's answer was unclear
+)
 
 
 def store_dispatch_summary(

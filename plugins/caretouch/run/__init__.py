@@ -1,0 +1,2 @@
+"""Running the engine: assembly (``engine``), a day (``day``), sending (``prepare``,
+``send``, ``outcome``, ``message``), crash recovery (``recover``). See docs/architecture/run.md."""

@@ -42,14 +42,10 @@ from sim_channels import (
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
-from caretouch.run.runner import (
-    SENDING_LEASE,
-    Engine,
-    SendReport,
-    pending_ids,
-    recover_in_flight,
-    run_day,
-)
+from caretouch.run.day import pending_ids, run_day
+from caretouch.run.engine import CareEngine, open_engine
+from caretouch.run.recover import SENDING_LEASE, recover_in_flight
+from caretouch.run.report import SendReport
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
@@ -90,12 +86,9 @@ def customers(n: int) -> list[dict[str, str]]:
     ]
 
 
-def sim_engine(store: Store, tmp_path: Path, sim: ProviderSim | RemoteProviderSim) -> Engine:
+def sim_engine(store: Store, tmp_path: Path, sim: ProviderSim | RemoteProviderSim) -> CareEngine:
     config = CareConfig(store.url, RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox")
-    engine = Engine.open(config, transports={})
-    engine.store.dispose()
-    engine.store = store
-    engine.transports = {
+    transports = {
         Channel.SMS: twilio_transport(
             sim, timeout=CLIENT_TIMEOUT, rate_per_sec=2000, concurrency=8, backoff=fast_backoff()
         ),
@@ -103,7 +96,7 @@ def sim_engine(store: Store, tmp_path: Path, sim: ProviderSim | RemoteProviderSi
             sim, timeout=CLIENT_TIMEOUT, rate_per_sec=2000, concurrency=8, backoff=fast_backoff()
         ),
     }
-    return engine
+    return open_engine(config, transports=transports, store=store)
 
 
 def ledger_outcome(store: Store) -> dict[str, dict[str, tuple[TouchStatus, str | None]]]:
@@ -147,7 +140,7 @@ def assert_each_touch_once(
     return statuses
 
 
-def run_until_settled(engine: Engine, rounds: int = 8) -> list[SendReport]:
+def run_until_settled(engine: CareEngine, rounds: int = 8) -> list[SendReport]:
     """``care run`` for the day, then reruns while touches wait in ``planned`` for a retry."""
     reports = []
     for i in range(rounds):
@@ -412,7 +405,7 @@ class Crash(BaseException):
     """The process dies after the provider took the messages, before the ledger heard."""
 
 
-def _crash_after(engine: Engine, channel: Channel, posted: int) -> None:
+def _crash_after(engine: CareEngine, channel: Channel, posted: int) -> None:
     """The first ``posted`` messages of the channel's first chunk reach the provider; then
     the process "dies" (the exception leaves the chunk in ``sending``)."""
     transport = engine.transports[channel]
@@ -433,9 +426,11 @@ def test_recovery_after_a_crash_reconciles_twilio_and_leaves_sendgrid_unknown(
     monkeypatch: pytest.MonkeyPatch,
     resend: bool,
 ) -> None:
-    import caretouch.run.runner as runner
+    import caretouch.run.recover as recover
+    import caretouch.run.send as send
 
-    monkeypatch.setattr(runner, "_may_resend", lambda _engine, _rule: resend)
+    for module in (send, recover):
+        monkeypatch.setattr(module, "may_resend", lambda _ruleset, _rule: resend)
     load_rows(sqlite_store, customers=customers(20))  # 10 SMS, 10 email
     engine = sim_engine(sqlite_store, tmp_path, provider_sim)
     _crash_after(engine, Channel.SMS, 4)
@@ -447,7 +442,7 @@ def test_recovery_after_a_crash_reconciles_twilio_and_leaves_sendgrid_unknown(
     }
     assert (len(provider_sim.accepted(TWILIO)), len(provider_sim.accepted(SENDGRID))) == (4, 6)
     engine = sim_engine(sqlite_store, tmp_path, provider_sim)  # the restarted process
-    within = runner.recover_in_flight(engine, run_id="early", now=NOON + dt.timedelta(minutes=5))
+    within = recover.recover_in_flight(engine, run_id="early", now=NOON + dt.timedelta(minutes=5))
     assert (within.skipped, within.sent, within.unknown, within.retry) == (20, 0, 0, 0)
     later = NOON + SENDING_LEASE + dt.timedelta(minutes=1)
     report = run_day(engine, DAY, run_id="restart", now=later)

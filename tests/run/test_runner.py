@@ -18,7 +18,9 @@ import pytest
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
 from caretouch.plan import plan_day
-from caretouch.run.runner import Engine, pending_ids, plan_and_record, run_day, send_touches
+from caretouch.run.day import pending_ids, plan_and_record, run_day
+from caretouch.run.engine import CareEngine, open_engine
+from caretouch.run.send import send_touches
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row, utc
@@ -32,11 +34,9 @@ RESTART = utc(2026, 11, 23, 12, 15)
 NEXT_MORNING = utc(2026, 11, 24, 0, 30)
 
 
-def engine_for(store: Store, tmp_path: Path) -> Engine:
+def engine_for(store: Store, tmp_path: Path) -> CareEngine:
     config = CareConfig(store.url, RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox")
-    engine = Engine.open(config)
-    engine.store.dispose()
-    engine.store = store
+    engine = open_engine(config, store=store)
     return engine
 
 
@@ -175,7 +175,8 @@ import datetime as dt, os, signal, sys
 from pathlib import Path
 from caretouch.channels.outbox import OutboxTransport
 from caretouch.config import CareConfig
-from caretouch.run.runner import Engine, run_day
+from caretouch.run.day import run_day
+from caretouch.run.engine import CareEngine, open_engine
 from caretouch.vocab import Channel
 
 store_url, outbox, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
@@ -192,7 +193,7 @@ class DyingOutbox(OutboxTransport):
         return path
 
 config = CareConfig(store_url, Path(sys.argv[4]), Path(sys.argv[5]), outbox)
-engine = Engine.open(config, transports={ch: DyingOutbox(ch, outbox) for ch in Channel})
+engine = open_engine(config, transports={ch: DyingOutbox(ch, outbox) for ch in Channel})
 report = run_day(engine, dt.date(2026, 11, 23), run_id=f"pid{os.getpid()}", now=now)
 print(report.as_dict())
 """
@@ -316,12 +317,12 @@ def test_render_error_fails_the_touch_and_a_fixed_template_sends_it(
     )
     load_rows(sqlite_store, customers=[customer_row("C1"), customer_row("C2", locale="en")])
     config = CareConfig(sqlite_store.url, RULES_DIR, templates, tmp_path / "outbox")
-    engine = Engine.open(config)
+    engine = open_engine(config)
     first = run_day(engine, DAY, run_id="t1", now=NOON)
     assert (first.sent, first.failed) == (1, 1)
     assert "render_error" in first.failures[0] and "sms.zh-CN.txt" in first.failures[0]
     sms.write_text(good, encoding="utf-8")
-    engine = Engine.open(config)
+    engine = open_engine(config)
     second = run_day(engine, DAY, run_id="t2", now=NOON)
     assert (second.sent, second.failed) == (1, 0)
     assert len(outbox_files(tmp_path)) == 2
@@ -387,7 +388,7 @@ def test_touches_outside_their_window_are_suppressed(
         policy.read_text(encoding="utf-8") + f"sending_window_hours: {window}\n", encoding="utf-8"
     )
     load_rows(sqlite_store, customers=[customer_row("C1")])
-    engine = Engine.open(CareConfig(sqlite_store.url, rules, TEMPLATES_DIR, tmp_path / "outbox"))
+    engine = open_engine(CareConfig(sqlite_store.url, rules, TEMPLATES_DIR, tmp_path / "outbox"))
     report = run_day(engine, DAY, run_id="late", now=now)
     assert (report.sent, report.suppressed) == (0, 1)
     (state,) = Ledger(sqlite_store).states_for_day(DAY)

@@ -1,0 +1,139 @@
+"""Running a day: recover, plan and record, send what is due, anchor. Safe to rerun at any
+point.
+
+The CLI (``care run``, ``care dispatch``) and the Airflow DAGs (``care_daily``, the campaign
+DAGs, ``care_dispatch``) call these same functions. Nothing here reads the clock: ``now`` is
+always an argument.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+
+from ..plan import plan_day
+from ..store.write import dead_letter_events
+from ..vocab import TouchStatus
+from .engine import CareEngine, anchor
+from .recover import recover_in_flight
+from .report import SendReport
+from .send import send_touches
+
+log = logging.getLogger("caretouch.run")
+
+
+def plan_and_record(
+    engine: CareEngine,
+    day: dt.date,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    retry_render_errors: bool = False,
+    report: SendReport | None = None,
+) -> list[int]:
+    """Plan ``day`` and record it in the ledger; returns the ids of touches waiting to go.
+
+    ``retry_render_errors``: plan again touches whose template failed (after a fix). Runs an
+    operator starts (``care run``, ``care_daily``) do; the frequent dispatcher does not, so
+    a broken template is not retried every quarter of an hour. ``report``, if given, counts
+    the touches the plan recorded as planned and as suppressed.
+    """
+    ledger = engine.ledger
+    unreadable: dict[str, str] = {}
+    touches = plan_day(
+        engine.store, engine.ruleset, day, history=ledger, on_unreadable=unreadable.__setitem__
+    )
+    if unreadable:
+        # Out of the inbox, so that no later run trips over them (docs/events.md).
+        dead_letter_events(
+            engine.store, unreadable, source="inbox", ref=run_id, now=engine.stamp(now)
+        )
+    record = ledger.record_plan(
+        touches, run_id=run_id, now=engine.stamp(now), retry_render_errors=retry_render_errors
+    )
+    if report is not None:
+        report.planned += record.planned
+        report.suppressed += record.suppressed
+    log.info(
+        "planned %s: %d candidates, %d new, %d re-planned, %d suppressed, %d unchanged",
+        day,
+        len(touches),
+        record.new,
+        record.replanned,
+        record.suppressed,
+        record.unchanged,
+    )
+    return list(record.planned_ids or [])
+
+
+def pending_ids(engine: CareEngine, day: dt.date | None = None) -> list[int]:
+    """Touches waiting in ``planned`` (all days, or one)."""
+    return engine.ledger.touch_ids_in_status({TouchStatus.PLANNED}, day=day)
+
+
+def prepare_day(
+    engine: CareEngine, day: dt.date, *, run_id: str, now: dt.datetime, report: SendReport
+) -> list[int]:
+    """The first half of a day's run: settle the crashed sends of ``day``, plan it and record
+    the plan; returns the touches to send, the day's own and those deferred to it from
+    earlier days (their occurrence is the earlier day). ``report`` counts what was done.
+
+    ``run_day`` goes on to send them in the same process; the Airflow DAGs (``care_daily``,
+    campaigns) hand them to mapped send tasks in ``batches``."""
+    report.merge(recover_in_flight(engine, run_id=run_id, now=now, day=day))
+    planned = plan_and_record(
+        engine, day, run_id=run_id, now=now, retry_render_errors=True, report=report
+    )
+    return sorted(set(planned) | set(pending_ids(engine, day)))
+
+
+def run_day(
+    engine: CareEngine,
+    day: dt.date,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    progress: Callable[[int, int], None] | None = None,
+) -> SendReport:
+    """``care run``: recover, plan, send what is due. Idempotent.
+
+    ``progress(done, total)``, if given, follows the sending, chunk by chunk.
+    """
+    report = SendReport()
+    ids = prepare_day(engine, day, run_id=run_id, now=now, report=report)
+    done = [0]
+
+    def step(count: int) -> None:
+        done[0] += count
+        if progress is not None:
+            progress(done[0], len(ids))
+
+    report.merge(send_touches(engine, ids, run_id=run_id, now=now, progress=step))
+    anchor(engine, run_id=run_id, now=now)
+    return report
+
+
+def dates_in_effect(now: dt.datetime) -> list[dt.date]:
+    """The local dates that are "today" somewhere on Earth at ``now`` (UTC-12 to UTC+14)."""
+    utc = now.astimezone(dt.timezone.utc)
+    return sorted({(utc + dt.timedelta(hours=h)).date() for h in (-12, 14)} | {utc.date()})
+
+
+def dispatch(engine: CareEngine, *, run_id: str, now: dt.datetime) -> SendReport:
+    """``care_dispatch``: settle crashed sends, plan the dates in effect, send what is due.
+
+    Planning again is cheap (index lookups) and idempotent; it is what gives a thank-you to
+    a purchase recorded after ``care_daily`` ran, within the contact policy's daily cap.
+    """
+    report = recover_in_flight(engine, run_id=run_id, now=now)
+    for day in dates_in_effect(now):
+        plan_and_record(engine, day, run_id=run_id, now=engine.stamp(now), report=report)
+    report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=now))
+    anchor(engine, run_id=run_id, now=now)
+    return report
+
+
+def batches(ids: Sequence[int], size: int) -> list[list[int]]:
+    """``ids`` in lists of ``size`` (the mapped send tasks of a DAG run)."""
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]

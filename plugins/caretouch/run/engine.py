@@ -1,0 +1,85 @@
+"""Assembling the engine: everything a run needs, opened once from the configuration.
+
+``open_engine`` is the one place that does it; the CLI (``cli.root``) and the Airflow glue
+(``airflow.daily``) both call it and never change the engine afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..channels.base import Transport
+from ..channels.registry import transports_from_env
+from ..config import CareConfig
+from ..errors import ConfigurationError, ValidationFailed
+from ..ledger import Ledger
+from ..render.templates import TemplateStore
+from ..rules.contact_policy import ContactPolicy
+from ..rules.loader import RuleSet, load_rules
+from ..store.db import Store, check_initialised, open_store
+from ..vocab import Channel
+
+
+@dataclass(frozen=True)
+class CareEngine:
+    """Everything a run needs: the store, the rules, the templates and the channels."""
+
+    config: CareConfig
+    store: Store
+    templates: TemplateStore
+    ruleset: RuleSet
+    transports: dict[Channel, Transport]
+    # Where ledger timestamps come from. None: the ``now`` each call is given (tests, replays
+    # with ``--now``); the CLI and the DAGs pass the real clock so each send is stamped when
+    # it happens, not when the run started.
+    clock: Callable[[], dt.datetime] | None = None
+
+    def stamp(self, now: dt.datetime) -> dt.datetime:
+        return self.clock() if self.clock is not None else now
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.store)
+
+    @property
+    def policy(self) -> ContactPolicy:
+        return self.ruleset.policy
+
+
+def open_engine(
+    config: CareConfig,
+    *,
+    transports: dict[Channel, Transport] | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
+    store: Store | None = None,
+) -> CareEngine:
+    """The engine of ``config``: its templates, rules, store and channels.
+
+    Raises ``ConfigurationError`` when the rules directory is missing and ``ValidationFailed``
+    when the contact policy has errors (nothing may be planned or sent without it); broken
+    rules are left out (``ruleset.errors``) for the caller to report. ``transports``: the
+    channels to send through (default: from the environment, ``channels.registry``).
+    ``store``: a store already open on ``config.store_url`` (tests: a PostgreSQL schema of
+    their own). The store must be initialised (``store.db.check_initialised``).
+    """
+    if not config.rules_dir.is_dir():
+        raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
+    templates = TemplateStore(config.templates_dir)
+    ruleset = load_rules(config.rules_dir, templates)
+    if ruleset.policy_errors:
+        raise ValidationFailed(ruleset.policy_errors)
+    if store is None:
+        store = open_store(config.store_url)
+    if transports is None:
+        transports = transports_from_env(config.outbox_dir)
+    check_initialised(store)
+    return CareEngine(config, store, templates, ruleset, transports, clock)
+
+
+def anchor(engine: CareEngine, *, run_id: str, now: dt.datetime) -> None:
+    """Anchor the ledger's chain head at the end of a run (``ledger.anchors.anchor_run``)."""
+    from ..ledger.anchors import anchor_run
+
+    anchor_run(engine.store, engine.config.anchor_file, run_id=run_id, now=engine.stamp(now))

@@ -1,0 +1,50 @@
+"""The message a channel is given for one attempt of a touch (``OutboundMessage``), built
+from the ledger's record of the attempt: the send step and recovery send or look up the same."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ..channels.base import OutboundMessage
+from ..ledger import TouchState
+from ..ledger.models import Attempt
+from ..render.templates import RenderedMessage
+from ..rules.loader import RuleSet
+from ..vocab import Channel
+
+
+def outbound_message(
+    state: TouchState, attempt: Attempt, rendered: RenderedMessage, *, may_resend: bool = False
+) -> OutboundMessage:
+    return OutboundMessage(
+        touch_key=state.row.touch_key,
+        attempt_no=attempt.attempt_no,
+        channel=Channel(attempt.channel),
+        recipient=attempt.recipient,
+        body=rendered.body,
+        subject=rendered.subject,
+        html=rendered.html,
+        occurrence=state.row.occurrence.isoformat(),
+        metadata={
+            "rule_id": state.row.rule_id,
+            "customer_id": state.row.customer_id,
+            "category": state.row.category,
+            "locale": state.row.locale,
+        },
+        attempt_id=attempt.id,
+        created_at=aware(attempt.created_at),
+        may_resend=may_resend,
+    )
+
+
+def may_resend(ruleset: RuleSet, rule_id: str) -> bool:
+    """The rule allows sending again a message whose fate is unknown (``resend_unknown``)."""
+    try:
+        return ruleset.by_id(rule_id).resend_unknown
+    except KeyError:
+        return False
+
+
+def aware(value: dt.datetime) -> dt.datetime:
+    """A timestamp read back from the store, in UTC (SQLite returns naive ones)."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value

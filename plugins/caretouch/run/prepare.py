@@ -1,0 +1,178 @@
+"""Getting a chunk of planned touches ready to send: the send-time checks of the contact
+policy (``plan.contact``: timing, late caps, recipient), then rendering.
+
+What cannot go is turned into status changes; what can, into claims (``ledger.Claim``) that
+``send`` writes and sends. Nothing is written here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from ..errors import RenderError
+from ..ledger import WAIT_UNTIL, Claim, StatusChange, TouchState
+from ..plan import contact
+from ..plan.contact import CapacityUse, PlannedSend, SendTimeHold
+from ..store.models import Customer
+from ..vocab import Category, Channel, SendReason, SuppressionReason, TouchStatus
+from .engine import CareEngine
+from .report import SendReport
+
+log = logging.getLogger("caretouch.run")
+
+_NOT_LOADED = "its rule {rule} is not loaded (broken or removed)"
+
+
+@dataclass
+class Prepared:
+    """A chunk checked and rendered: the status changes to write and the touches to claim."""
+
+    size: int
+    report: SendReport
+    changes: list[StatusChange]
+    claims: list[Claim]
+
+
+def planned_send(state: TouchState) -> PlannedSend:
+    """A ledger touch as the contact policy's send-time checks see it."""
+    return PlannedSend(
+        key=state.row.touch_key,
+        customer_id=state.row.customer_id,
+        rule_id=state.row.rule_id,
+        category=Category(state.row.category),
+        channel=Channel(state.channel) if state.channel else None,
+        timezone=state.row.timezone,
+        send_at=state.send_at,
+        occurrence=state.row.occurrence,
+    )
+
+
+def held_change(state: TouchState, hold: SendTimeHold) -> StatusChange:
+    """The status change recording a touch held back at send time."""
+    detail: dict[str, object]
+    if hold.wait_until is None:
+        detail = {"final": True, "explain": hold.explain}
+    else:
+        detail = {WAIT_UNTIL: hold.wait_until.isoformat(), "explain": hold.explain}
+    return StatusChange(state.id, TouchStatus.SUPPRESSED, hold.reason.value, detail=detail)
+
+
+def _held(
+    engine: CareEngine,
+    state: TouchState,
+    due: PlannedSend,
+    now: dt.datetime,
+    cause: SuppressionReason,
+    why: str,
+) -> SendTimeHold:
+    try:
+        rule = engine.ruleset.by_id(state.row.rule_id)
+    except KeyError:
+        rule = None
+    days = state.context.get("days") if rule is not None and rule.obligation else None
+    return contact.held_at_send_time(engine.policy, rule, due, now, cause, why, days=days)
+
+
+def prepare_chunk(
+    engine: CareEngine,
+    ids: list[int],
+    *,
+    now: dt.datetime,
+    capacity_use: CapacityUse,
+) -> Prepared:
+    """Check the chunk's touches against the contact policy as it stands ``now`` and render
+    those that may go."""
+    report = SendReport()
+    ledger = engine.ledger
+    policy = engine.policy
+    loaded_rules = {rule.id for rule in engine.ruleset.rules}
+    states = ledger.states(ids)
+    customer_ids = {s.row.customer_id for s in states}
+    with engine.store.read_session() as session:
+        customers = {
+            c.customer_id: c
+            for c in session.scalars(select(Customer).where(Customer.customer_id.in_(customer_ids)))
+        }
+    changes: list[StatusChange] = []
+    claims: list[Claim] = []
+    for state in states:
+        if state.status is not TouchStatus.PLANNED:
+            report.skipped += 1
+            continue
+        loaded = state.row.rule_id in loaded_rules
+        due = planned_send(state)
+        timing = contact.send_timing(policy, due, now)
+        if timing is not None:
+            if timing is SuppressionReason.DEFERRED:  # not yet: its time has not come
+                report.waiting += 1
+            else:
+                why = contact.timing_explain(policy, due, now)
+                hold = _held(engine, state, due, now, timing, why)
+                if not loaded:
+                    hold.explain.append(_NOT_LOADED.format(rule=state.row.rule_id))
+                changes.append(held_change(state, hold))
+                report.suppressed += 1
+            continue
+        if not loaded:
+            # Its rule failed to load (or was removed): nothing is decided for it, so nothing
+            # is recorded. It stays planned and goes out once the rule loads again, within its
+            # sending window; past the window it is suppressed, too_late, like any touch.
+            report.held += 1
+            continue
+        late = contact.late_cap_problem(policy, ledger, due, now, capacity_use)
+        if late:
+            hold = _held(engine, state, due, now, SuppressionReason.FREQUENCY_CAP, late)
+            changes.append(held_change(state, hold))
+            report.suppressed += 1
+            continue
+        to = contact.recipient(
+            policy,
+            engine.ruleset.by_id(state.row.rule_id),
+            due,
+            customers.get(state.row.customer_id),
+        )
+        if to.channel is None or to.address is None:
+            reason = to.reason or SuppressionReason.NO_CONTACT
+            changes.append(
+                StatusChange(
+                    state.id, TouchStatus.SUPPRESSED, reason.value, detail={"explain": [to.why]}
+                )
+            )
+            report.suppressed += 1
+            continue
+        channel = to.channel
+        locale = state.row.locale
+        try:
+            rendered = engine.templates.render(
+                state.row.template_id, channel, locale, state.context
+            )
+        except RenderError as exc:
+            changes.append(
+                StatusChange(
+                    state.id,
+                    TouchStatus.FAILED,
+                    SendReason.RENDER_ERROR.value,
+                    detail={"detail": str(exc)},
+                )
+            )
+            report.failed += 1
+            report.failures.append(f"{state.row.touch_key}: {SendReason.RENDER_ERROR.value}: {exc}")
+            log.error("touch %s: %s", state.row.touch_key, exc)
+            continue
+        claims.append(
+            Claim(
+                state=state,
+                channel=channel.value,
+                transport=engine.transports[channel].name,
+                recipient=to.address,
+                template_hash=engine.templates.template_hash(
+                    state.row.template_id, channel, locale
+                ),
+                message=rendered,
+            )
+        )
+    return Prepared(len(ids), report, changes, claims)

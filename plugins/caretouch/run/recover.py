@@ -1,0 +1,92 @@
+"""Recovery after a crash: settle the touches a dead worker left in ``sending``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from ..channels.base import SendResult
+from ..render.templates import RenderedMessage
+from ..vocab import Channel, Outcome, SendReason, TouchStatus
+from .engine import CareEngine
+from .message import aware, may_resend, outbound_message
+from .report import SendReport
+
+log = logging.getLogger("caretouch.run")
+
+# A touch in ``sending`` for longer than this was abandoned by a crashed worker.
+SENDING_LEASE = dt.timedelta(minutes=10)
+
+
+def recover_in_flight(
+    engine: CareEngine, *, run_id: str, now: dt.datetime, day: dt.date | None = None
+) -> SendReport:
+    """Settle touches left in ``sending`` by a crash, asking the provider where it can answer.
+
+    Only attempts older than ``SENDING_LEASE`` are touched: a younger one may belong to a
+    worker that is still sending it. Found at the provider: ``sent``. Certainly not there
+    (``Outcome.NOT_SENT``): ``planned`` again, to be sent. The provider cannot tell:
+    ``unknown``, for a person to review; never sent again blindly.
+    """
+    report = SendReport()
+    ledger = engine.ledger
+    ids = ledger.touch_ids_in_status({TouchStatus.SENDING}, day=day)
+    for state in ledger.states(ids):
+        if state.status is not TouchStatus.SENDING:
+            continue
+        attempt = ledger.attempts(state.id)[-1]
+        if aware(attempt.created_at) > now - SENDING_LEASE:
+            report.skipped += 1
+            continue
+        transport = engine.transports.get(Channel(attempt.channel))
+        rendered = RenderedMessage(
+            Channel(attempt.channel),
+            body=attempt.body or "",
+            subject=attempt.subject,
+            html=attempt.html,
+        )
+        resend = may_resend(engine.ruleset, state.row.rule_id)
+        try:
+            answer = (
+                transport.reconcile(outbound_message(state, attempt, rendered, may_resend=resend))
+                if transport and transport.name == attempt.transport
+                else None
+            )
+        except Exception as exc:  # the provider cannot be asked now: ask again next run
+            log.warning("touch %s: cannot reconcile now: %r", state.row.touch_key, exc)
+            report.skipped += 1
+            continue
+        if answer is None and resend:
+            answer = SendResult(Outcome.NOT_SENT, detail="not found")  # the rule allows it
+        if answer is not None and answer.outcome is Outcome.SENT:
+            ledger.append(
+                state.id,
+                TouchStatus.SENT,
+                attempt_id=attempt.id,
+                provider_message_id=answer.provider_message_id,
+                detail={"detail": "reconciled: " + answer.detail},
+                run_id=run_id,
+                now=engine.stamp(now),
+            )
+            report.sent += 1
+        elif answer is not None and answer.outcome is Outcome.NOT_SENT:
+            ledger.append(
+                state.id,
+                TouchStatus.PLANNED,
+                attempt_id=attempt.id,
+                reason=SendReason.RECONCILED_NOT_SENT.value,
+                run_id=run_id,
+                now=engine.stamp(now),
+            )
+            report.retry += 1
+        else:
+            ledger.append(
+                state.id,
+                TouchStatus.UNKNOWN,
+                attempt_id=attempt.id,
+                reason=SendReason.CRASH_UNRECONCILED.value,
+                run_id=run_id,
+                now=engine.stamp(now),
+            )
+            report.unknown += 1
+    return report

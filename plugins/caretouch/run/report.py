@@ -1,0 +1,53 @@
+"""What a run did, counted by outcome (``SendReport``): the day, the send step and recovery
+add to one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SendReport:
+    """What a run did, by outcome.
+
+    ``planned`` and ``suppressed`` include the decisions recorded by the plan of the run
+    (``day.plan_and_record`` with this report), so they match the ledger. Recorded in the ledger:
+    planned, sent, failed, suppressed, unknown, retry (back to ``planned`` after a retryable
+    failure) and in_flight (left ``sending``: the provider's answer was unclear). Not
+    recorded (the touch is left as it was): waiting (its time has not come), held (its rule
+    is not loaded) and skipped (handled by someone else meanwhile).
+    """
+
+    sent: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    waiting: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    retry: int = 0
+    planned: int = 0
+    held: int = 0
+    in_flight: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    COUNTS = (
+        "planned",
+        "suppressed",
+        "sent",
+        "failed",
+        "unknown",
+        "retry",
+        "in_flight",
+        "waiting",
+        "held",
+        "skipped",
+    )
+
+    def merge(self, other: SendReport) -> SendReport:
+        for name in self.COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.extend(other.failures)
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.COUNTS}

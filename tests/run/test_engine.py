@@ -1,0 +1,60 @@
+"""The engine is assembled in one place (``run.engine.open_engine``) and never patched after."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+
+from caretouch.config import CareConfig
+from caretouch.errors import ConfigurationError, ValidationFailed
+from caretouch.run.engine import open_engine
+from caretouch.store.db import Store
+from caretouch.vocab import Channel
+from conftest import RULES_DIR, TEMPLATES_DIR, utc
+
+
+def config_for(store: Store, tmp_path: Path, rules: Path = RULES_DIR) -> CareConfig:
+    return CareConfig(store.url, rules, TEMPLATES_DIR, tmp_path / "outbox")
+
+
+def test_open_engine_assembles_rules_templates_store_and_channels(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    clock = lambda: utc(2026, 11, 23, 12)  # noqa: E731
+    engine = open_engine(config_for(sqlite_store, tmp_path), store=sqlite_store, clock=clock)
+    assert engine.store is sqlite_store
+    assert engine.ruleset.rules and engine.ruleset.errors == []
+    assert engine.policy is engine.ruleset.policy
+    assert set(engine.transports) == set(Channel)  # the outbox without provider credentials
+    assert engine.stamp(dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)) == clock()
+
+
+def test_an_engine_is_not_patched_after_assembly(sqlite_store: Store, tmp_path: Path) -> None:
+    engine = open_engine(config_for(sqlite_store, tmp_path), store=sqlite_store)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        engine.clock = lambda: utc(2026, 11, 23, 12)  # type: ignore[misc]
+
+
+def test_open_engine_refuses_a_missing_rules_directory(sqlite_store: Store, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="rules directory not found"):
+        open_engine(config_for(sqlite_store, tmp_path, tmp_path / "nowhere"), store=sqlite_store)
+
+
+def test_open_engine_refuses_a_broken_contact_policy(sqlite_store: Store, tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    (rules / "policy.yaml").write_text("caps: {per_day: -1}\n", encoding="utf-8")
+    with pytest.raises(ValidationFailed):
+        open_engine(config_for(sqlite_store, tmp_path, rules), store=sqlite_store)
+
+
+def test_open_engine_checks_the_store_is_initialised(tmp_path: Path) -> None:
+    config = CareConfig(
+        f"sqlite:///{tmp_path / 'missing.db'}", RULES_DIR, TEMPLATES_DIR, tmp_path / "outbox"
+    )
+    with pytest.raises(ConfigurationError, match="care store init"):
+        open_engine(config)
