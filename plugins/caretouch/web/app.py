@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Mapping
@@ -160,8 +159,10 @@ class AuditTokens:
         return cls(pairs)
 
     @classmethod
-    def from_env(cls) -> AuditTokens:
-        return cls.parse(os.environ.get(cls.ENV))
+    def from_env(cls, config: CareConfig | None = None) -> AuditTokens:
+        """``$CARE_AUDIT_TOKENS`` as ``config`` (else ``CareConfig.from_env()``) has it."""
+        secret = (config or CareConfig.from_env()).audit_tokens
+        return cls.parse(secret.get_secret_value() if secret is not None else None)
 
     def __len__(self) -> int:
         return len(self._tokens)
