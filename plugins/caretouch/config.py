@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
@@ -80,7 +80,8 @@ Folder = Annotated[Path, AfterValidator(_folder)]
 
 def _field(variable: str, default: Any, expect: str | None, description: str) -> Any:
     """One setting: its environment variable, default, what a valid value is (for errors) and
-    what it does (docs/deploy.md's table shows the description)."""
+    what it does: the description is Markdown, the "what it does" cell of docs/deploy.md's
+    table of environment variables, word for word (links are relative to docs/)."""
     extra = {"expect": expect} if expect else None
     return Field(
         default, validation_alias=variable, description=description, json_schema_extra=extra
@@ -109,21 +110,19 @@ class CareConfig(BaseSettings):
         "CARE_STORE_URL",
         DEFAULT_STORE_URL,
         "a database URL such as sqlite:///care.db or postgresql://user@host/care",
-        "the store and ledger database (docs/store.md); `--store` wins",
+        "the store and ledger database ([store.md](store.md#connecting)); `--store` wins",
     )
     rules_dir: Folder = _field(
         "CARE_RULES_DIR",
         Path("care_rules"),
         "a folder",
-        "rule files, `policy.yaml`, `events.yaml`, `campaigns/`; `--rules` wins. Campaign DAG "
-        "files without it: the `care_rules/` beside the package",
+        "rule files, `policy.yaml`, `events.yaml`, `campaigns/`; `--rules` wins",
     )
     templates_dir: Folder = _field(
         "CARE_TEMPLATES_DIR",
         Path("templates"),
         "a folder",
-        "the message templates; `--templates` wins. Campaign DAG files without it: the "
-        "`templates/` beside the package",
+        "the message templates; `--templates` wins",
     )
     outbox_dir: Folder = _field(
         "CARE_OUTBOX_DIR",
@@ -136,8 +135,8 @@ class CareConfig(BaseSettings):
         "CARE_ANCHOR_FILE",
         Path("ledger-anchors.jsonl"),
         "a file path",
-        "the anchor file every run appends the ledger's chain head to (docs/audit.md); one "
-        "file for all workers; `--anchors` wins",
+        "the anchor file every run appends the ledger's chain head to "
+        "([audit.md](audit.md#anchors)); one file for all workers; `--anchors` wins",
     )
     reports_dir: Folder = _field(
         "CARE_REPORTS_DIR",
@@ -150,8 +149,7 @@ class CareConfig(BaseSettings):
         "CARE_DAGS_DIR",
         None,
         "a folder",
-        "where `care_daily.py` is, for `care demo`'s Airflow run; without it `./dags`, else "
-        "the `dags/` beside the package",
+        "where `care_daily.py` is, for the demo's Airflow run",
     )
 
     # -- secrets
@@ -166,15 +164,16 @@ class CareConfig(BaseSettings):
         "CARE_UNSUBSCRIBE_KEY",
         None,
         None,
-        "secret (≥ 16 characters) signing unsubscribe links; required to send with SendGrid; "
-        "the same value everywhere",
+        "secret (≥ 16 characters) signing unsubscribe links; **required to send with "
+        "SendGrid**; the same value everywhere",
     )
     audit_tokens: SecretStr | None = _field(
         "CARE_AUDIT_TOKENS",
         None,
         None,
-        "`name:token` pairs, comma-separated, that may read the audit view "
-        "(docs/audit-web.md); unset under Airflow, only Airflow sign-ins are accepted",
+        "comma-separated `name:token` pairs that may read the audit view "
+        "([audit-web.md](audit-web.md#signing-in)); unset under Airflow, only Airflow "
+        "sign-ins are accepted",
     )
 
     # -- providers
@@ -183,15 +182,15 @@ class CareConfig(BaseSettings):
         None,
         "an http(s) URL such as https://care.example.com",
         "where providers and customers reach `/care/hooks/…`: Twilio status callbacks, "
-        "unsubscribe links (required to send with SendGrid), the URL Twilio's signatures are "
-        "checked against (docs/webhooks.md)",
+        "unsubscribe links (**required to send with SendGrid**), the URL Twilio's signatures "
+        "are checked against ([webhooks.md](webhooks.md#configuration))",
     )
     twilio_account_sid: SecretStr | None = _field(
         "TWILIO_ACCOUNT_SID",
         None,
         None,
-        "the Twilio account (with `TWILIO_AUTH_TOKEN` and `CARE_SMS_FROM`: all three or none; "
-        "none: the outbox); a `care_twilio` Connection wins under Airflow",
+        "the Twilio account; with `TWILIO_AUTH_TOKEN` and `CARE_SMS_FROM`, all three or none "
+        "([channels.md](channels.md#configuring-the-accounts))",
     )
     twilio_auth_token: SecretStr | None = _field(
         "TWILIO_AUTH_TOKEN", None, None, "the Twilio account's auth token"
@@ -206,13 +205,13 @@ class CareConfig(BaseSettings):
         "CARE_SMS_RATE",
         None,
         "a number > 0",
-        "messages per second the Twilio account allows (default 10)",
+        "messages per second the Twilio account allows",
     )
     sms_concurrency: int | None = _field(
         "CARE_SMS_CONCURRENCY",
         None,
         "an integer ≥ 1",
-        "Twilio requests in flight at once (default 4)",
+        "Twilio requests in flight at once",
     )
     twilio_api_base: HttpUrl = _field(
         "CARE_TWILIO_API_BASE",
@@ -224,41 +223,39 @@ class CareConfig(BaseSettings):
         "SENDGRID_API_KEY",
         None,
         None,
-        "the SendGrid API key (with `CARE_EMAIL_FROM`: both or none; none: the outbox); a "
-        "`care_sendgrid` Connection wins under Airflow",
+        "the SendGrid API key; with `CARE_EMAIL_FROM`, both or none",
     )
     email_from: str | None = _field("CARE_EMAIL_FROM", None, None, "the SendGrid sender address")
     email_rate: float | None = _field(
         "CARE_EMAIL_RATE",
         None,
         "a number > 0",
-        "messages per second the SendGrid account allows (default 10)",
+        "messages per second the SendGrid account allows",
     )
     email_concurrency: int | None = _field(
         "CARE_EMAIL_CONCURRENCY",
         None,
         "an integer ≥ 1",
-        "SendGrid requests in flight at once (default 4)",
+        "SendGrid requests in flight at once",
     )
     sendgrid_api_base: HttpUrl = _field(
         "CARE_SENDGRID_API_BASE",
         SENDGRID_API_BASE,
         "an http(s) URL",
-        "another SendGrid API base (a proxy, a test double)",
+        "another SendGrid API base",
     )
     sendgrid_webhook_public_key: str | None = _field(
         "SENDGRID_WEBHOOK_PUBLIC_KEY",
         None,
         None,
-        "the Event Webhook's verification key (base64 DER); without it every SendGrid post "
-        "is refused (503)",
+        "the Event Webhook's verification key; without it every SendGrid post is refused (503)",
     )
     send_pool_slots: int = _field(
         "CARE_SEND_POOL_SLOTS",
         4,
         "an integer ≥ 1",
-        "the slots of Airflow's `care_send` pool; each send task takes that share of each "
-        "provider's rate (docs/deploy.md#providers-and-the-send-pool)",
+        "the slots of the `care_send` pool; each send task takes that share of each "
+        "provider's rate ([below](#providers-and-the-send-pool))",
     )
 
     # -- events and reports
@@ -266,18 +263,19 @@ class CareConfig(BaseSettings):
         "CARE_REDIS_URL",
         DEFAULT_REDIS_URL,
         "a Redis URL such as redis://host:6379/0 (redis://, rediss:// or unix://)",
-        "the Redis holding the event stream (docs/events.md); `care event emit --via stream`, "
-        "`care event drain`, `care_events` tasks and the triggerer read it",
+        "the Redis holding the event stream "
+        "([events.md](events.md#redis-stream-recommended-for-a-core-system))",
     )
     event_stream: str = _field("CARE_EVENT_STREAM", DEFAULT_STREAM, None, "the stream's key")
     event_group: str = _field(
-        "CARE_EVENT_GROUP", DEFAULT_GROUP, None, "the consumer group reading the stream"
+        "CARE_EVENT_GROUP", DEFAULT_GROUP, None, "the consumer group reading it"
     )
     report_email_to: Annotated[tuple[str, ...], NoDecode] = _field(
         "CARE_REPORT_EMAIL_TO",
         (),
         None,
-        "comma-separated staff addresses `care_reports` emails the reports to (docs/operations.md)",
+        "comma-separated staff addresses the reports are emailed to "
+        "([operations.md](operations.md#the-monthly-and-weekly-reports))",
     )
 
     @field_validator("sms_rate", "email_rate", mode="after")
@@ -406,7 +404,10 @@ def _problem(error: Any, given: dict[str, str]) -> str:
         expect = f"one of {ctx.get('expected')}"
     expect = expect or _GENERIC.get(error["type"]) or str(error["msg"]).lower()
     secret = field is not None and "SecretStr" in repr(field.annotation)
-    shown = "a value not shown (a secret)" if secret else repr(error.get("input"))
+    given_value = error.get("input")
+    if isinstance(given_value, PurePath):
+        given_value = str(given_value)
+    shown = "a value not shown (a secret)" if secret else repr(given_value)
     detail = str(ctx.get("error") or "") if error["type"] == "value_error" else ""
     return f"{label}: must be {expect}, got {shown}" + (f" ({detail})" if detail else "")
 
