@@ -82,7 +82,7 @@ def _field(variable: str, default: Any, expect: str | None, description: str) ->
     """One setting: its environment variable, default, what a valid value is (for errors) and
     what it does: the description is Markdown, the "what it does" cell of docs/deploy.md's
     table of environment variables, word for word (links are relative to docs/)."""
-    extra = {"expect": expect} if expect else None
+    extra: dict[str, Any] | None = {"expect": expect} if expect else None
     return Field(
         default, validation_alias=variable, description=description, json_schema_extra=extra
     )
@@ -101,7 +101,7 @@ class CareConfig(BaseSettings):
         case_sensitive=True,
         env_ignore_empty=True,  # an empty variable is an unset one, as it always was
         populate_by_name=True,
-        extra="ignore",
+        extra="forbid",
         frozen=True,
     )
 
@@ -320,13 +320,16 @@ class CareConfig(BaseSettings):
             "reports_dir": reports_dir,
         }
         values.update({k: v for k, v in given.items() if v is not None and v != ""})
+        unknown = set(values) - set(type(self).model_fields) - set(type(self).variables())
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: no setting {', '.join(sorted(unknown))}")
         try:
             super().__init__(**values)
         except ValidationError as exc:
             names = {name: name for name in values}
             names.update(_given_as or {})
             raise ConfigurationError(
-                "\n".join(_problem(error, names) for error in exc.errors())
+                "\n".join(_problem(type(self), error, names) for error in exc.errors())
             ) from None
 
     @classmethod
@@ -343,7 +346,9 @@ class CareConfig(BaseSettings):
         wins over the default. Raises ``ConfigurationError`` naming every bad variable."""
         given = {"store": store, "rules": rules, "templates": templates}
         given.update({"outbox": outbox, "anchors": anchors})
-        values = {OPTIONS[k][0]: v for k, v in given.items() if v is not None and v != ""}
+        values: dict[str, Any] = {
+            OPTIONS[k][0]: v for k, v in given.items() if v is not None and v != ""
+        }
         labels = {OPTIONS[k][0]: OPTIONS[k][1] for k, v in given.items() if v}
         return cls(**values, _given_as=labels)
 
@@ -387,11 +392,11 @@ _GENERIC = {
 }
 
 
-def _problem(error: Any, given: dict[str, str]) -> str:
+def _problem(settings: type[CareConfig], error: Any, given: dict[str, str]) -> str:
     """One line for one bad value: the variable (or option), what was expected, what came."""
     name = str(error["loc"][0]) if error["loc"] else ""
-    fields = CareConfig.model_fields
-    field_name = name if name in fields else CareConfig.variables().get(name, name)
+    fields = settings.model_fields
+    field_name = name if name in fields else settings.variables().get(name, name)
     field = fields.get(field_name)
     variable = str(field.validation_alias) if field else name
     label = given.get(field_name, variable) if field_name in given else variable
