@@ -118,10 +118,10 @@ def test_bad_path(tmp_path: Path) -> None:
     a_file = tmp_path / "rules.yaml"
     a_file.write_text("", encoding="utf-8")
     assert _problems(CARE_RULES_DIR=str(a_file)) == [
-        f"CARE_RULES_DIR: must be a folder, got '{a_file}' (it is a file)"
+        f"CARE_RULES_DIR: must be a rules directory, got '{a_file}' (it is a file)"
     ]
     assert _problems(CARE_ANCHOR_FILE=str(tmp_path)) == [
-        f"CARE_ANCHOR_FILE: must be a file path, got '{tmp_path}' (it is a folder)"
+        f"CARE_ANCHOR_FILE: must be an anchor file path, got '{tmp_path}' (it is a folder)"
     ]
 
 
@@ -129,7 +129,7 @@ def test_a_bad_option_is_named_as_the_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as caught:
         CareConfig.from_env(anchors=tmp_path)
     assert str(caught.value) == (
-        f"--anchors (CARE_ANCHOR_FILE): must be a file path, got '{tmp_path}' (it is a folder)"
+        f"--anchors (CARE_ANCHOR_FILE): must be an anchor file path, got '{tmp_path}' (it is a folder)"
     )
 
 

@@ -115,40 +115,40 @@ class CareConfig(BaseSettings):
     rules_dir: Folder = _field(
         "CARE_RULES_DIR",
         Path("care_rules"),
-        "a folder",
+        "a rules directory",
         "rule files, `policy.yaml`, `events.yaml`, `campaigns/`; `--rules` wins",
     )
     templates_dir: Folder = _field(
         "CARE_TEMPLATES_DIR",
         Path("templates"),
-        "a folder",
+        "a templates directory",
         "the message templates; `--templates` wins",
     )
     outbox_dir: Folder = _field(
         "CARE_OUTBOX_DIR",
         Path("outbox"),
-        "a folder",
+        "an outbox folder",
         "where the `outbox` channel writes messages; shared by every worker (crash recovery "
         "looks there); `--outbox` wins",
     )
     anchor_file: Annotated[Path, AfterValidator(_file)] = _field(
         "CARE_ANCHOR_FILE",
         Path("ledger-anchors.jsonl"),
-        "a file path",
+        "an anchor file path",
         "the anchor file every run appends the ledger's chain head to "
         "([audit.md](audit.md#anchors)); one file for all workers; `--anchors` wins",
     )
     reports_dir: Folder = _field(
         "CARE_REPORTS_DIR",
         Path("reports"),
-        "a folder",
+        "a reports folder",
         "run summaries (`runs/<date>/<run id>.json`) and the reports of `care report` and "
         "`care_reports`",
     )
     dags_dir: Folder | None = _field(
         "CARE_DAGS_DIR",
         None,
-        "a folder",
+        "a DAG folder",
         "where `care_daily.py` is, for the demo's Airflow run",
     )
 
