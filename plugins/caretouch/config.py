@@ -1,29 +1,336 @@
-"""Where things are: the store, the rules, the templates, the outbox.
+"""Every setting of the engine, typed, in one place: ``CareConfig``.
 
-Built from CLI options or environment variables; the CLI and the Airflow glue use the same.
+Each field is one environment variable (``CARE_*``, and the providers' ``TWILIO_*`` and
+``SENDGRID_*``), with its default and description; docs/deploy.md's table lists them all
+(tests/test_config.py keeps the two the same). ``CareConfig.from_env(**overrides)`` is the one
+way the engine reads them: CLI options override the environment, the environment overrides
+the defaults. Every variable is checked when the configuration is built, and each bad one is
+named in one line of the ``ConfigurationError`` raised (``CARE_SEND_POOL_SLOTS: must be an
+integer ≥ 1, got 'x'``). Secrets are ``SecretStr``: they never show in a repr or a log line.
+
+Nothing here imports the rest of the engine: whoever opens the store, the channels or the
+event stream takes what it needs from a ``CareConfig``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigurationError
-from .store.db import store_url_from_env
+
+DEFAULT_STORE_URL = "sqlite:///care.db"
+TWILIO_API_BASE = "https://api.twilio.com"
+SENDGRID_API_BASE = "https://api.sendgrid.com"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_STREAM = "care:events"
+DEFAULT_GROUP = "caretouch"
+
+# CLI options of ``from_env`` and the fields they set; an error names the option it came from.
+OPTIONS = {
+    "store": ("store_url", "--store"),
+    "rules": ("rules_dir", "--rules"),
+    "templates": ("templates_dir", "--templates"),
+    "outbox": ("outbox_dir", "--outbox"),
+    "anchors": ("anchor_file", "--anchors"),
+}
 
 
-@dataclass(frozen=True)
-class CareConfig:
-    store_url: str
-    rules_dir: Path
-    templates_dir: Path
-    outbox_dir: Path
-    # Chain heads written at the end of every run, outside the database (docs/audit.md).
-    anchor_file: Path = Path("ledger-anchors.jsonl")
-    # Run summaries (JSON, one per run) and the monthly and weekly reports (docs/operations.md).
-    reports_dir: Path = Path("reports")
+# -- checks of one value -------------------------------------------------------------------
+
+
+def _url(*schemes: str) -> AfterValidator:
+    pattern = re.compile(rf"(?:{'|'.join(schemes)})://\S*", re.IGNORECASE)
+
+    def check(value: str | None) -> str | None:
+        if value is not None and not pattern.fullmatch(value):
+            raise ValueError("")
+        return value
+
+    return AfterValidator(check)
+
+
+def _database_url(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", value):
+        raise ValueError("")
+    return value
+
+
+def _folder(value: Path | None) -> Path | None:
+    if value is not None and value.exists() and not value.is_dir():
+        raise ValueError("it is a file")
+    return value
+
+
+def _file(value: Path) -> Path:
+    if value.is_dir():
+        raise ValueError("it is a folder")
+    return value
+
+
+HttpUrl = Annotated[str, _url("https?")]
+Folder = Annotated[Path, AfterValidator(_folder)]
+
+
+def _field(variable: str, default: Any, expect: str | None, description: str) -> Any:
+    """One setting: its environment variable, default, what a valid value is (for errors) and
+    what it does: the description is Markdown, the "what it does" cell of docs/deploy.md's
+    table of environment variables, word for word (links are relative to docs/)."""
+    extra: dict[str, Any] | None = {"expect": expect} if expect else None
+    return Field(
+        default, validation_alias=variable, description=description, json_schema_extra=extra
+    )
+
+
+class CareConfig(BaseSettings):
+    """Where things are (the store, rules, templates, outbox, reports, anchors) and every
+    other setting: providers, the event stream, the send pool, secrets.
+
+    ``CareConfig(store_url, rules_dir, templates_dir, outbox_dir, anchor_file, reports_dir)``
+    takes those given (positionally or by name) and reads every other field from the
+    environment; ``from_env`` is the same with the CLI's option names.
+    """
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        env_ignore_empty=True,  # an empty variable is an unset one, as it always was
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    # -- where things are
+    store_url: Annotated[str, AfterValidator(_database_url)] = _field(
+        "CARE_STORE_URL",
+        DEFAULT_STORE_URL,
+        "a database URL such as sqlite:///care.db or postgresql://user@host/care",
+        "the store and ledger database ([store.md](store.md#connecting)); `--store` wins",
+    )
+    rules_dir: Folder = _field(
+        "CARE_RULES_DIR",
+        Path("care_rules"),
+        "a rules directory",
+        "rule files, `policy.yaml`, `events.yaml`, `campaigns/`; `--rules` wins",
+    )
+    templates_dir: Folder = _field(
+        "CARE_TEMPLATES_DIR",
+        Path("templates"),
+        "a templates directory",
+        "the message templates; `--templates` wins",
+    )
+    outbox_dir: Folder = _field(
+        "CARE_OUTBOX_DIR",
+        Path("outbox"),
+        "an outbox folder",
+        "where the `outbox` channel writes messages; shared by every worker (crash recovery "
+        "looks there); `--outbox` wins",
+    )
+    anchor_file: Annotated[Path, AfterValidator(_file)] = _field(
+        "CARE_ANCHOR_FILE",
+        Path("ledger-anchors.jsonl"),
+        "an anchor file path",
+        "the anchor file every run appends the ledger's chain head to "
+        "([audit.md](audit.md#anchors)); one file for all workers; `--anchors` wins",
+    )
+    reports_dir: Folder = _field(
+        "CARE_REPORTS_DIR",
+        Path("reports"),
+        "a reports folder",
+        "run summaries (`runs/<date>/<run id>.json`) and the reports of `care report` and "
+        "`care_reports`",
+    )
+    dags_dir: Folder | None = _field(
+        "CARE_DAGS_DIR",
+        None,
+        "a DAG folder",
+        "where `care_daily.py` is, for the demo's Airflow run",
+    )
+
+    # -- secrets
+    anchor_key: SecretStr | None = _field(
+        "CARE_ANCHOR_KEY",
+        None,
+        None,
+        "the secret that signs the anchors (HMAC); not in the database. Unset: anchors are "
+        "unsigned and every run, `care audit verify` and the verify page warn",
+    )
+    unsubscribe_key: SecretStr | None = _field(
+        "CARE_UNSUBSCRIBE_KEY",
+        None,
+        None,
+        "secret (≥ 16 characters) signing unsubscribe links; **required to send with "
+        "SendGrid**; the same value everywhere",
+    )
+    audit_tokens: SecretStr | None = _field(
+        "CARE_AUDIT_TOKENS",
+        None,
+        None,
+        "comma-separated `name:token` pairs that may read the audit view "
+        "([audit-web.md](audit-web.md#signing-in)); unset under Airflow, only Airflow "
+        "sign-ins are accepted",
+    )
+
+    # -- providers
+    public_url: HttpUrl | None = _field(
+        "CARE_PUBLIC_URL",
+        None,
+        "an http(s) URL such as https://care.example.com",
+        "where providers and customers reach `/care/hooks/…`: Twilio status callbacks, "
+        "unsubscribe links (**required to send with SendGrid**), the URL Twilio's signatures "
+        "are checked against ([webhooks.md](webhooks.md#configuration))",
+    )
+    twilio_account_sid: SecretStr | None = _field(
+        "TWILIO_ACCOUNT_SID",
+        None,
+        None,
+        "the Twilio account; with `TWILIO_AUTH_TOKEN` and `CARE_SMS_FROM`, all three or none "
+        "([channels.md](channels.md#configuring-the-accounts))",
+    )
+    twilio_auth_token: SecretStr | None = _field(
+        "TWILIO_AUTH_TOKEN", None, None, "the Twilio account's auth token"
+    )
+    sms_from: str | None = _field(
+        "CARE_SMS_FROM",
+        None,
+        None,
+        "the Twilio sender: an E.164 number or a Messaging Service SID (`MG…`)",
+    )
+    sms_rate: float | None = _field(
+        "CARE_SMS_RATE",
+        None,
+        "a number > 0",
+        "messages per second the Twilio account allows",
+    )
+    sms_concurrency: int | None = _field(
+        "CARE_SMS_CONCURRENCY",
+        None,
+        "an integer ≥ 1",
+        "Twilio requests in flight at once",
+    )
+    twilio_api_base: HttpUrl = _field(
+        "CARE_TWILIO_API_BASE",
+        TWILIO_API_BASE,
+        "an http(s) URL",
+        "another Twilio API base (a proxy, a test double)",
+    )
+    sendgrid_api_key: SecretStr | None = _field(
+        "SENDGRID_API_KEY",
+        None,
+        None,
+        "the SendGrid API key; with `CARE_EMAIL_FROM`, both or none",
+    )
+    email_from: str | None = _field("CARE_EMAIL_FROM", None, None, "the SendGrid sender address")
+    email_rate: float | None = _field(
+        "CARE_EMAIL_RATE",
+        None,
+        "a number > 0",
+        "messages per second the SendGrid account allows",
+    )
+    email_concurrency: int | None = _field(
+        "CARE_EMAIL_CONCURRENCY",
+        None,
+        "an integer ≥ 1",
+        "SendGrid requests in flight at once",
+    )
+    sendgrid_api_base: HttpUrl = _field(
+        "CARE_SENDGRID_API_BASE",
+        SENDGRID_API_BASE,
+        "an http(s) URL",
+        "another SendGrid API base",
+    )
+    sendgrid_webhook_public_key: str | None = _field(
+        "SENDGRID_WEBHOOK_PUBLIC_KEY",
+        None,
+        None,
+        "the Event Webhook's verification key; without it every SendGrid post is refused (503)",
+    )
+    send_pool_slots: int = _field(
+        "CARE_SEND_POOL_SLOTS",
+        4,
+        "an integer ≥ 1",
+        "the slots of the `care_send` pool; each send task takes that share of each "
+        "provider's rate ([below](#providers-and-the-send-pool))",
+    )
+
+    # -- events and reports
+    redis_url: Annotated[str, _url("redis", "rediss", "unix")] = _field(
+        "CARE_REDIS_URL",
+        DEFAULT_REDIS_URL,
+        "a Redis URL such as redis://host:6379/0 (redis://, rediss:// or unix://)",
+        "the Redis holding the event stream "
+        "([events.md](events.md#redis-stream-recommended-for-a-core-system))",
+    )
+    event_stream: str = _field("CARE_EVENT_STREAM", DEFAULT_STREAM, None, "the stream's key")
+    event_group: str = _field(
+        "CARE_EVENT_GROUP", DEFAULT_GROUP, None, "the consumer group reading it"
+    )
+    report_email_to: Annotated[tuple[str, ...], NoDecode] = _field(
+        "CARE_REPORT_EMAIL_TO",
+        (),
+        None,
+        "comma-separated staff addresses the reports are emailed to "
+        "([operations.md](operations.md#the-monthly-and-weekly-reports))",
+    )
+
+    @field_validator("sms_rate", "email_rate", mode="after")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and not (0 < value < float("inf")):
+            raise ValueError("")
+        return value
+
+    @field_validator("sms_concurrency", "email_concurrency", "send_pool_slots", mode="after")
+    @classmethod
+    def _at_least_one(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("")
+        return value
+
+    @field_validator("report_email_to", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(a.strip() for a in value.split(",") if a.strip())
+        return value
+
+    def __init__(
+        self,
+        store_url: str | None = None,
+        rules_dir: str | Path | None = None,
+        templates_dir: str | Path | None = None,
+        outbox_dir: str | Path | None = None,
+        anchor_file: str | Path | None = None,
+        reports_dir: str | Path | None = None,
+        *,
+        _given_as: dict[str, str] | None = None,
+        **values: Any,
+    ) -> None:
+        given = {
+            "store_url": store_url,
+            "rules_dir": rules_dir,
+            "templates_dir": templates_dir,
+            "outbox_dir": outbox_dir,
+            "anchor_file": anchor_file,
+            "reports_dir": reports_dir,
+        }
+        values.update({k: v for k, v in given.items() if v is not None and v != ""})
+        unknown = set(values) - set(type(self).model_fields) - set(type(self).variables())
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: no setting {', '.join(sorted(unknown))}")
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            names = {name: name for name in values}
+            names.update(_given_as or {})
+            raise ConfigurationError(
+                "\n".join(_problem(type(self), error, names) for error in exc.errors())
+            ) from None
 
     @classmethod
     def from_env(
@@ -35,15 +342,31 @@ class CareConfig:
         outbox: str | Path | None = None,
         anchors: str | Path | None = None,
     ) -> CareConfig:
-        env = os.environ
-        return cls(
-            store_url=store_url_from_env(store),
-            rules_dir=Path(rules or env.get("CARE_RULES_DIR") or "care_rules"),
-            templates_dir=Path(templates or env.get("CARE_TEMPLATES_DIR") or "templates"),
-            outbox_dir=Path(outbox or env.get("CARE_OUTBOX_DIR") or "outbox"),
-            anchor_file=Path(anchors or env.get("CARE_ANCHOR_FILE") or "ledger-anchors.jsonl"),
-            reports_dir=Path(env.get("CARE_REPORTS_DIR") or "reports"),
-        )
+        """The configuration: each option given wins over its environment variable, which
+        wins over the default. Raises ``ConfigurationError`` naming every bad variable."""
+        given = {"store": store, "rules": rules, "templates": templates}
+        given.update({"outbox": outbox, "anchors": anchors})
+        values: dict[str, Any] = {
+            OPTIONS[k][0]: v for k, v in given.items() if v is not None and v != ""
+        }
+        labels = {OPTIONS[k][0]: OPTIONS[k][1] for k, v in given.items() if v}
+        return cls(**values, _given_as=labels)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Environment variable -> field name, for every setting."""
+        return {str(f.validation_alias): name for name, f in cls.model_fields.items()}
+
+    def __repr_args__(self) -> Any:
+        # A URL's password (postgresql://care:secret@db/care) is a secret too.
+        for name, value in super().__repr_args__():
+            if name in ("store_url", "redis_url") and isinstance(value, str):
+                value = re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", value)
+            yield name, value
+
+    def is_set(self, name: str) -> bool:
+        """Whether field ``name`` was given (by an option or the environment), not defaulted."""
+        return name in self.model_fields_set
 
     def check_destinations(self, *, outbox: bool = False) -> None:
         """Before a run's work: the places it writes at the end (run summaries, ledger
@@ -59,6 +382,39 @@ class CareConfig:
             problem = unwritable(path, folder=folder)
             if problem:
                 raise ConfigurationError(f"{what}: {problem}")
+
+
+_GENERIC = {
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "bool_parsing": "true or false (also 1/0, yes/no, on/off)",
+}
+
+
+def _problem(settings: type[CareConfig], error: Any, given: dict[str, str]) -> str:
+    """One line for one bad value: the variable (or option), what was expected, what came."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    fields = settings.model_fields
+    field_name = name if name in fields else settings.variables().get(name, name)
+    field = fields.get(field_name)
+    variable = str(field.validation_alias) if field else name
+    label = given.get(field_name, variable) if field_name in given else variable
+    if label != variable and field is not None:
+        label = f"{label} ({variable})"
+    extra = field.json_schema_extra if field is not None else None
+    expect = extra.get("expect") if isinstance(extra, dict) else None
+    ctx = error.get("ctx") or {}
+    if error["type"] in ("literal_error", "enum"):
+        expect = f"one of {ctx.get('expected')}"
+    expect = expect or _GENERIC.get(error["type"]) or str(error["msg"]).lower()
+    secret = field is not None and "SecretStr" in repr(field.annotation)
+    given_value = error.get("input")
+    if isinstance(given_value, PurePath):
+        given_value = str(given_value)
+    shown = "a value not shown (a secret)" if secret else repr(given_value)
+    detail = str(ctx.get("error") or "") if error["type"] == "value_error" else ""
+    return f"{label}: must be {expect}, got {shown}" + (f" ({detail})" if detail else "")
 
 
 def unwritable(path: Path, *, folder: bool = False, create: bool = True) -> str | None:

@@ -22,7 +22,6 @@ touches whose time has come; ``care_dispatch`` sends the rest when their time co
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from airflow.sdk import Param, dag, task
 # serializes itself completely.
 from airflow.timetables.events import EventsTimetable
 
+from ..config import CareConfig
 from ..errors import ConfigurationError, ValidationFailed
 from ..render.templates import TemplateStore
 from ..rules.campaigns import CAMPAIGN_DIR, Campaign, load_campaign_file
@@ -55,16 +55,16 @@ log = logging.getLogger("caretouch.airflow")
 _REPO = Path(__file__).resolve().parents[3]
 
 
-def _dir(env: str, default: str) -> Path:
+def _dir(field: str, default: str) -> Path:
     # Workers and the DAG processor read the same variables; without them, the repository's
     # own directories (the DAG processor's working directory is not the repository's).
-    value = os.environ.get(env)
-    return Path(value) if value else _REPO / default
+    config = CareConfig.from_env()
+    return Path(getattr(config, field)) if config.is_set(field) else _REPO / default
 
 
 def load_campaign(campaign_id: str) -> Campaign:
     """The campaign of ``care_rules/campaigns/<id>.yaml``, validated; raise if it is not valid."""
-    rules_dir = _dir("CARE_RULES_DIR", "care_rules")
+    rules_dir = _dir("rules_dir", "care_rules")
     path = rules_dir / CAMPAIGN_DIR / f"{campaign_id}.yaml"
     if not path.is_file():
         raise ConfigurationError(
@@ -72,7 +72,7 @@ def load_campaign(campaign_id: str) -> Campaign:
             f"(care campaign dagfiles --prune)"
         )
     policy = load_policy(rules_dir / POLICY_FILE)
-    templates = TemplateStore(_dir("CARE_TEMPLATES_DIR", "templates"))
+    templates = TemplateStore(_dir("templates_dir", "templates"))
     campaign, errors = load_campaign_file(path, templates, policy)
     if errors or campaign is None:
         raise ValidationFailed(errors)

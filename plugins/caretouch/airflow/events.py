@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -25,8 +24,9 @@ from typing import Any
 from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, dag, task
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from ..config import CareConfig
 from ..events.inbox import Incoming
-from ..events.stream import DEFAULT_REDIS_URL, StreamSettings
+from ..events.stream import StreamSettings
 from ..vocab import DeadLetterReason
 from .daily import DEFAULT_ARGS, _engine, _now, fail_if_partial, rule_errors, task_run_id
 
@@ -87,7 +87,7 @@ class EventStreamTrigger(BaseEventTrigger):
         import redis.asyncio as aioredis
 
         # Read in the triggerer at run time: the URL (with any password) is not serialised.
-        url = os.environ.get("CARE_REDIS_URL") or DEFAULT_REDIS_URL
+        url = CareConfig.from_env().redis_url
         # As the consumer reads it (events.stream.connect): an entry that is not UTF-8 must
         # not fail every XREAD of the doorbell for good.
         client = aioredis.Redis.from_url(

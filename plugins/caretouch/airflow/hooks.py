@@ -17,21 +17,19 @@ they stay within the account's limit.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.sdk import BaseHook
 
 from ..channels.base import Transport
 from ..channels.credentials import (
-    SENDGRID_API_BASE,
-    TWILIO_API_BASE,
     SendGridCredentials,
     TwilioCredentials,
     sendgrid_from_env,
     twilio_from_env,
 )
 from ..channels.registry import build_transports
+from ..config import CareConfig
 from ..errors import ConfigurationError
 from ..vocab import Channel
 
@@ -39,14 +37,8 @@ SEND_POOL = "care_send"
 
 
 def send_pool_slots() -> int:
-    raw = os.environ.get("CARE_SEND_POOL_SLOTS", "4")
-    try:
-        slots = int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"$CARE_SEND_POOL_SLOTS must be a whole number, not {raw!r}"
-        ) from exc
-    return max(1, slots)
+    """``$CARE_SEND_POOL_SLOTS`` (checked by ``CareConfig``: an integer ≥ 1)."""
+    return CareConfig.from_env().send_pool_slots
 
 
 def _connection(conn_id: str) -> Any | None:
@@ -91,13 +83,13 @@ class TwilioHook(BaseHook):
                 f"Connection {self.twilio_conn_id} needs login (Account SID), password (Auth "
                 "Token) and extra 'from' (the sender number or Messaging Service SID)"
             )
-        env = os.environ
+        config = CareConfig.from_env()
         return TwilioCredentials(
             account_sid=conn.login,
             auth_token=conn.password,
             sender=str(extra["from"]),
-            api_base=extra.get("api_base") or env.get("CARE_TWILIO_API_BASE") or TWILIO_API_BASE,
-            public_url=extra.get("public_url") or env.get("CARE_PUBLIC_URL") or None,
+            api_base=extra.get("api_base") or config.twilio_api_base,
+            public_url=extra.get("public_url") or config.public_url,
             rate_per_sec=_number(extra, "rate_per_sec", float, self.twilio_conn_id),
             concurrency=_number(extra, "concurrency", int, self.twilio_conn_id),
         )
@@ -125,17 +117,14 @@ class SendGridHook(BaseHook):
                 f"Connection {self.sendgrid_conn_id} needs password (the API key) and extra "
                 "'from' (the sender address)"
             )
-        env = os.environ
+        config = CareConfig.from_env()
         return SendGridCredentials(
             api_key=conn.password,
             sender=str(extra["from"]),
-            api_base=extra.get("api_base")
-            or env.get("CARE_SENDGRID_API_BASE")
-            or SENDGRID_API_BASE,
-            public_url=extra.get("public_url") or env.get("CARE_PUBLIC_URL") or None,
+            api_base=extra.get("api_base") or config.sendgrid_api_base,
+            public_url=extra.get("public_url") or config.public_url,
             webhook_public_key=extra.get("webhook_public_key")
-            or env.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
-            or None,
+            or config.sendgrid_webhook_public_key,
             rate_per_sec=_number(extra, "rate_per_sec", float, self.sendgrid_conn_id),
             concurrency=_number(extra, "concurrency", int, self.sendgrid_conn_id),
         )

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, task
 
+from ..config import CareConfig
 from ..reports.service_report import Period
 from .daily import DEFAULT_ARGS, _now
 
@@ -46,10 +46,9 @@ def periods_due(logical_date: dt.datetime | None, params: dict[str, Any]) -> lis
     return due
 
 
-def report_recipients(env: dict[str, str] | None = None) -> list[str]:
+def report_recipients(config: CareConfig) -> list[str]:
     """``$CARE_REPORT_EMAIL_TO``: comma-separated staff addresses the reports are emailed to."""
-    raw = (os.environ if env is None else env).get("CARE_REPORT_EMAIL_TO", "")
-    return [a.strip() for a in raw.split(",") if a.strip()]
+    return list(config.report_email_to)
 
 
 def _email(result: Any, path: Any, config: Any) -> None:
@@ -60,7 +59,7 @@ def _email(result: Any, path: Any, config: Any) -> None:
     from ..vocab import Channel, Outcome
     from .hooks import task_transports
 
-    recipients = report_recipients()
+    recipients = report_recipients(config)
     if not recipients:
         return
     transport = task_transports(config.outbox_dir)[Channel.EMAIL]

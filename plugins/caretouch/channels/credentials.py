@@ -4,7 +4,8 @@ The engine core never imports Airflow: ``caretouch.airflow.hooks`` builds these 
 from the ``care_twilio`` / ``care_sendgrid`` Connections. Secrets never reach a log line: the
 ``repr`` of each class masks them, and errors name the missing variable, never its value.
 
-Environment variables (SPEC section 8):
+Environment variables (SPEC section 8), read through ``caretouch.config.CareConfig``, which
+checks the numbers and URLs:
 
 - Twilio: ``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``, ``CARE_SMS_FROM`` (an E.164 number or
   a Messaging Service SID ``MG...``), optional ``CARE_TWILIO_API_BASE``.
@@ -17,14 +18,10 @@ Environment variables (SPEC section 8):
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..config import SENDGRID_API_BASE, TWILIO_API_BASE, CareConfig
 from ..errors import ConfigurationError
-
-TWILIO_API_BASE = "https://api.twilio.com"
-SENDGRID_API_BASE = "https://api.sendgrid.com"
 
 
 def _secret(value: str) -> str:
@@ -82,24 +79,6 @@ class SendGridCredentials:
         return self.public_url.rstrip("/") + "/care/hooks/unsubscribe"
 
 
-def _number(env: Mapping[str, str], name: str, kind: type) -> float | int | None:
-    raw = env.get(name)
-    if not raw:
-        return None
-    try:
-        value = kind(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"${name} must be a number, not {raw!r}") from exc
-    if value <= 0:
-        raise ConfigurationError(f"${name} must be positive, not {raw!r}")
-    return value
-
-
-def _whole(env: Mapping[str, str], name: str) -> int | None:
-    value = _number(env, name, int)
-    return None if value is None else int(value)
-
-
 def _partial(names: dict[str, str | None], provider: str) -> None:
     """Some but not all of a provider's variables set: a mistake, said plainly."""
     missing = [n for n, v in names.items() if not v]
@@ -110,13 +89,20 @@ def _partial(names: dict[str, str | None], provider: str) -> None:
         )
 
 
-def twilio_from_env(env: Mapping[str, str] | None = None) -> TwilioCredentials | None:
-    """Twilio credentials from the environment; ``None`` when none are set (outbox)."""
-    env = os.environ if env is None else env
+def _plain(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+
+
+def twilio_from_env(config: CareConfig | None = None) -> TwilioCredentials | None:
+    """Twilio credentials from the environment (``config``, else ``CareConfig.from_env()``);
+    ``None`` when none are set (outbox)."""
+    config = config or CareConfig.from_env()
     names = {
-        "TWILIO_ACCOUNT_SID": env.get("TWILIO_ACCOUNT_SID"),
-        "TWILIO_AUTH_TOKEN": env.get("TWILIO_AUTH_TOKEN"),
-        "CARE_SMS_FROM": env.get("CARE_SMS_FROM"),
+        "TWILIO_ACCOUNT_SID": _plain(config.twilio_account_sid),
+        "TWILIO_AUTH_TOKEN": _plain(config.twilio_auth_token),
+        "CARE_SMS_FROM": config.sms_from,
     }
     _partial(names, "Twilio")
     if not all(names.values()):
@@ -125,19 +111,20 @@ def twilio_from_env(env: Mapping[str, str] | None = None) -> TwilioCredentials |
         account_sid=str(names["TWILIO_ACCOUNT_SID"]),
         auth_token=str(names["TWILIO_AUTH_TOKEN"]),
         sender=str(names["CARE_SMS_FROM"]),
-        api_base=env.get("CARE_TWILIO_API_BASE") or TWILIO_API_BASE,
-        public_url=env.get("CARE_PUBLIC_URL") or None,
-        rate_per_sec=_number(env, "CARE_SMS_RATE", float),
-        concurrency=_whole(env, "CARE_SMS_CONCURRENCY"),
+        api_base=config.twilio_api_base,
+        public_url=config.public_url,
+        rate_per_sec=config.sms_rate,
+        concurrency=config.sms_concurrency,
     )
 
 
-def sendgrid_from_env(env: Mapping[str, str] | None = None) -> SendGridCredentials | None:
-    """SendGrid credentials from the environment; ``None`` when none are set (outbox)."""
-    env = os.environ if env is None else env
+def sendgrid_from_env(config: CareConfig | None = None) -> SendGridCredentials | None:
+    """SendGrid credentials from the environment (``config``, else ``CareConfig.from_env()``);
+    ``None`` when none are set (outbox)."""
+    config = config or CareConfig.from_env()
     names = {
-        "SENDGRID_API_KEY": env.get("SENDGRID_API_KEY"),
-        "CARE_EMAIL_FROM": env.get("CARE_EMAIL_FROM"),
+        "SENDGRID_API_KEY": _plain(config.sendgrid_api_key),
+        "CARE_EMAIL_FROM": config.email_from,
     }
     _partial(names, "SendGrid")
     if not all(names.values()):
@@ -145,9 +132,9 @@ def sendgrid_from_env(env: Mapping[str, str] | None = None) -> SendGridCredentia
     return SendGridCredentials(
         api_key=str(names["SENDGRID_API_KEY"]),
         sender=str(names["CARE_EMAIL_FROM"]),
-        api_base=env.get("CARE_SENDGRID_API_BASE") or SENDGRID_API_BASE,
-        public_url=env.get("CARE_PUBLIC_URL") or None,
-        webhook_public_key=env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
-        rate_per_sec=_number(env, "CARE_EMAIL_RATE", float),
-        concurrency=_whole(env, "CARE_EMAIL_CONCURRENCY"),
+        api_base=config.sendgrid_api_base,
+        public_url=config.public_url,
+        webhook_public_key=config.sendgrid_webhook_public_key,
+        rate_per_sec=config.email_rate,
+        concurrency=config.email_concurrency,
     )

@@ -7,9 +7,9 @@ its Connections (``caretouch.airflow.hooks``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
+from ..config import CareConfig
 from ..vocab import Channel
 from .base import Transport
 from .credentials import (
@@ -47,9 +47,11 @@ def build_transports(
 
 
 def transports_from_env(
-    outbox_dir: str | Path, env: Mapping[str, str] | None = None
+    outbox_dir: str | Path, config: CareConfig | None = None
 ) -> dict[Channel, Transport]:
-    """The CLI's transports: real providers where the environment configures them."""
+    """The CLI's transports: real providers where the environment (``config``, else
+    ``CareConfig.from_env()``) configures them."""
+    config = config or CareConfig.from_env()
     return build_transports(
-        outbox_dir, twilio=twilio_from_env(env), sendgrid=sendgrid_from_env(env)
+        outbox_dir, twilio=twilio_from_env(config), sendgrid=sendgrid_from_env(config)
     )

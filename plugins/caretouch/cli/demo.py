@@ -30,7 +30,7 @@ PLURAL = {"customer": "customers", "policy": "policies", "event": "events"}
 def project_dags_dir() -> Path:
     """``dags/`` of the checkout: ``$CARE_DAGS_DIR``, else ``./dags``, else beside the package."""
     candidates = [
-        Path(os.environ["CARE_DAGS_DIR"]) if os.environ.get("CARE_DAGS_DIR") else None,
+        CareConfig.from_env().dags_dir,
         Path.cwd() / "dags",
         Path(__file__).resolve().parents[2] / "dags",
     ]

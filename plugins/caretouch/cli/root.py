@@ -136,29 +136,25 @@ def _configure(ctx: click.Context, options: dict[str, Any]) -> None:
 
 
 @click.group(cls=CareGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", envvar="CARE_STORE_URL", help="Store URL (default sqlite:///care.db).")
+@click.option("--store", help="Store URL (default sqlite:///care.db).")
 @click.option(
     "--rules",
     type=click.Path(path_type=Path),
-    envvar="CARE_RULES_DIR",
     help="Rules directory (default care_rules/).",
 )
 @click.option(
     "--templates",
     type=click.Path(path_type=Path),
-    envvar="CARE_TEMPLATES_DIR",
     help="Templates directory (default templates/).",
 )
 @click.option(
     "--outbox",
     type=click.Path(path_type=Path),
-    envvar="CARE_OUTBOX_DIR",
     help="Outbox directory (default outbox/).",
 )
 @click.option(
     "--anchors",
     type=click.Path(path_type=Path),
-    envvar="CARE_ANCHOR_FILE",
     help="Ledger anchor file (default ledger-anchors.jsonl).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")

@@ -20,8 +20,6 @@ from .common import config_of, friendly_errors
 @friendly_errors
 def serve(ctx: click.Context, host: str, port: int, access_log: bool) -> None:
     """Serve /care/hooks (Twilio, SendGrid, unsubscribe links) and /care/audit."""
-    import os
-
     import uvicorn
 
     from ..channels.credentials import sendgrid_from_env, twilio_from_env
@@ -34,9 +32,9 @@ def serve(ctx: click.Context, host: str, port: int, access_log: bool) -> None:
         check_initialised(store)  # fail now, plainly, rather than on the first webhook
     finally:
         store.dispose()
-    twilio = twilio_from_env()
-    sendgrid = sendgrid_from_env()
-    public = os.environ.get("CARE_PUBLIC_URL")
+    twilio = twilio_from_env(config)
+    sendgrid = sendgrid_from_env(config)
+    public = config.public_url
     click.echo(f"store: {store.masked_url()}", err=True)
     click.echo(
         "webhooks: Twilio "
@@ -44,7 +42,7 @@ def serve(ctx: click.Context, host: str, port: int, access_log: bool) -> None:
         + ", SendGrid events "
         + ("on" if sendgrid and sendgrid.webhook_public_key else "off (no verification key)")
         + ", unsubscribe links "
-        + ("on" if os.environ.get("CARE_UNSUBSCRIBE_KEY") else "off (no CARE_UNSUBSCRIBE_KEY)"),
+        + ("on" if config.unsubscribe_key else "off (no CARE_UNSUBSCRIBE_KEY)"),
         err=True,
     )
     if not public:

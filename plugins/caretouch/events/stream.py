@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from ..config import DEFAULT_GROUP, DEFAULT_REDIS_URL, DEFAULT_STREAM, CareConfig
 from ..errors import ConfigurationError
 from ..mask import scrub
 from ..rules.event_types import EventTypes
@@ -44,9 +44,6 @@ from .inbox import Incoming, IntakeReport, dead_letter, submit
 
 log = logging.getLogger("caretouch.events")
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_STREAM = "care:events"
-DEFAULT_GROUP = "caretouch"
 # An entry pending this long in a consumer's list is taken to belong to a dead consumer.
 DEFAULT_CLAIM_IDLE = dt.timedelta(minutes=2)
 BATCH = 500
@@ -78,13 +75,10 @@ class StreamSettings:
     group: str = DEFAULT_GROUP
 
     @classmethod
-    def from_env(cls) -> StreamSettings:
-        env = os.environ
-        return cls(
-            url=env.get("CARE_REDIS_URL") or DEFAULT_REDIS_URL,
-            stream=env.get("CARE_EVENT_STREAM") or DEFAULT_STREAM,
-            group=env.get("CARE_EVENT_GROUP") or DEFAULT_GROUP,
-        )
+    def from_env(cls, config: CareConfig | None = None) -> StreamSettings:
+        """From ``config`` (else ``CareConfig.from_env()``)."""
+        config = config or CareConfig.from_env()
+        return cls(url=config.redis_url, stream=config.event_stream, group=config.event_group)
 
 
 def connect(url: str) -> Any:

@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..config import CareConfig
 from ..errors import CareError
 from ..store.db import Store
 from . import chain
@@ -59,10 +60,11 @@ class AnchorError(CareError):
     """The anchor file and the ledger disagree, so no anchor was appended."""
 
 
-def anchor_key() -> bytes | None:
-    """The anchor signing key, from ``$CARE_ANCHOR_KEY`` (never stored in the database)."""
-    value = os.environ.get(KEY_ENV)
-    return value.encode("utf-8") if value else None
+def anchor_key(config: CareConfig | None = None) -> bytes | None:
+    """The anchor signing key, from ``$CARE_ANCHOR_KEY`` (never stored in the database), as
+    ``config`` (else ``CareConfig.from_env()``) has it."""
+    secret = (config or CareConfig.from_env()).anchor_key
+    return secret.get_secret_value().encode("utf-8") if secret is not None else None
 
 
 def instant(value: dt.datetime) -> str:

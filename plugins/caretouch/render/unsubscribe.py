@@ -11,17 +11,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 from urllib.parse import urlencode
 
+from ..config import CareConfig
 from ..errors import CareError, ConfigurationError
 
 KEY_VARIABLE = "CARE_UNSUBSCRIBE_KEY"
 PURPOSES = ("email", "marketing")
 
 
-def unsubscribe_key(env: dict[str, str] | None = None) -> bytes:
-    value = (os.environ if env is None else env).get(KEY_VARIABLE, "")
+def unsubscribe_key(config: CareConfig | None = None) -> bytes:
+    """``$CARE_UNSUBSCRIBE_KEY`` (from ``config``, else ``CareConfig.from_env()``)."""
+    secret = (config or CareConfig.from_env()).unsubscribe_key
+    value = secret.get_secret_value() if secret is not None else ""
     if len(value) < 16:
         raise ConfigurationError(
             f"${KEY_VARIABLE} must be set to a secret of at least 16 characters to put "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +18,6 @@ from ..bounds import read_stored_json
 from ..errors import ConfigurationError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STORE_URL = "sqlite:///care.db"
-
-
-def store_url_from_env(explicit: str | None = None) -> str:
-    """``--store`` wins, then ``$CARE_STORE_URL``, then ``sqlite:///care.db``."""
-    return explicit or os.environ.get("CARE_STORE_URL") or DEFAULT_STORE_URL
 
 
 def _normalise(url: str) -> str:
@@ -246,9 +238,9 @@ def _without_row_values(context: ExceptionContext) -> None:
                 exc.args = (first, *exc.args[1:])
 
 
-def open_store(url: str | None = None, **engine_kwargs: Any) -> Store:
-    """Open the store at ``url`` (see :func:`store_url_from_env`)."""
-    raw = _normalise(store_url_from_env(url))
+def open_store(url: str, **engine_kwargs: Any) -> Store:
+    """Open the store at ``url`` (``CareConfig.store_url``: ``--store``, ``$CARE_STORE_URL``)."""
+    raw = _normalise(url)
     try:
         parsed = make_url(raw)
     except ArgumentError as exc:

@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ..config import CareConfig
 from ..errors import ConfigurationError
 from .pages import Pages, root_path
 
@@ -104,8 +104,10 @@ class AuditTokens:
         return cls(pairs)
 
     @classmethod
-    def from_env(cls) -> AuditTokens:
-        return cls.parse(os.environ.get(cls.ENV))
+    def from_env(cls, config: CareConfig | None = None) -> AuditTokens:
+        """``$CARE_AUDIT_TOKENS`` as ``config`` (else ``CareConfig.from_env()``) has it."""
+        secret = (config or CareConfig.from_env()).audit_tokens
+        return cls.parse(secret.get_secret_value() if secret is not None else None)
 
     def __len__(self) -> int:
         return len(self._tokens)
