@@ -17,6 +17,7 @@ from sqlalchemy import select
 from ..channels.base import OutboundMessage, SendResult, Transport
 from ..channels.registry import transports_from_env
 from ..config import CareConfig
+from ..dates import aware_utc
 from ..errors import CareError, ConfigurationError, RenderError
 from ..ledger import WAIT_UNTIL, Claim, Ledger, StatusChange, TouchState
 from ..ledger.models import Attempt
@@ -187,7 +188,7 @@ def _message(
             "locale": state.row.locale,
         },
         attempt_id=attempt.id,
-        created_at=_aware(attempt.created_at),
+        created_at=aware_utc(attempt.created_at),
         may_resend=may_resend,
     )
 
@@ -204,10 +205,6 @@ def _may_resend(engine: Engine, rule_id: str) -> bool:
         return engine.ruleset.by_id(rule_id).resend_unknown
     except KeyError:
         return False
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 def _result_change(
@@ -683,7 +680,7 @@ def recover_in_flight(
         if state.status is not TouchStatus.SENDING:
             continue
         attempt = ledger.attempts(state.id)[-1]
-        if _aware(attempt.created_at) > now - SENDING_LEASE:
+        if aware_utc(attempt.created_at) > now - SENDING_LEASE:
             report.skipped += 1
             continue
         transport = engine.transports.get(Channel(attempt.channel))

@@ -111,7 +111,6 @@ class _Hooks:
         self._clock = clock
         self._lock = threading.Lock()
         self._twilio: list[TwilioCredentials | None] = []
-        self._sendgrid: list[SendGridCredentials | None] = []
         self._verifier: list[Any] = []
         self._unsubscribe_key: list[bytes] = []
 
