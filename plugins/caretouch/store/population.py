@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+from bisect import bisect
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import accumulate
@@ -372,15 +373,17 @@ def _bool(value: bool) -> str:
 
 
 class _Weighted:
-    """Weighted choices with the cumulative weights computed once (same draws as
-    ``rng.choices(values, weights)``)."""
+    """Weighted choices with the cumulative weights computed once: the same draw as
+    ``rng.choices(values, weights)[0]`` (one ``rng.random()``), without its set-up per call."""
 
     def __init__(self, weighted: tuple[tuple[Any, int], ...]) -> None:
         self.values = [v for v, _ in weighted]
         self.cumulative = list(accumulate(w for _, w in weighted))
+        self.total = self.cumulative[-1] + 0.0
+        self.hi = len(self.values) - 1
 
     def pick(self, rng: random.Random) -> Any:
-        return rng.choices(self.values, cum_weights=self.cumulative)[0]
+        return self.values[bisect(self.cumulative, rng.random() * self.total, 0, self.hi)]
 
 
 _TIERS = _Weighted((("A", 10), ("B", 20), ("C", 50), ("D", 20)))
@@ -598,6 +601,10 @@ class Population:
         p.customer.policies.append(p)
         return p
 
+    def policy_count(self) -> int:
+        """How many policies a customer holds (0 to 3, drawn with the mix's weights)."""
+        return int(self._policy_counts.pick(self.rng))
+
     def policy(
         self,
         c: Person,
@@ -628,7 +635,7 @@ class Population:
             adult = add_years(c.birth_date, 18)
             if adult < today - dt.timedelta(days=60):
                 earliest = max(earliest, adult)
-        for _ in range(self._policy_counts.pick(rng)):
+        for _ in range(self.policy_count()):
             product, long_term, bounds = rng.choice(_PRODUCTS[c.locale])
             status = _POLICY_STATUS.pick(rng)
             recent = status == "active" and rng.random() < mix.recent_purchase
