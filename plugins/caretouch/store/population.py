@@ -601,6 +601,15 @@ class Population:
         p.customer.policies.append(p)
         return p
 
+    def product(self, locale: str) -> tuple[str, bool, tuple[int, int]]:
+        """A product of the market of ``locale``: (name, long_term, premium bounds)."""
+        return self.rng.choice(_PRODUCTS[locale])
+
+    def list_price(self, product: str) -> Decimal:
+        """The middle of the premium range of ``product`` (one premium per product)."""
+        low, high = next(b for ps in _PRODUCTS.values() for name, _, b in ps if name == product)
+        return Decimal(f"{(low + high) // 2}.00")
+
     def policy_count(self) -> int:
         """How many policies a customer holds (0 to 3, drawn with the mix's weights)."""
         return int(self._policy_counts.pick(self.rng))
@@ -636,7 +645,7 @@ class Population:
             if adult < today - dt.timedelta(days=60):
                 earliest = max(earliest, adult)
         for _ in range(self.policy_count()):
-            product, long_term, bounds = rng.choice(_PRODUCTS[c.locale])
+            product, long_term, bounds = self.product(c.locale)
             status = _POLICY_STATUS.pick(rng)
             recent = status == "active" and rng.random() < mix.recent_purchase
             if recent:
