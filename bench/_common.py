@@ -1,4 +1,6 @@
-"""What the benchmark scripts in bench/ share: paths, output, name tables and store helpers.
+"""What the benchmark scripts in bench/ share: paths, output and store helpers.
+
+Synthetic customers, policies and events come from ``caretouch.store.population``.
 
 Imported as ``from _common import ...``: the scripts run as ``python bench/<script>.py``, which
 puts bench/ on ``sys.path``.
@@ -6,7 +8,6 @@ puts bench/ on ``sys.path``.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -34,45 +35,6 @@ def say(message: str = "") -> None:
 
 def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# --- names -----------------------------------------------------------------------------------
-
-_TW_GIVEN = (
-    ("志明", "chihming"), ("淑芬", "shufen"), ("家豪", "chiahao"), ("雅婷", "yating"),
-    ("冠宇", "kuanyu"), ("怡君", "yichun"), ("俊傑", "chunchieh"), ("美玲", "meiling"),
-)  # fmt: skip
-_EN_FIRST = (
-    "Olivia", "James", "Amelia", "Oliver", "Isla", "George", "Ava", "Noah", "Mia", "Leo",
-    "Grace", "Arthur", "Emily", "Harry", "Chloe", "Jack", "Sophie", "Liam", "Zoe", "Ethan",
-)  # fmt: skip
-_EN_LAST = (
-    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
-    "Patel", "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "O'Brien",
-)  # fmt: skip
-TIERS = "A" + "B" * 4 + "C" * 10 + "D" * 5
-DOMAINS = ("example.com", "example.org", "example.net", "example.cn")
-
-
-def name_pool(
-    cn_surnames: tuple[tuple[str, str], ...], cn_given: tuple[tuple[str, str], ...]
-) -> dict[str, list[tuple[str, str]]]:
-    """(name, e-mail local part) per locale; zh-TW names use the first 12 surnames."""
-    cn = [(s + g, f"{gr}.{sr}") for s, sr in cn_surnames for g, gr in cn_given]
-    tw = [(s + g, f"{gr}.{sr}") for s, sr in cn_surnames[:12] for g, gr in _TW_GIVEN]
-    en = [
-        (f"{f} {last}", f"{f}.{last}".lower().replace("'", ""))
-        for f in _EN_FIRST
-        for last in _EN_LAST
-    ]
-    return {"zh-CN": cn, "zh-TW": tw, "en": en}
-
-
-def minus_years(d: dt.date, years: int) -> dt.date:
-    try:
-        return d.replace(year=d.year - years)
-    except ValueError:  # 29 February
-        return d.replace(year=d.year - years, day=28)
 
 
 # --- stores ----------------------------------------------------------------------------------

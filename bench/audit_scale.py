@@ -56,15 +56,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from _common import (
-    DOMAINS,
     RULES_DIR,
     SEED,
     TEMPLATES_DIR,
-    TIERS,
     Explain,
     bulk_pragmas,
-    minus_years,
-    name_pool,
     note,
     read_marker,
     say,
@@ -81,9 +77,10 @@ from caretouch.render.templates import RenderedMessage, TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.rules.model import Rule, TriggerKind
 from caretouch.store.db import Store, open_store
+from caretouch.store.population import Mix, Population, add_years
 from caretouch.vocab import Channel, SubjectKind
 
-GENERATOR_VERSION = 2  # bump when the generated ledger changes, to invalidate reused stores
+GENERATOR_VERSION = 3  # bump when the generated ledger changes, to invalidate reused stores
 LAST_DAY = dt.date(2026, 11, 23)  # "today": the newest daily run
 DAYS = 365
 FIRST_DAY = LAST_DAY - dt.timedelta(days=DAYS - 1)
@@ -151,37 +148,10 @@ def peak_rss_mb() -> float:
 
 # --- the population --------------------------------------------------------------------------
 
-_CN_SURNAMES = (
-    ("王", "wang"), ("李", "li"), ("张", "zhang"), ("刘", "liu"), ("陈", "chen"),
-    ("杨", "yang"), ("赵", "zhao"), ("黄", "huang"), ("周", "zhou"), ("吴", "wu"),
-    ("徐", "xu"), ("孙", "sun"), ("胡", "hu"), ("朱", "zhu"), ("高", "gao"),
-    ("林", "lin"), ("何", "he"), ("郭", "guo"), ("马", "ma"), ("欧阳", "ouyang"),
-)  # fmt: skip
-_CN_GIVEN = (
-    ("伟", "wei"), ("芳", "fang"), ("静", "jing"), ("敏", "min"), ("丽", "li"),
-    ("强", "qiang"), ("磊", "lei"), ("军", "jun"), ("秀英", "xiuying"), ("建华", "jianhua"),
-    ("志强", "zhiqiang"), ("晓燕", "xiaoyan"), ("子涵", "zihan"), ("雨桐", "yutong"),
-    ("浩然", "haoran"), ("欣怡", "xinyi"), ("俊杰", "junjie"), ("婷婷", "tingting"),
-)  # fmt: skip
-NAMES = name_pool(_CN_SURNAMES, _CN_GIVEN)
-# (cumulative probability, locale, zones ("" = none recorded: the policy's default applies),
-#  phone prefixes, digits after the prefix)
-LOCALES = (
-    (0.60, "zh-CN", ("Asia/Shanghai",) * 7 + ("",) * 2 + ("Asia/Urumqi",), ("+86138", "+86139", "+86186", "+86150"), 8),
-    (0.75, "zh-TW", ("Asia/Taipei",) * 4 + ("",), ("+8869",), 8),
-    (1.00, "en", ("Europe/London", "America/New_York", "America/Los_Angeles", "Australia/Sydney",
-                  "Asia/Singapore", "Pacific/Auckland", "Asia/Shanghai"),
-     ("+447911", "+61412", "+6591"), 6),
-)  # fmt: skip
-# Products, with the premium of their policies (the premium appears in some messages).
-PRODUCTS = (
-    ("安心医疗险", Decimal("1280.00")),
-    ("守护重疾险", Decimal("5436.50")),
-    ("畅行意外险", Decimal("199.00")),
-    ("Term Life 20", Decimal("2410.00")),
-    ("Home Protect", Decimal("865.20")),
-    ("Travel Care", Decimal("329.00")),
-)
+# Names, addresses and products come from the store's population generator
+# (caretouch.store.population, shared with the demo). Every address is valid or missing: the
+# ledger only holds what was sent, and a customer without one is suppressed (no_contact).
+MIX = Mix(lunar=0.0, missing_phone=0.10, bad_phone=0.0, missing_email=0.12, bad_email=0.0)
 
 
 @dataclass
@@ -194,44 +164,42 @@ class Customer:
     phone: str | None
     email: str | None
     birth_date: dt.date
-    policies: list[tuple[str, int]]  # (policy id, product index)
+    policies: list[tuple[str, str]]  # (policy id, product)
 
 
-def make_customers(n: int, rng: random.Random) -> list[Customer]:
-    """``n`` customers; customer ``i`` has its birthday on day ``i % 365`` of the year."""
-    r = rng.random
+def make_customers(n: int, seed: int) -> tuple[list[Customer], dict[str, Decimal]]:
+    """``n`` customers (customer ``i`` has its birthday on day ``i % 365`` of the year) and
+    the premium of each product (one per product, so that messages render once per shape)."""
+    pop = Population(LAST_DAY, seed, MIX)
+    r = pop.rng.random
     out = []
+    prices: dict[str, Decimal] = {}
     pno = 0
     for i in range(n):
-        x = r()
-        _, locale, zones, prefixes, digits = next(entry for entry in LOCALES if x < entry[0])
-        name, local = NAMES[locale][int(r() * len(NAMES[locale]))]
-        phone = (
-            None
-            if r() < 0.10
-            else prefixes[int(r() * len(prefixes))] + f"{int(r() * 10**digits):0{digits}d}"
-        )
-        email = None if r() < 0.12 else f"{local}.{i}@{DOMAINS[int(r() * len(DOMAINS))]}"
+        person = pop.customer(i + 1, customer_id=f"C{i + 1:08d}")
+        pop.customers.clear()  # only this script's view of the customer is kept
         policies = []
         for _ in range(1 + (r() < 0.4) + (r() < 0.15)):
             pno += 1
-            policies.append((f"P{pno:08d}", int(r() * len(PRODUCTS))))
+            product = pop.product(person.locale)[0]
+            prices.setdefault(product, pop.list_price(product))
+            policies.append((f"P{pno:08d}", product))
         out.append(
             Customer(
-                customer_id=f"C{i + 1:08d}",
-                name=name,
-                locale=locale,
-                zone=zones[int(r() * len(zones))],
-                tier=TIERS[int(r() * len(TIERS))],
-                phone=phone,
-                email=email,
+                customer_id=person.customer_id,
+                name=person.name,
+                locale=person.locale,
+                zone=person.timezone,
+                tier=person.tier,
+                phone=person.phone or None,
+                email=person.email or None,
                 birth_date=(FIRST_DAY + dt.timedelta(days=i % 365)).replace(
                     year=1945 + int(r() * 60)
                 ),
                 policies=policies,
             )
         )
-    return out
+    return out, prices
 
 
 # --- messages: rendered by the real templates, once per shape --------------------------------
@@ -253,8 +221,9 @@ class Messages:
     does.
     """
 
-    def __init__(self, templates: TemplateStore) -> None:
+    def __init__(self, templates: TemplateStore, prices: dict[str, Decimal]) -> None:
         self.templates = templates
+        self.prices = prices
         self.cache: dict[tuple[Any, ...], RenderedMessage] = {}
         self._longdate = templates.env.from_string("{{ d | longdate }}")
 
@@ -267,7 +236,7 @@ class Messages:
         rule: Rule,
         channel: Channel,
         locale: str,
-        product: int | None,
+        product: str | None,
         days: int | None,
         holiday: str | None,
         one_year: bool,
@@ -298,11 +267,11 @@ class Messages:
                 ctx["policy"] = {
                     "policy_id": POLICY_MARK,
                     "customer_id": "C00000000",
-                    "product": PRODUCTS[product][0],
+                    "product": product,
                     "start_date": SENTINEL_START,
                     "renewal_date": SENTINEL_RENEWAL,
                     "status": "active",
-                    "premium": PRODUCTS[product][1],
+                    "premium": self.prices[product],
                 }
             shape = self.templates.render(rule.template, channel, locale, ctx)
             self.cache[key] = shape
@@ -313,7 +282,7 @@ class Messages:
         rule: Rule,
         channel: Channel,
         customer: Customer,
-        policy: tuple[str, int] | None,
+        policy: tuple[str, str] | None,
         occurrence: dt.date,
         start: dt.date | None,
         renewal: dt.date | None,
@@ -427,8 +396,8 @@ class LedgerWriter:
         self.rules = {r.id: r for r in ruleset.rules}
         self.default_zone = ruleset.policy.default_timezone
         self.templates = templates
-        self.messages = Messages(templates)
-        self.customers = make_customers(max(400, self.target // 20), self.rng)
+        self.customers, self.prices = make_customers(max(400, self.target // 20), params["seed"])
+        self.messages = Messages(templates, self.prices)
         # The rule files were edited once, mid-year: older touches carry the older hash.
         self.old_hash = {
             r.id: hashlib.sha256(f"{r.file_hash}:previous".encode()).hexdigest()
@@ -564,7 +533,7 @@ class LedgerWriter:
         self,
         rule: Rule,
         customer: Customer,
-        policy: tuple[str, int],
+        policy: tuple[str, str],
         subject: str,
         day: dt.date,
         holiday: str | None,
@@ -594,22 +563,22 @@ class LedgerWriter:
             if kind is TriggerKind.DAYS_BEFORE:
                 days = rule.trigger.offsets[int(r() * len(rule.trigger.offsets))]
                 renewal: dt.date | None = day + dt.timedelta(days=days)
-                start = minus_years(renewal, years_held) if renewal else None
+                start = add_years(renewal, -years_held) if renewal else None
                 facts["days"] = days
             elif kind is TriggerKind.EVENT:
                 renewal, start = None, day - dt.timedelta(days=rule.trigger.delay_days)
             else:  # anniversary of the start date: the annual review
-                renewal, start = None, minus_years(day, years_held)
+                renewal, start = None, add_years(day, -years_held)
                 facts["years"] = years_held
             facts.update(policy=policy, start=start, renewal=renewal)
             ctx["policy"] = {
                 "policy_id": policy[0],
                 "customer_id": customer.customer_id,
-                "product": PRODUCTS[policy[1]][0],
+                "product": policy[1],
                 "start_date": start,
                 "renewal_date": renewal,
                 "status": "active",
-                "premium": PRODUCTS[policy[1]][1],
+                "premium": self.prices[policy[1]],
             }
         if "event" in tables:
             zone = ZoneInfo(self._zone(customer))

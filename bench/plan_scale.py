@@ -28,28 +28,22 @@ import argparse
 import datetime as dt
 import gc
 import json
-import random
 import statistics
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from _common import (
-    DOMAINS,
     RULES_DIR,
     SEED,
     TEMPLATES_DIR,
-    TIERS,
     Explain,
     bulk_pragmas,
-    minus_years,
-    name_pool,
     note,
     read_marker,
     say,
@@ -71,10 +65,10 @@ from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.rules.model import TriggerKind
 from caretouch.rules.sql import candidate_selects
 from caretouch.store.db import Store, open_store
-from caretouch.store.importer import with_derived_customer, with_derived_policy
 from caretouch.store.models import Base, Customer, Event, InsurancePolicy
+from caretouch.store.population import Mix, Population, add_years
 
-GENERATOR_VERSION = 1  # bump when the generated data changes, to invalidate reused stores
+GENERATOR_VERSION = 2  # bump when the generated data changes, to invalidate reused stores
 CHUNK = 20_000  # customers per insert transaction (their policies and events go with them)
 LUNAR_BULK = 500  # lunar-calendar customers in the bulk population, whatever N is
 SCHEMA_PREFIX = "bench_plan_scale_"
@@ -176,36 +170,12 @@ def day_spec(ruleset: RuleSet, day: dt.date) -> DaySpec:
 
 
 # --- population ------------------------------------------------------------------------------
+# Customers, products, premiums and events come from the store's population generator
+# (caretouch.store.population, shared with the demo); this script only chooses their dates:
+# away from the planning day for the bulk population, on it for the due set.
 
-_CN_SURNAMES = (
-    ("王", "wang"), ("李", "li"), ("张", "zhang"), ("刘", "liu"), ("陈", "chen"),
-    ("杨", "yang"), ("赵", "zhao"), ("黄", "huang"), ("周", "zhou"), ("吴", "wu"),
-    ("徐", "xu"), ("孙", "sun"), ("胡", "hu"), ("朱", "zhu"), ("高", "gao"),
-    ("林", "lin"), ("何", "he"), ("郭", "guo"), ("马", "ma"), ("罗", "luo"),
-    ("欧阳", "ouyang"), ("司马", "sima"), ("诸葛", "zhuge"), ("上官", "shangguan"),
-)  # fmt: skip
-_CN_GIVEN = (
-    ("伟", "wei"), ("芳", "fang"), ("静", "jing"), ("敏", "min"), ("丽", "li"),
-    ("强", "qiang"), ("磊", "lei"), ("军", "jun"), ("洋", "yang"), ("勇", "yong"),
-    ("秀英", "xiuying"), ("建华", "jianhua"), ("志强", "zhiqiang"), ("晓燕", "xiaoyan"),
-    ("子涵", "zihan"), ("雨桐", "yutong"), ("浩然", "haoran"), ("欣怡", "xinyi"),
-    ("佳怡", "jiayi"), ("俊杰", "junjie"), ("婷婷", "tingting"), ("一鸣", "yiming"),
-)  # fmt: skip
-
-
-NAMES = name_pool(_CN_SURNAMES, _CN_GIVEN)
-# (cumulative probability, locale, zones ("" = none recorded: the policy's default applies),
-#  phone prefix, digits after it)
-LOCALES = (
-    (0.60, "zh-CN", ("Asia/Shanghai",) * 7 + ("",) * 2 + ("Asia/Urumqi",), ("+86138", "+86139", "+86186", "+86150"), 8),
-    (0.75, "zh-TW", ("Asia/Taipei",) * 4 + ("",), ("+8869",), 8),
-    (1.00, "en", ("Europe/London", "America/New_York", "America/Los_Angeles", "Australia/Sydney",
-                  "Asia/Singapore", "Pacific/Auckland", "Pacific/Honolulu", "Asia/Shanghai"),
-     ("+447911", "+61412", "+6591"), 6),
-)  # fmt: skip
-PRODUCTS = ("安心医疗险", "守护重疾险", "畅行意外险", "Term Life 20", "Home Protect", "Travel Care")
-PREMIUMS = [Decimal(f"{p}.{c:02d}") for p in range(180, 9000, 37) for c in (0, 50)]
-EVENT_TYPES = ("policy_purchased", "claim_filed", "complaint_resolved", "address_changed")
+BULK_MIX = Mix(lunar=0.0, policies_per_customer=(15, 50, 25, 10))
+DUE_MIX = Mix(lunar=0.0)
 
 
 @dataclass
@@ -247,70 +217,6 @@ def make_pools(spec: DaySpec) -> Pools:
     )
 
 
-def _contact(rng: random.Random, i: int, tag: str) -> dict[str, Any]:
-    """The customer columns that make the planner's channel choice do real work."""
-    r = rng.random
-    x = r()
-    _, locale, zones, prefixes, digits = next(entry for entry in LOCALES if x < entry[0])
-    name, local = NAMES[locale][int(r() * len(NAMES[locale]))]
-    zone = zones[int(r() * len(zones))]
-    x = r()
-    if x < 0.08:
-        phone = None
-    elif x < 0.10:
-        phone = f"1{int(r() * 10**10):010d}"  # no "+": imported with a warning, never used
-    else:
-        phone = prefixes[int(r() * len(prefixes))] + f"{int(r() * 10**digits):0{digits}d}"
-    x = r()
-    if x < 0.10:
-        email = None
-    elif x < 0.12:
-        email = f"{local}.{tag}{i}@"  # not a valid address
-    else:
-        email = f"{local}.{tag}{i}@{DOMAINS[int(r() * 4)]}"
-    return {
-        "name": name,
-        "phone": phone,
-        "email": email,
-        "locale": locale,
-        "timezone": zone or None,
-        "tier": TIERS[int(r() * 20)],
-        "status": "inactive" if r() < 0.05 else "active",
-        "consent_sms": r() < 0.80,
-        "consent_email": r() < 0.65,
-        "consent_marketing": r() < 0.20,
-    }
-
-
-def _policy(
-    pid: str, cid: str, start: dt.date, renewal: dt.date | None, status: str, rng: random.Random
-) -> dict[str, Any]:
-    return with_derived_policy(
-        {
-            "policy_id": pid,
-            "customer_id": cid,
-            "product": PRODUCTS[int(rng.random() * len(PRODUCTS))],
-            "start_date": start,
-            "renewal_date": renewal,
-            "status": status,
-            "premium": PREMIUMS[int(rng.random() * len(PREMIUMS))],
-        }
-    )
-
-
-def _event(
-    eid: str, etype: str, cid: str, pid: str | None, at: dt.datetime, payload: Any
-) -> dict[str, Any]:
-    return {
-        "event_id": eid,
-        "type": etype,
-        "customer_id": cid,
-        "policy_id": pid,
-        "occurred_at": at,
-        "payload": payload,
-    }
-
-
 @dataclass
 class Batch:
     customers: list[dict[str, Any]] = field(default_factory=list)
@@ -324,7 +230,8 @@ class Batch:
 
 def bulk_batches(n: int, spec: DaySpec, pools: Pools, seed: int) -> Iterator[tuple[int, Batch]]:
     """``n`` customers nobody is due on the planning day, in batches of ``CHUNK``."""
-    rng = random.Random(seed)
+    pop = Population(spec.day, seed, BULK_MIX)
+    rng = pop.rng
     r = rng.random
     births, starts, renewals, event_days = (
         pools.births,
@@ -336,50 +243,50 @@ def bulk_batches(n: int, spec: DaySpec, pools: Pools, seed: int) -> Iterator[tup
     pno = eno = 0
     batch = Batch()
     for i in range(1, n + 1):
-        cid = f"C{i:08d}"
-        row = _contact(rng, i, "c")
-        row["customer_id"] = cid
-        birth = births[int(r() * len(births))]
-        row["birth_date"] = birth
-        row["birthday_calendar"] = "gregorian"
-        if i % lunar_every == 0:
-            row["birthday_calendar"] = "lunar"
-            with_derived_customer(row)
-            while row["birth_lunar_md"] in spec.lunar_keys:  # rare: pick another date
-                row["birth_date"] = births[int(r() * len(births))]
-                with_derived_customer(row)
-        else:
-            with_derived_customer(row)
+        c = pop.customer(i, customer_id=f"C{i:08d}")
+        c.birth_date = births[int(r() * len(births))]
+        c.birthday_calendar = "lunar" if i % lunar_every == 0 else "gregorian"
+        row = c.values()
+        while row["birth_lunar_md"] in spec.lunar_keys:  # rare: pick another date
+            c.birth_date = births[int(r() * len(births))]
+            row = c.values()
         batch.customers.append(row)
 
-        x = r()
-        npol = 0 if x < 0.15 else 1 if x < 0.65 else 2 if x < 0.90 else 3
-        first_pid: str | None = None
-        for _ in range(npol):
+        for _ in range(pop.policy_count()):
             pno += 1
-            pid = f"P{pno:08d}"
-            first_pid = first_pid or pid
             y = r()
             status = "active" if y < 0.85 else "lapsed" if y < 0.95 else "cancelled"
             if r() < 0.6:  # term policy: renews yearly on its start month-day
                 renewal = renewals[int(r() * len(renewals))]
-                start = minus_years(renewal, 1 + int(r() * 5))
+                start = add_years(renewal, -(1 + int(r() * 5)))
+                long_term = False
             else:  # long-term policy: annual review on its start month-day
-                renewal = None
-                start = starts[int(r() * len(starts))]
-            batch.policies.append(_policy(pid, cid, start, renewal, status, rng))
-        if r() < 0.30:
-            eno += 1
-            etype = EVENT_TYPES[int(r() * len(EVENT_TYPES))]
-            at = dt.datetime.combine(
-                event_days[int(r() * len(event_days))],
-                dt.time(int(r() * 24), int(r() * 60), int(r() * 60)),
-                dt.timezone.utc,
+                renewal, start, long_term = None, starts[int(r() * len(starts))], True
+            pop.policy(
+                c,
+                start,
+                long_term=long_term,
+                renewal=renewal,
+                status=status,
+                policy_id=f"P{pno:08d}",
             )
-            payload = {"source": "app"} if r() < 0.2 else None
-            about = first_pid if etype in ("policy_purchased", "claim_filed") else None
-            batch.events.append(_event(f"E{eno:08d}", etype, cid, about, at, payload))
+        if r() < 0.30:  # an event older than the rules' event window
+            eno += 1
+            day = event_days[int(r() * len(event_days))]
+            at = (int(r() * 24), int(r() * 60))
+            x = r()
+            if c.policies and x < 0.5:
+                pop.purchase(c.policies[0], day, at)
+            elif c.policies and x < 0.7:
+                pop.claim(c.policies[0], day)
+            else:
+                pop.complaint(c, day, at)
+            batch.events.append(pop.events[-1].values(f"E{eno:08d}"))
+        batch.policies.extend(p.values() for p in c.policies)
         if i % CHUNK == 0 or i == n:
+            pop.customers.clear()
+            pop.policies.clear()
+            pop.events.clear()
             yield i, batch
             batch = Batch()
 
@@ -392,7 +299,8 @@ class DueSet:
 
 def due_set(due: int, spec: DaySpec, pools: Pools, default_zone: str, seed: int) -> DueSet:
     """``due`` customers made due on the planning day; identical for every store size."""
-    rng = random.Random(seed * 7 + 1)
+    pop = Population(spec.day, seed * 7 + 1, DUE_MIX)
+    rng = pop.rng
     r = rng.random
     day = spec.day
     yesterday = day - dt.timedelta(days=spec.event_delay)
@@ -409,36 +317,34 @@ def due_set(due: int, spec: DaySpec, pools: Pools, default_zone: str, seed: int)
         + ["thanks"] * n_thanks
     )
     rng.shuffle(kinds)
-    lunar_births = _lunar_birth_dates(spec) if n_lunar else []
     out = DueSet(Batch(), Counter())
     births = pools.births
     for j, kind in enumerate(kinds, 1):
-        cid, pid, eid = f"D{j:06d}", f"DP{j:06d}", f"DE{j:06d}"
-        row = _contact(rng, j, "d")
-        row["customer_id"] = cid
-        row["birthday_calendar"] = "gregorian"
-        row["birth_date"] = births[int(r() * len(births))]
+        pid, eid = f"DP{j:06d}", f"DE{j:06d}"
+        c = pop.customer(j, customer_id=f"D{j:06d}")
+        c.birthday_calendar = "gregorian"
+        c.birth_date = births[int(r() * len(births))]
         if kind == "birthday":
             key = sorted(spec.birth_keys)[int(r() * len(spec.birth_keys))]
             month, mday = divmod(key, 100)
             year = 1945 + int(r() * (day.year - 1945 - 18))
             while month == 2 and mday == 29 and not is_leap_year(year):
                 year -= 1
-            row["birth_date"] = dt.date(year, month, mday)
+            c.birth_date = dt.date(year, month, mday)
             if r() < 0.05:  # also a renewal reminder today: the per-day cap decides
                 renewal = day + dt.timedelta(days=spec.renewal_offsets[0])
-                pol = _policy(pid, cid, minus_years(renewal, 1), renewal, "active", rng)
-                out.batch.policies.append(pol)
+                start = add_years(renewal, -1)
+                pop.policy(c, start, long_term=False, renewal=renewal, policy_id=pid)
                 out.plan["(birthday also renewal)"] += 1
         elif kind == "lunar":
-            row["birthday_calendar"] = "lunar"
-            row["birth_date"] = lunar_births[int(r() * len(lunar_births))]
+            c.birthday_calendar = "lunar"
+            c.birth_date = pop.lunar_birth(spec.lunar_keys[int(r() * len(spec.lunar_keys))])
         elif kind == "renewal":
             offset = spec.renewal_offsets[j % len(spec.renewal_offsets)]
             renewal = day + dt.timedelta(days=offset)
             status = "lapsed" if r() < 0.05 else "active"
-            start = minus_years(renewal, 1 + int(r() * 4))
-            out.batch.policies.append(_policy(pid, cid, start, renewal, status, rng))
+            start = add_years(renewal, -(1 + int(r() * 4)))
+            pop.policy(c, start, long_term=False, renewal=renewal, status=status, policy_id=pid)
         elif kind == "review":
             key = sorted(spec.start_keys)[int(r() * len(spec.start_keys))]
             month, mday = divmod(key, 100)
@@ -447,40 +353,30 @@ def due_set(due: int, spec: DaySpec, pools: Pools, default_zone: str, seed: int)
                 year -= 1
             status = "lapsed" if r() < 0.05 else "active"
             start = dt.date(year, month, mday)
-            out.batch.policies.append(_policy(pid, cid, start, None, status, rng))
+            pop.policy(c, start, long_term=True, status=status, policy_id=pid)
         else:  # a purchase on the customer's local yesterday (5 %: two days ago, a near miss)
-            zone = ZoneInfo(row["timezone"] or default_zone)
+            zone = ZoneInfo(c.timezone or default_zone)
             local_day = yesterday - dt.timedelta(days=1 if r() < 0.05 else 0)
             local = dt.datetime.combine(local_day, dt.time(1 + int(r() * 22), int(r() * 60)))
-            at = local.replace(tzinfo=zone).astimezone(dt.timezone.utc)
             next_renewal: dt.date | None = (
                 yesterday.replace(year=yesterday.year + 1) if month_day(yesterday) != 229 else None
             )
             if next_renewal in spec.forbidden_renewals:
                 next_renewal = None
-            out.batch.policies.append(_policy(pid, cid, yesterday, next_renewal, "active", rng))
-            payload = {"channel": "agent", "premium": "1200.00"}
-            out.batch.events.append(_event(eid, spec.event_type, cid, pid, at, payload))
+            p = pop.policy(
+                c,
+                yesterday,
+                long_term=next_renewal is None,
+                renewal=next_renewal,
+                policy_id=pid,
+            )
+            event = pop.purchase(p, local_day, (local.hour, local.minute))
+            event.occurred_at = local.replace(tzinfo=zone)  # the policy file's default zone
+            out.batch.events.append(event.values(eid))
             kind = "thanks" if local_day == yesterday else "thanks-near-miss"
         out.plan[kind] += 1
-        out.batch.customers.append(with_derived_customer(row))
-    return out
-
-
-def _lunar_birth_dates(spec: DaySpec) -> list[dt.date]:
-    """Gregorian birth dates whose lunar month-day is one of the day's lunar keys."""
-    from lunardate import LunarDate
-
-    out = []
-    for year in range(1945, spec.day.year - 18):
-        for key in spec.lunar_keys:
-            month, mday = divmod(key, 100)
-            try:
-                lunar = LunarDate(year, month, mday, False)
-                # lunardate 0.3 renamed toSolarDate (deprecated) to to_solar_date.
-                out.append(getattr(lunar, "to_solar_date", lunar.toSolarDate)())
-            except ValueError:  # day 30 of a 29-day month
-                continue
+        out.batch.customers.append(c.values())
+        out.batch.policies.extend(p.values() for p in c.policies)
     return out
 
 

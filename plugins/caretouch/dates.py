@@ -16,11 +16,16 @@ from lunardate import LunarDate
 
 from .errors import CareError
 
-LUNAR_MIN_YEAR = 1900
 LUNAR_MAX_YEAR = 2099
 # lunardate's tables start at lunar 1900-01-01, which is Gregorian 1900-01-31.
 LUNAR_FIRST_DAY = dt.date(1900, 1, 31)
 LUNAR_LAST_DAY = dt.date(LUNAR_MAX_YEAR, 12, 31)
+
+
+def aware_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` with UTC attached when it is naive: SQLite returns naive datetimes, and the
+    store and the ledger always write UTC."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 def in_lunar_range(d: dt.date) -> bool:

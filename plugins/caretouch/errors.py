@@ -80,11 +80,3 @@ class ValidationFailed(CareError):
 
 class RenderError(CareError):
     """A template could not be rendered for one touch (e.g. an undefined variable)."""
-
-
-class StoreError(CareError):
-    """The customer store could not be read or written as asked."""
-
-
-class ChannelError(CareError):
-    """A channel could not hand a message to its provider."""

@@ -111,11 +111,6 @@ class TouchStatus(StrEnum):
     SUPPRESSED = "suppressed"
     UNKNOWN = "unknown"
 
-    @property
-    def is_final(self) -> bool:
-        """A final touch is never sent again by a rerun."""
-        return self not in (TouchStatus.PLANNED, TouchStatus.SENDING, TouchStatus.SUPPRESSED)
-
 
 class Outcome(StrEnum):
     """The closed set of answers a channel gives for one message (SPEC section 8)."""

@@ -54,6 +54,7 @@ from sqlalchemy import select
 
 import caretouch.run.day as day_module
 from caretouch.config import CareConfig
+from caretouch.dates import aware_utc
 from caretouch.ledger.models import Attempt, TouchEvent, TouchRow
 from caretouch.plan.touch import Touch
 from caretouch.run.day import dispatch, pending_ids, run_day
@@ -435,10 +436,6 @@ class Run:
     attempts: list[Attempt]
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
-
-
 def run_world(world: World, root: Path) -> Run:
     rules = root / "rules"
     rules.mkdir()
@@ -570,7 +567,7 @@ def check(world: World, run: Run) -> None:
     sent = []  # (attempt, row, local instant)
     for a in run.attempts:
         row = run.rows[a.touch_id]
-        local = _aware(a.created_at).astimezone(customers[row.customer_id].zone_info)
+        local = aware_utc(a.created_at).astimezone(customers[row.customer_id].zone_info)
         sent.append((a, row, local))
 
     # (a) caps, on the local day of each message.
@@ -609,14 +606,14 @@ def check(world: World, run: Run) -> None:
         t = local.time()
         assert QUIET_END <= t < QUIET_START, f"{row.touch_key} sent at {local} (quiet hours)"
         planned = [
-            _aware(e.send_at)
+            aware_utc(e.send_at)
             for e in run.events[row.id]
             if e.status == "planned"
             and e.send_at is not None
             and e.id < min(x.id for x in run.events[row.id] if x.attempt_id == a.id)
         ]
-        send_at = planned[-1] if planned else _aware(row.send_at)
-        assert _aware(a.created_at) <= send_at + window, (
+        send_at = planned[-1] if planned else aware_utc(row.send_at)
+        assert aware_utc(a.created_at) <= send_at + window, (
             f"{row.touch_key} sent at {a.created_at}, planned for {send_at}"
         )
 
@@ -630,7 +627,7 @@ def check(world: World, run: Run) -> None:
 
     for a, row, _local in sent:
         cust = customers[row.customer_id]
-        when = _aware(a.created_at)
+        when = aware_utc(a.created_at)
         assert cust.valid(a.channel), f"{row.touch_key}: {a.channel} address not valid"
         expected = cust.phone if a.channel == "sms" else cust.email
         assert a.recipient == expected
@@ -651,9 +648,9 @@ def check(world: World, run: Run) -> None:
                 assert e.reason in REASONS, f"{row.touch_key}: suppressed with {e.reason!r}"
         last = history[-1]
         send_at = (
-            max(_aware(e.send_at) for e in history if e.send_at is not None)
+            max(aware_utc(e.send_at) for e in history if e.send_at is not None)
             if any(e.send_at for e in history)
-            else _aware(row.send_at)
+            else aware_utc(row.send_at)
         )
         if send_at + dt.timedelta(hours=world.window_hours) < run.last_instant:
             assert last.status in ("sent", "suppressed"), (
@@ -667,7 +664,7 @@ def check(world: World, run: Run) -> None:
                 later = [
                     day
                     for at, day in run.plan_log
-                    if at > _aware(last.at)
+                    if at > aware_utc(last.at)
                     and window_end < day <= window_end + dt.timedelta(days=7)
                 ]
                 assert not later, (

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from ..bounds import Limits, OutOfBounds, check_size, check_value, preview
 from ..bounds import loads as bounded_loads
+from ..dates import aware_utc
 from ..errors import CareError, Location, ValidationError, ValidationFailed
 from ..nul import escape_nul, escape_nul_values
 from ..rules.checks import did_you_mean
@@ -174,16 +175,12 @@ def _raw_text(raw: Any) -> str:
     return preview(raw, MAX_RAW_KEPT)
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
-
-
 def _same(stored: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
     return (
         stored["type"] == row["type"]
         and stored["customer_id"] == row["customer_id"]
         and (stored["policy_id"] or None) == (row["policy_id"] or None)
-        and _aware(stored["occurred_at"]) == _aware(row["occurred_at"])
+        and aware_utc(stored["occurred_at"]) == aware_utc(row["occurred_at"])
         and (stored["payload"] or None) == (row["payload"] or None)
     )
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..dates import aware_utc
 from ..plan.history import DeferredTouch, PastContact
 from ..plan.touch import Touch
 from ..render.templates import RenderedMessage
@@ -108,7 +109,7 @@ class TouchState:
     @property
     def send_at(self) -> dt.datetime:
         """When the touch is to be sent: as first planned, or as re-planned after deferral."""
-        return self.scheduled or _aware(self.row.send_at)
+        return self.scheduled or aware_utc(self.row.send_at)
 
     @property
     def id(self) -> int:
@@ -199,10 +200,6 @@ def _moved_later(current: Any, touch: Touch) -> bool:
         return False
     zone = _zone(touch.timezone)
     return bool(scheduled.astimezone(zone).date() > touch.send_at.astimezone(zone).date())
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 class Ledger:
@@ -372,7 +369,7 @@ class Ledger:
                 latest[touch_id] = (
                     status,
                     reason,
-                    _aware(send_at) if send_at else None,
+                    aware_utc(send_at) if send_at else None,
                     final,
                     channel,
                 )
@@ -576,7 +573,7 @@ class Ledger:
                 .where(Attempt.touch_id.in_(chunk))
                 .group_by(Attempt.touch_id)
             ):
-                out[touch_id] = _aware(created)
+                out[touch_id] = aware_utc(created)
         return out
 
     def deferred(
@@ -1192,7 +1189,7 @@ class Ledger:
                     "tier": state.row.tier,
                     "status": state.status.value,
                     "reason": state.reason,
-                    "send_at": _aware(state.row.send_at),
+                    "send_at": aware_utc(state.row.send_at),
                 }
             )
         return out

@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy import select
 
 from ..bounds import Unreadable
-from ..dates import LeapDayPolicy, anniversary_in_year, lunar_month_day, lunar_years_between
+from ..dates import (
+    LeapDayPolicy,
+    anniversary_in_year,
+    aware_utc,
+    lunar_month_day,
+    lunar_years_between,
+)
 from ..errors import ValidationFailed
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
@@ -31,11 +37,6 @@ log = logging.getLogger("caretouch.plan")
 
 # Told (event_id, reason) for every event left out of a plan because it cannot be handled.
 OnUnreadable = Callable[[str, str], None]
-
-
-def _aware_utc(value: dt.datetime) -> dt.datetime:
-    # SQLite returns naive datetimes; the store always writes UTC.
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 def _local_send_at(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
@@ -69,7 +70,7 @@ def _due(
     if trig.kind is TriggerKind.EVENT:
         event = touch.event
         assert event is not None
-        occurred = _aware_utc(event["occurred_at"])
+        occurred = aware_utc(event["occurred_at"])
         event["occurred_at"] = occurred
         local_day = occurred.astimezone(zone).date()
         if local_day + dt.timedelta(days=trig.delay_days) != day:

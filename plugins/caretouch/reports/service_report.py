@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, func, select
 
 from ..channels.base import OutboundMessage, SendResult, Transport
+from ..dates import aware_utc
 from ..ledger.models import TouchCurrent, TouchEvent, TouchRow
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
@@ -312,7 +313,7 @@ def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligati
             ):
                 # The provider's acceptance ("sent"); the claim ("sending") if not recorded.
                 if status == "sent" or touch_id not in first_sent:
-                    first_sent[touch_id] = _aware(at)
+                    first_sent[touch_id] = aware_utc(at)
     for r in rows:
         seen.add(r.touch_key)
         o = found[r.rule_id]
@@ -384,10 +385,6 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 def _source_kind(source: str) -> str:

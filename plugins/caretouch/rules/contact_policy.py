@@ -119,10 +119,6 @@ class ContactPolicy:
     # Where each clause stands in the file, for `care plan --explain`.
     clauses: dict[str, Location] = field(default_factory=dict)
 
-    @property
-    def per_day_cap(self) -> int | None:
-        return self.caps.per_day
-
     def clause(self, name: str, value: object = None) -> str:
         """``caps.per_day=1 (care_rules/policy.yaml:8:3)``; ``(default)`` when not in the file."""
         where = self.clauses.get(name)

@@ -458,10 +458,3 @@ def _coerce(spec: FieldSpec, op: Op, operand: Any) -> Any:
     if op in (Op.IN, Op.NOT_IN):
         return tuple(one(v) for v in operand)
     return one(operand)
-
-
-def require_valid(ruleset: RuleSet) -> RuleSet:
-    """Raise ``ValidationFailed`` when any rule or the policy failed to load."""
-    if ruleset.errors:
-        raise ValidationFailed(ruleset.errors)
-    return ruleset

@@ -3,9 +3,8 @@ from the ledger's record of the attempt: the send step and recovery send or look
 
 from __future__ import annotations
 
-import datetime as dt
-
 from ..channels.base import OutboundMessage
+from ..dates import aware_utc
 from ..ledger import TouchState
 from ..ledger.models import Attempt
 from ..render.templates import RenderedMessage
@@ -32,7 +31,7 @@ def outbound_message(
             "locale": state.row.locale,
         },
         attempt_id=attempt.id,
-        created_at=aware(attempt.created_at),
+        created_at=aware_utc(attempt.created_at),
         may_resend=may_resend,
     )
 
@@ -43,8 +42,3 @@ def may_resend(ruleset: RuleSet, rule_id: str) -> bool:
         return ruleset.by_id(rule_id).resend_unknown
     except KeyError:
         return False
-
-
-def aware(value: dt.datetime) -> dt.datetime:
-    """A timestamp read back from the store, in UTC (SQLite returns naive ones)."""
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value

@@ -6,10 +6,11 @@ import datetime as dt
 import logging
 
 from ..channels.base import SendResult
+from ..dates import aware_utc
 from ..render.templates import RenderedMessage
 from ..vocab import Channel, Outcome, SendReason, TouchStatus
 from .engine import CareEngine
-from .message import aware, may_resend, outbound_message
+from .message import may_resend, outbound_message
 from .report import SendReport
 
 log = logging.getLogger("caretouch.run")
@@ -35,7 +36,7 @@ def recover_in_flight(
         if state.status is not TouchStatus.SENDING:
             continue
         attempt = ledger.attempts(state.id)[-1]
-        if aware(attempt.created_at) > now - SENDING_LEASE:
+        if aware_utc(attempt.created_at) > now - SENDING_LEASE:
             report.skipped += 1
             continue
         transport = engine.transports.get(Channel(attempt.channel))

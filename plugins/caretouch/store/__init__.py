@@ -1,4 +1,4 @@
-"""The customer store: canonical tables, connection, CSV import, demo data."""
+"""The customer store: tables, connection, CSV import, consent, synthetic population, demo."""
 
 from .db import Store, open_store
 from .models import Base, Customer, Event, InsurancePolicy

@@ -35,12 +35,6 @@ from .db import Store
 from .models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
 from .write import upsert
 
-TABLE_FILES = {"customers": "customer", "policies": "policy", "events": "event"}
-REQUIRED = {
-    "customer": ("customer_id", "name"),
-    "policy": ("policy_id", "customer_id", "product", "start_date"),
-    "event": ("event_id", "type", "customer_id", "occurred_at"),
-}
 # An event's payload holds what templates may show (docs/events.md, "Limits"). Bounded before
 # it is parsed: deeper JSON would crash every run that handles it (RecursionError).
 PAYLOAD_LIMITS = Limits(max_bytes=32 * 1024, max_depth=16, max_items=1000)

@@ -128,12 +128,6 @@ CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "event": ("event_id", "type", "customer_id", "policy_id", "occurred_at", "payload"),
 }
 
-TABLE_MODELS: dict[str, type[Base]] = {
-    "customer": Customer,
-    "policy": InsurancePolicy,
-    "event": Event,
-}
-
 
 class ConsentEvent(Base):
     """A change of a customer's consent: who changed it, how, and when (append-only).
