@@ -23,6 +23,7 @@ import pytest
 
 from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def require_postgres() -> None:
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     yield store
     store.dispose()
 
@@ -86,7 +87,7 @@ def pg_schema_store() -> Iterator[Store]:
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     store = open_store(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    store.init()
+    upgrade(store)
     try:
         yield store
     finally:

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from caretouch.cli.root import main
 from caretouch.ledger import Ledger
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, policy_row
 
@@ -39,7 +40,7 @@ def care(tmp_path: Path, *args: str) -> Result:
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     customers = [
         # Birthdays around 15 December, the day of the year-end notice campaign (priority 50
         # beats the birthday's 30 under the per-day cap).

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from caretouch.ledger.audit import Filters, touches
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import (
     RULES_DIR,
@@ -51,7 +52,7 @@ def test_cli_run_and_audit_never_print_phones_or_emails(tmp_path: Path) -> None:
     ]
     store_url = f"sqlite:///{tmp_path / 'care.db'}"
     store = open_store(store_url)
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=customers,

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from caretouch.cli.root import main
 from caretouch.ledger import Ledger
 from caretouch.reports.run_summary import LogProgress, chunk_progress, stored_summaries
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
 
@@ -22,7 +23,7 @@ DAY = dt.date(2026, 11, 23)
 
 def test_care_run_prints_and_stores_its_summary(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=[
@@ -79,7 +80,7 @@ def test_care_run_prints_and_stores_its_summary(tmp_path: Path) -> None:
 
 def test_care_dispatch_stores_a_summary_only_when_it_did_something(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row(f"A{i}", tier="A") for i in range(2)])
     reports = tmp_path / "reports"
 

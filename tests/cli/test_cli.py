@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from caretouch.cli.root import main
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row
 
@@ -43,7 +44,7 @@ def care(tmp_path: Path, *args: str, rules: Path = RULES_DIR) -> Result:
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=[

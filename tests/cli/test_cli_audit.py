@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from caretouch.cli.root import main
 from caretouch.ledger.audit import EXPORT_COLUMNS
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.web.app import AuditAuth, AuditTokens, create_audit_app
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows
@@ -66,7 +67,7 @@ def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
 def ran(tmp_path: Path, keyed: None) -> Path:
     """A day run from the CLI: birthdays sent, C1's thank-you capped, hostile customer ids."""
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     customers = [customer_row("C1"), customer_row("C2", phone="+8613812340002")]
     customers += [
         customer_row(cid, phone=f"+86139{n:08d}", consent_email="false")
@@ -131,7 +132,7 @@ def test_every_command_that_writes_the_ledger_anchors_it(ran: Path) -> None:
 def test_unsigned_anchors_are_a_loud_warning(tmp_path: Path) -> None:
     # A real process: the warning reaches stderr through the CLI's own logging set-up.
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
     env = {k: v for k, v in os.environ.items() if k != "CARE_ANCHOR_KEY"}
@@ -165,7 +166,7 @@ def test_verify_fails_without_the_anchor_file(ran: Path) -> None:
 
 def test_verify_allows_a_ledger_never_anchored_only_when_asked(tmp_path: Path, keyed: None) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
     assert care(tmp_path, "run", "--date", "2026-11-23", "--now", NOW).exit_code == 0
@@ -295,7 +296,7 @@ def test_erase_content_refuses_a_period_out_of_range(tmp_path: Path) -> None:
     # -5 would erase everything up to five days ahead (all of it); a huge number overflowed.
     url = f"sqlite:///{tmp_path / 'care.db'}"
     store = open_store(url)
-    store.init()
+    upgrade(store)
     store.dispose()
     for value in ("-5", "0", "99999999999999999999"):
         result = CliRunner().invoke(

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from caretouch.cli.root import main
 from caretouch.ledger import Ledger
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
@@ -44,7 +45,7 @@ def care(tmp_path: Path, env: dict[str, str], *args: str) -> Result:
 @pytest.fixture
 def store_dir(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=[

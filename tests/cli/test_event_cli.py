@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from caretouch.cli.root import main
 from caretouch.ledger import Ledger
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
@@ -40,7 +41,7 @@ def care(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Resul
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1", birth_date="")])
     store.dispose()
     return tmp_path

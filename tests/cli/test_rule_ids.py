@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from caretouch.cli.root import main
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
 
@@ -45,7 +46,7 @@ def care(tmp_path: Path, *args: str, rules: Path = RULES_DIR) -> Result:
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
     return tmp_path

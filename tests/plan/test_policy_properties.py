@@ -57,6 +57,7 @@ from caretouch.config import CareConfig
 from caretouch.ledger.models import Attempt, TouchEvent, TouchRow
 from caretouch.plan.touch import Touch
 from caretouch.run.runner import Engine, dispatch, pending_ids, run_day, send_touches
+from caretouch.schema.migrate import upgrade
 from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.models import Customer
 from caretouch.vocab import SuppressionReason
@@ -457,7 +458,7 @@ def run_world(world: World, root: Path) -> Run:
     try:
         assert [str(e) for e in engine.ruleset.errors] == []
         store = engine.store
-        store.init()
+        upgrade(store)
         load_rows(
             store,
             customers=[

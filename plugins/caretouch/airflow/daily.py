@@ -71,7 +71,7 @@ def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.
 
 def _engine() -> Any:
     from ..run.runner import Engine
-    from ..store.db import check_initialised
+    from ..schema import require_current_schema
     from .hooks import task_transports
 
     config = CareConfig.from_env()
@@ -80,7 +80,7 @@ def _engine() -> Any:
     if engine.ruleset.policy_errors:
         # No task plans or sends without the contact policy it stands under.
         raise ValidationFailed(engine.ruleset.policy_errors)
-    check_initialised(engine.store)
+    require_current_schema(engine.store)
     if engine.ruleset.errors:
         for error in engine.ruleset.errors:
             log.error("rule error: %s", error)

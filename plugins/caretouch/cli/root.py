@@ -298,23 +298,48 @@ def store() -> None:
     """Create the store and import customers, policies and events."""
 
 
-@store.command("init")
-@click.option(
-    "--app-role",
-    metavar="ROLE",
-    help="PostgreSQL: the role the application connects as; granted only SELECT and INSERT "
-    "on the ledger (run init as the schema's owner, not as this role).",
+_APP_ROLE_HELP = (
+    "PostgreSQL: the role the application connects as; granted only SELECT and INSERT "
+    "on the ledger (run this as the schema's owner, not as this role)."
 )
+
+
+@store.command("init")
+@click.option("--app-role", metavar="ROLE", help=_APP_ROLE_HELP)
 @click.pass_context
 @friendly_errors
 def store_init(ctx: click.Context, app_role: str | None) -> None:
     """Create the store and ledger tables (safe to repeat)."""
+    from ..schema.migrate import upgrade
     from ..store.db import check_reachable, open_store
 
     s = open_store(_config(ctx).store_url)
     check_reachable(s)
-    s.init(app_role=app_role)
+    upgrade(s, app_role=app_role)
     click.echo(f"store ready: {s.masked_url()}")
+    if app_role:
+        click.echo(f"role {app_role}: SELECT and INSERT on the ledger tables, nothing more")
+
+
+@store.command("upgrade")
+@click.option("--app-role", metavar="ROLE", help=_APP_ROLE_HELP)
+@click.pass_context
+@friendly_errors
+def store_upgrade(ctx: click.Context, app_role: str | None) -> None:
+    """Bring an existing store's schema up to this version (adopts a store made before
+    schema versions)."""
+    from ..schema import require_existing_store
+    from ..schema.migrate import upgrade
+    from ..store.db import open_store
+
+    s = open_store(_config(ctx).store_url)
+    require_existing_store(s)
+    before, after = upgrade(s, app_role=app_role)
+    if before == after:
+        click.echo(f"store already at schema version {after}: {s.masked_url()}")
+    else:
+        was = f"schema version {before}" if before else "no schema version (older Caretouch)"
+        click.echo(f"store upgraded to schema version {after} from {was}: {s.masked_url()}")
     if app_role:
         click.echo(f"role {app_role}: SELECT and INSERT on the ledger tables, nothing more")
 
@@ -349,6 +374,8 @@ def store_import(
     bad row is listed as FILE:LINE: reason.
     """
     from ..rules.event_types import load_event_types
+    from ..schema import Shape, require_current_schema, shape
+    from ..schema.migrate import upgrade
     from ..store.db import check_reachable, open_store
     from ..store.importer import import_csv
 
@@ -365,8 +392,10 @@ def store_import(
             raise click.BadParameter(problem, param_hint="--rejects")
     s = open_store(_config(ctx).store_url)
     check_reachable(s)
-    if s.missing():  # a new store; an application role may not change a complete one
-        s.init()
+    if shape(s) is Shape.EMPTY:  # a new store; an application role may not change one
+        upgrade(s)
+    else:
+        require_current_schema(s)
     now = dt.datetime.now(dt.timezone.utc)  # clock: when the consent changes were received
     report = import_csv(
         s,
@@ -433,8 +462,9 @@ def consent_set(
     note: str | None,
 ) -> None:
     """Give or withdraw consent; the next plan honours it."""
+    from ..schema import require_current_schema
     from ..store.consent import Purpose, record_consent
-    from ..store.db import check_initialised, open_store
+    from ..store.db import open_store
 
     changes = {
         purpose: value == "on"
@@ -448,7 +478,7 @@ def consent_set(
     if not changes:
         raise click.UsageError("give at least one of --sms, --email, --marketing")
     store = open_store(_config(ctx).store_url)
-    check_initialised(store)
+    require_current_schema(store)
     now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI records when the change was made
     source = (source or f"cli:{cli_actor()}")[:120]
     changed = record_consent(store, customer_id, changes, source=source, at=now, note=note)
@@ -470,14 +500,15 @@ def consent_show(ctx: click.Context, customer_id: str) -> None:
     """Current consents (addresses masked) and the history of changes."""
     from sqlalchemy import select
 
+    from ..addresses import email_is_valid, phone_is_valid
     from ..mask import mask_email, mask_phone
-    from ..rules.contact_policy import email_is_valid, phone_is_valid
+    from ..schema import require_current_schema
     from ..store.consent import consent_history
-    from ..store.db import check_initialised, open_store
+    from ..store.db import open_store
     from ..store.models import Customer
 
     store = open_store(_config(ctx).store_url)
-    check_initialised(store)
+    require_current_schema(store)
     with store.read_session() as session:
         customer = session.scalars(
             select(Customer).where(Customer.customer_id == customer_id)
@@ -542,7 +573,7 @@ def check_rule_ids(
     """Every command that takes rule ids refuses an unknown one the same way: a usage error
     (exit 2) with a did-you-mean. An id whose rule is defined but failed validation is
     invalid input (exit 1). ``also``: other ids the command knows (the ledger's, for audit)."""
-    from ..rules.checks import did_you_mean
+    from ..suggest import did_you_mean
 
     known = sorted({r.id for r in ruleset.rules} | set(also))
     broken = {e.rule_id for e in ruleset.errors if e.rule_id}
@@ -608,7 +639,7 @@ def _engine(config: CareConfig, *, live_clock: bool = False, writes: bool = Fals
     """The engine of a command; ``writes``: the command sends and ends with a run summary
     and an anchor, whose places are checked now, before any work."""
     from ..run.runner import Engine
-    from ..store.db import check_initialised
+    from ..schema import require_current_schema
 
     ruleset = _load_ruleset(config, strict=False)
     engine = Engine.open(config)
@@ -617,7 +648,7 @@ def _engine(config: CareConfig, *, live_clock: bool = False, writes: bool = Fals
         config.check_destinations(
             outbox=any(t.name == "outbox" for t in engine.transports.values())
         )
-    check_initialised(engine.store)
+    require_current_schema(engine.store)
     if live_clock:
         engine.clock = lambda: dt.datetime.now(dt.timezone.utc)  # clock: the CLI's real time
     return engine
@@ -893,10 +924,11 @@ def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
 def _audit_store(ctx: click.Context, rule_id: str | None = None) -> Any:
     """The store, after checking ``--rule``: a rule the ledger has touches of, or one that is
     defined now (the rules are read only to know their ids)."""
-    from ..store.db import check_initialised, open_store
+    from ..schema import require_current_schema
+    from ..store.db import open_store
 
     store = open_store(_config(ctx).store_url)
-    check_initialised(store)
+    require_current_schema(store)
     if rule_id is not None:
         from ..ledger.audit import rule_ids_in_ledger
         from ..render.templates import TemplateStore

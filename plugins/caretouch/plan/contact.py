@@ -18,7 +18,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..rules.contact_policy import Cap, ContactPolicy, email_is_valid, phone_is_valid
+from ..addresses import email_is_valid, phone_is_valid
+from ..rules.contact_policy import Cap, ContactPolicy
 from ..rules.model import Rule
 from ..vocab import Category, Channel, Decision, SuppressionReason
 from .history import PastContact
