@@ -77,8 +77,9 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
 
 
 @contextmanager
-def pg_schema_store() -> Iterator[Store]:
-    """A store on the real PostgreSQL, in a schema of its own, dropped afterwards."""
+def pg_schema_store(*, migrate: bool = True) -> Iterator[Store]:
+    """A store on the real PostgreSQL, in a schema of its own, dropped afterwards; migrated
+    to the current schema unless ``migrate`` is False (then empty)."""
     require_postgres()
     from sqlalchemy import create_engine, text
 
@@ -87,7 +88,8 @@ def pg_schema_store() -> Iterator[Store]:
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     store = open_store(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    upgrade(store)
+    if migrate:
+        upgrade(store)
     try:
         yield store
     finally:

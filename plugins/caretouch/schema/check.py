@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..errors import ConfigurationError
 from ..store.db import Store, check_reachable
-from .version import Shape, current_version, head, is_known, shape
+from .version import CORE_TABLES, Shape, current_version, head, is_known, shape
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,7 @@ def require_current_schema(store: Store) -> None:
         ) from exc
     if version is None:
         if shape(store) is Shape.EMPTY:
-            raise ConfigurationError(
-                f"store {store.masked_url()} has no Caretouch tables: run `care store init` "
-                "(or check --store / $CARE_STORE_URL)"
-            )
+            raise _empty(store)
         raise ConfigurationError(
             f"store {store.masked_url()} was created by an older Caretouch (no schema "
             "version): run `care store upgrade` as the schema's owner"
@@ -65,10 +62,14 @@ def require_existing_store(store: Store) -> None:
     _require_file(store)
     check_reachable(store)
     if shape(store) is Shape.EMPTY:
-        raise ConfigurationError(
-            f"store {store.masked_url()} has no Caretouch tables: run `care store init` "
-            "(or check --store / $CARE_STORE_URL)"
-        )
+        raise _empty(store)
+
+
+def _empty(store: Store) -> ConfigurationError:
+    return ConfigurationError(
+        f"store {store.masked_url()} has no {', '.join(sorted(CORE_TABLES))} table(s): "
+        "run `care store init` (or check --store / $CARE_STORE_URL)"
+    )
 
 
 def _require_file(store: Store) -> None:
