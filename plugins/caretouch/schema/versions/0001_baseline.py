@@ -25,25 +25,39 @@ branch_labels = None
 depends_on = None
 
 
-def _present() -> set[str]:
-    inspector = sa.inspect(op.get_bind())
-    return set(inspector.get_table_names()) | set(inspector.get_view_names())
+class _Catalogue:
+    """What the store holds, read once: the baseline creates only what is missing."""
+
+    def __init__(self) -> None:
+        self.inspector = sa.inspect(op.get_bind())
+        self.views = set(self.inspector.get_view_names())
+        self.present = set(self.inspector.get_table_names()) | self.views
+        self.created: set[str] = set()
+
+
+_seen: list[_Catalogue] = []
 
 
 def _table(name: str, *elements: Any) -> None:
-    if name not in _present():
+    catalogue = _seen[-1]
+    if name not in catalogue.present:
         op.create_table(name, *elements)
+        catalogue.created.add(name)
 
 
 def _index(name: str, table: str, columns: list[str], **kw: Any) -> None:
-    inspector = sa.inspect(op.get_bind())
-    if table in inspector.get_view_names():
+    catalogue = _seen[-1]
+    if table in catalogue.views:
         return
-    if name not in {i["name"] for i in inspector.get_indexes(table)}:
-        op.create_index(name, table, columns, **kw)
+    if table not in catalogue.created and name in {
+        i["name"] for i in catalogue.inspector.get_indexes(table)
+    }:
+        return
+    op.create_index(name, table, columns, **kw)
 
 
 def upgrade() -> None:
+    _seen[:] = [_Catalogue()]
     _table(
         "consent_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
