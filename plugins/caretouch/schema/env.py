@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from alembic import context
 
+from caretouch.errors import ConfigurationError
+
 connection = context.config.attributes.get("connection")
 if connection is None:  # offline (--sql) mode is not offered: a store is always at hand
-    raise RuntimeError("caretouch migrations run through caretouch.schema.upgrade(store)")
+    raise ConfigurationError("migrations run through caretouch.schema.migrate.upgrade(store)")
 context.configure(connection=connection, target_metadata=None)
 with context.begin_transaction():
     context.run_migrations()
