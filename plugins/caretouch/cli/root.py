@@ -298,14 +298,13 @@ def store() -> None:
     """Create the store and import customers, policies and events."""
 
 
-_APP_ROLE_HELP = (
-    "PostgreSQL: the role the application connects as; granted only SELECT and INSERT "
-    "on the ledger (run this as the schema's owner, not as this role)."
-)
-
-
 @store.command("init")
-@click.option("--app-role", metavar="ROLE", help=_APP_ROLE_HELP)
+@click.option(
+    "--app-role",
+    metavar="ROLE",
+    help="PostgreSQL: the role the application connects as; granted only SELECT and INSERT "
+    "on the ledger (run init as the schema's owner, not as this role).",
+)
 @click.pass_context
 @friendly_errors
 def store_init(ctx: click.Context, app_role: str | None) -> None:
@@ -322,7 +321,12 @@ def store_init(ctx: click.Context, app_role: str | None) -> None:
 
 
 @store.command("upgrade")
-@click.option("--app-role", metavar="ROLE", help=_APP_ROLE_HELP)
+@click.option(
+    "--app-role",
+    metavar="ROLE",
+    help="PostgreSQL: the role the application connects as; granted only SELECT and INSERT "
+    "on the ledger (run upgrade as the schema's owner, not as this role).",
+)
 @click.pass_context
 @friendly_errors
 def store_upgrade(ctx: click.Context, app_role: str | None) -> None:
