@@ -197,7 +197,10 @@ def test_app_role_cannot_upgrade_and_says_who_can(roles: Roles) -> None:
         require_current_schema(roles.app)
     with pytest.raises(ConfigurationError, match="may not change the schema"):
         upgrade(roles.app)
-    upgrade(roles.owner, app_role=roles.app_role)  # adopts it, and lets the app read the version
+    upgrade(roles.owner)  # adopts it; the new version table is not granted yet
+    with pytest.raises(ConfigurationError, match=r"cannot read the schema version.*--app-role"):
+        require_current_schema(roles.app)
+    upgrade(roles.owner, app_role=roles.app_role)  # lets the app read the version
     require_current_schema(roles.app)
 
 
