@@ -35,18 +35,19 @@ class _Catalogue:
         self.created: set[str] = set()
 
 
-_seen: list[_Catalogue] = []
+# The catalogue of the store being migrated (one migration at a time per process).
+_current: list[_Catalogue] = []
 
 
 def _table(name: str, *elements: Any) -> None:
-    catalogue = _seen[-1]
+    catalogue = _current[-1]
     if name not in catalogue.present:
         op.create_table(name, *elements)
         catalogue.created.add(name)
 
 
 def _index(name: str, table: str, columns: list[str], **kw: Any) -> None:
-    catalogue = _seen[-1]
+    catalogue = _current[-1]
     if table in catalogue.views:
         return
     if table not in catalogue.created and name in {
@@ -57,7 +58,7 @@ def _index(name: str, table: str, columns: list[str], **kw: Any) -> None:
 
 
 def upgrade() -> None:
-    _seen[:] = [_Catalogue()]
+    _current[:] = [_Catalogue()]
     _table(
         "consent_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
