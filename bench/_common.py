@@ -58,7 +58,7 @@ def bulk_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def schema_differences(store: Store, metadata: MetaData, *, extra_columns: bool) -> list[str]:
-    """How the store's tables of ``metadata`` differ from what ``store.init()`` creates now.
+    """How the store's tables of ``metadata`` differ from what ``caretouch.schema.migrate.upgrade`` creates now.
 
     With ``extra_columns``, columns the model no longer has are reported too.
     """

@@ -76,6 +76,7 @@ from caretouch.ledger.models import Attempt, LedgerBase, TouchCurrent, TouchEven
 from caretouch.render.templates import RenderedMessage, TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.rules.model import Rule, TriggerKind
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.store.population import Mix, Population, add_years
 from caretouch.vocab import Channel, SubjectKind
@@ -901,7 +902,7 @@ def _check_columns(chunk: Chunk) -> None:
 def build_store(store: Store, params: dict[str, Any], label: str) -> dict[str, Any]:
     """Fill an empty store; return the counts and build seconds (also kept in the marker)."""
     started = time.perf_counter()
-    store.init()
+    upgrade(store)
     if store.is_sqlite:
         store.dispose()
         event.listen(store.engine, "connect", bulk_pragmas)

@@ -38,6 +38,7 @@ from caretouch.events.planning import plan_new_events
 from caretouch.events.stream import StreamConsumer, add, connect
 from caretouch.ledger.models import TouchRow
 from caretouch.run.engine import CareEngine, open_engine
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.store.importer import PARSERS
 from caretouch.store.models import Customer, EventReceipt
@@ -202,7 +203,7 @@ def main() -> int:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         store_url = f"sqlite:///{path}"
     store = open_store(store_url)
-    store.init()
+    upgrade(store)
     note(f"store {store.masked_url()}: {max(args.events, args.latency_events):,} customers")
     customers(store, max(args.events, args.latency_events))
     engine = open_engine(

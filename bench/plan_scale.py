@@ -64,6 +64,7 @@ from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.rules.model import TriggerKind
 from caretouch.rules.sql import candidate_selects
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Base, Customer, Event, InsurancePolicy
 from caretouch.store.population import Mix, Population, add_years
@@ -408,7 +409,7 @@ def build_store(
     """Fill an empty store; return the counts and build seconds (also kept in the marker)."""
     size, seed = params["size"], params["seed"]
     started = time.perf_counter()
-    store.init()
+    upgrade(store)
     counts = Counter[str]()
     tables: dict[str, Any] = {
         "customers": Customer.__table__,
@@ -612,7 +613,7 @@ def measure(
     # Planning consults the ledger as `care run` does (caps over 7 days, deferred touches,
     # touches already sent), so its queries are part of the measured time.
     for target, _ in pairs:
-        target.store.init()  # the ledger tables, if this store predates them
+        upgrade(target.store)  # the ledger tables, if this store predates them
         plan_day(target.store, ruleset, day, history=Ledger(target.store))  # warm-up
     for _ in range(repeat):
         for target, res in pairs:

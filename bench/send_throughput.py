@@ -44,6 +44,7 @@ from caretouch.config import CareConfig
 from caretouch.run.day import plan_and_record
 from caretouch.run.engine import open_engine
 from caretouch.run.send import CHUNK, send_touches
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.store.importer import ID_COLUMN, MODELS, PARSERS
 from caretouch.store.write import upsert
@@ -77,7 +78,7 @@ def customers(n: int, channels: list[Channel]) -> list[dict[str, str]]:
 
 def build_store(url: str, n: int, channels: list[Channel]) -> Store:
     store = open_store(url)
-    store.init()
+    upgrade(store)
     rows = [PARSERS["customer"](r)[0] for r in customers(n, channels)]
     with store.session() as session:
         for start in range(0, len(rows), 5000):

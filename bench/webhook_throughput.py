@@ -45,6 +45,7 @@ from webhook_helpers import (  # noqa: E402
 
 from caretouch.ledger import Ledger  # noqa: E402
 from caretouch.run.day import run_day  # noqa: E402
+from caretouch.schema.migrate import upgrade  # noqa: E402
 from caretouch.store.db import Store, open_store  # noqa: E402
 from caretouch.webhooks import twilio as twilio_webhook  # noqa: E402
 from conftest import load_rows  # noqa: E402
@@ -57,13 +58,13 @@ def _store(url: str | None, data: Path) -> tuple[Store, str | None]:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         store = open_store(f"sqlite:///{path}")
-        store.init()
+        upgrade(store)
         return store, None
     schema = f"bench_webhooks_{uuid.uuid4().hex[:8]}"
     with create_engine(url, hide_parameters=True).begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     store = open_store(url, connect_args={"options": f"-csearch_path={schema}"})
-    store.init()
+    upgrade(store)
     return store, schema
 
 

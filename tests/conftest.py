@@ -24,6 +24,7 @@ from click.testing import CliRunner, Result
 
 from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import RuleSet, load_rules
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,14 +72,15 @@ def require_postgres() -> None:
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     yield store
     store.dispose()
 
 
 @contextmanager
-def pg_schema_store() -> Iterator[Store]:
-    """A store on the real PostgreSQL, in a schema of its own, dropped afterwards."""
+def pg_schema_store(*, migrate: bool = True) -> Iterator[Store]:
+    """A store on the real PostgreSQL, in a schema of its own, dropped afterwards; migrated
+    to the current schema unless ``migrate`` is False (then empty)."""
     require_postgres()
     from sqlalchemy import create_engine, text
 
@@ -87,7 +89,8 @@ def pg_schema_store() -> Iterator[Store]:
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     store = open_store(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    store.init()
+    if migrate:
+        upgrade(store)
     try:
         yield store
     finally:

@@ -18,6 +18,7 @@ from caretouch.ledger.anchors import UNSIGNED, anchor_hash, anchor_mac, legacy_m
 from caretouch.ledger.audit import VerifyReport, verify
 from caretouch.run.day import plan_and_record, run_day
 from caretouch.run.engine import CareEngine, open_engine
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 
@@ -214,7 +215,7 @@ def test_an_anchor_file_of_another_store_is_left_alone(
     stores = []
     for name in ("a", "b"):
         store = open_store(f"sqlite:///{tmp_path / name}.db")
-        store.init()
+        upgrade(store)
         load_rows(store, customers=[customer_row("C1")])
         stores.append(store)
     run_day(engine_for(stores[0], shared), DAY, run_id="a", now=utc(2026, 11, 23, 12))

@@ -14,6 +14,7 @@ from caretouch.config import CareConfig
 from caretouch.ledger.audit import verify
 from caretouch.run.day import run_day
 from caretouch.run.engine import open_engine
+from caretouch.schema.migrate import upgrade
 from caretouch.store.consent import Purpose, record_consent, record_imported_changes
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
@@ -168,7 +169,7 @@ def test_consent_of_an_older_store_is_adopted_once_by_init(
     tamper(sqlite_store, "UPDATE customers SET consent_sms = 0 WHERE customer_id = 'C1'")
     problem = verify(sqlite_store).problem or ""
     assert "consent_events row 1 is not in the chain" in problem and "care store init" in problem
-    sqlite_store.init()
+    upgrade(sqlite_store)
     assert verify(sqlite_store).ok
     # Once adopted, never again: a row inserted by SQL now stays unchained.
     tamper(
@@ -176,5 +177,5 @@ def test_consent_of_an_older_store_is_adopted_once_by_init(
         "INSERT INTO consent_events (customer_id, purpose, granted, source, at) "
         "VALUES ('C1', 'sms', 1, 'cli', '2026-11-21 10:00:00')",
     )
-    sqlite_store.init()
+    upgrade(sqlite_store)
     assert "consent_events row 2 is not in the chain" in (verify(sqlite_store).problem or "")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from caretouch.ledger import Ledger
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import Care, customer_row, load_rows, policy_row
 
@@ -21,7 +22,7 @@ FIRST = "2026-12-13"
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     customers = [
         # Birthdays around 15 December, the day of the year-end notice campaign (priority 50
         # beats the birthday's 30 under the per-day cap).

@@ -102,7 +102,7 @@ def test_scrub_free_text() -> None:
     ],
 )
 def test_phone_must_be_strict_e164(phone: str | None, valid: bool) -> None:
-    from caretouch.rules.contact_policy import phone_is_valid
+    from caretouch.addresses import phone_is_valid
 
     assert phone_is_valid(phone) is valid
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from caretouch.ledger.audit import Filters, touches
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import (
     SHORT_NUMBERS,
@@ -49,7 +50,7 @@ def test_cli_run_and_audit_never_print_phones_or_emails(care: Care) -> None:
         customer_row("OPT", consent_sms="false", consent_email="false"),
     ]
     store = open_store(care.store_url)
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=customers,

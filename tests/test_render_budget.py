@@ -18,6 +18,7 @@ from caretouch.render.templates import RenderBudget, TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.run.day import run_day
 from caretouch.run.engine import open_engine
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.vocab import Channel, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, Care, customer_row, load_rows, utc
@@ -173,7 +174,7 @@ def test_preview_reports_the_overrun_as_a_template_error(care: Care, tmp_path: P
     text = ONLY_C1.replace("{{ BAD }}", "{{ 'x' * 10**9 }}")
     templates = copy_templates(tmp_path, "birthday", "sms.zh-CN.txt", text)
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
     result = care(

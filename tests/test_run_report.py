@@ -12,6 +12,7 @@ import pytest
 
 from caretouch.ledger import Ledger
 from caretouch.reports.run_summary import LogProgress, chunk_progress, stored_summaries
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import Care, customer_row, load_rows
 
@@ -20,7 +21,7 @@ DAY = dt.date(2026, 11, 23)
 
 def test_care_run_prints_and_stores_its_summary(care: Care, tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=[
@@ -62,7 +63,7 @@ def test_care_dispatch_stores_a_summary_only_when_it_did_something(
     care: Care, tmp_path: Path
 ) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row(f"A{i}", tier="A") for i in range(2)])
     reports = tmp_path / "reports"
 

@@ -15,6 +15,7 @@ import airflow_env
 from caretouch.ledger import Ledger
 from caretouch.reports.run_summary import stored_summaries
 from caretouch.rules.campaigns import dag_file_text, sync_dag_files
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
@@ -134,7 +135,7 @@ def test_campaign_dag_runs_with_dag_test(
     )
     store_url = f"sqlite:///{tmp_path / 'care.db'}"
     store = open_store(store_url)
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=[

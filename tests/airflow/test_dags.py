@@ -15,6 +15,7 @@ import airflow_env
 from caretouch.events.inbox import dead_letters
 from caretouch.ledger import Ledger
 from caretouch.ledger.audit import verify
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
@@ -87,7 +88,7 @@ def test_care_daily_runs_with_dag_test(
 
     store_url = f"sqlite:///{tmp_path / 'care.db'}"
     store = open_store(store_url)
-    store.init()
+    upgrade(store)
     # The DAG reads the real clock: the customers live in a zone where it is about midday
     # now, and it is their birthday today, so the 09:00 greeting is due and not too late.
     now = dt.datetime.now(dt.timezone.utc)

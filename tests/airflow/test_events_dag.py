@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 import airflow_env
 from caretouch.ledger import Ledger
 from caretouch.ledger.audit import verify
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Event
 from caretouch.vocab import TouchStatus
@@ -62,7 +63,7 @@ def env(
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     store = open_store(store_url)
-    store.init()
+    upgrade(store)
     store.dispose()
     yield values
 

@@ -15,6 +15,7 @@ import pytest
 import airflow_env
 from caretouch.ledger import Ledger
 from caretouch.reports.run_summary import stored_summaries
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.vocab import TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows
@@ -50,7 +51,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     path.write_text(text.replace("    priority: 70\n", "    prority: 70\n"), encoding="utf-8")
     store_url = f"sqlite:///{tmp_path / 'care.db'}"
     store = open_store(store_url)
-    store.init()
+    upgrade(store)
     born = f"1980-{today:%m-%d}" if (today.month, today.day) != (2, 29) else "1980-02-29"
     load_rows(
         store,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import airflow_env
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import RULES_DIR, TEMPLATES_DIR
 
@@ -47,7 +48,7 @@ def test_care_reports_runs_with_dag_test(
     from airflow.dag_processing.dagbag import DagBag
 
     store_url = f"sqlite:///{tmp_path / 'care.db'}"
-    open_store(store_url).init()
+    upgrade(open_store(store_url))
     for key, value in {
         "CARE_STORE_URL": store_url,
         "CARE_RULES_DIR": str(RULES_DIR),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import RULES_DIR, Care, customer_row, event_row, load_rows, policy_row
 
@@ -27,7 +28,7 @@ PLAN_KEYS = [
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=[

@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from caretouch.ledger.audit import EXPORT_COLUMNS
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.web.app import create_audit_app
 from caretouch.web.auth import AuditAuth, AuditTokens
@@ -49,7 +50,7 @@ def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
 def ran(care: Care, tmp_path: Path, keyed: None) -> Path:
     """A day run from the CLI: birthdays sent, C1's thank-you capped, hostile customer ids."""
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     customers = [customer_row("C1"), customer_row("C2", phone="+8613812340002")]
     customers += [
         customer_row(cid, phone=f"+86139{n:08d}", consent_email="false")
@@ -113,7 +114,7 @@ def test_every_command_that_writes_the_ledger_anchors_it(care: Care, ran: Path) 
 def test_unsigned_anchors_are_a_loud_warning(care: Care, tmp_path: Path) -> None:
     # A real process: the warning reaches stderr through the CLI's own logging set-up.
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
     env = {k: v for k, v in os.environ.items() if k != "CARE_ANCHOR_KEY"}
@@ -144,7 +145,7 @@ def test_verify_allows_a_ledger_never_anchored_only_when_asked(
     care: Care, tmp_path: Path, keyed: None
 ) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
     assert care("run", "--date", "2026-11-23", "--now", NOW).exit_code == 0
@@ -273,7 +274,7 @@ def test_show_by_key_gives_the_clause_and_consent_the_web_view_gives(care: Care,
 def test_erase_content_refuses_a_period_out_of_range(care: Care) -> None:
     # -5 would erase everything up to five days ahead (all of it); a huge number overflowed.
     store = open_store(care.store_url)
-    store.init()
+    upgrade(store)
     store.dispose()
     for value in ("-5", "0", "99999999999999999999"):
         result = care("audit", "erase-content", "--older-than", value)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from caretouch.ledger import Ledger
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import Care, customer_row, load_rows
@@ -28,7 +29,7 @@ NOW = "2026-11-23T04:00:00Z"  # 12:00 in Shanghai: the birthday touches (09:00 l
 @pytest.fixture
 def store_dir(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(
         store,
         customers=[

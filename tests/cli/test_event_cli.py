@@ -12,6 +12,7 @@ import pytest
 import redis_env
 
 from caretouch.ledger import Ledger
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.vocab import TouchStatus
 from conftest import Care, customer_row, load_rows
@@ -22,7 +23,7 @@ NOW = "2026-11-22T02:30:00Z"
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1", birth_date="")])
     store.dispose()
     return tmp_path

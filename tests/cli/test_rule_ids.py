@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import RULES_DIR, Care, customer_row, load_rows
 
@@ -35,7 +36,7 @@ COMMANDS = {
 @pytest.fixture
 def filled(tmp_path: Path) -> Path:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[customer_row("C1")])
     store.dispose()
     return tmp_path

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from caretouch.events.inbox import Incoming, submit
 from caretouch.events.stream import StreamConsumer, add, connect
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Event, EventDeadLetter
 from conftest import customer_row, load_rows, utc
@@ -237,7 +238,7 @@ def test_a_store_without_the_customer_dead_letters_not_loses(
     tmp_path: Path, redis_client: Any, stream_key: str
 ) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'empty.db'}")
-    store.init()
+    upgrade(store)
     add(redis_client, stream_key, event(1, customer="C-NEW"))
     report = StreamConsumer(redis_client, store, stream=stream_key, consumer="c").drain(clock)
     assert report.intake.dead == [

@@ -60,6 +60,7 @@ from caretouch.plan.touch import Touch
 from caretouch.run.day import dispatch, pending_ids, run_day
 from caretouch.run.engine import open_engine
 from caretouch.run.send import send_touches
+from caretouch.schema.migrate import upgrade
 from caretouch.store.consent import Purpose, record_consent
 from caretouch.store.db import open_store
 from caretouch.store.models import Customer
@@ -454,7 +455,7 @@ def run_world(world: World, root: Path) -> Run:
         anchor_file=root / "ledger-anchors.jsonl",
     )
     store = open_store(config.store_url)
-    store.init()
+    upgrade(store)
     engine = open_engine(config, store=store)
     try:
         assert [str(e) for e in engine.ruleset.errors] == []

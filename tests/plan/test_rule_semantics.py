@@ -27,6 +27,7 @@ from caretouch.dates import LeapDayPolicy, anniversary_in_year, lunar_birthday_i
 from caretouch.plan import plan_day
 from caretouch.plan.touch import Touch
 from caretouch.rules.loader import RuleSet
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Customer, Event, InsurancePolicy
 from caretouch.vocab import Channel, Decision
@@ -974,7 +975,7 @@ def module_store(
     """One store for every hypothesis example (emptied before each)."""
     if request.param == "sqlite":
         store = open_store(f"sqlite:///{tmp_path_factory.mktemp('prop') / 'care.db'}")
-        store.init()
+        upgrade(store)
         yield store
         store.dispose()
         return

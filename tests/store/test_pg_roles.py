@@ -26,8 +26,10 @@ from caretouch.ledger import Ledger, ProviderEvent
 from caretouch.ledger.audit import erase_content, verify
 from caretouch.run.day import run_day
 from caretouch.run.engine import open_engine
+from caretouch.schema import require_current_schema
+from caretouch.schema.migrate import upgrade
 from caretouch.store.consent import Purpose, record_consent
-from caretouch.store.db import Store, check_initialised, open_store
+from caretouch.store.db import Store, append_only_gaps, open_store
 from caretouch.vocab import TouchStatus
 from conftest import (
     PG_URL,
@@ -74,7 +76,7 @@ def roles() -> Iterator[Roles]:
     owner = _store_as(owner_role, schema)
     app = _store_as(app_role, schema)
     try:
-        owner.init(app_role=app_role)
+        upgrade(owner, app_role=app_role)
         yield Roles(owner, app, app_role, schema, app.url)
     finally:
         owner.dispose()
@@ -107,7 +109,7 @@ def _as_app(roles: Roles, sql: str) -> None:
 
 def test_app_role_runs_everything_without_ddl(roles: Roles, tmp_path: Path) -> None:
     ddl = _ddl_issued(roles.app)
-    check_initialised(roles.app)  # the start-up check every command and task makes
+    require_current_schema(roles.app)  # the start-up check every command and task makes
     load_rows(
         roles.app,
         customers=[customer_row(f"C{i}", phone=f"+86138{i:08d}") for i in range(3)],
@@ -187,19 +189,34 @@ def test_app_role_cannot_edit_the_ledger_or_its_protection(roles: Roles, sql: st
     assert verify(roles.app).ok
 
 
-def test_app_role_cannot_create_missing_tables_and_says_who_can(roles: Roles) -> None:
+def test_app_role_cannot_upgrade_and_says_who_can(roles: Roles) -> None:
+    with roles.owner.engine.begin() as conn:  # as if made by an older Caretouch
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+    with pytest.raises(ConfigurationError, match="run `care store upgrade` as the schema's owner"):
+        require_current_schema(roles.app)
+    with pytest.raises(ConfigurationError, match="may not change the schema"):
+        upgrade(roles.app)
+    upgrade(roles.owner)  # adopts it; the new version table is not granted yet
+    with pytest.raises(ConfigurationError, match=r"cannot read the schema version.*--app-role"):
+        require_current_schema(roles.app)
+    upgrade(roles.owner, app_role=roles.app_role)  # lets the app read the version
+    require_current_schema(roles.app)
+
+
+def test_owner_upgrade_puts_back_a_disabled_trigger(roles: Roles) -> None:
     with roles.owner.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE ledger_anchors")
-    with pytest.raises(ConfigurationError, match="as the schema's owner") as failed:
-        check_initialised(roles.app)
-    assert "table ledger_anchors" in str(failed.value)
-    check_initialised(roles.owner)  # the owner may: it creates what is missing
-    check_initialised(roles.app)
+        conn.exec_driver_sql("ALTER TABLE touches DISABLE TRIGGER care_append_only")
+    require_current_schema(roles.app)  # reads the version only
+    with roles.owner.engine.connect() as conn:
+        assert append_only_gaps(conn) == ["trigger care_append_only on touches (disabled)"]
+    upgrade(roles.owner)
+    with roles.owner.engine.connect() as conn:
+        assert append_only_gaps(conn) == []
 
 
 def test_init_refuses_the_owner_as_app_role(roles: Roles) -> None:
     owner = str(make_url(roles.owner.url).username)
     with pytest.raises(ConfigurationError, match="must not"):
-        roles.owner.init(app_role=owner)
+        upgrade(roles.owner, app_role=owner)
     with pytest.raises(ConfigurationError, match="no PostgreSQL role"):
-        roles.owner.init(app_role="care_nobody_" + uuid.uuid4().hex[:8])
+        upgrade(roles.owner, app_role="care_nobody_" + uuid.uuid4().hex[:8])

@@ -9,7 +9,8 @@ import datetime as dt
 from sqlalchemy import inspect, text
 
 from caretouch.plan import plan_day
-from caretouch.store.db import check_initialised
+from caretouch.schema import require_current_schema
+from caretouch.schema.migrate import upgrade
 from caretouch.store.demo import demo_rows
 from conftest import load_rows
 
@@ -35,8 +36,8 @@ def test_customers_and_policies_as_views_plan_the_same_day(store, shipped_rules)
         conn.execute(text("ALTER TABLE policies RENAME TO crm_contract"))
         conn.execute(text("CREATE VIEW policies AS SELECT * FROM crm_contract"))
 
-    check_initialised(store)  # what every command and task runs first: no refusal
-    store.init()  # safe to repeat: the views stay views, no table is made beside them
+    require_current_schema(store)  # what every command and task runs first: no refusal
+    upgrade(store)  # safe to repeat: the views stay views, no table is made beside them
     views = set(inspect(store.engine).get_view_names())
     tables = set(inspect(store.engine).get_table_names())
     assert {"customers", "policies"} <= views

@@ -32,6 +32,7 @@ from caretouch.errors import ConfigurationError
 from caretouch.ledger.audit import EXPORT_COLUMNS, Filters, touches
 from caretouch.run.day import run_day
 from caretouch.run.engine import open_engine
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from caretouch.web.app import create_audit_app
 from caretouch.web.auth import SESSION_COOKIE, AuditAuth, AuditTokens
@@ -84,7 +85,7 @@ def fill_ledger(directory: Path) -> Ledger:
     """A store with a day run through it: SMS and email sends, suppressions, an anchor."""
     url = f"sqlite:///{directory / 'care.db'}"
     store = open_store(url)
-    store.init()
+    upgrade(store)
     customers = [
         customer_row(f"C{i}", phone=f"+86138{i:08d}", email=f"customer.{i}@example.com")
         for i in range(5)

@@ -10,6 +10,7 @@ from twilio.request_validator import RequestValidator
 from webhook_helpers import consent, counts, sms_only
 
 import airflow_env
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import Store, open_store
 from conftest import load_rows
 
@@ -23,7 +24,7 @@ def test_plugin_serves_signed_webhooks(tmp_path: Path, monkeypatch: pytest.Monke
     airflow_env.migrate()
     url = f"sqlite:///{tmp_path / 'care.db'}"
     store: Store = open_store(url)
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[sms_only()])
     for name, value in {
         "CARE_STORE_URL": url,

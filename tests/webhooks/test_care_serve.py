@@ -13,6 +13,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 from webhook_helpers import consent, counts, sms_only
 
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from conftest import Care, load_rows
 
@@ -27,7 +28,7 @@ def _free_port() -> int:
 
 def test_care_serve_checks_signatures_and_records(care: Care) -> None:
     store = open_store(care.store_url)
-    store.init()
+    upgrade(store)
     load_rows(store, customers=[sms_only()])
     port = _free_port()
     env = {

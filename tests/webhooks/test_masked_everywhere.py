@@ -14,6 +14,7 @@ from webhook_helpers import client as hooks_client
 from webhook_helpers import engine_for, new_keys, provider_events, twilio_post
 
 from caretouch.run.day import run_day
+from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
 from caretouch.web.app import create_audit_app
 from conftest import SHORT_NUMBERS, badly_masked, customer_row, load_rows, utc
@@ -29,7 +30,7 @@ def test_web_view_exports_logs_and_webhooks_mask_short_numbers(
     caplog.set_level(logging.DEBUG)
     url = f"sqlite:///{tmp_path / 'care.db'}"
     store = open_store(url)
-    store.init()
+    upgrade(store)
     customers = [
         customer_row(f"S{i}", phone=phone, consent_email="false")
         for i, phone in enumerate(SHORT_NUMBERS)

@@ -183,9 +183,9 @@ def _intake(store: Any, context: Mapping[str, Any], consumer: str | None) -> dic
     from ..events.inbox import submit
     from ..events.stream import StreamConsumer, connect
     from ..rules.event_types import load_event_types
-    from ..store.db import check_initialised
+    from ..schema import require_current_schema
 
-    check_initialised(store)
+    require_current_schema(store)
     # Events must be of a declared type with the declared payload (care_rules/events.yaml);
     # with none declared (or a broken file, which `care validate` reports) nothing is checked.
     declared, errors = load_event_types(CareConfig.from_env().rules_dir)

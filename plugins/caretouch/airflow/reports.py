@@ -93,7 +93,8 @@ def build_care_reports() -> Any:
         def report(**context: Any) -> list[dict[str, Any]]:
             from ..config import CareConfig
             from ..reports.service_report import write_report
-            from ..store.db import check_initialised, open_store
+            from ..schema import require_current_schema
+            from ..store.db import open_store
 
             periods = periods_due(context.get("logical_date"), context["params"])
             if not periods:
@@ -105,7 +106,7 @@ def build_care_reports() -> Any:
 
             config = CareConfig.from_env()
             store = open_store(config.store_url)
-            check_initialised(store)
+            require_current_schema(store)
             # The rules define the service obligations and the complaint follow-up figure.
             ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
             done = []

@@ -46,10 +46,11 @@ def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
 def _audit_store(ctx: click.Context, rule_id: str | None = None) -> Any:
     """The store, after checking ``--rule``: a rule the ledger has touches of, or one that is
     defined now (the rules are read only to know their ids)."""
-    from ..store.db import check_initialised, open_store
+    from ..schema import require_current_schema
+    from ..store.db import open_store
 
     store = open_store(config_of(ctx).store_url)
-    check_initialised(store)
+    require_current_schema(store)
     if rule_id is not None:
         from ..ledger.audit import rule_ids_in_ledger
         from ..render.templates import TemplateStore

@@ -185,7 +185,7 @@ def check_rule_ids(
     """Every command that takes rule ids refuses an unknown one the same way: a usage error
     (exit 2) with a did-you-mean. An id whose rule is defined but failed validation is
     invalid input (exit 1). ``also``: other ids the command knows (the ledger's, for audit)."""
-    from ..rules.checks import did_you_mean
+    from ..suggest import did_you_mean
 
     known = sorted({r.id for r in ruleset.rules} | set(also))
     broken = {e.rule_id for e in ruleset.errors if e.rule_id}

@@ -37,8 +37,9 @@ def consent_set(
     note: str | None,
 ) -> None:
     """Give or withdraw consent; the next plan honours it."""
+    from ..schema import require_current_schema
     from ..store.consent import Purpose, record_consent
-    from ..store.db import check_initialised, open_store
+    from ..store.db import open_store
 
     changes = {
         purpose: value == "on"
@@ -52,7 +53,7 @@ def consent_set(
     if not changes:
         raise click.UsageError("give at least one of --sms, --email, --marketing")
     store = open_store(config_of(ctx).store_url)
-    check_initialised(store)
+    require_current_schema(store)
     now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI records when the change was made
     source = (source or f"cli:{cli_actor()}")[:120]
     changed = record_consent(store, customer_id, changes, source=source, at=now, note=note)
@@ -74,14 +75,15 @@ def consent_show(ctx: click.Context, customer_id: str) -> None:
     """Current consents (addresses masked) and the history of changes."""
     from sqlalchemy import select
 
+    from ..addresses import email_is_valid, phone_is_valid
     from ..mask import mask_email, mask_phone
-    from ..rules.contact_policy import email_is_valid, phone_is_valid
+    from ..schema import require_current_schema
     from ..store.consent import consent_history
-    from ..store.db import check_initialised, open_store
+    from ..store.db import open_store
     from ..store.models import Customer
 
     store = open_store(config_of(ctx).store_url)
-    check_initialised(store)
+    require_current_schema(store)
     with store.read_session() as session:
         customer = session.scalars(
             select(Customer).where(Customer.customer_id == customer_id)

@@ -115,6 +115,7 @@ def run_demo(
     from ..reports.day_summary import DaySummary
     from ..rules.event_types import load_event_types
     from ..rules.loader import load_rules
+    from ..schema.migrate import upgrade
     from ..store.db import open_store
     from ..store.demo import write_demo_csvs
     from ..store.importer import import_csv
@@ -138,7 +139,7 @@ def run_demo(
     echo(f"== Caretouch demo for local date {day} ==")
     files = write_demo_csvs(directory / "data", day, customers=customers)
     store = open_store(config.store_url)
-    store.init()
+    upgrade(store)
     event_types, _ = load_event_types(config.rules_dir)  # errors: shown with the rules below
     report = import_csv(
         store,

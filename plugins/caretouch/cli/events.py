@@ -226,10 +226,11 @@ def drain(ctx: click.Context, consumer: str | None, now_text: str | None) -> Non
 def dead_letters_cmd(ctx: click.Context, limit: int, fmt: str) -> None:
     """Events the inbox refused, with the reason and where they came from."""
     from ..events.inbox import dead_letters
-    from ..store.db import check_initialised, open_store
+    from ..schema import require_current_schema
+    from ..store.db import open_store
 
     store = open_store(config_of(ctx).store_url)
-    check_initialised(store)
+    require_current_schema(store)
     for letter in dead_letters(store, limit=limit):
         if fmt == "json":
             click.echo(

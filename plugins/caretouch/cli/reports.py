@@ -130,7 +130,8 @@ def report(
     from ..render.templates import TemplateStore
     from ..reports.service_report import Period, summary_line, write_report
     from ..rules.loader import load_rules
-    from ..store.db import check_initialised, open_store
+    from ..schema import require_current_schema
+    from ..store.db import open_store
 
     if bool(month) == bool(week):
         raise click.UsageError("give one of --month YYYY-MM or --week YYYY-Www")
@@ -142,7 +143,7 @@ def report(
     config = config_of(ctx)
     _check_report_destinations(config, period, output, bool(email_to))
     store = open_store(config.store_url)
-    check_initialised(store)
+    require_current_schema(store)
     now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI stamps when the report was made
     # The rules define the service obligations and the complaint follow-up figure.
     ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))

@@ -23,13 +23,14 @@ def serve(ctx: click.Context, host: str, port: int, access_log: bool) -> None:
     import uvicorn
 
     from ..channels.credentials import sendgrid_from_env, twilio_from_env
-    from ..store.db import check_initialised, open_store
+    from ..schema import require_current_schema
+    from ..store.db import open_store
     from ..web.app import create_standalone_app
 
     config = config_of(ctx)
     store = open_store(config.store_url)
     try:
-        check_initialised(store)  # fail now, plainly, rather than on the first webhook
+        require_current_schema(store)  # fail now, plainly, rather than on the first webhook
     finally:
         store.dispose()
     twilio = twilio_from_env(config)

@@ -26,12 +26,41 @@ def store() -> None:
 @friendly_errors
 def store_init(ctx: click.Context, app_role: str | None) -> None:
     """Create the store and ledger tables (safe to repeat)."""
+    from ..schema.migrate import upgrade
     from ..store.db import check_reachable, open_store
 
     s = open_store(config_of(ctx).store_url)
     check_reachable(s)
-    s.init(app_role=app_role)
+    upgrade(s, app_role=app_role)
     click.echo(f"store ready: {s.masked_url()}")
+    if app_role:
+        click.echo(f"role {app_role}: SELECT and INSERT on the ledger tables, nothing more")
+
+
+@store.command("upgrade")
+@click.option(
+    "--app-role",
+    metavar="ROLE",
+    help="PostgreSQL: the role the application connects as; granted only SELECT and INSERT "
+    "on the ledger (run upgrade as the schema's owner, not as this role).",
+)
+@click.pass_context
+@friendly_errors
+def store_upgrade(ctx: click.Context, app_role: str | None) -> None:
+    """Bring an existing store's schema up to this version (adopts a store made before
+    schema versions)."""
+    from ..schema import require_existing_store
+    from ..schema.migrate import upgrade
+    from ..store.db import open_store
+
+    s = open_store(config_of(ctx).store_url)
+    require_existing_store(s)
+    before, after = upgrade(s, app_role=app_role)
+    if before == after:
+        click.echo(f"store already at schema version {after}: {s.masked_url()}")
+    else:
+        was = f"schema version {before}" if before else "no schema version (older Caretouch)"
+        click.echo(f"store upgraded to schema version {after} from {was}: {s.masked_url()}")
     if app_role:
         click.echo(f"role {app_role}: SELECT and INSERT on the ledger tables, nothing more")
 
@@ -66,6 +95,8 @@ def store_import(
     bad row is listed as FILE:LINE: reason.
     """
     from ..rules.event_types import load_event_types
+    from ..schema import Shape, require_current_schema, shape
+    from ..schema.migrate import upgrade
     from ..store.db import check_reachable, open_store
     from ..store.importer import import_csv
 
@@ -82,8 +113,10 @@ def store_import(
             raise click.BadParameter(problem, param_hint="--rejects")
     s = open_store(config_of(ctx).store_url)
     check_reachable(s)
-    if s.missing():  # a new store; an application role may not change a complete one
-        s.init()
+    if shape(s) is Shape.EMPTY:  # a new store; an application role may not change one
+        upgrade(s)
+    else:
+        require_current_schema(s)
     now = dt.datetime.now(dt.timezone.utc)  # clock: when the consent changes were received
     report = import_csv(
         s,

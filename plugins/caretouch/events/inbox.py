@@ -33,7 +33,6 @@ from ..bounds import loads as bounded_loads
 from ..dates import aware_utc
 from ..errors import CareError, Location, ValidationError, ValidationFailed
 from ..nul import escape_nul, escape_nul_values
-from ..rules.checks import did_you_mean
 from ..rules.event_types import EventTypes
 from ..store.db import Store
 from ..store.importer import PAYLOAD_LIMITS, RowError, csv_file_problem, parse_event
@@ -45,6 +44,7 @@ from ..store.models import (
     EventReceipt,
     InsurancePolicy,
 )
+from ..suggest import did_you_mean
 
 log = logging.getLogger("caretouch.events")
 

@@ -22,9 +22,9 @@ from sqlalchemy import func, inspect, select
 from ..errors import CareError
 from ..mask import mask_recipient, scrub
 from ..render.templates import RenderedMessage
-from ..rules.checks import did_you_mean
 from ..store.db import Store, append_only_gaps
 from ..store.models import ConsentEvent, Customer
+from ..suggest import did_you_mean
 from ..vocab import Channel, TouchStatus
 from . import anchors, chain
 from .anchors import AnchorError, anchor_key

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..rules.contact_policy import Cap, ContactPolicy, email_is_valid, phone_is_valid
+from ..addresses import email_is_valid, phone_is_valid
+from ..rules.contact_policy import Cap, ContactPolicy
 from ..rules.model import Rule
 from ..store.models import Customer
 from ..vocab import Category, Channel, Decision, SuppressionReason

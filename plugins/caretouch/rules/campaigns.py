@@ -26,7 +26,8 @@ from typing import Any
 from ..dates import HOLIDAYS
 from ..errors import Location, ValidationError
 from ..render.templates import TemplateStore
-from .checks import did_you_mean, schema_errors
+from ..suggest import did_you_mean
+from .checks import schema_errors
 from .contact_policy import ContactPolicy
 from .model import HOLIDAY_OCCASION, Rule, Trigger, TriggerKind
 from .schema import _CONDITION, RULE_PROPERTIES

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from difflib import get_close_matches
+from collections.abc import Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaViolation
 
 from ..errors import ValidationError
+from ..suggest import did_you_mean
 from .yamlpos import Positions
 
 _TYPE_WORDS = {
@@ -20,12 +20,6 @@ _TYPE_WORDS = {
     "array": "a list",
     "boolean": "true or false",
 }
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` or the empty string."""
-    hint = get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
 def _describe(value: Any) -> str:

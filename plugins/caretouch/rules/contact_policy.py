@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-
+from ..addresses import email_is_valid, find_zone, phone_is_valid, timezone_is_valid
 from ..errors import Location, ValidationError, ValidationFailed
 from ..vocab import Category, Channel
 from .checks import schema_errors
@@ -133,7 +129,9 @@ class ContactPolicy:
     def zone(self, name: str | None) -> ZoneInfo:
         """The customer's zone; the default one when none is recorded or it is unknown."""
         return (
-            _zone(name or self.default_timezone) or _zone(self.default_timezone) or ZoneInfo("UTC")
+            find_zone(name or self.default_timezone)
+            or find_zone(self.default_timezone)
+            or ZoneInfo("UTC")
         )
 
     def usable_channel(
@@ -156,46 +154,6 @@ class ContactPolicy:
             if channel is Channel.EMAIL and consent_email and email_is_valid(email):
                 return channel
         return None
-
-
-@lru_cache(maxsize=256)
-def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-def timezone_is_valid(name: str) -> bool:
-    return _zone(name) is not None
-
-
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-
-
-@lru_cache(maxsize=65536)
-def phone_is_valid(phone: str | None) -> bool:
-    """True for an E.164 number (``+``, country code, digits only) that ``phonenumbers`` finds
-    valid. Spaces, dashes or trailing text are refused: the string goes to the provider as is."""
-    if not phone or not _E164.match(phone):
-        return False
-    try:
-        parsed = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
-        return False
-    return phonenumbers.is_valid_number(parsed)
-
-
-@lru_cache(maxsize=65536)
-def email_is_valid(email: str | None) -> bool:
-    """True when the address passes ``email-validator``'s syntax checks (no DNS lookup)."""
-    if not email:
-        return False
-    try:
-        validate_email(email, check_deliverability=False)
-    except EmailNotValidError:
-        return False
-    return True
 
 
 def load_policy(path: str | Path) -> ContactPolicy:

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Location, ValidationError
+from ..suggest import did_you_mean
 from ..vocab import PayloadType
-from .checks import did_you_mean, schema_errors
+from .checks import schema_errors
 from .yamlpos import load_with_positions, read_yaml_bytes
 
 EVENTS_FILE = "events.yaml"

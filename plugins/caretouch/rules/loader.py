@@ -15,8 +15,9 @@ from typing import Any
 from ..dates import LeapDayPolicy
 from ..errors import Location, ValidationError, ValidationFailed
 from ..render.templates import TemplateStore
+from ..suggest import did_you_mean
 from ..vocab import Category, Channel, Locale
-from .checks import did_you_mean, schema_errors
+from .checks import schema_errors
 from .contact_policy import ContactPolicy, load_policy
 from .event_types import EVENTS_FILE, EventTypes, load_event_types
 from .model import (

@@ -18,7 +18,8 @@ from ..ledger import Ledger
 from ..render.templates import TemplateStore
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet, load_rules
-from ..store.db import Store, check_initialised, open_store
+from ..schema import require_current_schema
+from ..store.db import Store, open_store
 from ..vocab import Channel
 
 
@@ -62,7 +63,7 @@ def open_engine(
     rules are left out (``ruleset.errors``) for the caller to report. ``transports``: the
     channels to send through (default: from the environment, ``channels.registry``).
     ``store``: a store already open on ``config.store_url`` (tests: a PostgreSQL schema of
-    their own). The store must be initialised (``store.db.check_initialised``).
+    their own). The store must be initialised (``schema.require_current_schema``).
     """
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
@@ -74,7 +75,7 @@ def open_engine(
         store = open_store(config.store_url)
     if transports is None:
         transports = transports_from_env(config.outbox_dir)
-    check_initialised(store)
+    require_current_schema(store)
     return CareEngine(config, store, templates, ruleset, transports, clock)
 
 

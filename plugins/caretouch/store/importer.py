@@ -23,13 +23,13 @@ from typing import Any
 import phonenumbers
 from sqlalchemy import select
 
+from ..addresses import email_is_valid, phone_is_valid, timezone_is_valid
 from ..bounds import Limits, OutOfBounds
 from ..bounds import loads as bounded_loads
 from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month_day, month_day
 from ..errors import Location
 from ..nul import NUL, escape_nul, find_nul, nul_reason
-from ..rules.checks import did_you_mean
-from ..rules.contact_policy import email_is_valid, phone_is_valid, timezone_is_valid
+from ..suggest import did_you_mean
 from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
 from .db import Store
 from .models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy

@@ -64,8 +64,8 @@ class BadRequest(Exception):
 def open_ledger(url: str) -> Store:
     """Open the store for reading the ledger, changing nothing.
 
-    Not ``check_initialised``: it runs ``store.init()``, whose DDL (on PostgreSQL, the
-    append-only triggers) a read-only view must not issue. A missing SQLite file is refused
+    Only the ledger tables are required (not ``caretouch.schema.require_current_schema``'s
+    version: the view reads the ledger and nothing else). A missing SQLite file is refused
     rather than created empty.
     """
     store = open_store(url)
