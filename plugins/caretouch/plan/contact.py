@@ -20,8 +20,8 @@ from typing import Any
 
 from ..rules.contact_policy import Cap, ContactPolicy, email_is_valid, phone_is_valid
 from ..rules.model import Rule
+from ..touch_history import PastContact
 from ..vocab import Category, Channel, Decision, SuppressionReason
-from .history import PastContact
 from .touch import Touch
 
 DEFERRABLE = frozenset(

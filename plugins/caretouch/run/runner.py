@@ -31,6 +31,7 @@ from ..store.db import Store, open_store
 from ..store.models import Customer
 from ..store.write import dead_letter_events
 from ..vocab import Category, Channel, Outcome, SuppressionReason, TouchStatus
+from .records import planned_touches
 
 log = logging.getLogger("caretouch.run")
 
@@ -151,7 +152,10 @@ def plan_and_record(
             engine.store, unreadable, source="inbox", ref=run_id, now=engine.stamp(now)
         )
     record = ledger.record_plan(
-        touches, run_id=run_id, now=engine.stamp(now), retry_render_errors=retry_render_errors
+        planned_touches(touches),
+        run_id=run_id,
+        now=engine.stamp(now),
+        retry_render_errors=retry_render_errors,
     )
     if report is not None:
         report.planned += record.planned
