@@ -54,10 +54,11 @@ from sqlalchemy import select
 
 import caretouch.run.runner as runner_module
 from caretouch.config import CareConfig
+from caretouch.ledger.consent import record_consent
 from caretouch.ledger.models import Attempt, TouchEvent, TouchRow
 from caretouch.plan.touch import Touch
 from caretouch.run.runner import Engine, dispatch, pending_ids, run_day, send_touches
-from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.consent import Purpose
 from caretouch.store.models import Customer
 from caretouch.vocab import SuppressionReason
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row

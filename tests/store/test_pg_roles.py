@@ -24,8 +24,9 @@ from caretouch.config import CareConfig
 from caretouch.errors import ConfigurationError
 from caretouch.ledger import Ledger, ProviderEvent
 from caretouch.ledger.audit import erase_content, verify
+from caretouch.ledger.consent import record_consent
 from caretouch.run.runner import Engine, run_day
-from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.consent import Purpose
 from caretouch.store.db import Store, check_initialised, open_store
 from caretouch.vocab import TouchStatus
 from conftest import (

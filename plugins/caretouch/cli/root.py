@@ -348,6 +348,7 @@ def store_import(
     All-or-nothing unless --skip-invalid: any bad row means nothing is written, and every
     bad row is listed as FILE:LINE: reason.
     """
+    from ..ledger.consent import record_consent_changes
     from ..rules.event_types import load_event_types
     from ..store.db import check_reachable, open_store
     from ..store.importer import import_csv
@@ -373,11 +374,11 @@ def store_import(
         files,
         skip_invalid=skip_invalid,
         rejects_path=rejects or Path("rejects.csv"),
-        now=now,
         # Events must be of a declared type, with the declared payload (care_rules/events.yaml).
         check_event=load_event_types(_config(ctx).rules_dir)[0].problems,
     )
     if report.written:
+        record_consent_changes(s, report.consent_changes, at=now)
         _anchor(_config(ctx), s, cli_run_id(), now)
     for warning in report.warnings[:20]:
         click.echo(str(warning), err=True)
@@ -433,7 +434,8 @@ def consent_set(
     note: str | None,
 ) -> None:
     """Give or withdraw consent; the next plan honours it."""
-    from ..store.consent import Purpose, record_consent
+    from ..ledger.consent import record_consent
+    from ..store.consent import Purpose
     from ..store.db import check_initialised, open_store
 
     changes = {

@@ -19,6 +19,7 @@ from ..channels.registry import transports_from_env
 from ..config import CareConfig
 from ..errors import CareError, ConfigurationError, RenderError
 from ..ledger import WAIT_UNTIL, Claim, Ledger, StatusChange, TouchState
+from ..ledger.consent import record_consent
 from ..ledger.models import Attempt
 from ..mask import scrub
 from ..plan import plan_day
@@ -26,7 +27,7 @@ from ..plan.contact import cap_violation
 from ..render.templates import RenderedMessage, TemplateStore
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet, load_rules
-from ..store.consent import Purpose, record_consent
+from ..store.consent import Purpose
 from ..store.db import Store, open_store
 from ..store.models import Customer
 from ..store.write import dead_letter_events

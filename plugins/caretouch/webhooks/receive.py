@@ -28,10 +28,11 @@ from sqlalchemy import func, select
 
 from ..errors import CareError
 from ..ledger import Ledger, MessageMatch, ProviderEvent
+from ..ledger.consent import record_consent
 from ..mask import mask_recipient, scrub
 from ..nul import NUL, find_nul, nul_reason
 from ..render.unsubscribe import read_token
-from ..store.consent import Purpose, record_consent, withdrawn_consents
+from ..store.consent import Purpose, withdrawn_consents
 from ..store.db import Store
 from ..store.models import Customer
 from ..vocab import Channel, Provider, TouchStatus
