@@ -56,6 +56,7 @@ def latest_events(
 
 
 def states_of(session: Session, rows: Sequence[TouchRow]) -> list[TouchState]:
+    """Each row's ``TouchState`` (current status, attempts made), read in ``session``."""
     ids = [r.id for r in rows]
     latest = latest_events(session, ids)
     counts: dict[int, int] = {}
@@ -86,6 +87,7 @@ def states_of(session: Session, rows: Sequence[TouchRow]) -> list[TouchState]:
 
 
 def states(store: Store, touch_ids: Iterable[int]) -> list[TouchState]:
+    """The states of these touches: in the order of ``touch_ids`` (by id from 2,000 on)."""
     ids = list(touch_ids)
     with store.read_session() as session:
         rows: list[TouchRow] = []
