@@ -1242,7 +1242,7 @@ class QueryResult:
 
 def run_query(store: Store, counter: StatementCounter, q: Query, repeat: int) -> QueryResult:
     """Explain the page query, warm up, then time up to ``repeat`` runs (fewer when slow)."""
-    plan = explain(store, audit._query(q.filters, q.after).limit(audit.PAGE))
+    plan = explain(store, audit.search._query(q.filters, q.after).limit(audit.PAGE))
     list(audit.touches(store, q.filters, after=q.after, limit=q.limit))  # warm-up
     times: list[float] = []
     found = 0
@@ -1470,7 +1470,7 @@ def measure(target: Target, args: argparse.Namespace, backend: str) -> int:
     note("timing a filtered export (one rule, the whole year)")
     year = audit.Filters(rule_id="renewal-reminder", first=FIRST_DAY, last=LAST_DAY)
     filtered, _ = time_export(store, year, "export CSV (renewal-reminder, whole year)")
-    year_plan = explain(store, audit._query(year, 0).limit(audit.PAGE))
+    year_plan = explain(store, audit.search._query(year, 0).limit(audit.PAGE))
     filtered.note = f"{-(-filtered.rows // audit.PAGE)} pages" + (
         f"; each re-reads and sorts all {facts['year_matches']:,} matches"
         if year_plan.sorts
@@ -1500,7 +1500,7 @@ def measure(target: Target, args: argparse.Namespace, backend: str) -> int:
         f"  {'touch_detail (one touch)':36s}    1 found  {statistics.median(detail_times) * 1000:9.1f} ms"
     )
 
-    say("\nEXPLAIN of the page query (audit._query(...).limit(PAGE)) of each search:")
+    say("\nEXPLAIN of the page query (audit.search._query(...).limit(PAGE)) of each search:")
     for res in results:
         say(f"  {res.query.name}: {res.plan.verdict}")
         for line in res.plan.lines:

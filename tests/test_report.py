@@ -14,12 +14,13 @@ import pytest
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
+from caretouch.ledger.consent import record_consent
 from caretouch.render.templates import TemplateStore
 from caretouch.reports.service_report import Period, build_report, compute
 from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.run.day import run_day
 from caretouch.run.engine import CareEngine, open_engine
-from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.consent import Purpose
 from caretouch.store.db import Store
 from caretouch.vocab import TouchStatus
 from conftest import (

@@ -14,12 +14,13 @@ import pytest
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
+from caretouch.ledger.consent import record_consent
 from caretouch.plan import plan_day
 from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.run.day import run_day
 from caretouch.run.engine import open_engine
-from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.consent import Purpose
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc

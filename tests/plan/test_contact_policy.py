@@ -20,6 +20,7 @@ import pytest
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger, TouchState
+from caretouch.ledger.consent import record_consent
 from caretouch.plan import plan_day
 from caretouch.plan.touch import Touch
 from caretouch.render.templates import TemplateStore
@@ -27,7 +28,7 @@ from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.run.day import pending_ids, run_day
 from caretouch.run.engine import CareEngine, open_engine
 from caretouch.run.send import send_touches
-from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.consent import Purpose
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row, utc

@@ -55,13 +55,14 @@ from sqlalchemy import select
 import caretouch.run.day as day_module
 from caretouch.config import CareConfig
 from caretouch.dates import aware_utc
+from caretouch.ledger.consent import record_consent
 from caretouch.ledger.models import Attempt, TouchEvent, TouchRow
 from caretouch.plan.touch import Touch
 from caretouch.run.day import dispatch, pending_ids, run_day
 from caretouch.run.engine import open_engine
 from caretouch.run.send import send_touches
 from caretouch.schema.migrate import upgrade
-from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.consent import Purpose
 from caretouch.store.db import open_store
 from caretouch.store.models import Customer
 from caretouch.vocab import SuppressionReason

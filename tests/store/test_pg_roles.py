@@ -24,11 +24,12 @@ from caretouch.config import CareConfig
 from caretouch.errors import ConfigurationError
 from caretouch.ledger import Ledger, ProviderEvent
 from caretouch.ledger.audit import erase_content, verify
+from caretouch.ledger.consent import record_consent
 from caretouch.run.day import run_day
 from caretouch.run.engine import open_engine
 from caretouch.schema import require_current_schema
 from caretouch.schema.migrate import upgrade
-from caretouch.store.consent import Purpose, record_consent
+from caretouch.store.consent import Purpose
 from caretouch.store.db import Store, append_only_gaps, open_store
 from caretouch.vocab import TouchStatus
 from conftest import (

@@ -1,7 +1,7 @@
 """The auditor's web view: authentication on every page, search, pagination, a touch's detail,
 verification, CSV export, and no unmasked phone number or email address anywhere.
 
-The ledger is filled by a real run (as in tests/test_audit.py); the app is driven through
+The ledger is filled by a real run (as in tests/ledger/test_audit.py); the app is driven through
 FastAPI's TestClient. The Airflow JWT path runs Airflow's own API app with the plugin mounted.
 """
 

@@ -37,8 +37,9 @@ def consent_set(
     note: str | None,
 ) -> None:
     """Give or withdraw consent; the next plan honours it."""
+    from ..ledger.consent import record_consent
     from ..schema import require_current_schema
-    from ..store.consent import Purpose, record_consent
+    from ..store.consent import Purpose
     from ..store.db import open_store
 
     changes = {

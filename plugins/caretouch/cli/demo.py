@@ -82,8 +82,9 @@ def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> int:
 def _record_demo_opt_outs(store: Store, ruleset: RuleSet, day: dt.date, count: int = 2) -> int:
     """Two customers due today withdraw consent, as an SMS STOP reply would, so the plan
     shows `opted_out` beside `no_contact`."""
+    from ..ledger.consent import record_consent
     from ..plan import plan_day
-    from ..store.consent import Purpose, record_consent
+    from ..store.consent import Purpose
 
     due = sorted(
         {t.customer_id for t in plan_day(store, ruleset, day) if t.decision.value == "send"}

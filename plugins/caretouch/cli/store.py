@@ -94,6 +94,7 @@ def store_import(
     All-or-nothing unless --skip-invalid: any bad row means nothing is written, and every
     bad row is listed as FILE:LINE: reason.
     """
+    from ..ledger.consent import record_consent_changes
     from ..rules.event_types import load_event_types
     from ..schema import Shape, require_current_schema, shape
     from ..schema.migrate import upgrade
@@ -123,11 +124,11 @@ def store_import(
         files,
         skip_invalid=skip_invalid,
         rejects_path=rejects or Path("rejects.csv"),
-        now=now,
         # Events must be of a declared type, with the declared payload (care_rules/events.yaml).
         check_event=load_event_types(config_of(ctx).rules_dir)[0].problems,
     )
     if report.written:
+        record_consent_changes(s, report.consent_changes, at=now)
         anchor_ledger(config_of(ctx), s, cli_run_id(), now)
     for warning in report.warnings[:20]:
         click.echo(str(warning), err=True)

@@ -33,6 +33,7 @@ from ..mask import scrub
 from ..plan import plan_day
 from ..rules.loader import RuleSet
 from ..rules.model import FIELDS, AllOf, Compare, Op, Rule, TriggerKind
+from ..run.records import planned_touches
 from ..store.models import Customer, Event, EventReceipt
 from ..store.write import dead_letter_events
 from ..vocab import DeadLetterReason, Decision
@@ -212,7 +213,9 @@ def _plan_day_of_events(
     touches = [t for t in planned if t.event is not None and t.event.get("event_id") in event_ids]
     if not touches:
         return out
-    record = engine.ledger.record_plan(touches, run_id=run_id, now=engine.stamp(now))
+    record = engine.ledger.record_plan(
+        planned_touches(touches), run_id=run_id, now=engine.stamp(now)
+    )
     out.planned = record.planned
     out.suppressed = record.suppressed
     out.unchanged = record.unchanged

@@ -1,18 +1,21 @@
 """The touch ledger: one row per idempotency key, attempts, and an append-only status history.
 
-Only this package writes the ledger tables; everything else asks it.
+Only this package writes the ledger tables (``writer.write``); everything else asks it.
+It records what it is given (``records``): it neither plans nor renders nor sends.
 """
 
-from .ledger import (
-    WAIT_UNTIL,
+from .ledger import Ledger
+from .models import Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
+from .records import (
     Claim,
-    Ledger,
     MessageMatch,
+    PlannedTouch,
+    PlanRecord,
     ProviderEvent,
     StatusChange,
     TouchState,
 )
-from .models import Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
+from .statuses import WAIT_UNTIL
 
 __all__ = [
     "WAIT_UNTIL",
@@ -21,6 +24,8 @@ __all__ = [
     "Ledger",
     "LedgerBase",
     "MessageMatch",
+    "PlanRecord",
+    "PlannedTouch",
     "ProviderEvent",
     "ProviderEventRow",
     "StatusChange",

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from ..config import CareConfig
 from ..errors import CareError
 from ..store.db import Store
-from . import chain
+from . import chain, writer
 from .models import AnchorRow
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ def as_record(row: AnchorRow) -> dict[str, Any]:
 def record(store: Store, *, run_id: str, now: dt.datetime, key: bytes | None) -> AnchorRow | None:
     """Record an anchor of the chain head in the ledger; None when the ledger is empty or
     nothing was written since the last anchor (whose own row is then the head)."""
-    with store.session() as session:
-        mark = chain.lock(session)
+    with writer.write(store, now) as session:
         seq, chain_hash = chain.head(session)
         if seq == 0:
             return None
@@ -149,7 +148,6 @@ def record(store: Store, *, run_id: str, now: dt.datetime, key: bytes | None) ->
         )
         session.add(row)
         session.flush()
-        chain.seal(session, now, mark)
     return row
 
 

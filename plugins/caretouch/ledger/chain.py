@@ -96,6 +96,16 @@ def row_hash(table: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(table, row)).hexdigest()
 
 
+def content_hash(channel: str, subject: str | None, body: str, html: str | None) -> str:
+    """An attempt's ``content_hash``: the SHA-256 of its channel, subject, body and html, each
+    followed by a NUL (what ``render.RenderedMessage.content_hash`` computes for a message)."""
+    h = hashlib.sha256()
+    for part in (channel, subject or "", body, html or ""):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
 def link(previous: str, this_row: str) -> str:
     return hashlib.sha256((previous + this_row).encode("ascii")).hexdigest()
 

@@ -27,8 +27,9 @@ from ..addresses import email_is_valid, phone_is_valid
 from ..rules.contact_policy import Cap, ContactPolicy
 from ..rules.model import Rule
 from ..store.models import Customer
+from ..touch_history import PastContact
 from ..vocab import Category, Channel, Decision, SuppressionReason
-from .history import History, PastContact
+from .history import History
 from .touch import Touch
 
 DEFERRABLE = frozenset(

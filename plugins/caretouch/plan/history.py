@@ -1,45 +1,17 @@
 """What the planner needs to know about the past, and the ledger answers.
 
-The planner does not import the ledger (the ledger records plans, so it depends on the
-planner); it asks through this small protocol, which ``ledger.Ledger`` implements.
+The planner does not import the ledger (the ledger sits above it); it asks through this
+small protocol, which ``ledger.Ledger`` implements. The values it answers with
+(``PastContact``, ``DeferredTouch``) live in ``caretouch.touch_history``, below both.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-
-@dataclass(frozen=True)
-class PastContact:
-    """A touch that has reached, or is about to reach, a customer: it counts against caps."""
-
-    key: str
-    customer_id: str
-    rule_id: str
-    category: str
-    channel: str | None
-    day: dt.date  # the customer-local day of the contact
-    handled: bool  # sent (or being sent): it can no longer be moved or suppressed
-    occurrence: dt.date | None = None  # the local date it was due (its idempotency key's)
-
-
-@dataclass(frozen=True)
-class DeferredTouch:
-    """A touch an earlier plan deferred; it competes again on later days of its window."""
-
-    key: str
-    rule_id: str
-    customer_id: str
-    policy_id: str | None
-    event_id: str | None
-    occurrence: dt.date
-    context: dict[str, Any]
-    # Deferred at send time (a service obligation that missed its planned day): it competes
-    # again from the plan of this local date on, not before.
-    wait_until: dt.date | None = None
+from ..touch_history import DeferredTouch, PastContact
 
 
 class History(Protocol):

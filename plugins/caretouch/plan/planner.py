@@ -28,9 +28,10 @@ from ..rules.model import Rule, TriggerKind
 from ..rules.sql import TABLES, candidate_selects, row_splitter
 from ..store.consent import withdrawn_consents
 from ..store.db import Store
+from ..touch_history import DeferredTouch, PastContact
 from ..vocab import BirthdayCalendar, Decision, SuppressionReason
 from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
-from .history import DeferredTouch, History, PastContact
+from .history import History
 from .touch import Touch
 
 log = logging.getLogger("caretouch.plan")

@@ -16,6 +16,7 @@ from ..plan import plan_day
 from ..store.write import dead_letter_events
 from ..vocab import TouchStatus
 from .engine import CareEngine, anchor
+from .records import planned_touches
 from .recover import recover_in_flight
 from .report import SendReport
 from .send import send_touches
@@ -50,7 +51,10 @@ def plan_and_record(
             engine.store, unreadable, source="inbox", ref=run_id, now=engine.stamp(now)
         )
     record = ledger.record_plan(
-        touches, run_id=run_id, now=engine.stamp(now), retry_render_errors=retry_render_errors
+        planned_touches(touches),
+        run_id=run_id,
+        now=engine.stamp(now),
+        retry_render_errors=retry_render_errors,
     )
     if report is not None:
         report.planned += record.planned

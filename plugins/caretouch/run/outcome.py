@@ -9,9 +9,10 @@ import logging
 from ..channels.base import SendResult
 from ..errors import CareError
 from ..ledger import StatusChange, TouchState
+from ..ledger.consent import record_consent
 from ..ledger.models import Attempt
 from ..mask import scrub
-from ..store.consent import Purpose, record_consent
+from ..store.consent import Purpose
 from ..vocab import Channel, Outcome, SendReason, TouchStatus
 from .engine import CareEngine
 from .report import SendReport

@@ -1,19 +1,22 @@
 """Consent: the current flags live on the customer; every change is kept as an event.
 
-Opt-outs recorded by imports, the CLI (``care consent set``) and the providers' webhooks all
-go through ``record_consent`` (or ``record_imported_changes``); the next plan sees them.
-Consent events are chained like the ledger's rows (``ledger.chain``), so ``care audit
-verify`` detects one edited, deleted or inserted by other means.
+This module reads consent and works out what a change changes (``consent_changes``,
+``imported_consent_changes``); the ledger records it. Opt-outs from imports, the CLI
+(``care consent set``) and the providers' webhooks all go through
+``ledger.consent.record_consent`` (or ``record_consent_changes``), which writes the events
+through the ledger's writer, so they are chained like the ledger's rows and ``care audit
+verify`` detects one edited, deleted or inserted by other means. The next plan sees them.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from ..errors import CareError
 from .db import Store
@@ -30,61 +33,60 @@ class Purpose(str, Enum):
         return f"consent_{self.value}"
 
 
-def record_consent(
-    store: Store,
+@dataclass(frozen=True)
+class ConsentChange:
+    """One real change of a customer's consent, to be recorded as a consent event (by the
+    ledger's writer: ``ledger.consent``)."""
+
+    customer_id: str
+    purpose: Purpose
+    before: bool | None  # None: not known (an import that did not read the old flag)
+    granted: bool
+    source: str
+    note: str | None = None
+
+
+def consent_changes(
+    session: Session,
     customer_id: str,
-    changes: Mapping[Purpose, bool],
+    wanted: Mapping[Purpose, bool],
     *,
     source: str,
-    at: dt.datetime,
     note: str | None = None,
-) -> dict[Purpose, tuple[bool, bool]]:
-    """Set consents and record each real change; returns {purpose: (before, after)}."""
-    from ..ledger import chain  # here: ledger imports plan, which imports this module
-
-    with store.session() as session:
-        mark = chain.lock(session)
-        customer = session.scalars(
-            select(Customer).where(Customer.customer_id == customer_id)
-        ).one_or_none()
-        if customer is None:
-            raise CareError(f"unknown customer {customer_id!r}", customer_id=customer_id)
-        changed: dict[Purpose, tuple[bool, bool]] = {}
-        for purpose, granted in changes.items():
-            before = bool(getattr(customer, purpose.column))
-            if before == granted:
-                continue
-            changed[purpose] = (before, granted)
-            session.add(
-                ConsentEvent(
-                    customer_id=customer_id,
-                    purpose=purpose.value,
-                    granted=granted,
-                    source=source,
-                    note=note,
-                    at=at,
-                )
-            )
-        if changed:
-            session.execute(
-                update(Customer)
-                .where(Customer.customer_id == customer_id)
-                .values({p.column: after for p, (_, after) in changed.items()})
-            )
-            chain.seal(session, at, mark)
+) -> list[ConsentChange]:
+    """The real changes among ``wanted`` for one customer, read in ``session`` (a purpose
+    already set as wanted is no change); raises ``CareError`` for an unknown customer."""
+    customer = session.scalars(
+        select(Customer).where(Customer.customer_id == customer_id)
+    ).one_or_none()
+    if customer is None:
+        raise CareError(f"unknown customer {customer_id!r}", customer_id=customer_id)
+    changed = []
+    for purpose, granted in wanted.items():
+        before = bool(getattr(customer, purpose.column))
+        if before != granted:
+            changed.append(ConsentChange(customer_id, purpose, before, granted, source, note))
     return changed
 
 
-def record_imported_changes(
-    store: Store,
+def set_consent_flags(session: Session, changes: Iterable[ConsentChange]) -> None:
+    """Set the customers' current consent flags to what ``changes`` grant or withdraw."""
+    by_customer: dict[str, dict[str, bool]] = defaultdict(dict)
+    for change in changes:
+        by_customer[change.customer_id][change.purpose.column] = change.granted
+    for customer_id, values in by_customer.items():
+        session.execute(update(Customer).where(Customer.customer_id == customer_id).values(values))
+
+
+def imported_consent_changes(
     before: Mapping[str, Mapping[str, bool]],
     after: Iterable[Mapping[str, object]],
     *,
     source: str,
-    at: dt.datetime,
-) -> int:
-    """Consent events for what an import changed (``before``: old flags by customer id)."""
-    events = []
+) -> list[ConsentChange]:
+    """What an import changed (``before``: old flags by customer id; ``after``: the rows
+    imported, their flags already written)."""
+    changes = []
     for row in after:
         old = before.get(str(row["customer_id"]))
         if old is None:
@@ -92,24 +94,16 @@ def record_imported_changes(
         for purpose in Purpose:
             new_value = bool(row.get(purpose.column))
             if purpose.column in old and bool(old[purpose.column]) != new_value:
-                events.append(
-                    {
-                        "customer_id": row["customer_id"],
-                        "purpose": purpose.value,
-                        "granted": new_value,
-                        "source": source,
-                        "note": None,
-                        "at": at,
-                    }
+                changes.append(
+                    ConsentChange(
+                        str(row["customer_id"]),
+                        purpose,
+                        bool(old[purpose.column]),
+                        new_value,
+                        source,
+                    )
                 )
-    if events:
-        from ..ledger import chain  # here: ledger imports plan, which imports this module
-
-        with store.session() as session:
-            mark = chain.lock(session)
-            session.execute(ConsentEvent.__table__.insert(), events)
-            chain.seal(session, at, mark)
-    return len(events)
+    return changes
 
 
 def withdrawn_consents(store: Store, customer_ids: Iterable[str]) -> dict[str, set[str]]:

@@ -31,6 +31,7 @@ from ..errors import Location
 from ..nul import NUL, escape_nul, find_nul, nul_reason
 from ..suggest import did_you_mean
 from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
+from .consent import ConsentChange, imported_consent_changes
 from .db import Store
 from .models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
 from .write import upsert
@@ -75,6 +76,8 @@ class ImportReport:
     # A file that cannot be read as a whole (missing, unreadable, empty, not UTF-8, a bad
     # header): nothing is imported, with or without skip_invalid (no row to skip is known).
     file_errors: list[Problem] = field(default_factory=list)
+    # What the import changed of existing customers' consents: the caller records these.
+    consent_changes: list[ConsentChange] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -497,7 +500,6 @@ def import_csv(
     *,
     skip_invalid: bool = False,
     rejects_path: Path | None = None,
-    now: dt.datetime | None = None,
     check_event: Callable[[str, dict[str, Any] | None], list[str]] | None = None,
 ) -> ImportReport:
     """Import CSV files keyed by table (``customer``, ``policy``, ``event``) in one transaction.
@@ -505,8 +507,10 @@ def import_csv(
     ``check_event(type, payload)`` lists what is wrong with an event beyond its form (the
     declared event types, ``rules.event_types.EventTypes.problems``); such rows are rejected.
 
-    Consent changes of existing customers are recorded as consent events (source
-    ``import:FILE``) stamped ``now``, so an opt-out delivered as a CSV counts as one.
+    Consent changes of existing customers are returned in ``report.consent_changes`` (source
+    ``import:FILE``): the caller records them in the ledger
+    (``ledger.consent.record_consent_changes``), so an opt-out delivered as a CSV counts as
+    one.
     """
     report = ImportReport()
     parsed: dict[str, _Parsed] = {}
@@ -561,15 +565,11 @@ def import_csv(
             report.updated[table] = len(existing)
             report.inserted[table] = len(rows) - len(existing)
     report.written = True
-    if consents_before and now is not None:
-        from .consent import record_imported_changes
-
-        record_imported_changes(
-            store,
+    if consents_before:
+        report.consent_changes = imported_consent_changes(
             consents_before,
             [row for _, _, row in parsed["customer"].rows],
             source=f"import:{parsed['customer'].path.name}",
-            at=now,
         )
     if report.rejected and rejects_path is not None:
         write_rejects(rejects_path, report.rejected)

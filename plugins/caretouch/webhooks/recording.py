@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 
 from ..errors import CareError
 from ..ledger import Ledger, MessageMatch, ProviderEvent
+from ..ledger.consent import record_consent
 from ..mask import mask_recipient, scrub
 from ..nul import find_nul, nul_reason
-from ..store.consent import Purpose, record_consent
+from ..store.consent import Purpose
 from ..store.db import Store
 from ..store.models import Customer
 

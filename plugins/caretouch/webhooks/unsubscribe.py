@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from ..errors import CareError
+from ..ledger.consent import record_consent
 from ..render.unsubscribe import read_token
-from ..store.consent import Purpose, record_consent
+from ..store.consent import Purpose
 from ..store.db import Store
 from ..store.models import Customer
 

@@ -12,10 +12,11 @@ from sqlalchemy.exc import DBAPIError
 
 from caretouch.config import CareConfig
 from caretouch.ledger.audit import verify
+from caretouch.ledger.consent import record_consent, record_consent_changes
 from caretouch.run.day import run_day
 from caretouch.run.engine import open_engine
 from caretouch.schema.migrate import upgrade
-from caretouch.store.consent import Purpose, record_consent, record_imported_changes
+from caretouch.store.consent import Purpose, imported_consent_changes
 from caretouch.store.db import Store
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 
@@ -132,13 +133,12 @@ def test_imported_consent_changes_are_chained(sqlite_store: Store, tmp_path: Pat
     opted_out(sqlite_store, tmp_path)
     before = {"C3": {"consent_sms": True, "consent_email": True, "consent_marketing": False}}
     tamper(sqlite_store, "UPDATE customers SET consent_sms = 0 WHERE customer_id = 'C3'")
-    written = record_imported_changes(
-        sqlite_store,
+    changes = imported_consent_changes(
         before,
         [{"customer_id": "C3", "consent_sms": False, "consent_email": True}],
         source="import:customers.csv",
-        at=utc(2026, 11, 24),
     )
+    written = record_consent_changes(sqlite_store, changes, at=utc(2026, 11, 24))
     assert written == 1
     result = verify(sqlite_store)  # the chain and the consent flags; anchors not asked for
     assert result.ok, result.problem

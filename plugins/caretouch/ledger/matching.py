@@ -1,0 +1,150 @@
+"""Providers' webhook events: which of our attempts an event is about, and recording each
+event once (a delivery receipt also appends its touch's status event)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+
+from ..store.db import Store
+from ..vocab import TouchStatus
+from .models import Attempt, ProviderEventRow, TouchEvent, TouchRow
+from .records import MessageMatch, ProviderEvent
+from .sql import CHUNK, dialect_insert
+from .statuses import DELIVERY_FAILED
+from .writer import write
+
+
+def match_messages(
+    store: Store, channel: str, wanted: Sequence[tuple[int | None, Sequence[str]]]
+) -> list[MessageMatch | None]:
+    """``match_message`` for many events at once (a SendGrid batch), in a few queries."""
+    by_attempt: dict[int, MessageMatch] = {}
+    by_message: dict[str, MessageMatch] = {}
+    attempt_ids = sorted({a for a, _ in wanted if a is not None})
+    message_ids = sorted({m for _, ms in wanted for m in ms if m})
+    with store.read_session() as session:
+        for start in range(0, len(attempt_ids), CHUNK):
+            for attempt, touch, customer in session.execute(
+                select(Attempt.id, Attempt.touch_id, TouchRow.customer_id)
+                .join(TouchRow, TouchRow.id == Attempt.touch_id)
+                .where(
+                    Attempt.id.in_(attempt_ids[start : start + CHUNK]),
+                    Attempt.channel == channel,
+                )
+            ):
+                by_attempt[attempt] = MessageMatch(touch, attempt, customer)
+        for start in range(0, len(message_ids), CHUNK):
+            for message, attempt, touch, customer in session.execute(
+                select(
+                    TouchEvent.provider_message_id,
+                    Attempt.id,
+                    TouchEvent.touch_id,
+                    TouchRow.customer_id,
+                )
+                .join(TouchRow, TouchRow.id == TouchEvent.touch_id)
+                .join(Attempt, Attempt.id == TouchEvent.attempt_id)
+                .where(
+                    TouchEvent.provider_message_id.in_(message_ids[start : start + CHUNK]),
+                    TouchEvent.status == TouchStatus.SENT.value,
+                    Attempt.channel == channel,
+                )
+                .order_by(TouchEvent.id)
+            ):
+                by_message[str(message)] = MessageMatch(touch, attempt, customer)  # newest
+    found: list[MessageMatch | None] = []
+    for attempt_id, ids in wanted:
+        match = by_attempt.get(attempt_id) if attempt_id is not None else None
+        for message_id in ids:
+            if match is None:
+                match = by_message.get(message_id)
+        found.append(match)
+    return found
+
+
+def known_provider_events(store: Store, provider: str, event_ids: Iterable[str]) -> set[str]:
+    """The ids among ``event_ids`` already recorded for ``provider``."""
+    ids = sorted(set(event_ids))
+    found: set[str] = set()
+    with store.read_session() as session:
+        for start in range(0, len(ids), CHUNK):
+            found.update(
+                session.scalars(
+                    select(ProviderEventRow.provider_event_id).where(
+                        ProviderEventRow.provider == provider,
+                        ProviderEventRow.provider_event_id.in_(ids[start : start + CHUNK]),
+                    )
+                )
+            )
+    return found
+
+
+def record_provider_events(
+    store: Store, events: Sequence[ProviderEvent], *, now: dt.datetime
+) -> list[ProviderEvent]:
+    """Record webhook events once each; returns those that were new.
+
+    One transaction: the ``provider_events`` rows (a ``(provider, provider_event_id)``
+    already present inserts nothing, so a replayed webhook changes nothing) and, for each
+    new event that means a touch status and names a touch, its status event, written
+    with ``run_id`` ``webhook:<provider>``. See ``projection.refresh_current`` for why a receipt
+    that arrives before the sender's ``sent`` is not undone by it.
+    """
+    unique = list({(e.provider, e.provider_event_id): e for e in events}.values())
+    if not unique:
+        return []
+    new: list[ProviderEvent] = []
+    with write(store, now) as session:
+        insert = dialect_insert(session)
+        table = ProviderEventRow.__table__
+        for start in range(0, len(unique), CHUNK):
+            chunk = unique[start : start + CHUNK]
+            stmt = (
+                insert(table)
+                .on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
+                .returning(table.c.provider, table.c.provider_event_id)
+            )
+            rows = [
+                {
+                    "provider": e.provider,
+                    "provider_event_id": e.provider_event_id,
+                    "kind": e.kind,
+                    "provider_status": e.provider_status,
+                    "provider_message_id": (e.provider_message_id or "")[:200] or None,
+                    "touch_id": e.touch_id,
+                    "attempt_id": e.attempt_id,
+                    "customer_id": e.customer_id,
+                    "status": e.status.value if e.status else None,
+                    "payload": e.payload,
+                    "occurred_at": e.occurred_at,
+                    "received_at": now,
+                }
+                for e in chunk
+            ]
+            inserted = {tuple(r) for r in session.execute(stmt, rows)}
+            new.extend(e for e in chunk if (e.provider, e.provider_event_id) in inserted)
+        changes = [
+            {
+                "touch_id": e.touch_id,
+                "attempt_id": e.attempt_id,
+                "status": e.status.value,
+                "reason": DELIVERY_FAILED if e.status is TouchStatus.FAILED else e.reason,
+                # touch_events keeps at most 128 characters of it (the full one is above).
+                "provider_message_id": (e.provider_message_id or "")[:128] or None,
+                "detail": {
+                    "receipt": e.provider,
+                    "provider_event_id": e.provider_event_id,
+                    "provider_status": e.provider_status,
+                    **(e.detail or {}),
+                },
+                "at": now,
+                "run_id": f"webhook:{e.provider}",
+            }
+            for e in new
+            if e.status is not None and e.touch_id is not None
+        ]
+        if changes:
+            session.execute(TouchEvent.__table__.insert(), changes)
+    return new

@@ -1,0 +1,132 @@
+"""``touch_current``: each touch's current status, projected from its status events.
+
+Not part of the audited record (``models.TouchCurrent``): rewritten in place, rebuilt from
+``touch_events`` at any time. The writer (``writer.write``) brings it up to date at the end
+of every write transaction; readers (``readers``) read it instead of the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .models import TouchCurrent, TouchEvent
+from .sql import CHUNK, dialect_insert
+from .statuses import RECEIPTS, is_receipt
+
+
+def refresh_current(session: Session) -> int:
+    """Bring ``touch_current`` up to date with the events written since it last was.
+
+    Writers are serialised, so the events newer than the newest one it reflects are this
+    transaction's (or, on a store that predates the table, all of them).
+
+    The latest event wins, with one exception: once a provider has reported the outcome
+    of an attempt (a delivery receipt: delivered, undelivered, bounced, or failed with
+    ``delivery_failed``), a later event of the sender about that same attempt (its
+    ``sent`` recorded after the receipt arrived, ``unknown``, a retry) does not replace
+    it. The event is then still taken into account (``event_id`` moves on), the status
+    stays. An event of another attempt, or a later receipt, replaces it as usual.
+    """
+    session.flush()
+    seen = session.scalar(select(func.max(TouchCurrent.event_id))) or 0
+    latest: dict[int, dict[str, Any]] = {}
+    attempt_of: dict[int, int | None] = {}
+    after = seen
+    while True:
+        batch = session.scalars(
+            select(TouchEvent).where(TouchEvent.id > after).order_by(TouchEvent.id).limit(5000)
+        ).all()
+        if not batch:
+            break
+        # Touches that may hold a receipt from an earlier transaction, which a sender's
+        # event in this batch must not override.
+        unknown = {
+            e.touch_id
+            for e in batch
+            if e.attempt_id is not None
+            and e.touch_id not in latest
+            and not is_receipt(e.status, e.reason)
+        }
+        _current_receipts(session, sorted(unknown), latest, attempt_of)
+        for event in batch:
+            current = latest.get(event.touch_id)
+            if (
+                current is not None
+                and is_receipt(current["status"], current["reason"])
+                and event.attempt_id is not None
+                and event.attempt_id == attempt_of.get(event.touch_id)
+                and not is_receipt(event.status, event.reason)
+            ):
+                current["event_id"] = event.id
+                continue
+            latest[event.touch_id] = {
+                "touch_id": event.touch_id,
+                "event_id": event.id,
+                "status": event.status,
+                "reason": event.reason,
+                "send_at": event.send_at,
+                "channel": event.channel,
+                "final": bool(isinstance(event.detail, dict) and event.detail.get("final")),
+            }
+            attempt_of[event.touch_id] = event.attempt_id
+        after = batch[-1].id
+    if not latest:
+        return 0
+    rows = list(latest.values())
+    insert = dialect_insert(session)
+    for start in range(0, len(rows), CHUNK):
+        stmt = insert(TouchCurrent.__table__).values(rows[start : start + CHUNK])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["touch_id"],
+            set_={
+                c: stmt.excluded[c] for c in ("event_id", "status", "reason", "send_at", "final")
+            },
+        )
+        session.execute(stmt)
+    return len(rows)
+
+
+def _current_receipts(
+    session: Session,
+    touch_ids: Sequence[int],
+    latest: dict[int, dict[str, Any]],
+    attempt_of: dict[int, int | None],
+) -> None:
+    """Load into ``latest`` the touches among ``touch_ids`` whose current status is a
+    delivery receipt, with the attempt it is about."""
+    for start in range(0, len(touch_ids), CHUNK):
+        chunk = list(touch_ids[start : start + CHUNK])
+        rows = session.execute(
+            select(
+                TouchCurrent.touch_id,
+                TouchCurrent.event_id,
+                TouchCurrent.status,
+                TouchCurrent.reason,
+                TouchCurrent.send_at,
+                TouchCurrent.channel,
+                TouchCurrent.final,
+                TouchEvent.attempt_id,
+            )
+            .join(TouchEvent, TouchEvent.id == TouchCurrent.event_id)
+            .where(
+                TouchCurrent.touch_id.in_(chunk),
+                TouchCurrent.status.in_([s.value for s in RECEIPTS]),
+            )
+        )
+        for touch_id, event_id, status, reason, send_at, channel, final, attempt_id in rows:
+            if not is_receipt(status, reason):
+                continue
+            latest[touch_id] = {
+                "touch_id": touch_id,
+                "event_id": event_id,
+                "status": status,
+                "reason": reason,
+                "send_at": send_at,
+                "channel": channel,
+                "final": final,
+            }
+            attempt_of[touch_id] = attempt_id

@@ -1,0 +1,165 @@
+"""Reading touches: their current status (from ``touch_current``), attempts and history."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..dates import aware_utc
+from ..store.db import Store
+from ..vocab import SuppressionReason, TouchStatus
+from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
+from .records import TouchState
+from .sql import CHUNK
+from .statuses import is_handled
+
+
+def latest_status(
+    session: Session, touch_ids: Sequence[int]
+) -> dict[int, tuple[str, str | None, bool]]:
+    """Each touch's latest status, reason, and whether that decision is final."""
+    return {
+        touch_id: (status, reason, final)
+        for touch_id, (status, reason, _, final, _) in latest_events(session, touch_ids).items()
+    }
+
+
+def latest_events(
+    session: Session, touch_ids: Sequence[int]
+) -> dict[int, tuple[str, str | None, dt.datetime | None, bool, str | None]]:
+    """Each touch's latest status, reason, (for ``planned``) scheduled send time and
+    channel, and whether it is final (a suppression decided at send time)."""
+    latest: dict[int, tuple[str, str | None, dt.datetime | None, bool, str | None]] = {}
+    for start in range(0, len(touch_ids), CHUNK):
+        chunk = list(touch_ids[start : start + CHUNK])
+        rows = session.execute(
+            select(
+                TouchCurrent.touch_id,
+                TouchCurrent.status,
+                TouchCurrent.reason,
+                TouchCurrent.send_at,
+                TouchCurrent.final,
+                TouchCurrent.channel,
+            ).where(TouchCurrent.touch_id.in_(chunk))
+        )
+        for touch_id, status, reason, send_at, final, channel in rows:
+            latest[touch_id] = (
+                status,
+                reason,
+                aware_utc(send_at) if send_at else None,
+                final,
+                channel,
+            )
+    return latest
+
+
+def states_of(session: Session, rows: Sequence[TouchRow]) -> list[TouchState]:
+    """Each row's ``TouchState`` (current status, attempts made), read in ``session``."""
+    ids = [r.id for r in rows]
+    latest = latest_events(session, ids)
+    counts: dict[int, int] = {}
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        for touch_id, count in session.execute(
+            select(Attempt.touch_id, func.count())
+            .where(Attempt.touch_id.in_(chunk))
+            .group_by(Attempt.touch_id)
+        ):
+            counts[touch_id] = count
+    states = []
+    for r in rows:
+        status, reason, send_at, _, channel = latest.get(
+            r.id, (TouchStatus.PLANNED.value, None, None, False, None)
+        )
+        states.append(
+            TouchState(
+                row=r,
+                status=TouchStatus(status),
+                reason=reason,
+                attempts=counts.get(r.id, 0),
+                scheduled=send_at if status == TouchStatus.PLANNED.value else None,
+                planned_channel=channel if status == TouchStatus.PLANNED.value else None,
+            )
+        )
+    return states
+
+
+def states(store: Store, touch_ids: Iterable[int]) -> list[TouchState]:
+    """The states of these touches: in the order of ``touch_ids`` (by id from 2,000 on)."""
+    ids = list(touch_ids)
+    with store.read_session() as session:
+        rows: list[TouchRow] = []
+        for start in range(0, len(ids), CHUNK):
+            rows.extend(
+                session.scalars(select(TouchRow).where(TouchRow.id.in_(ids[start : start + CHUNK])))
+            )
+        rows.sort(key=lambda r: ids.index(r.id) if len(ids) < 2000 else r.id)
+        return states_of(session, rows)
+
+
+def states_for_day(store: Store, occurrence: dt.date) -> list[TouchState]:
+    with store.read_session() as session:
+        rows = list(
+            session.scalars(
+                select(TouchRow).where(TouchRow.occurrence == occurrence).order_by(TouchRow.id)
+            )
+        )
+        return states_of(session, rows)
+
+
+def touch_ids_in_status(
+    store: Store, statuses: set[TouchStatus], *, day: dt.date | None = None
+) -> list[int]:
+    """Ids of touches whose latest status is one of ``statuses`` (of one day, or all)."""
+    wanted = [s.value for s in statuses]
+    query = select(TouchCurrent.touch_id).where(TouchCurrent.status.in_(wanted))
+    if day is not None:
+        query = query.join(TouchRow, TouchRow.id == TouchCurrent.touch_id).where(
+            TouchRow.occurrence == day
+        )
+    with store.read_session() as session:
+        return list(session.scalars(query.order_by(TouchCurrent.touch_id)))
+
+
+def final_keys(store: Store, keys: list[str]) -> dict[str, str]:
+    """The keys among ``keys`` whose fate is sealed, with the reason word to report:
+    ``already_sent`` when handled (sent, failed, ...), or the reason it was suppressed
+    with when it was due (``too_late``, ``quiet_hours``, a late ``frequency_cap``)."""
+    found: dict[str, str] = {}
+    with store.read_session() as session:
+        for start in range(0, len(keys), CHUNK):
+            chunk = keys[start : start + CHUNK]
+            rows = list(
+                session.execute(
+                    select(TouchRow.id, TouchRow.touch_key).where(TouchRow.touch_key.in_(chunk))
+                )
+            )
+            latest = latest_status(session, [r[0] for r in rows])
+            for tid, key in rows:
+                status, reason, final = latest[tid]
+                if final and reason:
+                    found[key] = reason
+                elif is_handled(status, reason, final):
+                    found[key] = SuppressionReason.ALREADY_SENT.value
+    return found
+
+
+def attempts(store: Store, touch_id: int) -> list[Attempt]:
+    with store.read_session() as session:
+        return list(
+            session.scalars(
+                select(Attempt).where(Attempt.touch_id == touch_id).order_by(Attempt.attempt_no)
+            )
+        )
+
+
+def history(store: Store, touch_id: int) -> list[TouchEvent]:
+    with store.read_session() as session:
+        return list(
+            session.scalars(
+                select(TouchEvent).where(TouchEvent.touch_id == touch_id).order_by(TouchEvent.id)
+            )
+        )

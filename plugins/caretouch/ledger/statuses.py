@@ -1,0 +1,66 @@
+"""What the ledger's statuses mean to its readers and writers: handled, counted, receipts.
+
+A closed set of facts about ``vocab.TouchStatus`` as the ledger records it: which statuses
+a rerun leaves alone, which count against the contact policy's caps, which a provider's
+delivery receipt sets. Every ledger module reads them from here.
+"""
+
+from __future__ import annotations
+
+from ..vocab import TouchStatus
+
+# ``Ledger.run_counts``: what a run recorded, in the order summaries print it.
+RUN_COUNTS = ("planned", "suppressed", "sent", "failed", "unknown", "retry", "in_flight")
+# Statuses after which a rerun leaves the touch alone: it was (or may have been) sent.
+HANDLED = frozenset(
+    {
+        TouchStatus.SENDING,
+        TouchStatus.SENT,
+        TouchStatus.DELIVERED,
+        TouchStatus.UNDELIVERED,
+        TouchStatus.BOUNCED,
+        TouchStatus.FAILED,
+        TouchStatus.UNKNOWN,
+    }
+)
+
+
+# Touches that count against the contact policy's caps: sent or about to be.
+COUNTED = HANDLED - {TouchStatus.FAILED} | {TouchStatus.PLANNED}
+# The longest deferral a rule may ask for (rules.schema: defer_days maximum).
+MAX_DEFER_DAYS = 14
+
+
+# In a deferral's ``detail``: the local date from whose plan on the touch competes again
+# (set when the send step defers a service obligation that missed its planned day).
+WAIT_UNTIL = "wait_until"
+
+
+# Failures that happened before anything reached a provider: a rerun may try again.
+RETRYABLE_BY_RERUN = frozenset({"render_error"})
+# Statuses a provider's delivery receipt sets (webhooks); ``failed`` only with this reason.
+RECEIPTS = frozenset(
+    {TouchStatus.DELIVERED, TouchStatus.UNDELIVERED, TouchStatus.BOUNCED, TouchStatus.FAILED}
+)
+DELIVERY_FAILED = "delivery_failed"
+
+
+def is_receipt(status: str, reason: str | None) -> bool:
+    """True for a status event that records a provider's delivery receipt."""
+    if status == TouchStatus.FAILED.value:
+        return reason == DELIVERY_FAILED
+    return status in (
+        TouchStatus.DELIVERED.value,
+        TouchStatus.UNDELIVERED.value,
+        TouchStatus.BOUNCED.value,
+    )
+
+
+def is_handled(status: str, reason: str | None, final: bool = False) -> bool:
+    """True when a rerun must leave the touch alone: it was, or may have been, sent, or its
+    fate was sealed when it was due to go (``final``: suppressed at send time)."""
+    if final:
+        return True
+    if status == TouchStatus.FAILED.value and reason in RETRYABLE_BY_RERUN:
+        return False
+    return TouchStatus(status) in HANDLED
