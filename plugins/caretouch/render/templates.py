@@ -450,7 +450,10 @@ class TemplateStore:
         self._warnings: list[ValidationError] = []
 
     def template_ids(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        """The templates rules may name: every folder but the shared ones (``_layout``)."""
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")
+        )
 
     def relpath(self, template_id: str, channel: Channel, locale: str, part: str) -> str:
         return f"{template_id}/{channel.value}.{locale}.{part}"
@@ -483,7 +486,8 @@ class TemplateStore:
             try:
                 text = self._render_part(name, {**context, "locale": locale})
             except jinja2.TemplateNotFound as exc:
-                raise RenderError(f"template not found: {self.root / name}") from exc
+                # The missing file may be the template or one it extends (the layout).
+                raise RenderError(f"template not found: {self.root / (exc.name or name)}") from exc
             except Exception as exc:
                 # Whatever a template does wrong (an undefined variable, a filter given the
                 # wrong type, the budget overrun, a macro recursing forever) fails this
