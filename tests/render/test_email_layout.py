@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from caretouch.render.templates import TemplateStore
+from caretouch.render import TemplateStore
 from caretouch.vocab import Channel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +140,20 @@ def _write() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     _write()
+
+
+def test_the_template_hash_covers_the_layout(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, root)
+    before = TemplateStore(root).template_hash("birthday", Channel.EMAIL, "en")
+    sms = TemplateStore(root).template_hash("birthday", Channel.SMS, "en")
+    layout = root / "_layout" / "email.html"
+    layout.write_text(layout.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert TemplateStore(root).template_hash("birthday", Channel.EMAIL, "en") != before
+    assert TemplateStore(root).template_hash("birthday", Channel.SMS, "en") == sms
+
+
+def test_the_layout_is_not_a_template() -> None:
+    assert "_layout" not in TemplateStore(TEMPLATES_DIR).template_ids()

@@ -16,7 +16,7 @@ from caretouch.cli.root import main
 from caretouch.config import CareConfig
 from caretouch.errors import RenderError
 from caretouch.ledger import Ledger
-from caretouch.render.templates import RenderBudget, TemplateStore
+from caretouch.render import RenderBudget, TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.run.runner import Engine, run_day
 from caretouch.store.db import Store, open_store
