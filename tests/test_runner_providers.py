@@ -103,6 +103,7 @@ def sim_engine(store: Store, tmp_path: Path, sim: ProviderSim | RemoteProviderSi
             sim, timeout=CLIENT_TIMEOUT, rate_per_sec=2000, concurrency=8, backoff=fast_backoff()
         ),
     }
+    engine.unsubscribe_key = UNSUBSCRIBE_SECRET  # signs the links the runner puts in emails
     return engine
 
 

@@ -43,12 +43,16 @@ _PART_NAMES = {"txt": "message text", "subject.txt": "subject", "html": "HTML pa
 
 @dataclass(frozen=True)
 class RenderedMessage:
-    """A message ready for a channel: what the customer will read."""
+    """A message ready for a channel: what the customer will read.
+
+    ``headers``: the email headers its content needs (``List-Unsubscribe``, added with the
+    link by ``unsubscribe.UnsubscribeLinks.add_to``); not part of ``content_hash``."""
 
     channel: Channel
     body: str
     subject: str | None = None
     html: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
     def content_hash(self) -> str:
         h = hashlib.sha256()

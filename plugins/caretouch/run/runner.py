@@ -24,6 +24,7 @@ from ..mask import scrub
 from ..plan import plan_day
 from ..plan.contact import cap_violation
 from ..render.templates import RenderedMessage, TemplateStore
+from ..render.unsubscribe import UnsubscribeLinks, unsubscribe_key
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet, load_rules
 from ..store.consent import Purpose, record_consent
@@ -55,6 +56,8 @@ class Engine:
     # with ``--now``); the CLI and the DAGs set the real clock so each send is stamped when
     # it happens, not when the run started.
     clock: Callable[[], dt.datetime] | None = None
+    # Signs the unsubscribe links of emails; None: ``$CARE_UNSUBSCRIBE_KEY``.
+    unsubscribe_key: bytes | None = None
 
     def stamp(self, now: dt.datetime) -> dt.datetime:
         return self.clock() if self.clock is not None else now
@@ -74,7 +77,22 @@ class Engine:
         store = open_store(config.store_url)
         if transports is None:
             transports = transports_from_env(config.outbox_dir)
-        return cls(config, store, templates, ruleset, transports)
+        engine = cls(config, store, templates, ruleset, transports)
+        engine.unsubscribe_links()  # a provider that needs a key without one: fail at start
+        return engine
+
+    def unsubscribe_links(self) -> dict[Channel, UnsubscribeLinks]:
+        """How to make the unsubscribe links of each channel whose provider wants them in
+        its messages (SendGrid; not the outbox): where they point, and the key signing them."""
+        bases = {
+            ch: b
+            for ch, t in self.transports.items()
+            if (b := getattr(t, "unsubscribe_base", None))
+        }
+        if not bases:
+            return {}
+        key = self.unsubscribe_key or unsubscribe_key()
+        return {ch: UnsubscribeLinks(base, key) for ch, base in bases.items()}
 
 
 @dataclass
@@ -169,8 +187,22 @@ def plan_and_record(
 
 
 def _message(
-    state: TouchState, attempt: Attempt, rendered: RenderedMessage, *, may_resend: bool = False
+    state: TouchState,
+    attempt: Attempt,
+    rendered: RenderedMessage,
+    *,
+    may_resend: bool = False,
+    unsubscribe: UnsubscribeLinks | None = None,
 ) -> OutboundMessage:
+    """The message a channel sends; ``unsubscribe`` puts the link (and its headers) in the
+    rendered content of a care or marketing email."""
+    if unsubscribe is not None:
+        rendered = unsubscribe.add_to(
+            rendered,
+            customer_id=state.row.customer_id,
+            category=state.row.category,
+            locale=state.row.locale,
+        )
     return OutboundMessage(
         touch_key=state.row.touch_key,
         attempt_no=attempt.attempt_no,
@@ -189,6 +221,7 @@ def _message(
         attempt_id=attempt.id,
         created_at=_aware(attempt.created_at),
         may_resend=may_resend,
+        headers=dict(rendered.headers),
     )
 
 
@@ -432,6 +465,7 @@ def send_touches(
     report = SendReport()
     ids = list(touch_ids)
     use: CapacityUse = {}
+    links = engine.unsubscribe_links()  # before any claim: no key, nothing left in sending
     chunks = [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="care-send") as sender:
         sending: tuple[_Claimed, Future[list[SendResult]]] | None = None
@@ -441,7 +475,7 @@ def send_touches(
             if sending and any(r.stop_run for r in answers):
                 _record_chunk(engine, sending[0], answers, run_id=run_id, now=now)  # raises
             claimed = _claim_chunk(engine, prepared, run_id=run_id, now=now)
-            future = sender.submit(_deliver, engine, claimed)
+            future = sender.submit(_deliver, engine, claimed, links)
             if sending:
                 report.merge(_record_chunk(engine, sending[0], answers, run_id=run_id, now=now))
                 if progress is not None:
@@ -590,7 +624,9 @@ def _claim_chunk(engine: Engine, prepared: _Prepared, *, run_id: str, now: dt.da
     return _Claimed(prepared.size, prepared.report, sends)
 
 
-def _deliver(engine: Engine, claimed: _Claimed) -> list[SendResult]:
+def _deliver(
+    engine: Engine, claimed: _Claimed, links: dict[Channel, UnsubscribeLinks]
+) -> list[SendResult]:
     """Send a claimed chunk; the answers in the order of ``sends`` (grouped by channel).
 
     Each channel goes to its own provider at its own rate, so the channels are sent side by
@@ -601,7 +637,13 @@ def _deliver(engine: Engine, claimed: _Claimed) -> list[SendResult]:
     groups: list[list[OutboundMessage]] = []
     for channel in Channel:
         mine = [
-            _message(c.state, a, c.message, may_resend=_may_resend(engine, c.state.row.rule_id))
+            _message(
+                c.state,
+                a,
+                c.message,
+                may_resend=_may_resend(engine, c.state.row.rule_id),
+                unsubscribe=links.get(channel),
+            )
             for c, a in claimed.sends
             if c.channel == channel.value
         ]
