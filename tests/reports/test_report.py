@@ -17,7 +17,8 @@ from caretouch.cli.root import main
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
 from caretouch.render.templates import TemplateStore
-from caretouch.reports.service_report import Period, build_report, compute
+from caretouch.reports.figures import Period, compute
+from caretouch.reports.service_report import build_report
 from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.run.runner import Engine, run_day
 from caretouch.store.consent import Purpose, record_consent
@@ -217,6 +218,19 @@ def test_care_report_cli_writes_the_page(sqlite_history: Store, tmp_path: Path) 
     assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 4
     usage = CliRunner().invoke(main, ["--store", history.url, "report"])
     assert usage.exit_code == 2
+
+
+def test_the_page_shows_no_personal_data(sqlite_history: Store, tmp_path: Path) -> None:
+    """Customers appear only by id (in the keys of missed touches), never by name, phone
+    number or address: the page is made of figures, and escaped as a whole."""
+    history = sqlite_history
+    page = build_report(history, WEEK, rules_of(history, tmp_path)).html(
+        generated_at=utc(2026, 11, 23, 6)
+    )
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert "王芳" not in text and "wang.fang@example.com" not in text
+    assert not re.search(r"\+86\d{6,}", text)
+    assert "<script" not in text
 
 
 @pytest.fixture
