@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -61,4 +62,7 @@ def format_money(value: Any) -> str:
     return f"{amount:,.2f}"
 
 
-FILTERS = {"longdate": jinja2.pass_context(format_date), "money": format_money}
+FILTERS: dict[str, Callable[..., Any]] = {
+    "longdate": jinja2.pass_context(format_date),
+    "money": format_money,
+}
