@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _common import RULES_DIR, TEMPLATES_DIR, say
 from provider_sim import SENDGRID, TWILIO, RemoteProviderSim
-from sim_channels import sendgrid_transport, twilio_transport
+from sim_channels import UNSUBSCRIBE_SECRET, sendgrid_transport, twilio_transport
 
 from caretouch.channels.base import Transport
 from caretouch.config import CareConfig
@@ -91,6 +91,7 @@ class TimedTransport:
 
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
+        self.unsubscribe_base = inner.unsubscribe_base  # the runner puts the links in
         self.seconds = 0.0
         self.calls = 0
 
@@ -123,7 +124,9 @@ def _send(job: dict[str, Any], ready: Any = None, go: Any = None) -> dict[str, A
         )
         transport.share(job["senders"])
         timed[channel] = TimedTransport(transport)
-    engine = open_engine(config, transports=dict(timed), store=store)  # type: ignore[arg-type]
+    engine = open_engine(  # type: ignore[arg-type]
+        config, transports=dict(timed), store=store, unsubscribe_key=UNSUBSCRIBE_SECRET
+    )
     if ready is not None:
         ready.put(True)
         go.wait()

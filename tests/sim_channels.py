@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from provider_sim import ProviderSim, RemoteProviderSim
@@ -20,6 +21,8 @@ from caretouch.channels.credentials import SendGridCredentials, TwilioCredential
 from caretouch.channels.limits import Backoff
 from caretouch.channels.sendgrid import SendGridTransport
 from caretouch.channels.twilio import TwilioTransport
+from caretouch.render.templates import RenderedMessage
+from caretouch.render.unsubscribe import UnsubscribeLinks
 from caretouch.vocab import Channel
 
 SMS_FROM = "+15005550006"
@@ -122,7 +125,6 @@ def sendgrid_transport(
     return SendGridTransport(
         sendgrid_credentials(sim, **credentials),
         timeout=timeout,
-        unsubscribe_secret=UNSUBSCRIBE_SECRET,
         rate_per_sec=rate_per_sec,
         concurrency=concurrency,
         backoff=backoff or Backoff(rng=random.Random(7)),
@@ -164,4 +166,26 @@ def email(
         "metadata": {"customer_id": f"C{n:04d}", "category": "care", "locale": "en"},
     }
     values.update(kw)
-    return OutboundMessage(**values)
+    return as_sent(OutboundMessage(**values))
+
+
+def as_sent(
+    message: OutboundMessage,
+    base: str = PUBLIC_URL + "/care/hooks/unsubscribe",
+    key: bytes = UNSUBSCRIBE_SECRET,
+) -> OutboundMessage:
+    """An email as the runner hands it to SendGrid: a care or marketing email with its
+    unsubscribe link and List-Unsubscribe headers, put in by ``render.unsubscribe``."""
+    meta = message.metadata
+    rendered = UnsubscribeLinks(base, key).add_to(
+        RenderedMessage(message.channel, message.body, message.subject, message.html),
+        customer_id=meta.get("customer_id", ""),
+        category=meta.get("category", ""),
+        locale=meta.get("locale", ""),
+    )
+    return replace(
+        message,
+        body=rendered.body,
+        html=rendered.html,
+        headers={**message.headers, **dict(rendered.headers)},
+    )

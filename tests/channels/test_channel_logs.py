@@ -11,6 +11,7 @@ from provider_sim import (
     TWILIO_AUTH_TOKEN,
     ProviderSim,
 )
+from sim_channels import as_sent
 
 from caretouch.channels.base import OutboundMessage
 from caretouch.channels.credentials import SendGridCredentials, TwilioCredentials
@@ -60,13 +61,14 @@ def test_sending_logs_no_address_and_no_secret(caplog: pytest.LogCaptureFixture)
                 api_base=sim.url,
                 public_url="https://care.example",
             ),
-            unsubscribe_secret=b"s" * 32,
             timeout=0.5,
             backoff=Backoff(tries=6, base=0.01, cap=0.02),
             sleep=waits.append,
         )
         results = [sms.send(message(Channel.SMS, PHONE)) for _ in range(4)]
-        results += [email.send(message(Channel.EMAIL, EMAIL)) for _ in range(4)]
+        # As the runner hands it over: with the unsubscribe link render.unsubscribe puts in.
+        mail = as_sent(message(Channel.EMAIL, EMAIL), "https://care.example/care/hooks/unsubscribe")
+        results += [email.send(mail) for _ in range(4)]
         faults = sim.request_counts()
     assert sum(faults.values()) > 8, "faults were injected, so error paths ran"
     assert {r.outcome for r in results} <= {

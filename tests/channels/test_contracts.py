@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from prism import PRISM, SENDGRID_CONTRACT, TWILIO_CONTRACT, PrismServer, in_ci
+from sim_channels import as_sent
 
 from caretouch.channels.base import OutboundMessage
 from caretouch.channels.credentials import SendGridCredentials, TwilioCredentials
@@ -71,7 +72,8 @@ def sms(body: str, *, attempt_id: int | None = 41) -> OutboundMessage:
 
 
 def email(category: str, *, html: str | None, locale: str = "en") -> OutboundMessage:
-    return OutboundMessage(
+    """An email as the runner hands it to SendGrid (with its unsubscribe link, if any)."""
+    message = OutboundMessage(
         touch_key=f"{category}-rule|customer:C0002|2026-11-23",
         attempt_no=1,
         channel=Channel.EMAIL,
@@ -82,6 +84,7 @@ def email(category: str, *, html: str | None, locale: str = "en") -> OutboundMes
         attempt_id=42,
         metadata={"customer_id": "C0002", "category": category, "locale": locale},
     )
+    return as_sent(message, "https://care.example/care/hooks/unsubscribe", SECRET)
 
 
 TWILIO_CASES = {
@@ -153,7 +156,6 @@ def test_sendgrid_mail_passes_the_contract(sendgrid_prism: PrismServer, case: st
             api_base=sendgrid_prism.url,
             public_url="https://care.example",
         ),
-        unsubscribe_secret=SECRET,
     )
     message = SENDGRID_CASES[case]
     payload = transport.build_payload(message)
@@ -185,7 +187,6 @@ def test_sendgrid_contract_check_catches_a_bad_request(sendgrid_prism: PrismServ
             api_base=sendgrid_prism.url,
             public_url="https://care.example",
         ),
-        unsubscribe_secret=SECRET,
     )
     payload = transport.build_payload(email("service", html=None))
     del payload["personalizations"]

@@ -96,7 +96,10 @@ def sim_engine(store: Store, tmp_path: Path, sim: ProviderSim | RemoteProviderSi
             sim, timeout=CLIENT_TIMEOUT, rate_per_sec=2000, concurrency=8, backoff=fast_backoff()
         ),
     }
-    return open_engine(config, transports=transports, store=store)
+    # unsubscribe_key signs the links the runner puts in emails
+    return open_engine(
+        config, transports=transports, store=store, unsubscribe_key=UNSUBSCRIBE_SECRET
+    )
 
 
 def ledger_outcome(store: Store) -> dict[str, dict[str, tuple[TouchStatus, str | None]]]:

@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, task
 
 from ..config import CareConfig
-from ..reports.service_report import Period
+from ..reports.figures import Period
 from .daily import DEFAULT_ARGS, _now
 
 log = logging.getLogger("caretouch.airflow")

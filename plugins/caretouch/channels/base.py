@@ -52,6 +52,9 @@ class OutboundMessage:
     # Send again when the provider cannot tell whether it took an earlier try (rules may
     # opt in: ``resend_unknown: true``); by default such a touch becomes ``unknown``.
     may_resend: bool = False
+    # Headers the content brings (``List-Unsubscribe``, built with the link by
+    # ``render.unsubscribe``): an email channel sends them as they are.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never print the recipient in clear
         return (
@@ -87,6 +90,10 @@ class Transport(ABC):
     max_body: ClassVar[int]
     rate_per_sec: ClassVar[float]
     concurrency: ClassVar[int]
+    # Where this provider's messages point unsubscribe links (``.../care/hooks/unsubscribe``);
+    # None: they carry none. The links themselves are content, put in by the sender
+    # (``render.unsubscribe``), never by the channel.
+    unsubscribe_base: str | None = None
 
     def __init__(
         self,

@@ -2,11 +2,12 @@
 
 - Payload: one personalization (the customer), the subject, a ``text/plain`` part and, when
   the template has one, a ``text/html`` part; ``custom_args`` carry our attempt id and touch
-  key, which SendGrid echoes in every Event Webhook event. ``care`` and ``marketing`` emails
-  get an unsubscribe link (in both parts) and the ``List-Unsubscribe`` /
-  ``List-Unsubscribe-Post`` headers (RFC 8058 one-click), pointing at ``/care/hooks/unsubscribe``
-  with a signed token; sending them without a public URL and ``$CARE_UNSUBSCRIBE_KEY`` is a
-  configuration error. ``service`` emails (renewal reminders, reviews) carry no link.
+  key, which SendGrid echoes in every Event Webhook event; the message's ``headers`` as they
+  are. ``care`` and ``marketing`` emails come with their unsubscribe link (in both parts) and
+  the ``List-Unsubscribe`` / ``List-Unsubscribe-Post`` headers (RFC 8058 one-click) already
+  in them: the sender puts them there (``render.unsubscribe``), pointing at this transport's
+  ``unsubscribe_base``; SendGrid without a public URL (``$CARE_PUBLIC_URL``) is a
+  configuration error.
 - Answers: 202 is ``sent`` with the ``X-Message-Id``; 429 and 5xx are retryable (honouring
   ``Retry-After`` or ``X-RateLimit-Reset``); a 400 naming the recipient is
   ``rejected-invalid-recipient``, any other 4xx a permanent failure; 401/403 stop the run.
@@ -38,25 +39,15 @@ from sendgrid.helpers.mail import (
 
 from ..errors import ConfigurationError
 from ..mask import scrub
-from ..render.unsubscribe import unsubscribe_key, unsubscribe_url
 from ..vocab import Channel, Outcome
 from .base import OutboundMessage, SendResult
 from .credentials import SendGridCredentials
 from .limits import parse_retry_after
 from .provider import ProviderTransport
 
-# The unsubscribe link's words, by locale (the template's own words stay the template's).
-UNSUBSCRIBE_WORDS = {
-    "zh-CN": "不想再收到此类邮件？退订",
-    "zh-TW": "不想再收到此類郵件？取消訂閱",
-    "en": "Don't want these emails? Unsubscribe",
-}
 # python_http_client logs each request's payload (addresses) and headers (the API key) at
 # DEBUG: never let that through, whatever level the application runs at.
 logging.getLogger("python_http_client.client").setLevel(logging.WARNING)
-
-# Which consent an unsubscribe link withdraws, by rule category.
-UNSUBSCRIBE_PURPOSE = {"care": "email", "marketing": "marketing"}
 
 
 class SendGridTransport(ProviderTransport[SendGridCredentials, SendGridAPIClient]):
@@ -71,7 +62,6 @@ class SendGridTransport(ProviderTransport[SendGridCredentials, SendGridAPIClient
         credentials: SendGridCredentials,
         *,
         timeout: float = 20.0,
-        unsubscribe_secret: bytes | None = None,
         **limits: Any,
     ) -> None:
         super().__init__(credentials, timeout=timeout, **limits)
@@ -80,7 +70,7 @@ class SendGridTransport(ProviderTransport[SendGridCredentials, SendGridAPIClient
                 "SendGrid needs $CARE_PUBLIC_URL (where customers reach /care/hooks/unsubscribe): "
                 "care and marketing emails must carry an unsubscribe link"
             )
-        self.unsubscribe_secret = unsubscribe_secret or unsubscribe_key()
+        self.unsubscribe_base = credentials.unsubscribe_base
 
     def new_client(self) -> SendGridAPIClient:
         client = SendGridAPIClient(
@@ -91,32 +81,8 @@ class SendGridTransport(ProviderTransport[SendGridCredentials, SendGridAPIClient
 
     # -- the three steps ---------------------------------------------------------------
 
-    def unsubscribe_link(self, message: OutboundMessage) -> str | None:
-        purpose = UNSUBSCRIBE_PURPOSE.get(message.metadata.get("category", ""))
-        customer_id = message.metadata.get("customer_id")
-        base = self.credentials.unsubscribe_base
-        if purpose is None or not customer_id or not base:
-            return None
-        return unsubscribe_url(base, customer_id, purpose, self.unsubscribe_secret)
-
     def build_payload(self, message: OutboundMessage) -> dict[str, Any]:
         text, html = message.body, message.html
-        link = self.unsubscribe_link(message)
-        if link:
-            words = UNSUBSCRIBE_WORDS.get(
-                message.metadata.get("locale", ""), UNSUBSCRIBE_WORDS["en"]
-            )
-            text = f"{text}\n\n{words}: {link}"
-            if html:
-                footer = (
-                    '<p style="font-size:12px;color:#888">'
-                    f'<a href="{_attr(link)}">{_attr(words)}</a></p>'
-                )
-                html = (
-                    html.replace("</body>", footer + "</body>", 1)
-                    if "</body>" in html
-                    else html + footer
-                )
         mail = Mail()
         mail.from_email = Email(self.credentials.sender)
         mail.subject = message.subject or ""
@@ -133,9 +99,8 @@ class SendGridTransport(ProviderTransport[SendGridCredentials, SendGridAPIClient
             # Per personalization: the contract types the top-level ``custom_args`` as a
             # string (Prism refuses an object there); SendGrid echoes both in its events.
             person.add_custom_arg(CustomArg(key, value))
-        if link:
-            mail.add_header(Header("List-Unsubscribe", f"<{link}>"))
-            mail.add_header(Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        for name, value in message.headers.items():
+            mail.add_header(Header(name, value))
         return mail.get()
 
     def post(self, payload: dict[str, Any]) -> Any:
@@ -205,9 +170,3 @@ def _errors(body: Any) -> list[dict[str, Any]]:
         return []
     errors = data.get("errors") if isinstance(data, dict) else None
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
-
-
-def _attr(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
-    )

@@ -128,7 +128,8 @@ def report(
     import datetime as dt
 
     from ..render.templates import TemplateStore
-    from ..reports.service_report import Period, summary_line, write_report
+    from ..reports.figures import Period
+    from ..reports.service_report import summary_line, write_report
     from ..rules.loader import load_rules
     from ..schema import require_current_schema
     from ..store.db import open_store

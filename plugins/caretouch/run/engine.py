@@ -16,6 +16,7 @@ from ..config import CareConfig
 from ..errors import ConfigurationError, ValidationFailed
 from ..ledger import Ledger
 from ..render.templates import TemplateStore
+from ..render.unsubscribe import UnsubscribeLinks, unsubscribe_key
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet, load_rules
 from ..schema import require_current_schema
@@ -36,6 +37,21 @@ class CareEngine:
     # with ``--now``); the CLI and the DAGs pass the real clock so each send is stamped when
     # it happens, not when the run started.
     clock: Callable[[], dt.datetime] | None = None
+    # Signs the unsubscribe links of emails; None: ``$CARE_UNSUBSCRIBE_KEY`` (the config's).
+    unsubscribe_key: bytes | None = None
+
+    def unsubscribe_links(self) -> dict[Channel, UnsubscribeLinks]:
+        """How to make the unsubscribe links of each channel whose provider wants them in
+        its messages (SendGrid; not the outbox): where they point, and the key signing them."""
+        bases = {
+            ch: b
+            for ch, t in self.transports.items()
+            if (b := getattr(t, "unsubscribe_base", None))
+        }
+        if not bases:
+            return {}
+        key = self.unsubscribe_key or unsubscribe_key(self.config)
+        return {ch: UnsubscribeLinks(base, key) for ch, base in bases.items()}
 
     def stamp(self, now: dt.datetime) -> dt.datetime:
         return self.clock() if self.clock is not None else now
@@ -55,6 +71,7 @@ def open_engine(
     transports: dict[Channel, Transport] | None = None,
     clock: Callable[[], dt.datetime] | None = None,
     store: Store | None = None,
+    unsubscribe_key: bytes | None = None,
 ) -> CareEngine:
     """The engine of ``config``: its templates, rules, store and channels.
 
@@ -64,6 +81,8 @@ def open_engine(
     channels to send through (default: from the environment, ``channels.registry``).
     ``store``: a store already open on ``config.store_url`` (tests: a PostgreSQL schema of
     their own). The store must be initialised (``schema.require_current_schema``).
+    ``unsubscribe_key``: signs emails' unsubscribe links (default ``$CARE_UNSUBSCRIBE_KEY``);
+    a provider that needs one without it fails here, at start.
     """
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
@@ -76,7 +95,9 @@ def open_engine(
     if transports is None:
         transports = transports_from_env(config.outbox_dir)
     require_current_schema(store)
-    return CareEngine(config, store, templates, ruleset, transports, clock)
+    engine = CareEngine(config, store, templates, ruleset, transports, clock, unsubscribe_key)
+    engine.unsubscribe_links()
+    return engine
 
 
 def anchor(engine: CareEngine, *, run_id: str, now: dt.datetime) -> None:

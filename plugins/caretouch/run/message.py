@@ -8,13 +8,28 @@ from ..dates import aware_utc
 from ..ledger import TouchState
 from ..ledger.models import Attempt
 from ..render.templates import RenderedMessage
+from ..render.unsubscribe import UnsubscribeLinks
 from ..rules.loader import RuleSet
 from ..vocab import Channel
 
 
 def outbound_message(
-    state: TouchState, attempt: Attempt, rendered: RenderedMessage, *, may_resend: bool = False
+    state: TouchState,
+    attempt: Attempt,
+    rendered: RenderedMessage,
+    *,
+    may_resend: bool = False,
+    unsubscribe: UnsubscribeLinks | None = None,
 ) -> OutboundMessage:
+    """The message a channel sends; ``unsubscribe`` puts the link (and its headers) in the
+    rendered content of a care or marketing email."""
+    if unsubscribe is not None:
+        rendered = unsubscribe.add_to(
+            rendered,
+            customer_id=state.row.customer_id,
+            category=state.row.category,
+            locale=state.row.locale,
+        )
     return OutboundMessage(
         touch_key=state.row.touch_key,
         attempt_no=attempt.attempt_no,
@@ -33,6 +48,7 @@ def outbound_message(
         attempt_id=attempt.id,
         created_at=aware_utc(attempt.created_at),
         may_resend=may_resend,
+        headers=dict(rendered.headers),
     )
 
 

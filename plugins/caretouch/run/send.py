@@ -18,6 +18,7 @@ from ..ledger import Claim, StatusChange
 from ..ledger.models import Attempt
 from ..mask import scrub
 from ..plan.contact import CapacityUse
+from ..render.unsubscribe import UnsubscribeLinks
 from ..vocab import Channel, Outcome
 from .engine import CareEngine
 from .message import may_resend, outbound_message
@@ -61,6 +62,7 @@ def send_touches(
     report = SendReport()
     ids = list(touch_ids)
     use: CapacityUse = {}
+    links = engine.unsubscribe_links()  # before any claim: no key, nothing left in sending
     chunks = [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="care-send") as sender:
         sending: tuple[Claimed, Future[list[SendResult]]] | None = None
@@ -70,7 +72,7 @@ def send_touches(
             if sending and any(r.stop_run for r in answers):
                 _record_chunk(engine, sending[0], answers, run_id=run_id, now=now)  # raises
             claimed = _claim_chunk(engine, prepared, run_id=run_id, now=now)
-            future = sender.submit(_deliver, engine, claimed)
+            future = sender.submit(_deliver, engine, claimed, links)
             if sending:
                 report.merge(_record_chunk(engine, sending[0], answers, run_id=run_id, now=now))
                 if progress is not None:
@@ -110,7 +112,9 @@ def _claim_chunk(
     return Claimed(prepared.size, prepared.report, sends)
 
 
-def _deliver(engine: CareEngine, claimed: Claimed) -> list[SendResult]:
+def _deliver(
+    engine: CareEngine, claimed: Claimed, links: dict[Channel, UnsubscribeLinks]
+) -> list[SendResult]:
     """Send a claimed chunk; the answers in the order of ``sends`` (grouped by channel).
 
     Each channel goes to its own provider at its own rate, so the channels are sent side by
@@ -122,7 +126,11 @@ def _deliver(engine: CareEngine, claimed: Claimed) -> list[SendResult]:
     for channel in Channel:
         mine = [
             outbound_message(
-                c.state, a, c.message, may_resend=may_resend(engine.ruleset, c.state.row.rule_id)
+                c.state,
+                a,
+                c.message,
+                may_resend=may_resend(engine.ruleset, c.state.row.rule_id),
+                unsubscribe=links.get(channel),
             )
             for c, a in claimed.sends
             if c.channel == channel.value

@@ -102,6 +102,7 @@ def test_twilio_declares_the_limit_validate_checks() -> None:
 def test_an_empty_render_is_an_error(tmp_path: Path, part: str, text: str, what: str) -> None:
     root = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR / "birthday", root / "t")
+    shutil.copytree(TEMPLATES_DIR / "_layout", root / "_layout")  # the email layout
     (root / "t" / part).write_text(text, encoding="utf-8")
     channel = Channel.SMS if part.startswith("sms") else Channel.EMAIL
     customer = {"name": "Ann", "tier": "A", "birthday_calendar": "gregorian"}

@@ -16,7 +16,8 @@ from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
 from caretouch.ledger.consent import record_consent
 from caretouch.render.templates import TemplateStore
-from caretouch.reports.service_report import Period, build_report, compute
+from caretouch.reports.figures import Period, compute
+from caretouch.reports.service_report import build_report
 from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.run.day import run_day
 from caretouch.run.engine import CareEngine, open_engine
@@ -213,6 +214,19 @@ def test_care_report_cli_writes_the_page(care: Care, sqlite_history: Store, tmp_
     assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 4
     usage = care("report")
     assert usage.exit_code == 2
+
+
+def test_the_page_shows_no_personal_data(sqlite_history: Store, tmp_path: Path) -> None:
+    """Customers appear only by id (in the keys of missed touches), never by name, phone
+    number or address: the page is made of figures, and escaped as a whole."""
+    history = sqlite_history
+    page = build_report(history, WEEK, rules_of(history, tmp_path)).html(
+        generated_at=utc(2026, 11, 23, 6)
+    )
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert "王芳" not in text and "wang.fang@example.com" not in text
+    assert not re.search(r"\+86\d{6,}", text)
+    assert "<script" not in text
 
 
 @pytest.fixture

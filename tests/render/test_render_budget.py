@@ -14,7 +14,7 @@ import pytest
 from caretouch.config import CareConfig
 from caretouch.errors import RenderError
 from caretouch.ledger import Ledger
-from caretouch.render.templates import RenderBudget, TemplateStore
+from caretouch.render import RenderBudget, TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.run.day import run_day
 from caretouch.run.engine import open_engine

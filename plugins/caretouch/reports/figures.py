@@ -1,0 +1,386 @@
+"""The service report's figures (``care report``): SQL over the ledger and the store, into
+plain data (``Figures``, ``Obligation``); the page is ``service_report``, its charts ``charts``.
+
+Every number is read from the ledger (touches by their occurrence, the customer-local date
+they were due; each touch counted at its current status), except opt-outs, which are the
+consent withdrawals recorded in the store (``consent_events``) in the period. Each figure is
+shown with its change from the previous period of the same kind (month on month, week on
+week). Reading only: the report writes nothing but its HTML file.
+
+Service obligations (the touches of ``service`` rules, among them the complaint follow-up)
+are measured the way their rule defines them, from the loaded rules: a touch is due on its
+occurrence (for the complaint follow-up: the local date of the resolution + the rule's
+``delay_days``, at its ``send_time``) and on time when it was sent on or before that local
+date; sent later (deferred within its window) it is late; ``obligation_missed`` and other
+final suppressions are missed. For event-triggered ones, the rule's own candidate query
+(``plan.due_touches``: trigger and audience) also finds the touches due in the period that
+were never planned: missed too. Customers the rule does not apply to (inactive, outside its
+audience) are not counted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import and_, func, select
+
+from ..dates import aware_utc
+from ..ledger.models import TouchCurrent, TouchEvent, TouchRow
+from ..rules.loader import RuleSet
+from ..rules.model import Rule, TriggerKind
+from ..store.db import Store
+from ..store.models import ConsentEvent
+from ..vocab import SuppressionReason
+
+# Current statuses that mean the message reached the provider.
+SENT_LIKE = ("sent", "delivered", "undelivered", "bounced")
+# Delivery reports that settle a sent message.
+DELIVERY_SETTLED = ("delivered", "undelivered", "bounced")
+# The business event whose follow-up the report's key figure measures (SPEC section 1).
+COMPLAINT_EVENT = "complaint_resolved"
+# How a service obligation ended, in the order the report shows them.
+OUTCOMES = ("on_time", "late", "missed", "failed", "unreachable", "waiting")
+OUTCOME_LABELS = {
+    "on_time": "on time (sent by the due date)",
+    "late": "late (sent after the due date, within its window)",
+    "missed": "missed (window over, or never planned)",
+    "failed": "failed or unknown at the provider",
+    "unreachable": "no usable channel (no_contact, opted_out)",
+    "waiting": "still waiting (planned or deferred)",
+}
+_UNREACHABLE = (SuppressionReason.NO_CONTACT.value, SuppressionReason.OPTED_OUT.value)
+
+
+@dataclass
+class Obligation:
+    """How one service rule's touches due in the period ended."""
+
+    rule_id: str
+    definition: str  # how the rule defines due and on time, in words
+    complaint: bool  # triggered by COMPLAINT_EVENT: the report's complaint follow-up figure
+    outcomes: Counter[str] = field(default_factory=Counter)
+    missed: list[tuple[str, str, str]] = field(default_factory=list)  # (key, due, why)
+
+    @property
+    def due(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def settled(self) -> int:
+        """Due touches whose fate is known: all but those still waiting."""
+        return self.due - self.outcomes["waiting"]
+
+
+@dataclass(frozen=True)
+class Period:
+    kind: str  # "month" or "week"
+    label: str  # 2026-11 or 2026-W47
+    first: dt.date
+    last: dt.date
+
+    @classmethod
+    def month(cls, text: str) -> Period:
+        m = re.fullmatch(r"(\d{4})-(\d{2})", text)
+        if not m or not 1 <= int(m.group(2)) <= 12:
+            raise ValueError(f"{text!r} is not a month (YYYY-MM)")
+        first = dt.date(int(m.group(1)), int(m.group(2)), 1)
+        following = (first + dt.timedelta(days=32)).replace(day=1)
+        return cls("month", text, first, following - dt.timedelta(days=1))
+
+    @classmethod
+    def week(cls, text: str) -> Period:
+        m = re.fullmatch(r"(\d{4})-W(\d{2})", text)
+        if not m:
+            raise ValueError(f"{text!r} is not an ISO week (YYYY-Www)")
+        try:
+            first = dt.date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an ISO week (YYYY-Www)") from None
+        return cls("week", text, first, first + dt.timedelta(days=6))
+
+    @classmethod
+    def of_week(cls, day: dt.date) -> Period:
+        year, week, _ = day.isocalendar()
+        return cls.week(f"{year}-W{week:02d}")
+
+    @classmethod
+    def of_month(cls, day: dt.date) -> Period:
+        return cls.month(f"{day:%Y-%m}")
+
+    def previous(self) -> Period:
+        if self.kind == "month":
+            return Period.of_month(self.first - dt.timedelta(days=1))
+        return Period.of_week(self.first - dt.timedelta(days=7))
+
+    @property
+    def days(self) -> list[dt.date]:
+        return [self.first + dt.timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+
+@dataclass
+class Figures:
+    """The numbers of one period."""
+
+    period: Period
+    # (rule_id, channel, tier, status, reason) -> touches, by current status.
+    touches: Counter[tuple[Any, ...]] = field(default_factory=Counter)
+    sent_per_day: Counter[dt.date] = field(default_factory=Counter)
+    opt_outs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (purpose, source)
+    obligations: list[Obligation] = field(default_factory=list)
+
+    def count(self, *, statuses: tuple[str, ...] | None = None, **match: Any) -> int:
+        index = {"rule_id": 0, "channel": 1, "tier": 2, "status": 3, "reason": 4}
+        return sum(
+            n
+            for key, n in self.touches.items()
+            if (statuses is None or key[3] in statuses)
+            and all(key[index[k]] == v for k, v in match.items())
+        )
+
+    @property
+    def total(self) -> int:
+        return self.count()
+
+    @property
+    def sent(self) -> int:
+        return self.count(statuses=SENT_LIKE)
+
+    @property
+    def delivered(self) -> int:
+        return self.count(status="delivered")
+
+    @property
+    def failed(self) -> int:
+        return self.count(status="failed")
+
+    @property
+    def unknown(self) -> int:
+        return self.count(status="unknown")
+
+    @property
+    def suppressed(self) -> int:
+        return self.count(status="suppressed")
+
+    @property
+    def delivery_reported(self) -> int:
+        return self.count(statuses=DELIVERY_SETTLED)
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered among sent messages whose delivery report has arrived."""
+        return self.delivered / self.delivery_reported if self.delivery_reported else None
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed (provider refused or retries exhausted) among attempted touches."""
+        attempted = self.sent + self.failed + self.unknown
+        return self.failed / attempted if attempted else None
+
+    @property
+    def opt_out_total(self) -> int:
+        return sum(self.opt_outs.values())
+
+    @property
+    def follow_ups(self) -> Counter[str]:
+        """Outcomes of the complaint follow-ups (the rules triggered by ``COMPLAINT_EVENT``)."""
+        total: Counter[str] = Counter()
+        for o in self.obligations:
+            if o.complaint:
+                total.update(o.outcomes)
+        return total
+
+    @property
+    def follow_ups_on_time(self) -> int:
+        return self.follow_ups["on_time"]
+
+    @property
+    def follow_ups_settled(self) -> int:
+        return sum(self.follow_ups.values()) - self.follow_ups["waiting"]
+
+    @property
+    def follow_up_rate(self) -> float | None:
+        """On time among the complaint follow-ups due in the period whose fate is known."""
+        settled = self.follow_ups_settled
+        return self.follow_ups_on_time / settled if settled else None
+
+    def values(self, dimension: str) -> list[Any]:
+        index = {"rule_id": 0, "channel": 1, "tier": 2}[dimension]
+        return sorted({k[index] for k in self.touches}, key=lambda v: (v is None, str(v)))
+
+
+def compute(store: Store, period: Period, ruleset: RuleSet | None = None) -> Figures:
+    """The period's figures, read from the ledger and the store; with ``ruleset``, also how
+    its service rules' touches ended (``obligations``)."""
+    figures = Figures(period)
+    touches = TouchRow.__table__
+    current = TouchCurrent.__table__
+    in_period = and_(touches.c.occurrence >= period.first, touches.c.occurrence <= period.last)
+    channel = func.coalesce(current.c.channel, touches.c.channel)
+    with store.read_session() as session:
+        stmt = (
+            select(
+                touches.c.rule_id,
+                channel,
+                touches.c.tier,
+                current.c.status,
+                current.c.reason,
+                func.count(),
+            )
+            .select_from(touches.join(current, current.c.touch_id == touches.c.id))
+            .where(in_period)
+            .group_by(
+                touches.c.rule_id, channel, touches.c.tier, current.c.status, current.c.reason
+            )
+        )
+        for rule_id, ch, tier, status, reason, n in session.execute(stmt):
+            figures.touches[(rule_id, ch, tier, status, reason)] += n
+        per_day = (
+            select(touches.c.occurrence, func.count())
+            .select_from(touches.join(current, current.c.touch_id == touches.c.id))
+            .where(in_period, current.c.status.in_(SENT_LIKE))
+            .group_by(touches.c.occurrence)
+        )
+        for day, n in session.execute(per_day):
+            figures.sent_per_day[
+                day if isinstance(day, dt.date) else dt.date.fromisoformat(day)
+            ] = n
+
+        # Opt-outs: consent withdrawals recorded in the period (UTC days).
+        start = dt.datetime.combine(period.first, dt.time(), dt.timezone.utc)
+        end = dt.datetime.combine(period.last + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        consent = ConsentEvent.__table__
+        stmt = (
+            select(consent.c.purpose, consent.c.source, func.count())
+            .where(consent.c.granted.is_(False), consent.c.at >= start, consent.c.at < end)
+            .group_by(consent.c.purpose, consent.c.source)
+        )
+        for purpose, source, n in session.execute(stmt):
+            figures.opt_outs[(purpose, _source_kind(source))] += n
+    if ruleset is not None:
+        figures.obligations = obligations(store, period, ruleset)
+    return figures
+
+
+def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligation]:
+    """How the touches of each service rule due in the period ended (see the module doc)."""
+    rules = [r for r in ruleset.rules if r.obligation]
+    if not rules:
+        return []
+    touches = TouchRow.__table__
+    current = TouchCurrent.__table__
+    events = TouchEvent.__table__
+    found: dict[str, Obligation] = {r.id: _obligation(r) for r in rules}
+    seen: set[str] = set()
+    with store.read_session() as session:
+        rows = session.execute(
+            select(
+                touches.c.id,
+                touches.c.touch_key,
+                touches.c.rule_id,
+                touches.c.occurrence,
+                touches.c.timezone,
+                current.c.status,
+                current.c.reason,
+            )
+            .select_from(touches.join(current, current.c.touch_id == touches.c.id))
+            .where(
+                touches.c.rule_id.in_(list(found)),
+                touches.c.occurrence >= period.first,
+                touches.c.occurrence <= period.last,
+            )
+        ).all()
+        sent_ids = [r.id for r in rows if r.status in SENT_LIKE]
+        first_sent: dict[int, dt.datetime] = {}
+        for start in range(0, len(sent_ids), 500):
+            for touch_id, status, at in session.execute(
+                select(events.c.touch_id, events.c.status, func.min(events.c.at))
+                .where(
+                    events.c.touch_id.in_(sent_ids[start : start + 500]),
+                    events.c.status.in_(("sending", "sent")),
+                )
+                .group_by(events.c.touch_id, events.c.status)
+            ):
+                # The provider's acceptance ("sent"); the claim ("sending") if not recorded.
+                if status == "sent" or touch_id not in first_sent:
+                    first_sent[touch_id] = aware_utc(at)
+    for r in rows:
+        seen.add(r.touch_key)
+        o = found[r.rule_id]
+        occurrence = _as_date(r.occurrence)
+        if r.status in SENT_LIKE:
+            at = first_sent.get(r.id)
+            sent_day = at.astimezone(_zone(r.timezone)).date() if at else occurrence
+            o.outcomes["on_time" if sent_day <= occurrence else "late"] += 1
+        elif r.status in ("failed", "unknown"):
+            o.outcomes["failed"] += 1
+        elif r.status in ("planned", "sending") or r.reason == SuppressionReason.DEFERRED.value:
+            o.outcomes["waiting"] += 1
+        elif r.reason in _UNREACHABLE:
+            o.outcomes["unreachable"] += 1
+        else:
+            o.outcomes["missed"] += 1
+            o.missed.append((r.touch_key, occurrence.isoformat(), str(r.reason)))
+    # What an event-triggered rule made due in the period and the ledger never got.
+    from ..plan import due_touches
+
+    for rule in rules:
+        if rule.trigger.kind is not TriggerKind.EVENT:
+            continue
+        o = found[rule.id]
+        for day in period.days:
+            for touch in due_touches(store, rule, day, ruleset.policy):
+                if touch.key not in seen:
+                    seen.add(touch.key)
+                    o.outcomes["missed"] += 1
+                    o.missed.append((touch.key, day.isoformat(), "never planned"))
+    for o in found.values():
+        o.missed.sort(key=lambda m: (m[1], m[0]))
+    return [found[r.id] for r in rules]
+
+
+def _obligation(rule: Rule) -> Obligation:
+    trig = rule.trigger
+    if trig.kind is TriggerKind.EVENT:
+        due = (
+            f"due {trig.delay_days} local day(s) after the {trig.event_type} event's local "
+            f"date, at {rule.send_time:%H:%M}"
+        )
+    elif trig.kind is TriggerKind.DAYS_BEFORE:
+        offsets = ", ".join(str(n) for n in trig.offsets)
+        field_name = trig.field.name if trig.field else ""
+        due = f"due {offsets} day(s) before {field_name} (never sent on or after it)"
+    elif trig.kind is TriggerKind.CALENDAR:
+        due = "due on its calendar days"
+    else:
+        due = f"due on the {trig.kind.value} of {trig.field.name if trig.field else ''}"
+    window = (
+        f"; held back, it may go up to {rule.defer_days} day(s) later (late)"
+        if rule.defer_days
+        else ""
+    )
+    return Obligation(
+        rule.id,
+        f"{due}, on time if sent by that local date{window}",
+        complaint=trig.kind is TriggerKind.EVENT and trig.event_type == COMPLAINT_EVENT,
+    )
+
+
+def _as_date(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _source_kind(source: str) -> str:
+    # "import:customers.csv" -> "import"; "webhook:twilio" -> "webhook".
+    return source.split(":", 1)[0]
