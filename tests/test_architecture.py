@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,3 +40,14 @@ def test_a_wrong_import_breaks_a_contract(tmp_path: Path) -> None:
     result = lint_imports("--config", str(config))
     assert result.returncode != 0
     assert "caretouch.cli" in result.stdout and "1 broken" in result.stdout
+
+
+def test_no_contract_lists_exceptions() -> None:
+    # Issue 12 removed every breach; an ignore_imports entry would be a wall with a hole.
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    assert any(c["type"] == "acyclic_siblings" for c in contracts)
+    holes = {c["name"]: c["ignore_imports"] for c in contracts if c.get("ignore_imports")}
+    assert not holes, holes

@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from caretouch.errors import ValidationError
-from caretouch.rules.loader import _build_condition, _build_trigger
+from caretouch.rules.build import _build_condition, _build_trigger
 from caretouch.rules.model import FIELDS, TriggerKind
 from caretouch.rules.schema import RULE_FILE_SCHEMA, trigger_variants
 from caretouch.rules.yamlpos import Positions, load_with_positions

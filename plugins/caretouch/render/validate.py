@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from difflib import get_close_matches
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import jinja2
 from jinja2 import nodes
@@ -18,8 +18,21 @@ from ..nul import NUL
 from ..sms import SMS_MAX_CHARS, SmsSize, sms_size
 from ..vocab import Channel
 
-if TYPE_CHECKING:
-    from .templates import TemplateStore
+
+class Templates(Protocol):
+    """What the checks need of the template store (``templates.TemplateStore``, which calls
+    them: this module does not import it)."""
+
+    root: Path
+    env: jinja2.Environment
+
+    def paths(self, template_id: str, channel: Channel, locale: str) -> list[Path]: ...
+
+    def relpath(self, template_id: str, channel: Channel, locale: str, part: str) -> str: ...
+
+    def render(
+        self, template_id: str, channel: Channel, locale: str, context: Mapping[str, Any]
+    ) -> Any: ...
 
 
 class DeclaredPayload(Protocol):
@@ -33,7 +46,7 @@ class DeclaredPayload(Protocol):
 
 
 def check_template(
-    store: TemplateStore,
+    store: Templates,
     template_id: str,
     channel: Channel,
     locales: Iterable[str],

@@ -27,6 +27,7 @@ from ..dates import HOLIDAYS
 from ..errors import Location, ValidationError
 from ..render.templates import TemplateStore
 from ..suggest import did_you_mean
+from .build import build_rule
 from .checks import schema_errors
 from .contact_policy import ContactPolicy
 from .model import HOLIDAY_OCCASION, Rule, Trigger, TriggerKind
@@ -324,9 +325,7 @@ def load_campaign_file(
     # tiers, templates rendered with sample data, quiet hours. It reports at the campaign
     # file's own positions (the keys are the same; the trigger, which the file does not
     # have, falls back to the top of the file).
-    from .loader import _build_rule
-
-    rule, rule_errors = _build_rule(item, (), pos, templates, policy, file_hash)
+    rule, rule_errors = build_rule(item, (), pos, templates, policy, file_hash)
     if rule is None or rule_errors:
         return None, _tag(rule_errors, campaign_id)
     trigger = Trigger(TriggerKind.CALENDAR, dates=tuple((d.year, d.month, d.day) for d in days))
