@@ -7,7 +7,7 @@ delivery receipt sets. Every ledger module reads them from here.
 
 from __future__ import annotations
 
-from ..vocab import TouchStatus
+from ..vocab import SendReason, TouchStatus
 
 # ``Ledger.run_counts``: what a run recorded, in the order summaries print it.
 RUN_COUNTS = ("planned", "suppressed", "sent", "failed", "unknown", "retry", "in_flight")
@@ -37,12 +37,12 @@ WAIT_UNTIL = "wait_until"
 
 
 # Failures that happened before anything reached a provider: a rerun may try again.
-RETRYABLE_BY_RERUN = frozenset({"render_error"})
+RETRYABLE_BY_RERUN = frozenset({SendReason.RENDER_ERROR.value})
 # Statuses a provider's delivery receipt sets (webhooks); ``failed`` only with this reason.
 RECEIPTS = frozenset(
     {TouchStatus.DELIVERED, TouchStatus.UNDELIVERED, TouchStatus.BOUNCED, TouchStatus.FAILED}
 )
-DELIVERY_FAILED = "delivery_failed"
+DELIVERY_FAILED = SendReason.DELIVERY_FAILED.value
 
 
 def is_receipt(status: str, reason: str | None) -> bool:

@@ -35,12 +35,17 @@ from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
 from ..store.db import Store
 from ..store.models import ConsentEvent
-from ..vocab import SuppressionReason
+from ..vocab import SuppressionReason, TouchStatus
 
 # Current statuses that mean the message reached the provider.
-SENT_LIKE = ("sent", "delivered", "undelivered", "bounced")
+SENT_LIKE = tuple(
+    s.value
+    for s in (TouchStatus.SENT, TouchStatus.DELIVERED, TouchStatus.UNDELIVERED, TouchStatus.BOUNCED)
+)
 # Delivery reports that settle a sent message.
-DELIVERY_SETTLED = ("delivered", "undelivered", "bounced")
+DELIVERY_SETTLED = tuple(
+    s.value for s in (TouchStatus.DELIVERED, TouchStatus.UNDELIVERED, TouchStatus.BOUNCED)
+)
 # The business event whose follow-up the report's key figure measures (SPEC section 1).
 COMPLAINT_EVENT = "complaint_resolved"
 # How a service obligation ended, in the order the report shows them.
@@ -152,19 +157,19 @@ class Figures:
 
     @property
     def delivered(self) -> int:
-        return self.count(status="delivered")
+        return self.count(status=TouchStatus.DELIVERED.value)
 
     @property
     def failed(self) -> int:
-        return self.count(status="failed")
+        return self.count(status=TouchStatus.FAILED.value)
 
     @property
     def unknown(self) -> int:
-        return self.count(status="unknown")
+        return self.count(status=TouchStatus.UNKNOWN.value)
 
     @property
     def suppressed(self) -> int:
-        return self.count(status="suppressed")
+        return self.count(status=TouchStatus.SUPPRESSED.value)
 
     @property
     def delivery_reported(self) -> int:
@@ -301,12 +306,12 @@ def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligati
                 select(events.c.touch_id, events.c.status, func.min(events.c.at))
                 .where(
                     events.c.touch_id.in_(sent_ids[start : start + 500]),
-                    events.c.status.in_(("sending", "sent")),
+                    events.c.status.in_((TouchStatus.SENDING.value, TouchStatus.SENT.value)),
                 )
                 .group_by(events.c.touch_id, events.c.status)
             ):
                 # The provider's acceptance ("sent"); the claim ("sending") if not recorded.
-                if status == "sent" or touch_id not in first_sent:
+                if status == TouchStatus.SENT.value or touch_id not in first_sent:
                     first_sent[touch_id] = aware_utc(at)
     for r in rows:
         seen.add(r.touch_key)
@@ -316,9 +321,12 @@ def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligati
             at = first_sent.get(r.id)
             sent_day = at.astimezone(_zone(r.timezone)).date() if at else occurrence
             o.outcomes["on_time" if sent_day <= occurrence else "late"] += 1
-        elif r.status in ("failed", "unknown"):
+        elif r.status in (TouchStatus.FAILED.value, TouchStatus.UNKNOWN.value):
             o.outcomes["failed"] += 1
-        elif r.status in ("planned", "sending") or r.reason == SuppressionReason.DEFERRED.value:
+        elif (
+            r.status in (TouchStatus.PLANNED.value, TouchStatus.SENDING.value)
+            or r.reason == SuppressionReason.DEFERRED.value
+        ):
             o.outcomes["waiting"] += 1
         elif r.reason in _UNREACHABLE:
             o.outcomes["unreachable"] += 1
