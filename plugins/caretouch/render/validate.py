@@ -23,8 +23,11 @@ class Templates(Protocol):
     """What the checks need of the template store (``templates.TemplateStore``, which calls
     them: this module does not import it)."""
 
-    root: Path
-    env: jinja2.Environment
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def env(self) -> jinja2.Environment: ...
 
     def paths(self, template_id: str, channel: Channel, locale: str) -> list[Path]: ...
 

@@ -79,7 +79,8 @@ def build_rule(
         by_tier = Compare(FIELDS["customer.tier"], Op.IN, tiers)
         audience = by_tier if audience is None else AllOf((audience, by_tier))
 
-    send_time = dt.time(*map(int, item.get("send_time", "09:00").split(":")))
+    hour, minute = (int(p) for p in str(item.get("send_time", "09:00")).split(":"))
+    send_time = dt.time(hour, minute)
     if policy.quiet_hours.contains(send_time):
         errors.append(
             ValidationError(
@@ -200,7 +201,8 @@ def _calendar_trigger(
     dates: list[tuple[int | None, int, int]] = []
     for i, text in enumerate(data.get("dates", [])):
         parts = [int(p) for p in str(text).split("-")]
-        year, month, day = parts if len(parts) == 3 else (None, *parts)
+        year: int | None = parts[0] if len(parts) == 3 else None
+        month, day = parts[-2:]
         try:
             dt.date(year or 2000, month, day)  # 2000 is a leap year: 02-29 is allowed
         except ValueError:

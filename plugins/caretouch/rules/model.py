@@ -57,7 +57,7 @@ class FieldSpec:
 
 
 def _enum_values(enum: type[Enum]) -> tuple[str, ...]:
-    return tuple(str(m.value) for m in enum)  # type: ignore[attr-defined]
+    return tuple(str(m.value) for m in enum)
 
 
 FIELDS: dict[str, FieldSpec] = {
