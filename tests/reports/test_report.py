@@ -106,13 +106,25 @@ def fill_history(store: Store, tmp_path: Path) -> Store:
     ledger = Ledger(store)
     sent = [s for d in WEEK.days for s in ledger.states_for_day(d) if s.status is TouchStatus.SENT]
     for state in sent[:3]:
-        ledger.append(state.id, TouchStatus.DELIVERED, run_id="webhook", now=utc(2026, 11, 23))
+        ledger.append(
+            state.id,
+            TouchStatus.DELIVERED,
+            expected=TouchStatus.SENT,
+            run_id="webhook",
+            now=utc(2026, 11, 23),
+        )
     ledger.append(
-        sent[3].id, TouchStatus.UNDELIVERED, reason="30003", run_id="webhook", now=utc(2026, 11, 23)
+        sent[3].id,
+        TouchStatus.UNDELIVERED,
+        expected=TouchStatus.SENT,
+        reason="30003",
+        run_id="webhook",
+        now=utc(2026, 11, 23),
     )
     ledger.append(
         sent[4].id,
         TouchStatus.FAILED,
+        expected=TouchStatus.SENT,
         reason="provider_error",
         run_id="webhook",
         now=utc(2026, 11, 23),

@@ -62,7 +62,15 @@ def test_delivered_before_sent(store: Store, tmp_path: Path) -> None:
     assert ledger.states([touch_id])[0].status is TouchStatus.DELIVERED
     # Then the sender's batch records "sent" with the provider's id.
     ledger.append_many(
-        [StatusChange(touch_id, TouchStatus.SENT, attempt_id=attempt.id, provider_message_id=SID)],
+        [
+            StatusChange(
+                touch_id,
+                TouchStatus.SENT,
+                attempt_id=attempt.id,
+                provider_message_id=SID,
+                expected=TouchStatus.SENDING,
+            )
+        ],
         run_id="t-sender",
         now=NOON,
     )
@@ -91,7 +99,11 @@ def test_bounce_before_sent_then_unknown(sqlite_store: Store, tmp_path: Path) ->
     ledger = Ledger(sqlite_store)
     # The sender timed out waiting for SendGrid: "unknown" does not hide the bounce either.
     ledger.append_many(
-        [StatusChange(touch_id, TouchStatus.UNKNOWN, "unknown", attempt.id)],
+        [
+            StatusChange(
+                touch_id, TouchStatus.UNKNOWN, "unknown", attempt.id, expected=TouchStatus.SENDING
+            )
+        ],
         run_id="t-sender",
         now=NOON,
     )
@@ -113,7 +125,14 @@ def test_a_new_attempt_moves_the_status_on(store: Store, tmp_path: Path) -> None
     assert ledger.states([touch_id])[0].status is TouchStatus.UNDELIVERED
     # An operator (or a future resend rule) plans the touch again: a status event without
     # an attempt replaces the receipt, and attempt 2 goes through the usual states.
-    ledger.append(touch_id, TouchStatus.PLANNED, reason="resend", run_id="t-op", now=NOON)
+    ledger.append(
+        touch_id,
+        TouchStatus.PLANNED,
+        expected=TouchStatus.UNDELIVERED,
+        reason="resend",
+        run_id="t-op",
+        now=NOON,
+    )
     (state,) = ledger.states([touch_id])
     assert state.status is TouchStatus.PLANNED
     won = ledger.claim_many(
@@ -134,7 +153,15 @@ def test_a_new_attempt_moves_the_status_on(store: Store, tmp_path: Path) -> None
     assert second.attempt_no == 2
     assert ledger.states([touch_id])[0].status is TouchStatus.SENDING
     ledger.append_many(
-        [StatusChange(touch_id, TouchStatus.SENT, attempt_id=second.id, provider_message_id="SM2")],
+        [
+            StatusChange(
+                touch_id,
+                TouchStatus.SENT,
+                attempt_id=second.id,
+                provider_message_id="SM2",
+                expected=TouchStatus.SENDING,
+            )
+        ],
         run_id="t-sender",
         now=NOON,
     )
@@ -148,7 +175,11 @@ def test_sender_failure_after_a_receipt_of_another_attempt_counts(
     touch_id, attempt = claimed_touch(sqlite_store, tmp_path, sms_only())
     ledger = Ledger(sqlite_store)
     ledger.append_many(
-        [StatusChange(touch_id, TouchStatus.PLANNED, "retry", attempt.id)],
+        [
+            StatusChange(
+                touch_id, TouchStatus.PLANNED, "retry", attempt.id, expected=TouchStatus.SENDING
+            )
+        ],
         run_id="t-sender",
         now=NOON,
     )

@@ -109,25 +109,26 @@ class Ledger:
         touch_id: int,
         status: TouchStatus,
         *,
+        expected: TouchStatus,
         run_id: str,
         now: dt.datetime,
         reason: str | None = None,
         attempt_id: int | None = None,
         provider_message_id: str | None = None,
         detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Append one status event."""
-        self.append_many(
-            [StatusChange(touch_id, status, reason, attempt_id, provider_message_id, detail)],
-            run_id=run_id,
-            now=now,
+    ) -> bool:
+        """Append one status event if the touch is still ``expected``; False when stale."""
+        change = StatusChange(
+            touch_id, status, reason, attempt_id, provider_message_id, detail, expected=expected
         )
+        return not self.append_many([change], run_id=run_id, now=now)
 
     def append_many(
         self, changes: Sequence[StatusChange], *, run_id: str, now: dt.datetime
-    ) -> None:
-        """Append status events in one transaction."""
-        append_many(self.store, changes, run_id=run_id, now=now)
+    ) -> list[StatusChange]:
+        """Append status events in one transaction, compare-and-set; returns the stale ones
+        (``changes.append_many``)."""
+        return append_many(self.store, changes, run_id=run_id, now=now)
 
     def claim_many(
         self, claims: Sequence[Claim[Any]], *, run_id: str, now: dt.datetime

@@ -3,6 +3,7 @@ event once (a delivery receipt also appends its touch's status event)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
@@ -10,10 +11,11 @@ from sqlalchemy import select
 
 from ..store.db import Store
 from ..vocab import TouchStatus
+from .changes import Current, current_statuses, lock_touches
 from .models import Attempt, ProviderEventRow, TouchEvent, TouchRow
 from .records import MessageMatch, ProviderEvent
 from .sql import CHUNK, dialect_insert
-from .statuses import DELIVERY_FAILED
+from .statuses import DELIVERY_FAILED, RECEIPT_FROM, is_receipt
 from .writer import write
 
 
@@ -81,6 +83,19 @@ def known_provider_events(store: Store, provider: str, event_ids: Iterable[str])
     return found
 
 
+def receipt_applies(current: Current, attempt_id: int | None) -> bool:
+    """True when a delivery receipt about ``attempt_id`` may follow a touch's ``current``
+    status: one of ``RECEIPT_FROM`` (``failed`` only as an earlier receipt), or any status
+    recorded about that same attempt (the sender took it for a retryable failure, or it
+    failed: the provider's receipt about it is the later word)."""
+    status, reason, current_attempt = current
+    if attempt_id is not None and current_attempt == attempt_id:
+        return True
+    if status == TouchStatus.FAILED.value:
+        return is_receipt(status, reason)
+    return TouchStatus(status) in RECEIPT_FROM
+
+
 def record_provider_events(
     store: Store, events: Sequence[ProviderEvent], *, now: dt.datetime
 ) -> list[ProviderEvent]:
@@ -90,7 +105,9 @@ def record_provider_events(
     already present inserts nothing, so a replayed webhook changes nothing) and, for each
     new event that means a touch status and names a touch, its status event, written
     with ``run_id`` ``webhook:<provider>``. See ``projection.refresh_current`` for why a receipt
-    that arrives before the sender's ``sent`` is not undone by it.
+    that arrives before the sender's ``sent`` is not undone by it. A receipt for a touch in
+    a status no receipt may follow (``receipt_applies``) is recorded as a provider event
+    only and returned with ``stale`` set.
     """
     unique = list({(e.provider, e.provider_event_id): e for e in events}.values())
     if not unique:
@@ -125,26 +142,46 @@ def record_provider_events(
             ]
             inserted = {tuple(r) for r in session.execute(stmt, rows)}
             new.extend(e for e in chunk if (e.provider, e.provider_event_id) in inserted)
-        changes = [
-            {
-                "touch_id": e.touch_id,
-                "attempt_id": e.attempt_id,
-                "status": e.status.value,
-                "reason": DELIVERY_FAILED if e.status is TouchStatus.FAILED else e.reason,
-                # touch_events keeps at most 128 characters of it (the full one is above).
-                "provider_message_id": (e.provider_message_id or "")[:128] or None,
-                "detail": {
-                    "receipt": e.provider,
-                    "provider_event_id": e.provider_event_id,
-                    "provider_status": e.provider_status,
-                    **(e.detail or {}),
-                },
-                "at": now,
-                "run_id": f"webhook:{e.provider}",
-            }
-            for e in new
-            if e.status is not None and e.touch_id is not None
-        ]
+        receipts = [e for e in new if e.status is not None and e.touch_id is not None]
+        # Compare-and-set: a receipt applies only to a touch in a status a receipt may follow
+        # (``RECEIPT_FROM``), read under the touches' row locks; any other is stale: kept as
+        # a provider event only, and handed back marked ``stale``.
+        touch_ids = [e.touch_id for e in receipts if e.touch_id is not None]
+        lock_touches(session, touch_ids)
+        current = current_statuses(session, touch_ids)
+        stale: set[tuple[str, str]] = set()
+        changes = []
+        for e in receipts:
+            assert e.status is not None and e.touch_id is not None
+            now_at = current.get(e.touch_id)
+            if now_at is None or not receipt_applies(now_at, e.attempt_id):
+                stale.add((e.provider, e.provider_event_id))
+                continue
+            reason = DELIVERY_FAILED if e.status is TouchStatus.FAILED else e.reason
+            current[e.touch_id] = (e.status.value, reason, e.attempt_id)
+            changes.append(
+                {
+                    "touch_id": e.touch_id,
+                    "attempt_id": e.attempt_id,
+                    "status": e.status.value,
+                    "reason": reason,
+                    # touch_events keeps at most 128 characters of it (the full one is above).
+                    "provider_message_id": (e.provider_message_id or "")[:128] or None,
+                    "detail": {
+                        "receipt": e.provider,
+                        "provider_event_id": e.provider_event_id,
+                        "provider_status": e.provider_status,
+                        **(e.detail or {}),
+                    },
+                    "at": now,
+                    "run_id": f"webhook:{e.provider}",
+                }
+            )
         if changes:
             session.execute(TouchEvent.__table__.insert(), changes)
+    if stale:
+        new = [
+            dataclasses.replace(e, stale=True) if (e.provider, e.provider_event_id) in stale else e
+            for e in new
+        ]
     return new

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..store.db import Store
 from ..vocab import Decision, SuppressionReason, TouchStatus
+from .changes import lock_touches
 from .codec import encode
 from .models import TouchEvent, TouchRow
 from .readers import latest_events
@@ -61,6 +62,10 @@ def record_plan(
                     select(TouchRow).where(TouchRow.touch_key.in_([t.key for t in chunk]))
                 )
             }
+            # Compare-and-set: each decision below is taken from the touch's status read here,
+            # under its row lock, so a touch that moved on since the plan was computed (sent,
+            # suppressed at send time) is left alone, never overwritten by a stale plan.
+            lock_touches(session, [r.id for r in rows.values()])
             latest = latest_events(session, [r.id for r in rows.values()])
             events: list[dict[str, Any]] = []
             for touch in chunk:

@@ -108,7 +108,9 @@ class TouchState:
 
 @dataclass(frozen=True)
 class StatusChange:
-    """One status event to append."""
+    """One status event to append, compare-and-set: ``expected`` is the status the change
+    was computed from, and the ledger appends it only if the touch is still in it
+    (``changes.applies``); otherwise it is skipped and handed back as stale."""
 
     touch_id: int
     status: TouchStatus
@@ -116,6 +118,7 @@ class StatusChange:
     attempt_id: int | None = None
     provider_message_id: str | None = None
     detail: dict[str, Any] | None = None
+    expected: TouchStatus = field(kw_only=True)
 
 
 class Message(Protocol):
@@ -180,3 +183,7 @@ class ProviderEvent:
     reason: str | None = None
     detail: dict[str, Any] | None = None  # added to the status event's detail (masked)
     occurred_at: dt.datetime | None = None
+    # Set on the events ``record_provider_events`` returns: a receipt whose touch was not in
+    # a status a receipt may follow (``statuses.RECEIPT_FROM``) was kept as a provider event
+    # only, its status event skipped (compare-and-set).
+    stale: bool = False

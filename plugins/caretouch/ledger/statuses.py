@@ -43,6 +43,14 @@ RECEIPTS = frozenset(
     {TouchStatus.DELIVERED, TouchStatus.UNDELIVERED, TouchStatus.BOUNCED, TouchStatus.FAILED}
 )
 DELIVERY_FAILED = SendReason.DELIVERY_FAILED.value
+# The statuses a provider's delivery receipt may follow (compare-and-set, ``matching``): the
+# attempt is being sent (the receipt came before the sender recorded ``sent``), was sent, its
+# fate is unknown (a crash: the provider now tells), or an earlier receipt (a later one
+# replaces it: delivered, then bounced); or any status recorded about the receipt's own
+# attempt (``matching.receipt_applies``). A receipt for a touch in any other status (planned
+# again by a plan or a person, suppressed, failed before reaching the provider) is stale:
+# kept as a provider event only.
+RECEIPT_FROM = frozenset({TouchStatus.SENDING, TouchStatus.SENT, TouchStatus.UNKNOWN} | RECEIPTS)
 
 
 def is_receipt(status: str, reason: str | None) -> bool:

@@ -46,23 +46,41 @@ def result_change(
             attempt_id=attempt.id,
             provider_message_id=result.provider_message_id,
             detail=detail,
+            expected=TouchStatus.SENDING,
         )
     if result.outcome is Outcome.RETRYABLE_FAILURE and (
         attempt.attempt_no < MAX_ATTEMPTS or result.stop_run
     ):
         report.retry += 1
         return StatusChange(
-            state.id, TouchStatus.PLANNED, SendReason.RETRY.value, attempt.id, detail=detail
+            state.id,
+            TouchStatus.PLANNED,
+            SendReason.RETRY.value,
+            attempt.id,
+            detail=detail,
+            expected=TouchStatus.SENDING,
         )
     if result.outcome is Outcome.UNKNOWN:
         report.unknown += 1
         return StatusChange(
-            state.id, TouchStatus.UNKNOWN, SendReason.UNKNOWN.value, attempt.id, detail=detail
+            state.id,
+            TouchStatus.UNKNOWN,
+            SendReason.UNKNOWN.value,
+            attempt.id,
+            detail=detail,
+            expected=TouchStatus.SENDING,
         )
     reason = _FAILED.get(result.outcome, SendReason.PROVIDER_ERROR)
     report.failed += 1
     report.failures.append(f"{state.row.touch_key}: {reason.value}: {scrub(result.detail)}")
-    return StatusChange(state.id, TouchStatus.FAILED, reason.value, attempt.id, detail=detail)
+    return StatusChange(
+        state.id,
+        TouchStatus.FAILED,
+        reason.value,
+        attempt.id,
+        detail=detail,
+        expected=TouchStatus.SENDING,
+    )
 
 
 def record_opt_out(

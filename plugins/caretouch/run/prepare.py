@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
@@ -29,12 +29,14 @@ _NOT_LOADED = "its rule {rule} is not loaded (broken or removed)"
 
 @dataclass
 class Prepared:
-    """A chunk checked and rendered: the status changes to write and the touches to claim."""
+    """A chunk checked and rendered: the status changes to write and the touches to claim
+    (``keys``: the touch keys of the changes' touches, by id)."""
 
     size: int
     report: SendReport
     changes: list[StatusChange]
     claims: list[Claim]
+    keys: dict[int, str] = field(default_factory=dict)
 
 
 def planned_send(state: TouchState) -> PlannedSend:
@@ -58,7 +60,13 @@ def held_change(state: TouchState, hold: SendTimeHold) -> StatusChange:
         detail = {"final": True, "explain": hold.explain}
     else:
         detail = {WAIT_UNTIL: hold.wait_until.isoformat(), "explain": hold.explain}
-    return StatusChange(state.id, TouchStatus.SUPPRESSED, hold.reason.value, detail=detail)
+    return StatusChange(
+        state.id,
+        TouchStatus.SUPPRESSED,
+        hold.reason.value,
+        detail=detail,
+        expected=TouchStatus.PLANNED,
+    )
 
 
 def _held(
@@ -139,7 +147,11 @@ def prepare_chunk(
             reason = to.reason or SuppressionReason.NO_CONTACT
             changes.append(
                 StatusChange(
-                    state.id, TouchStatus.SUPPRESSED, reason.value, detail={"explain": [to.why]}
+                    state.id,
+                    TouchStatus.SUPPRESSED,
+                    reason.value,
+                    detail={"explain": [to.why]},
+                    expected=TouchStatus.PLANNED,
                 )
             )
             report.suppressed += 1
@@ -157,6 +169,7 @@ def prepare_chunk(
                     TouchStatus.FAILED,
                     SendReason.RENDER_ERROR.value,
                     detail={"detail": str(exc)},
+                    expected=TouchStatus.PLANNED,
                 )
             )
             report.failed += 1
@@ -175,4 +188,7 @@ def prepare_chunk(
                 message=rendered,
             )
         )
-    return Prepared(len(ids), report, changes, claims)
+    keys = {s.id: s.row.touch_key for s in states}
+    return Prepared(
+        len(ids), report, changes, claims, {c.touch_id: keys[c.touch_id] for c in changes}
+    )

@@ -60,34 +60,40 @@ def recover_in_flight(
         if answer is None and resend:
             answer = SendResult(Outcome.NOT_SENT, detail="not found")  # the rule allows it
         if answer is not None and answer.outcome is Outcome.SENT:
-            ledger.append(
+            recorded = ledger.append(
                 state.id,
                 TouchStatus.SENT,
+                expected=TouchStatus.SENDING,
                 attempt_id=attempt.id,
                 provider_message_id=answer.provider_message_id,
                 detail={"detail": "reconciled: " + answer.detail},
                 run_id=run_id,
                 now=engine.stamp(now),
             )
-            report.sent += 1
+            report.sent += recorded
         elif answer is not None and answer.outcome is Outcome.NOT_SENT:
-            ledger.append(
+            recorded = ledger.append(
                 state.id,
                 TouchStatus.PLANNED,
+                expected=TouchStatus.SENDING,
                 attempt_id=attempt.id,
                 reason=SendReason.RECONCILED_NOT_SENT.value,
                 run_id=run_id,
                 now=engine.stamp(now),
             )
-            report.retry += 1
+            report.retry += recorded
         else:
-            ledger.append(
+            recorded = ledger.append(
                 state.id,
                 TouchStatus.UNKNOWN,
+                expected=TouchStatus.SENDING,
                 attempt_id=attempt.id,
                 reason=SendReason.CRASH_UNRECONCILED.value,
                 run_id=run_id,
                 now=engine.stamp(now),
             )
-            report.unknown += 1
+            report.unknown += recorded
+        # Compare-and-set: a touch that left ``sending`` meanwhile (its worker was alive
+        # after all and recorded the answer, a receipt arrived) keeps its status.
+        report.skipped += not recorded
     return report

@@ -5,6 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..vocab import TouchStatus
+
+# The counter a status change is counted in when it is made (``planned`` again: a retry).
+_COUNTED_AS = {
+    TouchStatus.SENT: "sent",
+    TouchStatus.FAILED: "failed",
+    TouchStatus.SUPPRESSED: "suppressed",
+    TouchStatus.UNKNOWN: "unknown",
+    TouchStatus.PLANNED: "retry",
+}
+
 
 @dataclass
 class SendReport:
@@ -15,7 +26,8 @@ class SendReport:
     planned, sent, failed, suppressed, unknown, retry (back to ``planned`` after a retryable
     failure) and in_flight (left ``sending``: the provider's answer was unclear). Not
     recorded (the touch is left as it was): waiting (its time has not come), held (its rule
-    is not loaded) and skipped (handled by someone else meanwhile).
+    is not loaded) and skipped (handled by someone else meanwhile, including a change that
+    was stale when written: ``stale``).
     """
 
     sent: int = 0
@@ -42,6 +54,16 @@ class SendReport:
         "held",
         "skipped",
     )
+
+    def stale(self, status: TouchStatus, key: str) -> None:
+        """A change counted as ``status`` turned out stale (compare-and-set: the touch moved
+        on before it was written, ``ledger.changes``): nothing was recorded for it, so it
+        is counted as skipped, not as what it meant, and its failure line is dropped."""
+        name = _COUNTED_AS[status]
+        setattr(self, name, getattr(self, name) - 1)
+        self.skipped += 1
+        if status is TouchStatus.FAILED:
+            self.failures = [f for f in self.failures if not f.startswith(f"{key}: ")]
 
     def merge(self, other: SendReport) -> SendReport:
         for name in self.COUNTS:

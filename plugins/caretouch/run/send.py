@@ -100,7 +100,10 @@ def _claim_chunk(
 ) -> Claimed:
     """Write the chunk's status changes and claim its touches (``sending``) in the ledger."""
     ledger = engine.ledger
-    ledger.append_many(prepared.changes, run_id=run_id, now=engine.stamp(now))
+    # Compare-and-set: a change computed while the touch was planned is not written if
+    # another worker moved it on meanwhile (claimed, sent); it is counted as skipped.
+    for change in ledger.append_many(prepared.changes, run_id=run_id, now=engine.stamp(now)):
+        prepared.report.stale(change.status, prepared.keys[change.touch_id])
     won = ledger.claim_many(prepared.claims, run_id=run_id, now=engine.stamp(now))
     prepared.report.skipped += len(prepared.claims) - len(won)
     sends = [
@@ -170,7 +173,9 @@ def _record_chunk(
             record_opt_out(engine, claim.state, Channel(claim.channel), result, now)
         if result.stop_run and result.detail not in refused:
             refused.append(result.detail)
-    engine.ledger.append_many(results, run_id=run_id, now=engine.stamp(now))
+    keys = {claim.state.id: claim.state.row.touch_key for claim, _ in claimed.sends}
+    for change in engine.ledger.append_many(results, run_id=run_id, now=engine.stamp(now)):
+        report.stale(change.status, keys[change.touch_id])
     if refused:
         # Every touch of the chunk is back in ``planned``; nothing more goes out this run.
         raise ConfigurationError("; ".join(refused) + ": check the provider's credentials")

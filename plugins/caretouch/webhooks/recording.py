@@ -46,6 +46,7 @@ class Received:
     new: int = 0  # of which recorded now (the rest were replays)
     matched: int = 0  # new events matched to a touch
     status_changes: int = 0  # new events that appended a touch status
+    stale: int = 0  # new receipts whose touch was in no status a receipt may follow
     consent_changes: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
@@ -150,14 +151,18 @@ def record(
     new = ledger.record_provider_events(events, now=now)
     received.new += len(new)
     received.matched += sum(1 for e in new if e.touch_id is not None)
-    received.status_changes += sum(1 for e in new if e.touch_id is not None and e.status)
+    received.status_changes += sum(
+        1 for e in new if e.touch_id is not None and e.status and not e.stale
+    )
+    received.stale += sum(1 for e in new if e.stale)
     for e in new:
         log.info(
-            "webhook: %s %s %s -> %s (touch %s)",
+            "webhook: %s %s %s -> %s%s (touch %s)",
             e.provider,
             e.kind,
             e.provider_status,
             e.status.value if e.status else "-",
+            " (stale: not applied)" if e.stale else "",
             e.touch_id if e.touch_id is not None else "unmatched",
         )
 
