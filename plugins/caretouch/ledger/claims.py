@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from ..store.db import Store
 from ..vocab import TouchStatus
 from . import chain
-from .models import Attempt, TouchEvent, TouchRow
+from .changes import lock_touches
+from .models import Attempt, TouchEvent
 from .readers import latest_status
 from .records import Claim
 from .sql import dialect_insert
@@ -37,18 +38,10 @@ def claim_many(
     won: dict[int, Attempt] = {}
     with write(store, now) as session:
         ids = sorted(c.state.id for c in claims)
-        # Lock the touches first (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the
-        # database). Without it, under READ COMMITTED, the status and the attempt count
-        # below could come from either side of a racing worker's commit, and both
-        # workers would then "win" with different attempt numbers. FOR NO KEY UPDATE, not
-        # FOR UPDATE: status events referencing these touches take KEY SHARE locks, and
-        # FOR UPDATE would deadlock a claimer against a worker recording its results.
-        session.execute(
-            select(TouchRow.id)
-            .where(TouchRow.id.in_(ids))
-            .order_by(TouchRow.id)
-            .with_for_update(key_share=True)
-        ).all()
+        # Lock the touches first. Without it, under READ COMMITTED, the status and the
+        # attempt count below could come from either side of a racing worker's commit, and
+        # both workers would then "win" with different attempt numbers.
+        lock_touches(session, ids)
         latest = latest_status(session, ids)
         numbers: dict[int, int] = dict.fromkeys(ids, 0)
         for touch_id, highest in session.execute(
