@@ -80,15 +80,15 @@ def test_a_daily_run_sends_the_healthy_rules_then_fails_with_its_summary(
 ) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from caretouch.airflow.daily import _engine, _now, send_batch, summarise_run
-    from caretouch.run.day import plan_and_record
+    from caretouch.airflow.daily import _engine, plan_shards, send_shard, summarise_run
 
     store: Store = env["store"]
     today: dt.date = env["today"]
     run_id = "airflow:care_daily:manual__partial"
     # The bodies of care_daily's plan, send and summarise tasks, in their order.
-    ids = plan_and_record(_engine(), today, run_id=run_id, now=_now(), retry_render_errors=True)
-    reports = [send_batch(ids, run_id)]
+    shards, count, _ = plan_shards(_engine(), today, run_id)
+    assert count == 3 and shards == [[0, 1]]
+    reports = [send_shard(shard, run_id) for shard in shards]
     with pytest.raises(AirflowFailException, match=r"care_daily for .* ran partial: 2 rule error"):
         summarise_run(reports, run_id=run_id, kind="care_daily", day=today)
     states = Counter(s.status for s in Ledger(store).states_for_day(today))
@@ -154,3 +154,25 @@ def test_care_daily_and_care_dispatch_end_failed_after_sending_the_healthy_rules
     dispatch = bag.get_dag("care_dispatch").test()
     assert dispatch.state == "failed"
     assert {ti.task_id: ti.state for ti in dispatch.get_task_instances()} == {"dispatch": "failed"}
+
+
+def test_send_tasks_take_shards_not_id_lists_and_share_the_touches(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan task hands the mapped send tasks shard numbers (a few small lists, however
+    many touches), capped at MAX_SEND_SHARDS; together the shards send every touch once."""
+    from caretouch.airflow import daily
+
+    monkeypatch.setattr(daily, "BATCH_SIZE", 1)
+    monkeypatch.setattr(daily, "MAX_SEND_SHARDS", 2)
+    store: Store = env["store"]
+    run_id = "airflow:care_daily:manual__shards"
+    shards, count, _ = daily.plan_shards(daily._engine(), env["today"], run_id)
+    assert count == 3 and shards == [[0, 2], [1, 2]]
+    reports = [daily.send_shard(shard, run_id) for shard in shards]
+    assert sum(r["sent"] for r in reports) == 3
+    states = Counter(s.status for s in Ledger(store).states_for_day(env["today"]))
+    assert states == {TouchStatus.SENT: 3, TouchStatus.SUPPRESSED: 1}
+    # A second round finds nothing left in any shard.
+    again = [daily.send_shard(shard, run_id) for shard in shards]
+    assert sum(r["sent"] for r in again) == 0

@@ -41,10 +41,10 @@ from ..rules.loader import POLICY_FILE
 from .daily import (
     DEFAULT_ARGS,
     _engine,
-    plan_batches,
+    plan_shards,
     planned_day,
     run_writers,
-    send_batch,
+    send_shard,
     summarise_run,
     task_run_id,
 )
@@ -135,24 +135,24 @@ def build_campaign_dag(campaign_id: str) -> Any:
                     campaign.id,
                     days,
                 )
-            batched, _ = plan_batches(
+            shards, count, _ = plan_shards(
                 engine,
                 day,
                 task_run_id(context, campaign.dag_id),
                 keep=lambda ids: campaign_ids_of(ids, engine, campaign.id),
             )
             log.info(
-                "campaign %s on %s: %d touch(es) to send in %d batch(es)",
+                "campaign %s on %s: %d touch(es) to send by %d shard(s)",
                 campaign.id,
                 day,
-                sum(len(b) for b in batched),
-                len(batched),
+                count,
+                len(shards),
             )
-            return batched
+            return shards
 
         @task(pool=SEND_POOL)
-        def send(batch: list[int], **context: Any) -> dict[str, int]:
-            return send_batch(batch, task_run_id(context, campaign.dag_id))
+        def send(shard: list[int], **context: Any) -> dict[str, int]:
+            return send_shard(shard, task_run_id(context, campaign.dag_id), rule_ids=[campaign.id])
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
@@ -166,6 +166,6 @@ def build_campaign_dag(campaign_id: str) -> Any:
                 what=f" of campaign {campaign.id}",
             )
 
-        summarise(send.expand(batch=plan()))
+        summarise(send.expand(shard=plan()))
 
     return care_campaign()

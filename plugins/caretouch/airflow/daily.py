@@ -25,6 +25,10 @@ from .hooks import SEND_POOL
 log = logging.getLogger("caretouch.airflow")
 
 BATCH_SIZE = 500
+# At most this many mapped send tasks per DAG run: each takes a shard of the touches (by id),
+# never a list of them, so a festival day's 500,000 touches pass no ids through XCom and stay
+# far below Airflow's 1,024 mapped tasks.
+MAX_SEND_SHARDS = 64
 DEFAULT_ARGS = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}
 
 
@@ -86,20 +90,23 @@ def _engine() -> Any:
     return engine
 
 
-def plan_batches(
+def plan_shards(
     engine: Any, day: dt.date, run_id: str, *, keep: Callable[[list[int]], list[int]] | None = None
-) -> tuple[list[list[int]], Any]:
+) -> tuple[list[list[int]], int, Any]:
     """A ``plan`` task's body (``care_daily``, campaign DAGs): the first half of ``run_day``
-    (``run.day.prepare_day``: recover, plan, record), its touches to send in batches for the
-    mapped send tasks. ``keep``: the touches of this DAG among them (a campaign's)."""
-    from ..run.day import batches, prepare_day
+    (``run.day.prepare_day``: recover, plan, record). Returns the shards ``[k, n]`` the
+    mapped send tasks take (one per ``BATCH_SIZE`` touches to send, at most
+    ``MAX_SEND_SHARDS``; none when nothing is to be sent), how many touches there are, and
+    the report. ``keep``: the touches of this DAG among them (a campaign's)."""
+    from ..run.day import prepare_day
     from ..run.report import SendReport
 
     report = SendReport()
     ids = prepare_day(engine, day, run_id=run_id, now=_now(), report=report)
     if keep is not None:
         ids = keep(ids)
-    return batches(ids, BATCH_SIZE), report
+    n = min(MAX_SEND_SHARDS, -(-len(ids) // BATCH_SIZE))
+    return [[k, n] for k in range(n)], len(ids), report
 
 
 def rule_errors(engine: Any) -> list[str]:
@@ -118,14 +125,22 @@ def fail_if_partial(errors: list[str], what: str) -> None:
         )
 
 
-def send_batch(batch: list[int], run_id: str) -> dict[str, int]:
-    """A mapped send task's body (``care_daily``, campaign DAGs): send one batch, log it."""
+def send_shard(
+    shard: list[int], run_id: str, *, rule_ids: list[str] | None = None
+) -> dict[str, int]:
+    """A mapped send task's body (``care_daily``, campaign DAGs): send the planned touches
+    of one shard ``[k, n]`` (id modulo ``n`` is ``k``) whose time has come, as ``care
+    dispatch`` would; ``rule_ids``: only these rules' (a campaign's). Log what it did."""
+    from ..run.day import pending_ids
     from ..run.send import send_touches
 
+    k, n = shard
     engine = _engine()
-    progress = chunk_progress(log, f"batch of {len(batch)}", len(batch), time.monotonic)
+    batch = pending_ids(engine, shard=(k, n), rule_ids=rule_ids)
+    what = f"shard {k} of {n} ({len(batch)} touch(es))"
+    progress = chunk_progress(log, what, len(batch), time.monotonic)
     report = send_touches(engine, batch, run_id=run_id, now=_now(), progress=progress)
-    log.info("batch of %d: %s", len(batch), report.as_dict())
+    log.info("%s: %s", what, report.as_dict())
     for failure in report.failures:
         log.error("failed: %s", failure)
     return report.as_dict()
@@ -200,19 +215,19 @@ def build_care_daily() -> Any:
         def plan(**context: Any) -> list[list[int]]:
             day = planned_day(context.get("logical_date"), context["params"])
             run_id = task_run_id(context, "care_daily")
-            batched, report = plan_batches(_engine(), day, run_id)
+            shards, count, report = plan_shards(_engine(), day, run_id)
             log.info(
-                "day %s: %d touch(es) to send in %d batch(es); recovered and planned %s",
+                "day %s: %d touch(es) to send by %d shard(s); recovered and planned %s",
                 day,
-                sum(len(b) for b in batched),
-                len(batched),
+                count,
+                len(shards),
                 report.as_dict(),
             )
-            return batched
+            return shards
 
         @task(pool=SEND_POOL)
-        def send(batch: list[int], **context: Any) -> dict[str, int]:
-            return send_batch(batch, task_run_id(context, "care_daily"))
+        def send(shard: list[int], **context: Any) -> dict[str, int]:
+            return send_shard(shard, task_run_id(context, "care_daily"))
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
@@ -224,7 +239,7 @@ def build_care_daily() -> Any:
                 day=planned_day(context.get("logical_date"), context["params"]),
             )
 
-        sent = send.expand(batch=plan())
+        sent = send.expand(shard=plan())
         summarise(sent)
 
     return care_daily()

@@ -53,10 +53,17 @@ class Ledger:
         return readers.states_for_day(self.store, occurrence)
 
     def touch_ids_in_status(
-        self, statuses: set[TouchStatus], *, day: dt.date | None = None
+        self,
+        statuses: set[TouchStatus],
+        *,
+        day: dt.date | None = None,
+        shard: tuple[int, int] | None = None,
+        rule_ids: Sequence[str] | None = None,
     ) -> list[int]:
-        """Ids of touches whose latest status is one of ``statuses`` (of one day, or all)."""
-        return readers.touch_ids_in_status(self.store, statuses, day=day)
+        """Ids of touches whose latest status is one of ``statuses`` (``readers``)."""
+        return readers.touch_ids_in_status(
+            self.store, statuses, day=day, shard=shard, rule_ids=rule_ids
+        )
 
     def final_keys(self, keys: list[str]) -> dict[str, str]:
         """The keys among ``keys`` whose fate is sealed (``readers.final_keys``)."""

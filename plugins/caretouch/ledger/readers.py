@@ -111,15 +111,28 @@ def states_for_day(store: Store, occurrence: dt.date) -> list[TouchState]:
 
 
 def touch_ids_in_status(
-    store: Store, statuses: set[TouchStatus], *, day: dt.date | None = None
+    store: Store,
+    statuses: set[TouchStatus],
+    *,
+    day: dt.date | None = None,
+    shard: tuple[int, int] | None = None,
+    rule_ids: Sequence[str] | None = None,
 ) -> list[int]:
-    """Ids of touches whose latest status is one of ``statuses`` (of one day, or all)."""
+    """Ids of touches whose latest status is one of ``statuses`` (of one day, or all).
+
+    ``shard`` ``(k, n)``: only the touches whose id is ``k`` modulo ``n`` (the share of one
+    of ``n`` senders); ``rule_ids``: only the touches of these rules."""
     wanted = [s.value for s in statuses]
     query = select(TouchCurrent.touch_id).where(TouchCurrent.status.in_(wanted))
+    if shard is not None:
+        k, n = shard
+        query = query.where(TouchCurrent.touch_id % n == k)
+    if day is not None or rule_ids is not None:
+        query = query.join(TouchRow, TouchRow.id == TouchCurrent.touch_id)
     if day is not None:
-        query = query.join(TouchRow, TouchRow.id == TouchCurrent.touch_id).where(
-            TouchRow.occurrence == day
-        )
+        query = query.where(TouchRow.occurrence == day)
+    if rule_ids is not None:
+        query = query.where(TouchRow.rule_id.in_(list(rule_ids)))
     with store.read_session() as session:
         return list(session.scalars(query.order_by(TouchCurrent.touch_id)))
 

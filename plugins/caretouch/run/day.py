@@ -71,9 +71,18 @@ def plan_and_record(
     return list(record.planned_ids or [])
 
 
-def pending_ids(engine: CareEngine, day: dt.date | None = None) -> list[int]:
-    """Touches waiting in ``planned`` (all days, or one)."""
-    return engine.ledger.touch_ids_in_status({TouchStatus.PLANNED}, day=day)
+def pending_ids(
+    engine: CareEngine,
+    day: dt.date | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    rule_ids: Sequence[str] | None = None,
+) -> list[int]:
+    """Touches waiting in ``planned`` (all days, or one; one sender's ``shard`` ``(k, n)``
+    of them; those of ``rule_ids``)."""
+    return engine.ledger.touch_ids_in_status(
+        {TouchStatus.PLANNED}, day=day, shard=shard, rule_ids=rule_ids
+    )
 
 
 def prepare_day(
@@ -84,7 +93,7 @@ def prepare_day(
     earlier days (their occurrence is the earlier day). ``report`` counts what was done.
 
     ``run_day`` goes on to send them in the same process; the Airflow DAGs (``care_daily``,
-    campaigns) hand them to mapped send tasks in ``batches``."""
+    campaigns) leave them to mapped send tasks, each taking a shard of the planned touches."""
     report.merge(recover_in_flight(engine, run_id=run_id, now=now, day=day))
     planned = plan_and_record(
         engine, day, run_id=run_id, now=now, retry_render_errors=True, report=report
@@ -136,8 +145,3 @@ def dispatch(engine: CareEngine, *, run_id: str, now: dt.datetime) -> SendReport
     report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=now))
     anchor(engine, run_id=run_id, now=now)
     return report
-
-
-def batches(ids: Sequence[int], size: int) -> list[list[int]]:
-    """``ids`` in lists of ``size`` (the mapped send tasks of a DAG run)."""
-    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
