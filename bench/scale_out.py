@@ -87,7 +87,7 @@ def planned_schema(url: str, touches: int) -> Iterator[tuple[str, list[int]]]:
     from caretouch.run.engine import open_engine
 
     schema = f"bench_scale_out_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
+    admin = create_engine(url, hide_parameters=True)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
