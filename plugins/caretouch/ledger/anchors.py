@@ -112,7 +112,8 @@ def as_record(row: AnchorRow) -> dict[str, Any]:
 def record(store: Store, *, run_id: str, now: dt.datetime, key: bytes | None) -> AnchorRow | None:
     """Record an anchor of the chain head in the ledger; None when the ledger is empty or
     nothing was written since the last anchor (whose own row is then the head)."""
-    with writer.write(store, now) as session:
+    # Serial: the anchor numbers itself after the last one and names the chain's head.
+    with writer.write(store, now, serial=True) as session:
         seq, chain_hash = chain.head(session)
         if seq == 0:
             return None

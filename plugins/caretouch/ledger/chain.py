@@ -6,9 +6,11 @@ SHA-256 of the row's canonical form and ``chain_hash = SHA-256(previous chain_ha
 row_hash)``. Editing a row changes its row hash; deleting, inserting or reordering rows breaks
 the links; truncating the newest rows is caught by the anchors (``ledger.anchors``).
 
-A writer chains only the rows it inserted itself: ``lock`` notes the newest id of every
-chained table, and ``seal`` chains the rows above it. A row inserted by anyone else (plain
-SQL) is therefore never chained, and ``care audit verify`` keeps reporting it.
+A writer chains only the rows it inserted itself: ``watermark`` notes the newest id of every
+chained table when its transaction begins, ``own_rows`` finds its rows above it, and
+``seal`` hashes them, then takes the chain lock only to link them to the head. A row
+inserted by anyone else (plain SQL) is therefore never chained, and ``care audit verify``
+keeps reporting it.
 
 Canonical form of a row: a JSON object of every non-NULL column except the message content
 (subject, body, html: retention may erase them; their ``content_hash`` is covered instead),
@@ -22,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,31 +118,64 @@ def row_dict(obj: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Watermark:
-    """Per chained table, the highest row id known when a writer took the lock: the rows
-    above it are the writer's own."""
+    """Per chained table, the highest row id known when a write transaction began: the
+    transaction's own rows are above it (``own_rows``)."""
 
     ids: dict[str, int]
 
 
-def lock(session: Session) -> Watermark:
-    """Serialise chain writers (SQLite: BEGIN IMMEDIATE already holds the database) and
-    return the watermark ``seal`` chains from.
-
-    The watermark is the higher of the newest row and the newest chained row: where a row was
-    deleted and its id handed out again (SQLite reuses the highest rowid), the new row is not
-    chained in place of the old one, so verify reports the change instead of a failed write.
-    """
+def lock(session: Session) -> None:
+    """Take the chain lock until the transaction ends: PostgreSQL's advisory transaction
+    lock (SQLite: BEGIN IMMEDIATE already holds the database). ``seal`` takes it to link a
+    transaction's rows to the head; ``writer.write(serial=True)`` at the start."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
-    ids = {}
+
+
+def watermark(session: Session) -> Watermark:
+    """The newest row of every chained table, in one round trip, at the start of a write.
+
+    The higher of the newest row and the newest chained row: where a row was deleted and
+    its id handed out again (SQLite reuses the highest rowid), the new row is not chained in
+    place of the old one, so verify reports the change instead of a failed write.
+    """
+    columns = []
     for table, model in CHAINED.items():
-        # One index lookup each (a GROUP BY over ledger_chain would read all of it).
-        newest = session.scalar(select(func.max(model.id))) or 0
-        chained = session.scalar(
-            select(func.max(ChainEntry.row_id)).where(ChainEntry.table_name == table)
+        columns.append(select(func.max(model.id)).scalar_subquery())
+        columns.append(
+            select(func.max(ChainEntry.row_id))
+            .where(ChainEntry.table_name == table)
+            .scalar_subquery()
         )
-        ids[table] = max(int(newest), int(chained or 0))
-    return Watermark(ids)
+    found = session.execute(select(*columns)).one()
+    return Watermark(
+        {
+            table: max(int(found[2 * i] or 0), int(found[2 * i + 1] or 0))
+            for i, table in enumerate(CHAINED)
+        }
+    )
+
+
+def own_rows(session: Session, since: Watermark) -> dict[str, list[Any]]:
+    """The ledger rows this transaction inserted, by table, in id order.
+
+    Above the watermark; on PostgreSQL, where other writers insert at the same time, also
+    those whose ``xmin`` is this transaction's id (a ledger write uses no savepoints: rows
+    inserted in one would carry the subtransaction's id and stay unchained, which verify
+    would report). On SQLite the transaction holds the database, so every row above the
+    watermark is its own.
+    """
+    session.flush()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    mine: dict[str, list[Any]] = {}
+    for table, model in CHAINED.items():
+        query = select(model).where(model.id > since.ids[table]).order_by(model.id)
+        if postgres:
+            query = query.where(text(f"{table}.xmin = pg_current_xact_id()::xid"))
+        rows = list(session.scalars(query))
+        if rows:
+            mine[table] = rows
+    return mine
 
 
 def head(session: Session) -> tuple[int, str]:
@@ -150,33 +185,35 @@ def head(session: Session) -> tuple[int, str]:
     return (int(last[0]), str(last[1])) if last else (0, GENESIS)
 
 
-def seal(session: Session, now: dt.datetime, since: Watermark) -> int:
-    """Chain the ledger rows this transaction wrote; returns how many were chained.
+def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Any]]) -> int:
+    """Chain the ledger rows this transaction wrote (``own_rows``); returns how many.
 
-    Call it at the end of a write transaction, with the watermark ``lock`` returned at its
-    start: writers are serialised, so the rows above the watermark are this transaction's.
+    The row hashes are computed first, outside any lock; then the chain lock is taken, the
+    hashes are linked to the chain's head and the entries inserted. The lock is held until
+    the transaction commits, so the chain's order is the order writers commit in.
     """
-    session.flush()
+    hashed = [
+        (table, obj.id, row_hash(table, row_dict(obj)))
+        for table in CHAINED
+        for obj in own.get(table, ())
+    ]
+    if not hashed:
+        return 0
+    lock(session)
     _, previous = head(session)
     entries = []
-    for table, model in CHAINED.items():
-        rows = session.scalars(
-            select(model).where(model.id > since.ids[table]).order_by(model.id)
-        ).all()
-        for obj in rows:
-            digest = row_hash(table, row_dict(obj))
-            previous = link(previous, digest)
-            entries.append(
-                {
-                    "table_name": table,
-                    "row_id": obj.id,
-                    "row_hash": digest,
-                    "chain_hash": previous,
-                    "at": now,
-                }
-            )
-    if entries:
-        session.execute(ChainEntry.__table__.insert(), entries)
+    for table, row_id, digest in hashed:
+        previous = link(previous, digest)
+        entries.append(
+            {
+                "table_name": table,
+                "row_id": row_id,
+                "row_hash": digest,
+                "chain_hash": previous,
+                "at": now,
+            }
+        )
+    session.execute(ChainEntry.__table__.insert(), entries)
     return len(entries)
 
 

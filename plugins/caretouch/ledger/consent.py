@@ -27,7 +27,9 @@ def record_consent(
     note: str | None = None,
 ) -> dict[Purpose, tuple[bool, bool]]:
     """Set consents and record each real change; returns {purpose: (before, after)}."""
-    with write(store, at) as session:
+    # Serial: the change is worked out from the flags read here, which a concurrent
+    # change of the same customer must not alter before this one commits.
+    with write(store, at, serial=True) as session:
         changed = consent_changes(session, customer_id, changes, source=source, note=note)
         if changed:
             set_consent_flags(session, changed)
@@ -41,7 +43,7 @@ def record_consent_changes(
     """Record consent changes already applied to the customers' flags (an import's,
     ``store.consent.imported_consent_changes``); returns how many were recorded."""
     if changes:
-        with write(store, at) as session:
+        with write(store, at, serial=True) as session:
             _insert(session, changes, at)
     return len(changes)
 

@@ -18,11 +18,14 @@ from .sql import CHUNK, dialect_insert
 from .statuses import RECEIPTS, is_receipt
 
 
-def refresh_current(session: Session) -> int:
-    """Bring ``touch_current`` up to date with the events written since it last was.
+def refresh_current(session: Session, events: Sequence[TouchEvent] | None = None) -> int:
+    """Bring ``touch_current`` up to date with ``events`` (a write transaction's own status
+    events, in id order: ``writer.write``), or, when None, with every event newer than the
+    newest one it reflects (a rebuild, or a store that predates the table; the caller holds
+    the chain lock). Returns how many touches changed.
 
-    Writers are serialised, so the events newer than the newest one it reflects are this
-    transaction's (or, on a store that predates the table, all of them).
+    A writer's events are its own touches' newest: every writer of status events holds the
+    touches' row locks (``changes.lock_touches``) or created the touches itself.
 
     The latest event wins, with one exception: once a provider has reported the outcome
     of an attempt (a delivery receipt: delivered, undelivered, bounced, or failed with
@@ -32,48 +35,21 @@ def refresh_current(session: Session) -> int:
     stays. An event of another attempt, or a later receipt, replaces it as usual.
     """
     session.flush()
-    seen = session.scalar(select(func.max(TouchCurrent.event_id))) or 0
     latest: dict[int, dict[str, Any]] = {}
     attempt_of: dict[int, int | None] = {}
-    after = seen
-    while True:
-        batch = session.scalars(
-            select(TouchEvent).where(TouchEvent.id > after).order_by(TouchEvent.id).limit(5000)
-        ).all()
-        if not batch:
-            break
-        # Touches that may hold a receipt from an earlier transaction, which a sender's
-        # event in this batch must not override.
-        unknown = {
-            e.touch_id
-            for e in batch
-            if e.attempt_id is not None
-            and e.touch_id not in latest
-            and not is_receipt(e.status, e.reason)
-        }
-        _current_receipts(session, sorted(unknown), latest, attempt_of)
-        for event in batch:
-            current = latest.get(event.touch_id)
-            if (
-                current is not None
-                and is_receipt(current["status"], current["reason"])
-                and event.attempt_id is not None
-                and event.attempt_id == attempt_of.get(event.touch_id)
-                and not is_receipt(event.status, event.reason)
-            ):
-                current["event_id"] = event.id
-                continue
-            latest[event.touch_id] = {
-                "touch_id": event.touch_id,
-                "event_id": event.id,
-                "status": event.status,
-                "reason": event.reason,
-                "send_at": event.send_at,
-                "channel": event.channel,
-                "final": bool(isinstance(event.detail, dict) and event.detail.get("final")),
-            }
-            attempt_of[event.touch_id] = event.attempt_id
-        after = batch[-1].id
+    if events is not None:
+        for start in range(0, len(events), 5000):
+            _apply(session, events[start : start + 5000], latest, attempt_of)
+    else:
+        after = session.scalar(select(func.max(TouchCurrent.event_id))) or 0
+        while True:
+            batch = session.scalars(
+                select(TouchEvent).where(TouchEvent.id > after).order_by(TouchEvent.id).limit(5000)
+            ).all()
+            if not batch:
+                break
+            _apply(session, batch, latest, attempt_of)
+            after = batch[-1].id
     if not latest:
         return 0
     rows = list(latest.values())
@@ -88,6 +64,46 @@ def refresh_current(session: Session) -> int:
         )
         session.execute(stmt)
     return len(rows)
+
+
+def _apply(
+    session: Session,
+    batch: Sequence[TouchEvent],
+    latest: dict[int, dict[str, Any]],
+    attempt_of: dict[int, int | None],
+) -> None:
+    """Fold a batch of status events (in id order) into ``latest``."""
+    # Touches that may hold a receipt from an earlier transaction, which a sender's event
+    # in this batch must not override.
+    unknown = {
+        e.touch_id
+        for e in batch
+        if e.attempt_id is not None
+        and e.touch_id not in latest
+        and not is_receipt(e.status, e.reason)
+    }
+    _current_receipts(session, sorted(unknown), latest, attempt_of)
+    for event in batch:
+        current = latest.get(event.touch_id)
+        if (
+            current is not None
+            and is_receipt(current["status"], current["reason"])
+            and event.attempt_id is not None
+            and event.attempt_id == attempt_of.get(event.touch_id)
+            and not is_receipt(event.status, event.reason)
+        ):
+            current["event_id"] = event.id
+            continue
+        latest[event.touch_id] = {
+            "touch_id": event.touch_id,
+            "event_id": event.id,
+            "status": event.status,
+            "reason": event.reason,
+            "send_at": event.send_at,
+            "channel": event.channel,
+            "final": bool(isinstance(event.detail, dict) and event.detail.get("final")),
+        }
+        attempt_of[event.touch_id] = event.attempt_id
 
 
 def _current_receipts(

@@ -117,6 +117,7 @@ def _catch_up_current_status(store: Store) -> None:
         )
     if behind:
         with store.session() as session:
+            chain.lock(session)  # no writer may refresh its own touches meanwhile
             Ledger.refresh_current(session)
 
 
