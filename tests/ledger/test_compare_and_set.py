@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from ledger_processes import open_at, where
 
 from caretouch.channels.base import SendResult
 from caretouch.ledger import Ledger, StatusChange
@@ -31,36 +31,15 @@ from caretouch.run.prepare import prepare_chunk
 from caretouch.run.records import planned_touches
 from caretouch.run.recover import SENDING_LEASE, recover_in_flight
 from caretouch.run.send import _claim_chunk, send_touches
-from caretouch.store.db import Store, open_store
+from caretouch.store.db import Store
 from caretouch.vocab import Channel, Decision, Outcome, SuppressionReason, TouchStatus
-from conftest import PG_URL, RULES_DIR, TEMPLATES_DIR, load_rows, utc
+from conftest import RULES_DIR, TEMPLATES_DIR, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)
 NOON = utc(2026, 11, 23, 12)
 # Two days later: the sending window is long gone, so a send-time check says too_late.
 LATE = utc(2026, 11, 25, 4)
 WAIT = 120  # seconds any process waits for the other before giving up
-
-
-def _where(store: Store) -> tuple[str, str | None]:
-    """How another process opens the same store: its URL and (PostgreSQL) its schema."""
-    if store.engine.dialect.name != "postgresql":
-        return store.url, None
-    with store.read_session() as session:
-        return PG_URL, session.scalar(text("SELECT current_schema()"))
-
-
-def _open(url: str, schema: str | None, workdir: str) -> Any:
-    from caretouch.config import CareConfig
-    from caretouch.run.engine import open_engine
-
-    store = (
-        open_store(url, connect_args={"options": f"-csearch_path={schema}"})
-        if schema
-        else open_store(url)
-    )
-    config = CareConfig(url, RULES_DIR, TEMPLATES_DIR, Path(workdir) / "outbox")
-    return open_engine(config, store=store)
 
 
 def _stale_preparer(
@@ -73,7 +52,7 @@ def _stale_preparer(
     out: Any,
 ) -> None:
     """Process A: decide about T while it is planned, wait until B has sent it, then write."""
-    engine = _open(url, schema, workdir)
+    engine = open_at(url, schema, workdir)
     prepared = prepare_chunk(engine, [touch_id], now=LATE, capacity_use={})
     out.put(("prepared", [(c.status.value, c.reason) for c in prepared.changes]))
     prepared_done.set()
@@ -94,7 +73,7 @@ def _sender(
     out: Any,
 ) -> None:
     """Process B: once A has prepared, claim, send and record T."""
-    engine = _open(url, schema, workdir)
+    engine = open_at(url, schema, workdir)
     if not prepared_done.wait(WAIT):
         out.put(("error", "A never prepared"))
         return
@@ -120,7 +99,7 @@ def test_a_stale_suppression_never_overwrites_a_send_across_processes(
     store: Store, tmp_path: Path
 ) -> None:
     _, touch_id = _planned_touch(store, tmp_path)
-    url, schema = _where(store)
+    url, schema = where(store)
     ctx = mp.get_context("spawn")
     prepared_done, sent_done, out = ctx.Event(), ctx.Event(), ctx.Queue()
     a = ctx.Process(
