@@ -30,7 +30,7 @@ from caretouch.run.day import plan_and_record
 from caretouch.run.prepare import prepare_chunk
 from caretouch.run.records import planned_touches
 from caretouch.run.recover import SENDING_LEASE, recover_in_flight
-from caretouch.run.send import _claim_chunk, send_touches
+from caretouch.run.send import send_touches
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, Decision, Outcome, SuppressionReason, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, load_rows, utc
@@ -59,8 +59,13 @@ def _stale_preparer(
     if not sent_done.wait(WAIT):
         out.put(("error", "B never sent"))
         return
-    claimed = _claim_chunk(engine, prepared, run_id="A", now=LATE)
-    out.put(("report", claimed.report.as_dict()))
+    # What a sender did with a prepared chunk before the send queue held the chunk's
+    # touches while deciding: write the changes, claim the rest.
+    for change in engine.ledger.append_many(prepared.changes, run_id="A", now=LATE):
+        prepared.report.stale(change.status, prepared.keys[change.touch_id])
+    won = engine.ledger.claim_many(prepared.claims, run_id="A", now=LATE)
+    prepared.report.skipped += len(prepared.claims) - len(won)
+    out.put(("report", prepared.report.as_dict()))
 
 
 def _sender(

@@ -131,15 +131,17 @@ def send_shard(
     """A mapped send task's body (``care_daily``, campaign DAGs): send the planned touches
     of one shard ``[k, n]`` (id modulo ``n`` is ``k``) whose time has come, as ``care
     dispatch`` would; ``rule_ids``: only these rules' (a campaign's). Log what it did."""
+    from ..ledger.queue import Due
     from ..run.day import pending_ids
-    from ..run.send import send_touches
+    from ..run.send import send_due
 
     k, n = shard
     engine = _engine()
     batch = pending_ids(engine, shard=(k, n), rule_ids=rule_ids)
     what = f"shard {k} of {n} ({len(batch)} touch(es))"
     progress = chunk_progress(log, what, len(batch), time.monotonic)
-    report = send_touches(engine, batch, run_id=run_id, now=_now(), progress=progress)
+    due = Due(shard=(k, n), rule_ids=tuple(rule_ids) if rule_ids is not None else None)
+    report = send_due(engine, due, run_id=run_id, now=_now(), progress=progress)
     log.info("%s: %s", what, report.as_dict())
     for failure in report.failures:
         log.error("failed: %s", failure)

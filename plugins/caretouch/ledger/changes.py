@@ -105,29 +105,38 @@ def append_many(
     status it expects; returns the stale changes, which were not appended."""
     if not changes:
         return []
-    stale: list[StatusChange] = []
     with write(store, now) as session:
-        ids = [c.touch_id for c in changes]
-        lock_touches(session, ids)
-        current = current_statuses(session, ids)
-        rows = []
-        for c in changes:
-            if not applies(c, current.get(c.touch_id)):
-                stale.append(c)
-                continue
-            current[c.touch_id] = after(c, current.get(c.touch_id))
-            rows.append(
-                {
-                    "touch_id": c.touch_id,
-                    "attempt_id": c.attempt_id,
-                    "status": c.status.value,
-                    "reason": c.reason,
-                    "provider_message_id": c.provider_message_id,
-                    "detail": c.detail,
-                    "at": now,
-                    "run_id": run_id,
-                }
-            )
-        if rows:
-            session.execute(TouchEvent.__table__.insert(), rows)
+        return append_in(session, changes, run_id=run_id, now=now)
+
+
+def append_in(
+    session: Session, changes: Sequence[StatusChange], *, run_id: str, now: dt.datetime
+) -> list[StatusChange]:
+    """``append_many`` in the caller's write transaction (``queue.claim_next``)."""
+    stale: list[StatusChange] = []
+    if not changes:
+        return stale
+    ids = [c.touch_id for c in changes]
+    lock_touches(session, ids)
+    current = current_statuses(session, ids)
+    rows = []
+    for c in changes:
+        if not applies(c, current.get(c.touch_id)):
+            stale.append(c)
+            continue
+        current[c.touch_id] = after(c, current.get(c.touch_id))
+        rows.append(
+            {
+                "touch_id": c.touch_id,
+                "attempt_id": c.attempt_id,
+                "status": c.status.value,
+                "reason": c.reason,
+                "provider_message_id": c.provider_message_id,
+                "detail": c.detail,
+                "at": now,
+                "run_id": run_id,
+            }
+        )
+    if rows:
+        session.execute(TouchEvent.__table__.insert(), rows)
     return stale

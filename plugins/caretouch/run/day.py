@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 
+from ..ledger.queue import Due
 from ..plan import plan_day
 from ..store.write import dead_letter_events
 from ..vocab import TouchStatus
@@ -19,7 +20,7 @@ from .engine import CareEngine, anchor
 from .records import planned_touches
 from .recover import recover_in_flight
 from .report import SendReport
-from .send import send_touches
+from .send import send_due
 
 log = logging.getLogger("caretouch.run")
 
@@ -122,7 +123,7 @@ def run_day(
         if progress is not None:
             progress(done[0], len(ids))
 
-    report.merge(send_touches(engine, ids, run_id=run_id, now=now, progress=step))
+    report.merge(send_due(engine, Due(day=day), run_id=run_id, now=now, progress=step))
     anchor(engine, run_id=run_id, now=now)
     return report
 
@@ -142,6 +143,6 @@ def dispatch(engine: CareEngine, *, run_id: str, now: dt.datetime) -> SendReport
     report = recover_in_flight(engine, run_id=run_id, now=now)
     for day in dates_in_effect(now):
         plan_and_record(engine, day, run_id=run_id, now=engine.stamp(now), report=report)
-    report.merge(send_touches(engine, pending_ids(engine), run_id=run_id, now=now))
+    report.merge(send_due(engine, Due(), run_id=run_id, now=now))
     anchor(engine, run_id=run_id, now=now)
     return report

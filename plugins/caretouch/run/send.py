@@ -16,6 +16,7 @@ from ..channels.base import OutboundMessage, SendResult
 from ..errors import ConfigurationError
 from ..ledger import Claim, StatusChange
 from ..ledger.models import Attempt
+from ..ledger.queue import Due, WorkQueue
 from ..mask import scrub
 from ..plan.contact import CapacityUse
 from ..render.unsubscribe import UnsubscribeLinks
@@ -42,36 +43,66 @@ def send_touches(
     chunk_size: int = CHUNK,
     progress: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """Send the given touches whose time has come; skip those handled elsewhere.
+    """Send the given touches whose time has come; skip those handled elsewhere (``send``)."""
+    queue = WorkQueue(engine.store, Due(ids=tuple(touch_ids)), chunk_size)
+    return send(engine, queue, run_id=run_id, now=now, progress=progress)
+
+
+def send_due(
+    engine: CareEngine,
+    due: Due,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    chunk_size: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Send the planned touches ``due`` names whose time has come, taking them from the
+    send queue in chunks alongside any other sender (``send``)."""
+    return send(
+        engine, WorkQueue(engine.store, due, chunk_size), run_id=run_id, now=now, progress=progress
+    )
+
+
+def send(
+    engine: CareEngine,
+    queue: WorkQueue,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Send the touches ``queue`` hands this sender, chunk by chunk, until it is empty.
 
     ``progress``, if given, is called with the number of touches of each chunk handled.
 
     A touch is sent when its ``send_at`` has passed and the customer's local time is outside
     quiet hours; otherwise it stays ``planned`` and a later run (or ``care_dispatch``) sends
-    it. Work goes in chunks: check and render, claim the chunk in one transaction (``sending``
-    is recorded before any provider call), send, then record the answers in one transaction.
+    it. Work goes in chunks taken from the send queue (``ledger.queue``): in one transaction
+    the chunk's touches are locked (those another sender holds are skipped, not waited
+    for), checked and rendered, and claimed (``sending`` is recorded before any provider
+    call); then the chunk is sent, and the answers recorded in one transaction.
     A crash in between leaves the chunk in ``sending`` for ``recover_in_flight``.
 
     The ledger work overlaps the sending: while one chunk is being sent (in a thread of its
-    own), the next is checked and rendered and the one before is recorded, so a provider's
+    own), the one before is recorded, so a provider's
     rate is not left idle during ledger transactions (bench/send_throughput.py). A chunk is
     claimed only once the chunk before has been sent, and nothing is claimed after a provider
     refused the credentials: as without the overlap, at most one chunk is claimed and not yet
     sent, and a crash leaves at most two chunks in ``sending`` (one of them fully sent).
     """
     report = SendReport()
-    ids = list(touch_ids)
     use: CapacityUse = {}
     links = engine.unsubscribe_links()  # before any claim: no key, nothing left in sending
-    chunks = [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="care-send") as sender:
         sending: tuple[Claimed, Future[list[SendResult]]] | None = None
-        for chunk in chunks:
-            prepared = prepare_chunk(engine, chunk, now=now, capacity_use=use)
+        while True:
             answers = sending[1].result() if sending else []
             if sending and any(r.stop_run for r in answers):
                 _record_chunk(engine, sending[0], answers, run_id=run_id, now=now)  # raises
-            claimed = _claim_chunk(engine, prepared, run_id=run_id, now=now)
+            claimed = _claim_next(engine, queue, use, run_id=run_id, now=now)
+            if claimed is None:
+                break
             future = sender.submit(_deliver, engine, claimed, links)
             if sending:
                 report.merge(_record_chunk(engine, sending[0], answers, run_id=run_id, now=now))
@@ -95,24 +126,36 @@ class Claimed:
     sends: list[tuple[Claim, Attempt]]
 
 
-def _claim_chunk(
-    engine: CareEngine, prepared: Prepared, *, run_id: str, now: dt.datetime
-) -> Claimed:
-    """Write the chunk's status changes and claim its touches (``sending``) in the ledger."""
-    ledger = engine.ledger
+def _claim_next(
+    engine: CareEngine, queue: WorkQueue, use: CapacityUse, *, run_id: str, now: dt.datetime
+) -> Claimed | None:
+    """Take the next chunk from the queue: check and render it (``prepare_chunk``) while its
+    touches are held, write its status changes and claim it (``sending``); None when the
+    queue is empty."""
+    prepared: list[Prepared] = []
+
+    def decide(ids: list[int]) -> tuple[list[StatusChange], list[Claim]]:
+        prepared.append(prepare_chunk(engine, ids, now=now, capacity_use=use))
+        return prepared[0].changes, prepared[0].claims
+
+    taken = queue.claim_next(decide, run_id=run_id, now=engine.stamp(now))
+    if taken is None:
+        return None
+    chunk = prepared[0] if prepared else Prepared(0, SendReport(), [], [])
+    # Held by another sender (an explicit list): it is handling them.
+    chunk.report.skipped += len(taken.busy)
     # Compare-and-set: a change computed while the touch was planned is not written if
     # another worker moved it on meanwhile (claimed, sent); it is counted as skipped.
-    for change in ledger.append_many(prepared.changes, run_id=run_id, now=engine.stamp(now)):
-        prepared.report.stale(change.status, prepared.keys[change.touch_id])
-    won = ledger.claim_many(prepared.claims, run_id=run_id, now=engine.stamp(now))
-    prepared.report.skipped += len(prepared.claims) - len(won)
+    for change in taken.stale:
+        chunk.report.stale(change.status, chunk.keys[change.touch_id])
+    chunk.report.skipped += len(chunk.claims) - len(taken.won)
     sends = [
-        (c, won[c.state.id])
+        (c, taken.won[c.state.id])
         for channel in Channel
-        for c in prepared.claims
-        if c.channel == channel.value and c.state.id in won
+        for c in chunk.claims
+        if c.channel == channel.value and c.state.id in taken.won
     ]
-    return Claimed(prepared.size, prepared.report, sends)
+    return Claimed(chunk.size + len(taken.busy), chunk.report, sends)
 
 
 def _deliver(
