@@ -20,9 +20,10 @@ from caretouch.ledger import chain
 from caretouch.ledger.audit import verify
 from caretouch.ledger.models import ProviderEventRow, TouchCurrent, TouchEvent
 from caretouch.ledger.projection import refresh_current
+from caretouch.ledger.queue import Due
 from caretouch.ledger.writer import write
 from caretouch.run.day import pending_ids, plan_and_record
-from caretouch.run.send import send_touches
+from caretouch.run.send import send_due, send_touches
 from caretouch.store.db import Store
 from conftest import customer_row, load_rows, utc
 
@@ -179,3 +180,54 @@ def test_a_writer_holds_no_lock_while_it_works(pg_store: Store) -> None:
         )
     assert held == 0
     assert verify(pg_store).ok
+
+
+def _queue_sender(url: str, schema: str | None, workdir: str, name: int, go: Any, out: Any) -> None:
+    engine = open_at(url, schema, workdir)
+    taken: list[int] = []
+    if not go.wait(WAIT):
+        out.put((name, "no start signal"))
+        return
+    report = send_due(
+        engine, Due(day=DAY), run_id=f"q{name}", now=NOON, chunk_size=5, progress=taken.append
+    )
+    out.put((name, (sum(taken), report.as_dict()["sent"])))
+
+
+def test_senders_walking_one_queue_never_take_the_same_touch(store: Store, tmp_path: Path) -> None:
+    """Four processes walk the whole day's queue at once, unsharded: between them they take
+    each touch once (the chunks they checked and rendered add up to the day, not four
+    times it, as when every process walked the same pending ids), and send each once."""
+    load_rows(
+        store,
+        customers=[
+            customer_row(f"C{i:03d}", phone=f"+86138{i:08d}", email="", consent_email="false")
+            for i in range(CUSTOMERS)
+        ],
+    )
+    planner = open_at(*where(store), str(tmp_path / "planner"))
+    assert len(plan_and_record(planner, DAY, run_id="plan", now=NOON)) == CUSTOMERS
+    url, schema = where(store)
+    ctx = mp.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    senders = [
+        ctx.Process(target=_queue_sender, args=(url, schema, str(tmp_path / f"q{k}"), k, go, out))
+        for k in range(SENDERS)
+    ]
+    for p in senders:
+        p.start()
+    go.set()
+    results: dict[int, Any] = {}
+    try:
+        while len(results) < SENDERS:
+            name, value = out.get(timeout=WAIT)
+            results[name] = value
+    except queue.Empty:
+        pass
+    for p in senders:
+        p.join(WAIT)
+    assert [p.exitcode for p in senders] == [0] * SENDERS, results
+    assert sum(taken for taken, _ in results.values()) == CUSTOMERS, results
+    assert sum(sent for _, sent in results.values()) == CUSTOMERS, results
+    assert len(list(tmp_path.glob("q*/outbox/**/*.json"))) == CUSTOMERS
+    assert verify(store).ok
