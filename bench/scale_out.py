@@ -8,9 +8,9 @@ end), a store of ``--touches`` customers all due a birthday on 2026-11-23 (half 
 by email), migrates it with ``schema.migrate.upgrade``, plans and records the day once (not
 timed), then starts that many OS processes, each in a working directory of its own (as
 separate hosts would be: own outbox, anchors, reports). Each process runs what ``care run``
-runs (``--mode run``: ``run.day.run_day``: recover, plan again, ``pending_ids``,
-``send_touches`` over all of them, anchor) or only the send (``--mode send``: ``pending_ids``
-+ ``run.send.send_touches``), over the same pending ids, as today's code does. They send
+runs (``--mode run``: ``run.day.run_day``: recover, plan again, walk the send queue,
+anchor) or only the send (``--mode send``: ``run.send.send_due`` over the day's queue), all
+processes on the same queue (``ledger.queue``: each takes the next chunk nobody holds). They send
 through the real Twilio and SendGrid transports to the provider simulator in a child process
 (``RemoteProviderSim``) with ``--latency-ms`` on every request and no rate limit. Every
 configuration starts from the same freshly planned state (the schema is rebuilt).
@@ -141,9 +141,10 @@ def _cpu() -> float:
 
 def _worker(job: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
     """One host: its own working directory, engine and transports; then ``care run``'s work."""
-    from caretouch.run.day import pending_ids, run_day
+    from caretouch.ledger.queue import Due
+    from caretouch.run.day import run_day
     from caretouch.run.engine import open_engine
-    from caretouch.run.send import send_touches
+    from caretouch.run.send import send_due
     from caretouch.store.db import open_store
 
     workdir = Path(job["workdir"])
@@ -171,7 +172,7 @@ def _worker(job: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
     if job["mode"] == "run":
         report = run_day(engine, DAY, run_id=run_id, now=NOW)
     else:
-        report = send_touches(engine, pending_ids(engine, DAY), run_id=run_id, now=NOW)
+        report = send_due(engine, Due(day=DAY), run_id=run_id, now=NOW)
     results.put(
         {
             "pid": os.getpid(),

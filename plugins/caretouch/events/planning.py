@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +29,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..errors import ConfigurationError, ValidationFailed
+from ..ledger import PlanGuard, PlannedTouch
 from ..mask import scrub
 from ..plan import plan_day
-from ..rules.loader import RuleSet
-from ..rules.model import FIELDS, AllOf, Compare, Op, Rule, TriggerKind
+from ..rules.loader import for_customers
+from ..rules.model import Rule, TriggerKind
 from ..run.records import planned_touches
 from ..store.models import Customer, Event, EventReceipt
 from ..store.write import dead_letter_events
@@ -117,22 +118,6 @@ def due_days(
     return [(local_day + dt.timedelta(days=r.trigger.delay_days), r) for r in rules]
 
 
-def for_customers(ruleset: RuleSet, customer_ids: set[str]) -> RuleSet:
-    """``ruleset`` with every rule's audience narrowed to these customers.
-
-    Planning a day for a few new events then reads only their customers' candidates, not the
-    whole day's (which ``care_dispatch`` plans anyway): caps are per customer, so the event
-    touches compete with exactly the touches they would compete with in a full plan. Channel
-    capacity (a budget shared by all customers) counts what the ledger already holds.
-    """
-    only = Compare(FIELDS["customer.customer_id"], Op.IN, tuple(sorted(customer_ids)))
-    rules = [
-        replace(r, audience=only if r.audience is None else AllOf((r.audience, only)))
-        for r in ruleset.rules
-    ]
-    return replace(ruleset, rules=rules)
-
-
 class _OwnCustomersHistory:
     """The ledger as the planner's history, for planning a few customers' event touches.
 
@@ -199,29 +184,35 @@ def _plan_day_of_events(
     out = EventPlanReport()
     # The day is planned for these customers with every rule (the event touch competes with
     # their other touches of the day for the caps); only these events' touches are recorded.
-    ruleset = for_customers(engine.ruleset, customer_ids)
-    history = _OwnCustomersHistory(engine.ledger)
-    history.customers = customer_ids
-    planned = plan_day(
-        engine.store,
-        ruleset,
-        day,
-        rule_ids=rule_ids,
-        history=history,
-        on_unreadable=unreadable.__setitem__,
-    )
-    touches = [t for t in planned if t.event is not None and t.event.get("event_id") in event_ids]
+    since = engine.ledger.chain_position()
+
+    def plan_for(customers: set[str]) -> list[PlannedTouch]:
+        history = _OwnCustomersHistory(engine.ledger)
+        history.customers = customers
+        planned = plan_day(
+            engine.store,
+            for_customers(engine.ruleset, customers),
+            day,
+            rule_ids=rule_ids,
+            history=history,
+            on_unreadable=unreadable.__setitem__,
+        )
+        return planned_touches(
+            [t for t in planned if t.event is not None and t.event.get("event_id") in event_ids]
+        )
+
+    touches = plan_for(customer_ids)
     if not touches:
         return out
     record = engine.ledger.record_plan(
-        planned_touches(touches), run_id=run_id, now=engine.stamp(now)
+        touches, run_id=run_id, now=engine.stamp(now), guard=PlanGuard(since, plan_for)
     )
     out.planned = record.planned
     out.suppressed = record.suppressed
     out.unchanged = record.unchanged
     out.days.append(day.isoformat())
     for touch in touches:
-        out.touched.add(str(touch.event["event_id"]))  # type: ignore[index]
+        out.touched.add(str(touch.event_id))
         if touch.decision is Decision.SEND and touch.send_at < now:
             out.late += 1
     return out

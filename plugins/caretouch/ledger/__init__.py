@@ -9,6 +9,7 @@ from .models import Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
 from .records import (
     Claim,
     MessageMatch,
+    PlanGuard,
     PlannedTouch,
     PlanRecord,
     ProviderEvent,
@@ -24,6 +25,7 @@ __all__ = [
     "Ledger",
     "LedgerBase",
     "MessageMatch",
+    "PlanGuard",
     "PlanRecord",
     "PlannedTouch",
     "ProviderEvent",

@@ -108,8 +108,6 @@ def claim_in(
             for touch_id, attempt_id in inserted.items()
         ],
     )
-    for attempt in session.scalars(
-        select(Attempt).where(Attempt.id.in_(list(inserted.values())))
-    ):
+    for attempt in session.scalars(select(Attempt).where(Attempt.id.in_(list(inserted.values())))):
         won[attempt.touch_id] = attempt
     return won

@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 from ..store.db import Store
 from ..touch_history import DeferredTouch, PastContact
 from ..vocab import TouchStatus
-from . import contacts, matching, projection, readers, reconcile, summaries
+from . import chain, contacts, matching, projection, readers, reconcile, summaries
 from .changes import append_many
 from .claims import claim_many
 from .models import Attempt, TouchEvent
 from .records import (
     Claim,
     MessageMatch,
+    PlanGuard,
     PlannedTouch,
     PlanRecord,
     ProviderEvent,
@@ -105,11 +106,23 @@ class Ledger:
         run_id: str,
         now: dt.datetime,
         retry_render_errors: bool = False,
+        guard: PlanGuard | None = None,
     ) -> PlanRecord:
         """Record a day's plan idempotently (``reconcile.record_plan``)."""
         return reconcile.record_plan(
-            self.store, touches, run_id=run_id, now=now, retry_render_errors=retry_render_errors
+            self.store,
+            touches,
+            run_id=run_id,
+            now=now,
+            retry_render_errors=retry_render_errors,
+            guard=guard,
         )
+
+    def chain_position(self) -> int:
+        """The chain's newest entry: a plan notes it before it reads its history
+        (``PlanGuard.since``)."""
+        with self.store.read_session() as session:
+            return chain.head(session)[0]
 
     def append(
         self,

@@ -10,6 +10,7 @@ below both.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, Protocol, TypeVar
@@ -62,6 +63,17 @@ class PlannedTouch:
     reason: SuppressionReason | None = None
     explain: list[str] = field(default_factory=list)
     consent: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanGuard:
+    """What keeps concurrent planners within the caps (docs/ledger.md, "Concurrent
+    planners"): ``since``, the chain's position when the plan read its history
+    (``Ledger.chain_position``), and ``replan``, which plans these customers again now
+    (their part of the plan only)."""
+
+    since: int
+    replan: Callable[[set[str]], Sequence[PlannedTouch]]
 
 
 @dataclass

@@ -7,7 +7,7 @@ broken rule never stops the others from running. Every error names ``file:line:c
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,10 @@ from .checks import schema_errors
 from .contact_policy import ContactPolicy, load_policy
 from .event_types import EVENTS_FILE, EventTypes, load_event_types
 from .model import (
+    FIELDS,
+    AllOf,
+    Compare,
+    Op,
     Rule,
 )
 from .schema import RULE_FILE_SCHEMA
@@ -161,3 +165,19 @@ def _file_level_schema() -> dict[str, Any]:
     schema = dict(RULE_FILE_SCHEMA)
     schema["properties"] = {**schema["properties"], "rules": {"type": "array", "minItems": 1}}
     return schema
+
+
+def for_customers(ruleset: RuleSet, customer_ids: set[str]) -> RuleSet:
+    """``ruleset`` with every rule's audience narrowed to these customers.
+
+    Planning a day for a few new events then reads only their customers' candidates, not the
+    whole day's (which ``care_dispatch`` plans anyway): caps are per customer, so the event
+    touches compete with exactly the touches they would compete with in a full plan. Channel
+    capacity (a budget shared by all customers) counts what the ledger already holds.
+    """
+    only = Compare(FIELDS["customer.customer_id"], Op.IN, tuple(sorted(customer_ids)))
+    rules = [
+        replace(r, audience=only if r.audience is None else AllOf((r.audience, only)))
+        for r in ruleset.rules
+    ]
+    return replace(ruleset, rules=rules)

@@ -12,8 +12,10 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 
+from ..ledger import PlanGuard, PlannedTouch
 from ..ledger.queue import Due
 from ..plan import plan_day
+from ..rules.loader import for_customers
 from ..store.write import dead_letter_events
 from ..vocab import TouchStatus
 from .engine import CareEngine, anchor
@@ -43,9 +45,23 @@ def plan_and_record(
     """
     ledger = engine.ledger
     unreadable: dict[str, str] = {}
+    # Before the plan reads its history: what another planner records after this point is
+    # checked for at record time (``PlanGuard``), and its customers planned again.
+    since = ledger.chain_position()
     touches = plan_day(
         engine.store, engine.ruleset, day, history=ledger, on_unreadable=unreadable.__setitem__
     )
+
+    def replan(customers: set[str]) -> list[PlannedTouch]:
+        again = plan_day(
+            engine.store,
+            for_customers(engine.ruleset, customers),
+            day,
+            history=ledger,
+            on_unreadable=unreadable.__setitem__,
+        )
+        return planned_touches(again)
+
     if unreadable:
         # Out of the inbox, so that no later run trips over them (docs/events.md).
         dead_letter_events(
@@ -56,6 +72,7 @@ def plan_and_record(
         run_id=run_id,
         now=engine.stamp(now),
         retry_render_errors=retry_render_errors,
+        guard=PlanGuard(since, replan),
     )
     if report is not None:
         report.planned += record.planned
