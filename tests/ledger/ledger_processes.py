@@ -25,10 +25,11 @@ def open_store_at(url: str, schema: str | None) -> Store:
     return open_store(url)
 
 
-def open_at(url: str, schema: str | None, workdir: str) -> Any:
-    """The engine of a process working in ``workdir`` on the store at ``url``/``schema``."""
+def open_at(url: str, schema: str | None, workdir: str, rules: Path = RULES_DIR) -> Any:
+    """The engine of a process working in ``workdir`` on the store at ``url``/``schema``
+    (with the rules in ``rules``)."""
     from caretouch.config import CareConfig
     from caretouch.run.engine import open_engine
 
-    config = CareConfig(url, RULES_DIR, TEMPLATES_DIR, Path(workdir) / "outbox")
+    config = CareConfig(url, rules, TEMPLATES_DIR, Path(workdir) / "outbox")
     return open_engine(config, store=open_store_at(url, schema))
