@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, func, select, text
+from sqlalchemy import DateTime, Index, Integer, Row, String, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ..store.models import ConsentEvent
@@ -156,8 +156,8 @@ def watermark(session: Session) -> Watermark:
     )
 
 
-def own_rows(session: Session, since: Watermark) -> dict[str, list[Any]]:
-    """The ledger rows this transaction inserted, by table, in id order.
+def own_rows(session: Session, since: Watermark) -> dict[str, list[Row[Any]]]:
+    """The ledger rows this transaction inserted (plain rows), by table, in id order.
 
     Above the watermark; on PostgreSQL, where other writers insert at the same time, also
     those whose ``xmin`` is this transaction's id (a ledger write uses no savepoints: rows
@@ -169,10 +169,13 @@ def own_rows(session: Session, since: Watermark) -> dict[str, list[Any]]:
     postgres = session.get_bind().dialect.name == "postgresql"
     mine: dict[str, list[Any]] = {}
     for table, model in CHAINED.items():
-        query = select(model).where(model.id > since.ids[table]).order_by(model.id)
+        columns = model.__table__.c
+        # Plain rows, not ORM objects: hashing needs the columns only, and loading thousands
+        # of objects per transaction cost more than the hashing.
+        query = select(model.__table__).where(columns.id > since.ids[table]).order_by(columns.id)
         if postgres:
             query = query.where(text(f"{table}.xmin = pg_current_xact_id()::xid"))
-        rows = list(session.scalars(query))
+        rows = list(session.execute(query))
         if rows:
             mine[table] = rows
     return mine
@@ -185,7 +188,7 @@ def head(session: Session) -> tuple[int, str]:
     return (int(last[0]), str(last[1])) if last else (0, GENESIS)
 
 
-def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Any]]) -> int:
+def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Row[Any]]]) -> int:
     """Chain the ledger rows this transaction wrote (``own_rows``); returns how many.
 
     The row hashes are computed first, outside any lock; then the chain lock is taken, the
@@ -193,9 +196,9 @@ def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Any]]) -
     the transaction commits, so the chain's order is the order writers commit in.
     """
     hashed = [
-        (table, obj.id, row_hash(table, row_dict(obj)))
+        (table, row.id, row_hash(table, row._mapping))
         for table in CHAINED
-        for obj in own.get(table, ())
+        for row in own.get(table, ())
     ]
     if not hashed:
         return 0

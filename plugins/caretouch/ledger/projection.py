@@ -18,9 +18,9 @@ from .sql import CHUNK, dialect_insert
 from .statuses import RECEIPTS, is_receipt
 
 
-def refresh_current(session: Session, events: Sequence[TouchEvent] | None = None) -> int:
+def refresh_current(session: Session, events: Sequence[Any] | None = None) -> int:
     """Bring ``touch_current`` up to date with ``events`` (a write transaction's own status
-    events, in id order: ``writer.write``), or, when None, with every event newer than the
+    events, in id order, as rows or objects: ``writer.write``), or, when None, with every event newer than the
     newest one it reflects (a rebuild, or a store that predates the table; the caller holds
     the chain lock). Returns how many touches changed.
 
@@ -53,22 +53,20 @@ def refresh_current(session: Session, events: Sequence[TouchEvent] | None = None
     if not latest:
         return 0
     rows = list(latest.values())
-    insert = dialect_insert(session)
-    for start in range(0, len(rows), CHUNK):
-        stmt = insert(TouchCurrent.__table__).values(rows[start : start + CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["touch_id"],
-            set_={
-                c: stmt.excluded[c] for c in ("event_id", "status", "reason", "send_at", "final")
-            },
-        )
-        session.execute(stmt)
+    # One statement, many parameter sets: compiled once and cached (a multi-row VALUES
+    # built from the rows would be compiled again for every transaction).
+    stmt = dialect_insert(session)(TouchCurrent.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["touch_id"],
+        set_={c: stmt.excluded[c] for c in ("event_id", "status", "reason", "send_at", "final")},
+    )
+    session.execute(stmt, rows)
     return len(rows)
 
 
 def _apply(
     session: Session,
-    batch: Sequence[TouchEvent],
+    batch: Sequence[Any],
     latest: dict[int, dict[str, Any]],
     attempt_of: dict[int, int | None],
 ) -> None:

@@ -299,5 +299,5 @@ def _insert_touch_rows(
     ]
     insert = dialect_insert(session)
     session.execute(
-        insert(TouchRow.__table__).values(rows).on_conflict_do_nothing(index_elements=["touch_key"])
+        insert(TouchRow.__table__).on_conflict_do_nothing(index_elements=["touch_key"]), rows
     )
