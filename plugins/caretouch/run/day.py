@@ -22,7 +22,7 @@ from .engine import CareEngine, anchor
 from .records import planned_touches
 from .recover import recover_in_flight
 from .report import SendReport
-from .send import send_due
+from .send import send_due, send_touches
 
 log = logging.getLogger("caretouch.run")
 
@@ -140,7 +140,9 @@ def run_day(
         if progress is not None:
             progress(done[0], len(ids))
 
-    report.merge(send_due(engine, Due(day=day), run_id=run_id, now=now, progress=step))
+    # The day's ids, not the day's queue: a touch deferred to this day keeps the day it was
+    # planned for (its occurrence), and only the plan knows it is due now.
+    report.merge(send_touches(engine, ids, run_id=run_id, now=now, progress=step))
     anchor(engine, run_id=run_id, now=now)
     return report
 
