@@ -112,6 +112,10 @@ def _due(
     return touch
 
 
+# Candidate rows fetched per round trip while a rule's candidates are read.
+CANDIDATE_BATCH = 5000
+
+
 def due_touches(
     store: Store,
     rule: Rule,
@@ -126,7 +130,9 @@ def due_touches(
     touches = []
     with store.read_session() as session:
         for stmt in candidate_selects(rule, day):
-            result = session.execute(stmt)
+            # A server-side cursor on PostgreSQL (SQLite's cursor is incremental anyway): a
+            # festival's million candidates are read in batches, not fetched all at once.
+            result = session.execute(stmt, execution_options={"yield_per": CANDIDATE_BATCH})
             split = row_splitter(list(result.keys()))
             for row in result:
                 rows = split(row)
