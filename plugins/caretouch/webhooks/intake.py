@@ -157,7 +157,14 @@ def drain_all(store: Store, *, now: dt.datetime) -> Drained:
         done = drain(store, now=now)
         total.add(done)
         if done.rows < BATCH or not (done.settled or done.set_aside):
-            return total
+            break
+    if total.settled:
+        log.info(
+            "webhook: recorded %d callback(s) left in the intake (%d new)",
+            len(total.settled),
+            total.new,
+        )
+    return total
 
 
 def _record(
