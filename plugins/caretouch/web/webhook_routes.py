@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 import weakref
 from collections.abc import Callable
@@ -167,18 +166,16 @@ def create_webhook_router(
         try:
             form = await _form(request)
             _check_twilio(resolved, request, form)
-            callbacks = await run_in_threadpool(lambda: resolved.callbacks)
-            # Accepted (durable) in the intake, then recorded with whatever else is pending
-            # (webhooks.intake): the request waits in a thread of its own limiter, so that
-            # hundreds of waiting callbacks do not hold the app's shared thread pool.
-            pending = await to_thread.run_sync(
-                functools.partial(
-                    callbacks.record_status,
-                    dict(form),
-                    attempt=request.query_params.get("attempt"),
-                ),
-                limiter=_waiters(),
-            )
+            attempt = request.query_params.get("attempt")
+
+            def record() -> int | None:
+                return resolved.callbacks.record_status(dict(form), attempt=attempt)
+
+            # Accepted (durable) in the intake and recorded with whatever else is pending,
+            # in batches (webhooks.intake): the request waits in a thread of its own
+            # limiter, so that hundreds of waiting callbacks leave the app's shared thread
+            # pool alone.
+            pending = await to_thread.run_sync(record, limiter=_waiters())
             if pending is not None:
                 log.info("webhook: status callback %d accepted; recorded by a later drain", pending)
         except SignatureRefused as exc:

@@ -48,8 +48,9 @@ log = logging.getLogger("caretouch.webhooks")
 BATCH = 2000
 # A row that failed to be recorded alone this many times is set aside (kept, not retried).
 MAX_FAILURES = 5
-# How long a request waits for its callback to be recorded before answering anyway.
-WAIT = 10.0
+# How long a request waits for its callback to be recorded before answering anyway (Twilio
+# gives up on a callback after 15 s; the ledger's lock may be held longer by a big plan).
+WAIT = 5.0
 # How often a waiting request looks again when the drain is in another process.
 POLL = 0.02
 STATUS = "status"
@@ -58,24 +59,35 @@ STATUS = "status"
 def accept_status(
     store: Store, params: Mapping[str, str], *, attempt: str | None, now: dt.datetime
 ) -> int:
-    """Accept a verified Twilio status callback: refused (``CareError``) if it cannot be
+    """Accept one verified Twilio status callback: refused (``CareError``) if it cannot be
     recorded, else made durable in ``callback_intake``; returns its intake id."""
     check_status(params)
+    (intake_id,) = accept_many(store, [StatusCallback(params, attempt, now)])
+    return intake_id
+
+
+def accept_many(store: Store, callbacks: Sequence[StatusCallback]) -> list[int]:
+    """Make checked status callbacks durable in ``callback_intake``, in one transaction;
+    returns their intake ids, in order."""
+    table = CallbackIntake.__table__
     with store.session() as session:
-        return int(
-            session.execute(
-                insert(CallbackIntake)
-                .values(
-                    provider=Provider.TWILIO.value,
-                    kind=STATUS,
-                    ref=(attempt or "")[:32] or None,
-                    params=dict(params),
-                    received_at=now,
-                    failures=0,
-                )
-                .returning(CallbackIntake.id)
-            ).scalar_one()
-        )
+        return [
+            int(i)
+            for i in session.scalars(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "provider": Provider.TWILIO.value,
+                        "kind": STATUS,
+                        "ref": (c.attempt or "")[:32] or None,
+                        "params": dict(c.params),
+                        "received_at": c.received_at,
+                        "failures": 0,
+                    }
+                    for c in callbacks
+                ],
+            )
+        ]
 
 
 @dataclass
@@ -199,77 +211,125 @@ def _failed(store: Store, callback: StatusCallback, exc: Exception) -> int:
     return 0
 
 
+@dataclass(eq=False)
+class _Ticket:
+    """One request's callback in ``GroupCommit``: accepted (``intake_id``), then recorded
+    (``done``)."""
+
+    callback: StatusCallback
+    intake_id: int | None = None
+    done: bool = False
+    error: BaseException | None = None
+
+
 class GroupCommit:
-    """Waits for callbacks to be recorded, in one process, recording them in batches: the
-    waiting request that finds no drain running here drains (``drain``: everything pending,
-    every process's), the others wait for it. Thread-safe; one per store and process."""
+    """Callbacks of one process, accepted and recorded in batches (group commit).
+
+    A request queues its callback and waits. The waiting request that finds no round
+    running here runs one: it accepts everything queued in one INSERT (durable from then
+    on), then drains (``drain``: every pending row, every process's) and wakes the requests
+    whose rows were recorded, here or by another process's drain. Thread-safe; one per store
+    and process.
+    """
 
     def __init__(self, store: Store, clock: Callable[[], dt.datetime]) -> None:
         self.store = store
         self.clock = clock
-        self._drainer = threading.Lock()  # held by the request draining now
+        self._round_lock = threading.Lock()  # held by the request running a round
         self._changed = threading.Condition()
-        self._waiting: set[int] = set()
-        self._settled: set[int] = set()  # recorded rows some request here waits for
+        self._queued: list[_Ticket] = []
+        self._accepted: dict[int, _Ticket] = {}  # by intake id, until recorded
 
-    def record_status(self, params: Mapping[str, str], *, attempt: str | None) -> int | None:
-        """Accept a Twilio status callback (``accept_status``) and wait until it is recorded;
-        returns its intake id if it is still pending when the wait ends, else None."""
-        intake_id = accept_status(self.store, params, attempt=attempt, now=self.clock())
-        return None if self.wait(intake_id) else intake_id
-
-    def wait(self, intake_id: int, timeout: float = WAIT) -> bool:
-        """Until ``intake_id`` is recorded (True) or ``timeout`` seconds have passed (False:
-        it stays durable in the intake, and a later drain records it)."""
+    def record_status(
+        self, params: Mapping[str, str], *, attempt: str | None, timeout: float = WAIT
+    ) -> int | None:
+        """Accept a Twilio status callback and wait until it is recorded: returns None once
+        it is, or its intake id if it is only durable when ``timeout`` seconds have passed
+        (a later drain records it). Refused (``CareError``) if it cannot be recorded."""
+        check_status(params)
+        ticket = _Ticket(StatusCallback(params, attempt, self.clock()))
         deadline = time.monotonic() + timeout
         with self._changed:
-            self._waiting.add(intake_id)
-        try:
-            while True:
-                with self._changed:
-                    if intake_id in self._settled:
-                        return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                if self._drainer.acquire(blocking=False):
-                    try:
-                        progressed = self._drain_once()
-                    except (CareError, SQLAlchemyError) as exc:
-                        # Accepted, so durable: answered as such, recorded by a later drain.
-                        log.warning(
-                            "webhook: callback intake row %d accepted, not recorded yet (%s)",
-                            intake_id,
-                            type(exc).__name__,
-                        )
-                        return False
-                    finally:
-                        self._drainer.release()
-                    if progressed:
-                        continue
-                # Another request drains (here or elsewhere): wait for its news.
-                with self._changed:
-                    if intake_id not in self._settled:
-                        self._changed.wait(min(POLL, remaining))
-        finally:
+            self._queued.append(ticket)
+        while True:
             with self._changed:
-                self._waiting.discard(intake_id)
-                self._settled.discard(intake_id)
+                if ticket.error is not None:
+                    raise ticket.error
+                if ticket.done:
+                    return ticket.intake_id
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._give_up(ticket)
+            if self._round_lock.acquire(blocking=False):
+                try:
+                    progressed = self._round()
+                finally:
+                    self._round_lock.release()
+                if progressed:
+                    continue
+            # A round runs here, or another process's drain holds the rows: wait for news.
+            with self._changed:
+                if not ticket.done and ticket.error is None:
+                    self._changed.wait(min(POLL, remaining))
 
-    def _drain_once(self) -> bool:
-        """Drain once; note what this process's requests may stop waiting for. True when
-        something was recorded here or found recorded elsewhere."""
-        done = drain(self.store, now=self.clock())
+    def _give_up(self, ticket: _Ticket) -> int | None:
+        """The wait is over: answer once the callback is durable, accepting it here if the
+        running round has not yet."""
         with self._changed:
-            waiting = set(self._waiting)
-        elsewhere = waiting - done.settled
-        if elsewhere:
+            if ticket.done:
+                return ticket.intake_id  # type: ignore[return-value]
+            if ticket in self._queued:
+                self._queued.remove(ticket)
+            elif ticket.intake_id is not None:
+                self._accepted.pop(ticket.intake_id, None)
+                return ticket.intake_id
+        # Taken by a round that has not accepted it yet: accepted here too (a second row of
+        # the same event; recording it once settles both).
+        (intake_id,) = accept_many(self.store, [ticket.callback])
+        return intake_id
+
+    def _round(self) -> bool:
+        """Accept what is queued, drain, wake who may stop waiting. True when something
+        was accepted, or recorded here or elsewhere."""
+        with self._changed:
+            batch, self._queued = self._queued, []
+        if batch:
+            try:
+                ids = accept_many(self.store, [t.callback for t in batch])
+            except BaseException as exc:
+                with self._changed:
+                    for ticket in batch:
+                        ticket.error = exc
+                    self._changed.notify_all()
+                return True
+            with self._changed:
+                for ticket, intake_id in zip(batch, ids, strict=True):
+                    ticket.intake_id = intake_id
+                    self._accepted[intake_id] = ticket
+        try:
+            done = drain(self.store, now=self.clock())
+        except (CareError, SQLAlchemyError) as exc:
+            # Accepted, so durable: answered as such, recorded by a later drain.
+            log.warning("webhook: callbacks accepted, not recorded yet (%s)", type(exc).__name__)
+            with self._changed:
+                for ticket in self._accepted.values():
+                    ticket.done = True
+                self._accepted.clear()
+                self._changed.notify_all()
+            return True
+        with self._changed:
+            waiting = set(self._accepted) - done.settled
+        if waiting:
             # Rows another process's drain took (or set aside) are no longer pending here.
-            elsewhere -= _still_pending(self.store, elsewhere)
+            waiting &= _still_pending(self.store, waiting)
         with self._changed:
-            self._settled |= (done.settled & self._waiting) | (elsewhere & self._waiting)
+            finished = set(self._accepted) - waiting
+            for intake_id in finished:
+                ticket = self._accepted.pop(intake_id)
+                ticket.done = True
+                ticket.intake_id = None
             self._changed.notify_all()
-        return bool(done.settled or elsewhere)
+        return bool(batch or finished or done.settled)
 
 
 def _still_pending(store: Store, ids: set[int]) -> set[int]:
