@@ -11,7 +11,9 @@ OS processes of ``--threads`` threads each post, for every attempt, one signed s
 callback per status in ``--statuses`` (keep-alive ``http.client``; HMAC-SHA1 signature
 checked by the app), spread over the servers. ``--mode per-request`` makes the servers record
 each callback in a ledger transaction of its own, as before the intake
-(``webhooks.twilio.twilio_status``), for comparison.
+(``webhooks.twilio.twilio_status``), for comparison; ``--mode accept-only`` makes them only
+accept (the answer once the callback is durable, no drain), then drains the intake in this
+process and times that: the two halves of the path apart.
 
 Printed: callbacks/s (answered over the wall time from the start signal to the last answer),
 latency p50/p95/max, the answers by status code, the CPU of the servers and clients, and the
@@ -71,6 +73,21 @@ def _serve(
             return None
 
         intake.GroupCommit.record_status = record_status  # type: ignore[method-assign]
+    elif mode == "accept-only":
+        # Accepted (durable) in batches and answered, recorded by nobody: the bench drains
+        # afterwards.
+        def accept_round(self: Any) -> bool:
+            with self._changed:
+                batch, self._queued = self._queued, []
+            if batch:
+                ids = intake.accept_many(self.store, [t.callback for t in batch])
+                with self._changed:
+                    for ticket, intake_id in zip(batch, ids, strict=True):
+                        ticket.intake_id, ticket.done = intake_id, True
+                    self._changed.notify_all()
+            return bool(batch)
+
+        intake.GroupCommit._round = accept_round  # type: ignore[method-assign]
 
     store = _open(url, schema)
     app = create_standalone_app(
@@ -207,7 +224,9 @@ def main() -> int:
     parser.add_argument("--servers", type=int, default=1)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32, help="connections per client")
-    parser.add_argument("--mode", choices=["intake", "per-request"], default="intake")
+    parser.add_argument(
+        "--mode", choices=["intake", "per-request", "accept-only"], default="intake"
+    )
     parser.add_argument("--store-url", default=DEFAULT_URL)
     parser.add_argument("--profile", default=None, help="cProfile the servers into FILE.<port>")
     args = parser.parse_args()
@@ -300,6 +319,18 @@ def main() -> int:
         client_cpu = sum(r[3] for r in results)
         wall = ended - began
 
+        drained = ""
+        if args.mode == "accept-only":
+            from caretouch.webhooks.intake import drain_all
+
+            t0 = time.perf_counter()
+            done = drain_all(store, now=NOON)
+            took = time.perf_counter() - t0
+            drained = (
+                f"  then drained the intake: {len(done.settled)} callbacks recorded in "
+                f"{took:.2f} s ({len(done.settled) / took:,.0f} callbacks/s, one process, "
+                "batches of 2,000)"
+            )
         with store.read_session() as session:
             recorded = session.scalar(select(func.count()).select_from(ProviderEventRow)) or 0
             pending = session.scalar(select(func.count()).select_from(CallbackIntake)) or 0
@@ -327,6 +358,8 @@ def main() -> int:
             f"clients {client_cpu / total * 1000:.2f} ms (PostgreSQL's own not counted)"
         )
         print(f"  load average before {load_before}, after {load_after}")
+        if drained:
+            print(drained)
         print(
             f"  lost: provider_events {recorded} of {total}, left in the intake {pending}, "
             f"touches delivered {len(delivered)} of {len(attempts)} "

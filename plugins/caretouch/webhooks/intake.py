@@ -29,10 +29,11 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import CareError
@@ -54,6 +55,8 @@ WAIT = 5.0
 # How often a waiting request looks again when the drain is in another process.
 POLL = 0.02
 STATUS = "status"
+# Any constant: the PostgreSQL advisory lock of the process draining the intake.
+_PG_DRAIN = 0x63626B73  # "cbks"
 
 
 def accept_status(
@@ -98,6 +101,7 @@ class Drained:
     settled: set[int] = field(default_factory=set)  # intake rows it recorded (and deleted)
     new: int = 0  # events new to the ledger (the rest were replays)
     set_aside: int = 0  # rows that failed alone MAX_FAILURES times
+    busy: bool = False  # another process was draining: nothing done here
 
     def add(self, other: Drained) -> None:
         self.rows += other.rows
@@ -132,11 +136,42 @@ def pending(store: Store, limit: int = BATCH) -> list[StatusCallback]:
     ]
 
 
+@contextmanager
+def _draining(store: Store) -> Iterator[bool]:
+    """Whether this process may drain now: on PostgreSQL one process at a time does
+    (``pg_try_advisory_lock``, released at the end or when its connection drops), so that two
+    processes do not both read, match and mask the same rows only for one to record them.
+    Correctness does not rest on it: a drain records only the rows its own transaction
+    deletes. SQLite: its single writer serialises the drains."""
+    if not store.is_postgres:
+        yield True
+        return
+    with store.engine.connect() as conn:
+        mine = bool(
+            conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_DRAIN}).scalar()
+        )
+        conn.commit()
+        try:
+            yield mine
+        finally:
+            if mine:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_DRAIN})
+                conn.commit()
+
+
 def drain(store: Store, *, now: dt.datetime, limit: int = BATCH) -> Drained:
-    """Record up to ``limit`` pending callbacks in one ledger transaction. Rows another drain
-    records meanwhile are left to it. If the batch fails, each row is tried alone, so one
-    bad row never stops the rest; a row failing alone ``MAX_FAILURES`` times is set aside
-    with the error's name (``callback_intake.error``)."""
+    """Record up to ``limit`` pending callbacks in one ledger transaction, unless another
+    process is draining (``Drained.busy``: it records them). Rows another drain records
+    meanwhile are left to it. If the batch fails, each row is tried alone, so one bad row
+    never stops the rest; a row failing alone ``MAX_FAILURES`` times is set aside with the
+    error's name (``callback_intake.error``)."""
+    with _draining(store) as mine:
+        if not mine:
+            return Drained(busy=True)
+        return _drain(store, now=now, limit=limit)
+
+
+def _drain(store: Store, *, now: dt.datetime, limit: int) -> Drained:
     callbacks = pending(store, limit)
     done = Drained(rows=len(callbacks))
     if not callbacks:
@@ -165,9 +200,13 @@ def drain_all(store: Store, *, now: dt.datetime) -> Drained:
     """Drain until nothing recordable is pending (``care run``, ``care dispatch``, the DAGs
     call it when they start: a callback left by a crash is recorded then at the latest)."""
     total = Drained()
+    deadline = time.monotonic() + WAIT
     while True:
         done = drain(store, now=now)
         total.add(done)
+        if done.busy and time.monotonic() < deadline:
+            time.sleep(POLL)  # another process drains; then what it left
+            continue
         if done.rows < BATCH or not (done.settled or done.set_aside):
             break
     if total.settled:
@@ -239,6 +278,7 @@ class GroupCommit:
         self._changed = threading.Condition()
         self._queued: list[_Ticket] = []
         self._accepted: dict[int, _Ticket] = {}  # by intake id, until recorded
+        self._not_before = 0.0  # no round before this (time.monotonic)
 
     def record_status(
         self, params: Mapping[str, str], *, attempt: str | None, timeout: float = WAIT
@@ -260,14 +300,17 @@ class GroupCommit:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return self._give_up(ticket)
-            if self._round_lock.acquire(blocking=False):
+            if time.monotonic() >= self._not_before and self._round_lock.acquire(blocking=False):
                 try:
-                    progressed = self._round()
+                    if not self._round():
+                        # Another process drains: look again in a while, not at once.
+                        self._not_before = time.monotonic() + POLL
                 finally:
                     self._round_lock.release()
-                if progressed:
-                    continue
-            # A round runs here, or another process's drain holds the rows: wait for news.
+                    with self._changed:
+                        self._changed.notify_all()  # the next waiter may run the next round
+                continue
+            # A round runs here, or another process drains: wait for news.
             with self._changed:
                 if not ticket.done and ticket.error is None:
                     self._changed.wait(min(POLL, remaining))
@@ -329,7 +372,7 @@ class GroupCommit:
                 ticket.done = True
                 ticket.intake_id = None
             self._changed.notify_all()
-        return bool(batch or finished or done.settled)
+        return bool(batch or finished or done.settled)  # busy, nothing new: wait, look again
 
 
 def _still_pending(store: Store, ids: set[int]) -> set[int]:
