@@ -237,3 +237,30 @@ def test_a_callback_the_engine_cannot_record_is_refused_before_it_is_accepted(
     )
     assert answer.status_code == 400
     assert _intake_rows(store) == 0
+
+
+@pytest.mark.postgres
+def test_a_callback_waiting_too_long_is_answered_once_durable(
+    pg_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (attempt,) = _sent_sms(pg_store, tmp_path, 1)
+    monkeypatch.setattr(intake, "WAIT", 0.5)
+    # Another process is draining (it holds the drain lock) and does not finish in time.
+    with pg_store.engine.connect() as other:
+        other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": intake._PG_DRAIN})
+        answer = twilio_post(
+            make_client(pg_store, new_keys()),
+            "status",
+            status_params("SM" + "8" * 32, "delivered"),
+            query={"attempt": str(attempt)},
+        )
+        # Answered: the callback is durable in the intake, not yet in the ledger.
+        assert answer.status_code == 204
+        assert _intake_rows(pg_store) == 1
+        assert counts(pg_store)["provider_events"] == 0
+        other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": intake._PG_DRAIN})
+        other.commit()
+    done = intake.drain_all(pg_store, now=NOON)
+    assert (len(done.settled), done.new) == (1, 1)
+    assert _intake_rows(pg_store) == 0
+    assert sum(_delivered(pg_store).values()) == 1

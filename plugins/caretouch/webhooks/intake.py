@@ -281,14 +281,14 @@ class GroupCommit:
         self._not_before = 0.0  # no round before this (time.monotonic)
 
     def record_status(
-        self, params: Mapping[str, str], *, attempt: str | None, timeout: float = WAIT
+        self, params: Mapping[str, str], *, attempt: str | None, timeout: float | None = None
     ) -> int | None:
         """Accept a Twilio status callback and wait until it is recorded: returns None once
         it is, or its intake id if it is only durable when ``timeout`` seconds have passed
         (a later drain records it). Refused (``CareError``) if it cannot be recorded."""
         check_status(params)
         ticket = _Ticket(StatusCallback(params, attempt, self.clock()))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (WAIT if timeout is None else timeout)
         with self._changed:
             self._queued.append(ticket)
         while True:
