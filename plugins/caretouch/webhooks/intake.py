@@ -54,6 +54,8 @@ MAX_FAILURES = 5
 WAIT = 5.0
 # How often a waiting request looks again when the drain is in another process.
 POLL = 0.02
+# The longest a waiting request sleeps while a round runs here (each round wakes them all).
+NEWS = 0.25
 STATUS = "status"
 # Any constant: the PostgreSQL advisory lock of the process draining the intake.
 _PG_DRAIN = 0x63626B73  # "cbks"
@@ -310,10 +312,15 @@ class GroupCommit:
                     with self._changed:
                         self._changed.notify_all()  # the next waiter may run the next round
                 continue
-            # A round runs here, or another process drains: wait for news.
+            # A round runs here (it wakes everyone when it ends), or another process drains
+            # and the next look is due at ``_not_before``: wait until then.
             with self._changed:
                 if not ticket.done and ticket.error is None:
-                    self._changed.wait(min(POLL, remaining))
+                    if self._round_lock.locked():
+                        pause = NEWS
+                    else:
+                        pause = max(self._not_before - time.monotonic(), 0.001)
+                    self._changed.wait(min(pause, remaining))
 
     def _give_up(self, ticket: _Ticket) -> int | None:
         """The wait is over: answer once the callback is durable, accepting it here if the
