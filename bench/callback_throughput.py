@@ -25,6 +25,7 @@ nothing is asserted (the exit code is 1 if a callback is missing or doubled).
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import multiprocessing as mp
 import os
@@ -61,6 +62,7 @@ def _serve(
     import signal
 
     import uvicorn
+    from anyio import to_thread
     from webhook_helpers import new_keys, sources
 
     from caretouch.web.app import create_standalone_app
@@ -68,23 +70,25 @@ def _serve(
 
     if mode == "per-request":
         # As before the intake: one ledger transaction per callback, in the request.
-        def record_status(self: Any, params: Any, *, attempt: str | None) -> int | None:
-            twilio.twilio_status(self.store, params, attempt=attempt, now=self.clock())
+        async def record_status(self: Any, params: Any, *, attempt: str | None) -> int | None:
+            call = functools.partial(
+                twilio.twilio_status, self.store, params, attempt=attempt, now=self.clock()
+            )
+            await to_thread.run_sync(call)
             return None
 
         intake.GroupCommit.record_status = record_status  # type: ignore[method-assign]
     elif mode == "accept-only":
         # Accepted (durable) in batches and answered, recorded by nobody: the bench drains
         # afterwards.
-        def accept_round(self: Any) -> bool:
-            with self._changed:
-                batch, self._queued = self._queued, []
+        async def accept_round(self: Any, rounds: Any) -> bool:
+            batch, rounds.queued = rounds.queued, []
             if batch:
-                ids = intake.accept_many(self.store, [t.callback for t in batch])
-                with self._changed:
-                    for ticket, intake_id in zip(batch, ids, strict=True):
-                        ticket.intake_id, ticket.done = intake_id, True
-                    self._changed.notify_all()
+                ids = await to_thread.run_sync(
+                    intake.accept_many, self.store, [t.callback for t in batch]
+                )
+                for ticket, intake_id in zip(batch, ids, strict=True):
+                    ticket.answer.set_result(intake_id)
             return bool(batch)
 
         intake.GroupCommit._round = accept_round  # type: ignore[method-assign]

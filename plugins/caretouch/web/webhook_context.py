@@ -93,6 +93,10 @@ class WebhookContext:
                 self._callbacks = GroupCommit(store, self.now)
             return self._callbacks
 
+    def callbacks_ready(self) -> GroupCommit | None:
+        """``callbacks`` if already made (no I/O: for the event loop), else None."""
+        return self._callbacks
+
     def twilio(self) -> TwilioCredentials:
         with self._lock:
             if not self._twilio:

@@ -18,14 +18,11 @@ The store and the secrets are read on the first request, not at import (``webhoo
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import weakref
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -53,23 +50,6 @@ from .webhook_context import WebhookContext, WebhookSecrets
 log = logging.getLogger("caretouch.webhooks")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-
-
-# Status callbacks waiting for their batch to be recorded, at most, per process.
-WAITING_CALLBACKS = 512
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _waiters() -> CapacityLimiter:
-    """The threads status callbacks wait in, one limiter per event loop (a limiter belongs
-    to the loop it was made in; tests run several)."""
-    loop = asyncio.get_running_loop()
-    found = _limiters.get(loop)
-    if found is None:
-        found = _limiters[loop] = CapacityLimiter(WAITING_CALLBACKS)
-    return found
 
 
 class _TooLarge(Exception):
@@ -166,16 +146,14 @@ def create_webhook_router(
         try:
             form = await _form(request)
             _check_twilio(resolved, request, form)
-            attempt = request.query_params.get("attempt")
-
-            def record() -> int | None:
-                return resolved.callbacks.record_status(dict(form), attempt=attempt)
-
+            callbacks = resolved.callbacks_ready() or await run_in_threadpool(
+                lambda: resolved.callbacks
+            )
             # Accepted (durable) in the intake and recorded with whatever else is pending,
-            # in batches (webhooks.intake): the request waits in a thread of its own
-            # limiter, so that hundreds of waiting callbacks leave the app's shared thread
-            # pool alone.
-            pending = await to_thread.run_sync(record, limiter=_waiters())
+            # in batches (webhooks.intake); the request waits without holding a thread.
+            pending = await callbacks.record_status(
+                dict(form), attempt=request.query_params.get("attempt")
+            )
             if pending is not None:
                 log.info("webhook: status callback %d accepted; recorded by a later drain", pending)
         except SignatureRefused as exc:

@@ -25,14 +25,17 @@ the same: its callback is durable, and the next drain records it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import logging
-import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from anyio import to_thread
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -54,8 +57,6 @@ MAX_FAILURES = 5
 WAIT = 5.0
 # How often a waiting request looks again when the drain is in another process.
 POLL = 0.02
-# The longest a waiting request sleeps while a round runs here (each round wakes them all).
-NEWS = 0.25
 STATUS = "status"
 # Any constant: the PostgreSQL advisory lock of the process draining the intake.
 _PG_DRAIN = 0x63626B73  # "cbks"
@@ -254,132 +255,127 @@ def _failed(store: Store, callback: StatusCallback, exc: Exception) -> int:
 
 @dataclass(eq=False)
 class _Ticket:
-    """One request's callback in ``GroupCommit``: accepted (``intake_id``), then recorded
-    (``done``)."""
+    """One request's callback in ``GroupCommit``: queued, accepted (``intake_id``), then
+    answered through ``answer`` (None: recorded; an intake id: durable, not yet recorded)."""
 
     callback: StatusCallback
+    answer: asyncio.Future[int | None]
     intake_id: int | None = None
-    done: bool = False
-    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _Rounds:
+    """The group commit's state in one event loop."""
+
+    queued: list[_Ticket] = field(default_factory=list)
+    accepted: dict[int, _Ticket] = field(default_factory=dict)  # by intake id, until recorded
+    task: asyncio.Task[None] | None = None
 
 
 class GroupCommit:
     """Callbacks of one process, accepted and recorded in batches (group commit).
 
-    A request queues its callback and waits. The waiting request that finds no round
-    running here runs one: it accepts everything queued in one INSERT (durable from then
-    on), then drains (``drain``: every pending row, every process's) and wakes the requests
-    whose rows were recorded, here or by another process's drain. Thread-safe; one per store
-    and process.
+    A request queues its callback and awaits its answer; it holds no thread while it waits.
+    While callbacks wait, one task per event loop runs rounds: it accepts everything queued
+    in one INSERT (durable from then on), drains (``drain``: every pending row, every
+    process's; in a worker thread) and answers the requests whose rows were recorded, here or
+    by another process's drain. When another process is draining it looks again every
+    ``POLL`` seconds. One per store and process.
     """
 
     def __init__(self, store: Store, clock: Callable[[], dt.datetime]) -> None:
         self.store = store
         self.clock = clock
-        self._round_lock = threading.Lock()  # held by the request running a round
-        self._changed = threading.Condition()
-        self._queued: list[_Ticket] = []
-        self._accepted: dict[int, _Ticket] = {}  # by intake id, until recorded
-        self._not_before = 0.0  # no round before this (time.monotonic)
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rounds] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def record_status(
+    async def record_status(
         self, params: Mapping[str, str], *, attempt: str | None, timeout: float | None = None
     ) -> int | None:
         """Accept a Twilio status callback and wait until it is recorded: returns None once
-        it is, or its intake id if it is only durable when ``timeout`` seconds have passed
-        (a later drain records it). Refused (``CareError``) if it cannot be recorded."""
+        it is, or its intake id if it is only durable when ``timeout`` seconds (``WAIT``)
+        have passed (a later drain records it). Refused (``CareError``) if it cannot be
+        recorded."""
         check_status(params)
-        ticket = _Ticket(StatusCallback(params, attempt, self.clock()))
-        deadline = time.monotonic() + (WAIT if timeout is None else timeout)
-        with self._changed:
-            self._queued.append(ticket)
-        while True:
-            with self._changed:
-                if ticket.error is not None:
-                    raise ticket.error
-                if ticket.done:
-                    return ticket.intake_id
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return self._give_up(ticket)
-            if time.monotonic() >= self._not_before and self._round_lock.acquire(blocking=False):
-                try:
-                    if not self._round():
-                        # Another process drains: look again in a while, not at once.
-                        self._not_before = time.monotonic() + POLL
-                finally:
-                    self._round_lock.release()
-                    with self._changed:
-                        self._changed.notify_all()  # the next waiter may run the next round
-                continue
-            # A round runs here (it wakes everyone when it ends), or another process drains
-            # and the next look is due at ``_not_before``: wait until then.
-            with self._changed:
-                if not ticket.done and ticket.error is None:
-                    if self._round_lock.locked():
-                        pause = NEWS
-                    else:
-                        pause = max(self._not_before - time.monotonic(), 0.001)
-                    self._changed.wait(min(pause, remaining))
+        loop = asyncio.get_running_loop()
+        rounds = self._loops.get(loop)
+        if rounds is None:
+            rounds = self._loops[loop] = _Rounds()
+        ticket = _Ticket(StatusCallback(params, attempt, self.clock()), loop.create_future())
+        rounds.queued.append(ticket)
+        if rounds.task is None:
+            rounds.task = loop.create_task(self._run(rounds))
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(ticket.answer), WAIT if timeout is None else timeout
+            )
+        except asyncio.TimeoutError:
+            return await self._give_up(rounds, ticket)
 
-    def _give_up(self, ticket: _Ticket) -> int | None:
-        """The wait is over: answer once the callback is durable, accepting it here if the
-        running round has not yet."""
-        with self._changed:
-            if ticket.done:
-                return ticket.intake_id  # type: ignore[return-value]
-            if ticket in self._queued:
-                self._queued.remove(ticket)
-            elif ticket.intake_id is not None:
-                self._accepted.pop(ticket.intake_id, None)
-                return ticket.intake_id
-        # Taken by a round that has not accepted it yet: accepted here too (a second row of
-        # the same event; recording it once settles both).
-        (intake_id,) = accept_many(self.store, [ticket.callback])
+    async def _give_up(self, rounds: _Rounds, ticket: _Ticket) -> int | None:
+        """The wait is over: answer once the callback is durable, accepting it here if no
+        round has yet."""
+        if ticket.answer.done():
+            return ticket.answer.result()
+        if ticket in rounds.queued:
+            rounds.queued.remove(ticket)
+        elif ticket.intake_id is not None:
+            rounds.accepted.pop(ticket.intake_id, None)
+            return ticket.intake_id
+        # Not accepted yet (or being accepted by the running round: then it has two rows,
+        # and recording the event once settles both).
+        (intake_id,) = await to_thread.run_sync(accept_many, self.store, [ticket.callback])
         return intake_id
 
-    def _round(self) -> bool:
-        """Accept what is queued, drain, wake who may stop waiting. True when something
+    async def _run(self, rounds: _Rounds) -> None:
+        try:
+            while rounds.queued or rounds.accepted:
+                if not await self._round(rounds):
+                    await asyncio.sleep(POLL)  # another process drains: look again soon
+        finally:
+            rounds.task = None
+
+    async def _round(self, rounds: _Rounds) -> bool:
+        """Accept what is queued, drain, answer who may stop waiting. True when something
         was accepted, or recorded here or elsewhere."""
-        with self._changed:
-            batch, self._queued = self._queued, []
+        batch, rounds.queued = rounds.queued, []
         if batch:
             try:
-                ids = accept_many(self.store, [t.callback for t in batch])
-            except BaseException as exc:
-                with self._changed:
-                    for ticket in batch:
-                        ticket.error = exc
-                    self._changed.notify_all()
+                ids = await to_thread.run_sync(accept_many, self.store, [t.callback for t in batch])
+            except Exception as exc:
+                for ticket in batch:
+                    _answer(ticket, exc)
                 return True
-            with self._changed:
-                for ticket, intake_id in zip(batch, ids, strict=True):
-                    ticket.intake_id = intake_id
-                    self._accepted[intake_id] = ticket
+            for ticket, intake_id in zip(batch, ids, strict=True):
+                ticket.intake_id = intake_id
+                rounds.accepted[intake_id] = ticket
         try:
-            done = drain(self.store, now=self.clock())
+            done = await to_thread.run_sync(functools.partial(drain, self.store, now=self.clock()))
         except (CareError, SQLAlchemyError) as exc:
             # Accepted, so durable: answered as such, recorded by a later drain.
             log.warning("webhook: callbacks accepted, not recorded yet (%s)", type(exc).__name__)
-            with self._changed:
-                for ticket in self._accepted.values():
-                    ticket.done = True
-                self._accepted.clear()
-                self._changed.notify_all()
+            for intake_id, ticket in rounds.accepted.items():
+                _answer(ticket, intake_id)
+            rounds.accepted.clear()
             return True
-        with self._changed:
-            waiting = set(self._accepted) - done.settled
+        waiting = set(rounds.accepted) - done.settled
         if waiting:
             # Rows another process's drain took (or set aside) are no longer pending here.
-            waiting &= _still_pending(self.store, waiting)
-        with self._changed:
-            finished = set(self._accepted) - waiting
-            for intake_id in finished:
-                ticket = self._accepted.pop(intake_id)
-                ticket.done = True
-                ticket.intake_id = None
-            self._changed.notify_all()
-        return bool(batch or finished or done.settled)  # busy, nothing new: wait, look again
+            waiting &= await to_thread.run_sync(_still_pending, self.store, waiting)
+        finished = set(rounds.accepted) - waiting
+        for intake_id in finished:
+            _answer(rounds.accepted.pop(intake_id), None)
+        return bool(batch or finished or done.settled)
+
+
+def _answer(ticket: _Ticket, value: int | Exception | None) -> None:
+    if ticket.answer.done():
+        return
+    if isinstance(value, Exception):
+        ticket.answer.set_exception(value)
+    else:
+        ticket.answer.set_result(value)
 
 
 def _still_pending(store: Store, ids: set[int]) -> set[int]:
