@@ -10,11 +10,12 @@ transaction of its own (hash chain sealed each time) capped them at a few dozen 
    one ledger transaction (``Ledger.record_provider_events``), which deletes the intake rows
    it records. A row is therefore in the intake or in the ledger, never both, never neither;
    a crash between accept and record leaves it in the intake for the next drain.
-3. **Who drains**: the requests themselves (``GroupCommit``). A request that finds no drain
-   running in its process becomes the drainer and records everything pending (its own row
-   and those of every request that arrived meanwhile, in any process); the others wait until
-   their row is recorded. Across processes the drains exclude each other by the rows they
-   take (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer). ``care run``,
+3. **Who drains**: the requests themselves (``GroupCommit``). While callbacks wait in a
+   server process, one task there runs rounds: it accepts what is queued in one INSERT and
+   records everything pending (its own rows and any other process's); the requests wait for
+   their answer without holding a thread. On PostgreSQL one process drains at a time
+   (``pg_try_advisory_lock``), and a drain records only the rows its own transaction deletes
+   (``FOR UPDATE SKIP LOCKED``; SQLite has one writer), so no row is recorded twice. ``care run``,
    ``care dispatch`` and the DAGs drain too when they start, so a row left by a crash
    is recorded even if no callback follows it.
 
