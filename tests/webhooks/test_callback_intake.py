@@ -15,8 +15,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, text
-from test_twilio_webhooks import status_params
-from webhook_helpers import DAY, NOON, counts, engine_for, new_keys, provider_events, twilio_post
+from webhook_helpers import (
+    DAY,
+    NOON,
+    counts,
+    engine_for,
+    new_keys,
+    provider_events,
+    status_params,
+    twilio_post,
+)
 from webhook_helpers import client as make_client
 
 from caretouch.ledger import Ledger
