@@ -8,8 +8,10 @@ Run: ``.venv/bin/python bench/webhook_throughput.py [--batches 100,1000] [--call
    events matched, recorded, chained), then the same batch again (a replay: nothing new).
 2. Twilio: ``--callbacks`` status callbacks, one event each (matched by ``?attempt=``,
    recorded with their ``delivered`` touch events, chained): half as signed requests through
-   the app (HMAC-SHA1 checked), half by calling ``webhooks.twilio.twilio_status`` directly, which
-   separates the test client's own cost from the engine's.
+   the app (HMAC-SHA1 checked; accepted into the intake and recorded by the request itself,
+   since one request at a time makes batches of one), half by calling
+   ``webhooks.twilio.twilio_status`` directly, which separates the test client's own cost
+   from the engine's. Concurrent callbacks, recorded in batches: ``callback_throughput.py``.
 
 The ledger holds one sent SMS and one sent email touch per event, built by the real runner
 (outbox transport) first. Requests go through FastAPI's TestClient (no network). Printed in

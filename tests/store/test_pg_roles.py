@@ -141,6 +141,17 @@ def test_app_role_runs_everything_without_ddl(roles: Roles, tmp_path: Path) -> N
         now=NOON + dt.timedelta(minutes=5),
     )  # what a delivery webhook records
     assert new.provider_event_id == "SM1:delivered"
+    # A status callback accepted into the intake, then recorded by a drain, which deletes it.
+    from caretouch.webhooks import intake
+
+    intake.accept_status(
+        roles.app,
+        {"MessageSid": "SM2", "MessageStatus": "delivered"},
+        attempt=str(attempt.id),
+        now=NOON + dt.timedelta(minutes=6),
+    )
+    done = intake.drain_all(roles.app, now=NOON + dt.timedelta(minutes=6))
+    assert (len(done.settled), done.new, done.set_aside) == (1, 1, 0)
     changed = record_consent(
         roles.app, "C1", {Purpose.SMS: False}, source="test", at=NOON + dt.timedelta(hours=1)
     )

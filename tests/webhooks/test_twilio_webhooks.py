@@ -15,6 +15,7 @@ from webhook_helpers import (
     provider_events,
     sent_touch,
     sms_only,
+    status_params,
     twilio_post,
 )
 from webhook_helpers import client as make_client
@@ -29,20 +30,6 @@ from caretouch.vocab import Decision, SuppressionReason, TouchStatus
 from conftest import load_rows
 
 SID = "SM" + "a" * 32
-
-
-def status_params(sid: str = SID, status: str = "delivered", **extra: str) -> dict[str, str]:
-    return {
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "MessageStatus": status,
-        "SmsStatus": status,
-        "AccountSid": "AC" + "0" * 32,
-        "To": "+8613812348000",
-        "From": "+15005550006",
-        "ApiVersion": "2010-04-01",
-        **extra,
-    }
 
 
 def inbound_params(body: str, sid: str = "SM" + "b" * 32, **extra: str) -> dict[str, str]:

@@ -79,6 +79,23 @@ def client(store: Store, keys: Keys, **kw: Any) -> TestClient:
     return TestClient(app, base_url="http://testserver")
 
 
+def status_params(
+    sid: str = "SM" + "a" * 32, status: str = "delivered", **extra: str
+) -> dict[str, str]:
+    """A Twilio status callback's form."""
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": "AC" + "0" * 32,
+        "To": "+8613812348000",
+        "From": "+15005550006",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
 def twilio_post(
     http: TestClient,
     route: str,

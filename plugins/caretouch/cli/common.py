@@ -217,5 +217,19 @@ def open_engine(config: CareConfig, *, live_clock: bool = False, writes: bool = 
     return engine
 
 
+def record_pending_callbacks(store: Any, now: dt.datetime) -> None:
+    """Record the delivery callbacks waiting in the intake (``webhooks.intake``) before a
+    run: one accepted just before a crash of the web server is recorded now at the latest."""
+    from ..webhooks.intake import drain_all
+
+    done = drain_all(store, now=now)
+    if done.settled or done.set_aside:
+        click.echo(
+            f"callbacks: recorded {len(done.settled)} left in the intake"
+            + (f", {done.set_aside} set aside (docs/webhooks.md)" if done.set_aside else ""),
+            err=True,
+        )
+
+
 def _real_clock() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)  # clock: the CLI's real time

@@ -18,6 +18,7 @@ from .common import (
     open_engine,
     parse_day,
     parse_now,
+    record_pending_callbacks,
     rule_errors,
 )
 
@@ -118,6 +119,7 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     day = parse_day(day_text)
     now = parse_now(now_text)
     engine = open_engine(config_of(ctx), live_clock=now_text is None, writes=True)
+    record_pending_callbacks(engine.store, now)
     run_id = cli_run_id()
     _say_transports(engine)
     bar: Any = None
@@ -169,6 +171,7 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
 
     now = parse_now(now_text)
     engine = open_engine(config_of(ctx), live_clock=now_text is None, writes=True)
+    record_pending_callbacks(engine.store, now)
     run_id = cli_run_id()
     _say_transports(engine)
     report = dispatch_due(engine, run_id=run_id, now=now)

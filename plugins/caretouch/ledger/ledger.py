@@ -173,10 +173,15 @@ class Ledger:
         return matching.known_provider_events(self.store, provider, event_ids)
 
     def record_provider_events(
-        self, events: Sequence[ProviderEvent], *, now: dt.datetime
+        self,
+        events: Sequence[ProviderEvent],
+        *,
+        now: dt.datetime,
+        settled: set[int] | None = None,
     ) -> list[ProviderEvent]:
-        """Record webhook events once each; returns those that were new."""
-        return matching.record_provider_events(self.store, events, now=now)
+        """Record webhook events once each; returns those that were new (intake rows taken:
+        added to ``settled``, ``matching.record_provider_events``)."""
+        return matching.record_provider_events(self.store, events, now=now, settled=settled)
 
     # -- summaries -----------------------------------------------------------------------------
 

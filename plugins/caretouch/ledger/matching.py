@@ -7,9 +7,11 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from ..store.db import Store
+from ..store.models import CallbackIntake
 from ..vocab import TouchStatus
 from .changes import Current, current_statuses, lock_touches
 from .models import Attempt, ProviderEventRow, TouchEvent, TouchRow
@@ -96,10 +98,39 @@ def receipt_applies(current: Current, attempt_id: int | None) -> bool:
     return TouchStatus(status) in RECEIPT_FROM
 
 
+def _take_intake(session: Session, ids: Sequence[int]) -> set[int]:
+    """Delete the ``callback_intake`` rows ``ids`` that no other transaction holds, returning
+    those this transaction took. On PostgreSQL rows another drain has locked are skipped
+    (``FOR UPDATE SKIP LOCKED``) and rows it deleted are gone; on SQLite the transaction
+    holds the database (``BEGIN IMMEDIATE``)."""
+    table = CallbackIntake.__table__
+    taken: set[int] = set()
+    for start in range(0, len(ids), CHUNK):
+        free = (
+            select(table.c.id)
+            .where(table.c.id.in_(ids[start : start + CHUNK]))
+            .with_for_update(skip_locked=True)
+        )
+        taken.update(
+            session.scalars(delete(table).where(table.c.id.in_(free)).returning(table.c.id))
+        )
+    return taken
+
+
 def record_provider_events(
-    store: Store, events: Sequence[ProviderEvent], *, now: dt.datetime
+    store: Store,
+    events: Sequence[ProviderEvent],
+    *,
+    now: dt.datetime,
+    settled: set[int] | None = None,
 ) -> list[ProviderEvent]:
     """Record webhook events once each; returns those that were new.
+
+    Events accepted through the intake (``ProviderEvent.intake_ids``) are recorded in the
+    same transaction that deletes their intake rows, and only if it took one of them: a
+    callback is in the intake or in ``provider_events``, never both and never neither, and
+    two drains racing for the same rows record each once. The intake ids this transaction
+    deleted are added to ``settled``.
 
     One transaction: the ``provider_events`` rows (a ``(provider, provider_event_id)``
     already present inserts nothing, so a replayed webhook changes nothing) and, for each
@@ -109,11 +140,26 @@ def record_provider_events(
     a status no receipt may follow (``receipt_applies``) is recorded as a provider event
     only and returned with ``stale`` set.
     """
-    unique = list({(e.provider, e.provider_event_id): e for e in events}.values())
+    merged: dict[tuple[str, str], ProviderEvent] = {}
+    for e in events:
+        key = (e.provider, e.provider_event_id)
+        before = merged.get(key)
+        merged[key] = (
+            e
+            if before is None
+            else dataclasses.replace(e, intake_ids=before.intake_ids + e.intake_ids)
+        )
+    unique = list(merged.values())
     if not unique:
         return []
     new: list[ProviderEvent] = []
     with write(store, now) as session:
+        intake_ids = sorted({i for e in unique for i in e.intake_ids})
+        if intake_ids:
+            taken = _take_intake(session, intake_ids)
+            unique = [e for e in unique if not e.intake_ids or taken.intersection(e.intake_ids)]
+            if settled is not None:
+                settled.update(taken)
         insert = dialect_insert(session)
         table = ProviderEventRow.__table__
         for start in range(0, len(unique), CHUNK):
@@ -136,7 +182,7 @@ def record_provider_events(
                     "status": e.status.value if e.status else None,
                     "payload": e.payload,
                     "occurred_at": e.occurred_at,
-                    "received_at": now,
+                    "received_at": e.received_at or now,
                 }
                 for e in chunk
             ]

@@ -195,6 +195,12 @@ class ProviderEvent:
     reason: str | None = None
     detail: dict[str, Any] | None = None  # added to the status event's detail (masked)
     occurred_at: dt.datetime | None = None
+    # When it reached us (default: the recording transaction's ``now``); a callback recorded
+    # from the intake keeps the instant it was accepted.
+    received_at: dt.datetime | None = None
+    # The ``callback_intake`` rows it was accepted as: recording deletes them in the same
+    # transaction, and records the event only if that transaction took one of them.
+    intake_ids: tuple[int, ...] = ()
     # Set on the events ``record_provider_events`` returns: a receipt whose touch was not in
     # a status a receipt may follow (``statuses.RECEIPT_FROM``) was kept as a provider event
     # only, its status event skipped (compare-and-set).

@@ -20,7 +20,7 @@ import re
 from sqlalchemy import Connection, text
 
 from ..errors import ConfigurationError
-from ..store.db import LEDGER_TABLES
+from ..store.db import DRAINED_TABLES, LEDGER_TABLES
 
 _ROLE_RX = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
 
@@ -95,6 +95,8 @@ def grant_app_role(conn: Connection, role: str, tables: list[str], version_table
         f"GRANT UPDATE (id) ON {q('touches')} TO {r}",
     ]
     statements += [f"GRANT SELECT, INSERT, UPDATE ON {q(t)} TO {r}" for t in others]
+    # A callback's intake row is deleted by the ledger transaction that records it.
+    statements += [f"GRANT DELETE ON {q(t)} TO {r}" for t in DRAINED_TABLES if t in others]
     # The start-up check reads the schema version; only `care store upgrade` changes it.
     statements.append(f"GRANT SELECT ON {q(version_table)} TO {r}")
     statements.append(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {r}")

@@ -48,6 +48,8 @@ LEDGER_TABLES = (
     "provider_events",
     "ledger_anchors",
 )
+# Queues the application empties: a row is deleted by the transaction that handles it.
+DRAINED_TABLES = ("callback_intake",)
 APPEND_ONLY_TRIGGERS = ("care_append_only", "care_no_truncate")
 
 

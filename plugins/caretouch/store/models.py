@@ -179,3 +179,30 @@ class EventDeadLetter(Base):
     reason: Mapped[str] = mapped_column(String(1000), nullable=False)
     raw: Mapped[str] = mapped_column(Text, nullable=False)
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CallbackIntake(Base):
+    """A provider's delivery callback, verified and accepted but not yet recorded in the ledger
+    (docs/webhooks.md, "How callbacks are recorded"). Not a ledger table and not chained: a
+    row lives from the request that accepted it to the ledger transaction that records it,
+    which deletes it in the same transaction, so a callback is either here or in
+    ``provider_events``, never lost and never recorded twice.
+
+    ``params`` is the form as the provider sent it (the recipient's number in clear, as in
+    ``touch_attempts``: it is needed to match the callback); it is masked when recorded.
+    ``failures`` counts drains that could not record this row alone; at ``MAX_FAILURES``
+    the row is set aside (kept, with ``error``) so that one bad row never stops the rest.
+    """
+
+    __tablename__ = "callback_intake"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(16), nullable=False)  # twilio
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # status
+    ref: Mapped[str | None] = mapped_column(String(32))  # ?attempt= of the callback URL
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(String(300))
+
+    __table_args__ = (Index("ix_callback_intake_pending", "failures", "id"),)

@@ -25,6 +25,7 @@ from ..config import CareConfig
 from ..errors import ConfigurationError
 from ..render.unsubscribe import unsubscribe_key
 from ..store.db import Store, check_reachable, open_store
+from ..webhooks.intake import GroupCommit
 from ..webhooks.verify import sendgrid_verifier
 
 WEBHOOK_TABLES = (
@@ -36,6 +37,7 @@ WEBHOOK_TABLES = (
     "provider_events",
     "ledger_chain",
     "ledger_anchors",  # sealing reads every chained table
+    "callback_intake",  # status callbacks are accepted there, then recorded in batches
 )
 
 
@@ -66,6 +68,7 @@ class WebhookContext:
         self._twilio: list[TwilioCredentials | None] = []
         self._verifier: list[Any] = []
         self._unsubscribe_key: list[bytes] = []
+        self._callbacks: GroupCommit | None = None
 
     def now(self) -> dt.datetime:
         if self._clock is not None:
@@ -80,6 +83,19 @@ class WebhookContext:
                     CareConfig.from_env(store=self._store_url).store_url
                 )
             return self._store
+
+    @property
+    def callbacks(self) -> GroupCommit:
+        """This process's group commit of status callbacks into the store's ledger."""
+        store = self.store
+        with self._lock:
+            if self._callbacks is None:
+                self._callbacks = GroupCommit(store, self.now)
+            return self._callbacks
+
+    def callbacks_ready(self) -> GroupCommit | None:
+        """``callbacks`` if already made (no I/O: for the event loop), else None."""
+        return self._callbacks
 
     def twilio(self) -> TwilioCredentials:
         with self._lock:

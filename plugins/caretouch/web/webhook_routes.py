@@ -146,13 +146,16 @@ def create_webhook_router(
         try:
             form = await _form(request)
             _check_twilio(resolved, request, form)
-            await run_in_threadpool(
-                twilio.twilio_status,
-                resolved.store,
-                dict(form),
-                attempt=request.query_params.get("attempt"),
-                now=resolved.now(),
+            callbacks = resolved.callbacks_ready() or await run_in_threadpool(
+                lambda: resolved.callbacks
             )
+            # Accepted (durable) in the intake and recorded with whatever else is pending,
+            # in batches (webhooks.intake); the request waits without holding a thread.
+            pending = await callbacks.record_status(
+                dict(form), attempt=request.query_params.get("attempt")
+            )
+            if pending is not None:
+                log.info("webhook: status callback %d accepted; recorded by a later drain", pending)
         except SignatureRefused as exc:
             return forbidden(request, str(exc))
         except _TooLarge as exc:

@@ -146,9 +146,14 @@ def matched(event: ProviderEvent, match: MessageMatch | None) -> ProviderEvent:
 
 
 def record(
-    ledger: Ledger, events: Sequence[ProviderEvent], received: Received, now: dt.datetime
+    ledger: Ledger,
+    events: Sequence[ProviderEvent],
+    received: Received,
+    now: dt.datetime,
+    *,
+    settled: set[int] | None = None,
 ) -> None:
-    new = ledger.record_provider_events(events, now=now)
+    new = ledger.record_provider_events(events, now=now, settled=settled)
     received.new += len(new)
     received.matched += sum(1 for e in new if e.touch_id is not None)
     received.status_changes += sum(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ..errors import CareError
 from ..ledger import Ledger, ProviderEvent
@@ -39,51 +40,112 @@ TWILIO_STATUS = {
 }
 
 
+@dataclass(frozen=True)
+class StatusCallback:
+    """One verified status callback: its form, the ``?attempt=`` of its URL, when it reached
+    us, and its ``callback_intake`` row once accepted (``webhooks.intake``)."""
+
+    params: Mapping[str, str]
+    attempt: str | None
+    received_at: dt.datetime
+    intake_id: int | None = None
+
+
+def check_status(params: Mapping[str, str]) -> None:
+    """Refuse (``CareError``, answered 400) a status callback that cannot be recorded: a NUL
+    anywhere, no ``MessageSid`` or no ``MessageStatus``. Checked before it is accepted, so
+    that only recordable callbacks enter the intake."""
+    refuse_nul(params, "the Twilio status callback's")
+    if not _sid(params) or not _status(params):
+        raise CareError("a Twilio status callback without MessageSid or MessageStatus")
+
+
+def _sid(params: Mapping[str, str]) -> str:
+    return params.get("MessageSid") or params.get("SmsSid") or ""
+
+
+def _status(params: Mapping[str, str]) -> str:
+    return (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+
+
 def twilio_status(
     store: Store, params: Mapping[str, str], *, attempt: str | None, now: dt.datetime
 ) -> Received:
-    """A Twilio status callback (``?attempt=<touch_attempts.id>`` in its URL)."""
-    refuse_nul(params, "the Twilio status callback's")
-    received = Received(events=1)
-    sid = params.get("MessageSid") or params.get("SmsSid") or ""
-    status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
-    if not sid or not status:
-        raise CareError("a Twilio status callback without MessageSid or MessageStatus")
+    """A Twilio status callback (``?attempt=<touch_attempts.id>`` in its URL), recorded now,
+    without the intake (the routes accept into ``webhooks.intake`` and record in batches)."""
+    check_status(params)
+    return record_status_callbacks(store, [StatusCallback(params, attempt, now)], now=now)
+
+
+def record_status_callbacks(
+    store: Store,
+    callbacks: Sequence[StatusCallback],
+    *,
+    now: dt.datetime,
+    settled: set[int] | None = None,
+) -> Received:
+    """Record status callbacks, any number, in one ledger transaction (matched in a few
+    queries). Callbacks from the intake are recorded only if this transaction takes their
+    intake rows (``Ledger.record_provider_events``); the rows it took are added to
+    ``settled``."""
+    for callback in callbacks:
+        check_status(callback.params)
+    received = Received(events=len(callbacks))
     ledger = Ledger(store)
-    event_id = f"{sid}:{status}"
-    if ledger.known_provider_events(Provider.TWILIO.value, [event_id]):
-        return received
-    error = params.get("ErrorCode") or None
-    match = ledger.match_message(
-        Channel.SMS.value, attempt_id=attempt_id_of(attempt), message_ids=[sid]
+    # The same event accepted more than once (a retry while the first was pending) is one
+    # event, whose intake rows are all settled by recording it.
+    first: dict[str, StatusCallback] = {}
+    intake: dict[str, tuple[int, ...]] = {}
+    for callback in callbacks:
+        event_id = f"{_sid(callback.params)}:{_status(callback.params)}"
+        first.setdefault(event_id, callback)
+        if callback.intake_id is not None:
+            intake[event_id] = (*intake.get(event_id, ()), callback.intake_id)
+    matches = ledger.match_messages(
+        Channel.SMS.value,
+        [(attempt_id_of(c.attempt), [_sid(c.params)]) for c in first.values()],
     )
-    event = matched(
-        ProviderEvent(
-            provider=Provider.TWILIO.value,
-            provider_event_id=event_id,
-            kind="status",
-            payload=masked(params),
-            provider_status=status,
-            provider_message_id=sid,
-            status=TWILIO_STATUS.get(status),
-            detail={"error_code": error} if error else None,
-        ),
-        match,
-    )
-    if error == TWILIO_OPTED_OUT:
-        # The customer had replied STOP to our number; the SPEC treats it as an opt-out.
-        owners = [match.customer_id] if match else customers_by_phone(store, params.get("To", ""))
-        change_consent(
-            store,
-            owners,
-            Purpose.SMS,
-            False,
-            source="twilio-21610",
-            note=f"twilio {event_id}",
-            now=now,
-            received=received,
+    opted_out = [e for e, c in first.items() if c.params.get("ErrorCode") == TWILIO_OPTED_OUT]
+    # Replays are set aside before consent is touched (recording.py).
+    known = ledger.known_provider_events(Provider.TWILIO.value, opted_out) if opted_out else set()
+    events = []
+    for (event_id, callback), match in zip(first.items(), matches, strict=True):
+        params = callback.params
+        sid, status = _sid(params), _status(params)
+        error = params.get("ErrorCode") or None
+        events.append(
+            matched(
+                ProviderEvent(
+                    provider=Provider.TWILIO.value,
+                    provider_event_id=event_id,
+                    kind="status",
+                    payload=masked(params),
+                    provider_status=status,
+                    provider_message_id=sid,
+                    status=TWILIO_STATUS.get(status),
+                    detail={"error_code": error} if error else None,
+                    received_at=callback.received_at,
+                    intake_ids=intake.get(event_id, ()),
+                ),
+                match,
+            )
         )
-    record(ledger, [event], received, now)
+        if error == TWILIO_OPTED_OUT and event_id not in known:
+            # The customer had replied STOP to our number; the SPEC treats it as an opt-out.
+            owners = (
+                [match.customer_id] if match else customers_by_phone(store, params.get("To", ""))
+            )
+            change_consent(
+                store,
+                owners,
+                Purpose.SMS,
+                False,
+                source="twilio-21610",
+                note=f"twilio {event_id}",
+                now=now,
+                received=received,
+            )
+    record(ledger, events, received, now, settled=settled)
     return received
 
 
