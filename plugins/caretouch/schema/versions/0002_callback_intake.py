@@ -5,7 +5,7 @@ Not a ledger table: no hash chain and no append-only triggers, since recording a
 deletes its intake row in the same transaction. Created only when missing, as the baseline
 does, so that a store made with ``metadata.create_all`` is adopted.
 
-Revision ID: 0003
+Revision ID: 0002
 Revises: 0001
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
