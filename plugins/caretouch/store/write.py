@@ -24,7 +24,12 @@ _CHUNK = 500
 
 
 def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows``, updating every column of rows whose ``key`` already exists."""
+    """Insert ``rows``, updating every column of rows whose ``key`` already exists.
+
+    One statement executed for all the rows (the driver's ``executemany``: SQLite's in C,
+    PostgreSQL's batched by SQLAlchemy), not a statement of many VALUES compiled per chunk;
+    every row has the first row's keys.
+    """
     if not rows:
         return
     table = model.__table__
@@ -32,14 +37,12 @@ def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, A
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"upsert is not implemented for {dialect}")
-    columns = list(rows[0])
-    for start in range(0, len(rows), _CHUNK):
-        stmt = insert(table).values(rows[start : start + _CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[key],
-            set_={c: stmt.excluded[c] for c in columns if c != key},
-        )
-        session.execute(stmt)
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[key],
+        set_={c: stmt.excluded[c] for c in rows[0] if c != key},
+    )
+    session.execute(stmt, rows)
 
 
 def _utc_text(value: dt.datetime | None) -> str | None:
