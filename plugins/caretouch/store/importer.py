@@ -39,7 +39,7 @@ from ..nul import NUL, escape_nul, find_nul, nul_reason
 from ..suggest import did_you_mean
 from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
 from .consent import ConsentChange, Purpose, imported_consent_changes
-from .db import Store
+from .db import Store, bulk_page_cache
 from .models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
 from .write import upsert
 
@@ -674,7 +674,7 @@ def import_csv(
     report = ImportReport()
     run = _Import(report, skip_invalid, check_event)
     try:
-        with store.session() as session:
+        with store.session() as session, bulk_page_cache(session):
             for table in ("customer", "policy", "event"):
                 if table in files:
                     run.import_file(session, table, Path(files[table]))
