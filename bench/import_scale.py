@@ -123,9 +123,10 @@ def customers_csv(directory: Path, customers: int, seed: int) -> Path:
 def flipped_csv(source: Path, target: Path) -> int:
     """``source`` with the SMS consent of every ``FLIP_EVERY``-th row flipped; returns how many."""
     flipped = 0
-    with source.open(encoding="utf-8", newline="") as src, target.open(
-        "w", encoding="utf-8", newline=""
-    ) as dst:
+    with (
+        source.open(encoding="utf-8", newline="") as src,
+        target.open("w", encoding="utf-8", newline="") as dst,
+    ):
         reader, writer = csv.reader(src), csv.writer(dst)
         header = next(reader)
         writer.writerow(header)
@@ -235,9 +236,7 @@ def run_import(
         report = importer.import_csv(store, {"customer": path})
         recorded = 0
         if report.written:
-            recorded = ledger_consent.record_consent_changes(
-                store, report.consent_changes, at=NOW
-            )
+            recorded = ledger_consent.record_consent_changes(store, report.consent_changes, at=NOW)
         if profiler is not None:
             profiler.disable()
     wall = time.perf_counter() - start

@@ -1020,7 +1020,9 @@ def test_skip_invalid_across_chunks_writes_every_valid_row_with_counts_and_conse
         "C5"
     }
     # C1 and C3 withdrew SMS (C5 was refused; C6-C8 are new): both changes, with the before.
-    assert sorted((c.customer_id, c.purpose.value, c.before, c.granted) for c in report.consent_changes) == [
+    assert sorted(
+        (c.customer_id, c.purpose.value, c.before, c.granted) for c in report.consent_changes
+    ) == [
         ("C1", "sms", True, False),
         ("C3", "sms", True, False),
     ]
@@ -1088,7 +1090,9 @@ def test_a_partial_file_across_chunks_keeps_the_stored_columns(
     )
     report = import_csv(store, {"customer": path})
 
-    assert report.written and report.inserted == {"customer": 1} and report.updated == {"customer": 7}
+    assert (
+        report.written and report.inserted == {"customer": 1} and report.updated == {"customer": 7}
+    )
     stored = table_rows(store, Customer, "customer_id")
     assert [stored[f"C{n}"]["tier"] for n in range(1, 9)] == ["A"] * 7 + ["C"]
     assert stored["C7"]["name"] == "新7" and stored["C7"]["consent_sms"] is True
