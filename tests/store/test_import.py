@@ -1097,3 +1097,74 @@ def test_a_partial_file_across_chunks_keeps_the_stored_columns(
     assert [stored[f"C{n}"]["tier"] for n in range(1, 9)] == ["A"] * 7 + ["C"]
     assert stored["C7"]["name"] == "新7" and stored["C7"]["consent_sms"] is True
     assert report.consent_changes == []
+
+
+PHONE_CASES = [
+    ("+8613812348000", "+8613812348000", False),
+    ("+86 138-1234-8000", "+8613812348000", False),  # normalised
+    ("+86 138 1234 800", "+86 138 1234 800", True),  # too short: kept, with a warning
+    ("(555) 123-4567", "(555) 123-4567", True),
+    ("+1 650-555-0100 ext 2", "+1 650-555-0100 ext 2", True),
+    ("", None, False),
+]
+
+
+def _phone_import(store: Store, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+    rows = [customer_row(f"C{n}", phone=cell) for n, (cell, _, _) in enumerate(PHONE_CASES)]
+    report = import_csv(store, files(tmp_path, customers=rows))
+    stored = table_rows(store, Customer, "customer_id")
+    return report, {cid: row["phone"] for cid, row in stored.items()}
+
+
+def _expected_phones(tmp_path: Path) -> tuple[list[str], dict[str, Any]]:
+    warnings = [
+        f"{tmp_path / 'customers.csv'}:{n + 2}: warning: phone is not a valid E.164 number: "
+        "SMS will not be used"
+        for n, (_, _, warn) in enumerate(PHONE_CASES)
+        if warn
+    ]
+    return warnings, {f"C{n}": stored for n, (_, stored, _) in enumerate(PHONE_CASES)}
+
+
+def test_phones_checked_by_the_helper_process_are_stored_and_warned_as_in_process(
+    sqlite_store: Store, tmp_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caretouch.store import importer
+
+    monkeypatch.setattr(importer, "PHONE_HELPER_BYTES", 0)
+    given: list[bool] = []
+    parse = importer.parse_customer
+
+    def spy(raw: dict[str, str], phones: Any = None) -> Any:
+        given.append(bool(phones))
+        return parse(raw, phones)
+
+    monkeypatch.setattr(importer, "parse_customer", spy)
+    report, phones = _phone_import(sqlite_store, tmp_path)
+
+    assert report.written
+    assert ([str(w) for w in report.warnings], phones) == _expected_phones(tmp_path)
+    assert given and all(given)  # every chunk's numbers came from the helper
+
+
+def test_phones_are_checked_in_process_when_the_helper_cannot_start(
+    sqlite_store: Store, tmp_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caretouch.store import importer
+
+    class NoProcesses:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def submit(self, *args: Any) -> Any:
+            raise AssertionError("daemonic processes are not allowed to have children")
+
+        def shutdown(self, **kwargs: Any) -> None:
+            pass
+
+    monkeypatch.setattr(importer, "PHONE_HELPER_BYTES", 0)
+    monkeypatch.setattr(importer, "ProcessPoolExecutor", NoProcesses)
+    report, phones = _phone_import(sqlite_store, tmp_path)
+
+    assert report.written
+    assert ([str(w) for w in report.warnings], phones) == _expected_phones(tmp_path)
