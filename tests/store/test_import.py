@@ -1168,3 +1168,35 @@ def test_phones_are_checked_in_process_when_the_helper_cannot_start(
 
     assert report.written
     assert ([str(w) for w in report.warnings], phones) == _expected_phones(tmp_path)
+
+
+def test_bulk_writes_keep_every_value_across_chunks(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    """PostgreSQL writes each chunk with COPY into a staging table: text that COPY would
+    misread (tabs, backslashes, newlines, a literal \\N), payloads, amounts and instants must
+    come back as given, and the staging table must start empty for every chunk."""
+    names = ["Tab\there", "back\\slash", "new\nline", "\\N", "引号\"'", "  trimmed  ", "Zoë"]
+    customers = [customer_row(f"C{n}", name=name) for n, name in enumerate(names, 1)]
+    policies = [policy_row(f"P{n}", f"C{n}", premium=f"{n}00.5{n}") for n in range(1, 8)]
+    events = [
+        event_row(f"E{n}", f"C{n}", payload=json_payload)
+        for n, json_payload in enumerate(
+            ['{"amount": 12, "note": "a\\tb \\\\ 王"}', "", '{"nested": {"list": [1, "x"]}}'] * 2,
+            1,
+        )
+    ]
+    paths = files(tmp_path, customers=customers, policies=policies, events=events)
+    assert import_csv(store, paths).written
+    again = import_csv(store, paths)  # every row again: updates through the staging table
+
+    assert again.updated == {"customer": 7, "policy": 7, "event": 6}
+    stored = table_rows(store, Customer, "customer_id")
+    assert [stored[f"C{n}"]["name"] for n in range(1, 8)] == [n.strip() for n in names]
+    premiums = table_rows(store, InsurancePolicy, "policy_id")
+    assert premiums["P7"]["premium"] == Decimal("700.57")
+    payloads = {k: v["payload"] for k, v in table_rows(store, Event, "event_id").items()}
+    assert payloads["E1"] == {"amount": 12, "note": "a\tb \\ 王"}
+    assert payloads["E2"] is None
+    assert payloads["E6"] == {"nested": {"list": [1, "x"]}}
+    assert count(store, Customer) == 7 and count(store, Event) == 6

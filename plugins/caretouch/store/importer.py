@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import select
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from ..addresses import email_is_valid, has_e164_form, phone_is_valid, timezone_is_valid
@@ -43,7 +44,7 @@ from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
 from .consent import ConsentChange, Purpose, imported_consent_changes
 from .db import Store, bulk_page_cache
 from .models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
-from .write import upsert
+from .write import bulk_upsert
 
 # An event's payload holds what templates may show (docs/events.md, "Limits"). Bounded before
 # it is parsed: deeper JSON would crash every run that handles it (RecursionError).
@@ -574,8 +575,14 @@ def _existing_ids(
     selected = select(key, *(getattr(model, c) for c in columns))
     wanted = list(set(ids))
     found: dict[str, tuple[Any, ...]] = {}
+    postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(wanted), _LOOKUP):
-        for values in session.execute(selected.where(key.in_(wanted[start : start + _LOOKUP]))):
+        part = wanted[start : start + _LOOKUP]
+        # PostgreSQL: one array parameter (``= ANY``) instead of thousands of parameters.
+        where = (
+            key == any_(bindparam("ids", part, type_=ARRAY(String))) if postgres else key.in_(part)
+        )
+        for values in session.execute(selected.where(where)):
             found[values[0]] = tuple(values[1:])
     return found
 
@@ -681,7 +688,7 @@ class _Import:
         if not valid or not self.may_write():
             return
         rows = [row for _, _, row in valid]
-        upsert(session, MODELS[table], key, rows)
+        bulk_upsert(session, MODELS[table], key, rows)
         updated = sum(1 for row in rows if row[key] in stored)
         self.report.updated[table] += updated
         self.report.inserted[table] += len(rows) - updated
