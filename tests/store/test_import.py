@@ -1174,8 +1174,8 @@ def test_bulk_writes_keep_every_value_across_chunks(
     store: Store, tmp_path: Path, small_chunks: int
 ) -> None:
     """PostgreSQL writes each chunk with COPY into a staging table: text that COPY would
-    misread (tabs, backslashes, newlines, a literal \\N), payloads, amounts and instants must
-    come back as given, and the staging table must start empty for every chunk."""
+    misread (tabs, backslashes, newlines, a literal \\N), payloads and amounts must come back
+    as given, on the first import and on the re-import that updates every row."""
     names = ["Tab\there", "back\\slash", "new\nline", "\\N", "引号\"'", "  trimmed  ", "Zoë"]
     customers = [customer_row(f"C{n}", name=name) for n, name in enumerate(names, 1)]
     policies = [policy_row(f"P{n}", f"C{n}", premium=f"{n}00.5{n}") for n in range(1, 8)]
