@@ -13,7 +13,7 @@ does (``store.importer.import_csv``, then ``ledger.consent.record_consent_change
 For each it prints rows/s, the seconds of each phase and the peak RSS. The phases are timed by
 wrapping the importer's functions (time inside a nested wrapped call counts for the inner
 one only): ``existence`` (``_fill_missing_columns``, ``_existing_ids``, ``_check_references``),
-``insert`` (``upsert``, ``insert_rows``), ``consent`` (``_consents``,
+``insert`` (``upsert``, ``bulk_upsert``), ``consent`` (``_consents``,
 ``imported_consent_changes``, ``record_consent_changes``), and ``read+validate``: the rest of
 ``import_csv`` (reading the CSV, parsing and checking each row, and the commit). Figures only;
 nothing is asserted.
@@ -69,7 +69,7 @@ PHASES: dict[str, list[tuple[Any, str]]] = {
         (importer, "_existing_ids"),
         (importer, "_check_references"),
     ],
-    "insert": [(importer, "upsert"), (importer, "insert_rows")],
+    "insert": [(importer, "upsert"), (importer, "bulk_upsert")],
     "consent": [
         (importer, "_consents"),
         (importer, "imported_consent_changes"),
