@@ -45,50 +45,75 @@ def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, A
     session.execute(stmt, rows)
 
 
-def bulk_upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
-    """``upsert`` for many rows at once (an import's chunk). On PostgreSQL the rows are
-    copied (``COPY``) into a temporary table, then inserted from it with the same
-    ``ON CONFLICT DO UPDATE``: one round trip for the data instead of a batch of statements."""
-    if not rows or session.get_bind().dialect.name != "postgresql":
-        upsert(session, model, key, rows)
-        return
-    table = model.__table__
-    columns = list(rows[0])
-    conn = session.connection()
-    dialect = conn.dialect
-    # Each value as SQLAlchemy would bind it; a JSON payload (psycopg would adapt it as a
-    # parameter, not in COPY) serialised by the engine's serialiser, SQL NULL for None.
+def _bind_processors(table: Any, columns: list[str], dialect: Any) -> list[Any]:
+    """Per column, what SQLAlchemy does to a value before the driver gets it (None: nothing);
+    a JSON value serialised by the engine's serialiser, None staying SQL NULL."""
     dumps = getattr(dialect, "_json_serializer", None) or json.dumps
-    processors = [
+    return [
         (lambda v: None if v is None else dumps(v))
         if isinstance(table.c[c].type, JSON)
         else table.c[c].type.bind_processor(dialect)
         for c in columns
     ]
-    staging = f"care_import_{table.name}"
+
+
+def _bound(rows: list[dict[str, Any]], columns: list[str], processors: list[Any]) -> list[tuple]:
+    pairs = list(zip(columns, processors, strict=True))
+    return [
+        tuple(row[c] if process is None else process(row[c]) for c, process in pairs)
+        for row in rows
+    ]
+
+
+def bulk_upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
+    """``upsert`` for many rows at once (an import's chunk), with the values bound once by the
+    columns' own types and handed to the driver in bulk.
+
+    SQLite: the same upsert statement, run by the driver's ``executemany`` without
+    SQLAlchemy's per-row parameter handling. PostgreSQL: the rows are copied (``COPY``) into
+    a temporary table, then inserted from it with the same ``ON CONFLICT DO UPDATE``.
+    """
+    if not rows:
+        return
+    table = model.__table__
+    columns = list(rows[0])
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name not in ("sqlite", "postgresql"):
+        upsert(session, model, key, rows)
+        return
+    processors = _bind_processors(table, columns, dialect)
     names = ", ".join(f'"{c}"' for c in columns)
-    updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c != key)
+    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
+    if dialect.name == "sqlite":
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(
+            f'INSERT INTO "{table.name}" ({names}) VALUES ({marks}) '
+            f'ON CONFLICT ("{key}") DO UPDATE SET {updates}',
+            _bound(rows, columns, processors),
+        )
+        return
+    staging = f"care_import_{table.name}"
+    conn.exec_driver_sql(
+        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{staging}" '
+        f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP'
+    )
+    conn.exec_driver_sql(f'TRUNCATE "{staging}"')
     cursor = conn.connection.driver_connection.cursor()
-    with cursor:
-        cursor.execute(
-            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{staging}" '
-            f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP'
-        )
-        cursor.execute(f'TRUNCATE "{staging}"')
-        with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row(
-                    [
-                        value if process is None else process(value)
-                        for value, process in zip(
-                            (row[c] for c in columns), processors, strict=True
-                        )
-                    ]
-                )
-        cursor.execute(
-            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" '
-            f'ON CONFLICT ("{key}") DO UPDATE SET {updates}'
-        )
+    try:
+        with cursor, cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
+            for values in _bound(rows, columns, processors):
+                copy.write_row(values)
+    except Exception as exc:
+        # COPY runs outside SQLAlchemy's error handling (store.db._without_row_values):
+        # PostgreSQL's further lines would show a row's values.
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (exc.args[0].partition("\n")[0], *exc.args[1:])
+        raise
+    conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" '
+        f'ON CONFLICT ("{key}") DO UPDATE SET {updates}'
+    )
 
 
 def _utc_text(value: dt.datetime | None) -> str | None:
