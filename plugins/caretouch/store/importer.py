@@ -684,7 +684,7 @@ class _Import:
             self.report.warnings.extend(Problem(where, w, warning=True) for w in warnings)
             valid.append((where, raw, row))
         if table != "customer":
-            valid = self.check_references(session, table, valid)
+            valid = _check_references(session, self.seen, table, valid, self.unknown[table])
         if not valid or not self.may_write():
             return
         rows = [row for _, _, row in valid]
@@ -702,16 +702,6 @@ class _Import:
                 imported_consent_changes(before, rows, source=f"import:{path.name}")
             )
 
-    def check_references(
-        self,
-        session: Session,
-        table: str,
-        valid: list[tuple[Location, dict[str, str], dict[str, Any]]],
-    ) -> list[tuple[Location, dict[str, str], dict[str, Any]]]:
-        """Policies and events must name customers (and events policies) that are stored or
-        imported (a valid row of this import's files)."""
-        return _check_references(session, self.seen, table, valid, self.unknown[table])
-
 
 def _check_references(
     session: Session,
@@ -720,7 +710,11 @@ def _check_references(
     valid: list[tuple[Location, dict[str, str], dict[str, Any]]],
     unknown: list[Problem],
 ) -> list[tuple[Location, dict[str, str], dict[str, Any]]]:
-    """The rows of ``valid`` whose references exist; the others go to ``unknown``."""
+    """The rows of ``valid`` whose references exist; the others go to ``unknown``.
+
+    Policies and events must name customers (and events policies) that are stored or
+    imported: a valid row of this import's files (``seen``).
+    """
     customers = seen.get("customer", {})
     stored_customers = _existing_ids(
         session, "customer", {r["customer_id"] for _, _, r in valid} - customers.keys()
@@ -766,6 +760,10 @@ def import_csv(
     ``import:FILE``): the caller records them in the ledger
     (``ledger.consent.record_consent_changes``), so an opt-out delivered as a CSV counts as
     one.
+
+    A customers file of ``PHONE_HELPER_BYTES`` or more starts a helper process
+    (``multiprocessing``'s spawn), which imports the caller's main module again: a script
+    that calls this must keep its work under ``if __name__ == "__main__":``.
     """
     report = ImportReport()
     run = _Import(report, skip_invalid, check_event)
