@@ -58,7 +58,7 @@ _PLAIN_EMAIL = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
     r"@(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)+[A-Za-z]+"
 )
-_RESERVED_DOMAINS = tuple(SPECIAL_USE_DOMAIN_NAMES)
+_RESERVED_DOMAINS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 
 def plain_email_is_valid(email: str) -> bool:
@@ -69,10 +69,11 @@ def plain_email_is_valid(email: str) -> bool:
     local, domain = email.split("@")
     if len(local) > 64 or len(domain) > 253:
         return False
-    domain = domain.lower()
-    if any(len(label) > 63 for label in domain.split(".")):
+    labels = domain.lower().split(".")
+    if max(map(len, labels)) > 63:
         return False
-    return not any(domain == d or domain.endswith("." + d) for d in _RESERVED_DOMAINS)
+    # A special-use name is the domain itself or one of its suffixes.
+    return not any(".".join(labels[i:]) in _RESERVED_DOMAINS for i in range(len(labels)))
 
 
 @lru_cache(maxsize=65536)

@@ -58,11 +58,15 @@ def _bind_processors(table: Any, columns: list[str], dialect: Any) -> list[Any]:
 
 
 def _bound(rows: list[dict[str, Any]], columns: list[str], processors: list[Any]) -> list[tuple]:
-    pairs = list(zip(columns, processors, strict=True))
-    return [
-        tuple(row[c] if process is None else process(row[c]) for c, process in pairs)
-        for row in rows
-    ]
+    """The rows as tuples of ``columns``, each value through its column's processor."""
+    processed = [(i, process) for i, process in enumerate(processors) if process is not None]
+    out = []
+    for row in rows:
+        values = [row[c] for c in columns]
+        for i, process in processed:
+            values[i] = process(values[i])
+        out.append(tuple(values))
+    return out
 
 
 def bulk_upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
