@@ -1200,3 +1200,23 @@ def test_bulk_writes_keep_every_value_across_chunks(
     assert payloads["E2"] is None
     assert payloads["E6"] == {"nested": {"list": [1, "x"]}}
     assert count(store, Customer) == 7 and count(store, Event) == 6
+
+
+def test_without_temporary_tables_postgresql_imports_with_the_plain_upsert(
+    pg_store: Store, tmp_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role without PostgreSQL's TEMPORARY privilege (revoked from PUBLIC) cannot COPY into
+    a staging table: the chunks go through ``upsert``, with the same result."""
+    from caretouch.store import write
+
+    with pg_store.session() as session:
+        assert write.may_create_temporary_tables(session) is True  # the test role's default
+    monkeypatch.setattr(write, "may_create_temporary_tables", lambda session: False)
+    copied: list[int] = []
+    monkeypatch.setattr(write, "_bound", lambda rows, *a: copied.append(len(rows)) or [])
+    customers = [customer_row(f"C{n}", name=f"名{n}") for n in range(1, 8)]
+    report = import_csv(pg_store, files(tmp_path, customers=customers))
+
+    assert report.written and report.inserted == {"customer": 7} and copied == []
+    stored = table_rows(pg_store, Customer, "customer_id")
+    assert [stored[f"C{n}"]["name"] for n in range(1, 8)] == [f"名{n}" for n in range(1, 8)]

@@ -69,13 +69,24 @@ def _bound(rows: list[dict[str, Any]], columns: list[str], processors: list[Any]
     return out
 
 
+def may_create_temporary_tables(session: Session) -> bool:
+    """Whether the session's PostgreSQL role may create temporary tables (granted to PUBLIC
+    by default; a hardened database may have revoked it: bulk writes then use ``upsert``)."""
+    return bool(
+        session.connection()
+        .exec_driver_sql("SELECT has_database_privilege(current_database(), 'TEMPORARY')")
+        .scalar()
+    )
+
+
 def bulk_upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
     """``upsert`` for many rows at once (an import's chunk), with the values bound once by the
     columns' own types and handed to the driver in bulk.
 
     SQLite: the same upsert statement, run by the driver's ``executemany`` without
     SQLAlchemy's per-row parameter handling. PostgreSQL: the rows are copied (``COPY``) into
-    a temporary table, then inserted from it with the same ``ON CONFLICT DO UPDATE``.
+    a temporary table, then inserted from it with the same ``ON CONFLICT DO UPDATE`` (with
+    ``upsert`` if the role may not create temporary tables).
     """
     if not rows:
         return
@@ -83,7 +94,9 @@ def bulk_upsert(session: Session, model: type[Base], key: str, rows: list[dict[s
     columns = list(rows[0])
     conn = session.connection()
     dialect = conn.dialect
-    if dialect.name not in ("sqlite", "postgresql"):
+    if dialect.name not in ("sqlite", "postgresql") or (
+        dialect.name == "postgresql" and not may_create_temporary_tables(session)
+    ):
         upsert(session, model, key, rows)
         return
     processors = _bind_processors(table, columns, dialect)
