@@ -15,7 +15,7 @@ from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
 from caretouch.store.db import Store
 from caretouch.store.models import Customer
-from caretouch.store.write import upsert
+from caretouch.store.write import bulk_upsert, upsert
 from conftest import customer_row, load_rows
 
 PHONE = "+85297622077"
@@ -63,6 +63,15 @@ def test_not_null_violation(store: Store, caplog: pytest.LogCaptureFixture) -> N
         upsert(session, Customer, "customer_id", [_row(name=None)])
     told = _told(caught.value, caplog)
     assert "name" in told and "parameters hidden" in told
+    _assert_no_personal_data(told)
+
+
+def test_not_null_violation_in_a_bulk_write(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    # The import's bulk path: on PostgreSQL a COPY, which runs outside SQLAlchemy's handling.
+    with pytest.raises(Exception) as caught, store.session() as session:
+        bulk_upsert(session, Customer, "customer_id", [_row(customer_id="C0"), _row(name=None)])
+    told = _told(caught.value, caplog)
+    assert "name" in told
     _assert_no_personal_data(told)
 
 

@@ -952,3 +952,271 @@ def test_cli_import_reports_nul_rows_without_a_traceback(care: Care, tmp_path: P
     assert result.exit_code == 1
     assert f"{path}:3: name contains a NUL character" in result.output
     assert "Traceback" not in result.output and "+8613812348000" not in result.output
+
+
+# --- chunks: a file is read, checked and written CHUNK rows at a time ----------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Chunks of 3 rows and bulk lookups of 2 ids, so a few rows cross every boundary."""
+    from caretouch.store import importer
+
+    monkeypatch.setattr(importer, "CHUNK", 3)
+    monkeypatch.setattr(importer, "_LOOKUP", 2)
+    return 3
+
+
+def test_an_error_after_the_first_chunk_still_writes_nothing(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    customers = [customer_row(f"C{n}") for n in range(1, 8)]
+    customers[small_chunks] = customer_row(f"C{small_chunks + 1}", tier="E")  # row CHUNK + 1
+    report = import_csv(store, files(tmp_path, customers=customers))
+
+    assert not report.written and report.inserted == {} and report.consent_changes == []
+    assert [str(p) for p in report.rejected] == [
+        f"{tmp_path / 'customers.csv'}:{small_chunks + 2}: tier: 'E' is not one of A, B, C, D"
+    ]
+    assert_store_empty(store)
+
+
+def test_an_error_in_the_last_chunk_rolls_back_the_updates_and_consents_of_the_first(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    import_csv(store, files(tmp_path, customers=[customer_row(f"C{n}") for n in range(1, 8)]))
+    changed = [customer_row(f"C{n}", name="改名", consent_sms="false") for n in range(1, 8)]
+    changed[-1]["birth_date"] = "1980-02-30"
+    report = import_csv(store, files(tmp_path, customers=changed))
+
+    assert not report.written and report.consent_changes == []
+    assert [p.location.line for p in report.rejected] == [8]
+    stored = table_rows(store, Customer, "customer_id")
+    assert {c["name"] for c in stored.values()} == {"王芳"}
+    assert all(c["consent_sms"] is True for c in stored.values())
+
+
+def test_skip_invalid_across_chunks_writes_every_valid_row_with_counts_and_consents(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    import_csv(store, files(tmp_path, customers=[customer_row(f"C{n}") for n in range(1, 5)]))
+    rows = [customer_row(f"C{n}", consent_sms="false" if n % 2 else "true") for n in range(1, 9)]
+    rows[4] = customer_row("C5", locale="fr")  # line 6, in the second chunk
+    rows.append(customer_row("C2", name="again"))  # line 10: a duplicate two chunks later
+    report = import_csv(
+        store,
+        files(tmp_path, customers=rows),
+        skip_invalid=True,
+        rejects_path=tmp_path / "rejects.csv",
+    )
+
+    assert report.written
+    assert [(p.location.line, p.reason) for p in report.rejected] == [
+        (6, "locale: 'fr' is not one of zh-CN, zh-TW, en"),
+        (10, "duplicate customer_id 'C2' (also on line 3)"),
+    ]
+    assert report.inserted == {"customer": 3} and report.updated == {"customer": 4}
+    assert set(table_rows(store, Customer, "customer_id")) == {f"C{n}" for n in range(1, 9)} - {
+        "C5"
+    }
+    # C1 and C3 withdrew SMS (C5 was refused; C6-C8 are new): both changes, with the before.
+    assert sorted(
+        (c.customer_id, c.purpose.value, c.before, c.granted) for c in report.consent_changes
+    ) == [
+        ("C1", "sms", True, False),
+        ("C3", "sms", True, False),
+    ]
+    assert table_rows(store, Customer, "customer_id")["C2"]["name"] == "王芳"
+
+
+def test_read_problems_of_a_file_come_before_its_row_problems_whatever_the_chunk(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    path = write_csv(
+        tmp_path / "customers.csv",
+        [customer_row("C1", tier="Z"), *[customer_row(f"C{n}") for n in range(2, 7)]],
+        CUSTOMER_COLUMNS,
+    )
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("C9,short\n")
+    report = import_csv(store, {"customer": path})
+
+    assert [p.location.line for p in report.rejected] == [8, 2]
+    assert_store_empty(store)
+
+
+def test_references_reach_rows_of_any_chunk_and_the_store(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    load_rows(store, customers=[customer_row("C0")], policies=[policy_row("P0", "C0")])
+    customers = [customer_row(f"C{n}") for n in range(1, 8)]
+    customers[1]["tier"] = "E"  # C2 is refused: nothing may refer to it
+    policies = [policy_row(f"P{n}", f"C{8 - n}") for n in range(1, 8)] + [
+        policy_row("P8", "C0"),
+        policy_row("P9", "C99"),
+    ]
+    events = [
+        event_row("E1", "C7", policy_id="P1"),
+        event_row("E2", "C0", policy_id="P0"),
+        event_row("E3", "C1", policy_id="P77"),
+        event_row("E4", "C2"),
+        event_row("E5", "C0", policy_id="P8"),
+    ]
+    report = import_csv(
+        store,
+        files(tmp_path, customers=customers, policies=policies, events=events),
+        skip_invalid=True,
+        rejects_path=tmp_path / "rejects.csv",
+    )
+
+    assert [(Path(p.location.file).name, p.location.line, p.reason) for p in report.rejected] == [
+        ("customers.csv", 3, "tier: 'E' is not one of A, B, C, D"),
+        ("policies.csv", 7, "unknown customer_id 'C2'"),
+        ("policies.csv", 10, "unknown customer_id 'C99'"),
+        ("events.csv", 4, "unknown policy_id 'P77'"),
+        ("events.csv", 5, "unknown customer_id 'C2'"),
+    ]
+    assert report.inserted == {"customer": 6, "policy": 7, "event": 3}
+
+
+def test_a_partial_file_across_chunks_keeps_the_stored_columns(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    load_rows(store, customers=[customer_row(f"C{n}", tier="A") for n in range(1, 8)])
+    path = write_csv(
+        tmp_path / "names.csv",
+        [{"customer_id": f"C{n}", "name": f"新{n}"} for n in range(1, 9)],
+        ["customer_id", "name"],
+    )
+    report = import_csv(store, {"customer": path})
+
+    assert (
+        report.written and report.inserted == {"customer": 1} and report.updated == {"customer": 7}
+    )
+    stored = table_rows(store, Customer, "customer_id")
+    assert [stored[f"C{n}"]["tier"] for n in range(1, 9)] == ["A"] * 7 + ["C"]
+    assert stored["C7"]["name"] == "新7" and stored["C7"]["consent_sms"] is True
+    assert report.consent_changes == []
+
+
+PHONE_CASES = [
+    ("+8613812348000", "+8613812348000", False),
+    ("+86 138-1234-8000", "+8613812348000", False),  # normalised
+    ("+86 138 1234 800", "+86 138 1234 800", True),  # too short: kept, with a warning
+    ("(555) 123-4567", "(555) 123-4567", True),
+    ("+1 650-555-0100 ext 2", "+1 650-555-0100 ext 2", True),
+    ("", None, False),
+]
+
+
+def _phone_import(store: Store, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+    rows = [customer_row(f"C{n}", phone=cell) for n, (cell, _, _) in enumerate(PHONE_CASES)]
+    report = import_csv(store, files(tmp_path, customers=rows))
+    stored = table_rows(store, Customer, "customer_id")
+    return report, {cid: row["phone"] for cid, row in stored.items()}
+
+
+def _expected_phones(tmp_path: Path) -> tuple[list[str], dict[str, Any]]:
+    warnings = [
+        f"{tmp_path / 'customers.csv'}:{n + 2}: warning: phone is not a valid E.164 number: "
+        "SMS will not be used"
+        for n, (_, _, warn) in enumerate(PHONE_CASES)
+        if warn
+    ]
+    return warnings, {f"C{n}": stored for n, (_, stored, _) in enumerate(PHONE_CASES)}
+
+
+def test_phones_checked_by_the_helper_process_are_stored_and_warned_as_in_process(
+    sqlite_store: Store, tmp_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caretouch.store import importer
+
+    monkeypatch.setattr(importer, "PHONE_HELPER_BYTES", 0)
+    given: list[bool] = []
+    parse = importer.parse_customer
+
+    def spy(raw: dict[str, str], phones: Any = None) -> Any:
+        given.append(bool(phones))
+        return parse(raw, phones)
+
+    monkeypatch.setattr(importer, "parse_customer", spy)
+    report, phones = _phone_import(sqlite_store, tmp_path)
+
+    assert report.written
+    assert ([str(w) for w in report.warnings], phones) == _expected_phones(tmp_path)
+    assert given and all(given)  # every chunk's numbers came from the helper
+
+
+def test_phones_are_checked_in_process_when_the_helper_cannot_start(
+    sqlite_store: Store, tmp_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caretouch.store import importer
+
+    class NoProcesses:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def submit(self, *args: Any) -> Any:
+            raise AssertionError("daemonic processes are not allowed to have children")
+
+        def shutdown(self, **kwargs: Any) -> None:
+            pass
+
+    monkeypatch.setattr(importer, "PHONE_HELPER_BYTES", 0)
+    monkeypatch.setattr(importer, "ProcessPoolExecutor", NoProcesses)
+    report, phones = _phone_import(sqlite_store, tmp_path)
+
+    assert report.written
+    assert ([str(w) for w in report.warnings], phones) == _expected_phones(tmp_path)
+
+
+def test_bulk_writes_keep_every_value_across_chunks(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    """PostgreSQL writes each chunk with COPY into a staging table: text that COPY would
+    misread (tabs, backslashes, newlines, a literal \\N), payloads and amounts must come back
+    as given, on the first import and on the re-import that updates every row."""
+    names = ["Tab\there", "back\\slash", "new\nline", "\\N", "引号\"'", "  trimmed  ", "Zoë"]
+    customers = [customer_row(f"C{n}", name=name) for n, name in enumerate(names, 1)]
+    policies = [policy_row(f"P{n}", f"C{n}", premium=f"{n}00.5{n}") for n in range(1, 8)]
+    events = [
+        event_row(f"E{n}", f"C{n}", payload=json_payload)
+        for n, json_payload in enumerate(
+            ['{"amount": 12, "note": "a\\tb \\\\ 王"}', "", '{"nested": {"list": [1, "x"]}}'] * 2,
+            1,
+        )
+    ]
+    paths = files(tmp_path, customers=customers, policies=policies, events=events)
+    assert import_csv(store, paths).written
+    again = import_csv(store, paths)  # every row again: updates through the staging table
+
+    assert again.updated == {"customer": 7, "policy": 7, "event": 6}
+    stored = table_rows(store, Customer, "customer_id")
+    assert [stored[f"C{n}"]["name"] for n in range(1, 8)] == [n.strip() for n in names]
+    premiums = table_rows(store, InsurancePolicy, "policy_id")
+    assert premiums["P7"]["premium"] == Decimal("700.57")
+    payloads = {k: v["payload"] for k, v in table_rows(store, Event, "event_id").items()}
+    assert payloads["E1"] == {"amount": 12, "note": "a\tb \\ 王"}
+    assert payloads["E2"] is None
+    assert payloads["E6"] == {"nested": {"list": [1, "x"]}}
+    assert count(store, Customer) == 7 and count(store, Event) == 6
+
+
+def test_without_temporary_tables_postgresql_imports_with_the_plain_upsert(
+    pg_store: Store, tmp_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role without PostgreSQL's TEMPORARY privilege (revoked from PUBLIC) cannot COPY into
+    a staging table: the chunks go through ``upsert``, with the same result."""
+    from caretouch.store import write
+
+    with pg_store.session() as session:
+        assert write.may_create_temporary_tables(session) is True  # the test role's default
+    monkeypatch.setattr(write, "may_create_temporary_tables", lambda session: False)
+    copied: list[int] = []
+    monkeypatch.setattr(write, "_bound", lambda rows, *a: copied.append(len(rows)) or [])
+    customers = [customer_row(f"C{n}", name=f"名{n}") for n in range(1, 8)]
+    report = import_csv(pg_store, files(tmp_path, customers=customers))
+
+    assert report.written and report.inserted == {"customer": 7} and copied == []
+    stored = table_rows(pg_store, Customer, "customer_id")
+    assert [stored[f"C{n}"]["name"] for n in range(1, 8)] == [f"名{n}" for n in range(1, 8)]

@@ -5,6 +5,12 @@ bad row is reported as ``FILE:LINE: reason``. With ``skip_invalid`` the valid ro
 and the rejected ones go, with their reasons, to a rejects file. Re-importing an id updates it.
 Rows that are valid but will never be contacted on some channel (a malformed phone number, say)
 are imported with a warning: the contact policy, not the importer, decides who is reachable.
+
+Files are read in chunks of ``CHUNK`` rows, each looked up in the store in bulk, validated and
+written with one ``executemany`` inside the import's single transaction, so a file of any size
+takes bounded memory (the ids seen so far, for the duplicate and reference checks, and the
+problems found). All-or-nothing stops writing at the first problem, checks the rest for the
+report, and rolls the transaction back.
 """
 
 from __future__ import annotations
@@ -13,17 +19,21 @@ import codecs
 import csv
 import datetime as dt
 import json
+import multiprocessing
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import select
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
 
-from ..addresses import email_is_valid, phone_is_valid, timezone_is_valid
+from ..addresses import email_is_valid, has_e164_form, phone_is_valid, timezone_is_valid
 from ..bounds import Limits, OutOfBounds
 from ..bounds import loads as bounded_loads
 from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month_day, month_day
@@ -31,16 +41,29 @@ from ..errors import Location
 from ..nul import NUL, escape_nul, find_nul, nul_reason
 from ..suggest import did_you_mean
 from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
-from .consent import ConsentChange, imported_consent_changes
-from .db import Store
+from .consent import ConsentChange, Purpose, imported_consent_changes
+from .db import Store, bulk_page_cache
 from .models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
-from .write import upsert
+from .write import bulk_upsert
 
 # An event's payload holds what templates may show (docs/events.md, "Limits"). Bounded before
 # it is parsed: deeper JSON would crash every run that handles it (RecursionError).
 PAYLOAD_LIMITS = Limits(max_bytes=32 * 1024, max_depth=16, max_items=1000)
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
+# The allowed words of each vocabulary, listed once (not on every row of a large file).
+_WORDS: dict[Any, tuple[str, ...]] = {
+    enum: tuple(m.value for m in enum)
+    for enum in (BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier)
+}
+_LUNAR = BirthdayCalendar.LUNAR.value
+_GREGORIAN = BirthdayCalendar.GREGORIAN.value
+_ZH_CN = Locale.ZH_CN.value
+_TIER_C = Tier.C.value
+
+CHUNK = 10_000
+"""Rows of a file validated, looked up and written at a time."""
+_LOOKUP = 2_000  # ids per bulk lookup query (below SQLite's and PostgreSQL's parameter limits)
 
 
 class RowError(ValueError):
@@ -49,6 +72,8 @@ class RowError(ValueError):
 
 def _refuse_nul(raw: dict[str, str]) -> None:
     """A row with a NUL in any field is invalid, whatever the column (docs/store.md)."""
+    if NUL not in "".join(value for value in raw.values() if value):
+        return
     bad = [column for column, value in raw.items() if value and NUL in value]
     if bad:
         raise RowError(nul_reason(", ".join(bad)))
@@ -112,7 +137,7 @@ def _bool(value: str, column: str) -> bool:
 def _choice(value: str, column: str, enum: Any, default: str) -> str:
     if value == "":
         return default
-    choices = [m.value for m in enum]
+    choices = _WORDS[enum]
     if value not in choices:
         raise RowError(
             f"{column}: {value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}"
@@ -131,15 +156,21 @@ def _text(value: str, column: str, *, required: bool = False, limit: int = 200) 
     return value
 
 
-def parse_customer(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """A typed customer row from CSV strings, and any warnings; raises ``RowError``."""
+def parse_customer(
+    raw: dict[str, str], phones: Mapping[str, tuple[str | None, bool]] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """A typed customer row from CSV strings, and any warnings; raises ``RowError``.
+
+    ``phones``: ``check_phones`` of this row's phone cell, computed beforehand (elsewhere);
+    a number not in it is checked here.
+    """
     _refuse_nul(raw)
     warnings: list[str] = []
     calendar = _choice(
-        raw.get("birthday_calendar", ""), "birthday_calendar", BirthdayCalendar, "gregorian"
+        raw.get("birthday_calendar", ""), "birthday_calendar", BirthdayCalendar, _GREGORIAN
     )
     birth = _date(raw.get("birth_date", ""), "birth_date")
-    if calendar == BirthdayCalendar.LUNAR.value:
+    if calendar == _LUNAR:
         if birth is None:
             raise RowError("birthday_calendar is lunar but birth_date is empty")
         if not in_lunar_range(birth):
@@ -150,8 +181,10 @@ def parse_customer(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
     tz = _text(raw.get("timezone", ""), "timezone", limit=64)
     if tz is not None and not timezone_is_valid(tz):
         raise RowError(f"timezone: {tz!r} is not an IANA time zone (e.g. Asia/Shanghai)")
-    phone = normalise_phone(_text(raw.get("phone", ""), "phone", limit=32))
-    if phone is not None and not phone_is_valid(phone):
+    phone_text = _text(raw.get("phone", ""), "phone", limit=32)
+    known = phones.get(phone_text) if phones is not None and phone_text is not None else None
+    phone, valid_phone = known if known is not None else _normalised_phone(phone_text)
+    if phone is not None and not valid_phone:
         warnings.append("phone is not a valid E.164 number: SMS will not be used")
     email = _text(raw.get("email", ""), "email", limit=320)
     if email is not None and not email_is_valid(email):
@@ -163,9 +196,9 @@ def parse_customer(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
         "birthday_calendar": calendar,
         "phone": phone,
         "email": email,
-        "locale": _choice(raw.get("locale", ""), "locale", Locale, Locale.ZH_CN.value),
+        "locale": _choice(raw.get("locale", ""), "locale", Locale, _ZH_CN),
         "timezone": tz,
-        "tier": _choice(raw.get("tier", ""), "tier", Tier, Tier.C.value),
+        "tier": _choice(raw.get("tier", ""), "tier", Tier, _TIER_C),
         "status": _choice(raw.get("status", ""), "status", CustomerStatus, "active"),
         "consent_sms": _bool(raw.get("consent_sms", ""), "consent_sms"),
         "consent_email": _bool(raw.get("consent_email", ""), "consent_email"),
@@ -191,11 +224,100 @@ def normalise_phone(phone: str | None) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+def _normalised_phone(phone: str | None) -> tuple[str | None, bool]:
+    """``normalise_phone(phone)`` and whether ``phone_is_valid`` holds for it, parsing the
+    number once where the two would each parse it (a number already in E.164, the usual case).
+    """
+    if phone is None:
+        return None, False
+    if not _FORMATTED_PHONE.match(phone):  # nor E.164, which is a narrower form
+        return phone, False
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return phone, False  # phone_is_valid would parse it the same way and fail
+    if not phonenumbers.is_valid_number(parsed):
+        return phone, False
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if e164 == phone:  # phone_is_valid: this very parse is valid; only its form is left
+        return phone, has_e164_form(phone)
+    return e164, phone_is_valid(e164)
+
+
+def check_phones(cells: Iterable[str]) -> dict[str, tuple[str | None, bool]]:
+    """For each phone cell: the number as ``parse_customer`` stores it and whether it is valid
+    E.164, keyed by the trimmed cell (cells ``parse_customer`` refuses are left out)."""
+    out: dict[str, tuple[str | None, bool]] = {}
+    for cell in cells:
+        text = cell.strip()
+        if text and len(text) <= 32 and text not in out:
+            out[text] = _normalised_phone(text)
+    return out
+
+
+# The phone numbers of a large customers file are checked by a helper process, a chunk ahead
+# of the rows: ``phonenumbers`` takes ~20 µs a number, a third of a row's cost, and a second
+# core does it meanwhile. Below this size a process is not worth starting.
+PHONE_HELPER_BYTES = 8 * 1024 * 1024
+
+
+class _PhoneHelper:
+    """``check_phones`` of each chunk's phone cells, in a helper process, one chunk ahead.
+
+    Its answers are what ``parse_customer`` would compute itself: if the helper cannot start
+    or fails, the rows are checked in this process, as they are for small files.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.pool: ProcessPoolExecutor | None = None
+        try:
+            if path.stat().st_size >= PHONE_HELPER_BYTES:
+                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        except (OSError, ValueError):
+            self.pool = None
+
+    def _submit(self, chunk: list[tuple[int, dict[str, str]]]) -> Future[Any] | None:
+        if self.pool is None:
+            return None
+        try:
+            return self.pool.submit(check_phones, [raw.get("phone", "") for _, raw in chunk])
+        except Exception:  # cannot start (a daemonic process, say): check them here
+            self.close()
+            return None
+
+    @staticmethod
+    def _result(future: Future[Any] | None) -> dict[str, tuple[str | None, bool]] | None:
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:  # the helper died: this chunk is checked here
+            return None
+
+    def ahead(
+        self, chunks: Iterable[list[tuple[int, dict[str, str]]]]
+    ) -> Iterator[tuple[list[tuple[int, dict[str, str]]], dict[str, Any] | None]]:
+        """Each chunk with its phones checked, the next chunk's check started first."""
+        pending: tuple[list[tuple[int, dict[str, str]]], Future[Any] | None] | None = None
+        for chunk in chunks:
+            future = self._submit(chunk)
+            if pending is not None:
+                yield pending[0], self._result(pending[1])
+            pending = (chunk, future)
+        if pending is not None:
+            yield pending[0], self._result(pending[1])
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
 def with_derived_customer(row: dict[str, Any]) -> dict[str, Any]:
     """Add the indexed month-day keys the planner looks customers up by."""
     birth = row.get("birth_date")
     row["birth_md"] = month_day(birth) if birth else None
-    lunar = birth is not None and row.get("birthday_calendar") == BirthdayCalendar.LUNAR.value
+    lunar = birth is not None and row.get("birthday_calendar") == _LUNAR
     row["birth_lunar_md"] = lunar_month_day(birth) if lunar and birth else None
     return row
 
@@ -282,13 +404,6 @@ PARSERS: dict[str, Callable[[dict[str, str]], tuple[dict[str, Any], list[str]]]]
 }
 ID_COLUMN = {"customer": "customer_id", "policy": "policy_id", "event": "event_id"}
 MODELS = {"customer": Customer, "policy": InsurancePolicy, "event": Event}
-
-
-@dataclass
-class _Parsed:
-    table: str
-    path: Path
-    rows: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
 
 
 def csv_file_problem(path: Path) -> tuple[Location, str] | None:
@@ -434,64 +549,200 @@ def _as_csv(value: Any) -> str:
     return str(value)
 
 
-def _fill_missing_columns(
-    store: Store, table: str, raw_rows: list[tuple[int, dict[str, str]]]
-) -> None:
-    """Re-importing an existing id with fewer columns keeps the values of the others.
+_CONSENT_COLUMNS = tuple(p.column for p in Purpose)
 
-    A file of ``customer_id,name`` renames customers; it does not reset their consents.
-    """
-    if not raw_rows:
-        return
-    missing = [c for c in CANONICAL_COLUMNS[table] if c not in raw_rows[0][1]]
-    if not missing:
-        return
+
+class _Discard(Exception):
+    """Leaves the import's transaction by rolling it back (nothing is imported)."""
+
+
+def _chunked(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _existing_ids(
+    session: Session, table: str, ids: Iterable[str], columns: Sequence[str] = ()
+) -> dict[str, tuple[Any, ...]]:
+    """The rows of ``table`` stored with one of ``ids``: id -> the values of ``columns``,
+    found in bulk (``_LOOKUP`` ids a query)."""
     model = MODELS[table]
-    key = ID_COLUMN[table]
-    wanted = [raw.get(key, "").strip() for _, raw in raw_rows]
-    existing: dict[str, dict[str, str]] = {}
-    columns = [getattr(model, c) for c in (key, *missing)]
-    with store.read_session() as session:
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            for values in session.execute(select(*columns).where(getattr(model, key).in_(chunk))):
-                existing[values[0]] = {
-                    c: _as_csv(v) for c, v in zip(missing, values[1:], strict=True)
-                }
-    for _, raw in raw_rows:
-        known = existing.get(raw.get(key, "").strip())
-        if known:
-            raw.update(known)
-
-
-def _consents(store: Store, customer_ids: list[str]) -> dict[str, dict[str, bool]]:
-    """Current consent flags of the existing customers among ``customer_ids``."""
-    out: dict[str, dict[str, bool]] = {}
-    columns = (Customer.consent_sms, Customer.consent_email, Customer.consent_marketing)
-    with store.read_session() as session:
-        for start in range(0, len(customer_ids), 500):
-            chunk = customer_ids[start : start + 500]
-            for cid, sms, email, marketing in session.execute(
-                select(Customer.customer_id, *columns).where(Customer.customer_id.in_(chunk))
-            ):
-                out[cid] = {
-                    "consent_sms": sms,
-                    "consent_email": email,
-                    "consent_marketing": marketing,
-                }
-    return out
-
-
-def _existing_ids(store: Store, table: str, ids: Iterable[str]) -> set[str]:
-    model = MODELS[table]
-    column = getattr(model, ID_COLUMN[table])
-    found: set[str] = set()
-    wanted = list(ids)
-    with store.read_session() as session:
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            found.update(session.scalars(select(column).where(column.in_(chunk))))
+    key = getattr(model, ID_COLUMN[table])
+    selected = select(key, *(getattr(model, c) for c in columns))
+    wanted = list(set(ids))
+    found: dict[str, tuple[Any, ...]] = {}
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for start in range(0, len(wanted), _LOOKUP):
+        part = wanted[start : start + _LOOKUP]
+        # PostgreSQL: one array parameter (``= ANY``) instead of thousands of parameters.
+        where = (
+            key == any_(bindparam("ids", part, type_=ARRAY(String))) if postgres else key.in_(part)
+        )
+        for values in session.execute(selected.where(where)):
+            found[values[0]] = tuple(values[1:])
     return found
+
+
+@dataclass
+class _Import:
+    """One import's state while its files stream through, chunk by chunk (``import_csv``)."""
+
+    report: ImportReport
+    skip_invalid: bool
+    check_event: Callable[[str, dict[str, Any] | None], list[str]] | None
+    # table -> id -> line of its first valid row: the duplicate check, and the rows a policy
+    # or an event may refer to besides the stored ones.
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per file: its read problems (wrong field count, NUL) and file errors, then its row
+    # problems; the reference problems of policies and events come last (as before streaming).
+    files: list[tuple[ImportReport, list[Problem]]] = field(default_factory=list)
+    unknown: dict[str, list[Problem]] = field(default_factory=lambda: {"policy": [], "event": []})
+
+    def clean(self) -> bool:
+        """No problem so far: all-or-nothing may go on writing."""
+        return not (
+            self.report.file_errors
+            or any(reading.file_errors or reading.rejected or rows for reading, rows in self.files)
+            or any(self.unknown.values())
+        )
+
+    def may_write(self) -> bool:
+        if self.report.file_errors or any(reading.file_errors for reading, _ in self.files):
+            return False
+        return self.skip_invalid or self.clean()
+
+    def rejected(self) -> list[Problem]:
+        out = [p for reading, rows in self.files for p in (*reading.rejected, *rows)]
+        return out + self.unknown["policy"] + self.unknown["event"]
+
+    def import_file(self, session: Session, table: str, path: Path) -> None:
+        reading, rejected = ImportReport(), []
+        self.files.append((reading, rejected))
+        self.seen[table] = {}
+        self.report.inserted[table] = self.report.updated[table] = 0
+        chunks = _chunked(_read_csv(path, table, reading), CHUNK)
+        if table != "customer":
+            for chunk in chunks:
+                self.import_chunk(session, table, path, chunk, rejected)
+            return
+        helper = _PhoneHelper(path)
+        try:
+            for chunk, phones in helper.ahead(chunks):
+                self.import_chunk(session, table, path, chunk, rejected, phones)
+        finally:
+            helper.close()
+
+    def import_chunk(
+        self,
+        session: Session,
+        table: str,
+        path: Path,
+        chunk: list[tuple[int, dict[str, str]]],
+        rejected: list[Problem],
+        phones: dict[str, tuple[str | None, bool]] | None = None,
+    ) -> None:
+        key = ID_COLUMN[table]
+        seen = self.seen[table]
+        # A column missing from the file keeps its stored value: re-importing an existing id
+        # with fewer columns renames a customer, it does not reset their consents.
+        missing = [c for c in CANONICAL_COLUMNS[table] if c not in chunk[0][1]]
+        consents = _CONSENT_COLUMNS if table == "customer" and self.may_write() else ()
+        stored = _existing_ids(
+            session, table, [raw.get(key, "").strip() for _, raw in chunk], [*missing, *consents]
+        )
+        valid: list[tuple[Location, dict[str, str], dict[str, Any]]] = []
+        for line, raw in chunk:
+            where = Location(str(path), line)
+            known = stored.get(raw.get(key, "").strip()) if missing else None
+            if known is not None:
+                raw.update((c, _as_csv(v)) for c, v in zip(missing, known, strict=False))
+            try:
+                if phones is not None:
+                    row, warnings = parse_customer(raw, phones)
+                else:
+                    row, warnings = PARSERS[table](raw)
+                if table == "event" and self.check_event is not None:
+                    problems = self.check_event(row["type"], row["payload"])
+                    if problems:
+                        raise RowError("; ".join(problems))
+            except RowError as exc:
+                rejected.append(Problem(where, str(exc), row=raw))
+                continue
+            ident = row[key]
+            if ident in seen:
+                rejected.append(
+                    Problem(
+                        where, f"duplicate {key} {ident!r} (also on line {seen[ident]})", row=raw
+                    )
+                )
+                continue
+            seen[ident] = line
+            self.report.warnings.extend(Problem(where, w, warning=True) for w in warnings)
+            valid.append((where, raw, row))
+        if table != "customer":
+            valid = _check_references(session, self.seen, table, valid, self.unknown[table])
+        if not valid or not self.may_write():
+            return
+        rows = [row for _, _, row in valid]
+        bulk_upsert(session, MODELS[table], key, rows)
+        updated = sum(1 for row in rows if row[key] in stored)
+        self.report.updated[table] += updated
+        self.report.inserted[table] += len(rows) - updated
+        if consents:
+            before = {
+                row[key]: dict(zip(consents, stored[row[key]][len(missing) :], strict=True))
+                for row in rows
+                if row[key] in stored
+            }
+            self.report.consent_changes.extend(
+                imported_consent_changes(before, rows, source=f"import:{path.name}")
+            )
+
+
+def _check_references(
+    session: Session,
+    seen: dict[str, dict[str, int]],
+    table: str,
+    valid: list[tuple[Location, dict[str, str], dict[str, Any]]],
+    unknown: list[Problem],
+) -> list[tuple[Location, dict[str, str], dict[str, Any]]]:
+    """The rows of ``valid`` whose references exist; the others go to ``unknown``.
+
+    Policies and events must name customers (and events policies) that are stored or
+    imported: a valid row of this import's files (``seen``).
+    """
+    customers = seen.get("customer", {})
+    stored_customers = _existing_ids(
+        session, "customer", {r["customer_id"] for _, _, r in valid} - customers.keys()
+    )
+    policies = seen.get("policy", {})
+    stored_policies = (
+        _existing_ids(
+            session,
+            "policy",
+            {r["policy_id"] for _, _, r in valid if r.get("policy_id")} - policies.keys(),
+        )
+        if table == "event"
+        else {}
+    )
+    kept = []
+    for where, raw, row in valid:
+        customer, policy = row["customer_id"], row.get("policy_id")
+        if customer not in customers and customer not in stored_customers:
+            unknown.append(Problem(where, f"unknown customer_id {customer!r}", row=raw))
+        elif (
+            table == "event" and policy and policy not in policies and policy not in stored_policies
+        ):
+            unknown.append(Problem(where, f"unknown policy_id {policy!r}", row=raw))
+        else:
+            kept.append((where, raw, row))
+    return kept
 
 
 def import_csv(
@@ -511,106 +762,33 @@ def import_csv(
     ``import:FILE``): the caller records them in the ledger
     (``ledger.consent.record_consent_changes``), so an opt-out delivered as a CSV counts as
     one.
+
+    A customers file of ``PHONE_HELPER_BYTES`` or more starts a helper process
+    (``multiprocessing``'s spawn), which imports the caller's main module again: a script
+    that calls this must keep its work under ``if __name__ == "__main__":``.
     """
     report = ImportReport()
-    parsed: dict[str, _Parsed] = {}
-    for table in ("customer", "policy", "event"):
-        if table not in files:
-            continue
-        path = Path(files[table])
-        result = _Parsed(table, path)
-        seen: dict[str, int] = {}
-        raw_rows = list(_read_csv(path, table, report))
-        _fill_missing_columns(store, table, raw_rows)
-        for line, raw in raw_rows:
-            where = Location(str(path), line)
-            try:
-                row, warnings = PARSERS[table](raw)
-                if table == "event" and check_event is not None:
-                    problems = check_event(row["type"], row["payload"])
-                    if problems:
-                        raise RowError("; ".join(problems))
-            except RowError as exc:
-                report.rejected.append(Problem(where, str(exc), row=raw))
-                continue
-            key = row[ID_COLUMN[table]]
-            if key in seen:
-                report.rejected.append(
-                    Problem(
-                        where,
-                        f"duplicate {ID_COLUMN[table]} {key!r} (also on line {seen[key]})",
-                        row=raw,
-                    )
-                )
-                continue
-            seen[key] = line
-            report.warnings.extend(Problem(where, w, warning=True) for w in warnings)
-            result.rows.append((line, raw, row))
-        parsed[table] = result
-
-    _check_references(store, parsed, report)
-
-    if report.file_errors or (report.rejected and not skip_invalid):
+    run = _Import(report, skip_invalid, check_event)
+    try:
+        with store.session() as session, bulk_page_cache(session):
+            for table in ("customer", "policy", "event"):
+                if table in files:
+                    run.import_file(session, table, Path(files[table]))
+            for reading, _ in run.files:
+                report.file_errors.extend(reading.file_errors)
+            report.rejected = run.rejected()
+            if report.file_errors or (report.rejected and not skip_invalid):
+                raise _Discard
+    except _Discard:
+        report.inserted.clear()
+        report.updated.clear()
+        report.consent_changes.clear()
         return report
-    consents_before = (
-        _consents(store, [r["customer_id"] for _, _, r in parsed["customer"].rows])
-        if "customer" in parsed
-        else {}
-    )
-    with store.session() as session:
-        for table, result in parsed.items():
-            rows = [row for _, _, row in result.rows]
-            existing = _existing_ids(store, table, [r[ID_COLUMN[table]] for r in rows])
-            upsert(session, MODELS[table], ID_COLUMN[table], rows)
-            report.updated[table] = len(existing)
-            report.inserted[table] = len(rows) - len(existing)
     report.written = True
-    if consents_before:
-        report.consent_changes = imported_consent_changes(
-            consents_before,
-            [row for _, _, row in parsed["customer"].rows],
-            source=f"import:{parsed['customer'].path.name}",
-        )
     if report.rejected and rejects_path is not None:
         write_rejects(rejects_path, report.rejected)
         report.rejects_file = rejects_path
     return report
-
-
-def _check_references(store: Store, parsed: dict[str, _Parsed], report: ImportReport) -> None:
-    """Policies and events must name customers (and policies) that exist or are imported."""
-    new_customers = {
-        r["customer_id"] for _, _, r in parsed.get("customer", _Parsed("", Path())).rows
-    }
-    new_policies = {r["policy_id"] for _, _, r in parsed.get("policy", _Parsed("", Path())).rows}
-    for table in ("policy", "event"):
-        result = parsed.get(table)
-        if result is None:
-            continue
-        wanted_customers = {r["customer_id"] for _, _, r in result.rows} - new_customers
-        known_customers = new_customers | _existing_ids(store, "customer", wanted_customers)
-        wanted_policies = {r["policy_id"] for _, _, r in result.rows if r.get("policy_id")}
-        known_policies = new_policies
-        if table == "event":
-            known_policies = new_policies | _existing_ids(
-                store, "policy", wanted_policies - new_policies
-            )
-        kept = []
-        for line, raw, row in result.rows:
-            where = Location(str(result.path), line)
-            if row["customer_id"] not in known_customers:
-                report.rejected.append(
-                    Problem(where, f"unknown customer_id {row['customer_id']!r}", row=raw)
-                )
-            elif (
-                table == "event" and row.get("policy_id") and row["policy_id"] not in known_policies
-            ):
-                report.rejected.append(
-                    Problem(where, f"unknown policy_id {row['policy_id']!r}", row=raw)
-                )
-            else:
-                kept.append((line, raw, row))
-        result.rows = kept
 
 
 def write_rejects(path: Path, problems: list[Problem]) -> None:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, cast, delete, func, insert, select
+from sqlalchemy import JSON, Text, cast, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,12 @@ _CHUNK = 500
 
 
 def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows``, updating every column of rows whose ``key`` already exists."""
+    """Insert ``rows``, updating every column of rows whose ``key`` already exists.
+
+    One statement executed for all the rows (the driver's ``executemany``: SQLite's in C,
+    PostgreSQL's batched by SQLAlchemy), not a statement of many VALUES compiled per chunk;
+    every row has the first row's keys.
+    """
     if not rows:
         return
     table = model.__table__
@@ -32,14 +37,100 @@ def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, A
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"upsert is not implemented for {dialect}")
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[key],
+        set_={c: stmt.excluded[c] for c in rows[0] if c != key},
+    )
+    session.execute(stmt, rows)
+
+
+def _bind_processors(table: Any, columns: list[str], dialect: Any) -> list[Any]:
+    """Per column, what SQLAlchemy does to a value before the driver gets it (None: nothing);
+    a JSON value serialised by the engine's serialiser, None staying SQL NULL."""
+    dumps = getattr(dialect, "_json_serializer", None) or json.dumps
+    return [
+        (lambda v: None if v is None else dumps(v))
+        if isinstance(table.c[c].type, JSON)
+        else table.c[c].type.bind_processor(dialect)
+        for c in columns
+    ]
+
+
+def _bound(rows: list[dict[str, Any]], columns: list[str], processors: list[Any]) -> list[tuple]:
+    """The rows as tuples of ``columns``, each value through its column's processor."""
+    processed = [(i, process) for i, process in enumerate(processors) if process is not None]
+    out = []
+    for row in rows:
+        values = [row[c] for c in columns]
+        for i, process in processed:
+            values[i] = process(values[i])
+        out.append(tuple(values))
+    return out
+
+
+def may_create_temporary_tables(session: Session) -> bool:
+    """Whether the session's PostgreSQL role may create temporary tables (granted to PUBLIC
+    by default; a hardened database may have revoked it: bulk writes then use ``upsert``)."""
+    return bool(
+        session.connection()
+        .exec_driver_sql("SELECT has_database_privilege(current_database(), 'TEMPORARY')")
+        .scalar()
+    )
+
+
+def bulk_upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
+    """``upsert`` for many rows at once (an import's chunk), with the values bound once by the
+    columns' own types and handed to the driver in bulk.
+
+    SQLite: the same upsert statement, run by the driver's ``executemany`` without
+    SQLAlchemy's per-row parameter handling. PostgreSQL: the rows are copied (``COPY``) into
+    a temporary table, then inserted from it with the same ``ON CONFLICT DO UPDATE`` (with
+    ``upsert`` if the role may not create temporary tables).
+    """
+    if not rows:
+        return
+    table = model.__table__
     columns = list(rows[0])
-    for start in range(0, len(rows), _CHUNK):
-        stmt = insert(table).values(rows[start : start + _CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[key],
-            set_={c: stmt.excluded[c] for c in columns if c != key},
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name not in ("sqlite", "postgresql") or (
+        dialect.name == "postgresql" and not may_create_temporary_tables(session)
+    ):
+        upsert(session, model, key, rows)
+        return
+    processors = _bind_processors(table, columns, dialect)
+    names = ", ".join(f'"{c}"' for c in columns)
+    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
+    if dialect.name == "sqlite":
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(
+            f'INSERT INTO "{table.name}" ({names}) VALUES ({marks}) '
+            f'ON CONFLICT ("{key}") DO UPDATE SET {updates}',
+            _bound(rows, columns, processors),
         )
-        session.execute(stmt)
+        return
+    staging = f"care_import_{table.name}"
+    conn.exec_driver_sql(
+        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{staging}" '
+        f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP'
+    )
+    conn.exec_driver_sql(f'TRUNCATE "{staging}"')
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        with cursor, cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
+            for values in _bound(rows, columns, processors):
+                copy.write_row(values)
+    except Exception as exc:
+        # COPY runs outside SQLAlchemy's error handling (store.db._without_row_values):
+        # PostgreSQL's further lines would show a row's values.
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (exc.args[0].partition("\n")[0], *exc.args[1:])
+        raise
+    conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" '
+        f'ON CONFLICT ("{key}") DO UPDATE SET {updates}'
+    )
 
 
 def _utc_text(value: dt.datetime | None) -> str | None:
