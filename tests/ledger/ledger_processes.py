@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import queue
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +36,43 @@ def open_at(url: str, schema: str | None, workdir: str, rules: Path = RULES_DIR)
 
     config = CareConfig(url, rules, TEMPLATES_DIR, Path(workdir) / "outbox")
     return open_engine(config, store=open_store_at(url, schema))
+
+
+def run_processes(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]], wait: float = 120
+) -> tuple[dict[Any, Any], list[int | None]]:
+    """Run ``target(*a, go, out)`` for each ``a`` in ``args`` in spawned processes, all
+    started before ``go`` is set; each puts ``(name, value)`` on ``out``. Returns the values
+    by name and the exit codes."""
+    ctx = mp.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    processes = [ctx.Process(target=target, args=(*a, go, out)) for a in args]
+    for p in processes:
+        p.start()
+    go.set()
+    results: dict[Any, Any] = {}
+    try:
+        while len(results) < len(processes):
+            name, value = out.get(timeout=wait)
+            results[name] = value
+    except queue.Empty:
+        pass
+    for p in processes:
+        p.join(wait)
+    return results, [p.exitcode for p in processes]
+
+
+def planned_sms_day(store: Store, day: Any, now: Any, customers: int, workdir: Path) -> None:
+    """``customers`` customers due a birthday SMS on ``day``, planned and recorded."""
+    from caretouch.run.day import plan_and_record
+    from conftest import customer_row, load_rows
+
+    load_rows(
+        store,
+        customers=[
+            customer_row(f"C{i:03d}", phone=f"+86138{i:08d}", email="", consent_email="false")
+            for i in range(customers)
+        ],
+    )
+    planner = open_at(*where(store), str(workdir))
+    assert len(plan_and_record(planner, day, run_id="plan", now=now)) == customers

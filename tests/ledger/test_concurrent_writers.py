@@ -13,7 +13,7 @@ import queue
 from pathlib import Path
 from typing import Any
 
-from ledger_processes import open_at, open_store_at, where
+from ledger_processes import open_at, open_store_at, planned_sms_day, run_processes, where
 from sqlalchemy import func, select, text
 
 from caretouch.ledger import chain
@@ -22,10 +22,10 @@ from caretouch.ledger.models import ProviderEventRow, TouchCurrent, TouchEvent
 from caretouch.ledger.projection import refresh_current
 from caretouch.ledger.queue import Due
 from caretouch.ledger.writer import write
-from caretouch.run.day import pending_ids, plan_and_record
+from caretouch.run.day import pending_ids
 from caretouch.run.send import send_due, send_touches
 from caretouch.store.db import Store
-from conftest import customer_row, load_rows, utc
+from conftest import utc
 
 DAY = dt.date(2026, 11, 23)
 NOON = utc(2026, 11, 23, 12)
@@ -120,35 +120,12 @@ def test_senders_in_several_processes_keep_one_intact_chain(store: Store, tmp_pa
     """Four processes send their shards of a day at once, in small chunks, so their write
     transactions interleave: every touch is sent once, every row is chained once, the chain
     verifies, and ``touch_current`` equals a rebuild from the events."""
-    load_rows(
-        store,
-        customers=[
-            customer_row(f"C{i:03d}", phone=f"+86138{i:08d}", email="", consent_email="false")
-            for i in range(CUSTOMERS)
-        ],
-    )
-    planner = open_at(*where(store), str(tmp_path / "planner"))
-    assert len(plan_and_record(planner, DAY, run_id="plan", now=NOON)) == CUSTOMERS
+    planned_sms_day(store, DAY, NOON, CUSTOMERS, tmp_path / "planner")
     url, schema = where(store)
-    ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    senders = [
-        ctx.Process(target=_shard_sender, args=(url, schema, str(tmp_path / f"s{k}"), k, go, out))
-        for k in range(SENDERS)
-    ]
-    for p in senders:
-        p.start()
-    go.set()
-    sent: dict[int, Any] = {}
-    try:
-        while len(sent) < SENDERS:
-            shard, value = out.get(timeout=WAIT)
-            sent[shard] = value
-    except queue.Empty:
-        pass
-    for p in senders:
-        p.join(WAIT)
-    assert [p.exitcode for p in senders] == [0] * SENDERS
+    sent, exits = run_processes(
+        _shard_sender, [(url, schema, str(tmp_path / f"s{k}"), k) for k in range(SENDERS)]
+    )
+    assert exits == [0] * SENDERS
     assert sum(sent.values()) == CUSTOMERS, sent
     assert len(list((tmp_path).glob("s*/outbox/**/*.json"))) == CUSTOMERS
     report = verify(store)
@@ -198,35 +175,12 @@ def test_senders_walking_one_queue_never_take_the_same_touch(store: Store, tmp_p
     """Four processes walk the whole day's queue at once, unsharded: between them they take
     each touch once (the chunks they checked and rendered add up to the day, not four
     times it, as when every process walked the same pending ids), and send each once."""
-    load_rows(
-        store,
-        customers=[
-            customer_row(f"C{i:03d}", phone=f"+86138{i:08d}", email="", consent_email="false")
-            for i in range(CUSTOMERS)
-        ],
-    )
-    planner = open_at(*where(store), str(tmp_path / "planner"))
-    assert len(plan_and_record(planner, DAY, run_id="plan", now=NOON)) == CUSTOMERS
+    planned_sms_day(store, DAY, NOON, CUSTOMERS, tmp_path / "planner")
     url, schema = where(store)
-    ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    senders = [
-        ctx.Process(target=_queue_sender, args=(url, schema, str(tmp_path / f"q{k}"), k, go, out))
-        for k in range(SENDERS)
-    ]
-    for p in senders:
-        p.start()
-    go.set()
-    results: dict[int, Any] = {}
-    try:
-        while len(results) < SENDERS:
-            name, value = out.get(timeout=WAIT)
-            results[name] = value
-    except queue.Empty:
-        pass
-    for p in senders:
-        p.join(WAIT)
-    assert [p.exitcode for p in senders] == [0] * SENDERS, results
+    results, exits = run_processes(
+        _queue_sender, [(url, schema, str(tmp_path / f"q{k}"), k) for k in range(SENDERS)]
+    )
+    assert exits == [0] * SENDERS, results
     assert sum(taken for taken, _ in results.values()) == CUSTOMERS, results
     assert sum(sent for _, sent in results.values()) == CUSTOMERS, results
     assert len(list(tmp_path.glob("q*/outbox/**/*.json"))) == CUSTOMERS

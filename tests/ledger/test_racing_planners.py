@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing as mp
-import queue
 import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ledger_processes import open_at, where
+from ledger_processes import open_at, run_processes, where
 from sqlalchemy import select
 
 from caretouch.ledger.audit import verify
@@ -74,34 +73,21 @@ def test_two_planners_racing_on_the_same_customers_keep_the_daily_cap(
         ],
     )
     url, schema = where(store)
-    ctx = mp.get_context("spawn")
-    both, out = ctx.Barrier(2), ctx.Queue()
-    planners = [
-        ctx.Process(
-            target=_planner,
-            args=(
+    both = mp.get_context("spawn").Barrier(2)
+    results, exits = run_processes(
+        _planner,
+        [
+            (
                 url,
                 schema,
                 str(tmp_path / rule),
                 str(_rules_with_only(rule, tmp_path / "rules" / rule)),
                 both,
-                out,
-            ),
-        )
-        for rule in RULES
-    ]
-    for p in planners:
-        p.start()
-    results: dict[str, int] = {}
-    try:
-        while len(results) < len(planners):
-            name, count = out.get(timeout=WAIT)
-            results[name] = count
-    except queue.Empty:
-        pass
-    for p in planners:
-        p.join(WAIT)
-    assert [p.exitcode for p in planners] == [0, 0], results
+            )
+            for rule in RULES
+        ],
+    )
+    assert exits == [0, 0], results
     with store.read_session() as session:
         rows = session.execute(
             select(TouchRow.customer_id, TouchRow.rule_id, TouchCurrent.status)
