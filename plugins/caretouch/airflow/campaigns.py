@@ -41,8 +41,10 @@ from ..rules.loader import POLICY_FILE
 from .daily import (
     DEFAULT_ARGS,
     _engine,
+    _now,
     plan_shards,
     planned_day,
+    record_pending_callbacks,
     run_writers,
     send_shard,
     summarise_run,
@@ -135,6 +137,7 @@ def build_campaign_dag(campaign_id: str) -> Any:
                     campaign.id,
                     days,
                 )
+            record_pending_callbacks(engine.store, now=_now())
             shards, count, _ = plan_shards(
                 engine,
                 day,
