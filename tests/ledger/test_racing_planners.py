@@ -43,7 +43,9 @@ def _rules_with_only(rule: str, where_to: Path) -> Path:
     return where_to
 
 
-def _planner(url: str, schema: str | None, workdir: str, rules: str, both: Any, out: Any) -> None:
+def _planner(
+    url: str, schema: str | None, workdir: str, rules: str, both: Any, go: Any, out: Any
+) -> None:
     from caretouch.run.day import plan_and_record
 
     engine = open_at(url, schema, workdir, Path(rules))

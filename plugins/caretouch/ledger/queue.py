@@ -116,4 +116,15 @@ class WorkQueue:
         if not ids:
             return None
         self._after = ids[-1]
-        return Taken(ids=ids)
+        # The status above was read from the query's snapshot: a touch another sender claimed
+        # and committed while the query ran is unlocked again by then, and locked here. Read
+        # again now (a new statement sees what was committed; the row locks held keep it so).
+        still = set(
+            session.scalars(
+                select(TouchCurrent.touch_id).where(
+                    TouchCurrent.touch_id.in_(ids),
+                    TouchCurrent.status == TouchStatus.PLANNED.value,
+                )
+            )
+        )
+        return Taken(ids=[i for i in ids if i in still])
