@@ -80,7 +80,7 @@ def _canonical_value(value: Any) -> Any:
     return value
 
 
-def canonical(table: str, row: Mapping[str, Any]) -> bytes:
+def canonical(table: str, row: Mapping[Any, Any]) -> bytes:
     """The canonical serialisation of one ledger row (see the module docstring).
 
     Columns whose value is NULL are left out, so that a nullable column added to a table
@@ -94,7 +94,7 @@ def canonical(table: str, row: Mapping[str, Any]) -> bytes:
     ).encode("utf-8")
 
 
-def row_hash(table: str, row: Mapping[str, Any]) -> str:
+def row_hash(table: str, row: Mapping[Any, Any]) -> str:
     return hashlib.sha256(canonical(table, row)).hexdigest()
 
 

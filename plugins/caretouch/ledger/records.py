@@ -115,7 +115,7 @@ class TouchState:
 
     @property
     def context(self) -> dict[str, Any]:
-        return decode(self.row.context)  # type: ignore[no-any-return]
+        return decode(self.row.context)
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def bulk_page_cache(session: Session, mebibytes: int = 256) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(before if before is not None else -2000)}")
 
 
 def _without_row_values(context: ExceptionContext) -> None:

@@ -622,7 +622,7 @@ class _Import:
         return out + self.unknown["policy"] + self.unknown["event"]
 
     def import_file(self, session: Session, table: str, path: Path) -> None:
-        reading, rejected = ImportReport(), []
+        reading, rejected = ImportReport(), list[Problem]()
         self.files.append((reading, rejected))
         self.seen[table] = {}
         self.report.inserted[table] = self.report.updated[table] = 0

@@ -34,7 +34,7 @@ def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, A
         return
     table = model.__table__
     dialect = session.get_bind().dialect.name
-    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+    insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"upsert is not implemented for {dialect}")
     stmt = insert(table)
@@ -116,7 +116,9 @@ def bulk_upsert(session: Session, model: type[Base], key: str, rows: list[dict[s
         f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP'
     )
     conn.exec_driver_sql(f'TRUNCATE "{staging}"')
-    cursor = conn.connection.driver_connection.cursor()
+    driver = conn.connection.driver_connection
+    assert driver is not None  # an open psycopg connection
+    cursor = driver.cursor()
     try:
         with cursor, cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
             for values in _bound(rows, columns, processors):

@@ -151,6 +151,7 @@ def create_webhook_router(
             )
             # Accepted (durable) in the intake and recorded with whatever else is pending,
             # in batches (webhooks.intake); the request waits without holding a thread.
+            assert callbacks is not None  # callbacks_ready() or the store's own, opened above
             pending = await callbacks.record_status(
                 dict(form), attempt=request.query_params.get("attempt")
             )
