@@ -26,6 +26,7 @@ from ..vocab import TouchStatus
 from .changes import append_in
 from .claims import claim_in
 from .models import Attempt, TouchCurrent, TouchRow
+from .readers import narrowed
 from .records import Claim, StatusChange
 from .writer import write
 
@@ -94,18 +95,15 @@ class WorkQueue:
             return Taken(
                 ids=[i for i in wanted if i in held], busy=[i for i in wanted if i not in held]
             )
-        query = (
+        query = narrowed(
             select(TouchRow.id)
             .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
-            .where(TouchCurrent.status == TouchStatus.PLANNED.value, TouchRow.id > self._after)
+            .where(TouchCurrent.status == TouchStatus.PLANNED.value, TouchRow.id > self._after),
+            day=due.day,
+            shard=due.shard,
+            rule_ids=due.rule_ids,
+            joined=True,
         )
-        if due.shard is not None:
-            k, n = due.shard
-            query = query.where(TouchRow.id % n == k)
-        if due.day is not None:
-            query = query.where(TouchRow.occurrence == due.day)
-        if due.rule_ids is not None:
-            query = query.where(TouchRow.rule_id.in_(list(due.rule_ids)))
         ids = list(
             session.scalars(
                 query.order_by(TouchRow.id)

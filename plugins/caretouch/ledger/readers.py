@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ..dates import aware_utc
@@ -110,6 +111,29 @@ def states_for_day(store: Store, occurrence: dt.date) -> list[TouchState]:
         return states_of(session, rows)
 
 
+def narrowed(
+    query: Select[Any],
+    *,
+    day: dt.date | None = None,
+    shard: tuple[int, int] | None = None,
+    rule_ids: Sequence[str] | None = None,
+    joined: bool = False,
+) -> Select[Any]:
+    """``query`` over ``touch_current`` narrowed to the touches of one ``day``, of one
+    ``shard`` ``(k, n)`` (id modulo ``n`` is ``k``), of ``rule_ids``; ``touches`` is joined
+    where needed unless the query has it already (``joined``)."""
+    if shard is not None:
+        k, n = shard
+        query = query.where(TouchCurrent.touch_id % n == k)
+    if (day is not None or rule_ids is not None) and not joined:
+        query = query.join(TouchRow, TouchRow.id == TouchCurrent.touch_id)
+    if day is not None:
+        query = query.where(TouchRow.occurrence == day)
+    if rule_ids is not None:
+        query = query.where(TouchRow.rule_id.in_(list(rule_ids)))
+    return query
+
+
 def touch_ids_in_status(
     store: Store,
     statuses: set[TouchStatus],
@@ -123,16 +147,12 @@ def touch_ids_in_status(
     ``shard`` ``(k, n)``: only the touches whose id is ``k`` modulo ``n`` (the share of one
     of ``n`` senders); ``rule_ids``: only the touches of these rules."""
     wanted = [s.value for s in statuses]
-    query = select(TouchCurrent.touch_id).where(TouchCurrent.status.in_(wanted))
-    if shard is not None:
-        k, n = shard
-        query = query.where(TouchCurrent.touch_id % n == k)
-    if day is not None or rule_ids is not None:
-        query = query.join(TouchRow, TouchRow.id == TouchCurrent.touch_id)
-    if day is not None:
-        query = query.where(TouchRow.occurrence == day)
-    if rule_ids is not None:
-        query = query.where(TouchRow.rule_id.in_(list(rule_ids)))
+    query = narrowed(
+        select(TouchCurrent.touch_id).where(TouchCurrent.status.in_(wanted)),
+        day=day,
+        shard=shard,
+        rule_ids=rule_ids,
+    )
     with store.read_session() as session:
         return list(session.scalars(query.order_by(TouchCurrent.touch_id)))
 
