@@ -257,6 +257,13 @@ class CareConfig(BaseSettings):
         "the slots of the `care_send` pool; each send task takes that share of each "
         "provider's rate ([below](#providers-and-the-send-pool))",
     )
+    plan_shards: int = _field(
+        "CARE_PLAN_SHARDS",
+        1,
+        "an integer ≥ 1",
+        "planners that share each `care_daily` day, each a share of the customers and of "
+        "each channel's capacity ([below](#sharded-planning))",
+    )
 
     # -- events and reports
     redis_url: Annotated[str, _url("redis", "rediss", "unix")] = _field(
@@ -285,7 +292,9 @@ class CareConfig(BaseSettings):
             raise ValueError("")
         return value
 
-    @field_validator("sms_concurrency", "email_concurrency", "send_pool_slots", mode="after")
+    @field_validator(
+        "sms_concurrency", "email_concurrency", "send_pool_slots", "plan_shards", mode="after"
+    )
     @classmethod
     def _at_least_one(cls, value: int | None) -> int | None:
         if value is not None and value < 1:

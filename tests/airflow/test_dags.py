@@ -36,7 +36,7 @@ def test_dagbag_imports_without_errors(airflow_db: Path) -> None:
     assert bag.import_errors == {}
     assert {"care_daily", "care_dispatch"} <= set(bag.dag_ids)
     daily = bag.get_dag("care_daily")
-    assert {t.task_id for t in daily.tasks} == {"plan", "send", "summarise"}
+    assert {t.task_id for t in daily.tasks} == {"prepare", "plan", "route", "send", "summarise"}
 
 
 def test_every_task_that_calls_a_provider_runs_in_the_send_pool(airflow_db: Path) -> None:
@@ -78,12 +78,15 @@ def test_planned_day_defaults_to_the_next_local_date() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("planners", [1, 2])
 def test_care_daily_runs_with_dag_test(
     airflow_db: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
+    planners: int,
 ) -> None:
+    """One planner, or two sharing the day (``CARE_PLAN_SHARDS``): the same touches."""
     from airflow.dag_processing.dagbag import DagBag
 
     store_url = f"sqlite:///{tmp_path / 'care.db'}"
@@ -126,6 +129,7 @@ def test_care_daily_runs_with_dag_test(
         "CARE_OUTBOX_DIR": str(tmp_path / "outbox"),
         "CARE_ANCHOR_FILE": str(tmp_path / "anchors.jsonl"),
         "CARE_ANCHOR_KEY": "dag-test-anchor-key",
+        "CARE_PLAN_SHARDS": str(planners),
     }.items():
         monkeypatch.setenv(key, value)
 
@@ -159,7 +163,8 @@ def test_care_daily_runs_with_dag_test(
         writers = {r[0] for r in conn.exec_driver_sql("SELECT run_id FROM touch_events")}
         writers |= {r[0] for r in conn.exec_driver_sql("SELECT run_id FROM touch_attempts")}
     prefix = f"airflow:care_daily/{run.run_id}/"
-    assert {w.removeprefix(prefix) for w in writers} == {"plan", "send[0]"}, writers
+    planned_by = {f"plan[{k}]" for k in range(planners)}
+    assert {w.removeprefix(prefix) for w in writers} == planned_by | {"send[0]"}, writers
     anchored = [json.loads(line) for line in (tmp_path / "anchors.jsonl").read_text().splitlines()]
     assert [a["run_id"] for a in anchored] == [prefix + "summarise"]  # the rerun wrote nothing
     result = verify(store, anchor_file=tmp_path / "anchors.jsonl", key=b"dag-test-anchor-key")

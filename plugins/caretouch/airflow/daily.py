@@ -56,11 +56,19 @@ def dag_run_id(context: Mapping[str, Any], dag_id: str) -> str:
     return f"airflow:{getattr(ti, 'dag_id', None) or dag_id}/{context.get('run_id')}"
 
 
-def run_writers(context: Mapping[str, Any], dag_id: str, batches: int) -> list[str]:
+def run_writers(
+    context: Mapping[str, Any], dag_id: str, batches: int, *, planners: int | None = None
+) -> list[str]:
     """The run ids the tasks of a plan → send[i] → summarise DAG run wrote under (see
-    ``task_run_id``): its summary counts what all of them recorded."""
+    ``task_run_id``): its summary counts what all of them recorded. ``planners``: the run
+    planned in a ``prepare`` task and that many mapped ``plan[k]`` tasks (``care_daily``)."""
     base = dag_run_id(context, dag_id)[:230]
-    return [f"{base}/plan", *(f"{base}/send[{i}]" for i in range(batches))]
+    plans = (
+        [f"{base}/plan"]
+        if planners is None
+        else [f"{base}/prepare", *(f"{base}/plan[{k}]" for k in range(planners))]
+    )
+    return [*plans, *(f"{base}/send[{i}]" for i in range(batches))]
 
 
 def planned_day(logical_date: dt.datetime | None, params: dict[str, Any]) -> dt.date:
@@ -115,8 +123,60 @@ def plan_shards(
     ids = prepare_day(engine, day, run_id=run_id, now=_now(), report=report)
     if keep is not None:
         ids = keep(ids)
-    n = min(MAX_SEND_SHARDS, -(-len(ids) // BATCH_SIZE))
-    return [[k, n] for k in range(n)], len(ids), report
+    return send_shards(len(ids)), len(ids), report
+
+
+def send_shards(count: int) -> list[list[int]]:
+    """The shards ``[k, n]`` the mapped send tasks take for ``count`` touches to send: one
+    per ``BATCH_SIZE``, at most ``MAX_SEND_SHARDS``, none when there is nothing to send."""
+    n = min(MAX_SEND_SHARDS, -(-count // BATCH_SIZE))
+    return [[k, n] for k in range(n)]
+
+
+def prepare_planners(engine: Any, day: dt.date, run_id: str, planners: int) -> list[list[int]]:
+    """``care_daily``'s ``prepare`` task: settle the crashed sends of ``day``
+    (``run.recover.recover_in_flight``) and return the planners' shards ``[k, n]``, one per
+    ``CARE_PLAN_SHARDS``."""
+    from ..run.recover import recover_in_flight
+
+    report = recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
+    log.info("day %s: recovered %s; %d planner(s)", day, report.as_dict(), planners)
+    return [[k, planners] for k in range(planners)]
+
+
+def plan_part(engine: Any, day: dt.date, run_id: str, shard: list[int]) -> dict[str, int]:
+    """A mapped ``plan`` task's body: plan and record planner ``k`` of ``n``'s share of
+    ``day`` (``run.day.plan_and_record``; the whole day when ``n`` is 1). Returns its
+    counts, and ``to_send``: the touches of its customers now planned."""
+    from ..run.day import plan_and_record
+    from ..run.report import SendReport
+
+    k, n = shard
+    report = SendReport()
+    planned = plan_and_record(
+        engine,
+        day,
+        run_id=run_id,
+        now=_now(),
+        retry_render_errors=True,
+        report=report,
+        shard=(k, n) if n > 1 else None,
+    )
+    counts = {"planned": report.planned, "suppressed": report.suppressed}
+    log.info("day %s, planner %d of %d: %s", day, k, n, counts)
+    return {**counts, "to_send": len(planned)}
+
+
+def route_sends(engine: Any, day: dt.date, plans: Any) -> list[list[int]]:
+    """``care_daily``'s ``route`` task: the send shards for what the planners left to send
+    and what was already waiting for ``day`` (``send_shards``)."""
+    from ..run.day import pending_ids
+
+    planned = sum(int(p.get("to_send", 0)) for p in plans or [])
+    count = max(planned, len(pending_ids(engine, day)))
+    shards = send_shards(count)
+    log.info("day %s: %d touch(es) to send by %d shard(s)", day, count, len(shards))
+    return shards
 
 
 def rule_errors(engine: Any) -> list[str]:
@@ -223,21 +283,23 @@ def build_care_daily() -> Any:
         tags=["caretouch"],
     )
     def care_daily() -> None:
+        def day_of(context: Any) -> dt.date:
+            return planned_day(context.get("logical_date"), context["params"])
+
         @task
-        def plan(**context: Any) -> list[list[int]]:
-            day = planned_day(context.get("logical_date"), context["params"])
-            run_id = task_run_id(context, "care_daily")
+        def prepare(**context: Any) -> list[list[int]]:
             engine = _engine()
             record_pending_callbacks(engine.store, now=_now())
-            shards, count, report = plan_shards(engine, day, run_id)
-            log.info(
-                "day %s: %d touch(es) to send by %d shard(s); recovered and planned %s",
-                day,
-                count,
-                len(shards),
-                report.as_dict(),
-            )
-            return shards
+            run_id = task_run_id(context, "care_daily")
+            return prepare_planners(engine, day_of(context), run_id, engine.config.plan_shards)
+
+        @task
+        def plan(shard: list[int], **context: Any) -> dict[str, int]:
+            return plan_part(_engine(), day_of(context), task_run_id(context, "care_daily"), shard)
+
+        @task
+        def route(plans: Any = None, **context: Any) -> list[list[int]]:
+            return route_sends(_engine(), day_of(context), plans)
 
         @task(pool=SEND_POOL)
         def send(shard: list[int], **context: Any) -> dict[str, int]:
@@ -245,15 +307,16 @@ def build_care_daily() -> Any:
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
+            planners = len(context["ti"].xcom_pull(task_ids="prepare") or [])
             return summarise_run(
                 reports,
                 run_id=task_run_id(context, "care_daily"),
-                writers=run_writers(context, "care_daily", len(reports or [])),
+                writers=run_writers(context, "care_daily", len(reports or []), planners=planners),
                 kind="care_daily",
-                day=planned_day(context.get("logical_date"), context["params"]),
+                day=day_of(context),
             )
 
-        sent = send.expand(shard=plan())
+        sent = send.expand(shard=route(plan.expand(shard=prepare())))
         summarise(sent)
 
     return care_daily()

@@ -259,15 +259,33 @@ def _occasions_taken(
     return taken
 
 
+def capacity_share(budget: int, shard: tuple[int, int] | None) -> int:
+    """Planner ``k`` of ``n``'s share of a day's ``budget``: an even split, the remainder
+    to the first shards, so the shares add up to the budget."""
+    if shard is None:
+        return budget
+    k, n = shard
+    return budget // n + (1 if k < budget % n else 0)
+
+
 def apply_capacity(
-    touches: list[Touch], policy: ContactPolicy, day: dt.date, past: list[PastContact]
+    touches: list[Touch],
+    policy: ContactPolicy,
+    day: dt.date,
+    past: list[PastContact],
+    shard: tuple[int, int] | None = None,
 ) -> None:
-    """Spend each channel's daily capacity on higher tiers first, then higher priority."""
+    """Spend each channel's daily capacity on higher tiers first, then higher priority.
+
+    ``shard``: the touches and ``past`` contacts are one planner's share of the customers,
+    which spends its share of the capacity (``capacity_share``)."""
     if not policy.capacity:
         return
     competing = {t.key for t in touches if t.decision is Decision.SEND}
     rank = {tier: i for i, tier in enumerate(policy.tier_order)}
-    for channel, budget in policy.capacity.items():
+    for channel, whole in policy.capacity.items():
+        budget = capacity_share(whole, shard)
+        share = f" (planner {shard[0]} of {shard[1]}'s share: {budget})" if shard else ""
         used = sum(
             1
             for c in past
@@ -289,7 +307,7 @@ def apply_capacity(
                 continue
             t.suppress(
                 SuppressionReason.CAPACITY,
-                f"{policy.clause(f'capacity.{channel.value}.per_day', budget)}: spent on "
+                f"{policy.clause(f'capacity.{channel.value}.per_day', whole)}{share}: spent on "
                 f"tiers {'>'.join(policy.tier_order)} first (this customer is tier "
                 f"{t.customer.get('tier')})",
             )

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select, true
 
 from ..bounds import Unreadable
 from ..dates import (
@@ -38,6 +38,19 @@ log = logging.getLogger("caretouch.plan")
 
 # Told (event_id, reason) for every event left out of a plan because it cannot be handled.
 OnUnreadable = Callable[[str, str], None]
+
+# One planner's share of a day: the customers whose store id is ``k`` modulo ``n``.
+Shard = tuple[int, int]
+
+
+def in_shard(shard: Shard | None) -> ColumnElement[bool]:
+    """The store's customers of ``shard`` (all of them for ``None``), as a SQL condition."""
+    if shard is None:
+        return true()
+    k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard {k} of {n}: k must be in 0..{n - 1}")
+    return TABLES["customer"].c.id % n == k
 
 
 def _local_send_at(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
@@ -122,14 +135,16 @@ def due_touches(
     day: dt.date,
     policy: ContactPolicy,
     on_unreadable: OnUnreadable | None = None,
+    shard: Shard | None = None,
 ) -> list[Touch]:
     """The touches ``rule`` makes due on local date ``day``, before the contact policy: its
     trigger and audience, evaluated in the database. The report derives its figures of what
     a rule should have done from this same definition. An event whose payload cannot be read
-    back is left out (``plan_day``)."""
+    back is left out (``plan_day``). ``shard``: only that share of the customers'."""
     touches = []
     with store.read_session() as session:
         for stmt in candidate_selects(rule, day):
+            stmt = stmt.where(in_shard(shard)) if shard is not None else stmt
             # A server-side cursor on PostgreSQL (SQLite's cursor is incremental anyway): a
             # festival's million candidates are read in batches, not fetched all at once.
             result = session.execute(stmt, execution_options={"yield_per": CANDIDATE_BATCH})
@@ -152,7 +167,7 @@ MISSED_SWEEP_DAYS = 7
 
 
 def _deferred_touches(
-    store: Store, ruleset: RuleSet, day: dt.date, history: History
+    store: Store, ruleset: RuleSet, day: dt.date, history: History, shard: Shard | None = None
 ) -> tuple[list[Touch], dict[str, dt.date]]:
     """Touches deferred on earlier days whose window still includes ``day``, and deferred
     service obligations whose window is over (already suppressed ``obligation_missed``).
@@ -188,14 +203,16 @@ def _deferred_touches(
     rows: dict[str, dict[str, Any]] = {}
     with store.read_session() as session:
         for start in range(0, len(ids), 500):
-            stmt = select(customers).where(customers.c.customer_id.in_(ids[start : start + 500]))
+            stmt = select(customers).where(
+                customers.c.customer_id.in_(ids[start : start + 500]), in_shard(shard)
+            )
             for row in session.execute(stmt):
                 rows[row.customer_id] = dict(row._mapping)
     touches = []
     for w, over in competing:
         customer = rows.get(w.customer_id)
         if customer is None:
-            continue
+            continue  # gone from the store, or another shard's
         rule = rules[w.rule_id]
         zone = ruleset.policy.zone(customer.get("timezone"))
         touch = Touch(
@@ -254,6 +271,20 @@ def _left_out(event: dict[str, Any], on_unreadable: OnUnreadable | None) -> None
         on_unreadable(str(event["event_id"]), reason)
 
 
+def _of_shard(store: Store, past: list[PastContact], shard: Shard) -> list[PastContact]:
+    """The contacts of ``shard``'s customers among ``past``."""
+    customers = TABLES["customer"]
+    ids = sorted({c.customer_id for c in past})
+    mine: set[str] = set()
+    with store.read_session() as session:
+        for start in range(0, len(ids), 500):
+            stmt = select(customers.c.customer_id).where(
+                customers.c.customer_id.in_(ids[start : start + 500]), in_shard(shard)
+            )
+            mine.update(session.scalars(stmt))
+    return [c for c in past if c.customer_id in mine]
+
+
 def plan_day(
     store: Store,
     ruleset: RuleSet,
@@ -262,6 +293,7 @@ def plan_day(
     rule_ids: Iterable[str] | None = None,
     history: History | None = None,
     on_unreadable: OnUnreadable | None = None,
+    shard: Shard | None = None,
 ) -> list[Touch]:
     """Every candidate touch due on local date ``day``, sent or suppressed, with the reason.
 
@@ -273,6 +305,12 @@ def plan_day(
     An event whose stored payload cannot be read back safely (``bounds.Unreadable``: put
     there by an older version or directly in SQL) is left out, logged, and reported to
     ``on_unreadable(event_id, reason)``; every other touch of the day is planned.
+
+    ``shard`` ``(k, n)``: plan only the customers whose store id is ``k`` modulo ``n``, so
+    that ``n`` planners share a large day. Caps are per customer, so a shard's decisions
+    about them are the whole plan's. Channel capacity, a budget of the whole day, is split
+    evenly between the shards (``contact.capacity_share``), each spending its share on
+    its own customers, higher tiers first.
     """
     if ruleset.policy_errors:
         raise ValidationFailed(ruleset.policy_errors)
@@ -283,12 +321,12 @@ def plan_day(
     touches: list[Touch] = []
     seen: set[str] = set()
     for rule in ruleset.rules:
-        for touch in due_touches(store, rule, day, policy, on_unreadable):
+        for touch in due_touches(store, rule, day, policy, on_unreadable, shard):
             if touch.key not in seen:
                 seen.add(touch.key)
                 touches.append(touch)
     if history is not None:
-        deferred, held = _deferred_touches(store, ruleset, day, history)
+        deferred, held = _deferred_touches(store, ruleset, day, history, shard)
         touches += [t for t in deferred if t.key not in seen]
         done = history.final_keys([t.key for t in touches]) if touches else {}
         for touch in touches:
@@ -313,10 +351,11 @@ def plan_day(
     )
     greeted = _occasion_contacts(touches, ruleset, history)
     apply_caps(touches, policy, day, past, greeted, {r.id: r for r in ruleset.rules})
-    if policy.capacity and history is not None:
-        apply_capacity(touches, policy, day, history.contacts(None, day, day))
-    elif policy.capacity:
-        apply_capacity(touches, policy, day, [])
+    if policy.capacity:
+        today = history.contacts(None, day, day) if history is not None else []
+        if shard is not None:
+            today = _of_shard(store, today, shard)
+        apply_capacity(touches, policy, day, today, shard)
     apply_deferral(touches, day)
     if wanted is not None:
         touches = [t for t in touches if t.rule.id in wanted]
@@ -324,4 +363,4 @@ def plan_day(
     return touches
 
 
-__all__ = ["LeapDayPolicy", "due_touches", "plan_day"]
+__all__ = ["LeapDayPolicy", "Shard", "due_touches", "in_shard", "plan_day"]

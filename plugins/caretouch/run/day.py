@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from ..ledger import PlanGuard, PlannedTouch
 from ..ledger.queue import Due
 from ..plan import plan_day
+from ..plan.planner import Shard
 from ..rules.loader import for_customers
 from ..store.write import dead_letter_events
 from ..vocab import TouchStatus
@@ -35,13 +36,15 @@ def plan_and_record(
     now: dt.datetime,
     retry_render_errors: bool = False,
     report: SendReport | None = None,
+    shard: Shard | None = None,
 ) -> list[int]:
     """Plan ``day`` and record it in the ledger; returns the ids of touches waiting to go.
 
     ``retry_render_errors``: plan again touches whose template failed (after a fix). Runs an
     operator starts (``care run``, ``care_daily``) do; the frequent dispatcher does not, so
     a broken template is not retried every quarter of an hour. ``report``, if given, counts
-    the touches the plan recorded as planned and as suppressed.
+    the touches the plan recorded as planned and as suppressed. ``shard`` ``(k, n)``: plan
+    only that share of the customers (``plan.plan_day``), one of ``n`` planners of the day.
     """
     ledger = engine.ledger
     unreadable: dict[str, str] = {}
@@ -49,7 +52,12 @@ def plan_and_record(
     # checked for at record time (``PlanGuard``), and its customers planned again.
     since = ledger.chain_position()
     touches = plan_day(
-        engine.store, engine.ruleset, day, history=ledger, on_unreadable=unreadable.__setitem__
+        engine.store,
+        engine.ruleset,
+        day,
+        history=ledger,
+        on_unreadable=unreadable.__setitem__,
+        shard=shard,
     )
 
     def replan(customers: set[str]) -> list[PlannedTouch]:
@@ -59,6 +67,7 @@ def plan_and_record(
             day,
             history=ledger,
             on_unreadable=unreadable.__setitem__,
+            shard=shard,
         )
         return planned_touches(again)
 
@@ -78,8 +87,9 @@ def plan_and_record(
         report.planned += record.planned
         report.suppressed += record.suppressed
     log.info(
-        "planned %s: %d candidates, %d new, %d re-planned, %d suppressed, %d unchanged",
+        "planned %s%s: %d candidates, %d new, %d re-planned, %d suppressed, %d unchanged",
         day,
+        f" (shard {shard[0]} of {shard[1]})" if shard else "",
         len(touches),
         record.new,
         record.replanned,
