@@ -257,6 +257,13 @@ class CareConfig(BaseSettings):
         "the slots of the `care_send` pool; each send task takes that share of each "
         "provider's rate ([below](#providers-and-the-send-pool))",
     )
+    worker_name: str | None = _field(
+        "CARE_WORKER_NAME",
+        None,
+        None,
+        "this Airflow worker's name in task instances (`caretouch.airflow.hosts.worker_hostname`), "
+        "for several workers on one host",
+    )
     plan_shards: int = _field(
         "CARE_PLAN_SHARDS",
         1,

@@ -42,10 +42,11 @@ from sim_channels import (
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
-from caretouch.run.day import pending_ids, run_day
+from caretouch.run.day import pending_ids, plan_and_record, run_day
 from caretouch.run.engine import CareEngine, open_engine
 from caretouch.run.recover import SENDING_LEASE, recover_in_flight
 from caretouch.run.report import SendReport
+from caretouch.run.send import send_touches
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
@@ -464,6 +465,36 @@ def test_recovery_after_a_crash_reconciles_twilio_and_leaves_sendgrid_unknown(
         assert (report.sent, report.unknown) == (4 + 6 + 10, 0)
         assert states == {TouchStatus.SENT: 20}
         assert Counter(email_at_sim.values()) == {2: 6, 1: 4}
+
+
+def test_a_dead_tries_own_touches_are_settled_at_once_and_others_wait_for_the_lease(
+    sqlite_store: Store, tmp_path: Path, provider_sim: ProviderSim
+) -> None:
+    """An Airflow retry knows its earlier try is dead: it settles what that try left in
+    ``sending`` (same run id) at once, asking Twilio, and leaves another writer's alone."""
+    load_rows(sqlite_store, customers=customers(20))  # 10 SMS, 10 email
+    engine = sim_engine(sqlite_store, tmp_path, provider_sim)
+    plan_and_record(engine, DAY, run_id="plan", now=NOON)
+    sms = sorted(s.id for s in Ledger(sqlite_store).states_for_day(DAY) if s.row.channel == "sms")
+    mine, theirs = sms[:5], sms[5:]
+    _crash_after(engine, Channel.SMS, 4)
+    with pytest.raises(Crash):
+        send_touches(engine, mine, run_id="task/send[0]", now=NOON)
+    engine = sim_engine(sqlite_store, tmp_path, provider_sim)
+    _crash_after(engine, Channel.SMS, 0)
+    with pytest.raises(Crash):
+        send_touches(engine, theirs, run_id="task/send[1]", now=NOON)
+    assert _in_flight(sqlite_store)["sms"] == set(sms)
+    assert len(provider_sim.accepted(TWILIO)) == 4
+    engine = sim_engine(sqlite_store, tmp_path, provider_sim)  # the retry, a minute later
+    soon = NOON + dt.timedelta(minutes=1)
+    report = recover_in_flight(engine, run_id="task/send[0]", now=soon, dead_writer="task/send[0]")
+    # Its own: the 4 Twilio took are sent, the fifth planned again; the other's wait.
+    assert (report.sent, report.retry, report.skipped) == (4, 1, 5)
+    assert _in_flight(sqlite_store)["sms"] == set(theirs)
+    # Without ``dead_writer`` the lease holds for everyone.
+    again = recover_in_flight(engine, run_id="other", now=soon)
+    assert (again.sent, again.retry, again.skipped) == (0, 0, 5)
 
 
 def test_a_failed_lookup_leaves_the_touch_for_recovery_to_settle(

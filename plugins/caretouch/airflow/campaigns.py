@@ -42,6 +42,7 @@ from .daily import (
     DEFAULT_ARGS,
     _engine,
     _now,
+    later_try,
     plan_shards,
     planned_day,
     record_pending_callbacks,
@@ -155,7 +156,12 @@ def build_campaign_dag(campaign_id: str) -> Any:
 
         @task(pool=SEND_POOL)
         def send(shard: list[int], **context: Any) -> dict[str, int]:
-            return send_shard(shard, task_run_id(context, campaign.dag_id), rule_ids=[campaign.id])
+            return send_shard(
+                shard,
+                task_run_id(context, campaign.dag_id),
+                rule_ids=[campaign.id],
+                retry=later_try(context),
+            )
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:

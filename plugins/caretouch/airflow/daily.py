@@ -50,6 +50,13 @@ def task_run_id(context: Mapping[str, Any], dag_id: str) -> str:
     return ident[:250]
 
 
+def later_try(context: Mapping[str, Any]) -> bool:
+    """True in a task's second or later try (``ti.try_number`` > 1)."""
+    ti = context.get("ti") or context.get("task_instance")
+    number = getattr(ti, "try_number", None)
+    return isinstance(number, int) and number > 1
+
+
 def dag_run_id(context: Mapping[str, Any], dag_id: str) -> str:
     """A DAG run as a whole: ``airflow:<dag_id>/<run_id>`` (its summary's name)."""
     ti = context.get("ti") or context.get("task_instance")
@@ -196,22 +203,34 @@ def fail_if_partial(errors: list[str], what: str) -> None:
 
 
 def send_shard(
-    shard: list[int], run_id: str, *, rule_ids: list[str] | None = None
+    shard: list[int], run_id: str, *, rule_ids: list[str] | None = None, retry: bool = False
 ) -> dict[str, int]:
     """A mapped send task's body (``care_daily``, campaign DAGs): send the planned touches
     of one shard ``[k, n]`` (id modulo ``n`` is ``k``) whose time has come, as ``care
-    dispatch`` would; ``rule_ids``: only these rules' (a campaign's). Log what it did."""
+    dispatch`` would; ``rule_ids``: only these rules' (a campaign's). Log what it did.
+
+    ``retry``: this is a later try of the task. Its earlier try is over (Airflow retries a
+    task once its try failed, or was declared dead when its worker stopped heartbeating),
+    so the touches it left in ``sending`` (it writes under the same run id) are settled now
+    with the provider (``recover_in_flight(dead_writer=...)``), not after the lease."""
     from ..ledger.queue import Due
     from ..run.day import pending_ids
+    from ..run.recover import recover_in_flight
     from ..run.send import send_due
 
     k, n = shard
     engine = _engine()
+    settled = None
+    if retry:
+        settled = recover_in_flight(engine, run_id=run_id, now=_now(), dead_writer=run_id)
+        log.info("earlier try's touches left in sending settled: %s", settled.as_dict())
     batch = pending_ids(engine, shard=(k, n), rule_ids=rule_ids)
     what = f"shard {k} of {n} ({len(batch)} touch(es))"
     progress = chunk_progress(log, what, len(batch), time.monotonic)
     due = Due(shard=(k, n), rule_ids=tuple(rule_ids) if rule_ids is not None else None)
     report = send_due(engine, due, run_id=run_id, now=_now(), progress=progress)
+    if settled is not None:
+        report.merge(settled)
     log.info("%s: %s", what, report.as_dict())
     for failure in report.failures:
         log.error("failed: %s", failure)
@@ -303,7 +322,9 @@ def build_care_daily() -> Any:
 
         @task(pool=SEND_POOL)
         def send(shard: list[int], **context: Any) -> dict[str, int]:
-            return send_shard(shard, task_run_id(context, "care_daily"))
+            return send_shard(
+                shard, task_run_id(context, "care_daily"), retry=later_try(context)
+            )
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:

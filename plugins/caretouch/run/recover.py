@@ -20,7 +20,12 @@ SENDING_LEASE = dt.timedelta(minutes=10)
 
 
 def recover_in_flight(
-    engine: CareEngine, *, run_id: str, now: dt.datetime, day: dt.date | None = None
+    engine: CareEngine,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    day: dt.date | None = None,
+    dead_writer: str | None = None,
 ) -> SendReport:
     """Settle touches left in ``sending`` by a crash, asking the provider where it can answer.
 
@@ -28,6 +33,10 @@ def recover_in_flight(
     worker that is still sending it. Found at the provider: ``sent``. Certainly not there
     (``Outcome.NOT_SENT``): ``planned`` again, to be sent. The provider cannot tell:
     ``unknown``, for a person to review; never sent again blindly.
+
+    ``dead_writer``: a run id known to be dead (an Airflow task's earlier try, which Airflow
+    retries only once that try has ended or was declared dead by its heartbeat timeout):
+    its attempts are settled at once, whatever their age; the others wait for the lease.
     """
     report = SendReport()
     ledger = engine.ledger
@@ -36,7 +45,8 @@ def recover_in_flight(
         if state.status is not TouchStatus.SENDING:
             continue
         attempt = ledger.attempts(state.id)[-1]
-        if aware_utc(attempt.created_at) > now - SENDING_LEASE:
+        dead = dead_writer is not None and attempt.run_id == dead_writer
+        if not dead and aware_utc(attempt.created_at) > now - SENDING_LEASE:
             report.skipped += 1
             continue
         transport = engine.transports.get(Channel(attempt.channel))
