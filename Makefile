@@ -34,13 +34,13 @@ test: $(STAMP) browser prism
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check plugins dags tests bench
-	$(BIN)/ruff format --check plugins dags tests bench
+	$(BIN)/ruff check plugins dags tests bench deploy
+	$(BIN)/ruff format --check plugins dags tests bench deploy
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format plugins dags tests bench
-	$(BIN)/ruff check --fix plugins dags tests bench
+	$(BIN)/ruff format plugins dags tests bench deploy
+	$(BIN)/ruff check --fix plugins dags tests bench deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy plugins/caretouch

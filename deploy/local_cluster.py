@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shlex
@@ -274,7 +275,7 @@ class Cluster:
         pids_file = self.base / "pids.json"
         pids: dict[str, int] = json.loads(pids_file.read_text()) if pids_file.exists() else {}
         trees = {name: _tree(pid) for name, pid in pids.items()}
-        for name, pid in pids.items():
+        for pid in pids.values():
             _signal_tree(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for name, pid in pids.items():
@@ -301,10 +302,8 @@ def _tree(pid: int) -> list[int]:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _signal_tree(pid: int, sig: int) -> None:

@@ -322,9 +322,7 @@ def build_care_daily() -> Any:
 
         @task(pool=SEND_POOL)
         def send(shard: list[int], **context: Any) -> dict[str, int]:
-            return send_shard(
-                shard, task_run_id(context, "care_daily"), retry=later_try(context)
-            )
+            return send_shard(shard, task_run_id(context, "care_daily"), retry=later_try(context))
 
         @task(trigger_rule="none_failed")
         def summarise(reports: Any = None, **context: Any) -> dict[str, Any]:
