@@ -39,6 +39,32 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+# The settings every service gets, here and in docker-compose.yml (its env_file).
+SHARED_ENV = ROOT / "deploy" / "airflow.env"
+# Variables that exist only because every service runs on one host: their own home, ports
+# and PATH. Containers have these from their image and network.
+ONE_HOST_ONLY = frozenset(
+    {
+        "AIRFLOW_HOME",
+        "PATH",
+        "AIRFLOW__API__HOST",
+        "AIRFLOW__API__PORT",
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+        "CARE_WORKER_NAME",
+    }
+)
+
+
+def shared_environment() -> dict[str, str]:
+    """``deploy/airflow.env`` as a mapping (``KEY=value`` lines; ``#`` starts a comment)."""
+    found: dict[str, str] = {}
+    for line in SHARED_ENV.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found[key.strip()] = value.strip()
+    return found
 
 
 def free_port() -> int:
@@ -84,7 +110,6 @@ class Cluster:
     redis: str = "redis://127.0.0.1:6379"
     broker_db: int = 11
     workers: int = 2
-    worker_concurrency: int = 4
     api_port: int = 0
     secrets: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -119,29 +144,20 @@ class Cluster:
         """What every service gets (Airflow's settings, then Caretouch's)."""
         airflow_db = self.airflow_db_url
         return {
+            **shared_environment(),
             "AIRFLOW_HOME": str(self.base / "airflow-home"),
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__FERNET_KEY": self.secrets["fernet"],
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "caretouch.airflow.hosts.worker_hostname",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
-            "AIRFLOW__CORE__PARALLELISM": "32",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": airflow_db,
             "AIRFLOW__CELERY__BROKER_URL": f"{self.redis}/{self.broker_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + airflow_db,
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__SECRET_KEY": self.secrets["api"],
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets["jwt"],
-            # A worker that dies (SIGKILL, a lost host) is noticed after this long, and its
-            # task retried on another worker (Airflow's default is 300 s).
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "CARE_STORE_URL": self.store_url,
             "CARE_RULES_DIR": str(ROOT / "care_rules"),
@@ -210,7 +226,8 @@ class Cluster:
         create_database(self.airflow_db_url)
         create_database(self.store_url)
         self.airflow("db", "migrate", timeout=600)
-        self.airflow("pools", "set", "care_send", "4", "Caretouch provider sends")
+        slots = self.environment()["CARE_SEND_POOL_SLOTS"]
+        self.airflow("pools", "set", "care_send", slots, "Caretouch provider sends")
         self.care("store", "init")
 
     # -- the services ---------------------------------------------------------------------
@@ -230,8 +247,6 @@ class Cluster:
             "worker",
             "--celery-hostname",
             f"{name}@%h",
-            "--concurrency",
-            str(self.worker_concurrency),
             "--without-mingle",
             "--without-gossip",
         ]

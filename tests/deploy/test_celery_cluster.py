@@ -114,10 +114,7 @@ def test_care_daily_survives_a_killed_celery_worker(tmp_path: Path) -> None:
         airflow_db_url=airflow_url,
         broker_db=BROKER_DB,
         workers=2,
-        extra_env={
-            "AIRFLOW_CONN_CARE_TWILIO": json.dumps(twilio),
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
-        },
+        extra_env={"AIRFLOW_CONN_CARE_TWILIO": json.dumps(twilio)},
     )
     try:
         cluster.prepare()
