@@ -175,12 +175,16 @@ class Cluster:
         return path
 
     def service_environment(self, name: str) -> dict[str, str]:
+        """A service's environment: its own outbox (host-local, as on a real host); the
+        anchors and the reports on storage every service shares (``shared/`` stands for
+        it here)."""
         here = self.workdir(name)
+        shared = self.base / "shared"
         return {
             **self.environment(),
             "CARE_OUTBOX_DIR": str(here / "outbox"),
-            "CARE_ANCHOR_FILE": str(here / "ledger-anchors.jsonl"),
-            "CARE_REPORTS_DIR": str(here / "reports"),
+            "CARE_ANCHOR_FILE": str(shared / "anchors" / "ledger-anchors.jsonl"),
+            "CARE_REPORTS_DIR": str(shared / "reports"),
         }
 
     def worker_environment(self, index: int) -> dict[str, str]:
