@@ -267,7 +267,7 @@ class CareConfig(BaseSettings):
         "the Redis holding each provider account's one rate budget, shared by every process "
         "that sends ([below](#one-rate-limit-per-provider-account)); **required with more "
         "than one sender** (pool slots, workers, hosts, `care dispatch` beside Airflow). "
-        "Unset: each process limits itself alone",
+        "Unset: each process keeps a token bucket of its own (one sender on one host)",
     )
 
     # -- events and reports
