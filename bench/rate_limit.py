@@ -145,7 +145,7 @@ def transport_run(args: argparse.Namespace, prefix: str, shared: bool) -> None:
             (job, url, prefix, args.rate, args.seconds, 1_000_000 * (i + 1))
             for i in range(args.processes)
         ]
-        results, codes = run_processes(send_for, jobs, wait=args.seconds + 120)
+        _sent, codes = run_processes(send_for, jobs, wait=args.seconds + 120)
         accepted = sim.accepted("twilio")
         counts = sim.request_counts("twilio")
     if codes != [0] * args.processes:
