@@ -118,12 +118,44 @@ def report(name: str, stamps_by_process: dict[int, Sequence[float]], rate: float
     say(f"  per process: {shares}")
 
 
+def watch_window(url: str, key: str, stop: threading.Event, seen: set[float]) -> None:
+    """Collect the stamps the library keeps in the account's window (a Redis list of the
+    latest ``limit`` entries, each there until ``limit`` newer ones came: about a second at
+    the limit, so a look every 50 ms sees every one)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    while not stop.is_set():
+        seen.update(float(v) for v in client.lrange(key, 0, -1))
+        stop.wait(0.05)
+    seen.update(float(v) for v in client.lrange(key, 0, -1))
+    client.close()
+
+
 def limiter_run(args: argparse.Namespace, prefix: str) -> None:
+    from caretouch.channels.shared_limits import SharedRateLimiter
+
+    item = SharedRateLimiter(args.url, ACCOUNT, args.rate, prefix=prefix).item
+    seen: set[float] = set()
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=watch_window, args=(args.url, f"{prefix}:{item.key_for(ACCOUNT)}", stop, seen)
+    )
+    watcher.start()
     job = (args.url, prefix, ACCOUNT, args.rate, args.seconds)
-    results, codes = run_processes(acquire_for, [job] * args.processes, wait=args.seconds + 120)
+    try:
+        results, codes = run_processes(acquire_for, [job] * args.processes, wait=args.seconds + 120)
+    finally:
+        stop.set()
+        watcher.join()
     if codes != [0] * args.processes:
         say(f"limiter: exit codes {codes}")
-    report(f"limiter, {args.processes} processes", results, args.rate)
+    report(f"limiter, {args.processes} processes, times noted by each process", results, args.rate)
+    say(
+        f"  the library's own stamps (read from Redis): {len(seen)} seen; most in any 1 s "
+        f"window: {most_in_window(sorted(seen), 1.0)} (limit {item.amount} per "
+        f"{item.get_expiry()} s)"
+    )
 
 
 def transport_run(args: argparse.Namespace, prefix: str, shared: bool) -> None:
