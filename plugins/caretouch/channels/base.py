@@ -2,8 +2,9 @@
 
 Every provider fills in three methods (and ``parse_error`` for the exceptions its SDK
 raises); the fixed sequence lives here: the body limit, the rate limit (a token bucket per
-transport, or the account's budget shared by every process: ``limit_with``), retries of retryable failures with backoff and jitter honouring ``Retry-After``,
-and bounded concurrency (``send_many``). Limits are class attributes (``max_body``,
+transport, or the account's budget shared by every process: ``limit_with``), retries of
+retryable failures with backoff and jitter honouring ``Retry-After``, and bounded
+concurrency (``send_many``). Limits are class attributes (``max_body``,
 ``rate_per_sec``, ``concurrency``) that an account's configuration may lower or raise.
 
 A retry inside one send is only safe when the provider certainly did not take the message

@@ -2,8 +2,8 @@
 
 ``RateLimiter`` is what a transport asks before each request: ``TokenBucket`` is this
 process's own (the default, one sender on one host), ``shared_limits.SharedRateLimiter`` one
-budget per provider account for every process that sends for it. ``Backoff`` says how long to wait
-before trying a retryable failure again (exponential with full jitter, or the provider's
+budget per provider account for every process that sends for it. ``Backoff`` says how long to
+wait before trying a retryable failure again (exponential with full jitter, or the provider's
 ``Retry-After`` when it gives one). Both read a monotonic clock, never the wall clock: they
 measure intervals, not dates.
 """

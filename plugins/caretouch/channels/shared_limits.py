@@ -81,9 +81,10 @@ def window_for(rate: float) -> RateLimitItem:
 class SharedRateLimiter:
     """``rate`` requests per second for the provider account ``account``, across processes.
 
-    Implements ``limits.RateLimiter``: ``acquire`` waits (sleeps) until the account has a slot
-    and returns the seconds it waited, measured on a monotonic clock; ``pause`` stops every
-    process sending for the account. Thread-safe (the Redis client keeps a connection pool).
+    Implements ``channels.limits.RateLimiter``: ``acquire`` waits (sleeps) until the account
+    has a slot and returns the seconds it waited, measured on a monotonic clock; ``pause``
+    stops every process sending for the account. Thread-safe (the Redis client keeps a
+    connection pool).
     """
 
     def __init__(
