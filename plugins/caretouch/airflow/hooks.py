@@ -38,11 +38,6 @@ from ..vocab import Channel
 SEND_POOL = "care_send"
 
 
-def send_pool_slots() -> int:
-    """``$CARE_SEND_POOL_SLOTS`` (checked by ``CareConfig``: an integer ≥ 1)."""
-    return CareConfig.from_env().send_pool_slots
-
-
 def _connection(conn_id: str) -> Any | None:
     try:
         return BaseHook.get_connection(conn_id)

@@ -28,16 +28,16 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from typing import Any
-
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.errors import ConfigurationError as LimitsConfigurationError
-from limits.errors import StorageError
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from typing import TYPE_CHECKING, Any
 
 from ..config import without_password
 from ..errors import ConfigurationError, RateLimiterUnavailable
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+
+# The ``limits`` library (and with it redis-py and its async storages) is imported when a
+# shared limiter is made, not with the channels: the CLI starts without it when it is unused.
 
 # The prefix of every key the limiter writes in Redis.
 DEFAULT_PREFIX = "caretouch:rate"
@@ -62,6 +62,8 @@ def window_for(rate: float) -> RateLimitItem:
     """``rate`` requests per second as a moving window that never allows more: ``n`` per
     ``m`` seconds with ``n / m ≤ rate``, the shortest window that keeps 95 % of the rate
     (``10/s`` is 10 per second; ``1.5/s`` 3 per 2 s; ``0.05/s`` 1 per 20 s)."""
+    from limits import RateLimitItemPerSecond
+
     if not (0 < rate < math.inf):
         raise ValueError(f"rate must be positive, not {rate}")
     if rate * _LONGEST_WINDOW < 1:
@@ -104,6 +106,11 @@ class SharedRateLimiter:
         self.item = window_for(rate)
         self._clock = clock
         self._sleep = sleep
+        from limits.errors import ConfigurationError as LimitsConfigurationError
+        from limits.errors import StorageError
+        from limits.storage import storage_from_string
+        from limits.strategies import MovingWindowRateLimiter
+
         try:
             storage: Any = storage_from_string(
                 url,
@@ -185,7 +192,7 @@ class SharedRateLimiter:
             raise self._unavailable(exc) from None
 
     def _unavailable(self, exc: BaseException) -> RateLimiterUnavailable:
-        cause = exc.storage_error if isinstance(exc, StorageError) else exc
+        cause = getattr(exc, "storage_error", None) or exc  # the library's StorageError wraps
         provider = self.account.split("-", 1)[0]
         return RateLimiterUnavailable(
             f"the shared rate limiter (CARE_RATE_LIMIT_URL {self.url}) cannot be reached "
