@@ -1,7 +1,8 @@
 """Caretouch's distributed deployment as real processes, without containers.
 
 The same services as ``docker-compose.yml``: Airflow's ``api-server``, ``scheduler``,
-``dag-processor`` and ``triggerer``, and Celery workers with Redis as the broker, PostgreSQL
+``dag-processor`` and ``triggerer``, and Celery workers with Redis as the broker (and the event stream and the shared rate budgets, in the next two
+dbs), PostgreSQL
 holding Airflow's metadata (a database of its own) and the Caretouch store (another). Each
 process gets the environment of ``Cluster.environment`` (workers: ``worker_environment``) and a
 working directory of its own, as separate hosts would have. The multi-worker integration test
@@ -164,6 +165,8 @@ class Cluster:
             "CARE_TEMPLATES_DIR": str(ROOT / "templates"),
             "CARE_ANCHOR_KEY": self.secrets["anchor"],
             "CARE_REDIS_URL": f"{self.redis}/{self.broker_db + 1}",
+            # One rate budget per provider account, whichever worker sends.
+            "CARE_RATE_LIMIT_URL": f"{self.redis}/{self.broker_db + 2}",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             **self.extra_env,
         }

@@ -31,6 +31,8 @@ SENDGRID_API_BASE = "https://api.sendgrid.com"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STREAM = "care:events"
 DEFAULT_GROUP = "caretouch"
+# Storage URLs of the ``limits`` library that are one Redis (channels.shared_limits).
+RATE_LIMIT_SCHEMES = ("redis", "rediss", r"redis\+unix", r"redis\+sentinel", r"redis\+cluster")
 
 # CLI options of ``from_env`` and the fields they set; an error names the option it came from.
 OPTIONS = {
@@ -254,8 +256,18 @@ class CareConfig(BaseSettings):
         "CARE_SEND_POOL_SLOTS",
         4,
         "an integer ≥ 1",
-        "the slots of the `care_send` pool; each send task takes that share of each "
-        "provider's rate ([below](#providers-and-the-send-pool))",
+        "the slots of the `care_send` pool; without `CARE_RATE_LIMIT_URL`, each send task "
+        "takes that share of each provider's rate ([below](#providers-and-the-send-pool))",
+    )
+    rate_limit_url: Annotated[str | None, _url(*RATE_LIMIT_SCHEMES)] = _field(
+        "CARE_RATE_LIMIT_URL",
+        None,
+        "a Redis URL such as redis://host:6379/0 (redis://, rediss://, redis+unix://, "
+        "redis+sentinel:// or redis+cluster://)",
+        "the Redis holding each provider account's one rate budget, shared by every process "
+        "that sends ([below](#one-rate-limit-per-provider-account)); **required with more "
+        "than one sender** (pool slots, workers, hosts, `care dispatch` beside Airflow). "
+        "Unset: each process keeps a token bucket of its own (one sender on one host)",
     )
     worker_name: str | None = _field(
         "CARE_WORKER_NAME",
@@ -376,8 +388,8 @@ class CareConfig(BaseSettings):
     def __repr_args__(self) -> Any:
         # A URL's password (postgresql://care:secret@db/care) is a secret too.
         for name, value in super().__repr_args__():
-            if name in ("store_url", "redis_url") and isinstance(value, str):
-                value = re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", value)
+            if name in ("store_url", "redis_url", "rate_limit_url") and isinstance(value, str):
+                value = without_password(value)
             yield name, value
 
     def is_set(self, name: str) -> bool:
@@ -431,6 +443,17 @@ def _problem(settings: type[CareConfig], error: Any, given: dict[str, str]) -> s
     shown = "a value not shown (a secret)" if secret else repr(given_value)
     detail = str(ctx.get("error") or "") if error["type"] == "value_error" else ""
     return f"{label}: must be {expect}, got {shown}" + (f" ({detail})" if detail else "")
+
+
+def without_password(url: str) -> str:
+    """``redis://:secret@host:6379/0`` -> ``redis://:***@host:6379/0``: a URL fit for a log
+    line or an error (a URL's password is a secret too)."""
+    found = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@(.*)", url, re.DOTALL)
+    if found is None:
+        return url
+    scheme, userinfo, rest = found.groups()
+    user = userinfo.split(":", 1)[0] + ":" if ":" in userinfo else ""
+    return f"{scheme}{user}***@{rest}"
 
 
 def unwritable(path: Path, *, folder: bool = False, create: bool = True) -> str | None:

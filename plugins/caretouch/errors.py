@@ -80,3 +80,8 @@ class ValidationFailed(CareError):
 
 class RenderError(CareError):
     """A template could not be rendered for one touch (e.g. an undefined variable)."""
+
+
+class RateLimiterUnavailable(CareError):
+    """The shared rate limiter (``CARE_RATE_LIMIT_URL``) cannot be reached: nothing is sent
+    rather than sent unlimited. The message names the URL, never its password."""

@@ -16,6 +16,7 @@ from caretouch.airflow.hooks import (
 )
 from caretouch.channels.outbox import OutboxTransport
 from caretouch.channels.sendgrid import SendGridTransport
+from caretouch.channels.shared_limits import SharedRateLimiter
 from caretouch.channels.twilio import TwilioTransport
 from caretouch.errors import ConfigurationError
 from caretouch.vocab import Channel
@@ -30,6 +31,7 @@ PROVIDER_VARS = (
     "AIRFLOW_CONN_CARE_TWILIO",
     "AIRFLOW_CONN_CARE_SENDGRID",
     "CARE_SEND_POOL_SLOTS",
+    "CARE_RATE_LIMIT_URL",
 )
 
 
@@ -95,8 +97,15 @@ def test_incomplete_connections_are_configuration_errors(monkeypatch) -> None:
         SendGridHook().credentials()
 
 
-def test_send_tasks_share_each_providers_rate_by_pool_slots(monkeypatch, tmp_path) -> None:
+@pytest.mark.parametrize("shared", [False, True])
+def test_send_tasks_share_each_providers_rate_by_pool_slots_or_in_redis(
+    monkeypatch, tmp_path, shared: bool
+) -> None:
+    """Without CARE_RATE_LIMIT_URL each task takes 1/slots of each rate; with it, each takes
+    the account's whole budget, shared in Redis with every other sender."""
     monkeypatch.setenv("CARE_SEND_POOL_SLOTS", "4")
+    if shared:  # building the limiter does not connect: no Redis needed here
+        monkeypatch.setenv("CARE_RATE_LIMIT_URL", "redis://:pw@127.0.0.1:6379/5")
     monkeypatch.setenv("CARE_UNSUBSCRIBE_KEY", "k" * 32)
     connection(
         monkeypatch,
@@ -115,5 +124,14 @@ def test_send_tasks_share_each_providers_rate_by_pool_slots(monkeypatch, tmp_pat
     )
     transports = task_transports(tmp_path)
     sms, email = transports[Channel.SMS], transports[Channel.EMAIL]
-    assert isinstance(sms, TwilioTransport) and sms.rate == 10.0
-    assert isinstance(email, SendGridTransport) and email.rate == 2.0
+    assert isinstance(sms, TwilioTransport) and isinstance(email, SendGridTransport)
+    if not shared:
+        assert (sms.rate, email.rate) == (10.0, 2.0)
+        assert not (sms.shared_limiter or email.shared_limiter)
+        return
+    assert (sms.rate, email.rate) == (40.0, 8.0)
+    assert isinstance(sms.limiter, SharedRateLimiter)
+    assert isinstance(email.limiter, SharedRateLimiter)
+    assert (sms.limiter.window_amount, email.limiter.window_amount) == (40, 8)
+    assert sms.limiter.account != email.limiter.account
+    assert sms.limiter.url == "redis://:***@127.0.0.1:6379/5"

@@ -114,3 +114,29 @@ def test_half_configured_provider_is_a_clear_error(care: Care, store_dir: Path) 
     assert result.exit_code == 1
     assert "Twilio is half configured: set $CARE_SMS_FROM" in result.output
     assert "x" not in result.output.split("$CARE_SMS_FROM")[0].split("half configured")[1]
+
+
+def test_an_unreachable_rate_limiter_stops_the_run_and_sends_nothing(
+    care: Care, store_dir: Path
+) -> None:
+    """With CARE_RATE_LIMIT_URL set and its Redis down, nothing goes out unlimited: the run
+    stops naming the URL (not its password) and the touches wait in ``planned``."""
+    with ProviderSim() as sim:
+        env = provider_env(sim)
+        del env["SENDGRID_API_KEY"], env["CARE_EMAIL_FROM"]  # email through the outbox
+        env["CARE_RATE_LIMIT_URL"] = "redis://:hunter2-not-shown@127.0.0.1:1/5"
+        result = care("run", "--date", "2026-11-23", "--now", NOW, env=env)
+        assert sim.accepted("twilio") == []
+        assert sim.request_counts("twilio")["sends"] == 0
+    assert result.exit_code == 1, result.output
+    assert "sms via twilio (10/s shared, 4 at once)" in result.output
+    assert "error: the shared rate limiter (CARE_RATE_LIMIT_URL redis://:***@127.0.0.1:1/5)" in (
+        result.output
+    )
+    assert "hunter2" not in result.output
+    store = open_store(f"sqlite:///{store_dir / 'care.db'}")
+    states = {s.row.customer_id: s for s in Ledger(store).states_for_day(DAY)}
+    assert states["C1"].status is TouchStatus.PLANNED and states["C1"].reason == "retry"
+    assert states["C3"].status is TouchStatus.PLANNED
+    assert TouchStatus.SENDING not in {s.status for s in states.values()}
+    store.dispose()

@@ -11,8 +11,10 @@ callbacks to us are *webhooks* (``caretouch.webhooks``, routes in ``caretouch.we
 environment variables of the CLI are used; where neither is set, the outbox is.
 
 Send tasks run in the ``care_send`` pool (``$CARE_SEND_POOL_SLOTS`` slots, default 4): at most
-that many send side by side, and each takes that share of each provider's rate, so together
-they stay within the account's limit.
+that many send side by side. With ``$CARE_RATE_LIMIT_URL`` they take their requests from each
+account's one budget in Redis, shared with every other sender (``channels.shared_limits``);
+without it, each takes its share of each provider's rate (1/slots), so together the tasks of
+this pool stay within the account's limit, but nothing else is counted.
 """
 
 from __future__ import annotations
@@ -34,11 +36,6 @@ from ..errors import ConfigurationError
 from ..vocab import Channel
 
 SEND_POOL = "care_send"
-
-
-def send_pool_slots() -> int:
-    """``$CARE_SEND_POOL_SLOTS`` (checked by ``CareConfig``: an integer ≥ 1)."""
-    return CareConfig.from_env().send_pool_slots
 
 
 def _connection(conn_id: str) -> Any | None:
@@ -142,10 +139,13 @@ def sendgrid_credentials() -> SendGridCredentials | None:
 
 def task_transports(outbox_dir: Any) -> dict[Channel, Transport]:
     """The transports of one send task: real providers where configured, each provider's
-    rate shared by the ``care_send`` pool's slots."""
+    rate the account's budget shared in Redis (``$CARE_RATE_LIMIT_URL``), else split between
+    the ``care_send`` pool's slots."""
+    config = CareConfig.from_env()
     return build_transports(
         outbox_dir,
         twilio=twilio_credentials(),
         sendgrid=sendgrid_credentials(),
-        share=send_pool_slots(),
+        share=config.send_pool_slots,
+        rate_limit_url=config.rate_limit_url,
     )

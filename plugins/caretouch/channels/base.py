@@ -2,8 +2,9 @@
 
 Every provider fills in three methods (and ``parse_error`` for the exceptions its SDK
 raises); the fixed sequence lives here: the body limit, the rate limit (a token bucket per
-transport), retries of retryable failures with backoff and jitter honouring ``Retry-After``,
-and bounded concurrency (``send_many``). Limits are class attributes (``max_body``,
+transport, or the account's budget shared by every process: ``limit_with``), retries of
+retryable failures with backoff and jitter honouring ``Retry-After``, and bounded
+concurrency (``send_many``). Limits are class attributes (``max_body``,
 ``rate_per_sec``, ``concurrency``) that an account's configuration may lower or raise.
 
 A retry inside one send is only safe when the provider certainly did not take the message
@@ -25,9 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from ..errors import CareError, RateLimiterUnavailable
 from ..mask import mask_recipient, scrub
 from ..vocab import Channel, Outcome
-from .limits import Backoff, TokenBucket
+from .limits import Backoff, RateLimiter, TokenBucket
 
 log = logging.getLogger("caretouch.channels")
 
@@ -81,6 +83,9 @@ class SendResult:
     # In doubt, and the provider could not be asked just now: leave the touch in ``sending``
     # for ``recover_in_flight`` to ask again, rather than settle it as ``unknown`` for good.
     settle_later: bool = False
+    # Sending cannot go on (the shared rate limiter is unreachable): nothing went out for this
+    # try; the sender records the chunk (back to ``planned``), then raises this error.
+    halt: CareError | None = None
 
 
 class Transport(ABC):
@@ -113,7 +118,8 @@ class Transport(ABC):
         # injects a fake ``sleep`` (and ``clock``) waits for neither (a 429's pause included).
         self.sleep = sleep
         self.clock = clock
-        self.limiter = self._bucket()
+        self.limiter: RateLimiter = self._bucket()
+        self.shared_limiter = False
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -123,10 +129,17 @@ class Transport(ABC):
 
     def share(self, senders: int) -> None:
         """Split this provider's rate between ``senders`` processes sending side by side
-        (mapped Airflow tasks, bounded by a pool of that many slots)."""
-        if senders > 1:
+        (mapped Airflow tasks, bounded by a pool of that many slots). Nothing to split once
+        the limiter is shared (``limit_with``): it is already the one budget of them all."""
+        if senders > 1 and not self.shared_limiter:
             self.rate = self.rate / senders
             self.limiter = self._bucket()
+
+    def limit_with(self, limiter: RateLimiter) -> None:
+        """Take every request's slot from ``limiter``, the provider account's budget shared
+        by every process that sends for it (``shared_limits.SharedRateLimiter``)."""
+        self.limiter = limiter
+        self.shared_limiter = True
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Deliver one message; never raises for a provider's answer, only returns it."""
@@ -136,6 +149,18 @@ class Transport(ABC):
                 detail=f"body is {len(message.body)} characters, over {self.name}'s limit of {self.max_body}",
             )
         payload = self.build_payload(message)
+        try:
+            return self._send(message, payload)
+        except RateLimiterUnavailable as exc:
+            # Raised before a request (acquire) or after one the provider refused (pause):
+            # nothing of this try went out, so the touch can wait for a later run.
+            log.error("%s: %s not sent: %s", self.name, message.touch_key, exc)
+            return SendResult(
+                Outcome.RETRYABLE_FAILURE, detail=str(exc), stop_run=True, tries=0, halt=exc
+            )
+
+    def _send(self, message: OutboundMessage, payload: dict[str, Any]) -> SendResult:
+        """The tries of one message, each when the rate limiter gives it a slot."""
         result = SendResult(Outcome.UNKNOWN)
         for tries in range(1, self.backoff.tries + 1):
             self.limiter.acquire()
@@ -202,8 +227,9 @@ class Transport(ABC):
     def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Send messages with at most ``workers`` requests in flight; results in order.
 
-        Once a result says ``stop_run`` (credentials refused), the messages not yet sent are
-        answered with a retryable failure without calling the provider.
+        Once a result says ``stop_run`` (credentials refused, the shared rate limiter
+        unreachable), the messages not yet sent are answered with a retryable failure without
+        calling the provider.
         """
         stop: list[SendResult] = []
 
@@ -214,6 +240,7 @@ class Transport(ABC):
                     detail=f"not sent: {stop[0].detail}",
                     stop_run=True,
                     tries=0,
+                    halt=stop[0].halt,
                 )
             result = self.send(message)
             if result.stop_run:

@@ -1,7 +1,9 @@
 """How fast and how persistently a channel talks to its provider.
 
-``TokenBucket`` spaces requests to the provider's rate; ``Backoff`` says how long to wait
-before trying a retryable failure again (exponential with full jitter, or the provider's
+``RateLimiter`` is what a transport asks before each request: ``TokenBucket`` is this
+process's own (the default, one sender on one host), ``shared_limits.SharedRateLimiter`` one
+budget per provider account for every process that sends for it. ``Backoff`` says how long to
+wait before trying a retryable failure again (exponential with full jitter, or the provider's
 ``Retry-After`` when it gives one). Both read a monotonic clock, never the wall clock: they
 measure intervals, not dates.
 """
@@ -13,6 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class RateLimiter(Protocol):
+    """What a transport asks before each request to its provider."""
+
+    def acquire(self) -> float:
+        """Take one request's slot, waiting (sleeping) as long as needed; the seconds waited."""
+        ...
+
+    def pause(self, seconds: float) -> None:
+        """Nobody gets a slot for ``seconds`` (the provider said 429, with a ``Retry-After``)."""
+        ...
 
 
 class TokenBucket:

@@ -8,7 +8,9 @@ a request timeout, and one SDK client per sending thread.
   override the class's defaults, unless the caller passes its own;
 - ``client()`` is this thread's SDK client, made on first use by ``new_client``: the SDKs'
   HTTP sessions are not meant to be shared between threads, and a client kept per sending
-  thread keeps its keep-alive connection from one message to the next.
+  thread keeps its keep-alive connection from one message to the next;
+- ``account()`` names the account whose rate budget the requests spend, the key of the
+  limiter shared by every process (``shared_limits``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ class ProviderTransport(Transport, Generic[CredentialsT, ClientT]):
     def thread_client(self) -> ClientT | None:
         """This thread's SDK client if it has made one (to read what its last answer left)."""
         return getattr(self._local, "client", None)
+
+    @abstractmethod
+    def account(self) -> str:
+        """The key of the provider account whose rate these requests spend: the same for
+        every process sending for it, and no secret or identifier in clear
+        (``shared_limits.account_key``)."""
 
     @abstractmethod
     def new_client(self) -> ClientT:

@@ -44,6 +44,7 @@ from .base import OutboundMessage, SendResult
 from .credentials import SendGridCredentials
 from .limits import parse_retry_after
 from .provider import ProviderTransport
+from .shared_limits import account_key
 
 # python_http_client logs each request's payload (addresses) and headers (the API key) at
 # DEBUG: never let that through, whatever level the application runs at.
@@ -71,6 +72,13 @@ class SendGridTransport(ProviderTransport[SendGridCredentials, SendGridAPIClient
                 "care and marketing emails must carry an unsubscribe link"
             )
         self.unsubscribe_base = credentials.unsubscribe_base
+
+    def account(self) -> str:
+        """The API key's id (``SG.<id>.<secret>``; the whole key, hashed, if it has no id):
+        every process sending with that key shares its budget."""
+        parts = self.credentials.api_key.split(".")
+        key_id = parts[1] if len(parts) == 3 and parts[0] == "SG" and parts[1] else None
+        return account_key(self.name, key_id or self.credentials.api_key)
 
     def new_client(self) -> SendGridAPIClient:
         client = SendGridAPIClient(

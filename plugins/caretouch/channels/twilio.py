@@ -34,6 +34,7 @@ from .base import OutboundMessage, SendResult
 from .credentials import TwilioCredentials
 from .limits import parse_retry_after
 from .provider import ProviderTransport
+from .shared_limits import account_key
 
 # Error codes: https://www.twilio.com/docs/api/errors
 OPTED_OUT = frozenset({21610})
@@ -69,6 +70,10 @@ class TwilioTransport(ProviderTransport[TwilioCredentials, Client]):
     max_body: ClassVar[int] = SMS_MAX_CHARS  # 1,600: Twilio refuses longer bodies
     rate_per_sec: ClassVar[float] = 10.0
     concurrency: ClassVar[int] = 4
+
+    def account(self) -> str:
+        """The account and its sender (a number or a Messaging Service): what Twilio rates."""
+        return account_key(self.name, self.credentials.account_sid, self.credentials.sender)
 
     def new_client(self) -> Client:
         http = _HeaderKeepingClient(timeout=self.timeout, logger=_SDK_LOG)

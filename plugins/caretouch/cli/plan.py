@@ -27,7 +27,11 @@ def _say_transports(engine: Any) -> None:
     """Which provider each channel goes through (stderr: the run's output stays clean)."""
     parts = [
         f"{ch.value} via {t.name}"
-        + (f" ({t.rate:g}/s, {t.workers} at once)" if t.name != "outbox" else "")
+        + (
+            f" ({t.rate:g}/s{' shared' if t.shared_limiter else ''}, {t.workers} at once)"
+            if t.name != "outbox"
+            else ""
+        )
         for ch, t in engine.transports.items()
     ]
     click.echo("sending: " + ", ".join(parts), err=True)

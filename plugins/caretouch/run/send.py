@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..channels.base import OutboundMessage, SendResult
-from ..errors import ConfigurationError
+from ..errors import CareError, ConfigurationError
 from ..ledger import Claim, StatusChange
 from ..ledger.models import Attempt
 from ..ledger.queue import Due, WorkQueue
@@ -202,6 +202,7 @@ def _record_chunk(
     report = claimed.report
     results: list[StatusChange] = []
     refused: list[str] = []
+    halt: CareError | None = None
     for (claim, attempt), result in zip(claimed.sends, answers, strict=True):
         if result.settle_later:
             report.in_flight += 1
@@ -214,11 +215,18 @@ def _record_chunk(
         results.append(result_change(claim.state, attempt, result, report))
         if result.outcome is Outcome.REJECTED_OPTED_OUT:
             record_opt_out(engine, claim.state, Channel(claim.channel), result, now)
-        if result.stop_run and result.detail not in refused:
+        if result.halt is not None:
+            halt = halt or result.halt
+        elif result.stop_run and result.detail not in refused:
             refused.append(result.detail)
     keys = {claim.state.id: claim.state.row.touch_key for claim, _ in claimed.sends}
     for change in engine.ledger.append_many(results, run_id=run_id, now=engine.stamp(now)):
         report.stale(change.status, keys[change.touch_id])
+    if halt is not None:
+        # The touches the provider did not answer are back in ``planned``; nothing more goes
+        # out this run (the shared rate limiter cannot be reached: sending on unlimited could
+        # exceed the account's limit).
+        raise halt
     if refused:
         # Every touch of the chunk is back in ``planned``; nothing more goes out this run.
         raise ConfigurationError("; ".join(refused) + ": check the provider's credentials")
