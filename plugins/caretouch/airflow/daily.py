@@ -18,6 +18,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from .. import storage
 from ..config import CareConfig
 from ..reports.run_summary import chunk_progress, store_dispatch_summary, this_run_counts
 from .hooks import SEND_POOL
@@ -193,7 +194,7 @@ def summarise_run(
     )
     for line in summary.render().splitlines():
         log.info("%s", line)
-    log.info("summary stored in %s", summary.store(engine.config.reports_dir))
+    log.info("summary stored in %s", summary.store(storage.reports(engine.config)))
     failed = summary.this_run.get("failed", 0)
     if failed:
         raise RuntimeError(
@@ -286,7 +287,7 @@ def build_care_dispatch() -> Any:
             errors = rule_errors(engine)
             stored = store_dispatch_summary(
                 engine.ledger,
-                engine.config.reports_dir,
+                storage.reports(engine.config),
                 counts,
                 run_id=run_id,
                 kind="care_dispatch",

@@ -103,5 +103,7 @@ def open_engine(
 def anchor(engine: CareEngine, *, run_id: str, now: dt.datetime) -> None:
     """Anchor the ledger's chain head at the end of a run (``ledger.anchors.anchor_run``)."""
     from ..ledger.anchors import anchor_run
+    from ..storage import anchors
 
-    anchor_run(engine.store, engine.config.anchor_file, run_id=run_id, now=engine.stamp(now))
+    config = engine.config
+    anchor_run(engine.store, anchors(config), run_id=run_id, now=engine.stamp(now), config=config)
