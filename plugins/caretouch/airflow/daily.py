@@ -77,10 +77,15 @@ def _engine() -> Any:
     """A task's engine (``run.engine.open_engine``): the configuration from the environment,
     the providers from Airflow Connections, the real clock."""
     from ..run.engine import open_engine
-    from .hooks import task_transports
+    from .hooks import executor_workers, task_transports
 
     config = CareConfig.from_env()
-    engine = open_engine(config, transports=task_transports(config.outbox_dir), clock=_now)
+    engine = open_engine(
+        config,
+        transports=task_transports(config.outbox_dir),
+        clock=_now,
+        workers=executor_workers(),
+    )
     if engine.ruleset.errors:
         for error in engine.ruleset.errors:
             log.error("rule error: %s", error)
