@@ -253,8 +253,10 @@ class CareConfig(BaseSettings):
         "CARE_ANCHOR_KEY",
         None,
         None,
-        "the secret that signs the anchors (HMAC); not in the database. Unset: anchors are "
-        "unsigned and every run, `care audit verify` and the verify page warn",
+        "the secret that signs the anchors (HMAC); not in the database. **Required when "
+        "`CARE_ANCHOR_FILE` is not local** (`s3://…`); with a local anchor file "
+        "(development), unset: anchors are unsigned and every run, `care audit verify` and "
+        "the verify page warn ([audit.md](audit.md#the-anchor-key))",
     )
     unsubscribe_key: SecretStr | None = _field(
         "CARE_UNSUBSCRIBE_KEY",
