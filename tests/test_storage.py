@@ -247,3 +247,61 @@ def test_a_local_folder_holds_anchor_objects_like_a_bucket(
     written.write_text(json.dumps(record), encoding="utf-8")
     result = care("audit", "verify")
     assert result.exit_code == 1 and "anchor 1 was edited" in result.output
+
+
+def test_the_api_server_s_verify_page_reads_the_s3_anchors(ran: Care, tmp_path: Path) -> None:
+    """The audit view runs elsewhere than the workers: it sees the anchors they wrote."""
+    from fastapi.testclient import TestClient
+
+    from caretouch.web.app import create_audit_app
+    from caretouch.web.auth import AuditAuth, AuditTokens
+
+    token = "storage-audit-token-0123456789"
+    auth = AuditAuth(tokens=AuditTokens.parse(f"t:{token}"))
+    app = create_audit_app(f"sqlite:///{tmp_path / 'care.db'}", f"s3://{BUCKET}/care", auth)
+    with TestClient(app) as client:
+        page = client.get("/audit/verify", headers={"Authorization": f"Bearer {token}"})
+    assert page.status_code == 200
+    assert "The ledger verifies" in page.text
+    assert f"s3://{BUCKET}/care" in page.text
+
+
+def test_an_unreachable_bucket_stops_a_run_before_its_work(
+    care: Care, tmp_path: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
+    upgrade(store)
+    load_rows(store, customers=[customer_row("C1")])
+    store.dispose()
+    monkeypatch.setenv("CARE_REPORTS_DIR", "s3://no-such-bucket/reports")
+    result = care("run", "--date", DAY, "--now", NOW, anchors=f"s3://{BUCKET}/care")
+    assert result.exit_code == 1
+    assert "reports folder (CARE_REPORTS_DIR): s3://no-such-bucket/reports: no-such-bucket" in (
+        result.output
+    )
+    assert anchor_keys(s3) == []  # nothing planned, nothing anchored
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM touches").scalar_one() == 0
+
+
+def test_moving_the_anchors_from_a_file_to_a_bucket_writes_them_all(
+    care: Care, tmp_path: Path, s3: Any
+) -> None:
+    """A deployment that kept a local anchor file points CARE_ANCHOR_FILE at a bucket: the
+    next run writes every anchor the ledger records as objects, and verify passes there."""
+    store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
+    upgrade(store)
+    load_rows(
+        store,
+        customers=[customer_row("C1"), customer_row("C2", birth_date="1991-11-24")],
+    )
+    store.dispose()
+    assert care("run", "--date", DAY, "--now", NOW).exit_code == 0  # tmp_path/anchors.jsonl
+    assert len((tmp_path / "anchors.jsonl").read_text().splitlines()) == 1
+    care.anchors = f"s3://{BUCKET}/care"  # type: ignore[assignment]
+    result = care("run", "--date", "2026-11-24", "--now", "2026-11-24T04:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert [k.rsplit("/", 1)[1][:10] for k in anchor_keys(s3)] == ["0000000001", "0000000002"]
+    verified = care("audit", "verify")
+    assert verified.exit_code == 0, verified.output
+    assert "2 anchor(s) match" in verified.output
