@@ -305,3 +305,24 @@ def test_moving_the_anchors_from_a_file_to_a_bucket_writes_them_all(
     verified = care("audit", "verify")
     assert verified.exit_code == 0, verified.output
     assert "2 anchor(s) match" in verified.output
+
+
+def test_a_bucket_without_object_lock_refuses_the_anchor(
+    care: Care, tmp_path: Path, s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention was asked for and the bucket cannot keep it: no unlocked anchor is left
+    there; the run's work stands, logs why, and verify fails until it is fixed."""
+    s3.create_bucket(Bucket="no-lock")
+    store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
+    upgrade(store)
+    load_rows(store, customers=[customer_row("C1")])
+    store.dispose()
+    care.anchors = "s3://no-lock/care"  # type: ignore[assignment]
+    with caplog.at_level("ERROR", logger="caretouch.ledger.anchors"):
+        assert care("run", "--date", DAY, "--now", NOW).exit_code == 0
+    assert "anchor NOT written" in caplog.text and "ObjectLockConfiguration" in caplog.text
+    assert "Contents" not in s3.list_objects_v2(Bucket="no-lock", Prefix="care/anchors/")
+    verified = care("audit", "verify")
+    assert verified.exit_code == 1 and "no anchor objects in s3://no-lock/care/anchors" in (
+        verified.output
+    )

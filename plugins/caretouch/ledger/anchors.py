@@ -413,7 +413,7 @@ def _entries(place: Location) -> tuple[list[tuple[str, str]] | None, str]:
         return entries or None, f"the anchor file {place} is empty"
     folder = place.child(FOLDER)
     try:
-        objects = folder.list()
+        objects = folder.list(".json")  # a writer's temporary files end in .tmp
         entries = [(o.url, o.read_text()) for o in objects]
     except UnicodeDecodeError:
         return [(folder.url, "")], ""  # checked below: not a valid anchor record
