@@ -326,3 +326,36 @@ def test_a_bucket_without_object_lock_refuses_the_anchor(
     assert verified.exit_code == 1 and "no anchor objects in s3://no-lock/care/anchors" in (
         verified.output
     )
+
+
+# -- Location on a local disk ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", "file://"])
+def test_a_local_location_writes_whole_files_and_creates_once(tmp_path: Path, prefix: str) -> None:
+    root = storage.at(f"{prefix}{tmp_path}/reports")
+    assert root.is_local and root.local_path == tmp_path / "reports"
+    summary = root.child("runs", DAY, "run-1.json")
+    summary.write_text('{"a": 1}\n')
+    summary.write_text('{"a": 2}\n')  # replaced whole
+    assert summary.read_text() == '{"a": 2}\n'
+    assert [p.name for p in root.child("runs", DAY).list(".json")] == ["run-1.json"]
+    assert root.child("nowhere").list() == []
+    once = root.child("anchors", "0000000001-ab.json")
+    once.create(b"first")
+    with pytest.raises(FileExistsError):
+        once.create(b"second")
+    assert once.read_bytes() == b"first"
+    assert sorted(p.name for p in (tmp_path / "reports" / "anchors").iterdir()) == [
+        "0000000001-ab.json"  # no temporary file left behind
+    ]
+
+
+def test_urls_and_paths() -> None:
+    assert not storage.at("s3://bucket/care").is_local
+    assert storage.at("s3://bucket/care/").child("anchors", "x.json").url == (
+        "s3://bucket/care/anchors/x.json"
+    )
+    assert storage.at(Path("reports")).child("runs").url == str(Path("reports") / "runs")
+    assert storage.absolute("s3://bucket/care") == "s3://bucket/care"
+    assert storage.absolute("reports") == str(Path("reports").resolve())
