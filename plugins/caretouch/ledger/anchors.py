@@ -413,10 +413,8 @@ def _entries(place: Location) -> tuple[list[tuple[str, str]] | None, str]:
         return entries or None, f"the anchor file {place} is empty"
     folder = place.child(FOLDER)
     try:
-        objects = folder.list(".json")  # a writer's temporary files end in .tmp
-        entries = [(o.url, o.read_text()) for o in objects]
-    except UnicodeDecodeError:
-        return [(folder.url, "")], ""  # checked below: not a valid anchor record
+        # Only .json objects: a local writer's temporary files end in .tmp.
+        entries = [(o.url, data.decode("utf-8", "replace")) for o, data in folder.read_all(".json")]
     except OSError as exc:
         raise AnchorError(f"{folder}: the anchors cannot be read ({exc})") from None
     return entries or None, f"no anchor objects in {folder}"
