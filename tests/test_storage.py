@@ -201,7 +201,7 @@ def test_an_anchor_object_another_writer_created_is_checked_not_replaced(
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     place = storage.anchors(CareConfig.from_env(anchors=f"s3://{BUCKET}/care"))
     [key] = anchor_keys(s3)
-    monkeypatch.setattr(storage.Location, "list", lambda self, suffix="": [])
+    monkeypatch.setattr(storage.Location, "objects", lambda self, suffix="": [])
     [again] = sync_objects(store, place)
     assert again["n"] == 1
     assert len(s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]) == 1
@@ -339,8 +339,8 @@ def test_a_local_location_writes_whole_files_and_creates_once(tmp_path: Path, pr
     summary.write_text('{"a": 1}\n')
     summary.write_text('{"a": 2}\n')  # replaced whole
     assert summary.read_text() == '{"a": 2}\n'
-    assert [p.name for p in root.child("runs", DAY).list(".json")] == ["run-1.json"]
-    assert root.child("nowhere").list() == []
+    assert [p.name for p in root.child("runs", DAY).objects(".json")] == ["run-1.json"]
+    assert root.child("nowhere").objects() == []
     once = root.child("anchors", "0000000001-ab.json")
     once.create(b"first")
     with pytest.raises(FileExistsError):

@@ -99,7 +99,7 @@ class Location:
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
 
-    def list(self, suffix: str = "") -> list[Location]:
+    def objects(self, suffix: str = "") -> list[Location]:
         """The objects directly in this folder whose names end with ``suffix``, by name; an
         empty list when the folder does not exist."""
         fs, path = self._fs()
@@ -116,15 +116,15 @@ class Location:
         return [self.child(n) for n in names if n.endswith(suffix)]
 
     def read_all(self, suffix: str = "") -> list[tuple[Location, bytes]]:
-        """Every object ``list`` finds, with its content, fetched concurrently where the
+        """Every object ``objects`` finds, with its content, fetched concurrently where the
         file system can (s3fs: one batch of GETs, not one round trip after another)."""
-        items = self.list(suffix)
+        items = self.objects(suffix)
         if not items:
             return []
         fs, _ = self._fs()
         paths = [item._fs()[1] for item in items]
         found = fs.cat(paths, on_error="raise")
-        return [(item, bytes(found[path])) for item, path in zip(items, paths)]
+        return [(item, bytes(found[path])) for item, path in zip(items, paths, strict=True)]
 
     # -- writing
 

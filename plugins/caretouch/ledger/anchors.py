@@ -284,7 +284,7 @@ def sync_objects(
     replaced: one that exists already (a concurrent writer's) must be the same anchor, else
     ``AnchorError``. ``keep``: the objects' S3 Object Lock retention."""
     folder = place.child(FOLDER)
-    objects = folder.list(".json")
+    objects = folder.objects(".json")
     last = _parse(objects[-1].read_bytes(), objects[-1].url) if objects else None
     with store.read_session() as session:
         missing = _missing(session, _ledger_check(session, folder.url, last))

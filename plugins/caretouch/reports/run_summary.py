@@ -210,7 +210,7 @@ def safe_name(run_id: str) -> str:
 def stored_summaries(reports_dir: Location | str | Path, day: dt.date) -> list[dict[str, Any]]:
     """The run summaries stored for a local date, oldest first."""
     folder = at(reports_dir).child("runs", day.isoformat())
-    found = [json.loads(p.read_text()) for p in folder.list(".json")]
+    found = [json.loads(p.read_text()) for p in folder.objects(".json")]
     return sorted(found, key=lambda s: s["finished_at"])
 
 
