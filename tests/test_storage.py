@@ -359,3 +359,11 @@ def test_urls_and_paths() -> None:
     assert storage.at(Path("reports")).child("runs").url == str(Path("reports") / "runs")
     assert storage.absolute("s3://bucket/care") == "s3://bucket/care"
     assert storage.absolute("reports") == str(Path("reports").resolve())
+
+
+def test_the_monthly_report_goes_to_the_reports_url(ran: Care, s3: Any) -> None:
+    result = ran("report", "--month", "2026-11")
+    assert result.exit_code == 0, result.output
+    assert f"wrote s3://{BUCKET}/care/reports/care-report-2026-11.html" in result.output
+    page = s3.get_object(Bucket=BUCKET, Key="care/reports/care-report-2026-11.html")
+    assert b"<html" in page["Body"].read().lower()
