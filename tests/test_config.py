@@ -40,7 +40,7 @@ def test_defaults_are_today_s() -> None:
     config = CareConfig.from_env()
     assert config.store_url == "sqlite:///care.db"
     assert (config.rules_dir, config.templates_dir) == (Path("care_rules"), Path("templates"))
-    assert (config.outbox_dir, config.reports_dir) == (Path("outbox"), "reports")
+    assert (config.outbox_dir, config.reports_dir) == ("outbox", "reports")  # paths or URLs
     assert config.anchor_file == "ledger-anchors.jsonl"  # a path or a URL (caretouch.storage)
     assert config.send_pool_slots == 4
     assert config.redis_url == "redis://127.0.0.1:6379/0"
@@ -56,7 +56,7 @@ def test_options_beat_the_environment_which_beats_the_defaults(
     monkeypatch.setenv("CARE_OUTBOX_DIR", str(tmp_path / "env-outbox"))
     config = CareConfig.from_env(store="sqlite:///option.db", outbox=tmp_path / "option-outbox")
     assert config.store_url == "sqlite:///option.db"
-    assert config.outbox_dir == tmp_path / "option-outbox"
+    assert config.outbox_dir == str(tmp_path / "option-outbox")
     assert config.rules_dir == tmp_path / "env-rules"  # no option: the environment
     assert config.templates_dir == Path("templates")  # neither: the default
     assert CareConfig.from_env(store="").store_url == "sqlite:///env.db"  # empty is unset

@@ -26,7 +26,7 @@ from caretouch.ledger.audit import verify
 from caretouch.reports.run_summary import stored_summaries
 from caretouch.schema.migrate import upgrade
 from caretouch.store.db import open_store
-from conftest import Care, customer_row, load_rows
+from conftest import RULES_DIR, TEMPLATES_DIR, Care, customer_row, load_rows
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -367,3 +367,102 @@ def test_the_monthly_report_goes_to_the_reports_url(ran: Care, s3: Any) -> None:
     assert f"wrote s3://{BUCKET}/care/reports/care-report-2026-11.html" in result.output
     page = s3.get_object(Bucket=BUCKET, Key="care/reports/care-report-2026-11.html")
     assert b"<html" in page["Body"].read().lower()
+
+
+# -- the outbox behind a URL: crash recovery on another host --------------------------------
+
+CRASHING_SENDER = r"""
+import datetime as dt, os, signal, sys
+from caretouch import storage
+from caretouch.channels.outbox import OutboxTransport
+from caretouch.config import CareConfig
+from caretouch.run.day import run_day
+from caretouch.run.engine import open_engine
+from caretouch.vocab import Channel
+
+class DyingOutbox(OutboxTransport):
+    sent = 0
+
+    def post(self, payload):
+        place = super().post(payload)
+        DyingOutbox.sent += 1
+        if DyingOutbox.sent == int(sys.argv[1]):
+            # The provider (here: the bucket) has the message, the ledger does not know yet.
+            os.kill(os.getpid(), signal.SIGKILL)
+        return place
+
+config = CareConfig.from_env()
+outbox = storage.outbox(config)
+engine = open_engine(config, transports={ch: DyingOutbox(ch, outbox) for ch in Channel})
+run_day(engine, dt.date(2026, 11, 23), run_id="host-a", now=dt.datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def outbox_keys(client: Any) -> list[str]:
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix="care/outbox/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_a_sender_killed_on_one_host_is_recovered_on_another_without_resending(
+    tmp_path: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host A sends into the outbox bucket and is killed after its third message, before the
+    ledger knew; host B (another process, another working folder) recovers after the
+    sending lease: it finds the three in the bucket, records them sent, and sends the rest
+    once. With a local folder per host, B would have sent the three again."""
+    import subprocess
+    import sys
+    from collections import Counter
+
+    from caretouch.ledger import Ledger
+    from caretouch.run.day import run_day
+    from caretouch.run.engine import open_engine
+    from caretouch.vocab import TouchStatus
+
+    store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
+    upgrade(store)
+    load_rows(
+        store,
+        customers=[customer_row(f"C{i}", phone=f"+86138123400{i:02d}") for i in range(8)],
+    )
+    for name, value in {
+        "CARE_STORE_URL": store.url,
+        "CARE_OUTBOX_DIR": f"s3://{BUCKET}/care/outbox",
+        "CARE_ANCHOR_FILE": f"s3://{BUCKET}/care",
+        "CARE_WORKERS": "2",  # several hosts: allowed, the outbox is a URL
+        "CARE_RULES_DIR": str(RULES_DIR),
+        "CARE_TEMPLATES_DIR": str(TEMPLATES_DIR),
+    }.items():
+        monkeypatch.setenv(name, value)
+    host_a = tmp_path / "host-a"
+    host_a.mkdir()
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_SENDER, "3", "2026-11-23T04:00:00+00:00"],
+        cwd=host_a,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    assert len(outbox_keys(s3)) == 3
+    states = Counter(s.status for s in Ledger(store).states_for_day(dt.date(2026, 11, 23)))
+    assert states[TouchStatus.SENDING] >= 1
+
+    # Host B: this process, its own working folder; 30 minutes later, past the lease.
+    monkeypatch.chdir(tmp_path)
+    engine = open_engine(CareConfig.from_env(), store=store)
+    run_day(engine, dt.date(2026, 11, 23), run_id="host-b", now=utc_at("2026-11-23T04:30:00"))
+    keys = outbox_keys(s3)
+    assert len(keys) == 8, "every due touch went out"
+    touch_keys = Counter(
+        json.loads(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read())["touch_key"] for k in keys
+    )
+    assert max(touch_keys.values()) == 1, "none twice"
+    states = Counter(s.status for s in Ledger(store).states_for_day(dt.date(2026, 11, 23)))
+    assert states == {TouchStatus.SENT: 8}
+    store.dispose()
+
+
+def utc_at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)

@@ -86,7 +86,7 @@ def is_local_url(value: str) -> bool:
     """Whether a storage URL (``storage.Location``) is on this machine's disk: a plain path
     or a ``file://`` URL. Anything else (``s3://``, ...) is shared by every worker."""
     match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", value)
-    return match is None or match.group(1).lower() in ("file", "local")
+    return match is None or match.group(1).lower() == "file"
 
 
 def _as_text(value: Any) -> Any:
@@ -178,20 +178,20 @@ class CareConfig(BaseSettings):
         "a templates directory",
         "the message templates; `--templates` wins",
     )
-    outbox_dir: Folder = _field(
+    outbox_dir: StorageFolder = _field(
         "CARE_OUTBOX_DIR",
-        Path("outbox"),
-        "an outbox folder",
-        "where the `outbox` channel writes messages; shared by every worker (crash recovery "
-        "looks there); `--outbox` wins",
+        "outbox",
+        "an outbox folder or a folder URL such as s3://bucket/care/outbox",
+        "where the `outbox` channel writes messages: a folder, or a URL every worker shares "
+        "(crash recovery looks there); `--outbox` wins",
     )
     outbox_shared: bool = _field(
         "CARE_OUTBOX_SHARED",
         False,
         None,
-        "`true`: the operator asserts that the outbox folder is on storage every worker "
-        "shares; **required to use the outbox with several workers** (CeleryExecutor, or "
-        "`CARE_WORKERS` > 1) ([outbox](#the-outbox-with-several-workers))",
+        "`true`: the operator asserts that the local outbox folder is on storage every worker "
+        "shares; **required to use a local outbox with several workers** (CeleryExecutor, or "
+        "`CARE_WORKERS` > 1), not with a URL ([outbox](#the-outbox-with-several-workers))",
     )
     workers: int = _field(
         "CARE_WORKERS",
@@ -509,8 +509,9 @@ class CareConfig(BaseSettings):
                     "anchors (--anchors, CARE_ANCHOR_FILE)",
                 )
             )
-        if outbox:
-            places.append((self.outbox_dir, True, "outbox folder (--outbox, CARE_OUTBOX_DIR)"))
+        if outbox and is_local_url(self.outbox_dir):
+            path = Path(self.outbox_dir.removeprefix("file://"))
+            places.append((path, True, "outbox folder (--outbox, CARE_OUTBOX_DIR)"))
         for path, folder, what in places:
             problem = unwritable(path, folder=folder)
             if problem:

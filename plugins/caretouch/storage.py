@@ -210,16 +210,24 @@ def anchors(config: CareConfig) -> Location:
     return at(config.anchor_file, config)
 
 
+def outbox(config: CareConfig) -> Location:
+    """Where the outbox channel writes messages (``$CARE_OUTBOX_DIR``)."""
+    return at(config.outbox_dir, config)
+
+
 def check_destinations(config: CareConfig, *, outbox: bool = False) -> None:
     """Before a run's work: every place it writes at the end (run summaries, anchors and,
     with ``outbox``, message files) can be written, local (``CareConfig.check_destinations``)
     or behind a URL (its bucket can be reached). Raises ``ConfigurationError`` naming the
     place and its setting."""
     config.check_destinations(outbox=outbox)
-    for place, folder, what in (
+    places = [
         (reports(config), True, "reports folder (CARE_REPORTS_DIR)"),
         (anchors(config), not config.anchor_file.endswith(".jsonl"), "anchors (CARE_ANCHOR_FILE)"),
-    ):
+    ]
+    if outbox:
+        places.append((at(config.outbox_dir, config), True, "outbox (--outbox, CARE_OUTBOX_DIR)"))
+    for place, folder, what in places:
         if not place.is_local:
             problem = place.problem(folder=folder)
             if problem:

@@ -93,6 +93,15 @@ def test_the_outbox_refuses_several_workers_unless_its_folder_is_shared(
     assert "email/sms channel(s)" in str(caught.value)
 
 
+def test_an_outbox_behind_a_url_is_shared_by_every_worker(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CARE_WORKERS", "3")
+    config = CareConfig(sqlite_store.url, RULES_DIR, TEMPLATES_DIR, "s3://bucket/care/outbox")
+    engine = open_engine(config, store=sqlite_store, workers=2)  # no CARE_OUTBOX_SHARED
+    assert engine.transports[Channel.SMS].name == "outbox"
+
+
 def test_providers_need_no_shared_outbox(sqlite_store: Store, tmp_path: Path) -> None:
     """Twilio and SendGrid answer crash recovery themselves: the rule is the outbox's."""
 

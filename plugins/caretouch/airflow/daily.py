@@ -82,7 +82,7 @@ def _engine() -> Any:
     config = CareConfig.from_env()
     engine = open_engine(
         config,
-        transports=task_transports(config.outbox_dir),
+        transports=task_transports(storage.outbox(config)),
         clock=_now,
         workers=executor_workers(),
     )

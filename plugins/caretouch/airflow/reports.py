@@ -63,7 +63,7 @@ def _email(result: Any, path: Any, config: Any) -> None:
     recipients = report_recipients(config)
     if not recipients:
         return
-    transport = task_transports(config.outbox_dir)[Channel.EMAIL]
+    transport = task_transports(storage.outbox(config))[Channel.EMAIL]
     answers = email_report(result, path.read_text(encoding="utf-8"), recipients, transport)
     refused = [a for a, r in answers if r.outcome is not Outcome.SENT]
     for address, answer in answers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import CareConfig
+from ..storage import Location, at
 from ..vocab import Channel
 from .base import Transport
 from .credentials import (
@@ -22,7 +23,7 @@ from .outbox import OutboxTransport
 
 
 def build_transports(
-    outbox_dir: str | Path,
+    outbox_dir: str | Path | Location,
     *,
     twilio: TwilioCredentials | None = None,
     sendgrid: SendGridCredentials | None = None,
@@ -47,11 +48,11 @@ def build_transports(
 
 
 def transports_from_env(
-    outbox_dir: str | Path, config: CareConfig | None = None
+    outbox_dir: str | Path | Location, config: CareConfig | None = None
 ) -> dict[Channel, Transport]:
     """The CLI's transports: real providers where the environment (``config``, else
     ``CareConfig.from_env()``) configures them."""
     config = config or CareConfig.from_env()
     return build_transports(
-        outbox_dir, twilio=twilio_from_env(config), sendgrid=sendgrid_from_env(config)
+        at(outbox_dir, config), twilio=twilio_from_env(config), sendgrid=sendgrid_from_env(config)
     )

@@ -59,7 +59,7 @@ def airflow_env(airflow_home: Path, dags: Path, config: CareConfig) -> dict[str,
             "CARE_STORE_URL": config.store_url,
             "CARE_RULES_DIR": str(config.rules_dir.resolve()),
             "CARE_TEMPLATES_DIR": str(config.templates_dir.resolve()),
-            "CARE_OUTBOX_DIR": str(config.outbox_dir.resolve()),
+            "CARE_OUTBOX_DIR": absolute(config.outbox_dir),
             "CARE_ANCHOR_FILE": absolute(config.anchor_file),
             "CARE_REPORTS_DIR": absolute(config.reports_dir),
         }

@@ -161,10 +161,9 @@ def report(
 def _check_report_destinations(config: Any, period: Any, output: Path | None, email: bool) -> None:
     """The report's file (and the outbox, when it is emailed through it), before the work."""
     from ..channels.registry import transports_from_env
-    from ..config import unwritable
     from ..errors import ConfigurationError
     from ..reports.service_report import report_path
-    from ..storage import reports
+    from ..storage import outbox, reports
     from ..vocab import Channel
 
     if output is None:
@@ -172,7 +171,7 @@ def _check_report_destinations(config: Any, period: Any, output: Path | None, em
         if problem:
             raise ConfigurationError(f"reports folder (CARE_REPORTS_DIR): {problem}")
     if email and transports_from_env(config.outbox_dir)[Channel.EMAIL].name == "outbox":
-        problem = unwritable(config.outbox_dir, folder=True)
+        problem = outbox(config).problem(folder=True)
         if problem:
             raise ConfigurationError(f"outbox folder (--outbox, CARE_OUTBOX_DIR): {problem}")
 

@@ -149,8 +149,8 @@ def _configure(ctx: click.Context, options: dict[str, Any]) -> None:
 )
 @click.option(
     "--outbox",
-    type=click.Path(path_type=Path),
-    help="Outbox directory (default outbox/).",
+    metavar="DIR|URL",
+    help="Outbox directory (default outbox/), or a folder URL every worker reaches.",
 )
 @click.option(
     "--anchors",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..channels.base import Transport
 from ..channels.registry import transports_from_env
-from ..config import CareConfig
+from ..config import CareConfig, is_local_url
 from ..errors import ConfigurationError, ValidationFailed
 from ..ledger import Ledger
 from ..render.templates import TemplateStore
@@ -110,20 +110,22 @@ def check_outbox(
 ) -> None:
     """The outbox is a folder: crash recovery (``run.recover``) settles a message left in
     ``sending`` by looking for its file there, so a sender killed on one machine and
-    recovered on another would find nothing and send it again. With several workers
-    (``workers`` or ``$CARE_WORKERS`` above 1), a channel sending to the outbox therefore
-    needs the operator's word that the folder is shared (``$CARE_OUTBOX_SHARED``); else
-    ``ConfigurationError``, before anything is sent."""
+    recovered on another would find nothing in a folder of its own and send it again. With
+    several workers (``workers`` or ``$CARE_WORKERS`` above 1), a channel sending to a local
+    outbox folder therefore needs the operator's word that the folder is shared
+    (``$CARE_OUTBOX_SHARED``); else ``ConfigurationError``, before anything is sent. An
+    outbox behind a URL (``s3://…``) is the same for every worker."""
     several = max(workers, config.workers)
     outbox = sorted(ch.value for ch, t in transports.items() if t.name == "outbox")
-    if several > 1 and outbox and not config.outbox_shared:
+    if several > 1 and outbox and is_local_url(config.outbox_dir) and not config.outbox_shared:
         raise ConfigurationError(
             f"CARE_OUTBOX_SHARED: the {'/'.join(outbox)} channel(s) write to the outbox "
             f"folder {config.outbox_dir}, and tasks run on several workers "
             f"({'CARE_WORKERS=' + str(config.workers) if config.workers > 1 else 'the executor spreads them'}): "
             "crash recovery on another worker would not find a message and send it again. "
-            "Put the folder on storage every worker shares and set CARE_OUTBOX_SHARED=true, "
-            "or configure the providers (docs/deploy.md#the-outbox-with-several-workers)"
+            "Give CARE_OUTBOX_DIR a URL every worker reaches (s3://…), or put the folder on "
+            "storage every worker shares and set CARE_OUTBOX_SHARED=true, or configure the "
+            "providers (docs/deploy.md#the-outbox-with-several-workers)"
         )
 
 
