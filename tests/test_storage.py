@@ -328,6 +328,19 @@ def test_a_bucket_without_object_lock_refuses_the_anchor(
     )
 
 
+def test_the_standard_aws_endpoint_variable_is_enough(
+    s3: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No CARE_STORAGE_OPTIONS: s3fs (botocore) takes AWS_ENDPOINT_URL as any AWS tool does."""
+    monkeypatch.delenv("CARE_STORAGE_OPTIONS")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    place = storage.reports(CareConfig.from_env()).child("probe.txt")
+    assert place.options == {}
+    place.write_text("through the AWS chain")
+    body = s3.get_object(Bucket=BUCKET, Key="care/reports/probe.txt")["Body"].read()
+    assert body == b"through the AWS chain"
+
+
 # -- Location on a local disk ---------------------------------------------------------------
 
 
