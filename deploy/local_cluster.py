@@ -178,14 +178,16 @@ class Cluster:
         return path
 
     def service_environment(self, name: str) -> dict[str, str]:
-        """A service's environment: its own outbox (host-local, as on a real host); the
-        anchors and the reports on storage every service shares (``shared/`` stands for
-        it here)."""
-        here = self.workdir(name)
+        """A service's environment: the outbox, the anchors and the reports on storage every
+        service shares (``shared/`` stands for it here, as a volume shared by the containers
+        of one Docker host does in docker-compose.yml: hence ``CARE_OUTBOX_SHARED``; on
+        several hosts they are URLs, docs/deploy.md)."""
+        self.workdir(name)
         shared = self.base / "shared"
         return {
             **self.environment(),
-            "CARE_OUTBOX_DIR": str(here / "outbox"),
+            "CARE_OUTBOX_DIR": str(shared / "outbox"),
+            "CARE_OUTBOX_SHARED": "true",
             "CARE_ANCHOR_FILE": str(shared / "anchors" / "ledger-anchors.jsonl"),
             "CARE_REPORTS_DIR": str(shared / "reports"),
         }

@@ -40,8 +40,8 @@ def test_defaults_are_today_s() -> None:
     config = CareConfig.from_env()
     assert config.store_url == "sqlite:///care.db"
     assert (config.rules_dir, config.templates_dir) == (Path("care_rules"), Path("templates"))
-    assert (config.outbox_dir, config.reports_dir) == (Path("outbox"), Path("reports"))
-    assert config.anchor_file == Path("ledger-anchors.jsonl")
+    assert (config.outbox_dir, config.reports_dir) == ("outbox", "reports")  # paths or URLs
+    assert config.anchor_file == "ledger-anchors.jsonl"  # a path or a URL (caretouch.storage)
     assert config.send_pool_slots == 4
     assert config.redis_url == "redis://127.0.0.1:6379/0"
     assert (config.event_stream, config.event_group) == ("care:events", "caretouch")
@@ -56,7 +56,7 @@ def test_options_beat_the_environment_which_beats_the_defaults(
     monkeypatch.setenv("CARE_OUTBOX_DIR", str(tmp_path / "env-outbox"))
     config = CareConfig.from_env(store="sqlite:///option.db", outbox=tmp_path / "option-outbox")
     assert config.store_url == "sqlite:///option.db"
-    assert config.outbox_dir == tmp_path / "option-outbox"
+    assert config.outbox_dir == str(tmp_path / "option-outbox")
     assert config.rules_dir == tmp_path / "env-rules"  # no option: the environment
     assert config.templates_dir == Path("templates")  # neither: the default
     assert CareConfig.from_env(store="").store_url == "sqlite:///env.db"  # empty is unset
@@ -120,16 +120,63 @@ def test_bad_path(tmp_path: Path) -> None:
     assert _problems(CARE_RULES_DIR=str(a_file)) == [
         f"CARE_RULES_DIR: must be a rules directory, got '{a_file}' (it is a file)"
     ]
-    assert _problems(CARE_ANCHOR_FILE=str(tmp_path)) == [
-        f"CARE_ANCHOR_FILE: must be an anchor file path, got '{tmp_path}' (it is a folder)"
+    folder = tmp_path / "anchors.jsonl"
+    folder.mkdir()
+    expect = "a local .jsonl file, or a folder URL such as s3://bucket/care"
+    assert _problems(CARE_ANCHOR_FILE=str(folder)) == [
+        f"CARE_ANCHOR_FILE: must be {expect}, got '{folder}' (it is a folder)"
+    ]
+    # Not a .jsonl: a folder of anchor objects (docs/audit.md#anchors), which a file is not.
+    assert _problems(CARE_ANCHOR_FILE=str(a_file)) == [
+        f"CARE_ANCHOR_FILE: must be {expect}, got '{a_file}' (it is a file)"
+    ]
+    assert _problems(CARE_ANCHOR_FILE="s3://bucket/anchors.jsonl", CARE_ANCHOR_KEY="k") == [
+        f"CARE_ANCHOR_FILE: must be {expect}, got 's3://bucket/anchors.jsonl' (object storage "
+        "cannot append to a file: give a folder URL)"
     ]
 
 
 def test_a_bad_option_is_named_as_the_option(tmp_path: Path) -> None:
+    folder = tmp_path / "anchors.jsonl"
+    folder.mkdir()
     with pytest.raises(ConfigurationError) as caught:
-        CareConfig.from_env(anchors=tmp_path)
+        CareConfig.from_env(anchors=folder)
     assert str(caught.value) == (
-        f"--anchors (CARE_ANCHOR_FILE): must be an anchor file path, got '{tmp_path}' (it is a folder)"
+        "--anchors (CARE_ANCHOR_FILE): must be a local .jsonl file, or a folder URL such as "
+        f"s3://bucket/care, got '{folder}' (it is a folder)"
+    )
+
+
+def test_anchors_on_object_storage_need_the_key() -> None:
+    """Outside development (anchors anywhere but this machine's disk) unsigned anchors could
+    be forged by anyone who can write the bucket: the configuration refuses them."""
+    for place in ("s3://bucket/care", "gs://bucket/care"):
+        assert _problems(CARE_ANCHOR_FILE=place)[0].startswith(
+            f"CARE_ANCHOR_KEY: required when the anchors are kept at {place} (CARE_ANCHOR_FILE)"
+        )
+    with pytest.raises(ConfigurationError, match=r"CARE_ANCHOR_KEY: required .* \(--anchors\)"):
+        CareConfig.from_env(anchors="s3://bucket/care")
+    assert CareConfig(anchor_file="s3://bucket/care", anchor_key="k").anchor_file == (
+        "s3://bucket/care"
+    )
+    # Development: a local file or folder, plain or file://, only warns (docs/audit.md).
+    for place in ("ledger-anchors.jsonl", "file:///tmp/care-anchors", "anchors"):
+        assert CareConfig(anchor_file=place).anchor_key is None
+
+
+def test_storage_options_are_a_json_object_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _problems(CARE_STORAGE_OPTIONS="[1]")[0].startswith("CARE_STORAGE_OPTIONS: must be")
+    monkeypatch.setenv("CARE_STORAGE_OPTIONS", '{"endpoint_url": "http://s3", "secret": "s-42"}')
+    config = CareConfig.from_env()
+    assert config.storage_options() == {"endpoint_url": "http://s3", "secret": "s-42"}
+    assert "s-42" not in repr(config)
+    assert _problems(CARE_ANCHOR_RETENTION_DAYS="-1") == [
+        "CARE_ANCHOR_RETENTION_DAYS: must be an integer ≥ 0, got '-1'"
+    ]
+    assert _problems(CARE_ANCHOR_LOCK_MODE="LEGAL")[0].startswith(
+        "CARE_ANCHOR_LOCK_MODE: must be one of 'COMPLIANCE' or 'GOVERNANCE'"
     )
 
 

@@ -14,13 +14,21 @@ event stream takes what it needs from a ``CareConfig``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
 from pathlib import Path, PurePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigurationError
@@ -76,8 +84,54 @@ def _file(value: Path) -> Path:
     return value
 
 
+def is_local_url(value: str) -> bool:
+    """Whether a storage URL (``storage.Location``) is on this machine's disk: a plain path
+    or a ``file://`` URL. Anything else (``s3://``, ...) is shared by every worker."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    return match is None or match.group(1).lower() == "file"
+
+
+def _as_text(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, PurePath) else value
+
+
+def _storage_folder(value: str) -> str:
+    if is_local_url(value):
+        _folder(Path(value.removeprefix("file://")))
+    elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", value):
+        raise ValueError("")
+    return value
+
+
+def _anchor_place(value: str) -> str:
+    if is_local_url(value):
+        path = Path(value.removeprefix("file://"))
+        if value.endswith(".jsonl"):
+            _file(path)
+        else:
+            _folder(path)
+    elif value.endswith(".jsonl"):
+        raise ValueError("object storage cannot append to a file: give a folder URL")
+    elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", value):
+        raise ValueError("")
+    return value
+
+
+def _json_object(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        try:
+            parsed = json.loads(value.get_secret_value())
+        except json.JSONDecodeError:
+            raise ValueError("not JSON") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("not a JSON object")
+    return value
+
+
 HttpUrl = Annotated[str, _url("https?")]
 Folder = Annotated[Path, AfterValidator(_folder)]
+StorageFolder = Annotated[str, BeforeValidator(_as_text), AfterValidator(_storage_folder)]
+AnchorPlace = Annotated[str, BeforeValidator(_as_text), AfterValidator(_anchor_place)]
 
 
 def _field(variable: str, default: Any, expect: str | None, description: str) -> Any:
@@ -126,26 +180,68 @@ class CareConfig(BaseSettings):
         "a templates directory",
         "the message templates; `--templates` wins",
     )
-    outbox_dir: Folder = _field(
+    outbox_dir: StorageFolder = _field(
         "CARE_OUTBOX_DIR",
-        Path("outbox"),
-        "an outbox folder",
-        "where the `outbox` channel writes messages; shared by every worker (crash recovery "
-        "looks there); `--outbox` wins",
+        "outbox",
+        "an outbox folder or a folder URL such as s3://bucket/care/outbox",
+        "where the `outbox` channel writes messages: a folder, or a URL every worker shares "
+        "(crash recovery looks there); `--outbox` wins",
     )
-    anchor_file: Annotated[Path, AfterValidator(_file)] = _field(
+    outbox_shared: bool = _field(
+        "CARE_OUTBOX_SHARED",
+        False,
+        None,
+        "`true`: the operator asserts that the local outbox folder is on storage every worker "
+        "shares; **required to use a local outbox with several workers** (CeleryExecutor, or "
+        "`CARE_WORKERS` > 1), not with a URL ([outbox](#the-outbox-with-several-workers))",
+    )
+    workers: int = _field(
+        "CARE_WORKERS",
+        1,
+        "an integer ≥ 1",
+        "how many workers run tasks; under Airflow, an executor that runs tasks on several "
+        "machines (Celery, Kubernetes, Edge) counts as several",
+    )
+    anchor_file: AnchorPlace = _field(
         "CARE_ANCHOR_FILE",
-        Path("ledger-anchors.jsonl"),
-        "an anchor file path",
-        "the anchor file every run appends the ledger's chain head to "
-        "([audit.md](audit.md#anchors)); one file for all workers; `--anchors` wins",
+        "ledger-anchors.jsonl",
+        "a local .jsonl file, or a folder URL such as s3://bucket/care",
+        "where every run anchors the ledger's chain head ([audit.md](audit.md#anchors)): a "
+        "local `.jsonl` file appended to, or a folder (URL) holding one object per anchor "
+        "(`anchors/…`), e.g. `s3://bucket/care` ([storage](#shared-storage-anchors-run-"
+        "summaries-reports)); one place for all workers; `--anchors` wins",
     )
-    reports_dir: Folder = _field(
+    reports_dir: StorageFolder = _field(
         "CARE_REPORTS_DIR",
-        Path("reports"),
-        "a reports folder",
+        "reports",
+        "a reports folder or a folder URL such as s3://bucket/care/reports",
         "run summaries (`runs/<date>/<run id>.json`) and the reports of `care report` and "
-        "`care_reports`",
+        "`care_reports`: a folder or a URL ([storage](#shared-storage-anchors-run-summaries-"
+        "reports))",
+    )
+    storage_options_json: Annotated[SecretStr | None, AfterValidator(_json_object)] = _field(
+        "CARE_STORAGE_OPTIONS",
+        None,
+        'a JSON object such as {"endpoint_url": "https://s3.example.com"}',
+        "fsspec storage options for the anchor and reports URLs (e.g. s3fs's `endpoint_url`, "
+        "`client_kwargs`); credentials are better left to the standard `AWS_*` variables or "
+        "an instance role",
+    )
+    anchor_retention_days: int = _field(
+        "CARE_ANCHOR_RETENTION_DAYS",
+        2557,
+        "an integer ≥ 0",
+        "on `s3://`, each anchor object is written with S3 Object Lock retention for that "
+        "many days (default about 7 years); 0: none requested (the bucket's default "
+        "retention applies)",
+    )
+    anchor_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = _field(
+        "CARE_ANCHOR_LOCK_MODE",
+        "COMPLIANCE",
+        None,
+        "the S3 Object Lock mode of the anchor objects: `COMPLIANCE` (nobody can delete "
+        "them before the date) or `GOVERNANCE` (users granted `s3:BypassGovernanceRetention` "
+        "can)",
     )
     dags_dir: Folder | None = _field(
         "CARE_DAGS_DIR",
@@ -159,8 +255,10 @@ class CareConfig(BaseSettings):
         "CARE_ANCHOR_KEY",
         None,
         None,
-        "the secret that signs the anchors (HMAC); not in the database. Unset: anchors are "
-        "unsigned and every run, `care audit verify` and the verify page warn",
+        "the secret that signs the anchors (HMAC); not in the database. **Required when "
+        "`CARE_ANCHOR_FILE` is not local** (`s3://…`); with a local anchor file "
+        "(development), unset: anchors are unsigned and every run, `care audit verify` and "
+        "the verify page warn ([audit.md](audit.md#the-anchor-key))",
     )
     unsubscribe_key: SecretStr | None = _field(
         "CARE_UNSUBSCRIBE_KEY",
@@ -311,8 +409,20 @@ class CareConfig(BaseSettings):
             raise ValueError("")
         return value
 
+    @field_validator("anchor_retention_days", mode="after")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("")
+        return value
+
     @field_validator(
-        "sms_concurrency", "email_concurrency", "send_pool_slots", "plan_shards", mode="after"
+        "sms_concurrency",
+        "email_concurrency",
+        "send_pool_slots",
+        "workers",
+        "plan_shards",
+        mode="after",
     )
     @classmethod
     def _at_least_one(cls, value: int | None) -> int | None:
@@ -359,6 +469,15 @@ class CareConfig(BaseSettings):
             raise ConfigurationError(
                 "\n".join(_problem(type(self), error, names) for error in exc.errors())
             ) from None
+        if not is_local_url(self.anchor_file) and self.anchor_key is None:
+            # Outside development (a local anchor file), an unsigned anchor is one anyone
+            # with write access to the bucket can forge: refuse to start.
+            label = (_given_as or {}).get("anchor_file", "CARE_ANCHOR_FILE")
+            raise ConfigurationError(
+                f"CARE_ANCHOR_KEY: required when the anchors are kept at {self.anchor_file} "
+                f"({label}): without it they are not signed and can be forged. Set it to a "
+                "secret kept outside the database (docs/audit.md#the-anchor-key)"
+            )
 
     @classmethod
     def from_env(
@@ -392,6 +511,12 @@ class CareConfig(BaseSettings):
                 value = without_password(value)
             yield name, value
 
+    def storage_options(self) -> dict[str, Any]:
+        """The fsspec storage options of ``$CARE_STORAGE_OPTIONS`` (``{}`` when unset)."""
+        if self.storage_options_json is None:
+            return {}
+        return dict(json.loads(self.storage_options_json.get_secret_value()))
+
     def is_set(self, name: str) -> bool:
         """Whether field ``name`` was given (by an option or the environment), not defaulted."""
         return name in self.model_fields_set
@@ -400,12 +525,24 @@ class CareConfig(BaseSettings):
         """Before a run's work: the places it writes at the end (run summaries, ledger
         anchors and, with ``outbox``, message files) can be written; missing folders are
         created. Raises ``ConfigurationError`` naming the place and its setting."""
-        places = [
-            (self.reports_dir / "runs", True, "reports folder (CARE_REPORTS_DIR)"),
-            (self.anchor_file, False, "anchor file (--anchors, CARE_ANCHOR_FILE)"),
-        ]
-        if outbox:
-            places.append((self.outbox_dir, True, "outbox folder (--outbox, CARE_OUTBOX_DIR)"))
+        # Remote places (s3://...) are checked by ``storage.Location.problem`` at the start
+        # of a run (``run.engine.check_destinations``); this module stays free of fsspec.
+        places: list[tuple[Path, bool, str]] = []
+        if is_local_url(self.reports_dir):
+            path = Path(self.reports_dir.removeprefix("file://"))
+            places.append((path / "runs", True, "reports folder (CARE_REPORTS_DIR)"))
+        if is_local_url(self.anchor_file):
+            path = Path(self.anchor_file.removeprefix("file://"))
+            places.append(
+                (
+                    path,
+                    not self.anchor_file.endswith(".jsonl"),
+                    "anchors (--anchors, CARE_ANCHOR_FILE)",
+                )
+            )
+        if outbox and is_local_url(self.outbox_dir):
+            path = Path(self.outbox_dir.removeprefix("file://"))
+            places.append((path, True, "outbox folder (--outbox, CARE_OUTBOX_DIR)"))
         for path, folder, what in places:
             problem = unwritable(path, folder=folder)
             if problem:

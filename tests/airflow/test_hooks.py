@@ -10,6 +10,7 @@ import airflow_env  # noqa: F401  (before Airflow is imported)
 from caretouch.airflow.hooks import (
     SendGridHook,
     TwilioHook,
+    executor_workers,
     sendgrid_credentials,
     task_transports,
     twilio_credentials,
@@ -135,3 +136,23 @@ def test_send_tasks_share_each_providers_rate_by_pool_slots_or_in_redis(
     assert (sms.limiter.window_amount, email.limiter.window_amount) == (40, 8)
     assert sms.limiter.account != email.limiter.account
     assert sms.limiter.url == "redis://:***@127.0.0.1:6379/5"
+
+
+@pytest.mark.parametrize(
+    ("executor", "workers"),
+    [
+        ("LocalExecutor", 1),
+        ("SequentialExecutor", 1),
+        ("CeleryExecutor", 2),
+        ("KubernetesExecutor", 2),
+        ("LocalExecutor,CeleryExecutor", 2),  # Airflow 3: several executors
+        ("airflow.providers.edge3.executors.EdgeExecutor", 2),
+        ("fast:airflow.executors.local_executor.LocalExecutor", 1),  # an alias
+    ],
+)
+def test_the_executor_says_whether_tasks_run_on_several_machines(
+    monkeypatch: pytest.MonkeyPatch, executor: str, workers: int
+) -> None:
+    """What ``run.engine.check_outbox`` is told (the outbox needs a shared folder then)."""
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
+    assert executor_workers() == workers

@@ -58,3 +58,60 @@ def test_open_engine_checks_the_store_is_initialised(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match="care store init"):
         open_engine(config)
+
+
+# -- the outbox with several workers (docs/deploy.md#the-outbox-with-several-workers) --------
+
+
+@pytest.mark.parametrize(
+    ("workers", "variables", "refused"),
+    [
+        (1, {}, False),  # one machine: its own folder is the only one
+        (2, {}, True),  # the Airflow glue says the executor spreads tasks
+        (1, {"CARE_WORKERS": "3"}, True),
+        (2, {"CARE_OUTBOX_SHARED": "true"}, False),  # the operator vouches for the folder
+        (1, {"CARE_WORKERS": "3", "CARE_OUTBOX_SHARED": "true"}, False),
+    ],
+)
+def test_the_outbox_refuses_several_workers_unless_its_folder_is_shared(
+    sqlite_store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+    variables: dict[str, str],
+    refused: bool,
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    config = config_for(sqlite_store, tmp_path)
+    if not refused:
+        open_engine(config, store=sqlite_store, workers=workers)
+        return
+    with pytest.raises(ConfigurationError, match="CARE_OUTBOX_SHARED") as caught:
+        open_engine(config, store=sqlite_store, workers=workers)
+    assert "crash recovery on another worker would not find a message" in str(caught.value)
+    assert "email/sms channel(s)" in str(caught.value)
+
+
+def test_an_outbox_behind_a_url_is_shared_by_every_worker(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CARE_WORKERS", "3")
+    config = CareConfig(sqlite_store.url, RULES_DIR, TEMPLATES_DIR, "s3://bucket/care/outbox")
+    engine = open_engine(config, store=sqlite_store, workers=2)  # no CARE_OUTBOX_SHARED
+    assert engine.transports[Channel.SMS].name == "outbox"
+
+
+def test_providers_need_no_shared_outbox(sqlite_store: Store, tmp_path: Path) -> None:
+    """Twilio and SendGrid answer crash recovery themselves: the rule is the outbox's."""
+
+    class Provider:
+        name = "twilio"
+
+    transports = {ch: Provider() for ch in Channel}
+    open_engine(
+        config_for(sqlite_store, tmp_path),
+        store=sqlite_store,
+        transports=transports,  # type: ignore[arg-type]
+        workers=2,
+    )

@@ -18,6 +18,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from .. import storage
 from ..config import CareConfig
 from ..reports.run_summary import chunk_progress, store_dispatch_summary, this_run_counts
 from .hooks import SEND_POOL
@@ -91,10 +92,15 @@ def _engine() -> Any:
     """A task's engine (``run.engine.open_engine``): the configuration from the environment,
     the providers from Airflow Connections, the real clock."""
     from ..run.engine import open_engine
-    from .hooks import task_transports
+    from .hooks import executor_workers, task_transports
 
     config = CareConfig.from_env()
-    engine = open_engine(config, transports=task_transports(config.outbox_dir), clock=_now)
+    engine = open_engine(
+        config,
+        transports=task_transports(storage.outbox(config)),
+        clock=_now,
+        workers=executor_workers(),
+    )
     if engine.ruleset.errors:
         for error in engine.ruleset.errors:
             log.error("rule error: %s", error)
@@ -272,7 +278,7 @@ def summarise_run(
     )
     for line in summary.render().splitlines():
         log.info("%s", line)
-    log.info("summary stored in %s", summary.store(engine.config.reports_dir))
+    log.info("summary stored in %s", summary.store(storage.reports(engine.config)))
     failed = summary.this_run.get("failed", 0)
     if failed:
         raise RuntimeError(
@@ -368,7 +374,7 @@ def build_care_dispatch() -> Any:
             errors = rule_errors(engine)
             stored = store_dispatch_summary(
                 engine.ledger,
-                engine.config.reports_dir,
+                storage.reports(engine.config),
                 counts,
                 run_id=run_id,
                 kind="care_dispatch",

@@ -24,6 +24,7 @@ from typing import Any
 from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, dag, task
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from .. import storage
 from ..config import CareConfig
 from ..events.inbox import Incoming
 from ..events.stream import StreamSettings
@@ -230,7 +231,7 @@ def plan(context: Mapping[str, Any]) -> dict[str, int]:
     errors = rule_errors(engine)
     stored = store_dispatch_summary(
         engine.ledger,
-        engine.config.reports_dir,
+        storage.reports(engine.config),
         report.as_dict(),
         run_id=run_id,
         kind="care_events",

@@ -137,6 +137,22 @@ def sendgrid_credentials() -> SendGridCredentials | None:
     return SendGridHook().credentials() or sendgrid_from_env()
 
 
+# Executors that run every task on the scheduler's machine; any other spreads tasks.
+LOCAL_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
+
+
+def executor_workers() -> int:
+    """2 when Airflow's configured executor(s) (``[core] executor``, a comma-separated list
+    in Airflow 3, e.g. ``CeleryExecutor``) may run tasks on several machines, else 1: what
+    ``run.engine.check_outbox`` needs to know."""
+    from airflow.configuration import conf
+
+    names = [n.strip() for n in str(conf.get("core", "executor", fallback="")).split(",")]
+    # An alias ("team:CeleryExecutor") or a module path: the class name is what counts.
+    classes = {n.split(":")[-1].rsplit(".", 1)[-1] for n in names if n.strip()}
+    return 2 if classes - LOCAL_EXECUTORS else 1
+
+
 def task_transports(outbox_dir: Any) -> dict[Channel, Transport]:
     """The transports of one send task: real providers where configured, each provider's
     rate the account's budget shared in Redis (``$CARE_RATE_LIMIT_URL``), else split between

@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, task
 
+from .. import storage
 from ..config import CareConfig
 from ..reports.figures import Period
 from .daily import DEFAULT_ARGS, _now
@@ -62,7 +63,7 @@ def _email(result: Any, path: Any, config: Any) -> None:
     recipients = report_recipients(config)
     if not recipients:
         return
-    transport = task_transports(config.outbox_dir)[Channel.EMAIL]
+    transport = task_transports(storage.outbox(config))[Channel.EMAIL]
     answers = email_report(result, path.read_text(encoding="utf-8"), recipients, transport)
     refused = [a for a, r in answers if r.outcome is not Outcome.SENT]
     for address, answer in answers:
@@ -112,7 +113,7 @@ def build_care_reports() -> Any:
             done = []
             for period in periods:
                 path, result = write_report(
-                    store, period, config.reports_dir, generated_at=_now(), ruleset=ruleset
+                    store, period, storage.reports(config), generated_at=_now(), ruleset=ruleset
                 )
                 n = result.now
                 log.info("%s; wrote %s", summary_line(result), path)

@@ -1,19 +1,22 @@
 """The outbox channel: messages are written as JSON files instead of being sent.
 
-The default for demos and tests. Each attempt is one file, written atomically (temp file,
-then rename), so a crashed process leaves either the whole file or none; ``reconcile`` then
-answers exactly whether the message "reached the provider". Files are not fsynced one by one:
-the outbox survives a killed process, not a power cut, which is enough for what it is for.
+The default for demos and tests. Each attempt is one file, written whole (``storage``: on a
+local disk a temp file, then a rename; behind a URL such as ``s3://…`` one object), so a
+crashed process leaves either the whole file or none; ``reconcile`` then answers exactly
+whether the message "reached the provider". Behind a URL every worker sees the same outbox,
+so a send recovered on another host finds what the crashed one wrote. Files are not fsynced
+one by one: the outbox survives a killed process, not a power cut, which is enough for what
+it is for.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..storage import Location, at
 from ..vocab import Channel, Outcome
 from .base import OutboundMessage, SendResult, Transport
 
@@ -26,14 +29,16 @@ class OutboxTransport(Transport):
     rate_per_sec: ClassVar[float] = 10_000.0
     concurrency: ClassVar[int] = 1
 
-    def __init__(self, channel: Channel, directory: str | Path) -> None:
+    def __init__(self, channel: Channel, directory: str | Path | Location) -> None:
         super().__init__(channel)
-        self.directory = Path(directory)
+        self.directory = at(directory)
 
-    def path_for(self, message: OutboundMessage) -> Path:
+    def path_for(self, message: OutboundMessage) -> Location:
         safe = _UNSAFE.sub("_", message.touch_key)
         day = message.occurrence or "undated"
-        return self.directory / day / f"{safe}.{message.attempt_no}.{message.channel.value}.json"
+        return self.directory.child(
+            day, f"{safe}.{message.attempt_no}.{message.channel.value}.json"
+        )
 
     def build_payload(self, message: OutboundMessage) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -47,24 +52,20 @@ class OutboxTransport(Transport):
         if message.channel is Channel.EMAIL:
             payload["subject"] = message.subject
             payload["html"] = message.html
-        payload["_path"] = str(self.path_for(message))
+        payload["_path"] = self.path_for(message).url
         return payload
 
     def post(self, payload: dict[str, Any]) -> Any:
-        path = Path(payload.pop("_path"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, indent=2)
-        os.replace(tmp, path)
-        return path
+        place = Location(payload.pop("_path"), self.directory.options)
+        place.write_text(json.dumps(payload, ensure_ascii=False, indent=2))
+        return place
 
     def parse_result(self, raw: Any) -> SendResult:
-        return SendResult(Outcome.SENT, provider_message_id=f"outbox:{Path(raw).name}")
+        return SendResult(Outcome.SENT, provider_message_id=f"outbox:{raw.name}")
 
     def reconcile(self, message: OutboundMessage) -> SendResult | None:
         path = self.path_for(message)
-        if path.is_file():
+        if path.exists():
             return SendResult(
                 Outcome.SENT, provider_message_id=f"outbox:{path.name}", detail="found in outbox"
             )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import CareConfig
+from ..storage import Location, at
 from ..vocab import Channel
 from .base import Transport
 from .credentials import (
@@ -29,7 +30,7 @@ from .shared_limits import SharedRateLimiter
 
 
 def build_transports(
-    outbox_dir: str | Path,
+    outbox_dir: str | Path | Location,
     *,
     twilio: TwilioCredentials | None = None,
     sendgrid: SendGridCredentials | None = None,
@@ -67,13 +68,13 @@ def shared_limiter(url: str, transport: ProviderTransport[Any, Any]) -> SharedRa
 
 
 def transports_from_env(
-    outbox_dir: str | Path, config: CareConfig | None = None
+    outbox_dir: str | Path | Location, config: CareConfig | None = None
 ) -> dict[Channel, Transport]:
     """The CLI's transports: real providers where the environment (``config``, else
     ``CareConfig.from_env()``) configures them."""
     config = config or CareConfig.from_env()
     return build_transports(
-        outbox_dir,
+        at(outbox_dir, config),
         twilio=twilio_from_env(config),
         sendgrid=sendgrid_from_env(config),
         rate_limit_url=config.rate_limit_url,

@@ -222,11 +222,13 @@ def audit_export(
 def audit_verify(ctx: click.Context, allow_unanchored: bool) -> None:
     """Check the hash chain, consent and the anchors; exit 1 naming the first bad row and why."""
     from ..ledger.audit import anchor_key, verify
+    from ..storage import anchors
 
+    config = config_of(ctx)
     report = verify(
         _audit_store(ctx),
-        anchor_file=config_of(ctx).anchor_file,
-        key=anchor_key(),
+        anchor_file=anchors(config),
+        key=anchor_key(config),
         allow_unanchored=allow_unanchored,
     )
     for warning in report.warnings:

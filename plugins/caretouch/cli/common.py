@@ -136,8 +136,9 @@ def cli_run_id() -> str:
 def anchor_ledger(config: CareConfig, store: Any, run_id: str, now: dt.datetime) -> None:
     """Anchor the ledger after a command that wrote to it (``ledger.anchors.anchor_run``)."""
     from ..ledger.anchors import anchor_run
+    from ..storage import anchors
 
-    anchor_run(store, config.anchor_file, run_id=run_id, now=now)
+    anchor_run(store, anchors(config), run_id=run_id, now=now, config=config)
 
 
 def load_ruleset(config: CareConfig, *, strict: bool) -> Any:
@@ -211,8 +212,10 @@ def open_engine(config: CareConfig, *, live_clock: bool = False, writes: bool = 
     engine = assemble(config, clock=_real_clock if live_clock else None)
     report_ruleset(engine.ruleset, strict=False)
     if writes:
-        config.check_destinations(
-            outbox=any(t.name == "outbox" for t in engine.transports.values())
+        from ..storage import check_destinations
+
+        check_destinations(
+            config, outbox=any(t.name == "outbox" for t in engine.transports.values())
         )
     return engine
 

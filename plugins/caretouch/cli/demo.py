@@ -44,6 +44,8 @@ def project_dags_dir() -> Path:
 
 def airflow_env(airflow_home: Path, dags: Path, config: CareConfig) -> dict[str, str]:
     """Environment for running Airflow embedded on SQLite, with our DAGs and configuration."""
+    from ..storage import absolute
+
     env = dict(os.environ)
     env.update(
         {
@@ -57,9 +59,9 @@ def airflow_env(airflow_home: Path, dags: Path, config: CareConfig) -> dict[str,
             "CARE_STORE_URL": config.store_url,
             "CARE_RULES_DIR": str(config.rules_dir.resolve()),
             "CARE_TEMPLATES_DIR": str(config.templates_dir.resolve()),
-            "CARE_OUTBOX_DIR": str(config.outbox_dir.resolve()),
-            "CARE_ANCHOR_FILE": str(config.anchor_file.resolve()),
-            "CARE_REPORTS_DIR": str(config.reports_dir.resolve()),
+            "CARE_OUTBOX_DIR": absolute(config.outbox_dir),
+            "CARE_ANCHOR_FILE": absolute(config.anchor_file),
+            "CARE_REPORTS_DIR": absolute(config.reports_dir),
         }
     )
     return env
@@ -231,8 +233,9 @@ def run_demo(
     echo("")
     echo(f"outbox: {len(outbox_files)} message file(s) in {directory / 'outbox'}")
     from ..ledger.audit import anchor_key, verify
+    from ..storage import anchors
 
-    check = verify(store, anchor_file=config.anchor_file, key=anchor_key())
+    check = verify(store, anchor_file=anchors(config), key=anchor_key(config))
     echo(
         f"audit: ledger {'verifies' if check.ok else 'does NOT verify: ' + str(check.problem)} "
         f"({check.entries} chained rows, {check.anchors} anchor(s))"

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .. import storage
 from .common import (
     EXIT_PARTIAL,
     check_rule_ids,
@@ -152,7 +153,7 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
         rule_errors=rule_errors(ctx),
     )
     click.echo(summary.render())
-    click.echo(f"summary stored in {summary.store(engine.config.reports_dir)}", err=True)
+    click.echo(f"summary stored in {summary.store(storage.reports(engine.config))}", err=True)
     for failure in report.failures[:50]:
         click.echo(f"failed: {failure}", err=True)
     if report.failed:
@@ -185,7 +186,7 @@ def dispatch(ctx: click.Context, now_text: str | None) -> None:
         click.echo(render_rule_errors(rule_errors(ctx)).strip())
     stored = store_dispatch_summary(
         engine.ledger,
-        engine.config.reports_dir,
+        storage.reports(engine.config),
         counts,
         run_id=run_id,
         kind="care dispatch",

@@ -132,6 +132,7 @@ def report(
     from ..reports.service_report import summary_line, write_report
     from ..rules.loader import load_rules
     from ..schema import require_current_schema
+    from ..storage import reports
     from ..store.db import open_store
 
     if bool(month) == bool(week):
@@ -149,7 +150,7 @@ def report(
     # The rules define the service obligations and the complaint follow-up figure.
     ruleset = load_rules(config.rules_dir, TemplateStore(config.templates_dir))
     path, result = write_report(
-        store, period, config.reports_dir, generated_at=now, output=output, ruleset=ruleset
+        store, period, reports(config), generated_at=now, output=output, ruleset=ruleset
     )
     click.echo(summary_line(result))
     click.echo(f"wrote {path}")
@@ -160,17 +161,17 @@ def report(
 def _check_report_destinations(config: Any, period: Any, output: Path | None, email: bool) -> None:
     """The report's file (and the outbox, when it is emailed through it), before the work."""
     from ..channels.registry import transports_from_env
-    from ..config import unwritable
     from ..errors import ConfigurationError
     from ..reports.service_report import report_path
+    from ..storage import outbox, reports
     from ..vocab import Channel
 
     if output is None:
-        problem = unwritable(report_path(config.reports_dir, period))
+        problem = report_path(reports(config), period).problem(folder=False)
         if problem:
             raise ConfigurationError(f"reports folder (CARE_REPORTS_DIR): {problem}")
     if email and transports_from_env(config.outbox_dir)[Channel.EMAIL].name == "outbox":
-        problem = unwritable(config.outbox_dir, folder=True)
+        problem = outbox(config).problem(folder=True)
         if problem:
             raise ConfigurationError(f"outbox folder (--outbox, CARE_OUTBOX_DIR): {problem}")
 
@@ -191,7 +192,7 @@ def _check_addresses(addresses: tuple[str, ...]) -> None:
             ) from None
 
 
-def _email_report(config: Any, result: Any, path: Path, recipients: list[str]) -> None:
+def _email_report(config: Any, result: Any, path: Any, recipients: list[str]) -> None:
     from ..channels.registry import transports_from_env
     from ..mask import mask_email
     from ..reports.service_report import email_report

@@ -149,13 +149,14 @@ def _configure(ctx: click.Context, options: dict[str, Any]) -> None:
 )
 @click.option(
     "--outbox",
-    type=click.Path(path_type=Path),
-    help="Outbox directory (default outbox/).",
+    metavar="DIR|URL",
+    help="Outbox directory (default outbox/), or a folder URL every worker reaches.",
 )
 @click.option(
     "--anchors",
-    type=click.Path(path_type=Path),
-    help="Ledger anchor file (default ledger-anchors.jsonl).",
+    metavar="PATH|URL",
+    help="Where the ledger's anchors go: a local .jsonl file (default ledger-anchors.jsonl) "
+    "or a folder URL such as s3://bucket/care (one object per anchor).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 @click.version_option(package_name="caretouch")

@@ -1,6 +1,17 @@
 """Anchors: the chain head written outside the database, and recorded in it (docs/audit.md).
 
-An anchor is one JSON line of the anchor file (``$CARE_ANCHOR_FILE``)::
+Where anchors go is ``$CARE_ANCHOR_FILE`` (``storage.anchors``), one of two kinds:
+
+- a **local ``.jsonl`` file** (a plain path or ``file://``; development, and deployments
+  whose workers share a disk): one JSON line per anchor, appended under an exclusive
+  ``flock``;
+- a **folder URL** (``s3://bucket/care``, or a local folder): one object per anchor,
+  ``<folder>/anchors/<n, 10 digits>-<hash>.json``, written once and never replaced (an
+  exclusive create; S3's conditional put), on ``s3://`` under S3 Object Lock retention
+  (``$CARE_ANCHOR_LOCK_MODE`` until ``$CARE_ANCHOR_RETENTION_DAYS`` after the run). Object
+  storage cannot append: each anchor is a fact of its own.
+
+Each anchor record (a line, or an object's content) is::
 
     {"n": 7, "seq": 1840, "chain_hash": "...", "prev": "<hash of anchor 6>",
      "at": "2026-11-23T12:00:03.000000Z", "run_id": "...", "hash": "...", "hmac": "..."}
@@ -10,7 +21,8 @@ An anchor is one JSON line of the anchor file (``$CARE_ANCHOR_FILE``)::
   of their own, so an anchor removed, inserted, reordered or edited breaks it.
 - ``hmac`` is the HMAC-SHA256 of the same text under ``$CARE_ANCHOR_KEY``, a key that is not
   in the database: without it nobody can write an anchor that verifies. It is null when no
-  key is set, and every command that writes or checks anchors then warns.
+  key is set, and every command that writes or checks anchors then warns (outside
+  development, a folder URL, the configuration refuses to start without the key).
 - Every anchor is also a row of ``ledger_anchors``, chained like every ledger row. The ledger
   thus knows how many anchors exist (a deleted or cut-back file is detected), and the file
   knows the ledger's head (a ledger cut back past an anchor is detected). Someone able to
@@ -18,9 +30,10 @@ An anchor is one JSON line of the anchor file (``$CARE_ANCHOR_FILE``)::
   database's administrators cannot rewrite it.
 
 Writing: the anchor row is committed first, under the chain lock (which numbers anchors
-without gaps); then, under an exclusive ``flock`` of the file, every anchor the ledger holds
-beyond the file's last one is appended in order. Concurrent writers therefore append in order,
-and an anchor left out by a crash between the two steps is appended by the next writer.
+without gaps); then every anchor the ledger holds beyond the last one written is written, in
+order. Concurrent writers therefore write in order (a file under its lock; an object that
+another writer created first is the same anchor, and checked to be), and an anchor left out
+by a crash between the two steps is written by the next writer.
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ from sqlalchemy.orm import Session
 
 from ..config import CareConfig
 from ..errors import CareError
+from ..storage import Location, Retention
+from ..storage import at as location_of
 from ..store.db import Store
 from . import chain, writer
 from .models import AnchorRow
@@ -54,6 +69,7 @@ UNSIGNED = (
     "can forge them; set it to a secret kept outside the database (docs/audit.md)"
 )
 _TAIL = 65536  # bytes read from the end of the file to find its last anchor
+FOLDER = "anchors"  # a folder location's anchor objects: <folder>/anchors/<n>-<hash>.json
 
 
 class AnchorError(CareError):
@@ -65,6 +81,28 @@ def anchor_key(config: CareConfig | None = None) -> bytes | None:
     ``config`` (else ``CareConfig.from_env()``) has it."""
     secret = (config or CareConfig.from_env()).anchor_key
     return secret.get_secret_value().encode("utf-8") if secret is not None else None
+
+
+def is_file(place: Location) -> bool:
+    """Whether anchors at ``place`` are lines of a ``.jsonl`` file (else objects)."""
+    return place.url.endswith(".jsonl")
+
+
+def object_name(record: Mapping[str, Any]) -> str:
+    """An anchor object's name: its number (10 digits, so names sort in order), its hash."""
+    return f"{int(record['n']):010d}-{record['hash']}.json"
+
+
+def retention(config: CareConfig, place: Location, now: dt.datetime) -> Retention | None:
+    """The S3 Object Lock retention of an anchor written at ``now`` to ``place``: on
+    ``s3://`` (with ``$CARE_ANCHOR_RETENTION_DAYS`` > 0) ``$CARE_ANCHOR_LOCK_MODE`` until
+    that many days after ``now``; None elsewhere."""
+    if is_file(place) or not place.url.lower().startswith(("s3://", "s3a://")):
+        return None
+    if config.anchor_retention_days == 0:
+        return None
+    until = now + dt.timedelta(days=config.anchor_retention_days)
+    return Retention(config.anchor_lock_mode, until.astimezone(dt.timezone.utc))
 
 
 def instant(value: dt.datetime) -> str:
@@ -177,6 +215,37 @@ def _last_line(handle: Any, path: Path) -> dict[str, Any] | None:
     return last
 
 
+def _ledger_check(session: Session, where: str, last: Mapping[str, Any] | None) -> int:
+    """The number of the last anchor written at ``where`` (``last``), checked to be the
+    ledger's anchor of that number (else ``AnchorError``: nothing is written)."""
+    # A file of anchors from before they were linked has no "n": linked ones follow it.
+    have = int(last["n"]) if last is not None and "n" in last else 0
+    if have:
+        mine = session.scalars(select(AnchorRow).where(AnchorRow.number == have)).one_or_none()
+        if mine is None:
+            raise AnchorError(
+                f"{where} ends with anchor {have}, which the ledger does not record: the "
+                "ledger was cut back, or the anchors belong to another store; no anchor "
+                "written (run `care audit verify`)"
+            )
+        if mine.anchor_hash != last.get("hash"):  # type: ignore[union-attr]
+            raise AnchorError(
+                f"{where}: its anchor {have} is not the ledger's anchor {have}: the anchors "
+                "belong to another store, or one of them was altered; no anchor written "
+                "(run `care audit verify`)"
+            )
+    return have
+
+
+def _missing(session: Session, have: int) -> list[dict[str, Any]]:
+    return [
+        as_record(row)
+        for row in session.scalars(
+            select(AnchorRow).where(AnchorRow.number > have).order_by(AnchorRow.number)
+        )
+    ]
+
+
 def sync_file(store: Store, path: Path) -> list[dict[str, Any]]:
     """Append to the anchor file every anchor the ledger records beyond the file's last one;
     returns the records appended. Raises ``AnchorError`` if the file's last anchor is not the
@@ -186,31 +255,8 @@ def sync_file(store: Store, path: Path) -> list[dict[str, Any]]:
     with path.open("a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file is closed
         last = _last_line(handle, path)
-        # A file of anchors from before they were linked has no "n": linked ones follow it.
-        have = int(last["n"]) if last is not None and "n" in last else 0
         with store.read_session() as session:
-            if have:
-                mine = session.scalars(
-                    select(AnchorRow).where(AnchorRow.number == have)
-                ).one_or_none()
-                if mine is None:
-                    raise AnchorError(
-                        f"{path} ends with anchor {have}, which the ledger does not record: the "
-                        "ledger was cut back, or the file belongs to another store; no anchor "
-                        "appended (run `care audit verify`)"
-                    )
-                if mine.anchor_hash != last.get("hash"):  # type: ignore[union-attr]
-                    raise AnchorError(
-                        f"{path}: its anchor {have} is not the ledger's anchor {have}: the file "
-                        "belongs to another store, or one of them was altered; no anchor "
-                        "appended (run `care audit verify`)"
-                    )
-            missing = [
-                as_record(row)
-                for row in session.scalars(
-                    select(AnchorRow).where(AnchorRow.number > have).order_by(AnchorRow.number)
-                )
-            ]
+            missing = _missing(session, _ledger_check(session, str(path), last))
         if missing:
             handle.write(
                 "".join(json.dumps(r, sort_keys=True) + "\n" for r in missing).encode("utf-8")
@@ -220,34 +266,109 @@ def sync_file(store: Store, path: Path) -> list[dict[str, Any]]:
     return missing
 
 
+def _parse(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnchorError(f"{where}: not an anchor record ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise AnchorError(f"{where}: not an anchor record")
+    return parsed
+
+
+def sync_objects(
+    store: Store, place: Location, *, keep: Retention | None = None
+) -> list[dict[str, Any]]:
+    """Write, one object each, every anchor the ledger records beyond the last anchor object
+    in ``place``'s ``anchors/`` folder; returns the records written. An object is never
+    replaced: one that exists already (a concurrent writer's) must be the same anchor, else
+    ``AnchorError``. ``keep``: the objects' S3 Object Lock retention."""
+    folder = place.child(FOLDER)
+    objects = folder.objects(".json")
+    last = _parse(objects[-1].read_bytes(), objects[-1].url) if objects else None
+    with store.read_session() as session:
+        missing = _missing(session, _ledger_check(session, folder.url, last))
+    for rec in missing:
+        target = folder.child(object_name(rec))
+        data = (json.dumps(rec, sort_keys=True) + "\n").encode("utf-8")
+        try:
+            target.create(data, retention=keep)
+        except FileExistsError:
+            if _parse(target.read_bytes(), target.url) != rec:
+                raise AnchorError(
+                    f"{target}: an anchor object of that name exists and is not the ledger's "
+                    f"anchor {rec['n']}; it was not replaced (run `care audit verify`)"
+                ) from None
+        except OSError as exc:
+            raise AnchorError(f"{target}: cannot be written ({exc})") from None
+    return missing
+
+
+def sync(store: Store, place: Location, *, keep: Retention | None = None) -> list[dict[str, Any]]:
+    """Write every anchor the ledger records and ``place`` lacks (``sync_file`` for a
+    ``.jsonl`` file, else ``sync_objects``)."""
+    if is_file(place):
+        path = place.local_path
+        if path is None:  # refused by the configuration too
+            raise AnchorError(
+                f"{place}: an anchor file must be local (object storage cannot append)"
+            )
+        return sync_file(store, path)
+    return sync_objects(store, place, keep=keep)
+
+
 def write(
-    store: Store, path: Path, *, run_id: str, now: dt.datetime, key: bytes | None
+    store: Store,
+    place: Location | str | Path,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    key: bytes | None,
+    keep: Retention | None = None,
 ) -> dict[str, Any] | None:
-    """Anchor the chain head: record it in the ledger, then append it (and any anchor the
-    file lacks) to the anchor file. Returns the new anchor's record, or None when there was
-    nothing new to anchor."""
+    """Anchor the chain head: record it in the ledger, then write it (and any anchor
+    ``place`` lacks) there. Returns the new anchor's record, or None when there was nothing
+    new to anchor. ``keep``: S3 Object Lock retention of anchor objects."""
+    place = location_of(place)
     if key is None:
         log.warning("%s", UNSIGNED)
     row = record(store, run_id=run_id, now=now, key=key)
-    appended = sync_file(store, path)
-    others = [r["n"] for r in appended if row is None or r["n"] != row.number]
+    written = sync(store, place, keep=keep)
+    others = [r["n"] for r in written if row is None or r["n"] != row.number]
     if others:
         log.warning(
-            "%s lacked anchor(s) %s recorded in the ledger: appended them (left out by a crash "
-            "or a concurrent run, or the file was cut back or replaced)",
-            path,
+            "%s lacked anchor(s) %s recorded in the ledger: wrote them (left out by a crash "
+            "or a concurrent run, or the anchors were cut back or replaced)",
+            place,
             _span(others),
         )
     return as_record(row) if row is not None else None
 
 
-def anchor_run(store: Store, path: Path, *, run_id: str, now: dt.datetime) -> None:
+def anchor_run(
+    store: Store,
+    place: Location | str | Path,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    config: CareConfig | None = None,
+) -> None:
     """The end of every command and DAG run that writes the ledger: ``write`` with the key
-    from the environment. When the file and the ledger disagree nothing is appended and the
-    error is logged, not raised: the run's work is done and recorded, and ``care audit
-    verify`` names the problem."""
+    and retention of ``config`` (else the environment's). When the anchors and the ledger
+    disagree, or the anchors cannot be written, nothing more is written and the error is
+    logged, not raised: the run's work is done and recorded, and ``care audit verify`` names
+    the problem."""
+    config = config or CareConfig.from_env()
+    place = location_of(place, config)
     try:
-        write(store, path, run_id=run_id, now=now, key=anchor_key())
+        write(
+            store,
+            place,
+            run_id=run_id,
+            now=now,
+            key=anchor_key(config),
+            keep=retention(config, place, now),
+        )
     except AnchorError as exc:
         log.error("anchor NOT written: %s", exc)
 
@@ -277,30 +398,57 @@ class AnchorCheck:
 _FIELDS = {"n": int, "seq": int, "chain_hash": str, "prev": str, "at": str, "run_id": str}
 
 
-def check(
-    session: Session, path: Path, key: bytes | None, *, allow_unanchored: bool = False
-) -> AnchorCheck:
-    """Check the anchor file against the chain and the ledger's own record of the anchors.
+def _entries(place: Location) -> tuple[list[tuple[str, str]] | None, str]:
+    """The anchor records at ``place``, each with where it is (``file:line``, or the
+    object's URL), or None when there are none; and what "none" is called."""
+    if is_file(place):
+        try:
+            text = place.read_text()
+        except FileNotFoundError:
+            return None, f"no anchor file at {place}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AnchorError(f"{place}: the anchor file cannot be read ({exc})") from None
+        lines = [line for line in text.splitlines() if line.strip()]
+        entries = [(f"{place}:{n}", line) for n, line in enumerate(lines, start=1)]
+        return entries or None, f"the anchor file {place} is empty"
+    folder = place.child(FOLDER)
+    try:
+        # Only .json objects: a local writer's temporary files end in .tmp.
+        entries = [(o.url, data.decode("utf-8", "replace")) for o, data in folder.read_all(".json")]
+    except OSError as exc:
+        raise AnchorError(f"{folder}: the anchors cannot be read ({exc})") from None
+    return entries or None, f"no anchor objects in {folder}"
 
-    Fails on: a file missing or empty while the ledger records anchors; a file missing or
-    empty while the ledger has chained rows (unless ``allow_unanchored``); an anchor edited,
-    forged, removed, inserted or reordered (its hash, link, number or signature); an anchor
-    naming a chain entry the ledger no longer has, or one that differs; anchors in the file
-    the ledger does not record (the ledger was cut back) or recorded but not in the file (the
-    file was cut back).
+
+def check(
+    session: Session,
+    place: Location | str | Path,
+    key: bytes | None,
+    *,
+    allow_unanchored: bool = False,
+) -> AnchorCheck:
+    """Check the anchors at ``place`` (a ``.jsonl`` file's lines, or a folder's anchor
+    objects) against the chain and the ledger's own record of the anchors.
+
+    Fails on: no anchors while the ledger records some; no anchors while the ledger has
+    chained rows (unless ``allow_unanchored``); an anchor edited, forged, removed, inserted or
+    reordered (its hash, link, number or signature); an object that is not an anchor; an
+    anchor naming a chain entry the ledger no longer has, or one that differs; anchors the
+    ledger does not record (the ledger was cut back) or recorded but missing (the anchors
+    were cut back).
     """
+    place = location_of(place)
     result = AnchorCheck()
     if key is None:
         result.warnings.append(UNSIGNED)
     head_seq, _ = chain.head(session)
     recorded = list(session.scalars(select(AnchorRow).order_by(AnchorRow.number)))
-    lines = (
-        [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if path.exists()
-        else None
-    )
+    try:
+        lines, what = _entries(place)
+    except AnchorError as exc:
+        return result.fail(str(exc))
+    path = place
     if not lines:
-        what = f"no anchor file at {path}" if lines is None else f"the anchor file {path} is empty"
         if recorded:
             return result.fail(
                 f"{what}, but the ledger records {len(recorded)} anchor(s), the last of "
@@ -322,8 +470,7 @@ def check(
     last_seq = 0
     signed: list[int] = []
     unsigned: list[int] = []
-    for number, line in enumerate(lines, start=1):
-        where = f"{path}:{number}"
+    for where, line in lines:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -331,6 +478,8 @@ def check(
         if not isinstance(rec, dict):
             return result.fail(f"{where}: not a valid anchor record")
         if "n" not in rec:
+            if not is_file(place):
+                return result.fail(f"{where}: not a valid anchor record (fields missing)")
             if expected > 1:
                 return result.fail(f"{where}: an unlinked (old format) anchor after linked ones")
             problem = _check_legacy(session, rec, key, head_seq, where)

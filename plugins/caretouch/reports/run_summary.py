@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ledger import Ledger
+from ..storage import Location, at
 from ..vocab import TouchStatus
 from .day_summary import DaySummary
 
@@ -103,16 +104,16 @@ class RunSummary:
         )
         return text + render_rule_errors(self.rule_errors)
 
-    def store(self, reports_dir: Path) -> Path:
-        """Write the summary as ``<reports_dir>/runs/<day>/<run id>.json``; return the path."""
-        folder = reports_dir / "runs" / self.day.isoformat()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{safe_name(self.run_id)}.json"
-        path.write_text(
-            json.dumps(self.as_dict(), ensure_ascii=False, indent=1, default=str) + "\n",
-            encoding="utf-8",
+    def store(self, reports_dir: Location | str | Path) -> Location:
+        """Write the summary as ``<reports_dir>/runs/<day>/<run id>.json`` (a folder or a
+        URL, ``storage.reports``); return where."""
+        place = at(reports_dir).child(
+            "runs", self.day.isoformat(), f"{safe_name(self.run_id)}.json"
         )
-        return path
+        place.write_text(
+            json.dumps(self.as_dict(), ensure_ascii=False, indent=1, default=str) + "\n"
+        )
+        return place
 
 
 def render_rule_errors(rule_errors: list[str]) -> str:
@@ -172,7 +173,7 @@ CHANGES = (
 
 def store_dispatch_summary(
     ledger: Ledger,
-    reports_dir: Path,
+    reports_dir: Location | str | Path,
     this_run: dict[str, int],
     *,
     run_id: str,
@@ -180,12 +181,12 @@ def store_dispatch_summary(
     now: dt.datetime,
     failures: list[str] | None = None,
     rule_errors: list[str] | None = None,
-) -> Path | None:
+) -> Location | None:
     """A dispatch run (``care dispatch``, ``care_dispatch`` every 15 minutes) or an event run
     (``care_events``) stores its summary only when it recorded something (planned,
     suppressed, sent, failed, left unknown or in flight, retried) or ran with broken
     rules. Filed under the UTC date of ``now`` (a dispatch spans the dates in effect), with
-    that date's ledger state. Returns the file, or None when nothing was done."""
+    that date's ledger state. Returns where it went, or None when nothing was done."""
     summary = RunSummary.from_ledger(
         ledger,
         run_id=run_id,
@@ -206,10 +207,10 @@ def safe_name(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")[:200]
 
 
-def stored_summaries(reports_dir: Path, day: dt.date) -> list[dict[str, Any]]:
+def stored_summaries(reports_dir: Location | str | Path, day: dt.date) -> list[dict[str, Any]]:
     """The run summaries stored for a local date, oldest first."""
-    folder = reports_dir / "runs" / day.isoformat()
-    found = [json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*.json")]
+    folder = at(reports_dir).child("runs", day.isoformat())
+    found = [json.loads(p.read_text()) for p in folder.objects(".json")]
     return sorted(found, key=lambda s: s["finished_at"])
 
 

@@ -20,6 +20,7 @@ import jinja2
 
 from ..channels.base import OutboundMessage, SendResult, Transport
 from ..rules.loader import RuleSet
+from ..storage import Location, at
 from ..store.db import Store
 from ..vocab import Channel
 from .charts import draw_charts
@@ -198,25 +199,26 @@ def _suppressed_by_reason(figures: Figures) -> Counter[str]:
     return reasons
 
 
-def report_path(reports_dir: Path, period: Period) -> Path:
-    return reports_dir / f"care-report-{period.label}.html"
+def report_path(reports_dir: Location | str | Path, period: Period) -> Location:
+    """Where a period's report goes in the reports folder (a folder or a URL)."""
+    return at(reports_dir).child(f"care-report-{period.label}.html")
 
 
 def write_report(
     store: Store,
     period: Period,
-    reports_dir: Path,
+    reports_dir: Location | str | Path,
     *,
     generated_at: dt.datetime,
-    output: Path | None = None,
+    output: Location | str | Path | None = None,
     ruleset: RuleSet | None = None,
-) -> tuple[Path, Report]:
-    """Compute the period's report and write its HTML (``care report`` and ``care_reports``)."""
+) -> tuple[Location, Report]:
+    """Compute the period's report and write its HTML (``care report`` and ``care_reports``)
+    to ``output``, else ``report_path`` (``storage.Location``: a path or a URL)."""
     result = build_report(store, period, ruleset)
-    path = output or report_path(reports_dir, period)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(result.html(generated_at=generated_at), encoding="utf-8")
-    return path, result
+    place = at(output) if output is not None else report_path(reports_dir, period)
+    place.write_text(result.html(generated_at=generated_at))
+    return place, result
 
 
 def summary_line(result: Report) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..channels.base import Transport
 from ..channels.registry import transports_from_env
-from ..config import CareConfig
+from ..config import CareConfig, is_local_url
 from ..errors import ConfigurationError, ValidationFailed
 from ..ledger import Ledger
 from ..render.templates import TemplateStore
@@ -72,6 +72,7 @@ def open_engine(
     clock: Callable[[], dt.datetime] | None = None,
     store: Store | None = None,
     unsubscribe_key: bytes | None = None,
+    workers: int = 1,
 ) -> CareEngine:
     """The engine of ``config``: its templates, rules, store and channels.
 
@@ -82,7 +83,10 @@ def open_engine(
     ``store``: a store already open on ``config.store_url`` (tests: a PostgreSQL schema of
     their own). The store must be initialised (``schema.require_current_schema``).
     ``unsubscribe_key``: signs emails' unsubscribe links (default ``$CARE_UNSUBSCRIBE_KEY``);
-    a provider that needs one without it fails here, at start.
+    a provider that needs one without it fails here, at start. ``workers``: how many
+    machines the caller knows run tasks (the Airflow glue: 2 under an executor that spreads
+    tasks, ``airflow.hooks.executor_workers``); with ``$CARE_WORKERS``, the outbox's rule
+    (``check_outbox``) is checked here.
     """
     if not config.rules_dir.is_dir():
         raise ConfigurationError(f"rules directory not found: {config.rules_dir}")
@@ -94,14 +98,41 @@ def open_engine(
         store = open_store(config.store_url)
     if transports is None:
         transports = transports_from_env(config.outbox_dir)
+    check_outbox(config, transports, workers=workers)
     require_current_schema(store)
     engine = CareEngine(config, store, templates, ruleset, transports, clock, unsubscribe_key)
     engine.unsubscribe_links()
     return engine
 
 
+def check_outbox(
+    config: CareConfig, transports: dict[Channel, Transport], *, workers: int = 1
+) -> None:
+    """The outbox is a folder: crash recovery (``run.recover``) settles a message left in
+    ``sending`` by looking for its file there, so a sender killed on one machine and
+    recovered on another would find nothing in a folder of its own and send it again. With
+    several workers (``workers`` or ``$CARE_WORKERS`` above 1), a channel sending to a local
+    outbox folder therefore needs the operator's word that the folder is shared
+    (``$CARE_OUTBOX_SHARED``); else ``ConfigurationError``, before anything is sent. An
+    outbox behind a URL (``s3://…``) is the same for every worker."""
+    several = max(workers, config.workers)
+    outbox = sorted(ch.value for ch, t in transports.items() if t.name == "outbox")
+    if several > 1 and outbox and is_local_url(config.outbox_dir) and not config.outbox_shared:
+        raise ConfigurationError(
+            f"CARE_OUTBOX_SHARED: the {'/'.join(outbox)} channel(s) write to the outbox "
+            f"folder {config.outbox_dir}, and tasks run on several workers "
+            f"({'CARE_WORKERS=' + str(config.workers) if config.workers > 1 else 'the executor spreads them'}): "
+            "crash recovery on another worker would not find a message and send it again. "
+            "Give CARE_OUTBOX_DIR a URL every worker reaches (s3://…), or put the folder on "
+            "storage every worker shares and set CARE_OUTBOX_SHARED=true, or configure the "
+            "providers (docs/deploy.md#the-outbox-with-several-workers)"
+        )
+
+
 def anchor(engine: CareEngine, *, run_id: str, now: dt.datetime) -> None:
     """Anchor the ledger's chain head at the end of a run (``ledger.anchors.anchor_run``)."""
     from ..ledger.anchors import anchor_run
+    from ..storage import anchors
 
-    anchor_run(engine.store, engine.config.anchor_file, run_id=run_id, now=engine.stamp(now))
+    config = engine.config
+    anchor_run(engine.store, anchors(config), run_id=run_id, now=engine.stamp(now), config=config)

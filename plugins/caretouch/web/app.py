@@ -133,7 +133,7 @@ def create_audit_app(
     ``$CARE_AUDIT_TOKENS``; the Airflow plugin adds Airflow's login (``AuditAuth.host_login``).
     """
     gate = AuditGate(auth or AuditAuth())
-    ledger = AuditLedger(store_url, Path(anchor_file) if anchor_file else None)
+    ledger = AuditLedger(store_url, anchor_file or None)
     pages = Pages()
     # No /docs, /redoc or /openapi.json: they would be public, since Airflow protects nothing.
     app = FastAPI(title="Caretouch audit", docs_url=None, redoc_url=None, openapi_url=None)

@@ -35,6 +35,7 @@ from ..ledger.audit import (
     verify,
 )
 from ..mask import scrub
+from ..storage import anchors
 from ..store.db import Store, check_reachable, open_store
 from ..vocab import Channel, TouchStatus
 from .auth import AuditorDep
@@ -97,7 +98,7 @@ def open_ledger(url: str) -> Store:
 class AuditLedger:
     """The configuration and the store the pages read, each resolved on first use."""
 
-    def __init__(self, store_url: str | None, anchor_file: Path | None) -> None:
+    def __init__(self, store_url: str | None, anchor_file: str | Path | None) -> None:
         self._store_url = store_url
         self._anchor_file = anchor_file
         self._config: CareConfig | None = None
@@ -222,7 +223,8 @@ def create_audit_router(ledger: AuditLedger, pages: Pages, *, page_size: int) ->
     @router.get("/audit/verify", response_class=HTMLResponse)
     def verify_page(request: Request, who: AuditorDep) -> HTMLResponse:
         """Walk the hash chain and the anchors, as ``care audit verify`` does."""
-        report = verify(ledger.store, anchor_file=ledger.config.anchor_file, key=anchor_key())
+        config = ledger.config
+        report = verify(ledger.store, anchor_file=anchors(config), key=anchor_key(config))
         return pages.page(
             request,
             "verify.html",
@@ -232,7 +234,7 @@ def create_audit_router(ledger: AuditLedger, pages: Pages, *, page_size: int) ->
             problem=scrub(report.problem or ""),
             warnings=[scrub(w) for w in report.warnings],
             anchor_file=str(ledger.config.anchor_file),
-            keyed=anchor_key() is not None,
+            keyed=anchor_key(config) is not None,
         )
 
     @router.get("/audit/export.csv")

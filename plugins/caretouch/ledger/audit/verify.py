@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, inspect, select
 
+from ...storage import Location
 from ...store.db import Store, append_only_gaps
 from ...store.models import ConsentEvent, Customer
 from .. import anchors, chain
@@ -38,13 +39,14 @@ class VerifyReport:
 def verify(
     store: Store,
     *,
-    anchor_file: Path | None = None,
+    anchor_file: Location | str | Path | None = None,
     key: bytes | None = None,
     allow_unanchored: bool = False,
 ) -> VerifyReport:
     """Check every ledger row against the chain, the chain's links, the customers' consent
     flags against their last recorded change, and the anchors (``ledger.anchors.check``;
-    skipped when ``anchor_file`` is None)."""
+    skipped when ``anchor_file``, a ``.jsonl`` file or a folder of anchor objects
+    (``storage.Location``, URL or path), is None)."""
     report = VerifyReport()
     previous = chain.GENESIS
     with store.read_session() as session:
