@@ -22,6 +22,7 @@ from caretouch.ledger.audit import verify
 from caretouch.ledger.models import TouchCurrent, TouchRow
 from caretouch.plan import plan_day
 from caretouch.plan.contact import capacity_share
+from caretouch.rules.sql import TABLES
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason
 from conftest import customer_row, load_rows, policy_row, utc
@@ -108,6 +109,28 @@ def test_a_shard_outside_its_count_is_refused(store: Store, tmp_path: Path) -> N
     ruleset = ruleset_of(make_rules(tmp_path))
     with pytest.raises(ValueError, match="shard 2 of 2"):
         plan_day(store, ruleset, DAY, shard=(2, 2))
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_shards_guard_locks_never_meet(store: Store, n: int) -> None:
+    """Each shard's customers lock guard buckets no other shard's do (``n`` dividing the
+    bucket count), so sharded planners record side by side; a customer gone from the store
+    still gets a bucket."""
+    from caretouch.ledger.reconcile import GUARD_BUCKETS, guard_buckets
+
+    _customers(store, 40)
+    customers = TABLES["customer"]
+    with store.read_session() as session:
+        rows = session.execute(select(customers.c.customer_id, customers.c.id))
+        ids = {customer_id: row_id for customer_id, row_id in rows}
+        by_shard = [
+            set(guard_buckets(session, sorted(c for c, i in ids.items() if i % n == k)))
+            for k in range(n)
+        ]
+        gone = guard_buckets(session, ["NOT-IN-STORE"])
+    assert all(by_shard)
+    assert all(a.isdisjoint(b) for i, a in enumerate(by_shard) for b in by_shard[i + 1 :])
+    assert len(gone) == 1 and 0 <= gone[0] < GUARD_BUCKETS
 
 
 def _planner(url: str, schema: str | None, workdir: str, k: int, n: int, go: Any, out: Any) -> None:

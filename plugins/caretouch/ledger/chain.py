@@ -67,7 +67,14 @@ class ChainEntry(LedgerBase):
     __table_args__ = (Index("ix_ledger_chain_table_row", "table_name", "row_id", unique=True),)
 
 
+# Values that serialise as they are: most columns of most rows (checked by exact type first,
+# which is what a festival's millions of row hashes spend their time on).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _canonical_value(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, dt.datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
         return aware.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -76,7 +83,7 @@ def _canonical_value(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _canonical_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_canonical_value(v) for v in value]
+        return [v if type(v) in _PLAIN else _canonical_value(v) for v in value]
     return value
 
 
@@ -87,7 +94,9 @@ def canonical(table: str, row: Mapping[Any, Any]) -> bytes:
     later does not change the hash of the rows written before it existed.
     """
     body = {
-        k: _canonical_value(v) for k, v in row.items() if k not in CONTENT_COLUMNS and v is not None
+        k: v if type(v) in _PLAIN else _canonical_value(v)
+        for k, v in row.items()
+        if v is not None and k not in CONTENT_COLUMNS
     }
     return (
         table + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ..store.db import Store
+from ..store.models import Customer
 from ..vocab import Decision, SuppressionReason, TouchStatus
 from .chain import ChainEntry
 from .changes import lock_touches
@@ -229,13 +230,35 @@ def _guarded(
     return [t for t in touches if t.customer_id not in moved] + fresh
 
 
+def guard_buckets(session: Session, customer_ids: Sequence[str]) -> list[int]:
+    """The guard buckets of these customers, in order: the customer's store id modulo
+    ``GUARD_BUCKETS`` (a customer no longer in the store: a hash of its id). Sharded planners
+    take the customers whose store id is ``k`` modulo ``n`` (``plan.planner.in_shard``), so
+    with ``n`` dividing ``GUARD_BUCKETS`` (1, 2, 4, 8, ...) their buckets never meet and they
+    record side by side; a hash would spread every large transaction over all the buckets."""
+    found: dict[str, int] = {}
+    customers = Customer.__table__
+    for start in range(0, len(customer_ids), CHUNK):
+        part = list(customer_ids[start : start + CHUNK])
+        rows = session.execute(
+            select(customers.c.customer_id, customers.c.id).where(customers.c.customer_id.in_(part))
+        )
+        found.update((customer_id, row_id) for customer_id, row_id in rows)
+    return sorted(
+        {
+            found[c] % GUARD_BUCKETS if c in found else zlib.crc32(c.encode()) % GUARD_BUCKETS
+            for c in customer_ids
+        }
+    )
+
+
 def lock_customers(session: Session, customer_ids: Sequence[str]) -> None:
     """Hold the customers' guard locks until the transaction ends (PostgreSQL: advisory
-    transaction locks on ``GUARD_BUCKETS`` hashed buckets, taken in bucket order, so no two
-    planners deadlock; SQLite's BEGIN IMMEDIATE already holds the database)."""
+    transaction locks on their ``guard_buckets``, taken in bucket order, so no two planners
+    deadlock; SQLite's BEGIN IMMEDIATE already holds the database)."""
     if session.get_bind().dialect.name != "postgresql" or not customer_ids:
         return
-    buckets = sorted({zlib.crc32(c.encode("utf-8")) % GUARD_BUCKETS for c in customer_ids})
+    buckets = guard_buckets(session, customer_ids)
     session.execute(
         text(
             "SELECT count(pg_advisory_xact_lock(:space, b)) "
