@@ -238,6 +238,20 @@ class Clock:
 
         return timed
 
+    def within(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` timed as a part of the wrapped call it runs in (that call's time stays whole)."""
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+                self.calls[name] += 1
+
+        return timed
+
 
 def _cpu() -> tuple[float, float]:
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -247,6 +261,7 @@ def _cpu() -> tuple[float, float]:
 def _planner(job: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
     """One planner: its own engine on the schema, then ``plan_and_record`` of its shard."""
     from caretouch.config import CareConfig
+    from caretouch.ledger import reconcile
     from caretouch.ledger.ledger import Ledger
     from caretouch.run import day as run_day_module
     from caretouch.run.engine import open_engine
@@ -258,6 +273,10 @@ def _planner(job: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
     # Timed without changing the engine: plan_and_record calls both through these names.
     run_day_module.plan_day = clock.wrap("plan_day", run_day_module.plan_day)
     Ledger.record_plan = clock.wrap("record_plan", Ledger.record_plan)  # type: ignore[method-assign]
+    # The plan guard's two steps, inside record_plan (``reconcile._guarded`` calls them
+    # through the module): its advisory locks, and its look for other planners' writes.
+    for name in ("lock_customers", "customers_written_since"):
+        setattr(reconcile, name, clock.within(name, getattr(reconcile, name)))
     store = open_schema(job["url"], job["schema"])
     config = CareConfig(job["url"], RULES_DIR, TEMPLATES_DIR, workdir / "outbox")
     engine = open_engine(config, transports={}, store=store)
@@ -289,6 +308,9 @@ def _planner(job: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
             "plan_day": clock.seconds["plan_day"],
             "plan_day_calls": clock.calls["plan_day"],
             "record_plan": clock.seconds["record_plan"],
+            "guard_lock": clock.seconds["lock_customers"],
+            "guard_look": clock.seconds["customers_written_since"],
+            "transactions": clock.calls["lock_customers"],
             "record": {
                 "new": record.new,
                 "replanned": record.replanned,
@@ -453,7 +475,9 @@ def print_run(r: dict[str, Any]) -> None:
             f"  planner {p['k']} of {r['n']} (pid {p['pid']}): {p['end'] - p['start']:.1f} s, "
             f"CPU {p['user'] + p['system']:.1f} s (user {p['user']:.1f}, sys {p['system']:.1f}); "
             f"plan_day {p['plan_day']:.1f} s ({p['plan_day_calls']} call(s)), record_plan "
-            f"{p['record_plan']:.1f} s, rest {rest:.1f} s; {p['candidates']:,} candidates, "
+            f"{p['record_plan']:.1f} s (of which the plan guard's locks {p['guard_lock']:.1f} s "
+            f"and its look for other planners' writes {p['guard_look']:.1f} s, over "
+            f"{p['transactions']} transactions), rest {rest:.1f} s; {p['candidates']:,} candidates, "
             f"record {p['record']}; peak RSS {p['peak_rss_mb']:,.0f} MB"
         )
     grown = r["ledger_after"] - r["ledger_before"]
@@ -468,10 +492,10 @@ def print_summary(rows: list[dict[str, Any]], customers: int) -> None:
     say("")
     say(
         "| customers | planners | wall s | <= 120 s | candidates | touches | touches/s | "
-        "CPU s per planner | plan_day s | record_plan s | peak RSS MB | ledger MB | "
-        "bytes/touch | verify |"
+        "CPU s per planner | plan_day s | record_plan s | guard lock / look s | peak RSS MB | "
+        "ledger MB | bytes/touch | verify |"
     )
-    say("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         parts = r["parts"]
         touches = r["figures"]["rows"]["touches"]
@@ -487,7 +511,9 @@ def print_summary(rows: list[dict[str, Any]], customers: int) -> None:
             f"{sum(p['candidates'] for p in parts):,} | {touches:,} | "
             f"{touches / r['wall']:,.0f} | "
             + " / ".join(f"{p['user'] + p['system']:.1f}" for p in parts)
-            + f" | {each('plan_day')} | {each('record_plan')} | {each('peak_rss_mb', '{:,.0f}')} | "
+            + f" | {each('plan_day')} | {each('record_plan')} | "
+            + " / ".join(f"{p['guard_lock']:.1f}+{p['guard_look']:.1f}" for p in parts)
+            + f" | {each('peak_rss_mb', '{:,.0f}')} | "
             f"{grown / 1e6:,.0f} | {grown / max(1, touches):,.0f} | "
             f"{'ok' if ok else 'FAILED'} ({vs:.0f} s) |"
         )
