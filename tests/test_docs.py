@@ -31,6 +31,7 @@ STILL_TRUE = {
     ("docs/ledger.md", "## Not built yet"): "the list under it is still true",
     ("docs/rules.md", "cannot be written yet"): "no trigger counts days before an anniversary",
     ("docs/rules.md", "2027 has no data yet"): "chinese-calendar has no 2027 schedule",
+    ("docs/scale.md", "Not built: today they are plain tables"): "the ledger is not partitioned",
 }
 # The same words in another sense (not about what is built).
 OTHER_SENSE = (
