@@ -9,7 +9,9 @@ puts bench/ on ``sys.path``.
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,24 @@ def note(message: str) -> None:
 
 
 # --- stores ----------------------------------------------------------------------------------
+
+
+def start_when_ready(procs: list[Any], ready: Any, timeout: float) -> int:
+    """Start ``procs`` and wait until each has put one item on ``ready`` (it is set up and
+    waits for the common start signal), or ``timeout`` seconds, or until all have exited (a
+    crashed child never reports). Returns how many reported."""
+    for proc in procs:
+        proc.start()
+    started = 0
+    deadline = time.monotonic() + timeout
+    while started < len(procs) and time.monotonic() < deadline:
+        try:
+            ready.get(timeout=1)
+            started += 1
+        except queue.Empty:
+            if all(p.exitcode is not None for p in procs):
+                break
+    return started
 
 
 def read_marker(store: Store, marker: Table) -> dict[str, Any] | None:

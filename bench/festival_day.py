@@ -64,7 +64,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import RULES_DIR, SEED, TEMPLATES_DIR, note, say
+from _common import RULES_DIR, SEED, TEMPLATES_DIR, note, say, start_when_ready
 from import_scale import customers_csv
 from sqlalchemy import text
 
@@ -353,17 +353,7 @@ def run_planners(
         for k in range(n)
     ]
     procs = [ctx.Process(target=_planner, args=(job, ready, go, results)) for job in jobs]
-    for proc in procs:
-        proc.start()
-    started = 0
-    deadline = time.monotonic() + 300
-    while started < n and time.monotonic() < deadline:
-        try:
-            ready.get(timeout=1)
-            started += 1
-        except queue.Empty:  # a crashed child never reports
-            if all(p.exitcode is not None for p in procs):
-                break
+    started = start_when_ready(procs, ready, 300)
     load = os.getloadavg()
     go_at = time.time()
     go.set()

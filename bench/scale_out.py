@@ -59,7 +59,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import RULES_DIR, TEMPLATES_DIR, say
+from _common import RULES_DIR, TEMPLATES_DIR, say, start_when_ready
 from provider_sim import SENDGRID, TWILIO, RemoteProviderSim
 from send_throughput import DAY, NOW, build_store
 from sim_channels import UNSUBSCRIBE_SECRET, sendgrid_transport, twilio_transport
@@ -264,17 +264,7 @@ def measure(args: argparse.Namespace, processes: int, workroot: Path) -> dict[st
                 )
                 for i in range(processes)
             ]
-            for proc in procs:
-                proc.start()
-            started = 0
-            deadline = time.monotonic() + 180
-            while started < processes and time.monotonic() < deadline:
-                try:
-                    ready.get(timeout=1)
-                    started += 1
-                except queue.Empty:  # a crashed child never reports
-                    if all(p.exitcode is not None for p in procs):
-                        break
+            started = start_when_ready(procs, ready, 180)
             start_wall, start = time.time(), time.perf_counter()
             go.set()
             parts: list[dict[str, Any]] = []
