@@ -18,15 +18,15 @@ from conftest import in_ci
 REDIS_URL = os.environ.get("CARE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def require_redis() -> Any:
-    """A client for the test Redis, or skip (fail under CI) saying why not."""
+def require_redis(url: str = REDIS_URL, *, decode_responses: bool = True) -> Any:
+    """A client for the test Redis at ``url``, or skip (fail under CI) saying why not."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_timeout=5)
+    client = redis.Redis.from_url(url, decode_responses=decode_responses, socket_timeout=5)
     try:
         client.ping()
     except redis.RedisError as exc:
-        reason = f"Redis at {REDIS_URL} unreachable: {type(exc).__name__}: {exc}"
+        reason = f"Redis at {url} unreachable: {type(exc).__name__}: {exc}"
         if in_ci():
             pytest.fail(f"CI=true but {reason}")
         pytest.skip(reason)

@@ -16,14 +16,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def acquire_slots(
-    url: str, prefix: str, account: str, rate: float, count: int, go: Any, out: Any
-) -> None:
-    """Take ``count`` slots of ``account``; report ``(pid, [epoch of each slot])``."""
+def _started(url: str, prefix: str, account: str, rate: float, go: Any) -> Any:
+    """This process's limiter on the shared Redis, once every process is ready."""
     from caretouch.channels.shared_limits import SharedRateLimiter
 
     limiter = SharedRateLimiter(url, account, rate, prefix=prefix)
     go.wait(120)
+    return limiter
+
+
+def acquire_slots(
+    url: str, prefix: str, account: str, rate: float, count: int, go: Any, out: Any
+) -> None:
+    """Take ``count`` slots of ``account``; report ``(pid, [epoch of each slot])``."""
+    limiter = _started(url, prefix, account, rate, go)
     stamps: list[float] = []
     for _ in range(count):
         limiter.acquire()
@@ -35,10 +41,7 @@ def acquire_for(
     url: str, prefix: str, account: str, rate: float, seconds: float, go: Any, out: Any
 ) -> None:
     """Take slots of ``account`` for ``seconds`` (a monotonic interval); report as above."""
-    from caretouch.channels.shared_limits import SharedRateLimiter
-
-    limiter = SharedRateLimiter(url, account, rate, prefix=prefix)
-    go.wait(120)
+    limiter = _started(url, prefix, account, rate, go)
     stamps: list[float] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -51,10 +54,7 @@ def pause_then_signal(
     url: str, prefix: str, account: str, rate: float, seconds: float, go: Any, out: Any
 ) -> None:
     """Pause ``account`` for ``seconds``; report ``(pid, epoch when the pause was set)``."""
-    from caretouch.channels.shared_limits import SharedRateLimiter
-
-    limiter = SharedRateLimiter(url, account, rate, prefix=prefix)
-    go.wait(120)
+    limiter = _started(url, prefix, account, rate, go)
     before = time.time()
     limiter.pause(seconds)
     out.put((os.getpid(), before))

@@ -30,6 +30,7 @@ from limiter_processes import (
     run_processes,
 )
 from provider_sim import ProviderSim
+from redis_env import require_redis
 from sim_channels import SMS_FROM, sms, twilio_credentials, twilio_transport
 
 from caretouch.channels.base import Transport
@@ -44,7 +45,6 @@ from caretouch.channels.shared_limits import (
 from caretouch.config import CareConfig
 from caretouch.errors import CareError, RateLimiterUnavailable
 from caretouch.vocab import Channel, Outcome
-from conftest import in_ci
 
 URL = os.environ.get("CARE_TEST_RATE_LIMIT_URL", "redis://127.0.0.1:6379/5")
 # Nothing listens on port 1: the connection is refused at once.
@@ -54,16 +54,7 @@ SLACK = 0.1  # seconds between the library's stamp of a slot and the child's rep
 
 @pytest.fixture
 def redis_client() -> Iterator[Any]:
-    import redis
-
-    client = redis.Redis.from_url(URL, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"Redis at {URL} unreachable: {type(exc).__name__}: {exc}"
-        if in_ci():
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
+    client = require_redis(URL, decode_responses=False)
     yield client
     client.close()
 
