@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,30 +74,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` (the path of a ``postgresql://`` URL)."""
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy ``postgresql+psycopg://`` URL as psycopg itself takes it."""
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@contextlib.contextmanager
+def _server(url: str) -> Iterator[tuple[Any, str]]:
+    """An autocommit connection to the server of ``url`` (its ``postgres`` database), and
+    the name of ``url``'s own database."""
+    import psycopg
+
+    base, _, name = libpq_url(url).rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        yield conn, name
 
 
 def create_database(url: str) -> None:
-    """CREATE DATABASE for ``url``'s database unless it exists (through the ``postgres`` DB)."""
-    import psycopg
-
-    plain = url.replace("postgresql+psycopg://", "postgresql://")
-    name = plain.rpartition("/")[2]
-    with psycopg.connect(_with_database(plain, "postgres"), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            return
-        conn.execute(f'CREATE DATABASE "{name}"')
+    """CREATE DATABASE for ``url``'s database unless it exists."""
+    with _server(url) as (conn, name):
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def drop_database(url: str) -> None:
-    import psycopg
-
-    plain = url.replace("postgresql+psycopg://", "postgresql://")
-    name = plain.rpartition("/")[2]
-    with psycopg.connect(_with_database(plain, "postgres"), autocommit=True) as conn:
+    with _server(url) as (conn, name):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

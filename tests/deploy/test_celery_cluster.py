@@ -36,7 +36,7 @@ from sim_channels import SMS_FROM
 from conftest import PG_URL, ROOT, customer_row, require_postgres
 
 sys.path.insert(0, str(ROOT / "deploy"))
-from local_cluster import Cluster, drop_database
+from local_cluster import Cluster, drop_database, libpq_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.postgres]
 
@@ -55,12 +55,8 @@ def _wait(what: str, check: Any, timeout: float, every: float = 2.0) -> Any:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 def _query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(_plain(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         return list(conn.execute(sql, params).fetchall())
 
 

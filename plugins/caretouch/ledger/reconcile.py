@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ..store.db import Store
-from ..store.models import Customer
+from ..store.lookup import customer_row_ids
 from ..vocab import Decision, SuppressionReason, TouchStatus
 from .chain import ChainEntry
 from .changes import lock_touches
@@ -236,14 +236,7 @@ def guard_buckets(session: Session, customer_ids: Sequence[str]) -> list[int]:
     take the customers whose store id is ``k`` modulo ``n`` (``plan.planner.in_shard``), so
     with ``n`` dividing ``GUARD_BUCKETS`` (1, 2, 4, 8, ...) their buckets never meet and they
     record side by side; a hash would spread every large transaction over all the buckets."""
-    found: dict[str, int] = {}
-    customers = Customer.__table__
-    for start in range(0, len(customer_ids), CHUNK):
-        part = list(customer_ids[start : start + CHUNK])
-        rows = session.execute(
-            select(customers.c.customer_id, customers.c.id).where(customers.c.customer_id.in_(part))
-        )
-        found.update((customer_id, row_id) for customer_id, row_id in rows)
+    found = customer_row_ids(session, customer_ids)
     return sorted(
         {
             found[c] % GUARD_BUCKETS if c in found else zlib.crc32(c.encode()) % GUARD_BUCKETS

@@ -28,6 +28,7 @@ from ..rules.model import Rule, TriggerKind
 from ..rules.sql import TABLES, candidate_selects, row_splitter
 from ..store.consent import withdrawn_consents
 from ..store.db import Store
+from ..store.lookup import customer_row_ids
 from ..touch_history import DeferredTouch, PastContact
 from ..vocab import BirthdayCalendar, Decision, SuppressionReason
 from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
@@ -272,17 +273,12 @@ def _left_out(event: dict[str, Any], on_unreadable: OnUnreadable | None) -> None
 
 
 def _of_shard(store: Store, past: list[PastContact], shard: Shard) -> list[PastContact]:
-    """The contacts of ``shard``'s customers among ``past``."""
-    customers = TABLES["customer"]
-    ids = sorted({c.customer_id for c in past})
-    mine: set[str] = set()
+    """The contacts of ``shard``'s customers among ``past`` (store id ``k`` modulo ``n``,
+    as ``in_shard`` selects them)."""
+    k, n = shard
     with store.read_session() as session:
-        for start in range(0, len(ids), 500):
-            stmt = select(customers.c.customer_id).where(
-                customers.c.customer_id.in_(ids[start : start + 500]), in_shard(shard)
-            )
-            mine.update(session.scalars(stmt))
-    return [c for c in past if c.customer_id in mine]
+        ids = customer_row_ids(session, (c.customer_id for c in past))
+    return [c for c in past if c.customer_id in ids and ids[c.customer_id] % n == k]
 
 
 def plan_day(
