@@ -10,7 +10,10 @@ A writer chains only the rows it inserted itself: ``watermark`` notes the newest
 chained table when its transaction begins, ``own_rows`` finds its rows above it, and
 ``seal`` hashes them, then takes the chain lock only to link them to the head. A row
 inserted by anyone else (plain SQL) is therefore never chained, and ``care audit verify``
-keeps reporting it.
+keeps reporting it. Rows inserted in bulk through ``insert_rows`` (a plan's touches and
+status events) are hashed from the values inserted, which ``own_rows`` then need not read
+back; it still looks for every row of the transaction, so one inserted any other way is
+chained all the same.
 
 Canonical form of a row: a JSON object of every non-NULL column except the message content
 (subject, body, html: retention may erase them; their ``content_hash`` is covered instead),
@@ -28,11 +31,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, Row, String, func, select, text
+from sqlalchemy import JSON, DateTime, Index, Integer, String, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ..store.models import ConsentEvent
 from .models import AnchorRow, Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
+from .sql import CHUNK, allocate_ids, copy_rows, insert_returning
 
 GENESIS = "0" * 64
 # In the order ``seal`` chains a transaction's rows (new tables go last: the order of the
@@ -52,6 +56,9 @@ ADOPTABLE = frozenset({ConsentEvent.__tablename__})
 CONTENT_COLUMNS = frozenset({"subject", "body", "html"})
 # Any constant: the PostgreSQL advisory lock that serialises writers of the chain.
 _PG_LOCK = 730_214_559
+# ``Session.info`` key: the rows this transaction inserted through ``insert_rows``, by table
+# and id, as inserted (``own_rows`` hashes them without reading them back).
+_INSERTED = "caretouch.ledger.inserted"
 
 
 class ChainEntry(LedgerBase):
@@ -67,6 +74,12 @@ class ChainEntry(LedgerBase):
     __table_args__ = (Index("ix_ledger_chain_table_row", "table_name", "row_id", unique=True),)
 
 
+# Per chained table, its JSON columns: their values are what ``json.loads`` made of the
+# stored text (read back, or ``insert_rows``'s round trip), which serialises as it is.
+_JSON_COLUMNS = {
+    table: frozenset(c.name for c in model.__table__.columns if isinstance(c.type, JSON))
+    for table, model in CHAINED.items()
+}
 # Values that serialise as they are: most columns of most rows (checked by exact type first,
 # which is what a festival's millions of row hashes spend their time on).
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -91,10 +104,12 @@ def canonical(table: str, row: Mapping[Any, Any]) -> bytes:
     """The canonical serialisation of one ledger row (see the module docstring).
 
     Columns whose value is NULL are left out, so that a nullable column added to a table
-    later does not change the hash of the rows written before it existed.
+    later does not change the hash of the rows written before it existed. A JSON column's
+    value is taken as decoded from JSON text (string keys, lists, plain values).
     """
+    decoded = _JSON_COLUMNS.get(table, frozenset())
     body = {
-        k: v if type(v) in _PLAIN else _canonical_value(v)
+        k: v if type(v) in _PLAIN or k in decoded else _canonical_value(v)
         for k, v in row.items()
         if v is not None and k not in CONTENT_COLUMNS
     }
@@ -165,28 +180,93 @@ def watermark(session: Session) -> Watermark:
     )
 
 
-def own_rows(session: Session, since: Watermark) -> dict[str, list[Row[Any]]]:
-    """The ledger rows this transaction inserted (plain rows), by table, in id order.
+def insert_rows(session: Session, model: Any, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert new rows of a chained table in bulk and return their ids, in order.
+
+    PostgreSQL: ids taken from the table's sequence in one round trip, then ``COPY``;
+    elsewhere one ``INSERT`` with many parameter sets, ``RETURNING`` the ids. Instants are
+    stored in UTC (naive ones are taken as UTC, as the canonical form has it), so that the
+    values kept for ``own_rows`` are what reading the rows back would give. A row that
+    breaks a unique constraint fails the whole transaction (IntegrityError)."""
+    if not rows:
+        return []
+    table = model.__table__
+    instants = [c.name for c in table.columns if isinstance(c.type, DateTime)]
+    documents = _JSON_COLUMNS[table.name]
+    stored = []  # what is inserted: JSON columns as their text
+    kept = []  # what reading the rows back would give: JSON columns decoded from it
+    for row in rows:
+        row = dict(row)
+        for name in instants:
+            value = row.get(name)
+            if value is not None:
+                row[name] = _utc(value)
+        decoded = dict(row)
+        for name in documents:
+            value = row.get(name)
+            if value is not None:
+                row[name] = dumped = json.dumps(value)
+                decoded[name] = json.loads(dumped)
+        stored.append(row)
+        kept.append(decoded)
+    ids = allocate_ids(session, table, len(stored))
+    if ids is None:
+        ids = insert_returning(session, table, stored, json_text=True)
+    else:
+        for row, row_id in zip(stored, ids, strict=True):
+            row["id"] = row_id
+        copy_rows(session, table, stored, json_text=True)
+    inserted = session.info.setdefault(_INSERTED, {}).setdefault(table.name, {})
+    for row, row_id in zip(kept, ids, strict=True):
+        row["id"] = row_id
+        inserted[row_id] = row
+    return ids
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    if value.tzinfo is dt.timezone.utc:
+        return value
+    return value.astimezone(dt.timezone.utc)
+
+
+def own_rows(session: Session, since: Watermark) -> dict[str, list[Mapping[str, Any]]]:
+    """The ledger rows this transaction inserted, by table, in id order, each as a mapping
+    of column name to value.
 
     Above the watermark; on PostgreSQL, where other writers insert at the same time, also
     those whose ``xmin`` is this transaction's id (a ledger write uses no savepoints: rows
     inserted in one would carry the subtransaction's id and stay unchained, which verify
     would report). On SQLite the transaction holds the database, so every row above the
-    watermark is its own.
+    watermark is its own. Rows inserted through ``insert_rows`` are taken as inserted; only
+    their ids are read, to find any other row of the transaction, which is read whole.
     """
     session.flush()
     postgres = session.get_bind().dialect.name == "postgresql"
-    mine: dict[str, list[Any]] = {}
+    inserted: dict[str, dict[int, dict[str, Any]]] = session.info.pop(_INSERTED, {})
+    mine: dict[str, list[Mapping[str, Any]]] = {}
     for table, model in CHAINED.items():
         columns = model.__table__.c
-        # Plain rows, not ORM objects: hashing needs the columns only, and loading thousands
-        # of objects per transaction cost more than the hashing.
-        query = select(model.__table__).where(columns.id > since.ids[table]).order_by(columns.id)
+        known = inserted.get(table, {})
+        ids = select(columns.id).where(columns.id > since.ids[table]).order_by(columns.id)
         if postgres:
-            query = query.where(text(f"{table}.xmin = pg_current_xact_id()::xid"))
-        rows = list(session.execute(query))
+            ids = ids.where(text(f"{table}.xmin = pg_current_xact_id()::xid"))
+        found = [int(i) for i in session.scalars(ids)]
+        unknown = [i for i in found if i not in known]
+        # An id at or below the watermark (SQLite hands out again the id of a deleted
+        # newest row) is not chained in place of the old row: verify reports the change.
+        rows: dict[int, Mapping[str, Any]] = {
+            i: row for i, row in known.items() if i > since.ids[table]
+        }
+        for start in range(0, len(unknown), CHUNK):
+            # Plain rows, not ORM objects: hashing needs the columns only.
+            for row in session.execute(
+                select(model.__table__).where(columns.id.in_(unknown[start : start + CHUNK]))
+            ):
+                rows[int(row.id)] = row._mapping
         if rows:
-            mine[table] = rows
+            mine[table] = [rows[i] for i in sorted(rows)]
     return mine
 
 
@@ -197,7 +277,7 @@ def head(session: Session) -> tuple[int, str]:
     return (int(last[0]), str(last[1])) if last else (0, GENESIS)
 
 
-def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Row[Any]]]) -> int:
+def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Mapping[str, Any]]]) -> int:
     """Chain the ledger rows this transaction wrote (``own_rows``); returns how many.
 
     The row hashes are computed first, outside any lock; then the chain lock is taken, the
@@ -205,9 +285,7 @@ def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Row[Any]
     the transaction commits, so the chain's order is the order writers commit in.
     """
     hashed = [
-        (table, row.id, row_hash(table, row._mapping))
-        for table in CHAINED
-        for row in own.get(table, ())
+        (table, row["id"], row_hash(table, row)) for table in CHAINED for row in own.get(table, ())
     ]
     if not hashed:
         return 0
@@ -225,7 +303,7 @@ def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Row[Any]
                 "at": now,
             }
         )
-    session.execute(ChainEntry.__table__.insert(), entries)
+    copy_rows(session, ChainEntry.__table__, entries)
     return len(entries)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..store.db import Store
 from ..vocab import TouchStatus
+from .chain import insert_rows
 from .models import TouchCurrent, TouchEvent, TouchRow
 from .records import StatusChange
 from .sql import CHUNK
@@ -137,6 +138,5 @@ def append_in(
                 "run_id": run_id,
             }
         )
-    if rows:
-        session.execute(TouchEvent.__table__.insert(), rows)
+    insert_rows(session, TouchEvent, rows)
     return stale

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from ..store.db import Store
 from ..store.models import CallbackIntake
 from ..vocab import TouchStatus
+from .chain import insert_rows
 from .changes import Current, current_statuses, lock_touches
 from .models import Attempt, ProviderEventRow, TouchEvent, TouchRow
 from .records import MessageMatch, ProviderEvent
@@ -223,8 +224,7 @@ def record_provider_events(
                     "run_id": f"webhook:{e.provider}",
                 }
             )
-        if changes:
-            session.execute(TouchEvent.__table__.insert(), changes)
+        insert_rows(session, TouchEvent, changes)
     if stale:
         new = [
             dataclasses.replace(e, stale=True) if (e.provider, e.provider_event_id) in stale else e

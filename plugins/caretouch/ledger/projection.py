@@ -7,22 +7,28 @@ of every write transaction; readers (``readers``) read it instead of the events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .models import TouchCurrent, TouchEvent
-from .sql import CHUNK, dialect_insert
+from .sql import CHUNK, copy_rows, dialect_insert
 from .statuses import RECEIPTS, is_receipt
 
 
-def refresh_current(session: Session, events: Sequence[Any] | None = None) -> int:
+def refresh_current(
+    session: Session,
+    events: Sequence[Mapping[str, Any]] | None = None,
+    new_touches: Collection[int] = (),
+) -> int:
     """Bring ``touch_current`` up to date with ``events`` (a write transaction's own status
-    events, in id order, as rows or objects: ``writer.write``), or, when None, with every event newer than the
-    newest one it reflects (a rebuild, or a store that predates the table; the caller holds
-    the chain lock). Returns how many touches changed.
+    events, in id order, as mappings of column to value: ``writer.write``), or, when None,
+    with every event newer than the newest one it reflects (a rebuild, or a store that
+    predates the table; the caller holds the chain lock). Returns how many touches changed.
+    ``new_touches``: touches the transaction created, which have no row yet (inserted in
+    bulk, not upserted).
 
     A writer's events are its own touches' newest: every writer of status events holds the
     touches' row locks (``changes.lock_touches``) or created the touches itself.
@@ -43,16 +49,26 @@ def refresh_current(session: Session, events: Sequence[Any] | None = None) -> in
     else:
         after = session.scalar(select(func.max(TouchCurrent.event_id))) or 0
         while True:
-            batch = session.scalars(
-                select(TouchEvent).where(TouchEvent.id > after).order_by(TouchEvent.id).limit(5000)
-            ).all()
+            batch = [
+                row._mapping
+                for row in session.execute(
+                    select(TouchEvent.__table__)
+                    .where(TouchEvent.id > after)
+                    .order_by(TouchEvent.id)
+                    .limit(5000)
+                )
+            ]
             if not batch:
                 break
             _apply(session, batch, latest, attempt_of)
-            after = batch[-1].id
+            after = batch[-1]["id"]
     if not latest:
         return 0
-    rows = list(latest.values())
+    fresh = [row for row in latest.values() if row["touch_id"] in new_touches]
+    copy_rows(session, TouchCurrent.__table__, fresh)
+    rows = [row for row in latest.values() if row["touch_id"] not in new_touches]
+    if not rows:
+        return len(fresh)
     # One statement, many parameter sets: compiled once and cached (a multi-row VALUES
     # built from the rows would be compiled again for every transaction).
     stmt = dialect_insert(session)(TouchCurrent.__table__)
@@ -61,7 +77,7 @@ def refresh_current(session: Session, events: Sequence[Any] | None = None) -> in
         set_={c: stmt.excluded[c] for c in ("event_id", "status", "reason", "send_at", "final")},
     )
     session.execute(stmt, rows)
-    return len(rows)
+    return len(fresh) + len(rows)
 
 
 def _apply(
@@ -74,34 +90,36 @@ def _apply(
     # Touches that may hold a receipt from an earlier transaction, which a sender's event
     # in this batch must not override.
     unknown = {
-        e.touch_id
+        e["touch_id"]
         for e in batch
-        if e.attempt_id is not None
-        and e.touch_id not in latest
-        and not is_receipt(e.status, e.reason)
+        if e.get("attempt_id") is not None
+        and e["touch_id"] not in latest
+        and not is_receipt(e["status"], e.get("reason"))
     }
     _current_receipts(session, sorted(unknown), latest, attempt_of)
     for event in batch:
-        current = latest.get(event.touch_id)
+        touch_id = event["touch_id"]
+        current = latest.get(touch_id)
         if (
             current is not None
             and is_receipt(current["status"], current["reason"])
-            and event.attempt_id is not None
-            and event.attempt_id == attempt_of.get(event.touch_id)
-            and not is_receipt(event.status, event.reason)
+            and event.get("attempt_id") is not None
+            and event.get("attempt_id") == attempt_of.get(touch_id)
+            and not is_receipt(event["status"], event.get("reason"))
         ):
-            current["event_id"] = event.id
+            current["event_id"] = event["id"]
             continue
-        latest[event.touch_id] = {
-            "touch_id": event.touch_id,
-            "event_id": event.id,
-            "status": event.status,
-            "reason": event.reason,
-            "send_at": event.send_at,
-            "channel": event.channel,
-            "final": bool(isinstance(event.detail, dict) and event.detail.get("final")),
+        detail = event.get("detail")
+        latest[touch_id] = {
+            "touch_id": touch_id,
+            "event_id": event["id"],
+            "status": event["status"],
+            "reason": event.get("reason"),
+            "send_at": event.get("send_at"),
+            "channel": event.get("channel"),
+            "final": bool(isinstance(detail, dict) and detail.get("final")),
         }
-        attempt_of[event.touch_id] = event.attempt_id
+        attempt_of[touch_id] = event.get("attempt_id")
 
 
 def _current_receipts(

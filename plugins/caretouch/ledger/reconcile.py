@@ -15,18 +15,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..store.db import Store
 from ..store.lookup import customer_row_ids
 from ..vocab import Decision, SuppressionReason, TouchStatus
-from .chain import ChainEntry
+from .chain import ChainEntry, insert_rows
 from .changes import lock_touches
 from .codec import encode
 from .models import TouchEvent, TouchRow
 from .readers import latest_events
 from .records import PlanGuard, PlannedTouch, PlanRecord, zone
-from .sql import CHUNK, dialect_insert
+from .sql import CHUNK
 from .statuses import is_handled
 from .writer import write
 
@@ -74,11 +75,33 @@ def record_plan(
     result = PlanRecord(planned_ids=[])
     assert result.planned_ids is not None
     for part in _transactions(touches):
-        with write(store, now) as session:
-            if guard is not None:
-                part = _guarded(session, part, guard)
-            _record_part(session, part, result, run_id, now, retry_render_errors)
+        try:
+            recorded = _record_transaction(store, part, run_id, now, retry_render_errors, guard)
+        except IntegrityError:
+            # A writer without a guard created one of these keys meanwhile (their rows are
+            # inserted in bulk, not "ON CONFLICT DO NOTHING"): record the part again, which
+            # now finds the key and decides from its status.
+            log.info("plan: a touch was recorded by another writer meanwhile: recording again")
+            recorded = _record_transaction(store, part, run_id, now, retry_render_errors, guard)
+        result.merge(recorded)
     return result
+
+
+def _record_transaction(
+    store: Store,
+    part: Sequence[PlannedTouch],
+    run_id: str,
+    now: dt.datetime,
+    retry_render_errors: bool,
+    guard: PlanGuard | None,
+) -> PlanRecord:
+    """Record one transaction's part of a plan; what it changed."""
+    recorded = PlanRecord(planned_ids=[])
+    with write(store, now) as session:
+        if guard is not None:
+            part = _guarded(session, part, guard)
+        _record_part(session, part, recorded, run_id, now, retry_render_errors)
+    return recorded
 
 
 def _record_part(
@@ -93,22 +116,19 @@ def _record_part(
     assert result.planned_ids is not None
     for start in range(0, len(touches), CHUNK):
         chunk = touches[start : start + CHUNK]
-        _insert_touch_rows(session, chunk, run_id, now)
-        rows = {
-            r.touch_key: r
-            for r in session.scalars(
-                select(TouchRow).where(TouchRow.touch_key.in_([t.key for t in chunk]))
-            )
-        }
+        ids = known_keys(session, [t.key for t in chunk])
+        known = list(ids.values())
+        ids.update(_insert_touch_rows(session, chunk, ids, run_id, now))
         # Compare-and-set: each decision below is taken from the touch's status read here,
         # under its row lock, so a touch that moved on since the plan was computed (sent,
-        # suppressed at send time) is left alone, never overwritten by a stale plan.
-        lock_touches(session, [r.id for r in rows.values()])
-        latest = latest_events(session, [r.id for r in rows.values()])
+        # suppressed at send time) is left alone, never overwritten by a stale plan. The
+        # touches this transaction created have no status yet, and nobody else can see them.
+        lock_touches(session, known)
+        latest = latest_events(session, known)
         events: list[dict[str, Any]] = []
         for touch in chunk:
-            row = rows[touch.key]
-            current = latest.get(row.id)
+            touch_id = ids[touch.key]
+            current = latest.get(touch_id)
             status = TouchStatus(current[0]) if current else None
             reason = current[1] if current else None
             final = current[3] if current else False
@@ -154,17 +174,17 @@ def _record_part(
                 new_status = TouchStatus.PLANNED
             else:
                 if status is TouchStatus.PLANNED:
-                    result.planned_ids.append(row.id)
+                    result.planned_ids.append(touch_id)
                 result.unchanged += 1
                 continue
             if new_status is TouchStatus.PLANNED:
-                result.planned_ids.append(row.id)
+                result.planned_ids.append(touch_id)
                 result.planned += 1
             else:
                 result.suppressed += 1
             events.append(
                 {
-                    "touch_id": row.id,
+                    "touch_id": touch_id,
                     "status": new_status.value,
                     "reason": wanted_reason if new_status is TouchStatus.SUPPRESSED else None,
                     "detail": {
@@ -186,8 +206,7 @@ def _record_part(
                     "run_id": run_id,
                 }
             )
-        if events:
-            session.execute(TouchEvent.__table__.insert(), events)
+        insert_rows(session, TouchEvent, events)
 
 
 def _transactions(touches: Sequence[PlannedTouch]) -> list[Sequence[PlannedTouch]]:
@@ -285,9 +304,28 @@ def customers_written_since(session: Session, since: int, customer_ids: Sequence
     return found
 
 
+def known_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
+    """The ids of the touches among these keys that the ledger holds."""
+    return {
+        key: int(touch_id)
+        for key, touch_id in session.execute(
+            select(TouchRow.touch_key, TouchRow.id).where(TouchRow.touch_key.in_(list(keys)))
+        )
+    }
+
+
 def _insert_touch_rows(
-    session: Session, touches: Sequence[PlannedTouch], run_id: str, now: dt.datetime
-) -> None:
+    session: Session,
+    touches: Sequence[PlannedTouch],
+    known: dict[str, int],
+    run_id: str,
+    now: dt.datetime,
+) -> dict[str, int]:
+    """Insert the rows of the touches whose keys the ledger does not hold; their ids."""
+    new: dict[str, PlannedTouch] = {}
+    for t in touches:
+        if t.key not in known:
+            new.setdefault(t.key, t)
     rows = [
         {
             "touch_key": t.key,
@@ -311,9 +349,6 @@ def _insert_touch_rows(
             "created_at": now,
             "run_id": run_id,
         }
-        for t in touches
+        for t in new.values()
     ]
-    insert = dialect_insert(session)
-    session.execute(
-        insert(TouchRow.__table__).on_conflict_do_nothing(index_elements=["touch_key"]), rows
-    )
+    return dict(zip(new, insert_rows(session, TouchRow, rows), strict=True))

@@ -87,6 +87,18 @@ class PlanRecord:
     planned_ids: list[int] | None = None
     planned: int = 0  # planned events appended (new, planned again, or on another channel)
 
+    def merge(self, other: PlanRecord) -> None:
+        """Add what another transaction of the same plan changed."""
+        self.new += other.new
+        self.replanned += other.replanned
+        self.suppressed += other.suppressed
+        self.unchanged += other.unchanged
+        self.planned += other.planned
+        if other.planned_ids:
+            if self.planned_ids is None:
+                self.planned_ids = []
+            self.planned_ids.extend(other.planned_ids)
+
 
 @dataclass(frozen=True)
 class TouchState:

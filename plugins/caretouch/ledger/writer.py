@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from ..store.db import Store
 from . import chain
-from .models import TouchEvent
+from .models import TouchEvent, TouchRow
 from .projection import refresh_current
 
 
@@ -41,5 +41,9 @@ def write(store: Store, now: dt.datetime, *, serial: bool = False) -> Iterator[S
         mark = chain.watermark(session)
         yield session
         own = chain.own_rows(session, mark)
-        refresh_current(session, own.get(TouchEvent.__tablename__, []))
+        refresh_current(
+            session,
+            own.get(TouchEvent.__tablename__, []),
+            new_touches={row["id"] for row in own.get(TouchRow.__tablename__, ())},
+        )
         chain.seal(session, now, own)
