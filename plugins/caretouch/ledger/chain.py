@@ -264,7 +264,7 @@ def own_rows(session: Session, since: Watermark) -> dict[str, list[Mapping[str, 
             for row in session.execute(
                 select(model.__table__).where(columns.id.in_(unknown[start : start + CHUNK]))
             ):
-                rows[int(row.id)] = row._mapping
+                rows[int(row.id)] = dict(row._mapping)
         if rows:
             mine[table] = [rows[i] for i in sorted(rows)]
     return mine

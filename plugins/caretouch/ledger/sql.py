@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, String, Table, bindparam, cast, text
+from sqlalchemy import JSON, String, bindparam, cast, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ def dialect_insert(session: Session) -> Any:
     return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
 
 
-def allocate_ids(session: Session, table: Table, count: int) -> list[int] | None:
+def allocate_ids(session: Session, table: Any, count: int) -> list[int] | None:
     """``count`` new ids from the table's own sequence (PostgreSQL), in one round trip, for
     rows about to be inserted with ``copy_rows``; None where there is no such sequence
     (SQLite, or a table a deployment maps through a view): insert with ``insert_returning``."""
@@ -36,7 +36,7 @@ def allocate_ids(session: Session, table: Table, count: int) -> list[int] | None
 
 
 def insert_returning(
-    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, json_text: bool = False
+    session: Session, table: Any, rows: Sequence[Mapping[str, Any]], *, json_text: bool = False
 ) -> list[int]:
     """Insert ``rows`` (one statement, many parameter sets) and return their new ids, in
     the rows' order. ``json_text``: the JSON columns hold JSON text already."""
@@ -48,7 +48,7 @@ def insert_returning(
     return [int(i) for i in session.execute(statement, _uniform(table, rows)).scalars()]
 
 
-def _insert(session: Session, table: Table, json_text: bool) -> Any:
+def _insert(session: Session, table: Any, json_text: bool) -> Any:
     """An INSERT into ``table``; with ``json_text``, one that takes its JSON columns' text
     as it is (bound as strings, not serialised again; PostgreSQL casts them)."""
     statement = table.insert()
@@ -67,7 +67,7 @@ def _insert(session: Session, table: Table, json_text: bool) -> Any:
 
 
 def copy_rows(
-    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, json_text: bool = False
+    session: Session, table: Any, rows: Sequence[Mapping[str, Any]], *, json_text: bool = False
 ) -> None:
     """Insert ``rows`` in bulk: PostgreSQL's ``COPY`` (about a tenth of the server's work
     of one ``INSERT`` per row), elsewhere one statement with many parameter sets. JSON
@@ -88,6 +88,7 @@ def copy_rows(
     raw = session.connection().connection.driver_connection
     assert raw is not None
     dbapi = session.get_bind().dialect.dbapi
+    assert dbapi is not None
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in uniform:
@@ -102,7 +103,7 @@ def copy_rows(
         raise IntegrityError(statement, None, exc) from exc
 
 
-def _uniform(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _uniform(table: Any, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The rows with the same keys each (a key some rows lack is None in them)."""
     present = set().union(*(row.keys() for row in rows))
     if all(len(row) == len(present) for row in rows):
