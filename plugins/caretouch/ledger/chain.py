@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Index, Integer, String, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ..store.db import among
 from ..store.models import ConsentEvent
 from .models import AnchorRow, Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
 from .sql import CHUNK, allocate_ids, copy_rows, insert_returning
@@ -262,7 +263,9 @@ def own_rows(session: Session, since: Watermark) -> dict[str, list[Mapping[str, 
         for start in range(0, len(unknown), CHUNK):
             # Plain rows, not ORM objects: hashing needs the columns only.
             for row in session.execute(
-                select(model.__table__).where(columns.id.in_(unknown[start : start + CHUNK]))
+                select(model.__table__).where(
+                    among(session, columns.id, unknown[start : start + CHUNK])
+                )
             ):
                 rows[int(row.id)] = dict(row._mapping)
         if rows:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..dates import aware_utc
-from ..store.db import Store
+from ..store.db import Store, among
 from ..touch_history import DeferredTouch, PastContact
 from ..vocab import SuppressionReason, TouchStatus
 from .codec import decode
@@ -42,7 +42,9 @@ def contacts(
             wanted = sorted(set(customer_ids))
             for start in range(0, len(wanted), CHUNK):
                 chunk = wanted[start : start + CHUNK]
-                batches.append(list(session.scalars(query.where(TouchRow.customer_id.in_(chunk)))))
+                batches.append(
+                    list(session.scalars(query.where(among(session, TouchRow.customer_id, chunk))))
+                )
         for rows in batches:
             states = states_of(session, rows)
             attempted = _last_attempts(session, [st.id for st in states])
@@ -90,7 +92,7 @@ def occasion_contacts(
                 select(TouchRow, TouchCurrent.status)
                 .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
                 .where(
-                    TouchRow.customer_id.in_(wanted[start : start + CHUNK]),
+                    among(session, TouchRow.customer_id, wanted[start : start + CHUNK]),
                     TouchRow.rule_id.in_(rules),
                     TouchRow.occurrence >= first,
                     TouchRow.occurrence <= last,
@@ -119,7 +121,7 @@ def _last_attempt_channels(session: Session, touch_ids: Sequence[int]) -> dict[i
         chunk = list(touch_ids[start : start + CHUNK])
         for touch_id, channel in session.execute(
             select(Attempt.touch_id, Attempt.channel)
-            .where(Attempt.touch_id.in_(chunk))
+            .where(among(session, Attempt.touch_id, chunk))
             .order_by(Attempt.id)
         ):
             out[touch_id] = channel  # the last attempt's channel wins
@@ -132,7 +134,7 @@ def _last_attempts(session: Session, touch_ids: Sequence[int]) -> dict[int, dt.d
         chunk = list(touch_ids[start : start + CHUNK])
         for touch_id, created in session.execute(
             select(Attempt.touch_id, func.max(Attempt.created_at))
-            .where(Attempt.touch_id.in_(chunk))
+            .where(among(session, Attempt.touch_id, chunk))
             .group_by(Attempt.touch_id)
         ):
             out[touch_id] = aware_utc(created)
@@ -174,7 +176,7 @@ def deferred(
                         select(TouchRow, TouchCurrent.event_id, TouchCurrent.status)
                         .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
                         .where(
-                            TouchRow.customer_id.in_(customers[start : start + CHUNK]),
+                            among(session, TouchRow.customer_id, customers[start : start + CHUNK]),
                             *period,
                             deferred,
                         )
@@ -196,7 +198,9 @@ def deferred(
                 found += [
                     (row, waiting[row.id])
                     for row in session.scalars(
-                        select(TouchRow).where(TouchRow.id.in_(ids[start : start + CHUNK]), *period)
+                        select(TouchRow).where(
+                            among(session, TouchRow.id, ids[start : start + CHUNK]), *period
+                        )
                     )
                     if row.rule_id in wanted
                 ]
@@ -206,7 +210,7 @@ def deferred(
             details.update(
                 session.execute(
                     select(TouchEvent.id, TouchEvent.detail).where(
-                        TouchEvent.id.in_(events[start : start + CHUNK])
+                        among(session, TouchEvent.id, events[start : start + CHUNK])
                     )
                 ).all()
             )

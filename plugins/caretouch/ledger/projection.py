@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..store.db import among
 from .models import TouchCurrent, TouchEvent
 from .sql import CHUNK, copy_rows, dialect_insert
 from .statuses import RECEIPTS, is_receipt
@@ -145,7 +146,7 @@ def _current_receipts(
             )
             .join(TouchEvent, TouchEvent.id == TouchCurrent.event_id)
             .where(
-                TouchCurrent.touch_id.in_(chunk),
+                among(session, TouchCurrent.touch_id, chunk),
                 TouchCurrent.status.in_([s.value for s in RECEIPTS]),
             )
         )

@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ..dates import aware_utc
-from ..store.db import Store
+from ..store.db import Store, among
 from ..vocab import SuppressionReason, TouchStatus
 from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
 from .records import TouchState
@@ -44,7 +44,7 @@ def latest_events(
                 TouchCurrent.send_at,
                 TouchCurrent.final,
                 TouchCurrent.channel,
-            ).where(TouchCurrent.touch_id.in_(chunk))
+            ).where(among(session, TouchCurrent.touch_id, chunk))
         )
         for touch_id, status, reason, send_at, final, channel in rows:
             latest[touch_id] = (
@@ -66,7 +66,7 @@ def states_of(session: Session, rows: Sequence[TouchRow]) -> list[TouchState]:
         chunk = ids[start : start + CHUNK]
         for touch_id, count in session.execute(
             select(Attempt.touch_id, func.count())
-            .where(Attempt.touch_id.in_(chunk))
+            .where(among(session, Attempt.touch_id, chunk))
             .group_by(Attempt.touch_id)
         ):
             counts[touch_id] = count
@@ -95,7 +95,9 @@ def states(store: Store, touch_ids: Iterable[int]) -> list[TouchState]:
         rows: list[TouchRow] = []
         for start in range(0, len(ids), CHUNK):
             rows.extend(
-                session.scalars(select(TouchRow).where(TouchRow.id.in_(ids[start : start + CHUNK])))
+                session.scalars(
+                    select(TouchRow).where(among(session, TouchRow.id, ids[start : start + CHUNK]))
+                )
             )
         rows.sort(key=lambda r: ids.index(r.id) if len(ids) < 2000 else r.id)
         return states_of(session, rows)
@@ -167,7 +169,9 @@ def final_keys(store: Store, keys: list[str]) -> dict[str, str]:
             chunk = keys[start : start + CHUNK]
             rows = list(
                 session.execute(
-                    select(TouchRow.id, TouchRow.touch_key).where(TouchRow.touch_key.in_(chunk))
+                    select(TouchRow.id, TouchRow.touch_key).where(
+                        among(session, TouchRow.touch_key, chunk)
+                    )
                 )
             )
             latest = latest_status(session, [r[0] for r in rows])

@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..store.db import Store
+from ..store.db import Store, among
 from ..store.lookup import customer_row_ids
 from ..vocab import Decision, SuppressionReason, TouchStatus
 from .chain import ChainEntry, insert_rows
@@ -297,7 +297,7 @@ def customers_written_since(session: Session, since: int, customer_ids: Sequence
                 )
                 .where(
                     ChainEntry.seq > since,
-                    TouchRow.customer_id.in_(list(customer_ids[start : start + CHUNK])),
+                    among(session, TouchRow.customer_id, customer_ids[start : start + CHUNK]),
                 )
             )
         )
@@ -309,7 +309,7 @@ def known_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
     return {
         key: int(touch_id)
         for key, touch_id in session.execute(
-            select(TouchRow.touch_key, TouchRow.id).where(TouchRow.touch_key.in_(list(keys)))
+            select(TouchRow.touch_key, TouchRow.id).where(among(session, TouchRow.touch_key, keys))
         )
     }
 

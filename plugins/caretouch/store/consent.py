@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import CareError
-from .db import Store
+from .db import Store, among
 from .models import ConsentEvent, Customer
 
 
@@ -115,7 +115,7 @@ def withdrawn_consents(store: Store, customer_ids: Iterable[str]) -> dict[str, s
             chunk = ids[start : start + 500]
             newest = (
                 select(func.max(ConsentEvent.id).label("last"))
-                .where(ConsentEvent.customer_id.in_(chunk))
+                .where(among(session, ConsentEvent.customer_id, chunk))
                 .group_by(ConsentEvent.customer_id, ConsentEvent.purpose)
                 .subquery()
             )

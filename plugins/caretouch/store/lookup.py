@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .db import among
 from .models import Customer
 
 # Ids per IN list.
@@ -22,7 +23,7 @@ def customer_row_ids(session: Session, customer_ids: Iterable[str]) -> dict[str,
     for start in range(0, len(wanted), _CHUNK):
         rows = session.execute(
             select(table.c.customer_id, table.c.id).where(
-                table.c.customer_id.in_(wanted[start : start + _CHUNK])
+                among(session, table.c.customer_id, wanted[start : start + _CHUNK])
             )
         )
         found.update((customer_id, row_id) for customer_id, row_id in rows)
