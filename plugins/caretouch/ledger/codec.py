@@ -6,12 +6,20 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+# Values that encode as they are (checked by exact type first: a festival encodes millions).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
 
 def encode(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
+        return {
+            k if type(k) is str else str(k): v if type(v) in _PLAIN else encode(v)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [encode(v) for v in value]
+        return [v if type(v) in _PLAIN else encode(v) for v in value]
     if isinstance(value, dt.datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
         return {"$datetime": aware.isoformat()}

@@ -26,13 +26,20 @@ def allocate_ids(session: Session, table: Any, count: int) -> list[int] | None:
     (SQLite, or a table a deployment maps through a view): insert with ``insert_returning``."""
     if session.get_bind().dialect.name != "postgresql" or count == 0:
         return None
-    ids = list(
-        session.scalars(
-            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-            {"t": table.name, "n": count},
+    # The sequence's name, once per database connection (its search_path is the connection's).
+    connection = session.connection()
+    names = connection.info.setdefault("caretouch.sequences", {})
+    if table.name not in names:
+        names[table.name] = session.scalar(
+            text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table.name}
         )
+    if names[table.name] is None:
+        return None
+    ids = session.scalars(
+        text("SELECT nextval(CAST(:s AS regclass)) FROM generate_series(1, :n)"),
+        {"s": names[table.name], "n": count},
     )
-    return None if None in ids else [int(i) for i in ids]
+    return [int(i) for i in ids]
 
 
 def insert_returning(
@@ -104,8 +111,10 @@ def copy_rows(
 
 
 def _uniform(table: Any, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The rows with the same keys each (a key some rows lack is None in them)."""
-    present = set().union(*(row.keys() for row in rows))
-    if all(len(row) == len(present) for row in rows):
+    """The rows with the same keys each (a key some rows lack is None in them; rows as
+    many keys long are taken to have the same keys: every caller builds its rows alike)."""
+    width = len(rows[0])
+    if all(len(row) == width for row in rows):
         return rows  # type: ignore[return-value]
+    present = set().union(*(row.keys() for row in rows))
     return [{c: row.get(c) for c in present} for row in rows]
