@@ -30,7 +30,9 @@ the touches in the ledger afterwards by current status and reason (``touch_curre
 touches recorded per second; per process its CPU seconds (``resource.getrusage``), the
 seconds in ``plan_day`` and in ``Ledger.record_plan`` (each wrapped in the child, exclusive
 of the other when nested: the record's guard may plan again), the rest of
-``plan_and_record`` and the peak RSS; the growth of the ledger's tables
+``plan_and_record`` and the peak RSS; the CPU seconds the local PostgreSQL server's processes
+used meanwhile (from /proc, sampled every second; every session's, so read it on a quiet
+server); the growth of the ledger's tables
 (``pg_total_relation_size``, the chain and ``touch_current`` included) and its bytes per
 touch; then ``ledger.audit.verify`` over the whole ledger, its result and time.
 
@@ -329,6 +331,43 @@ def _planner(job: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
 # --- one K -----------------------------------------------------------------------------------
 
 
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each process of the local PostgreSQL
+    server, by pid (from /proc; empty where there is none). Sampled every second while the
+    planners run (``PgCpu``): a backend's CPU is read before it exits."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name != "postgres" and not name.startswith("postgres:"):
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        found[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+class PgCpu:
+    """PostgreSQL's CPU seconds from ``start`` to the last ``sample``, every session's (the
+    ANALYZEs and other work on the server included: read it on a quiet server); a backend
+    that exits between two samples loses at most a second of its work."""
+
+    def __init__(self) -> None:
+        self.first = postgres_cpu()
+        self.last = dict(self.first)
+
+    def sample(self) -> None:
+        self.last.update(postgres_cpu())
+
+    def used(self) -> float | None:
+        if not self.last:
+            return None
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
+
+
 def run_planners(
     args: argparse.Namespace,
     store: Store,
@@ -355,6 +394,7 @@ def run_planners(
     procs = [ctx.Process(target=_planner, args=(job, ready, go, results)) for job in jobs]
     started = start_when_ready(procs, ready, 300)
     load = os.getloadavg()
+    pg = PgCpu()
     go_at = time.time()
     go.set()
     parts: list[dict[str, Any]] = []
@@ -365,6 +405,7 @@ def run_planners(
             analyze_ledger(store)
             analyses += 1
             next_analyze = time.monotonic() + args.analyze_every
+        pg.sample()
         try:
             parts.append(results.get(timeout=1))
         except queue.Empty:
@@ -376,7 +417,9 @@ def run_planners(
             proc.kill()
             proc.join()
     wall = (max(p["end"] for p in parts) if parts else time.time()) - go_at
+    pg.sample()
     return {
+        "postgres_cpu": pg.used(),
         "n": n,
         "wall": wall,
         "load_before": load,
@@ -446,7 +489,13 @@ def print_run(r: dict[str, Any]) -> None:
         f"== K={r['n']} planner process(es): wall {r['wall']:.1f} s from the start signal to the "
         f"last planner's end (<= {TARGET_SECONDS:.0f} s: {met}); load average "
         f"{r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after; exit codes "
-        f"{r['exit_codes']}; {r['analyses']} ANALYZE(s) of the ledger meanwhile"
+        f"{r['exit_codes']}; {r['analyses']} ANALYZE(s) of the ledger meanwhile; "
+        + (
+            f"PostgreSQL's processes used {r['postgres_cpu']:.1f} s of CPU meanwhile "
+            "(every session's, the ANALYZEs included)"
+            if r["postgres_cpu"] is not None
+            else "PostgreSQL's CPU not measured (no local server processes in /proc)"
+        )
     )
     say(
         f"candidates {candidates:,}; touches in the ledger {touches:,} = "
@@ -482,10 +531,10 @@ def print_summary(rows: list[dict[str, Any]], customers: int) -> None:
     say("")
     say(
         "| customers | planners | wall s | <= 120 s | candidates | touches | touches/s | "
-        "CPU s per planner | plan_day s | record_plan s | guard lock / look s | peak RSS MB | "
-        "ledger MB | bytes/touch | verify |"
+        "CPU s per planner | PostgreSQL CPU s | plan_day s | record_plan s | guard lock / look s | "
+        "peak RSS MB | ledger MB | bytes/touch | verify |"
     )
-    say("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         parts = r["parts"]
         touches = r["figures"]["rows"]["touches"]
@@ -501,6 +550,7 @@ def print_summary(rows: list[dict[str, Any]], customers: int) -> None:
             f"{sum(p['candidates'] for p in parts):,} | {touches:,} | "
             f"{touches / r['wall']:,.0f} | "
             + " / ".join(f"{p['user'] + p['system']:.1f}" for p in parts)
+            + f" | {'—' if r['postgres_cpu'] is None else format(r['postgres_cpu'], '.1f')}"
             + f" | {each('plan_day')} | {each('record_plan')} | "
             + " / ".join(f"{p['guard_lock']:.1f}+{p['guard_look']:.1f}" for p in parts)
             + f" | {each('peak_rss_mb', '{:,.0f}')} | "
