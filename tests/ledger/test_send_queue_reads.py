@@ -16,6 +16,7 @@ from caretouch.channels.outbox import OutboxTransport
 from caretouch.config import CareConfig
 from caretouch.dates import aware_utc
 from caretouch.ledger import Claim, Ledger, StatusChange, TouchState
+from caretouch.ledger.audit import verify
 from caretouch.ledger.queue import Due, Taken, WorkQueue
 from caretouch.ledger.readers import held_states
 from caretouch.run.day import plan_and_record
@@ -91,10 +92,13 @@ def test_claimed_attempts_are_the_attempts_written(store: Store, tmp_path: Path)
     later = NOON + dt.timedelta(minutes=5)
     seen: list[list[int]] = []
 
+    messages: dict[int, Any] = {}
+
     def decide(states: list[TouchState]) -> tuple[list[StatusChange], list[Claim[Any]]]:
         seen.append([s.id for s in states])
         ids = [s.id for s in states]
         chunk = prepare_chunk(engine, ids, now=later, capacity_use={}, states=states)
+        messages.update({c.state.id: c.message for c in chunk.claims})
         return chunk.changes, chunk.claims
 
     taken = WorkQueue(store, Due(day=DAY), chunk=len(ids)).claim_next(
@@ -108,8 +112,18 @@ def test_claimed_attempts_are_the_attempts_written(store: Store, tmp_path: Path)
             value = getattr(stored, name)
             assert getattr(claimed, name) == (aware_utc(value) if name == "created_at" else value)
         assert claimed.attempt_no == (2 if touch_id == ids[0] else 1)
+        message = messages[touch_id]
+        assert (stored.channel, stored.subject, stored.body, stored.html) == (
+            message.channel.value,
+            message.subject,
+            message.body,
+            message.html,
+        )
+        assert stored.content_hash == message.content_hash()
+    assert {message.channel for message in messages.values()} == set(Channel)
     states = ledger.states(ids)
     assert {s.status for s in states} == {TouchStatus.SENDING}
+    assert verify(store).ok
 
 
 def test_a_touch_claimed_meanwhile_is_not_decided_again(store: Store, tmp_path: Path) -> None:

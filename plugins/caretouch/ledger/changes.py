@@ -20,7 +20,7 @@ from ..store.db import Store
 from ..vocab import TouchStatus
 from .models import TouchCurrent, TouchEvent, TouchRow
 from .records import StatusChange
-from .sql import CHUNK
+from .sql import CHUNK, among
 from .statuses import is_receipt
 from .writer import write
 
@@ -39,7 +39,7 @@ def lock_touches(session: Session, touch_ids: Sequence[int]) -> None:
     for start in range(0, len(ids), CHUNK):
         session.execute(
             select(TouchRow.id)
-            .where(TouchRow.id.in_(ids[start : start + CHUNK]))
+            .where(among(session, TouchRow.id, ids[start : start + CHUNK]))
             .order_by(TouchRow.id)
             .with_for_update(key_share=True)
         ).all()
@@ -58,7 +58,7 @@ def current_statuses(session: Session, touch_ids: Sequence[int]) -> dict[int, Cu
                 TouchEvent.attempt_id,
             )
             .join(TouchEvent, TouchEvent.id == TouchCurrent.event_id)
-            .where(TouchCurrent.touch_id.in_(ids[start : start + CHUNK]))
+            .where(among(session, TouchCurrent.touch_id, ids[start : start + CHUNK]))
         ):
             found[touch_id] = (status, reason, attempt_id)
     return found

@@ -10,7 +10,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from ..store.db import Store
@@ -85,13 +86,7 @@ def claim_in(
         )
     if not rows:
         return {}
-    insert = dialect_insert(session)
-    stmt = (
-        insert(Attempt.__table__)
-        .on_conflict_do_nothing(index_elements=["touch_id", "attempt_no"])
-        .returning(Attempt.__table__.c.id, Attempt.__table__.c.touch_id)
-    )
-    inserted = {touch_id: attempt_id for attempt_id, touch_id in session.execute(stmt, rows)}
+    inserted = _insert_attempts(session, rows)
     if not inserted:
         return {}
     session.execute(
@@ -125,6 +120,54 @@ def claim_in(
                 run_id=run_id,
             )
     return won
+
+
+# The attempt columns a claim writes, in the order of the PostgreSQL arrays below.
+_COLUMNS = (
+    "touch_id",
+    "attempt_no",
+    "channel",
+    "transport",
+    "recipient",
+    "template_id",
+    "template_hash",
+    "content_hash",
+    "subject",
+    "body",
+    "html",
+    "created_at",
+    "run_id",
+)
+
+
+def _insert_attempts(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
+    """Insert the attempts unless their (touch, attempt_no) exists; the ids of those
+    inserted, by touch.
+
+    On PostgreSQL one ``INSERT … SELECT FROM unnest(arrays)``: one array per column, so the
+    statement's text is the same for any number of rows (a multi-row VALUES of a chunk's
+    thousands of parameters was parsed anew by the driver for every chunk)."""
+    table = Attempt.__table__
+    insert = dialect_insert(session)
+    if session.get_bind().dialect.name != "postgresql":
+        stmt = (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=["touch_id", "attempt_no"])
+            .returning(table.c.id, table.c.touch_id)
+        )
+        return {touch_id: attempt_id for attempt_id, touch_id in session.execute(stmt, rows)}
+    arrays = [
+        bindparam(f"claim_{name}", [r[name] for r in rows], type_=ARRAY(table.c[name].type))
+        for name in _COLUMNS
+    ]
+    source = func.unnest(*arrays).table_valued(*_COLUMNS).render_derived()
+    stmt = (
+        insert(table)
+        .from_select(list(_COLUMNS), select(*(source.c[name] for name in _COLUMNS)))
+        .on_conflict_do_nothing(index_elements=["touch_id", "attempt_no"])
+        .returning(table.c.id, table.c.touch_id)
+    )
+    return {touch_id: attempt_id for attempt_id, touch_id in session.execute(stmt)}
 
 
 def _lock_and_read(session: Session, ids: list[int]) -> dict[int, tuple[TouchStatus, int]]:

@@ -28,6 +28,7 @@ from .claims import claim_in
 from .models import TouchCurrent, TouchRow
 from .readers import held_states, narrowed
 from .records import Claim, ClaimedAttempt, StatusChange, TouchState
+from .sql import among
 from .writer import write
 
 # What a sender decides about the touches it holds (their states, read under their row
@@ -102,7 +103,7 @@ class WorkQueue:
             held = set(
                 session.scalars(
                     select(TouchRow.id)
-                    .where(TouchRow.id.in_(wanted))
+                    .where(among(session, TouchRow.id, wanted))
                     .with_for_update(key_share=True, skip_locked=True)
                 )
             )

@@ -14,7 +14,7 @@ from ..store.db import Store
 from ..vocab import SuppressionReason, TouchStatus
 from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
 from .records import TouchState
-from .sql import CHUNK
+from .sql import CHUNK, among
 from .statuses import is_handled
 
 
@@ -108,7 +108,7 @@ def held_states(
         counts: dict[int, int] = {}
         for touch_id, count, top in session.execute(
             select(Attempt.touch_id, func.count(), func.max(Attempt.attempt_no))
-            .where(Attempt.touch_id.in_(chunk))
+            .where(among(session, Attempt.touch_id, chunk))
             .group_by(Attempt.touch_id)
         ):
             counts[touch_id] = count
@@ -122,7 +122,7 @@ def held_states(
                 TouchCurrent.channel.label("current_channel"),
             )
             .outerjoin(TouchCurrent, TouchCurrent.touch_id == table.c.id)
-            .where(table.c.id.in_(chunk))
+            .where(among(session, table.c.id, chunk))
         )
         for row in rows:
             status = TouchStatus(row.current_status) if row.current_status else planned

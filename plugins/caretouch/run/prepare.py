@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from ..errors import RenderError
 from ..ledger import WAIT_UNTIL, Claim, StatusChange, TouchState
+from ..ledger.sql import among
 from ..plan import contact
 from ..plan.contact import CapacityUse, PlannedSend, SendTimeHold
 from ..store.models import Customer
@@ -122,7 +123,7 @@ def prepare_chunk(
         for start in range(0, len(customer_ids), 500):
             wanted = customer_ids[start : start + 500]
             for c in session.execute(
-                select(*_RECIPIENT_COLUMNS).where(Customer.customer_id.in_(wanted))
+                select(*_RECIPIENT_COLUMNS).where(among(session, Customer.customer_id, wanted))
             ):
                 customers[c.customer_id] = c
     templates = engine.templates
