@@ -133,9 +133,14 @@ class Location:
         the old file or the new one, never half of it)."""
         local = self.local_path
         if local is not None:
-            local.parent.mkdir(parents=True, exist_ok=True)
             tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_bytes(data)
+            try:
+                tmp.write_bytes(data)
+            except FileNotFoundError:
+                # The folder is made when the first file needs it, not checked before every
+                # write (the outbox writes one file per message into the same few folders).
+                local.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
             os.replace(tmp, local)
             return
         fs, path = self._fs()

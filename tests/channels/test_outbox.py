@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from caretouch.channels import OutboundMessage, OutboxTransport, Transport
+from caretouch.channels.outbox import indented_json
 from caretouch.vocab import Channel, Outcome
 
 
@@ -82,3 +86,47 @@ class TestOutbox(ChannelContract):
         t.send(msg)
         after = t.reconcile(msg)
         assert after is not None and after.outcome is Outcome.SENT
+
+    def test_file_is_the_payload_as_json_dumps_indents_it(self, tmp_path: Path) -> None:
+        """The file is written by ``indented_json``, byte for byte what ``json.dumps(...,
+        indent=2)`` wrote before, and the folder made by the first write that needs it, again
+        after it was removed."""
+        t = OutboxTransport(Channel.EMAIL, tmp_path / "outbox")
+        msg = message(Channel.EMAIL, body='line 1\n"quoted" \\ 你好 \x01')
+        expected = {k: v for k, v in t.build_payload(msg).items() if k != "_path"}
+        t.send(msg)
+        (path,) = (tmp_path / "outbox").rglob("*.json")
+        assert path.read_text(encoding="utf-8") == json.dumps(
+            expected, ensure_ascii=False, indent=2
+        )
+        shutil.rmtree(tmp_path / "outbox")
+        assert t.send(message(Channel.EMAIL, attempt=2)).outcome is Outcome.SENT
+        assert len(list((tmp_path / "outbox").rglob("*.json"))) == 1
+
+
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(),
+)
+_JSON = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_indented_json_is_json_dumps_with_indent_2(value: object) -> None:
+    assert indented_json(value) == json.dumps(value, ensure_ascii=False, indent=2)
+
+
+@pytest.mark.parametrize(
+    "value", [{1: "a", "b": [1, {}]}, {"k": {2: {"x": []}}}, [{True: None}], {"": [[]]}]
+)
+def test_indented_json_with_keys_json_converts(value: object) -> None:
+    assert indented_json(value) == json.dumps(value, ensure_ascii=False, indent=2)

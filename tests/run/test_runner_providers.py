@@ -40,13 +40,14 @@ from sim_channels import (
     twilio_transport,
 )
 
+from caretouch.channels.twilio import TwilioTransport
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
 from caretouch.run.day import pending_ids, plan_and_record, run_day
 from caretouch.run.engine import CareEngine, open_engine
 from caretouch.run.recover import SENDING_LEASE, recover_in_flight
 from caretouch.run.report import SendReport
-from caretouch.run.send import send_touches
+from caretouch.run.send import CHUNK, chunk_for, send_touches
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
@@ -258,7 +259,11 @@ def test_refused_credentials_stop_the_run_and_send_nothing_more(
 
     load_rows(sqlite_store, customers=customers(120))
     engine = sim_engine(sqlite_store, tmp_path, provider_sim)
-    engine.transports[Channel.SMS] = twilio_transport(provider_sim, auth_token="wrong")
+    # At Twilio's own default rate, the send goes in chunks of ``CHUNK`` (``chunk_for``).
+    engine.transports[Channel.SMS] = twilio_transport(
+        provider_sim, auth_token="wrong", rate_per_sec=TwilioTransport.rate_per_sec
+    )
+    assert chunk_for(engine) == CHUNK == 50
     with pytest.raises(ConfigurationError, match="credentials"):
         run_day(engine, DAY, run_id="t", now=NOON)
     states = Counter(s.status for s in Ledger(sqlite_store).states_for_day(DAY))

@@ -8,6 +8,7 @@ from .ledger import Ledger
 from .models import Attempt, LedgerBase, ProviderEventRow, TouchEvent, TouchRow
 from .records import (
     Claim,
+    ClaimedAttempt,
     MessageMatch,
     PlanGuard,
     PlannedTouch,
@@ -22,6 +23,7 @@ __all__ = [
     "WAIT_UNTIL",
     "Attempt",
     "Claim",
+    "ClaimedAttempt",
     "Ledger",
     "LedgerBase",
     "MessageMatch",

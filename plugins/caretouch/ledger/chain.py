@@ -224,6 +224,20 @@ def insert_rows(session: Session, model: Any, rows: Sequence[Mapping[str, Any]])
     return ids
 
 
+def note_inserted(session: Session, model: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Note rows this transaction inserted itself (with their ids), for ``own_rows`` to
+    hash as they are instead of reading them back: for a table without JSON columns, whose
+    instants are all in UTC (any other row is left to be read back)."""
+    table = model.__table__
+    if _JSON_COLUMNS[table.name]:
+        return
+    instants = [c.name for c in table.columns if isinstance(c.type, DateTime)]
+    inserted = session.info.setdefault(_INSERTED, {}).setdefault(table.name, {})
+    for row in rows:
+        if all(row.get(name) is None or row[name].tzinfo is dt.timezone.utc for name in instants):
+            inserted[int(row["id"])] = dict(row)
+
+
 def _utc(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)

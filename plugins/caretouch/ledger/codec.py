@@ -40,7 +40,11 @@ def decode(value: Any) -> Any:
                 return dt.date.fromisoformat(raw)
             if tag == "$decimal":
                 return Decimal(raw)
-        return {k: decode(v) for k, v in value.items()}
+        # Only containers can hold a tagged value: plain values are taken as they are.
+        return {k: decode(v) if isinstance(v, _CONTAINERS) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [decode(v) for v in value]
+        return [decode(v) if isinstance(v, _CONTAINERS) else v for v in value]
     return value
+
+
+_CONTAINERS = (dict, list)

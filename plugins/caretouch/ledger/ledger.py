@@ -24,6 +24,7 @@ from .claims import claim_many
 from .models import Attempt, TouchEvent
 from .records import (
     Claim,
+    ClaimedAttempt,
     MessageMatch,
     PlanGuard,
     PlannedTouch,
@@ -152,7 +153,7 @@ class Ledger:
 
     def claim_many(
         self, claims: Sequence[Claim[Any]], *, run_id: str, now: dt.datetime
-    ) -> dict[int, Attempt]:
+    ) -> dict[int, ClaimedAttempt]:
         """Atomically claim touches for one delivery attempt each (``claims.claim_many``)."""
         return claim_many(self.store, claims, run_id=run_id, now=now)
 

@@ -3,8 +3,8 @@
 A sender asks for its next chunk (``WorkQueue.claim_next``). In one write transaction the
 queue locks the next touches nobody else holds (PostgreSQL: ``FOR NO KEY UPDATE SKIP
 LOCKED``; SQLite: its single writer, BEGIN IMMEDIATE, holds the whole database), hands their
-ids to the sender's ``decide`` (which checks them against the contact policy and renders
-the messages), and writes what it decided: the status changes (compare-and-set) and the
+states, read in that transaction, to the sender's ``decide`` (which checks them against
+the contact policy and renders the messages), and writes what it decided: the status changes (compare-and-set) and the
 claims (an attempt and a ``sending`` event each). A touch another sender holds is skipped,
 never waited for and never rendered twice. The queue walks the touches in id order, once:
 a touch that ``decide`` leaves planned (its time has not come) is not offered again in
@@ -21,17 +21,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..store.db import Store
+from ..store.db import Store, among
 from ..vocab import TouchStatus
 from .changes import append_in
 from .claims import claim_in
-from .models import Attempt, TouchCurrent, TouchRow
-from .readers import narrowed
-from .records import Claim, StatusChange
+from .models import TouchCurrent, TouchRow
+from .readers import held_states, narrowed
+from .records import Claim, ClaimedAttempt, StatusChange, TouchState
 from .writer import write
 
-# What a sender decides about the touches it holds: status changes and claims.
-Decide = Callable[[list[int]], tuple[Sequence[StatusChange], Sequence[Claim[Any]]]]
+# What a sender decides about the touches it holds (their states, read under their row
+# locks): status changes and claims.
+Decide = Callable[[list[TouchState]], tuple[Sequence[StatusChange], Sequence[Claim[Any]]]]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Taken:
     ids: list[int]
     busy: list[int] = field(default_factory=list)
     stale: list[StatusChange] = field(default_factory=list)
-    won: dict[int, Attempt] = field(default_factory=dict)
+    won: dict[int, ClaimedAttempt] = field(default_factory=dict)
 
 
 class WorkQueue:
@@ -73,9 +74,22 @@ class WorkQueue:
             taken = self._lock_next(session)
             if taken is None or not taken.ids:
                 return taken
-            changes, claims = decide(taken.ids)
+            states, highest = held_states(session, taken.ids)
+            if self.due.ids is None:
+                # The status the walk's query saw came from its snapshot: a touch another
+                # sender claimed and committed while the query ran is unlocked again by then,
+                # and locked here. ``held_states`` read it again (a new statement sees what was
+                # committed; the row locks held keep it so): only those still planned count.
+                states = [s for s in states if s.status is TouchStatus.PLANNED]
+                taken.ids = [s.id for s in states]
+                if not states:
+                    return taken
+            changes, claims = decide(states)
+            # The touches are locked and their states were read in this transaction: the
+            # claims need not lock and read them again (``held``).
+            held = {s.id: (s.status, highest[s.id]) for s in states}
             taken.stale = append_in(session, changes, run_id=run_id, now=now)
-            taken.won = claim_in(session, claims, run_id=run_id, now=now)
+            taken.won = claim_in(session, claims, run_id=run_id, now=now, held=held)
             return taken
 
     def _lock_next(self, session: Session) -> Taken | None:
@@ -88,7 +102,7 @@ class WorkQueue:
             held = set(
                 session.scalars(
                     select(TouchRow.id)
-                    .where(TouchRow.id.in_(wanted))
+                    .where(among(session, TouchRow.id, wanted))
                     .with_for_update(key_share=True, skip_locked=True)
                 )
             )
@@ -114,15 +128,4 @@ class WorkQueue:
         if not ids:
             return None
         self._after = ids[-1]
-        # The status above was read from the query's snapshot: a touch another sender claimed
-        # and committed while the query ran is unlocked again by then, and locked here. Read
-        # again now (a new statement sees what was committed; the row locks held keep it so).
-        still = set(
-            session.scalars(
-                select(TouchCurrent.touch_id).where(
-                    TouchCurrent.touch_id.in_(ids),
-                    TouchCurrent.status == TouchStatus.PLANNED.value,
-                )
-            )
-        )
-        return Taken(ids=[i for i in ids if i in still])
+        return Taken(ids=ids)  # checked again once locked (``claim_next``)

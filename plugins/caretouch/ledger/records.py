@@ -177,6 +177,24 @@ class Claim(Generic[M]):
 
 
 @dataclass(frozen=True)
+class ClaimedAttempt:
+    """An attempt a claim inserted, as the sender needs it: the values written, not read
+    back (``claims.claim_in``). The columns of ``models.Attempt`` but the content."""
+
+    id: int
+    touch_id: int
+    attempt_no: int
+    channel: str
+    transport: str
+    recipient: str
+    template_id: str
+    template_hash: str
+    content_hash: str
+    created_at: dt.datetime
+    run_id: str
+
+
+@dataclass(frozen=True)
 class MessageMatch:
     """The touch and attempt a provider's event is about."""
 

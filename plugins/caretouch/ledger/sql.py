@@ -1,5 +1,6 @@
 """SQL helpers the ledger's modules share: the size of an ``IN (...)`` list, the dialect's
-INSERT (for ``ON CONFLICT``), and bulk inserts (``COPY`` on PostgreSQL)."""
+INSERT (for ``ON CONFLICT``), and bulk inserts (``COPY`` on PostgreSQL). Lists of ids are
+matched with ``store.db.among``."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from markupsafe import Markup
+
 from ..errors import RenderError
 
 # Integers may grow to this many bits (Python prints at most 4,300 digits anyway): without
@@ -61,6 +63,10 @@ def _extent(value: Any, limit: int) -> int:
     return 0
 
 
+# Exact types whose extent is their length (``_extent`` of a ``str``; ``Markup`` is one).
+_TEXT = frozenset({str, Markup})
+
+
 class Meter:
     """The budget of one render, spent as the template runs."""
 
@@ -83,6 +89,15 @@ class Meter:
 
     def charge(self, value: Any) -> Any:
         """Count a value the template built; refuse one too big, or too many together."""
+        if type(value) in _TEXT:  # most of what a template prints: its size is its length
+            size = len(value)
+            if size > self.budget.max_value:
+                raise Overrun(f"a value of more than {self.budget.max_value:,} characters or items")
+            self.work += size
+            if self.work > self.budget.max_work:
+                raise Overrun(f"more than {self.budget.max_work:,} characters built in all")
+            self.check_time()
+            return value
         if isinstance(value, int) and not isinstance(value, bool):
             if value.bit_length() > MAX_INT_BITS:
                 raise Overrun(f"a number of more than {MAX_INT_BITS:,} bits")

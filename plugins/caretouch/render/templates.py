@@ -78,6 +78,10 @@ class TemplateStore:
             keep_trailing_newline=False,
             trim_blocks=True,
             lstrip_blocks=True,
+            # A template is compiled once per store and not checked for changes before every
+            # render (a stat of each file per message): the messages of a run are rendered
+            # from the files whose hash it records (``template_hash``, also taken once).
+            auto_reload=False,
         )
         self.env.install_filters(FILTERS)
         self._hashes: dict[tuple[str, Channel, str], str] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..channels.base import OutboundMessage
 from ..dates import aware_utc
-from ..ledger import TouchState
+from ..ledger import ClaimedAttempt, TouchState
 from ..ledger.models import Attempt
 from ..render.templates import RenderedMessage
 from ..render.unsubscribe import UnsubscribeLinks
@@ -15,7 +15,7 @@ from ..vocab import Channel
 
 def outbound_message(
     state: TouchState,
-    attempt: Attempt,
+    attempt: Attempt | ClaimedAttempt,
     rendered: RenderedMessage,
     *,
     may_resend: bool = False,

@@ -8,7 +8,7 @@ import logging
 
 from ..channels.base import SendResult
 from ..errors import CareError
-from ..ledger import StatusChange, TouchState
+from ..ledger import ClaimedAttempt, StatusChange, TouchState
 from ..ledger.consent import record_consent
 from ..ledger.models import Attempt
 from ..mask import scrub
@@ -30,7 +30,7 @@ _FAILED = {
 
 
 def result_change(
-    state: TouchState, attempt: Attempt, result: SendResult, report: SendReport
+    state: TouchState, attempt: Attempt | ClaimedAttempt, result: SendResult, report: SendReport
 ) -> StatusChange:
     """The status event that records a provider's answer, counted in ``report``."""
     detail: dict[str, object] | None = {"detail": scrub(result.detail)} if result.detail else None

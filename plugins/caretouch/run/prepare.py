@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 
@@ -17,6 +18,7 @@ from ..errors import RenderError
 from ..ledger import WAIT_UNTIL, Claim, StatusChange, TouchState
 from ..plan import contact
 from ..plan.contact import CapacityUse, PlannedSend, SendTimeHold
+from ..store.db import among
 from ..store.models import Customer
 from ..vocab import Category, Channel, SendReason, SuppressionReason, TouchStatus
 from .engine import CareEngine
@@ -85,26 +87,46 @@ def _held(
     return contact.held_at_send_time(engine.policy, rule, due, now, cause, why, days=days)
 
 
+# What the send-time checks read of a customer (``contact.recipient``): plain rows of these
+# columns, not ``Customer`` objects.
+_RECIPIENT_COLUMNS = (
+    Customer.customer_id,
+    Customer.status,
+    Customer.phone,
+    Customer.email,
+    Customer.consent_sms,
+    Customer.consent_email,
+    Customer.consent_marketing,
+)
+
+
 def prepare_chunk(
     engine: CareEngine,
     ids: list[int],
     *,
     now: dt.datetime,
     capacity_use: CapacityUse,
+    states: list[TouchState] | None = None,
 ) -> Prepared:
     """Check the chunk's touches against the contact policy as it stands ``now`` and render
-    those that may go."""
+    those that may go. ``states``: the touches' states as the send queue read them (else
+    they are read here)."""
     report = SendReport()
     ledger = engine.ledger
     policy = engine.policy
     loaded_rules = {rule.id for rule in engine.ruleset.rules}
-    states = ledger.states(ids)
-    customer_ids = {s.row.customer_id for s in states}
+    if states is None:
+        states = ledger.states(ids)
+    customer_ids = sorted({s.row.customer_id for s in states})
+    customers: dict[str, Any] = {}
     with engine.store.read_session() as session:
-        customers = {
-            c.customer_id: c
-            for c in session.scalars(select(Customer).where(Customer.customer_id.in_(customer_ids)))
-        }
+        for start in range(0, len(customer_ids), 500):
+            wanted = customer_ids[start : start + 500]
+            for c in session.execute(
+                select(*_RECIPIENT_COLUMNS).where(among(session, Customer.customer_id, wanted))
+            ):
+                customers[c.customer_id] = c
+    templates = engine.templates
     changes: list[StatusChange] = []
     claims: list[Claim] = []
     for state in states:
@@ -159,9 +181,7 @@ def prepare_chunk(
         channel = to.channel
         locale = state.row.locale
         try:
-            rendered = engine.templates.render(
-                state.row.template_id, channel, locale, state.context
-            )
+            rendered = templates.render(state.row.template_id, channel, locale, state.context)
         except RenderError as exc:
             changes.append(
                 StatusChange(
@@ -182,9 +202,7 @@ def prepare_chunk(
                 channel=channel.value,
                 transport=engine.transports[channel].name,
                 recipient=to.address,
-                template_hash=engine.templates.template_hash(
-                    state.row.template_id, channel, locale
-                ),
+                template_hash=templates.template_hash(state.row.template_id, channel, locale),
                 message=rendered,
             )
         )

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from ..channels.base import OutboundMessage, SendResult
 from ..errors import CareError, ConfigurationError
-from ..ledger import Claim, StatusChange
-from ..ledger.models import Attempt
+from ..ledger import Claim, ClaimedAttempt, StatusChange, TouchState
 from ..ledger.queue import Due, WorkQueue
 from ..mask import scrub
 from ..plan.contact import CapacityUse
@@ -29,9 +28,24 @@ from .report import SendReport
 
 log = logging.getLogger("caretouch.run")
 
-# Touches per claim/record transaction. A crash leaves at most two chunks in ``sending``
-# (one being sent, one sent but not yet recorded: send_touches overlaps them).
+# Touches per claim/record transaction: about ``CHUNK_SECONDS`` of sending at the slowest
+# channel's rate (``chunk_for``), at least ``CHUNK`` and at most ``MAX_CHUNK``. Every chunk
+# costs two write transactions whatever its size, which a fast channel (the outbox, a
+# provider allowed hundreds of messages a second) would otherwise spend most of its CPU on;
+# a slow one keeps chunks it sends in a few seconds. A crash leaves at most two chunks in
+# ``sending`` (one being sent, one sent but not yet recorded: send_touches overlaps them).
 CHUNK = 50
+MAX_CHUNK = 200
+CHUNK_SECONDS = 5.0
+
+
+def chunk_for(engine: CareEngine) -> int:
+    """The chunk size for ``engine``'s channels: ``CHUNK_SECONDS`` of sending at the
+    slowest one's rate (Twilio and SendGrid at their default 10 messages/s: ``CHUNK``)."""
+    rates = [r for t in engine.transports.values() if (r := getattr(t, "rate", None))]
+    if not rates:
+        return CHUNK
+    return int(min(MAX_CHUNK, max(CHUNK, min(rates) * CHUNK_SECONDS)))
 
 
 def send_touches(
@@ -40,11 +54,12 @@ def send_touches(
     *,
     run_id: str,
     now: dt.datetime,
-    chunk_size: int = CHUNK,
+    chunk_size: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """Send the given touches whose time has come; skip those handled elsewhere (``send``)."""
-    queue = WorkQueue(engine.store, Due(ids=tuple(touch_ids)), chunk_size)
+    """Send the given touches whose time has come; skip those handled elsewhere (``send``).
+    ``chunk_size``: touches per chunk (default ``chunk_for(engine)``)."""
+    queue = WorkQueue(engine.store, Due(ids=tuple(touch_ids)), chunk_size or chunk_for(engine))
     return send(engine, queue, run_id=run_id, now=now, progress=progress)
 
 
@@ -54,14 +69,14 @@ def send_due(
     *,
     run_id: str,
     now: dt.datetime,
-    chunk_size: int = CHUNK,
+    chunk_size: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SendReport:
     """Send the planned touches ``due`` names whose time has come, taking them from the
-    send queue in chunks alongside any other sender (``send``)."""
-    return send(
-        engine, WorkQueue(engine.store, due, chunk_size), run_id=run_id, now=now, progress=progress
-    )
+    send queue in chunks alongside any other sender (``send``); ``chunk_size`` as for
+    ``send_touches``."""
+    queue = WorkQueue(engine.store, due, chunk_size or chunk_for(engine))
+    return send(engine, queue, run_id=run_id, now=now, progress=progress)
 
 
 def send(
@@ -123,7 +138,7 @@ class Claimed:
 
     size: int
     report: SendReport
-    sends: list[tuple[Claim, Attempt]]
+    sends: list[tuple[Claim, ClaimedAttempt]]
 
 
 def _claim_next(
@@ -134,8 +149,9 @@ def _claim_next(
     queue is empty."""
     prepared: list[Prepared] = []
 
-    def decide(ids: list[int]) -> tuple[list[StatusChange], list[Claim]]:
-        prepared.append(prepare_chunk(engine, ids, now=now, capacity_use=use))
+    def decide(states: list[TouchState]) -> tuple[list[StatusChange], list[Claim]]:
+        ids = [s.id for s in states]
+        prepared.append(prepare_chunk(engine, ids, now=now, capacity_use=use, states=states))
         return prepared[0].changes, prepared[0].claims
 
     taken = queue.claim_next(decide, run_id=run_id, now=engine.stamp(now))
