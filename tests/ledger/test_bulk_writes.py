@@ -153,3 +153,17 @@ def _row(key: str) -> dict[str, object]:
         "created_at": NOON,
         "run_id": "r",
     }
+
+
+def test_rows_without_their_json_column_are_inserted_with_it_null(store: Store) -> None:
+    """A status event with no ``detail`` (a claim's ``sending``): the column is left NULL."""
+    with write(store, NOON) as session:
+        (touch_id,) = chain.insert_rows(session, TouchRow, [_row("k1")])
+        chain.insert_rows(
+            session,
+            TouchEvent,
+            [{"touch_id": touch_id, "status": "planned", "at": NOON, "run_id": "r"}],
+        )
+    with store.session() as session:
+        assert session.execute(select(TouchEvent.detail)).scalars().all() == [None]
+    assert verify(store).ok

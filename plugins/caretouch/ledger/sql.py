@@ -50,15 +50,17 @@ def insert_returning(
     the rows' order. ``json_text``: the JSON columns hold JSON text already."""
     if not rows:
         return []
-    statement = _insert(session, table, json_text).returning(
+    uniform = _uniform(table, rows)
+    statement = _insert(session, table, json_text, uniform[0]).returning(
         table.c.id, sort_by_parameter_order=True
     )
-    return [int(i) for i in session.execute(statement, _uniform(table, rows)).scalars()]
+    return [int(i) for i in session.execute(statement, uniform).scalars()]
 
 
-def _insert(session: Session, table: Any, json_text: bool) -> Any:
-    """An INSERT into ``table``; with ``json_text``, one that takes its JSON columns' text
-    as it is (bound as strings, not serialised again; PostgreSQL casts them)."""
+def _insert(session: Session, table: Any, json_text: bool, row: Mapping[str, Any]) -> Any:
+    """An INSERT into ``table`` of rows like ``row``; with ``json_text``, one that takes
+    their JSON columns' text as it is (bound as strings, not serialised again; PostgreSQL
+    casts them)."""
     statement = table.insert()
     if json_text:
         postgres = session.get_bind().dialect.name == "postgresql"
@@ -68,7 +70,7 @@ def _insert(session: Session, table: Any, json_text: bool) -> Any:
                 if postgres
                 else bindparam(c.name, type_=String())
                 for c in table.columns
-                if isinstance(c.type, JSON)
+                if isinstance(c.type, JSON) and c.name in row
             }
         )
     return statement
@@ -85,7 +87,7 @@ def copy_rows(
         return
     uniform = _uniform(table, rows)
     if session.get_bind().dialect.name != "postgresql":
-        session.execute(_insert(session, table, json_text), uniform)
+        session.execute(_insert(session, table, json_text, uniform[0]), uniform)
         return
     columns = [c.name for c in table.columns if c.name in uniform[0]]
     json_columns = (
