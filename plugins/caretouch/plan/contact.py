@@ -148,6 +148,9 @@ def _violation(
 ) -> str | None:
     """Why one more touch on ``day`` would break ``cap``, or None."""
     scoped = [c for c in taken if _in_scope(cap, c)]
+    if not scoped and _allows_one(cap):
+        # Nothing taken in its scope: the usual case on a festival day, not worth the windows.
+        return None
     if cap.per_day is not None:
         same_day = [c for c in scoped if c.day == day]
         if len(same_day) + 1 > cap.per_day:
@@ -167,6 +170,13 @@ def _violation(
                     f"{_listing(inside)} in {first}..{last}"
                 )
     return None
+
+
+def _allows_one(cap: Cap) -> bool:
+    """Whether ``cap`` allows a touch to a customer who had none (a cap of 0 does not)."""
+    return (cap.per_day is None or cap.per_day >= 1) and (
+        cap.per_7_days is None or cap.per_7_days >= 1
+    )
 
 
 def _listing(contacts: list[PastContact]) -> str:
