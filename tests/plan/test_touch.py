@@ -48,3 +48,30 @@ def test_the_context_holds_the_template_fields_only(store: Store, shipped_rules:
     }
     # The touch's own rows keep every column: only the context leaves some out.
     assert {"phone", "email", "birth_md"} <= set(touches["birthday"].customer)
+
+
+def test_explanations_that_repeat_are_one_string(store: Store, shipped_rules: RuleSet) -> None:
+    """A festival day tells many customers the same things: the touches (then their records)
+    share one string for each, not a copy per customer."""
+    none = {"consent_sms": "false", "consent_email": "false"}
+    load_rows(
+        store,
+        customers=[
+            customer_row("C1"),
+            customer_row("C2"),
+            customer_row("C3", **none),
+            customer_row("C4", **none),
+        ],
+    )
+    touches = {
+        t.customer_id: t
+        for t in plan_day(store, shipped_rules, DAY, history=Ledger(store))
+        if t.rule.id == "birthday"
+    }
+    assert len(touches) == 4
+    channel = [t.explain[-1] for t in (touches["C1"], touches["C2"])]
+    assert channel[0].startswith("channel sms: first usable of")
+    assert channel[0] is channel[1]
+    suppressed = [t.explain[-1] for t in (touches["C3"], touches["C4"])]
+    assert suppressed[0].startswith("suppressed (no_contact): ")
+    assert suppressed[0] is suppressed[1]

@@ -18,6 +18,7 @@ calls the send-time half below: ``send_timing``, ``late_cap_problem``, ``recipie
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,7 +59,10 @@ def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> 
     if channel is not None:
         touch.channel = channel
         touch.explain.append(
-            f"channel {channel.value}: first usable of {', '.join(ch.value for ch in rule.channels)}"
+            sys.intern(
+                f"channel {channel.value}: first usable of "
+                + ", ".join(ch.value for ch in rule.channels)
+            )
         )
         return
     why: list[str] = []
@@ -334,7 +338,9 @@ def apply_deferral(touches: Iterable[Touch], day: dt.date) -> None:
         window = f"defer_days={t.rule.defer_days}, window ends {last}"
         if day < last:
             t.reason = SuppressionReason.DEFERRED
-            t.explain.append(f"deferred: competes again on {day + dt.timedelta(days=1)} ({window})")
+            t.explain.append(
+                sys.intern(f"deferred: competes again on {day + dt.timedelta(days=1)} ({window})")
+            )
         elif t.rule.obligation:
             cause = t.reason
             t.reason = SuppressionReason.OBLIGATION_MISSED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -87,7 +88,9 @@ def _due(
     )
     if trig.kind is TriggerKind.CALENDAR:
         touch.holiday = holiday
-        touch.explain.append(f"calendar: {touch.holiday or day.strftime('%m-%d')} on {day}")
+        touch.explain.append(
+            sys.intern(f"calendar: {touch.holiday or day.strftime('%m-%d')} on {day}")
+        )
         return touch
     if trig.kind is TriggerKind.EVENT:
         event = touch.event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -85,9 +86,12 @@ class Touch:
         return self.rule.obligation and self.last_day <= day
 
     def suppress(self, reason: SuppressionReason, why: str) -> None:
+        # Interned, as the planner's other explanations that repeat: a festival day tells a
+        # million customers the same few things, and its touches, then their records, hold
+        # one string for each instead of a million copies.
         self.decision = Decision.SUPPRESS
         self.reason = reason
-        self.explain.append(f"suppressed ({reason.value}): {why}")
+        self.explain.append(sys.intern(f"suppressed ({reason.value}): {why}"))
 
     def template_context(self) -> dict[str, Any]:
         """The variables the rule's templates see (``rules.model.template_variables``)."""
