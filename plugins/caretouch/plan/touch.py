@@ -86,11 +86,11 @@ class Touch:
         return self.rule.obligation and self.last_day <= day
 
     def suppress(self, reason: SuppressionReason, why: str) -> None:
+        self.decision = Decision.SUPPRESS
+        self.reason = reason
         # Interned, as the planner's other explanations that repeat: a festival day tells a
         # million customers the same few things, and its touches, then their records, hold
         # one string for each instead of a million copies.
-        self.decision = Decision.SUPPRESS
-        self.reason = reason
         self.explain.append(sys.intern(f"suppressed ({reason.value}): {why}"))
 
     def template_context(self) -> dict[str, Any]:
