@@ -212,7 +212,8 @@ def ledger_figures(store: Store) -> dict[str, Any]:
 
 class Clock:
     """Exclusive seconds in the wrapped functions (a nested wrapped call counts for its own
-    name only), and the result of each one's outermost call."""
+    name only), and the result of each one's outermost call (``keep`` of it: holding a
+    plan's touches would keep them alive after ``plan_and_record`` lets them go)."""
 
     def __init__(self) -> None:
         self.seconds: Counter[str] = Counter()
@@ -220,7 +221,9 @@ class Clock:
         self.first: dict[str, Any] = {}
         self._stack: list[list[float]] = []  # [start, nested seconds]
 
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(
+        self, name: str, fn: Callable[..., Any], keep: Callable[[Any], Any] = lambda r: r
+    ) -> Callable[..., Any]:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
             frame = [time.perf_counter(), 0.0]
@@ -228,7 +231,7 @@ class Clock:
             try:
                 result = fn(*args, **kwargs)
                 if name not in self.first:
-                    self.first[name] = result
+                    self.first[name] = keep(result)
                 return result
             finally:
                 self._stack.pop()
@@ -273,7 +276,7 @@ def _planner(job: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
     os.chdir(workdir)
     clock = Clock()
     # Timed without changing the engine: plan_and_record calls both through these names.
-    run_day_module.plan_day = clock.wrap("plan_day", run_day_module.plan_day)
+    run_day_module.plan_day = clock.wrap("plan_day", run_day_module.plan_day, keep=len)
     Ledger.record_plan = clock.wrap("record_plan", Ledger.record_plan)  # type: ignore[method-assign]
     # The plan guard's two steps, inside record_plan (``reconcile._guarded`` calls them
     # through the module): its advisory locks, and its look for other planners' writes.
@@ -303,7 +306,7 @@ def _planner(job: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
             "pid": os.getpid(),
             "start": start,
             "end": end,
-            "candidates": len(clock.first.get("plan_day") or []),
+            "candidates": clock.first.get("plan_day", 0),
             "planned_ids": len(ids),
             "user": user2 - user,
             "system": system2 - system,

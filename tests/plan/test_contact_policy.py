@@ -412,6 +412,28 @@ def test_cap_per_day(store: Store, tmp_path: Path) -> None:
     assert run_day(engine, DAY, run_id="r1", now=at_11_shanghai(DAY)).sent == 1
 
 
+@pytest.mark.parametrize(
+    ("cap", "clause", "when"),
+    [
+        ("per_day", "caps.per_day", "on 2026-11-23"),
+        ("per_7_days", "caps.per_7_days", "in 2026-11-17..2026-11-23"),
+    ],
+)
+def test_a_cap_of_zero_holds_back_the_first_touch(
+    store: Store, tmp_path: Path, cap: str, clause: str, when: str
+) -> None:
+    """Nothing taken yet, and still no room: the planner's shortcut for a customer with no
+    contacts must not skip a cap of 0."""
+    load_rows(store, customers=[customer_row("C1")])
+    rules = make_rules(tmp_path, f"version: 1\ncaps:\n  {cap}: 0\n")
+    assert_suppressed(
+        the(plan(store, rules, DAY), "birthday"),
+        SuppressionReason.FREQUENCY_CAP,
+        Clause(rules, clause, 0),
+        f"0 touch(es) already:  {when}",
+    )
+
+
 def test_cap_per_7_days_counts_earlier_days(store: Store, tmp_path: Path) -> None:
     load_rows(
         store,

@@ -18,6 +18,7 @@ calls the send-time half below: ``send_timing``, ``late_cap_problem``, ``recipie
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,7 +59,10 @@ def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> 
     if channel is not None:
         touch.channel = channel
         touch.explain.append(
-            f"channel {channel.value}: first usable of {', '.join(ch.value for ch in rule.channels)}"
+            sys.intern(
+                f"channel {channel.value}: first usable of "
+                + ", ".join(ch.value for ch in rule.channels)
+            )
         )
         return
     why: list[str] = []
@@ -148,6 +152,9 @@ def _violation(
 ) -> str | None:
     """Why one more touch on ``day`` would break ``cap``, or None."""
     scoped = [c for c in taken if _in_scope(cap, c)]
+    if not scoped and _allows_one(cap):
+        # Nothing taken in its scope: the usual case on a festival day, not worth the windows.
+        return None
     if cap.per_day is not None:
         same_day = [c for c in scoped if c.day == day]
         if len(same_day) + 1 > cap.per_day:
@@ -167,6 +174,13 @@ def _violation(
                     f"{_listing(inside)} in {first}..{last}"
                 )
     return None
+
+
+def _allows_one(cap: Cap) -> bool:
+    """Whether ``cap`` allows a touch to a customer who had none (a cap of 0 does not)."""
+    return (cap.per_day is None or cap.per_day >= 1) and (
+        cap.per_7_days is None or cap.per_7_days >= 1
+    )
 
 
 def _listing(contacts: list[PastContact]) -> str:
@@ -324,7 +338,9 @@ def apply_deferral(touches: Iterable[Touch], day: dt.date) -> None:
         window = f"defer_days={t.rule.defer_days}, window ends {last}"
         if day < last:
             t.reason = SuppressionReason.DEFERRED
-            t.explain.append(f"deferred: competes again on {day + dt.timedelta(days=1)} ({window})")
+            t.explain.append(
+                sys.intern(f"deferred: competes again on {day + dt.timedelta(days=1)} ({window})")
+            )
         elif t.rule.obligation:
             cause = t.reason
             t.reason = SuppressionReason.OBLIGATION_MISSED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -61,9 +62,16 @@ def _local_send_at(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
 
 
 def _due(
-    rule: Rule, rows: dict[str, dict | None], day: dt.date, policy: ContactPolicy
+    rule: Rule,
+    rows: dict[str, dict | None],
+    day: dt.date,
+    policy: ContactPolicy,
+    holiday: str | None = None,
 ) -> Touch | None:
-    """The touch for one candidate row if it is really due on ``day``, else None."""
+    """The touch for one candidate row if it is really due on ``day``, else None.
+
+    ``holiday``: for a calendar trigger, the festival it matches on ``day`` (the same for
+    every row: ``due_touches`` asks ``calendar_match`` once)."""
     customer = rows["customer"]
     assert customer is not None
     zone = policy.zone(customer.get("timezone"))
@@ -79,8 +87,10 @@ def _due(
         timezone=tz_name,
     )
     if trig.kind is TriggerKind.CALENDAR:
-        _, touch.holiday = trig.calendar_match(day)
-        touch.explain.append(f"calendar: {touch.holiday or day.strftime('%m-%d')} on {day}")
+        touch.holiday = holiday
+        touch.explain.append(
+            sys.intern(f"calendar: {touch.holiday or day.strftime('%m-%d')} on {day}")
+        )
         return touch
     if trig.kind is TriggerKind.EVENT:
         event = touch.event
@@ -143,6 +153,9 @@ def due_touches(
     a rule should have done from this same definition. An event whose payload cannot be read
     back is left out (``plan_day``). ``shard``: only that share of the customers'."""
     touches = []
+    holiday = (
+        rule.trigger.calendar_match(day)[1] if rule.trigger.kind is TriggerKind.CALENDAR else None
+    )
     with store.read_session() as session:
         for stmt in candidate_selects(rule, day):
             stmt = stmt.where(in_shard(shard)) if shard is not None else stmt
@@ -156,7 +169,7 @@ def due_touches(
                 if event is not None and isinstance(event.get("payload"), Unreadable):
                     _left_out(event, on_unreadable)
                     continue
-                touch = _due(rule, rows, day, policy)
+                touch = _due(rule, rows, day, policy, holiday)
                 if touch is not None:
                     touches.append(touch)
     return touches

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..rules.model import Rule, TriggerKind
+from ..rules.model import FIELDS, Rule, TriggerKind
 from ..vocab import Channel, Decision, SubjectKind, SuppressionReason
+
+# The columns of each table its templates see (``FieldSpec.in_templates``): not the personal
+# contact data, nor the store's own columns (``birth_md``, ...) that are not fields at all.
+TEMPLATE_COLUMNS: dict[str, frozenset[str]] = {
+    table: frozenset(f.column for f in FIELDS.values() if f.table == table and f.in_templates)
+    for table in {f.table for f in FIELDS.values()}
+}
 
 
 def touch_key(rule_id: str, subject: SubjectKind, subject_id: str, occurrence: dt.date) -> str:
@@ -80,28 +88,27 @@ class Touch:
     def suppress(self, reason: SuppressionReason, why: str) -> None:
         self.decision = Decision.SUPPRESS
         self.reason = reason
-        self.explain.append(f"suppressed ({reason.value}): {why}")
+        # Interned, as the planner's other explanations that repeat: a festival day tells a
+        # million customers the same few things, and its touches, then their records, hold
+        # one string for each instead of a million copies.
+        self.explain.append(sys.intern(f"suppressed ({reason.value}): {why}"))
 
     def template_context(self) -> dict[str, Any]:
         """The variables the rule's templates see (``rules.model.template_variables``)."""
-        from ..rules.model import FIELDS
-
         if self.frozen_context is not None:
             return dict(self.frozen_context)
 
         zone = ZoneInfo(self.timezone)
 
-        def local(value: Any) -> Any:
-            # Instants are shown in the customer's zone: "yesterday" means their yesterday.
-            return value.astimezone(zone) if isinstance(value, dt.datetime) else value
-
         def visible(table: str, row: dict[str, Any] | None) -> dict[str, Any] | None:
             if row is None:
                 return None
+            shown = TEMPLATE_COLUMNS[table]
+            # Instants are shown in the customer's zone: "yesterday" means their yesterday.
             return {
-                col: local(value)
+                col: value.astimezone(zone) if isinstance(value, dt.datetime) else value
                 for col, value in row.items()
-                if f"{table}.{col}" in FIELDS and FIELDS[f"{table}.{col}"].in_templates
+                if col in shown
             }
 
         ctx: dict[str, Any] = {

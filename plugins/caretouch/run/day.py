@@ -20,7 +20,7 @@ from ..rules.loader import for_customers
 from ..store.write import dead_letter_events
 from ..vocab import TouchStatus
 from .engine import CareEngine, anchor
-from .records import planned_touches
+from .records import planned_touches, take_planned
 from .recover import recover_in_flight
 from .report import SendReport
 from .send import send_due, send_touches
@@ -76,8 +76,9 @@ def plan_and_record(
         dead_letter_events(
             engine.store, unreadable, source="inbox", ref=run_id, now=engine.stamp(now)
         )
+    candidates = len(touches)
     record = ledger.record_plan(
-        planned_touches(touches),
+        take_planned(touches),  # empties ``touches``: only their records are kept
         run_id=run_id,
         now=engine.stamp(now),
         retry_render_errors=retry_render_errors,
@@ -90,7 +91,7 @@ def plan_and_record(
         "planned %s%s: %d candidates, %d new, %d re-planned, %d suppressed, %d unchanged",
         day,
         f" (shard {shard[0]} of {shard[1]})" if shard else "",
-        len(touches),
+        candidates,
         record.new,
         record.replanned,
         record.suppressed,

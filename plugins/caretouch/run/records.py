@@ -49,3 +49,14 @@ def planned_touch(touch: Touch) -> PlannedTouch:
 
 def planned_touches(touches: Iterable[Touch]) -> list[PlannedTouch]:
     return [planned_touch(t) for t in touches]
+
+
+def take_planned(touches: list[Touch]) -> list[PlannedTouch]:
+    """``planned_touches`` of a plan nothing needs afterwards: each touch (and its rows) is
+    let go as soon as its record is made, and ``touches`` is left empty, so that a festival
+    day never holds its touches and all their records at once."""
+    records = []
+    touches.reverse()
+    while touches:
+        records.append(planned_touch(touches.pop()))
+    return records
