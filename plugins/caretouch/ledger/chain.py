@@ -27,7 +27,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import secrets
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,11 @@ _PG_LOCK = 730_214_559
 # ``Session.info`` key: the rows this transaction inserted through ``insert_rows``, by table
 # and id, as inserted (``own_rows`` hashes them without reading them back).
 _INSERTED = "caretouch.ledger.inserted"
+# ``Session.info`` key: row hashes ``insert_rows`` computed as it inserted, by (table, id).
+_HASHED = "caretouch.ledger.hashed"
+# Stands for a JSON value in a serialised row until its text is spliced in: a NUL (which no
+# value stored on PostgreSQL holds) and 128 random bits, new in every process.
+_PLACEHOLDER = "\x00" + secrets.token_hex(16) + ":"
 
 
 class ChainEntry(LedgerBase):
@@ -181,21 +187,33 @@ def watermark(session: Session) -> Watermark:
     )
 
 
-def insert_rows(session: Session, model: Any, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+def insert_rows(
+    session: Session,
+    model: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    string_keyed: Collection[str] = (),
+) -> list[int]:
     """Insert new rows of a chained table in bulk and return their ids, in order.
 
     PostgreSQL: ids taken from the table's sequence in one round trip, then ``COPY``;
     elsewhere one ``INSERT`` with many parameter sets, ``RETURNING`` the ids. Instants are
     stored in UTC (naive ones are taken as UTC, as the canonical form has it), so that the
     values kept for ``own_rows`` are what reading the rows back would give. A row that
-    breaks a unique constraint fails the whole transaction (IntegrityError)."""
+    breaks a unique constraint fails the whole transaction (IntegrityError).
+
+    ``string_keyed``: JSON columns whose values have string keys only, at every depth (what
+    ``codec.encode`` makes). Such a value is stored as its canonical text (keys sorted, no
+    spaces), which reading it back and serialising it again gives unchanged, so the row is
+    hashed at once with that text spliced in, without serialising the value again."""
     if not rows:
         return []
     table = model.__table__
     instants = [c.name for c in table.columns if isinstance(c.type, DateTime)]
-    documents = _JSON_COLUMNS[table.name]
+    documents = [c for c in _JSON_COLUMNS[table.name] if c not in string_keyed]
     stored = []  # what is inserted: JSON columns as their text
     kept = []  # what reading the rows back would give: JSON columns decoded from it
+    texts = []  # per row, the canonical text of its string-keyed JSON columns
     for row in rows:
         row = dict(row)
         for name in instants:
@@ -208,8 +226,14 @@ def insert_rows(session: Session, model: Any, rows: Sequence[Mapping[str, Any]])
             if value is not None:
                 row[name] = dumped = json.dumps(value)
                 decoded[name] = json.loads(dumped)
+        canonical_texts = {}
+        for name in string_keyed:
+            value = row.get(name)
+            if value is not None:
+                row[name] = canonical_texts[name] = _json_text(value)
         stored.append(row)
         kept.append(decoded)
+        texts.append(canonical_texts)
     ids = allocate_ids(session, table, len(stored))
     if ids is None:
         ids = insert_returning(session, table, stored, json_text=True)
@@ -218,10 +242,33 @@ def insert_rows(session: Session, model: Any, rows: Sequence[Mapping[str, Any]])
             row["id"] = row_id
         copy_rows(session, table, stored, json_text=True)
     inserted = session.info.setdefault(_INSERTED, {}).setdefault(table.name, {})
-    for row, row_id in zip(kept, ids, strict=True):
+    hashes = session.info.setdefault(_HASHED, {})
+    for row, row_id, canonical_texts in zip(kept, ids, texts, strict=True):
         row["id"] = row_id
         inserted[row_id] = row
+        if string_keyed:
+            hashes[(table.name, row_id)] = _spliced_hash(table.name, row, canonical_texts)
     return ids
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _spliced_hash(table: str, row: Mapping[str, Any], texts: Mapping[str, str]) -> str:
+    """``row_hash`` of a row whose columns ``texts`` hold JSON values given as their
+    canonical text: the rest is serialised with a placeholder for each, replaced by it."""
+    body = {
+        k: v if type(v) in _PLAIN else _canonical_value(v)
+        for k, v in row.items()
+        if v is not None and k not in CONTENT_COLUMNS and k not in texts
+    }
+    for name in texts:
+        body[name] = _PLACEHOLDER + name
+    serialised = _json_text(body)
+    for name, document in texts.items():
+        serialised = serialised.replace(_json_text(_PLACEHOLDER + name), document, 1)
+    return hashlib.sha256((table + "\n" + serialised).encode("utf-8")).hexdigest()
 
 
 def note_inserted(session: Session, model: Any, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -301,8 +348,11 @@ def seal(session: Session, now: dt.datetime, own: Mapping[str, Sequence[Mapping[
     hashes are linked to the chain's head and the entries inserted. The lock is held until
     the transaction commits, so the chain's order is the order writers commit in.
     """
+    known = session.info.pop(_HASHED, {})
     hashed = [
-        (table, row["id"], row_hash(table, row)) for table in CHAINED for row in own.get(table, ())
+        (table, row["id"], known.get((table, row["id"])) or row_hash(table, row))
+        for table in CHAINED
+        for row in own.get(table, ())
     ]
     if not hashed:
         return 0

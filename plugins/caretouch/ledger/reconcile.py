@@ -351,4 +351,5 @@ def _insert_touch_rows(
         }
         for t in new.values()
     ]
-    return dict(zip(new, insert_rows(session, TouchRow, rows), strict=True))
+    ids = insert_rows(session, TouchRow, rows, string_keyed=("context",))
+    return dict(zip(new, ids, strict=True))
