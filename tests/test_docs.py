@@ -37,6 +37,7 @@ STILL_TRUE = {
 OTHER_SENSE = (
     "not yet sent",
     "not yet attempted",
+    "not yet recorded",
     "not planned yet",
     "the first version stays",
     "touches sent so far",
