@@ -25,6 +25,7 @@ hashed first so a row cannot be replayed as a row of another table.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import secrets
@@ -92,14 +93,26 @@ _JSON_COLUMNS = {
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
+@functools.lru_cache(maxsize=4096)
+def _instant_text(value: dt.datetime) -> str:
+    """An instant in the canonical form (a day's rows share a few: the writer's ``now``, the
+    send times), worked out once for each."""
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return aware.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_text(value: dt.date) -> str:
+    return value.isoformat()
+
+
 def _canonical_value(value: Any) -> Any:
     if type(value) in _PLAIN:
         return value
     if isinstance(value, dt.datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-        return aware.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return _instant_text(value)
     if isinstance(value, dt.date):
-        return value.isoformat()
+        return _day_text(value)
     if isinstance(value, Mapping):
         return {str(k): _canonical_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -206,7 +206,8 @@ def _record_part(
                     "run_id": run_id,
                 }
             )
-        insert_rows(session, TouchEvent, events)
+        # A plan's details have string keys only (explanations, consent by purpose).
+        insert_rows(session, TouchEvent, events, string_keyed=("detail",))
 
 
 def _transactions(touches: Sequence[PlannedTouch]) -> list[Sequence[PlannedTouch]]:
