@@ -167,3 +167,16 @@ def test_rows_without_their_json_column_are_inserted_with_it_null(store: Store) 
     with store.session() as session:
         assert session.execute(select(TouchEvent.detail)).scalars().all() == [None]
     assert verify(store).ok
+
+
+def test_stored_json_keeps_its_keys_in_the_order_given(store: Store) -> None:
+    """Readers see a context's and a decision's keys in the order the planner gave them (the
+    audit view lists consent as sms, email, marketing); only the hash sorts them."""
+    consent = {"sms": True, "email": True, "marketing": False}
+    record_plan(store, [_touch("k1", consent=consent)], run_id="bulk", now=NOON)
+    with store.session() as session:
+        context = session.scalars(select(TouchRow.context)).one()
+        detail = session.scalars(select(TouchEvent.detail)).one()
+    assert list(context) == ["customer", "amount", "nested", "at", "day", "7"]
+    assert list(detail["consent"]) == ["sms", "email", "marketing"]
+    assert verify(store).ok

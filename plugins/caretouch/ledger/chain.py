@@ -216,9 +216,10 @@ def insert_rows(
     breaks a unique constraint fails the whole transaction (IntegrityError).
 
     ``string_keyed``: JSON columns whose values have string keys only, at every depth (what
-    ``codec.encode`` makes). Such a value is stored as its canonical text (keys sorted, no
-    spaces), which reading it back and serialising it again gives unchanged, so the row is
-    hashed at once with that text spliced in, without serialising the value again."""
+    ``codec.encode`` makes). For such a value, serialising what reading it back gives, in
+    canonical form, is the same as serialising the value itself in canonical form (keys
+    sorted, no spaces), so the row is hashed at once with that text spliced in, without
+    decoding the stored text again. It is stored as any JSON value is, keys in their order."""
     if not rows:
         return []
     table = model.__table__
@@ -243,7 +244,10 @@ def insert_rows(
         for name in string_keyed:
             value = row.get(name)
             if value is not None:
-                row[name] = canonical_texts[name] = _json_text(value)
+                # Stored as SQLAlchemy's JSON type stores it (readers see its keys in the
+                # order given); hashed in canonical form, serialised from the value itself.
+                row[name] = json.dumps(value)
+                canonical_texts[name] = _json_text(value)
         stored.append(row)
         kept.append(decoded)
         texts.append(canonical_texts)
