@@ -91,18 +91,12 @@ class Meter:
         """Count a value the template built; refuse one too big, or too many together."""
         if type(value) in _TEXT:  # most of what a template prints: its size is its length
             size = len(value)
-            if size > self.budget.max_value:
-                raise Overrun(f"a value of more than {self.budget.max_value:,} characters or items")
-            self.work += size
-            if self.work > self.budget.max_work:
-                raise Overrun(f"more than {self.budget.max_work:,} characters built in all")
-            self.check_time()
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
+        elif isinstance(value, int) and not isinstance(value, bool):
             if value.bit_length() > MAX_INT_BITS:
                 raise Overrun(f"a number of more than {MAX_INT_BITS:,} bits")
             return value
-        size = _extent(value, self.budget.max_value)
+        else:
+            size = _extent(value, self.budget.max_value)
         if size > self.budget.max_value:
             raise Overrun(f"a value of more than {self.budget.max_value:,} characters or items")
         self.work += size
