@@ -17,7 +17,7 @@ from caretouch.ledger import chain
 from caretouch.ledger import reconcile as reconcile_module
 from caretouch.ledger.audit import verify
 from caretouch.ledger.models import ProviderEventRow, TouchCurrent, TouchEvent, TouchRow
-from caretouch.ledger.reconcile import record_plan
+from caretouch.ledger.reconcile import record_plan, touch_row
 from caretouch.ledger.records import PlannedTouch
 from caretouch.ledger.writer import write
 from caretouch.store.db import Store
@@ -133,26 +133,8 @@ def test_a_key_another_writer_created_meanwhile_is_recorded_again(
 
 
 def _row(key: str) -> dict[str, object]:
-    t = _touch(key)
-    return {
-        "touch_key": t.key,
-        "rule_id": t.rule_id,
-        "rule_hash": t.rule_hash,
-        "category": t.category,
-        "priority": t.priority,
-        "subject_kind": t.subject_kind,
-        "subject_id": t.subject_id,
-        "customer_id": t.customer_id,
-        "occurrence": t.occurrence,
-        "send_at": t.send_at,
-        "timezone": t.timezone,
-        "locale": t.locale,
-        "tier": t.tier,
-        "template_id": t.template_id,
-        "context": {"a": [1, 2]},
-        "created_at": NOON,
-        "run_id": "r",
-    }
+    """A ``touches`` row as ``record_plan`` would insert it."""
+    return touch_row(_touch(key), "r", NOON)
 
 
 def test_rows_without_their_json_column_are_inserted_with_it_null(store: Store) -> None:

@@ -327,30 +327,32 @@ def _insert_touch_rows(
     for t in touches:
         if t.key not in known:
             new.setdefault(t.key, t)
-    rows = [
-        {
-            "touch_key": t.key,
-            "rule_id": t.rule_id,
-            "rule_hash": t.rule_hash,
-            "category": t.category,
-            "priority": t.priority,
-            "subject_kind": t.subject_kind,
-            "subject_id": t.subject_id,
-            "customer_id": t.customer_id,
-            "policy_id": t.policy_id,
-            "event_id": t.event_id,
-            "occurrence": t.occurrence,
-            "send_at": t.send_at,
-            "timezone": t.timezone,
-            "locale": t.locale,
-            "tier": t.tier,
-            "channel": t.channel.value if t.channel else None,
-            "template_id": t.template_id,
-            "context": encode(t.context),
-            "created_at": now,
-            "run_id": run_id,
-        }
-        for t in new.values()
-    ]
+    rows = [touch_row(t, run_id, now) for t in new.values()]
     ids = insert_rows(session, TouchRow, rows, string_keyed=("context",))
     return dict(zip(new, ids, strict=True))
+
+
+def touch_row(t: PlannedTouch, run_id: str, now: dt.datetime) -> dict[str, Any]:
+    """The ``touches`` row of a planned touch, as ``record_plan`` inserts it."""
+    return {
+        "touch_key": t.key,
+        "rule_id": t.rule_id,
+        "rule_hash": t.rule_hash,
+        "category": t.category,
+        "priority": t.priority,
+        "subject_kind": t.subject_kind,
+        "subject_id": t.subject_id,
+        "customer_id": t.customer_id,
+        "policy_id": t.policy_id,
+        "event_id": t.event_id,
+        "occurrence": t.occurrence,
+        "send_at": t.send_at,
+        "timezone": t.timezone,
+        "locale": t.locale,
+        "tier": t.tier,
+        "channel": t.channel.value if t.channel else None,
+        "template_id": t.template_id,
+        "context": encode(t.context),
+        "created_at": now,
+        "run_id": run_id,
+    }
