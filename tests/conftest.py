@@ -142,6 +142,8 @@ def customer_row(customer_id: str = "C1", **overrides: Any) -> dict[str, str]:
         "consent_sms": "true",
         "consent_email": "true",
         "consent_marketing": "false",
+        "agent_id": "",
+        "segment": "",
     }
     row.update({k: str(v) if not isinstance(v, str) else v for k, v in overrides.items()})
     return row

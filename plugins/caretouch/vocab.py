@@ -150,6 +150,15 @@ class SubjectKind(StrEnum):
     CUSTOMER = "customer"
     POLICY = "policy"
     EVENT = "event"
+    RELATION = "relation"  # a family member's date (``relation.birth_date``)
+
+
+class RelationKind(StrEnum):
+    """Who a customer's relation is to them (``relations.kind``)."""
+
+    SPOUSE = "spouse"
+    CHILD = "child"
+    PARENT = "parent"
 
 
 class Provider(StrEnum):

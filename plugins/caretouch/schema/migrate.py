@@ -73,6 +73,11 @@ def upgrade(store: Store, *, app_role: str | None = None) -> tuple[str | None, s
     return before, head()
 
 
+# Columns that later revisions add to baseline tables: a store from before migrations lacks
+# them rightly (0003: the customer's agent and segment).
+_ADDED_LATER = frozenset({"customers.agent_id", "customers.segment"})
+
+
 def _check_adoptable(store: Store) -> None:
     """A store made before migrations is adopted only when it has the core tables and every
     column of the baseline (which then adds only missing tables, indexes and triggers)."""
@@ -92,7 +97,9 @@ def _check_adoptable(store: Store) -> None:
                     continue
                 present = {c["name"] for c in inspector.get_columns(table.name)}
                 lacking += [
-                    f"{table.name}.{c.name}" for c in table.columns if c.name not in present
+                    f"{table.name}.{c.name}"
+                    for c in table.columns
+                    if c.name not in present and f"{table.name}.{c.name}" not in _ADDED_LATER
                 ]
     if lacking:
         raise ConfigurationError(

@@ -203,6 +203,8 @@ def parse_customer(
         "consent_sms": _bool(raw.get("consent_sms", ""), "consent_sms"),
         "consent_email": _bool(raw.get("consent_email", ""), "consent_email"),
         "consent_marketing": _bool(raw.get("consent_marketing", ""), "consent_marketing"),
+        "agent_id": _text(raw.get("agent_id", ""), "agent_id", limit=64),
+        "segment": _text(raw.get("segment", ""), "segment", limit=32),
     }
     return with_derived_customer(row), warnings
 

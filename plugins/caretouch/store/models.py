@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
+from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, RelationKind, Tier
 
 
 class Base(DeclarativeBase):
@@ -57,6 +57,10 @@ class Customer(Base):
     # Derived keys (see module docstring).
     birth_md: Mapped[int | None] = mapped_column(Integer)
     birth_lunar_md: Mapped[int | None] = mapped_column(Integer)
+    # The customer's own agent (``agents.agent_id``), and the segment they belong to
+    # (``group`` for a group client's members, say): both optional (schema version 0003).
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    segment: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         Index("ix_customers_birth_md", "birth_md"),
@@ -64,7 +68,44 @@ class Customer(Base):
         # Inbound SMS (STOP/START) and email opt-out events find customers by address.
         Index("ix_customers_phone", "phone"),
         Index("ix_customers_email", "email"),
+        Index("ix_customers_agent_id", "agent_id"),
     )
+
+
+class Agent(Base):
+    """An agent of the agency: the person who calls, visits and brings gifts to their
+    customers (``customers.agent_id``). Their name and phone are business details that care
+    messages may give to the customer; ``manager_id`` names the agent tasks escalate to."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(320))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    manager_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Relation(Base):
+    """A member of a customer's family (spouse, child, parent) whose dates care may mark:
+    a child's birthday card, say. ``birth_md`` and ``birth_lunar_md`` are derived as the
+    customer's are (see module docstring)."""
+
+    __tablename__ = "relations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    relation_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default=RelationKind.CHILD.value)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    birth_date: Mapped[dt.date | None] = mapped_column(Date)
+    birthday_calendar: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=BirthdayCalendar.GREGORIAN.value
+    )
+    birth_md: Mapped[int | None] = mapped_column(Integer, index=True)
+    birth_lunar_md: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class InsurancePolicy(Base):
@@ -115,6 +156,8 @@ CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
         "consent_sms",
         "consent_email",
         "consent_marketing",
+        "agent_id",
+        "segment",
     ),
     "policy": (
         "policy_id",
@@ -126,6 +169,8 @@ CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
         "premium",
     ),
     "event": ("event_id", "type", "customer_id", "policy_id", "occurred_at", "payload"),
+    "agent": ("agent_id", "name", "phone", "email", "timezone", "manager_id"),
+    "relation": ("relation_id", "customer_id", "kind", "name", "birth_date", "birthday_calendar"),
 }
 
 

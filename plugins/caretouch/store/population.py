@@ -249,6 +249,8 @@ class Person:
     consent_sms: bool
     consent_email: bool
     consent_marketing: bool
+    agent_id: str = ""
+    segment: str = ""
     policies: list[Holding] = field(default_factory=list, repr=False)
 
     def csv_row(self) -> dict[str, str]:
@@ -266,6 +268,8 @@ class Person:
             "consent_sms": _bool(self.consent_sms),
             "consent_email": _bool(self.consent_email),
             "consent_marketing": _bool(self.consent_marketing),
+            "agent_id": self.agent_id,
+            "segment": self.segment,
         }
 
     def values(self) -> dict[str, Any]:
@@ -285,6 +289,8 @@ class Person:
                 "consent_sms": self.consent_sms,
                 "consent_email": self.consent_email,
                 "consent_marketing": self.consent_marketing,
+                "agent_id": self.agent_id or None,
+                "segment": self.segment or None,
             }
         )
 
