@@ -813,7 +813,7 @@ def test_cli_without_files_is_a_usage_error(care: Care, sqlite_store: Store) -> 
     care.store_url = sqlite_store.url
     result = care("store", "import")
     assert result.exit_code == 2
-    assert "give at least one of --customers" in result.stderr
+    assert "give at least one of --agents, --customers" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""``care store``: create the store and import customers, policies and events."""
+"""``care store``: create the store and import agents, customers, policies, events and
+relations."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .common import OutputPath, anchor_ledger, cli_run_id, config_of, fail, frie
 
 @click.group()
 def store() -> None:
-    """Create the store and import customers, policies and events."""
+    """Create the store and import agents, customers, policies, events and relations."""
 
 
 @store.command("init")
@@ -66,9 +67,15 @@ def store_upgrade(ctx: click.Context, app_role: str | None) -> None:
 
 
 @store.command("import")
+@click.option("--agents", type=click.Path(path_type=Path, dir_okay=False), help="agents CSV")
 @click.option("--customers", type=click.Path(path_type=Path, dir_okay=False), help="customers CSV")
 @click.option("--policies", type=click.Path(path_type=Path, dir_okay=False), help="policies CSV")
 @click.option("--events", type=click.Path(path_type=Path, dir_okay=False), help="events CSV")
+@click.option(
+    "--relations",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="relations CSV (customers' family members)",
+)
 @click.option(
     "--skip-invalid",
     is_flag=True,
@@ -83,15 +90,18 @@ def store_upgrade(ctx: click.Context, app_role: str | None) -> None:
 @friendly_errors
 def store_import(
     ctx: click.Context,
+    agents: Path | None,
     customers: Path | None,
     policies: Path | None,
     events: Path | None,
+    relations: Path | None,
     skip_invalid: bool,
     rejects: Path | None,
 ) -> None:
     """Import CSV files whose headers are the store's column names.
 
-    All-or-nothing unless --skip-invalid: any bad row means nothing is written, and every
+    Agents are read first, then customers, policies, events and relations, so a row may name
+    an agent or customer of the same import. All-or-nothing unless --skip-invalid: any bad row means nothing is written, and every
     bad row is listed as FILE:LINE: reason.
     """
     from ..ledger.consent import record_consent_changes
@@ -101,11 +111,18 @@ def store_import(
     from ..store.db import check_reachable, open_store
     from ..store.importer import import_csv
 
-    files = {
-        k: v for k, v in (("customer", customers), ("policy", policies), ("event", events)) if v
-    }
+    given = (
+        ("agent", agents),
+        ("customer", customers),
+        ("policy", policies),
+        ("event", events),
+        ("relation", relations),
+    )
+    files = {table: path for table, path in given if path}
     if not files:
-        raise click.UsageError("give at least one of --customers, --policies, --events")
+        raise click.UsageError(
+            "give at least one of --agents, --customers, --policies, --events, --relations"
+        )
     if skip_invalid and rejects is None:
         from ..config import unwritable
 

@@ -9,7 +9,8 @@ are imported with a warning: the contact policy, not the importer, decides who i
 Files are read in chunks of ``CHUNK`` rows, each looked up in the store in bulk, validated and
 written with one ``executemany`` inside the import's single transaction, so a file of any size
 takes bounded memory (the ids seen so far, for the duplicate and reference checks, and the
-problems found). All-or-nothing stops writing at the first problem, checks the rest for the
+problems found; an agents file, one row per agent, is held whole, as a manager may come after
+the agents it manages). All-or-nothing stops writing at the first problem, checks the rest for the
 report, and rolls the transaction back.
 """
 
@@ -40,10 +41,10 @@ from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month
 from ..errors import Location
 from ..nul import NUL, escape_nul, find_nul, nul_reason
 from ..suggest import did_you_mean
-from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier
+from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, RelationKind, Tier
 from .consent import ConsentChange, Purpose, imported_consent_changes
 from .db import Store, bulk_page_cache
-from .models import CANONICAL_COLUMNS, Customer, Event, InsurancePolicy
+from .models import CANONICAL_COLUMNS, Agent, Customer, Event, InsurancePolicy, Relation
 from .write import bulk_upsert
 
 # An event's payload holds what templates may show (docs/events.md, "Limits"). Bounded before
@@ -54,7 +55,7 @@ _FALSE = {"false", "0", "no", "n", "f", ""}
 # The allowed words of each vocabulary, listed once (not on every row of a large file).
 _WORDS: dict[Any, tuple[str, ...]] = {
     enum: tuple(m.value for m in enum)
-    for enum in (BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, Tier)
+    for enum in (BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, RelationKind, Tier)
 }
 _LUNAR = BirthdayCalendar.LUNAR.value
 _GREGORIAN = BirthdayCalendar.GREGORIAN.value
@@ -166,21 +167,8 @@ def parse_customer(
     """
     _refuse_nul(raw)
     warnings: list[str] = []
-    calendar = _choice(
-        raw.get("birthday_calendar", ""), "birthday_calendar", BirthdayCalendar, _GREGORIAN
-    )
-    birth = _date(raw.get("birth_date", ""), "birth_date")
-    if calendar == _LUNAR:
-        if birth is None:
-            raise RowError("birthday_calendar is lunar but birth_date is empty")
-        if not in_lunar_range(birth):
-            raise RowError(
-                f"birth_date {birth} is outside the lunar calendar's range "
-                f"({LUNAR_FIRST_DAY} to {LUNAR_LAST_DAY})"
-            )
-    tz = _text(raw.get("timezone", ""), "timezone", limit=64)
-    if tz is not None and not timezone_is_valid(tz):
-        raise RowError(f"timezone: {tz!r} is not an IANA time zone (e.g. Asia/Shanghai)")
+    birth, calendar = _birthday(raw)
+    tz = _timezone(raw)
     phone_text = _text(raw.get("phone", ""), "phone", limit=32)
     known = phones.get(phone_text) if phones is not None and phone_text is not None else None
     phone, valid_phone = known if known is not None else _normalised_phone(phone_text)
@@ -204,9 +192,87 @@ def parse_customer(
         "consent_email": _bool(raw.get("consent_email", ""), "consent_email"),
         "consent_marketing": _bool(raw.get("consent_marketing", ""), "consent_marketing"),
         "agent_id": _text(raw.get("agent_id", ""), "agent_id", limit=64),
-        "segment": _text(raw.get("segment", ""), "segment", limit=32),
+        # Lower-cased, so "Group" and "group" are one segment (the coverage report's "group").
+        "segment": _lower(_text(raw.get("segment", ""), "segment", limit=32)),
     }
-    return with_derived_customer(row), warnings
+    return with_derived_birthday(row), warnings
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value is not None else None
+
+
+def _birthday(raw: dict[str, str]) -> tuple[dt.date | None, str]:
+    """A row's ``birth_date`` and ``birthday_calendar`` (a customer's or a relation's): a lunar
+    birthday needs a date inside the lunar tables' range."""
+    calendar = _choice(
+        raw.get("birthday_calendar", ""), "birthday_calendar", BirthdayCalendar, _GREGORIAN
+    )
+    birth = _date(raw.get("birth_date", ""), "birth_date")
+    if calendar == _LUNAR:
+        if birth is None:
+            raise RowError("birthday_calendar is lunar but birth_date is empty")
+        if not in_lunar_range(birth):
+            raise RowError(
+                f"birth_date {birth} is outside the lunar calendar's range "
+                f"({LUNAR_FIRST_DAY} to {LUNAR_LAST_DAY})"
+            )
+    return birth, calendar
+
+
+def _timezone(raw: dict[str, str]) -> str | None:
+    tz = _text(raw.get("timezone", ""), "timezone", limit=64)
+    if tz is not None and not timezone_is_valid(tz):
+        raise RowError(f"timezone: {tz!r} is not an IANA time zone (e.g. Asia/Shanghai)")
+    return tz
+
+
+def parse_agent(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """A typed agent row from CSV strings, and any warnings; raises ``RowError``.
+
+    The agent's phone is normalised as a customer's is. Whether ``manager_id`` names an agent
+    is checked against the store and the whole file (``_Import``), not here.
+    """
+    _refuse_nul(raw)
+    warnings: list[str] = []
+    phone, valid_phone = _normalised_phone(_text(raw.get("phone", ""), "phone", limit=32))
+    if phone is not None and not valid_phone:
+        warnings.append("phone is not a valid E.164 number")
+    email = _text(raw.get("email", ""), "email", limit=320)
+    if email is not None and not email_is_valid(email):
+        warnings.append("email address is not valid: no email will be sent to this agent")
+    agent_id = _text(raw.get("agent_id", ""), "agent_id", required=True, limit=64)
+    manager_id = _text(raw.get("manager_id", ""), "manager_id", limit=64)
+    if manager_id is not None and manager_id == agent_id:
+        raise RowError(f"manager_id: agent {agent_id!r} may not be its own manager")
+    row = {
+        "agent_id": agent_id,
+        "name": _text(raw.get("name", ""), "name", required=True),
+        "phone": phone,
+        "email": email,
+        "timezone": _timezone(raw),
+        "manager_id": manager_id,
+    }
+    return row, warnings
+
+
+def parse_relation(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """A typed relation row (a member of a customer's family) from CSV strings; raises
+    ``RowError``. Its birthday follows the customer's rules (calendar, lunar range)."""
+    _refuse_nul(raw)
+    birth, calendar = _birthday(raw)
+    kind = raw.get("kind", "").strip()
+    if not kind:
+        raise RowError(f"kind is required (one of {', '.join(_WORDS[RelationKind])})")
+    row = {
+        "relation_id": _text(raw.get("relation_id", ""), "relation_id", required=True, limit=64),
+        "customer_id": _text(raw.get("customer_id", ""), "customer_id", required=True, limit=64),
+        "kind": _choice(kind, "kind", RelationKind, ""),
+        "name": _text(raw.get("name", ""), "name", required=True),
+        "birth_date": birth,
+        "birthday_calendar": calendar,
+    }
+    return with_derived_birthday(row), []
 
 
 _FORMATTED_PHONE = re.compile(r"^\+[0-9][0-9 ().-]*[0-9]$")
@@ -315,13 +381,18 @@ class _PhoneHelper:
             self.pool = None
 
 
-def with_derived_customer(row: dict[str, Any]) -> dict[str, Any]:
-    """Add the indexed month-day keys the planner looks customers up by."""
+def with_derived_birthday(row: dict[str, Any]) -> dict[str, Any]:
+    """Add the indexed month-day keys the planner looks customers and relations up by
+    (``birth_md``, and ``birth_lunar_md`` for a lunar birthday)."""
     birth = row.get("birth_date")
     row["birth_md"] = month_day(birth) if birth else None
     lunar = birth is not None and row.get("birthday_calendar") == _LUNAR
     row["birth_lunar_md"] = lunar_month_day(birth) if lunar and birth else None
     return row
+
+
+with_derived_customer = with_derived_birthday
+with_derived_relation = with_derived_birthday
 
 
 def with_derived_policy(row: dict[str, Any]) -> dict[str, Any]:
@@ -400,12 +471,38 @@ def parse_event(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
 
 
 PARSERS: dict[str, Callable[[dict[str, str]], tuple[dict[str, Any], list[str]]]] = {
+    "agent": parse_agent,
     "customer": parse_customer,
     "policy": parse_policy,
     "event": parse_event,
+    "relation": parse_relation,
 }
-ID_COLUMN = {"customer": "customer_id", "policy": "policy_id", "event": "event_id"}
-MODELS = {"customer": Customer, "policy": InsurancePolicy, "event": Event}
+ID_COLUMN = {
+    "agent": "agent_id",
+    "customer": "customer_id",
+    "policy": "policy_id",
+    "event": "event_id",
+    "relation": "relation_id",
+}
+MODELS = {
+    "agent": Agent,
+    "customer": Customer,
+    "policy": InsurancePolicy,
+    "event": Event,
+    "relation": Relation,
+}
+TABLES = ("agent", "customer", "policy", "event", "relation")
+"""The tables an import may hold, in the order their files are read: each after the tables
+its rows refer to."""
+# What a row of each table refers to: (column, table whose id it names); an empty column
+# refers to nothing. An agent's manager is checked once its whole file is read (``_Import``).
+REFERENCES: dict[str, tuple[tuple[str, str], ...]] = {
+    "agent": (),
+    "customer": (("agent_id", "agent"),),
+    "policy": (("customer_id", "customer"),),
+    "event": (("customer_id", "customer"), ("policy_id", "policy")),
+    "relation": (("customer_id", "customer"),),
+}
 
 
 def csv_file_problem(path: Path) -> tuple[Location, str] | None:
@@ -598,13 +695,18 @@ class _Import:
     report: ImportReport
     skip_invalid: bool
     check_event: Callable[[str, dict[str, Any] | None], list[str]] | None
-    # table -> id -> line of its first valid row: the duplicate check, and the rows a policy
-    # or an event may refer to besides the stored ones.
+    # table -> id -> line of its first valid row: the duplicate check, and the rows another
+    # table may refer to besides the stored ones (``REFERENCES``).
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
     # Per file: its read problems (wrong field count, NUL) and file errors, then its row
-    # problems; the reference problems of policies and events come last (as before streaming).
+    # problems; the reference problems come last, table by table (as before streaming).
     files: list[tuple[ImportReport, list[Problem]]] = field(default_factory=list)
-    unknown: dict[str, list[Problem]] = field(default_factory=lambda: {"policy": [], "event": []})
+    unknown: dict[str, list[Problem]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    # The valid rows of the agents file, held until the whole file is read: a manager may
+    # come after the agents it manages (an agents file is small: one row per agent).
+    agents: list[tuple[Location, dict[str, str], dict[str, Any], bool]] = field(
+        default_factory=list
+    )
 
     def clean(self) -> bool:
         """No problem so far: all-or-nothing may go on writing."""
@@ -621,7 +723,7 @@ class _Import:
 
     def rejected(self) -> list[Problem]:
         out = [p for reading, rows in self.files for p in (*reading.rejected, *rows)]
-        return out + self.unknown["policy"] + self.unknown["event"]
+        return out + [p for table in TABLES for p in self.unknown[table]]
 
     def import_file(self, session: Session, table: str, path: Path) -> None:
         reading, rejected = ImportReport(), list[Problem]()
@@ -632,6 +734,8 @@ class _Import:
         if table != "customer":
             for chunk in chunks:
                 self.import_chunk(session, table, path, chunk, rejected)
+            if table == "agent":
+                self.import_agents(session)
             return
         helper = _PhoneHelper(path)
         try:
@@ -687,16 +791,64 @@ class _Import:
             seen[ident] = line
             self.report.warnings.extend(Problem(where, w, warning=True) for w in warnings)
             valid.append((where, raw, row))
-        if table != "customer":
-            valid = _check_references(session, self.seen, table, valid, self.unknown[table])
-        if not valid or not self.may_write():
+        valid = _check_references(session, self.seen, table, valid, self.unknown[table])
+        if table == "agent":
+            self.agents.extend((where, raw, row, row[key] in stored) for where, raw, row in valid)
             return
-        rows = [row for _, _, row in valid]
+        self.write(session, table, path, [row for _, _, row in valid], stored, missing, consents)
+
+    def import_agents(self, session: Session) -> None:
+        """Check the managers of the agents file's valid rows, then write those whose manager
+        is stored or imported: ``manager_id`` must name an agent, and no agent may be (through
+        others) its own manager."""
+        rows = {row["agent_id"]: (where, raw, row) for where, raw, row, _ in self.agents}
+        named = {row["manager_id"] for _, _, row in rows.values() if row["manager_id"]}
+        stored = _existing_ids(session, "agent", named - rows.keys())
+        accepted: set[str] = set()
+        while True:  # an agent is accepted once its manager is stored or accepted
+            more = {
+                ident
+                for ident, (_, _, row) in rows.items()
+                if ident not in accepted
+                and (
+                    row["manager_id"] is None
+                    or row["manager_id"] in stored
+                    or row["manager_id"] in accepted
+                )
+            }
+            if not more:
+                break
+            accepted |= more
+        for ident, (where, raw, row) in rows.items():
+            if ident not in accepted:
+                self.unknown["agent"].append(Problem(where, _manager_problem(row, rows), row=raw))
+                # Customers naming this agent are then refused too (skip_invalid).
+                self.seen["agent"].pop(ident, None)
+        kept = [(row, existed) for _, _, row, existed in self.agents if row["agent_id"] in accepted]
+        self.agents = []
+        existed = {row["agent_id"]: () for row, was in kept if was}
+        self.write(session, "agent", None, [row for row, _ in kept], existed, [], ())
+
+    def write(
+        self,
+        session: Session,
+        table: str,
+        path: Path | None,
+        rows: list[dict[str, Any]],
+        stored: Mapping[str, tuple[Any, ...]],
+        missing: Sequence[str],
+        consents: Sequence[str],
+    ) -> None:
+        """Upsert valid ``rows`` (those whose id is in ``stored`` exist) if the import may
+        write, and count them."""
+        if not rows or not self.may_write():
+            return
+        key = ID_COLUMN[table]
         bulk_upsert(session, MODELS[table], key, rows)
         updated = sum(1 for row in rows if row[key] in stored)
         self.report.updated[table] += updated
         self.report.inserted[table] += len(rows) - updated
-        if consents:
+        if consents and path is not None:
             before = {
                 row[key]: dict(zip(consents, stored[row[key]][len(missing) :], strict=True))
                 for row in rows
@@ -707,6 +859,24 @@ class _Import:
             )
 
 
+def _manager_problem(
+    row: dict[str, Any], rows: Mapping[str, tuple[Location, dict[str, str], dict[str, Any]]]
+) -> str:
+    """Why an agent's manager is not accepted: unknown, rejected itself, or a circle."""
+    manager = row["manager_id"]
+    if manager not in rows:
+        return f"unknown manager_id {manager!r}"
+    chain = [row["agent_id"]]
+    current = manager
+    while current in rows and current not in chain:
+        chain.append(current)
+        current = rows[current][2]["manager_id"]
+    if current in chain:
+        circle = " -> ".join([*chain[chain.index(current) :], current])
+        return f"manager_id {manager!r}: agents may not manage each other in a circle ({circle})"
+    return f"manager_id {manager!r}: that agent (line {rows[manager][0].line}) is not imported"
+
+
 def _check_references(
     session: Session,
     seen: dict[str, dict[str, int]],
@@ -714,34 +884,29 @@ def _check_references(
     valid: list[tuple[Location, dict[str, str], dict[str, Any]]],
     unknown: list[Problem],
 ) -> list[tuple[Location, dict[str, str], dict[str, Any]]]:
-    """The rows of ``valid`` whose references exist; the others go to ``unknown``.
+    """The rows of ``valid`` whose references (``REFERENCES``) exist; the others go to
+    ``unknown``, with the first reference that does not.
 
-    Policies and events must name customers (and events policies) that are stored or
-    imported: a valid row of this import's files (``seen``).
+    A reference exists if it names a row that is stored or imported: a valid row of this
+    import's files (``seen``). Customers name their agent, policies and relations their
+    customer, events their customer and maybe their policy.
     """
-    customers = seen.get("customer", {})
-    stored_customers = _existing_ids(
-        session, "customer", {r["customer_id"] for _, _, r in valid} - customers.keys()
-    )
-    policies = seen.get("policy", {})
-    stored_policies = (
-        _existing_ids(
-            session,
-            "policy",
-            {r["policy_id"] for _, _, r in valid if r.get("policy_id")} - policies.keys(),
-        )
-        if table == "event"
-        else {}
-    )
+    references = REFERENCES[table]
+    if not references:
+        return valid
+    known: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+    for column, target in references:
+        imported = seen.get(target, {})
+        named = {r[column] for _, _, r in valid if r.get(column)} - imported.keys()
+        known[column] = (imported, _existing_ids(session, target, named))
     kept = []
     for where, raw, row in valid:
-        customer, policy = row["customer_id"], row.get("policy_id")
-        if customer not in customers and customer not in stored_customers:
-            unknown.append(Problem(where, f"unknown customer_id {customer!r}", row=raw))
-        elif (
-            table == "event" and policy and policy not in policies and policy not in stored_policies
-        ):
-            unknown.append(Problem(where, f"unknown policy_id {policy!r}", row=raw))
+        for column, _ in references:
+            value = row.get(column)
+            imported, stored = known[column]
+            if value and value not in imported and value not in stored:
+                unknown.append(Problem(where, f"unknown {column} {value!r}", row=raw))
+                break
         else:
             kept.append((where, raw, row))
     return kept
@@ -755,7 +920,8 @@ def import_csv(
     rejects_path: Path | None = None,
     check_event: Callable[[str, dict[str, Any] | None], list[str]] | None = None,
 ) -> ImportReport:
-    """Import CSV files keyed by table (``customer``, ``policy``, ``event``) in one transaction.
+    """Import CSV files keyed by table (``agent``, ``customer``, ``policy``, ``event``,
+    ``relation``: ``TABLES``, read in that order) in one transaction.
 
     ``check_event(type, payload)`` lists what is wrong with an event beyond its form (the
     declared event types, ``rules.event_types.EventTypes.problems``); such rows are rejected.
@@ -773,7 +939,7 @@ def import_csv(
     run = _Import(report, skip_invalid, check_event)
     try:
         with store.session() as session, bulk_page_cache(session):
-            for table in ("customer", "policy", "event"):
+            for table in TABLES:
                 if table in files:
                     run.import_file(session, table, Path(files[table]))
             for reading, _ in run.files:
