@@ -702,6 +702,9 @@ class _Import:
     # problems; the reference problems come last, table by table (as before streaming).
     files: list[tuple[ImportReport, list[Problem]]] = field(default_factory=list)
     unknown: dict[str, list[Problem]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    # table -> id -> place of a valid row refused for its references: the rows that name it
+    # are refused too (with --skip-invalid, a policy of a customer who was not imported).
+    refused: dict[str, dict[str, Location]] = field(default_factory=lambda: {t: {} for t in TABLES})
     # The valid rows of the agents file, held until the whole file is read: a manager may
     # come after the agents it manages (an agents file is small: one row per agent).
     agents: list[tuple[Location, dict[str, str], dict[str, Any], bool]] = field(
@@ -791,7 +794,7 @@ class _Import:
             seen[ident] = line
             self.report.warnings.extend(Problem(where, w, warning=True) for w in warnings)
             valid.append((where, raw, row))
-        valid = _check_references(session, self.seen, table, valid, self.unknown[table])
+        valid = _check_references(session, self, table, valid)
         if table == "agent":
             self.agents.extend((where, raw, row, row[key] in stored) for where, raw, row in valid)
             return
@@ -822,8 +825,7 @@ class _Import:
         for ident, (where, raw, row) in rows.items():
             if ident not in accepted:
                 self.unknown["agent"].append(Problem(where, _manager_problem(row, rows), row=raw))
-                # Customers naming this agent are then refused too (skip_invalid).
-                self.seen["agent"].pop(ident, None)
+                self.refused["agent"][ident] = where
         kept = [(row, existed) for _, _, row, existed in self.agents if row["agent_id"] in accepted]
         self.agents = []
         existed = {row["agent_id"]: () for row, was in kept if was}
@@ -871,42 +873,51 @@ def _manager_problem(
     while current in rows and current not in chain:
         chain.append(current)
         current = rows[current][2]["manager_id"]
-    if current in chain:
-        circle = " -> ".join([*chain[chain.index(current) :], current])
+    if current == row["agent_id"]:
+        circle = " -> ".join([*chain, current])
         return f"manager_id {manager!r}: agents may not manage each other in a circle ({circle})"
-    return f"manager_id {manager!r}: that agent (line {rows[manager][0].line}) is not imported"
+    return f"manager_id {manager!r} is rejected itself ({rows[manager][0]})"
 
 
 def _check_references(
     session: Session,
-    seen: dict[str, dict[str, int]],
+    run: _Import,
     table: str,
     valid: list[tuple[Location, dict[str, str], dict[str, Any]]],
-    unknown: list[Problem],
 ) -> list[tuple[Location, dict[str, str], dict[str, Any]]]:
     """The rows of ``valid`` whose references (``REFERENCES``) exist; the others go to
-    ``unknown``, with the first reference that does not.
+    ``run.unknown``, with the first reference that does not.
 
     A reference exists if it names a row that is stored or imported: a valid row of this
-    import's files (``seen``). Customers name their agent, policies and relations their
-    customer, events their customer and maybe their policy.
+    import's files (``run.seen``) not itself refused for its references (``run.refused``).
+    Customers name their agent, policies and relations their customer, events their customer
+    and maybe their policy.
     """
     references = REFERENCES[table]
     if not references:
         return valid
-    known: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+    known: dict[str, tuple[Mapping[str, Any], Mapping[str, Location], Mapping[str, Any]]] = {}
     for column, target in references:
-        imported = seen.get(target, {})
+        imported = run.seen.get(target, {})
         named = {r[column] for _, _, r in valid if r.get(column)} - imported.keys()
-        known[column] = (imported, _existing_ids(session, target, named))
+        stored = _existing_ids(session, target, named)
+        known[column] = (imported, run.refused[target], stored)
     kept = []
     for where, raw, row in valid:
         for column, _ in references:
             value = row.get(column)
-            imported, stored = known[column]
-            if value and value not in imported and value not in stored:
-                unknown.append(Problem(where, f"unknown {column} {value!r}", row=raw))
-                break
+            if not value:
+                continue
+            imported, refused, stored = known[column]
+            if value in refused:
+                reason = f"{column} {value!r} is rejected itself ({refused[value]})"
+            elif value not in imported and value not in stored:
+                reason = f"unknown {column} {value!r}"
+            else:
+                continue
+            run.unknown[table].append(Problem(where, reason, row=raw))
+            run.refused[table][row[ID_COLUMN[table]]] = where
+            break
         else:
             kept.append((where, raw, row))
     return kept
