@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from ..store.db import Store
 
 Echo = Callable[[str], None]
-PLURAL = {"customer": "customers", "policy": "policies", "event": "events"}
+PLURAL = {
+    "agent": "agents",
+    "customer": "customers",
+    "policy": "policies",
+    "event": "events",
+    "relation": "relations",
+}
 
 
 def project_dags_dir() -> Path:
@@ -120,7 +126,7 @@ def run_demo(
     from ..rules.loader import load_rules
     from ..schema.migrate import upgrade
     from ..store.db import open_store
-    from ..store.demo import write_demo_csvs
+    from ..store.demo import TABLE_OF_FILE, write_demo_csvs
     from ..store.importer import import_csv
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -146,7 +152,7 @@ def run_demo(
     event_types, _ = load_event_types(config.rules_dir)  # errors: shown with the rules below
     report = import_csv(
         store,
-        {"customer": files["customers"], "policy": files["policies"], "event": files["events"]},
+        {TABLE_OF_FILE[name]: path for name, path in files.items()},
         check_event=event_types.problems,
     )
     if not report.written:

@@ -23,6 +23,13 @@ shipped rule fire on ``today``:
 
 The guaranteed customers are active and reachable (a valid address with consent on at least
 one channel) unless stated otherwise, and sit at random places among the ids.
+
+Every customer has an agent (``Population.agents_and_relations``: one agent per 200 customers,
+at least 3, some managing others), about 10 % are in the segment ``group``, and about a third
+have family members on record. Three of the guaranteed renewal customers have a family member
+whose birthday is today: a child (Gregorian), a spouse (lunar, when a lunar birthday is due
+today) and a parent (Gregorian). These are drawn apart from the rest (``Population.family``):
+the customers, policies and events are those the demo made before it had agents.
 """
 
 from __future__ import annotations
@@ -40,11 +47,24 @@ CUSTOMER_COLUMNS = CANONICAL_COLUMNS["customer"]
 POLICY_COLUMNS = CANONICAL_COLUMNS["policy"]
 EVENT_COLUMNS = CANONICAL_COLUMNS["event"]
 
+AGENT_COLUMNS = CANONICAL_COLUMNS["agent"]
+RELATION_COLUMNS = CANONICAL_COLUMNS["relation"]
+
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": CUSTOMER_COLUMNS,
     "policies": POLICY_COLUMNS,
     "events": EVENT_COLUMNS,
+    "agents": AGENT_COLUMNS,
+    "relations": RELATION_COLUMNS,
 }
+TABLE_OF_FILE = {
+    "customers": "customer",
+    "policies": "policy",
+    "events": "event",
+    "agents": "agent",
+    "relations": "relation",
+}
+"""The importer's table (``import_csv``) of each demo file."""
 
 RENEWAL_OFFSETS = (30, 7, 1)
 
@@ -184,13 +204,32 @@ class _Demo(Population):
             if rng.random() < 0.03:
                 day = self.today - dt.timedelta(days=rng.randint(4, 30))
                 self.complaint(c, day, (rng.randint(9, 18), rng.choice((0, 20, 40))))
+        self.agents_and_relations()
+        self.family_birthdays([c for c, role, _ in roles if role == "renewal"])
+
+    def family_birthdays(self, reachable: list[Person]) -> None:
+        """A child, a spouse and a parent whose birthday is today, of the first three of
+        ``reachable`` (the spouse's lunar, when a lunar birthday is due today)."""
+        today = self.today
+        rng = self.family
+        years = range(1950, 2006)
+        if (today.month, today.day) == (2, 29):
+            years = range(1952, 2006, 4)
+        child, spouse, parent = reachable[:3]
+        self.relative(child, "child", dt.date(rng.choice(years[-10:]), today.month, today.day))
+        keys = lunar_anniversary_keys(today)
+        if keys:
+            self.relative(spouse, "spouse", self.lunar_birth(keys[0], rng=rng), "lunar")
+        else:
+            self.relative(spouse, "spouse", dt.date(rng.choice(years), today.month, today.day))
+        self.relative(parent, "parent", dt.date(rng.choice(years[:10]), today.month, today.day))
 
 
 def demo_rows(
     today: dt.date, customers: int = 240, seed: int = 7
 ) -> dict[str, list[dict[str, str]]]:
-    """Rows for "customers", "policies", "events": each row maps exactly the column names above
-    to CSV strings.
+    """Rows for "customers", "policies", "events", "agents", "relations": each row maps
+    exactly the column names above to CSV strings.
 
     The same ``(today, customers, seed)`` always gives the same rows. ``customers`` must be at
     least :data:`MIN_CUSTOMERS` (the guaranteed customers are part of the population).
@@ -210,8 +249,9 @@ def demo_rows(
 def write_demo_csvs(
     directory: Path, today: dt.date, customers: int = 240, seed: int = 7
 ) -> dict[str, Path]:
-    """Write customers.csv, policies.csv, events.csv (UTF-8, header row = column names, csv
-    module) and return their paths keyed by table name."""
+    """Write customers.csv, policies.csv, events.csv, agents.csv, relations.csv (UTF-8, header
+    row = column names, csv module) and return their paths keyed by file name ("customers",
+    ...; ``TABLE_OF_FILE`` gives the importer's table of each)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}

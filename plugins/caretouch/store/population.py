@@ -33,8 +33,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from lunardate import LunarDate
 
-from ..dates import is_leap_year
-from .importer import with_derived_customer, with_derived_policy
+from ..dates import in_lunar_range, is_leap_year
+from .importer import with_derived_birthday, with_derived_customer, with_derived_policy
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 """The zone that applies to a customer with an empty ``timezone`` (``care_rules/policy.yaml``)."""
@@ -226,6 +226,12 @@ class Mix:
     policies_per_customer: tuple[int, int, int, int] = (17, 52, 25, 6)  # weights of 0..3
     recent_purchase: float = 0.08  # active policies bought in the last month (with an event)
     claim: float = 0.04  # older policies with a settled claim last month
+    # Agents and families (``Population.agents_and_relations``).
+    customers_per_agent: int = 200
+    min_agents: int = 3
+    group: float = 0.10  # customers in the segment "group" (group clients)
+    with_relations: float = 0.35  # customers with family members on record
+    lunar_relation: float = 0.25  # their non-English relations on the lunar calendar
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -291,6 +297,68 @@ class Person:
                 "consent_marketing": self.consent_marketing,
                 "agent_id": self.agent_id or None,
                 "segment": self.segment or None,
+            }
+        )
+
+
+@dataclass(eq=False)
+class Agent:
+    """One agent of the agency (``agents``); ``manager_id`` is another agent's id or ""."""
+
+    agent_id: str
+    name: str
+    locale: str
+    timezone: str
+    phone: str
+    email: str
+    manager_id: str = ""
+
+    def csv_row(self) -> dict[str, str]:
+        return {
+            "agent_id": self.agent_id,
+            "name": self.name,
+            "phone": self.phone,
+            "email": self.email,
+            "timezone": self.timezone,
+            "manager_id": self.manager_id,
+        }
+
+    def values(self) -> dict[str, Any]:
+        """The ``agents`` row as the importer would store it."""
+        return {k: v or None for k, v in self.csv_row().items()}
+
+
+@dataclass(eq=False)
+class Relative:
+    """A member of a customer's family (``relations``)."""
+
+    relation_id: str
+    customer: Person
+    kind: str  # vocab.RelationKind
+    name: str
+    birth_date: dt.date | None
+    birthday_calendar: str
+
+    def csv_row(self) -> dict[str, str]:
+        return {
+            "relation_id": self.relation_id,
+            "customer_id": self.customer.customer_id,
+            "kind": self.kind,
+            "name": self.name,
+            "birth_date": _date(self.birth_date),
+            "birthday_calendar": self.birthday_calendar,
+        }
+
+    def values(self) -> dict[str, Any]:
+        """The ``relations`` row as the importer would store it (derived keys included)."""
+        return with_derived_birthday(
+            {
+                "relation_id": self.relation_id,
+                "customer_id": self.customer.customer_id,
+                "kind": self.kind,
+                "name": self.name,
+                "birth_date": self.birth_date,
+                "birthday_calendar": self.birthday_calendar,
             }
         )
 
@@ -432,10 +500,15 @@ class Population:
         self.today = today
         self.mix = mix or Mix()
         self.rng = random.Random(seed)
+        # Agents, segments and families are drawn from a generator of their own, so that
+        # adding them left every customer, policy and event of a seed as it was.
+        self.family = random.Random(f"agents-and-relations:{seed}")
         self.emails: set[str] = set()
         self.customers: list[Person] = []
         self.policies: list[Holding] = []
         self.events: list[Happening] = []
+        self.agents: list[Agent] = []
+        self.relatives: list[Relative] = []
         self._locales = _Weighted(self.mix.locales)
         self._zones = {locale: _Weighted(w) for locale, w in _ZONE_WEIGHTS.items()}
         self._policy_counts = _Weighted(
@@ -444,9 +517,10 @@ class Population:
 
     # -- customers -----------------------------------------------------------------------
 
-    def name(self, locale: str) -> tuple[str, str]:
-        """A name in ``locale`` and its romanisation (for the email address)."""
-        rng = self.rng
+    def name(self, locale: str, rng: random.Random | None = None) -> tuple[str, str]:
+        """A name in ``locale`` and its romanisation (for the email address), drawn with
+        ``rng`` (default: the population's)."""
+        rng = rng or self.rng
         if locale == "zh-CN":
             surnames = _CN_COMPOUND_SURNAMES if rng.random() < 0.03 else _CN_SURNAMES
             surname, sur_r = rng.choice(surnames)
@@ -462,9 +536,10 @@ class Population:
             first = f"{first} {rng.choice('ABCDEFGHJKLMNPRSTW')}."
         return f"{first} {last}", romanised
 
-    def phone(self, zone: str, locale: str) -> str:
-        """A valid E.164 mobile number of the country of ``zone`` (or of ``locale``)."""
-        rng = self.rng
+    def phone(self, zone: str, locale: str, rng: random.Random | None = None) -> str:
+        """A valid E.164 mobile number of the country of ``zone`` (or of ``locale``), drawn
+        with ``rng`` (default: the population's)."""
+        rng = rng or self.rng
         if not zone:
             zone = {"zh-TW": "Asia/Taipei", "en": "Europe/London"}.get(locale, DEFAULT_TIMEZONE)
         if zone in ("Asia/Shanghai", "Asia/Urumqi"):
@@ -579,10 +654,13 @@ class Population:
         # A few have opted out of SMS: their touch goes by email.
         c.consent_sms = self.rng.random() >= 0.15
 
-    def lunar_birth(self, key: int) -> dt.date:
-        """A Gregorian birth date whose lunar month-day is ``key`` (in a regular month)."""
+    def lunar_birth(
+        self, key: int, years: tuple[int, int] = (1955, 2000), rng: random.Random | None = None
+    ) -> dt.date:
+        """A Gregorian birth date whose lunar month-day is ``key`` (in a regular month), in a
+        lunar year from ``years`` on, drawn with ``rng`` (default: the population's)."""
         month, day = divmod(key, 100)
-        year = self.rng.randint(1955, 2000)
+        year = (rng or self.rng).randint(*years)
         for candidate in range(year, year + 30):
             lunar = LunarDate(candidate, month, day, False)
             # lunardate 0.3 renamed toSolarDate (kept, deprecated) to to_solar_date.
@@ -675,6 +753,91 @@ class Population:
             elif rng.random() < mix.claim and start < today - dt.timedelta(days=60):
                 self.claim(p)
 
+    # -- agents and families -------------------------------------------------------------
+
+    def agents_and_relations(self) -> None:
+        """Agents for the customers made so far (one per ``mix.customers_per_agent``, at
+        least ``mix.min_agents``, one of each locale first), each customer given an agent of
+        their locale; some customers in the segment "group"; family members for some.
+
+        The first agent manages the first agent of each other locale, and the first of each
+        locale the others of that locale. Drawn with ``self.family``: the customers, policies
+        and events drawn so far or later are those of the same seed without this call.
+        """
+        rng, mix = self.family, self.mix
+        count = max(mix.min_agents, round(len(self.customers) / mix.customers_per_agent))
+        firsts = [locale for locale, _ in mix.locales]
+        by_locale: dict[str, list[Agent]] = {}
+        for n in range(count):
+            locale = firsts[n] if n < len(firsts) else self._locales.pick(rng)
+            agent = self.agent(len(self.agents) + 1, locale)
+            leads = by_locale.setdefault(locale, [])
+            if leads:
+                agent.manager_id = leads[0].agent_id
+            elif self.agents:
+                agent.manager_id = self.agents[0].agent_id
+            leads.append(agent)
+            self.agents.append(agent)
+        anyone = self.agents
+        for c in self.customers:
+            c.agent_id = rng.choice(by_locale.get(c.locale, anyone)).agent_id
+            c.segment = "group" if rng.random() < mix.group else ""
+            if rng.random() < mix.with_relations:
+                self.family_of(c)
+
+    def agent(self, number: int, locale: str) -> Agent:
+        """An agent (``A`` and ``number`` in three digits) of ``locale``, with a work phone
+        and an address at the agency's domain."""
+        rng = self.family
+        name, romanised = self.name(locale, rng)
+        zone = self._zones[locale].pick(rng)
+        agent_id = f"A{number:03d}"
+        kept = (ch for ch in romanised.lower() if ch.isascii() and (ch.isalnum() or ch == "."))
+        local = "".join(kept).strip(".") or "agent"
+        return Agent(
+            agent_id=agent_id,
+            name=name,
+            locale=locale,
+            timezone=zone,
+            phone=self.phone(zone, locale, rng),
+            email=f"{local}.{agent_id.lower()}@agency.example.com",
+        )
+
+    def relative(
+        self, c: Person, kind: str, birth: dt.date | None, calendar: str = "gregorian"
+    ) -> Relative:
+        """A family member of ``c`` (``R`` and six digits), kept in ``relatives``."""
+        name, _ = self.name(c.locale, self.family)
+        number = len(self.relatives) + 1
+        r = Relative(f"R{number:06d}", c, kind, name, birth, calendar)
+        self.relatives.append(r)
+        return r
+
+    def family_of(self, c: Person) -> None:
+        """Family members of ``c``: a spouse for most, up to three children (born before
+        ``today``) and parents for some; a few without a birth date, some of the
+        non-English ones on the lunar calendar."""
+        rng = self.family
+        own = c.birth_date or dt.date(rng.randint(1955, 2000), rng.randint(1, 12), 15)
+
+        def born(years: tuple[int, int]) -> dt.date:
+            return own + dt.timedelta(days=round(rng.uniform(*years) * 365.25))
+
+        members: list[tuple[str, dt.date]] = []
+        if rng.random() < 0.7:
+            members.append(("spouse", born((-6, 6))))
+        members.extend(("child", born((22, 40))) for _ in range(rng.choice((0, 1, 1, 2, 2, 3))))
+        members.extend(("parent", born((-38, -20))) for _ in range(rng.choice((0, 0, 1, 2))))
+        for kind, day in members:
+            if day >= self.today:  # a child not born yet
+                continue
+            birth = None if rng.random() < 0.05 else day
+            lunar = c.locale != "en" and rng.random() < self.mix.lunar_relation
+            if lunar and birth is not None and in_lunar_range(birth):
+                self.relative(c, kind, birth, "lunar")
+            else:
+                self.relative(c, kind, birth)
+
     # -- events --------------------------------------------------------------------------
 
     def purchase(self, p: Holding, day: dt.date, at: tuple[int, int]) -> Happening:
@@ -721,7 +884,8 @@ class Population:
     # -- rows ----------------------------------------------------------------------------
 
     def csv_rows(self) -> dict[str, list[dict[str, str]]]:
-        """Everything made so far as CSV rows for "customers", "policies", "events".
+        """Everything made so far as CSV rows for "customers", "policies", "events",
+        "agents" and "relations" (the last two empty unless ``agents_and_relations`` ran).
 
         Policy ids (``P`` and six digits) follow the customers and their start dates; events
         are numbered (``E`` and six digits) in the order they happened.
@@ -735,4 +899,6 @@ class Population:
             "customers": [c.csv_row() for c in self.customers],
             "policies": [p.csv_row() for p in self.policies],
             "events": [e.csv_row(f"E{n:06d}") for n, e in enumerate(self.events, 1)],
+            "agents": [a.csv_row() for a in self.agents],
+            "relations": [r.csv_row() for r in self.relatives],
         }
