@@ -30,10 +30,12 @@ from caretouch.dates import (
 )
 from caretouch.rules.event_types import load_event_types
 from caretouch.store.demo import (
+    AGENT_COLUMNS,
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,
     MIN_CUSTOMERS,
     POLICY_COLUMNS,
+    RELATION_COLUMNS,
     demo_rows,
     write_demo_csvs,
 )
@@ -46,7 +48,13 @@ TODAYS = [
     dt.date(2026, 12, 31),
     dt.date(2026, 1, 1),
 ]
-COLUMNS = {"customers": CUSTOMER_COLUMNS, "policies": POLICY_COLUMNS, "events": EVENT_COLUMNS}
+COLUMNS = {
+    "customers": CUSTOMER_COLUMNS,
+    "policies": POLICY_COLUMNS,
+    "events": EVENT_COLUMNS,
+    "agents": AGENT_COLUMNS,
+    "relations": RELATION_COLUMNS,
+}
 ZONES = {
     "",
     "Asia/Shanghai",
@@ -488,7 +496,7 @@ def test_guaranteed_customers_do_not_depend_on_the_size() -> None:
 def test_write_demo_csvs(tmp_path: Path) -> None:
     today = dt.date(2026, 11, 23)
     paths = write_demo_csvs(tmp_path / "demo", today, customers=60, seed=5)
-    assert set(paths) == {"customers", "policies", "events"}
+    assert set(paths) == {"customers", "policies", "events", "agents", "relations"}
     expected = demo_rows(today, customers=60, seed=5)
     for table, path in paths.items():
         assert path == tmp_path / "demo" / f"{table}.csv"
@@ -499,3 +507,62 @@ def test_write_demo_csvs(tmp_path: Path) -> None:
     text = paths["customers"].read_text(encoding="utf-8")
     assert text.startswith(",".join(CUSTOMER_COLUMNS) + "\n")
     assert "{{ 7*7 }}" in text and "阿卜杜拉·艾买提" in text
+
+
+# --- agents, segments and families ---------------------------------------------------------
+
+
+def test_every_customer_has_an_agent_and_agents_have_managers(store) -> None:
+    _, rows = store
+    agents = {a["agent_id"]: a for a in rows["agents"]}
+    assert len(agents) >= 3
+    assert {c["agent_id"] for c in rows["customers"]} <= set(agents)
+    assert all(c["agent_id"] for c in rows["customers"])
+    managers = {a["manager_id"] for a in agents.values() if a["manager_id"]}
+    assert managers and managers <= set(agents)
+    assert sum(not a["manager_id"] for a in agents.values()) == 1  # one head of the agency
+    assert all(phone_ok(a["phone"]) and email_ok(a["email"]) for a in agents.values())
+
+
+def test_about_a_tenth_of_the_customers_are_group_clients() -> None:
+    customers = demo_rows(dt.date(2026, 11, 23), customers=1000)["customers"]
+    segments = Counter(c["segment"] for c in customers)
+    assert set(segments) == {"", "group"}
+    assert 0.06 <= segments["group"] / 1000 <= 0.14
+
+
+def test_relations_name_customers_and_some_birthdays_are_today(store) -> None:
+    today, rows = store
+    customers = {c["customer_id"] for c in rows["customers"]}
+    relations = rows["relations"]
+    assert {r["customer_id"] for r in relations} <= customers
+    assert {r["kind"] for r in relations} == {"spouse", "child", "parent"}
+    assert any(r["birthday_calendar"] == "lunar" for r in relations)
+    ids = [r["relation_id"] for r in relations]
+    assert len(set(ids)) == len(ids)
+    due = {r["kind"] for r in relations if birthday_today(r, today)}
+    assert {"child", "parent"} <= due
+    if lunar_anniversary_keys(today):
+        assert any(
+            r["birthday_calendar"] == "lunar" and birthday_today(r, today) for r in relations
+        )
+
+
+def test_agents_leave_the_customers_policies_and_events_as_they_were() -> None:
+    """Agents and families are drawn apart: a population without them has the same rows."""
+    from caretouch.store.demo import _Demo
+
+    today = dt.date(2026, 11, 23)
+    plain = _Demo(today, 240, 7)
+    plain.agents_and_relations = lambda: None  # type: ignore[method-assign]
+    plain.family_birthdays = lambda reachable: None  # type: ignore[method-assign]
+    plain.build()
+    before = plain.csv_rows()
+    after = demo_rows(today)
+    for table in ("policies", "events"):
+        assert after[table] == before[table]
+    strip = ("agent_id", "segment")
+    assert [{k: v for k, v in c.items() if k not in strip} for c in after["customers"]] == [
+        {k: v for k, v in c.items() if k not in strip} for c in before["customers"]
+    ]
+    assert before["agents"] == before["relations"] == []
