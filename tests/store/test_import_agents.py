@@ -19,7 +19,7 @@ from caretouch.dates import lunar_month_day, month_day
 from caretouch.store.db import Store
 from caretouch.store.importer import import_csv
 from caretouch.store.models import CANONICAL_COLUMNS, Agent, Customer, Relation
-from conftest import Care, cli_url, customer_row
+from conftest import Care, cli_url, customer_row, event_row, policy_row
 
 AGENT_COLUMNS = CANONICAL_COLUMNS["agent"]
 RELATION_COLUMNS = CANONICAL_COLUMNS["relation"]
@@ -471,3 +471,56 @@ def test_cli_refuses_a_customer_of_an_unknown_agent(
     assert "nothing was imported" in result.stderr
     assert "Traceback" not in result.output
     assert nothing_written(store)
+
+
+# --- chunks and chains of references ---------------------------------------------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Chunks of 3 rows and bulk lookups of 2 ids, so a few rows cross every boundary."""
+    from caretouch.store import importer
+
+    monkeypatch.setattr(importer, "CHUNK", 3)
+    monkeypatch.setattr(importer, "_LOOKUP", 2)
+    return 3
+
+
+def test_managers_named_chunks_later_and_customers_across_chunks(
+    store: Store, tmp_path: Path, small_chunks: int
+) -> None:
+    # Each agent is managed by the next one, the last by nobody: every manager comes later.
+    agents = [agent_row(f"A{n}", manager_id=f"A{n + 1}" if n < 7 else "") for n in range(1, 8)]
+    customers = [customer_row(f"C{n}", agent_id=f"A{n % 7 + 1}") for n in range(1, 11)]
+    report = import_csv(store, files(tmp_path, agents=agents, customers=customers))
+    assert report.written, [str(p) for p in report.rejected]
+    stored = rows_of(store, Agent, "agent_id")
+    assert {a: r["manager_id"] for a, r in stored.items()} == {
+        f"A{n}": f"A{n + 1}" if n < 7 else None for n in range(1, 8)
+    }
+    assert count(store, Customer) == 10
+
+
+def test_an_event_of_a_policy_refused_for_its_customer_is_refused_too(
+    store: Store, tmp_path: Path
+) -> None:
+    paths = {
+        "policy": write_csv(
+            tmp_path / "policies.csv",
+            [policy_row("P1", "NOBODY"), policy_row("P2", "C1")],
+            CANONICAL_COLUMNS["policy"],
+        ),
+        "event": write_csv(
+            tmp_path / "events.csv",
+            [event_row("E1", "C1", policy_id="P1"), event_row("E2", "C1", policy_id="P2")],
+            CANONICAL_COLUMNS["event"],
+        ),
+        "customer": write_csv(tmp_path / "customers.csv", [customer_row("C1")], CUSTOMER_COLUMNS),
+    }
+    report = import_csv(store, paths, skip_invalid=True)
+    assert report.written
+    assert [str(p) for p in report.rejected] == [
+        f"{paths['policy']}:2: unknown customer_id 'NOBODY'",
+        f"{paths['event']}:2: policy_id 'P1' is rejected itself ({paths['policy']}:2)",
+    ]
+    assert report.inserted == {"customer": 1, "policy": 1, "event": 1}

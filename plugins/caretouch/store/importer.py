@@ -898,10 +898,9 @@ def _check_references(
         return valid
     known: dict[str, tuple[Mapping[str, Any], Mapping[str, Location], Mapping[str, Any]]] = {}
     for column, target in references:
-        imported = run.seen.get(target, {})
-        named = {r[column] for _, _, r in valid if r.get(column)} - imported.keys()
-        stored = _existing_ids(session, target, named)
-        known[column] = (imported, run.refused[target], stored)
+        this_import = run.seen.get(target, {})
+        named = {r[column] for _, _, r in valid if r.get(column)} - this_import.keys()
+        known[column] = (this_import, run.refused[target], _existing_ids(session, target, named))
     kept = []
     for where, raw, row in valid:
         for column, _ in references:
