@@ -1,14 +1,20 @@
-"""Synthetic customers, policies and events: the one population generator.
+"""Synthetic customers, policies and events, and agents and families: the one population
+generator.
 
 Used by the demo store (``store/demo.py``, ``care demo``) and by the benchmarks
 (``bench/plan_scale.py``, ``bench/audit_scale.py``). A :class:`Population` is a pure function of
-its ``today`` and ``seed``: one ``random.Random(seed)`` drives every choice and the clock is
-never read. Its shares (locales, missing or malformed addresses, policies per customer, ...)
+its ``today`` and ``seed``: one ``random.Random(seed)`` drives every choice of customers,
+policies and events (agents and families: below) and the clock is never read. Its shares (locales, missing or malformed addresses, policies per customer, ...)
 come from a :class:`Mix`; the default mix is the demo's: about 60 % mainland Chinese, 15 %
 Taiwanese and 25 % English-speaking customers, names, phone numbers (valid E.164 mobiles of
 the customer's country), email addresses at example domains and products of each market.
 Some phone numbers and email addresses are deliberately malformed: the importer accepts
 them with a warning and the contact policy refuses to use them.
+
+Agents, customers' agents and segments, and family members (:class:`Agent`,
+:class:`Relative`) are made on request (``Population.agents_and_relations``), drawn from a
+second generator of their own (``random.Random`` of a text made from the seed): a seed's
+customers, policies and events are the same with them or without them.
 
 The generator makes records (:class:`Person`, :class:`Holding`, :class:`Happening`); the caller
 decides which and when (the demo adds customers that make every shipped rule fire, a
