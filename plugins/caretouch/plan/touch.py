@@ -43,6 +43,10 @@ class Touch:
     holiday: str | None = None
     # A deferred touch keeps the facts it was first planned with (SPEC: one touch per key).
     frozen_context: dict[str, Any] | None = None
+    # The family member a ``relation.birth_date`` touch is about (its subject; the message
+    # goes to the customer), and the customer's agent as templates see it (``agent``).
+    relation: dict[str, Any] | None = None
+    agent: dict[str, Any] | None = None
 
     @property
     def subject(self) -> SubjectKind:
@@ -56,6 +60,9 @@ class Touch:
         if self.subject is SubjectKind.POLICY:
             assert self.policy is not None
             return str(self.policy["policy_id"])
+        if self.subject is SubjectKind.RELATION:
+            assert self.relation is not None
+            return str(self.relation["relation_id"])
         return str(self.customer["customer_id"])
 
     @cached_property
@@ -96,7 +103,10 @@ class Touch:
     def template_context(self) -> dict[str, Any]:
         """The variables the rule's templates see (``rules.model.template_variables``)."""
         if self.frozen_context is not None:
-            return dict(self.frozen_context)
+            context = dict(self.frozen_context)
+            # Planned before agents were part of the context: as for a customer without one.
+            context.setdefault("agent", None)
+            return context
 
         zone = ZoneInfo(self.timezone)
 
@@ -115,6 +125,7 @@ class Touch:
             "occurrence": self.occurrence,
             "rule_id": self.rule.id,
             "customer": visible("customer", self.customer),
+            "agent": dict(self.agent) if self.agent is not None else None,
         }
         for table in self.rule.trigger.tables:
             if table != "customer":
