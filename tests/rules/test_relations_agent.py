@@ -124,9 +124,7 @@ def test_relation_misuse_is_refused_at_its_place(
     assert any(e.startswith(expected) for e in errors), errors
 
 
-def test_relation_fields_in_an_event_rule_are_refused(
-    rules_dir: Path, templates_dir: Path
-) -> None:
+def test_relation_fields_in_an_event_rule_are_refused(rules_dir: Path, templates_dir: Path) -> None:
     text = """\
 version: 1
 rules:

@@ -29,8 +29,8 @@ from ..rules.model import AGENT_TEMPLATE_COLUMNS, Rule, TriggerKind
 from ..rules.sql import TABLES, candidate_selects, row_splitter
 from ..store.consent import withdrawn_consents
 from ..store.db import Store, among
-from ..store.models import Agent
 from ..store.lookup import customer_row_ids
+from ..store.models import Agent
 from ..touch_history import DeferredTouch, PastContact
 from ..vocab import BirthdayCalendar, Decision, SubjectKind, SuppressionReason
 from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
@@ -255,7 +255,9 @@ def _deferred_touches(
         )
         if touch.relation is not None:
             touch.explain.append(
-                sys.intern(f"relation {touch.relation['relation_id']} ({touch.relation.get('kind')})")
+                sys.intern(
+                    f"relation {touch.relation['relation_id']} ({touch.relation.get('kind')})"
+                )
             )
         if over:
             touch.suppress(

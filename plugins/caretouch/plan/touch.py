@@ -139,8 +139,9 @@ class Touch:
         return ctx
 
     def as_json(self) -> dict[str, Any]:
-        """The ``care plan --format json`` line (SPEC section 10)."""
-        return {
+        """The ``care plan --format json`` line (SPEC section 10); a relation's touch adds
+        its ``relation_id``."""
+        line = {
             "rule_id": self.rule.id,
             "customer_id": self.customer_id,
             "policy_id": (self.policy or {}).get("policy_id"),
@@ -151,3 +152,6 @@ class Touch:
             "decision": self.decision.value,
             "reason": self.reason.value if self.reason else None,
         }
+        if self.relation is not None:
+            line["relation_id"] = self.relation["relation_id"]
+        return line
