@@ -379,3 +379,34 @@ def test_the_days_agents_are_read_in_one_query(
         "agent 2",
     }
     assert len([s for s in statements if "FROM agents" in s]) == 1
+
+
+def test_a_touch_planned_before_agents_renders_as_without_an_agent(
+    store: Store, tmp_path: Path, templates_dir: Path
+) -> None:
+    """A touch whose recorded context has no ``agent`` (planned by a version without agents)
+    is sent from that context, with ``agent`` none, not failed as a render error."""
+    from dataclasses import replace
+
+    from caretouch.run.day import pending_ids
+    from caretouch.run.records import planned_touches
+    from caretouch.run.send import send_touches
+
+    day = D(2027, 3, 5)
+    load_rows(
+        store, customers=[customer_row("C1", tier="A", birth_date=NOT_A_BIRTHDAY, agent_id="AG1")]
+    )
+    insert_agents_and_relations(store, agents=[AGENT], relations=[relation("R1", "2019-03-05")])
+    rules = rules_with(tmp_path, child_rule())
+    engine = engine_for(store, rules, templates_dir, tmp_path)
+    records = planned_touches(plan(store, rules, templates_dir, day))
+    old = [
+        replace(r, context={k: v for k, v in r.context.items() if k != "agent"}) for r in records
+    ]
+    assert all("agent" in r.context for r in records) and all("agent" not in r.context for r in old)
+    engine.ledger.record_plan(old, run_id="old", now=utc(2027, 3, 4, 12))
+    report = send_touches(engine, pending_ids(engine), run_id="send", now=at_11_shanghai(day))
+    assert (report.sent, report.failed) == (1, 0)
+    assert state_of(store, "child-birthday|relation:R1|2027-03-05", day).status is TouchStatus.SENT
+    sent = outbox_text(tmp_path)
+    assert "小R1" in sent and "李娜" not in sent
