@@ -197,6 +197,34 @@ def load_rows(
             upsert(session, MODELS[table], ID_COLUMN[table], parsed)
 
 
+def insert_agents_and_relations(
+    store: Store,
+    agents: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    relations: list[dict[str, Any]] = (),  # type: ignore[assignment]
+) -> None:
+    """Insert agents and relations directly (their CSV import is another piece of work):
+    each row gives the columns it needs (``agent_id``, ``name``; ``relation_id``,
+    ``customer_id``, ``kind``, ``name``, ``birth_date`` as a date), and a relation's derived
+    month-day keys are computed here as the store derives a customer's."""
+    from sqlalchemy import insert
+
+    from caretouch.dates import lunar_month_day, month_day
+    from caretouch.store.models import Agent, Relation
+
+    rows = []
+    for r in relations:
+        row = {"birthday_calendar": "gregorian", "kind": "child", **r}
+        birth, lunar = row.get("birth_date"), row["birthday_calendar"] == "lunar"
+        row["birth_md"] = month_day(birth) if birth else None
+        row["birth_lunar_md"] = lunar_month_day(birth) if lunar and birth else None
+        rows.append(row)
+    with store.session() as session:
+        if agents:
+            session.execute(insert(Agent), list(agents))
+        if rows:
+            session.execute(insert(Relation), rows)
+
+
 def utc(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=dt.timezone.utc)
 

@@ -40,3 +40,5 @@ class DeferredTouch:
     # Deferred at send time (a service obligation that missed its planned day): it competes
     # again from the plan of this local date on, not before.
     wait_until: dt.date | None = None
+    # What the touch is about (its key's subject id): a relation touch needs it back.
+    subject_id: str | None = None

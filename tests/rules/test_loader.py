@@ -123,7 +123,7 @@ def test_resend_unknown_is_off_unless_the_rule_says(
         (
             "field: customer.birth_date",
             "field: customer.birthdate",
-            "r.yaml:7:14: 'customer.birthdate' is not one of customer.birth_date, policy.start_date (did you mean 'customer.birth_date'?)",
+            "r.yaml:7:14: 'customer.birthdate' is not one of customer.birth_date, policy.start_date, relation.birth_date (did you mean 'customer.birth_date'?)",
         ),
         (
             "customer.status: active",

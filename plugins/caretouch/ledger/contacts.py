@@ -228,6 +228,7 @@ def deferred(
                 occurrence=r.occurrence,
                 context=decode(r.context),
                 wait_until=dt.date.fromisoformat(wait) if wait else None,
+                subject_id=r.subject_id,
             )
         )
     return result

@@ -25,18 +25,21 @@ from ..dates import (
 from ..errors import ValidationFailed
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
-from ..rules.model import Rule, TriggerKind
+from ..rules.model import AGENT_TEMPLATE_COLUMNS, Rule, TriggerKind
 from ..rules.sql import TABLES, candidate_selects, row_splitter
 from ..store.consent import withdrawn_consents
-from ..store.db import Store
+from ..store.db import Store, among
 from ..store.lookup import customer_row_ids
+from ..store.models import Agent
 from ..touch_history import DeferredTouch, PastContact
-from ..vocab import BirthdayCalendar, Decision, SuppressionReason
+from ..vocab import BirthdayCalendar, Decision, SubjectKind, SuppressionReason
 from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
 from .history import History
 from .touch import Touch
 
 log = logging.getLogger("caretouch.plan")
+
+_AGENTS = Agent.__table__
 
 # Told (event_id, reason) for every event left out of a plan because it cannot be handled.
 OnUnreadable = Callable[[str, str], None]
@@ -85,6 +88,7 @@ def _due(
         occurrence=day,
         send_at=_local_send_at(day, rule.send_time, zone),
         timezone=tz_name,
+        relation=rows.get("relation"),
     )
     if trig.kind is TriggerKind.CALENDAR:
         touch.holiday = holiday
@@ -106,13 +110,22 @@ def _due(
         )
         return touch
     assert trig.field is not None
-    table_row = customer if trig.field.table == "customer" else touch.policy
+    table_row = {"customer": customer, "policy": touch.policy, "relation": touch.relation}[
+        trig.field.table
+    ]
     assert table_row is not None
     origin: dt.date = table_row[trig.field.column]
+    # A relation's date names the family member (by id and kind: the name is personal data).
+    whose = (
+        f"relation {table_row['relation_id']} ({table_row.get('kind')}): "
+        if trig.field.table == "relation"
+        else ""
+    )
     if trig.kind is TriggerKind.ANNIVERSARY:
+        # A birthday (the customer's or a relation's) in the calendar its owner keeps.
         lunar = (
-            trig.field.name == "customer.birth_date"
-            and customer.get("birthday_calendar") == BirthdayCalendar.LUNAR.value
+            trig.field.column == "birth_date"
+            and table_row.get("birthday_calendar") == BirthdayCalendar.LUNAR.value
         )
         if lunar:
             years = lunar_years_between(origin, day)
@@ -127,7 +140,7 @@ def _due(
         if years < trig.years_min or years < 0 or (lunar and day < origin):
             return None
         touch.years = years
-        touch.explain.append(f"{trig.field.name} {origin} -> {kind}, year {years}")
+        touch.explain.append(f"{whose}{trig.field.name} {origin} -> {kind}, year {years}")
         return touch
     touch.days = abs((origin - day).days)
     touch.explain.append(
@@ -238,7 +251,14 @@ def _deferred_touches(
             send_at=_local_send_at(day, rule.send_time, zone),
             timezone=zone.key,
             frozen_context=w.context,
+            relation=_deferred_relation(rule, w),
         )
+        if touch.relation is not None:
+            touch.explain.append(
+                sys.intern(
+                    f"relation {touch.relation['relation_id']} ({touch.relation.get('kind')})"
+                )
+            )
         if over:
             touch.suppress(
                 SuppressionReason.OBLIGATION_MISSED,
@@ -253,6 +273,48 @@ def _deferred_touches(
             touch.explain.append(f"deferred from {w.occurrence}; competes again on {day}")
         touches.append(touch)
     return touches, held
+
+
+def _deferred_relation(rule: Rule, w: DeferredTouch) -> dict[str, Any] | None:
+    """The family member a deferred relation touch is about: its subject (the key's), and
+    its kind as the frozen context recorded it; None for a touch of another subject."""
+    if rule.trigger.subject is not SubjectKind.RELATION:
+        return None
+    frozen = w.context.get("relation") or {}
+    return {"relation_id": w.subject_id or frozen.get("relation_id"), "kind": frozen.get("kind")}
+
+
+# Agents read per round trip when a day's touches are given theirs.
+AGENT_BATCH = 500
+
+
+def _attach_agents(store: Store, touches: list[Touch]) -> None:
+    """Give each touch its customer's agent (``customers.agent_id``) as templates see it:
+    one read of the day's agents, not one per touch. A customer without an agent, or whose
+    agent is not in the store, gets None. Deferred touches keep the agent frozen in their
+    context."""
+    ids = sorted(
+        {
+            agent_id
+            for t in touches
+            if t.frozen_context is None and (agent_id := t.customer.get("agent_id"))
+        }
+    )
+    if not ids:
+        return
+    agents = _AGENTS
+    shown = [agents.c[c] for c in AGENT_TEMPLATE_COLUMNS]
+    found: dict[str, dict[str, Any]] = {}
+    with store.read_session() as session:
+        for start in range(0, len(ids), AGENT_BATCH):
+            stmt = select(agents.c.agent_id, *shown).where(
+                among(session, agents.c.agent_id, ids[start : start + AGENT_BATCH])
+            )
+            for row in session.execute(stmt):
+                found[row.agent_id] = {c: getattr(row, c) for c in AGENT_TEMPLATE_COLUMNS}
+    for touch in touches:
+        if touch.frozen_context is None:
+            touch.agent = found.get(touch.customer.get("agent_id") or "")
 
 
 def _occasion_contacts(
@@ -347,6 +409,7 @@ def plan_day(
                     SuppressionReason.DEFERRED,
                     f"the send step deferred it to {held[touch.key]}: it competes again then",
                 )
+    _attach_agents(store, touches)
     sending = [t for t in touches if t.decision is Decision.SEND]
     opted_out = withdrawn_consents(store, {t.customer_id for t in sending})
     for touch in sending:

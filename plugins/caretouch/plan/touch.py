@@ -43,6 +43,10 @@ class Touch:
     holiday: str | None = None
     # A deferred touch keeps the facts it was first planned with (SPEC: one touch per key).
     frozen_context: dict[str, Any] | None = None
+    # The family member a ``relation.birth_date`` touch is about (its subject; the message
+    # goes to the customer), and the customer's agent as templates see it (``agent``).
+    relation: dict[str, Any] | None = None
+    agent: dict[str, Any] | None = None
 
     @property
     def subject(self) -> SubjectKind:
@@ -56,6 +60,9 @@ class Touch:
         if self.subject is SubjectKind.POLICY:
             assert self.policy is not None
             return str(self.policy["policy_id"])
+        if self.subject is SubjectKind.RELATION:
+            assert self.relation is not None
+            return str(self.relation["relation_id"])
         return str(self.customer["customer_id"])
 
     @cached_property
@@ -96,7 +103,10 @@ class Touch:
     def template_context(self) -> dict[str, Any]:
         """The variables the rule's templates see (``rules.model.template_variables``)."""
         if self.frozen_context is not None:
-            return dict(self.frozen_context)
+            context = dict(self.frozen_context)
+            # Planned before agents were part of the context: as for a customer without one.
+            context.setdefault("agent", None)
+            return context
 
         zone = ZoneInfo(self.timezone)
 
@@ -115,6 +125,7 @@ class Touch:
             "occurrence": self.occurrence,
             "rule_id": self.rule.id,
             "customer": visible("customer", self.customer),
+            "agent": dict(self.agent) if self.agent is not None else None,
         }
         for table in self.rule.trigger.tables:
             if table != "customer":
@@ -128,8 +139,9 @@ class Touch:
         return ctx
 
     def as_json(self) -> dict[str, Any]:
-        """The ``care plan --format json`` line (SPEC section 10)."""
-        return {
+        """The ``care plan --format json`` line (SPEC section 10); a relation's touch adds
+        its ``relation_id``."""
+        line = {
             "rule_id": self.rule.id,
             "customer_id": self.customer_id,
             "policy_id": (self.policy or {}).get("policy_id"),
@@ -140,3 +152,6 @@ class Touch:
             "decision": self.decision.value,
             "reason": self.reason.value if self.reason else None,
         }
+        if self.relation is not None:
+            line["relation_id"] = self.relation["relation_id"]
+        return line

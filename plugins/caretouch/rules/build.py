@@ -155,9 +155,15 @@ def _field(name: Any, where: Location, allowed_tables: tuple[str, ...]) -> Field
         raise ValidationError(f"unknown field {name!r}{did_you_mean(name, FIELDS)}", location=where)
     spec = FIELDS[name]
     if spec.table not in allowed_tables:
+        hint = (
+            "; a relation's fields need a relation trigger "
+            "(trigger: {kind: anniversary, field: relation.birth_date})"
+            if spec.table == "relation"
+            else ""
+        )
         raise ValidationError(
             f"{name}: {spec.table} fields are not available to this rule "
-            f"(it provides {', '.join(allowed_tables)})",
+            f"(it provides {', '.join(allowed_tables)}){hint}",
             location=where,
         )
     return spec

@@ -16,6 +16,7 @@ from ..vocab import (
     CustomerStatus,
     Locale,
     PolicyStatus,
+    RelationKind,
     SubjectKind,
     Tier,
 )
@@ -76,6 +77,12 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("customer", "consent_sms", FieldType.BOOL, in_templates=False),
         FieldSpec("customer", "consent_email", FieldType.BOOL, in_templates=False),
         FieldSpec("customer", "consent_marketing", FieldType.BOOL, in_templates=False),
+        # A member of the customer's family: the subject of a ``relation.birth_date`` trigger.
+        FieldSpec("relation", "relation_id", FieldType.TEXT),
+        FieldSpec("relation", "kind", FieldType.TEXT, _enum_values(RelationKind)),
+        FieldSpec("relation", "name", FieldType.TEXT),
+        FieldSpec("relation", "birth_date", FieldType.DATE),
+        FieldSpec("relation", "birthday_calendar", FieldType.TEXT, _enum_values(BirthdayCalendar)),
         FieldSpec("policy", "policy_id", FieldType.TEXT),
         FieldSpec("policy", "customer_id", FieldType.TEXT),
         FieldSpec("policy", "product", FieldType.TEXT),
@@ -95,7 +102,7 @@ FIELDS: dict[str, FieldSpec] = {
 # The date fields each trigger kind may use: each is backed by an index, so planning a day
 # stays an index lookup (an anniversary by the month-day key, an offset by the date itself).
 DATE_TRIGGER_FIELDS: dict[TriggerKind, tuple[str, ...]] = {
-    TriggerKind.ANNIVERSARY: ("customer.birth_date", "policy.start_date"),
+    TriggerKind.ANNIVERSARY: ("customer.birth_date", "policy.start_date", "relation.birth_date"),
     TriggerKind.DAYS_BEFORE: ("policy.renewal_date", "policy.start_date"),
     TriggerKind.DAYS_AFTER: ("policy.start_date", "policy.renewal_date"),
 }
@@ -170,7 +177,11 @@ class Trigger:
         if self.kind is TriggerKind.CALENDAR:
             return SubjectKind.CUSTOMER
         assert self.field is not None
-        return SubjectKind.POLICY if self.field.table == "policy" else SubjectKind.CUSTOMER
+        if self.field.table == "policy":
+            return SubjectKind.POLICY
+        if self.field.table == "relation":
+            return SubjectKind.RELATION
+        return SubjectKind.CUSTOMER
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -179,6 +190,8 @@ class Trigger:
             return ("customer", "event", "policy")
         if self.kind is not TriggerKind.CALENDAR and self.subject is SubjectKind.POLICY:
             return ("customer", "policy")
+        if self.kind is not TriggerKind.CALENDAR and self.subject is SubjectKind.RELATION:
+            return ("customer", "relation")
         return ("customer",)
 
 
@@ -234,11 +247,16 @@ class Rule:
 # ``occasion: holiday`` on a calendar rule with holidays: each festival is its own occasion.
 HOLIDAY_OCCASION = "holiday"
 
+# What every rule's templates see of the customer's own agent (``customers.agent_id``), or
+# None when the customer has none. The agent's business details: given to the customer as
+# they are, not masked as customers' data is (but never logged).
+AGENT_TEMPLATE_COLUMNS: tuple[str, ...] = ("name", "phone", "email")
+
 
 def template_variables(trigger: Trigger) -> dict[str, frozenset[str] | None]:
     """The variables a rule's templates may use, with the attributes each offers.
 
-    The planner builds exactly this context (``plan.candidates.template_context``);
+    The planner builds exactly this context (``plan.touch.Touch.template_context``);
     validation checks templates against it, so an undefined variable is caught at
     ``care validate`` rather than at send time.
     """
@@ -247,8 +265,9 @@ def template_variables(trigger: Trigger) -> dict[str, frozenset[str] | None]:
         variables[table] = frozenset(
             f.column for f in FIELDS.values() if f.table == table and f.in_templates
         )
+    variables["agent"] = frozenset(AGENT_TEMPLATE_COLUMNS)
     if trigger.kind is TriggerKind.ANNIVERSARY:
-        variables["years"] = None
+        variables["years"] = None  # for a relation's birthday, the relation's age
     if trigger.kind in (TriggerKind.DAYS_BEFORE, TriggerKind.DAYS_AFTER):
         variables["days"] = None
     if trigger.kind is TriggerKind.CALENDAR:
@@ -270,8 +289,9 @@ def sample_contexts(trigger: Trigger, event_type: EventType | None = None) -> li
     """Template contexts with typical values, plus the awkward cases the real data has.
 
     ``care validate`` renders every template with each, so that a template that would only
-    fail at send time (an unguarded ``policy`` of an event without one, a nullable field
-    printed without a default) is refused before any customer is involved. An event's
+    fail at send time (an unguarded ``policy`` of an event without one, an unguarded
+    ``agent`` of a customer without one, a nullable field printed without a default) is
+    refused before any customer is involved. An event's
     payload is the example its type declares (``event_type``), every field in the typical
     sample and only the required ones in the sample of empty optional fields.
     """
@@ -283,6 +303,9 @@ def sample_contexts(trigger: Trigger, event_type: EventType | None = None) -> li
                 row[f.column] = f.choices[0] if f.choices else _SAMPLE_VALUES[f.type]
         base[table] = row
     base["customer"]["name"] = "王芳"
+    if "relation" in base:
+        base["relation"].update(name="王小明", kind="child")
+    base["agent"] = {"name": "李娜", "phone": "+8613900001111", "email": "li.na@example.com"}
     if "event" in base:
         base["event"]["type"] = trigger.event_type
         base["event"]["payload"] = event_type.example_payload() if event_type else None
@@ -293,7 +316,11 @@ def sample_contexts(trigger: Trigger, event_type: EventType | None = None) -> li
     if trigger.kind is TriggerKind.CALENDAR:
         base["holiday"] = trigger.holidays[0] if trigger.holidays else None
     samples = [dict(base, _sample="typical values")]
-    nullable = {"customer": ("birth_date", "timezone"), "policy": ("renewal_date", "premium")}
+    nullable = {
+        "customer": ("birth_date", "timezone"),
+        "policy": ("renewal_date", "premium"),
+        "agent": ("phone", "email"),
+    }
     empty = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for table, columns in nullable.items():
         if table in empty:
@@ -306,6 +333,8 @@ def sample_contexts(trigger: Trigger, event_type: EventType | None = None) -> li
             event_type.example_payload(required_only=True) if event_type else None
         )
     samples.append(dict(empty, _sample="empty optional fields"))
+    # A customer without an agent: ``agent`` is None, so ``agent.phone`` needs a guard.
+    samples.append(dict(base, agent=None, _sample="a customer without an agent"))
     if trigger.kind is TriggerKind.EVENT:
         samples.append(dict(base, policy=None, _sample="an event without a policy"))
     if trigger.kind is TriggerKind.CALENDAR:

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, sele
 from sqlalchemy.sql.schema import Table
 
 from ..dates import anniversary_keys, lunar_anniversary_keys
-from ..store.models import Customer, Event, InsurancePolicy
+from ..store.models import Customer, Event, InsurancePolicy, Relation
 from ..vocab import BirthdayCalendar
 from .model import AllOf, AnyOf, Compare, Condition, Not, Op, Rule, TriggerKind
 
@@ -27,8 +27,9 @@ TABLES: dict[str, Table] = {
     "customer": Customer.__table__,  # type: ignore[dict-item]
     "policy": InsurancePolicy.__table__,  # type: ignore[dict-item]
     "event": Event.__table__,  # type: ignore[dict-item]
+    "relation": Relation.__table__,  # type: ignore[dict-item]
 }
-PREFIX = {"customer": "c_", "policy": "p_", "event": "e_"}
+PREFIX = {"customer": "c_", "policy": "p_", "event": "e_", "relation": "r_"}
 
 
 def compile_condition(cond: Condition) -> ColumnElement[bool]:
@@ -68,7 +69,8 @@ def _columns(tables: tuple[str, ...]) -> list[Any]:
 
 
 def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
-    """SELECTs returning every (customer, policy, event) row the rule may touch on ``day``.
+    """SELECTs returning every (customer, policy, event, relation) row the rule may touch on
+    ``day``.
 
     They may return a few rows more than are due (e.g. events near the edge of the local
     day); ``plan.candidates`` makes the exact, time-zone-aware decision in Python.
@@ -113,17 +115,28 @@ def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
             .select_from(policies)
             .join(customers, customers.c.customer_id == policies.c.customer_id)
         )
+    elif field.table == "relation":
+        # One row per family member whose date it is, with their customer (the recipient).
+        relations = TABLES["relation"]
+        base = (
+            select(*_columns(("customer", "relation")))
+            .select_from(relations)
+            .join(customers, customers.c.customer_id == relations.c.customer_id)
+        )
     else:
         base = select(*_columns(("customer",))).select_from(customers)
 
-    col = TABLES[field.table].c[field.column]
+    owner = TABLES[field.table]
+    col = owner.c[field.column]
     if trig.kind is TriggerKind.ANNIVERSARY:
         keys = anniversary_keys(day, trig.leap_day)
-        if field.name == "customer.birth_date":
+        if field.column == "birth_date":
+            # A customer's or a relation's birthday: Gregorian by the month-day key, lunar by
+            # the lunar one; both keys are indexed on either table.
             wheres.append(
                 and_(
-                    customers.c.birth_md.in_(keys),
-                    customers.c.birthday_calendar == BirthdayCalendar.GREGORIAN.value,
+                    owner.c.birth_md.in_(keys),
+                    owner.c.birthday_calendar == BirthdayCalendar.GREGORIAN.value,
                 )
             )
             lunar_keys = lunar_anniversary_keys(day)
@@ -131,8 +144,8 @@ def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
             if lunar_keys:
                 selects.append(
                     base.where(
-                        customers.c.birth_lunar_md.in_(lunar_keys),
-                        customers.c.birthday_calendar == BirthdayCalendar.LUNAR.value,
+                        owner.c.birth_lunar_md.in_(lunar_keys),
+                        owner.c.birthday_calendar == BirthdayCalendar.LUNAR.value,
                         col <= day,
                         audience,
                     )
@@ -151,7 +164,8 @@ def row_splitter(
 ) -> Callable[[Sequence[Any]], dict[str, dict[str, Any] | None]]:
     """A function that splits result rows of these column ``keys`` into tables.
 
-    It returns ``{"customer": {...}, "policy": {...} | None, "event": {...} | None}``; a
+    It returns ``{"customer": {...}, "policy": {...} | None, "event": {...} | None,
+    "relation": {...} | None}``; a
     table whose id is NULL (an outer join that found nothing) is None. The column layout is
     worked out once per statement, not once per row.
     """
@@ -179,4 +193,9 @@ def row_splitter(
     return split
 
 
-ID_KEYS = {"customer": "customer_id", "policy": "policy_id", "event": "event_id"}
+ID_KEYS = {
+    "customer": "customer_id",
+    "policy": "policy_id",
+    "event": "event_id",
+    "relation": "relation_id",
+}
