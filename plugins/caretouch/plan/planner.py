@@ -352,9 +352,10 @@ def plan_day(
     for touch in sending:
         choose_channel(touch, policy, opted_out.get(touch.customer_id, set()))
     apply_blackout(touches, policy, day)
-    week = dt.timedelta(days=6)
+    # Every window of the longest cap (7 days, or 30 with a per_30_days cap) around the day.
+    span = dt.timedelta(days=policy.longest_cap_days - 1)
     past = (
-        history.contacts({t.customer_id for t in touches}, day - week, day + week)
+        history.contacts({t.customer_id for t in touches}, day - span, day + span)
         if history is not None and touches
         else []
     )
