@@ -242,7 +242,9 @@ def apply_caps(
 
 def _level_line(policy: ContactPolicy, level: ServiceLevel, tier: str | None) -> str:
     """The explanation's line naming the service level whose caps a touch competes under."""
-    return sys.intern(f"tier {tier}: service level {policy.clause(level.clause_name, level.name)}")
+    return sys.intern(
+        f"tier {tier}: service level {level.name}, {policy.clause(level.clause_name)}"
+    )
 
 
 def _occasions_taken(

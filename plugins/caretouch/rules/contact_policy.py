@@ -273,7 +273,9 @@ class ContactPolicy:
         return None
 
 
-def _levels(data: dict[str, Any], pos: Any) -> tuple[dict[str, ServiceLevel], list[ValidationError]]:
+def _levels(
+    data: dict[str, Any], pos: Any
+) -> tuple[dict[str, ServiceLevel], list[ValidationError]]:
     """The service levels of ``levels:``, and an error for each tier named by two of them."""
     levels: dict[str, ServiceLevel] = {}
     errors: list[ValidationError] = []

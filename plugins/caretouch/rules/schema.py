@@ -141,7 +141,7 @@ def trigger_variants() -> list[tuple[dict[str, str], Trigger]]:
             variants.append(
                 ({"kind": kind.value, "field": name}, Trigger(kind, field=FIELDS[name]))
             )
-    for kind in (TriggerKind.EVENT, TriggerKind.CALENDAR):
+    for kind in (TriggerKind.EVENT, TriggerKind.CALENDAR, TriggerKind.CADENCE):
         variants.append(({"kind": kind.value}, Trigger(kind)))
     return variants
 
@@ -241,6 +241,7 @@ _TRIGGER: dict[str, Any] = {
             },
             ["type", "delay_days"],
         ),
+        _trigger_branch("cadence", {}, []),
         _trigger_branch(
             "calendar",
             {
