@@ -84,6 +84,9 @@ class Ledger:
     ) -> list[PastContact]:
         return contacts.contacts(self.store, customer_ids, first, last)
 
+    def last_contacts(self, customer_ids: Iterable[str], day: dt.date) -> dict[str, dt.date]:
+        return contacts.last_contacts(self.store, customer_ids, day)
+
     def occasion_contacts(
         self, customer_ids: Iterable[str], rule_ids: Iterable[str], first: dt.date, last: dt.date
     ) -> list[PastContact]:

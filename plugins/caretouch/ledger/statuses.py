@@ -27,6 +27,9 @@ HANDLED = frozenset(
 
 # Touches that count against the contact policy's caps: sent or about to be.
 COUNTED = HANDLED - {TouchStatus.FAILED} | {TouchStatus.PLANNED}
+# Touches that completed a contact, for a service level's cadence: a message that went out
+# (a completed agent task counts too, once tasks are recorded).
+CONTACT_MADE = frozenset({TouchStatus.SENT, TouchStatus.DELIVERED})
 # The longest deferral a rule may ask for (rules.schema: defer_days maximum).
 MAX_DEFER_DAYS = 14
 

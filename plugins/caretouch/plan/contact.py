@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..addresses import email_is_valid, phone_is_valid
-from ..rules.contact_policy import Cap, ContactPolicy
+from ..rules.contact_policy import Cap, ContactPolicy, ServiceLevel
 from ..rules.model import Rule
 from ..store.models import Customer
 from ..touch_history import PastContact
@@ -36,7 +36,6 @@ from .touch import Touch
 DEFERRABLE = frozenset(
     {SuppressionReason.FREQUENCY_CAP, SuppressionReason.BLACKOUT, SuppressionReason.CAPACITY}
 )
-WEEK = 7
 
 
 def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> None:
@@ -114,25 +113,18 @@ def apply_blackout(touches: Iterable[Touch], policy: ContactPolicy, day: dt.date
             )
 
 
-def _caps_for(policy: ContactPolicy, category: Category, channel: Channel | None) -> list[Cap]:
-    caps = [policy.caps]
-    if category in policy.category_caps:
-        caps.append(policy.category_caps[category])
-    if channel is not None and channel in policy.channel_caps:
-        caps.append(policy.channel_caps[channel])
-    return caps
-
-
 def cap_violation(
     policy: ContactPolicy,
     category: Category,
     channel: Channel | None,
     taken: list[PastContact],
     day: dt.date,
+    tier: str | None = None,
 ) -> str | None:
-    """Why one more touch of ``category`` on ``channel`` on local ``day`` would break a cap
-    (given the customer's ``taken`` contacts), or None when every cap allows it."""
-    for cap in _caps_for(policy, category, channel):
+    """Why one more touch of ``category`` on ``channel`` on local ``day`` to a customer of
+    ``tier`` would break a cap (given the customer's ``taken`` contacts), or None when every
+    cap allows it: the top-level caps and those of the tier's service level."""
+    for cap in policy.caps_for(tier, category, channel):
         problem = _violation(cap, taken, day, policy)
         if problem:
             return problem
@@ -140,10 +132,10 @@ def cap_violation(
 
 
 def _in_scope(cap: Cap, contact: PastContact) -> bool:
-    if cap.name.startswith("caps.categories."):
-        return contact.category == cap.name.rsplit(".", 1)[1]
-    if cap.name.startswith("caps.channels."):
-        return contact.channel == cap.name.rsplit(".", 1)[1]
+    if cap.category is not None:
+        return contact.category == cap.category
+    if cap.channel is not None:
+        return contact.channel == cap.channel
     return True
 
 
@@ -155,32 +147,21 @@ def _violation(
     if not scoped and _allows_one(cap):
         # Nothing taken in its scope: the usual case on a festival day, not worth the windows.
         return None
-    if cap.per_day is not None:
-        same_day = [c for c in scoped if c.day == day]
-        if len(same_day) + 1 > cap.per_day:
-            return (
-                f"{policy.clause(cap.name + '.per_day', cap.per_day)}: "
-                f"{_listing(same_day)} on {day}"
-            )
-    if cap.per_7_days is not None:
-        # Every 7-day window that contains the day must stay within the cap.
-        for offset in range(WEEK - 1, -1, -1):
+    for name, limit, days in cap.limits():
+        # Every window of ``days`` local days that contains the day must stay within it.
+        for offset in range(days - 1, -1, -1):
             first = day - dt.timedelta(days=offset)
-            last = first + dt.timedelta(days=WEEK - 1)
+            last = first + dt.timedelta(days=days - 1)
             inside = [c for c in scoped if first <= c.day <= last]
-            if len(inside) + 1 > cap.per_7_days:
-                return (
-                    f"{policy.clause(cap.name + '.per_7_days', cap.per_7_days)}: "
-                    f"{_listing(inside)} in {first}..{last}"
-                )
+            if len(inside) + 1 > limit:
+                where = f"on {day}" if days == 1 else f"in {first}..{last}"
+                return f"{policy.clause(f'{cap.name}.{name}', limit)}: {_listing(inside)} {where}"
     return None
 
 
 def _allows_one(cap: Cap) -> bool:
     """Whether ``cap`` allows a touch to a customer who had none (a cap of 0 does not)."""
-    return (cap.per_day is None or cap.per_day >= 1) and (
-        cap.per_7_days is None or cap.per_7_days >= 1
-    )
+    return all(limit >= 1 for _, limit, _ in cap.limits())
 
 
 def _listing(contacts: list[PastContact]) -> str:
@@ -236,7 +217,11 @@ def apply_caps(
                     "priority decides)",
                 )
                 continue
-            problem = cap_violation(policy, t.rule.category, t.channel, accepted, day)
+            tier = t.customer.get("tier")
+            level = policy.level_of(tier)
+            if level is not None:
+                t.explain.append(_level_line(policy, level, tier))
+            problem = cap_violation(policy, t.rule.category, t.channel, accepted, day, tier)
             if problem:
                 t.suppress(SuppressionReason.FREQUENCY_CAP, f"{problem} (priority decides)")
                 continue
@@ -253,6 +238,13 @@ def apply_caps(
             accepted.append(contact)
             if occasion is not None:
                 mine[occasion] = contact
+
+
+def _level_line(policy: ContactPolicy, level: ServiceLevel, tier: str | None) -> str:
+    """The explanation's line naming the service level whose caps a touch competes under."""
+    return sys.intern(
+        f"tier {tier}: service level {level.name}, {policy.clause(level.clause_name)}"
+    )
 
 
 def _occasions_taken(
@@ -369,6 +361,7 @@ class PlannedSend:
     timezone: str | None
     send_at: dt.datetime
     occurrence: dt.date
+    tier: str | None = None  # the customer's tier when planned (its service level's caps)
 
 
 @dataclass(frozen=True)
@@ -496,14 +489,14 @@ def late_cap_problem(
     today = now.astimezone(zone).date()
     if today == due.send_at.astimezone(zone).date():
         return None
-    week = dt.timedelta(days=WEEK - 1)
+    span = dt.timedelta(days=policy.longest_cap_days - 1)
     taken = [
         c
-        for c in history.contacts([due.customer_id], today - week, today + week)
+        for c in history.contacts([due.customer_id], today - span, today + span)
         if c.key != due.key
     ]
     channel = due.channel
-    problem = cap_violation(policy, due.category, channel, taken, today)
+    problem = cap_violation(policy, due.category, channel, taken, today, due.tier)
     if problem is None and channel is not None and channel in policy.capacity:
         budget = policy.capacity[channel]
         if (channel, today) not in capacity_use:

@@ -26,6 +26,11 @@ class History(Protocol):
         """Counted touches of these customers (None: all) with a contact day in [first, last]."""
         ...
 
+    def last_contacts(self, customer_ids: Iterable[str], day: dt.date) -> dict[str, dt.date]:
+        """Per customer, the local day of their last completed contact (a message that went
+        out, a task done) on or before ``day``; customers never contacted are left out."""
+        ...
+
     def deferred(
         self, rule_ids: Iterable[str], first: dt.date, last: dt.date
     ) -> list[DeferredTouch]:

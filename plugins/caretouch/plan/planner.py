@@ -33,6 +33,7 @@ from ..store.lookup import customer_row_ids
 from ..store.models import Agent
 from ..touch_history import DeferredTouch, PastContact
 from ..vocab import BirthdayCalendar, Decision, SubjectKind, SuppressionReason
+from .cadence import is_due, levels_with_cadence
 from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
 from .history import History
 from .touch import Touch
@@ -90,6 +91,8 @@ def _due(
         timezone=tz_name,
         relation=rows.get("relation"),
     )
+    if trig.kind is TriggerKind.CADENCE:
+        return touch  # due or not: ``_cadence_touches`` decides, from the last contact
     if trig.kind is TriggerKind.CALENDAR:
         touch.holiday = holiday
         touch.explain.append(
@@ -160,11 +163,15 @@ def due_touches(
     policy: ContactPolicy,
     on_unreadable: OnUnreadable | None = None,
     shard: Shard | None = None,
+    history: History | None = None,
 ) -> list[Touch]:
     """The touches ``rule`` makes due on local date ``day``, before the contact policy: its
     trigger and audience, evaluated in the database. The report derives its figures of what
     a rule should have done from this same definition. An event whose payload cannot be read
-    back is left out (``plan_day``). ``shard``: only that share of the customers'."""
+    back is left out (``plan_day``). ``shard``: only that share of the customers'.
+    ``history``: the last contacts a cadence trigger counts from (none: never contacted)."""
+    if rule.trigger.kind is TriggerKind.CADENCE:
+        return _cadence_touches(store, rule, day, policy, history, shard)
     touches = []
     holiday = (
         rule.trigger.calendar_match(day)[1] if rule.trigger.kind is TriggerKind.CALENDAR else None
@@ -185,6 +192,53 @@ def due_touches(
                 touch = _due(rule, rows, day, policy, holiday)
                 if touch is not None:
                     touches.append(touch)
+    return touches
+
+
+def _cadence_touches(
+    store: Store,
+    rule: Rule,
+    day: dt.date,
+    policy: ContactPolicy,
+    history: History | None,
+    shard: Shard | None,
+) -> list[Touch]:
+    """A cadence rule's check-ins due on ``day`` (``plan.cadence``): the audience's
+    customers of a level with a cadence whose cycle since their last contact ends today."""
+    levels = levels_with_cadence(policy)
+    if not levels:
+        return []
+    customers = TABLES["customer"]
+    rows: list[dict[str, Any]] = []
+    with store.read_session() as session:
+        for stmt in candidate_selects(rule, day):
+            stmt = stmt.where(customers.c.tier.in_(sorted(levels)), in_shard(shard))
+            result = session.execute(stmt, execution_options={"yield_per": CANDIDATE_BATCH})
+            split = row_splitter(list(result.keys()))
+            rows += [split(row)["customer"] or {} for row in result]
+    last = (
+        history.last_contacts([str(r["customer_id"]) for r in rows], day)
+        if history is not None and rows
+        else {}
+    )
+    touches = []
+    for customer in rows:
+        customer_id = str(customer["customer_id"])
+        level = levels[str(customer["tier"])]
+        cadence = level.cadence_days
+        assert cadence is not None
+        contacted = last.get(customer_id)
+        if not is_due(day, cadence, contacted, customer_id):
+            continue
+        touch = _due(rule, {"customer": customer}, day, policy)
+        assert touch is not None
+        touch.cadence = (level.name, cadence, contacted)
+        since = f"last contact {contacted}" if contacted else "never contacted"
+        touch.explain.append(
+            f"cadence: {since}; {policy.clause(level.clause_name + '.cadence_days', cadence)} "
+            f"for tier {customer['tier']} runs out on {day}"
+        )
+        touches.append(touch)
     return touches
 
 
@@ -392,7 +446,7 @@ def plan_day(
     touches: list[Touch] = []
     seen: set[str] = set()
     for rule in ruleset.rules:
-        for touch in due_touches(store, rule, day, policy, on_unreadable, shard):
+        for touch in due_touches(store, rule, day, policy, on_unreadable, shard, history):
             if touch.key not in seen:
                 seen.add(touch.key)
                 touches.append(touch)
@@ -415,9 +469,10 @@ def plan_day(
     for touch in sending:
         choose_channel(touch, policy, opted_out.get(touch.customer_id, set()))
     apply_blackout(touches, policy, day)
-    week = dt.timedelta(days=6)
+    # Every window of the longest cap (7 days, or 30 with a per_30_days cap) around the day.
+    span = dt.timedelta(days=policy.longest_cap_days - 1)
     past = (
-        history.contacts({t.customer_id for t in touches}, day - week, day + week)
+        history.contacts({t.customer_id for t in touches}, day - span, day + span)
         if history is not None and touches
         else []
     )

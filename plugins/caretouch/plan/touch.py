@@ -41,6 +41,8 @@ class Touch:
     years: int | None = None
     days: int | None = None
     holiday: str | None = None
+    # A cadence check-in: (service level, its cadence_days, the last contact or None).
+    cadence: tuple[str, int, dt.date | None] | None = None
     # A deferred touch keeps the facts it was first planned with (SPEC: one touch per key).
     frozen_context: dict[str, Any] | None = None
     # The family member a ``relation.birth_date`` touch is about (its subject; the message
@@ -136,6 +138,8 @@ class Touch:
             ctx["days"] = self.days
         if self.rule.trigger.kind is TriggerKind.CALENDAR:
             ctx["holiday"] = self.holiday
+        if self.cadence is not None:
+            ctx["level"], ctx["cadence_days"], ctx["last_contact"] = self.cadence
         return ctx
 
     def as_json(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -60,13 +60,89 @@ class QuietHours:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
 
 
+CAP_WINDOWS: tuple[tuple[str, int], ...] = (("per_day", 1), ("per_7_days", 7), ("per_30_days", 30))
+"""A cap's limits and the local days each counts over."""
+
+
 @dataclass(frozen=True)
 class Cap:
-    """At most ``per_day`` touches in a local day and ``per_7_days`` in any 7 local days."""
+    """At most ``per_day`` touches in a local day, ``per_7_days`` in any 7 local days and
+    ``per_30_days`` in any 30; of one ``category`` or ``channel`` only, when one is given."""
 
     per_day: int | None = None
     per_7_days: int | None = None
+    per_30_days: int | None = None
     name: str = "caps"  # the clause, e.g. "caps.categories.marketing"
+    category: str | None = None
+    channel: str | None = None
+
+    def limits(self) -> list[tuple[str, int, int]]:
+        """(limit's name, its value, the days it counts over), for the limits given."""
+        return [
+            (name, value, days)
+            for name, days in CAP_WINDOWS
+            if (value := getattr(self, name)) is not None
+        ]
+
+    def without(self, names: set[str]) -> Cap:
+        """This cap less the limits ``names`` (which a service level gives instead)."""
+        return replace(self, **{n: None for n in names})
+
+
+def _cap(data: dict[str, Any] | None, name: str, **scope: str) -> Cap:
+    data = data or {}
+    return Cap(data.get("per_day"), data.get("per_7_days"), data.get("per_30_days"), name, **scope)
+
+
+@dataclass(frozen=True)
+class CapSet:
+    """The caps of a ``caps`` block: of all touches, per category and per channel."""
+
+    whole: Cap = Cap()
+    categories: dict[Category, Cap] = field(default_factory=dict)
+    channels: dict[Channel, Cap] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, data: dict[str, Any] | None, prefix: str = "caps") -> CapSet:
+        data = data or {}
+        return cls(
+            _cap(data, prefix),
+            {
+                Category(name): _cap(c, f"{prefix}.categories.{name}", category=name)
+                for name, c in (data.get("categories") or {}).items()
+            },
+            {
+                Channel(name): _cap(c, f"{prefix}.channels.{name}", channel=name)
+                for name, c in (data.get("channels") or {}).items()
+            },
+        )
+
+    def applying_all(self) -> list[Cap]:
+        return [self.whole, *self.categories.values(), *self.channels.values()]
+
+    def applying(self, category: Category, channel: Channel | None) -> list[Cap]:
+        caps = [self.whole]
+        if category in self.categories:
+            caps.append(self.categories[category])
+        if channel is not None and channel in self.channels:
+            caps.append(self.channels[channel])
+        return caps
+
+
+@dataclass(frozen=True)
+class ServiceLevel:
+    """A level of service (SPEC section 1: basic, value-added, premium) and the tiers it
+    serves: its own caps, each replacing the same cap of the top-level ``caps`` for its
+    customers, and its cadence, the longest its customers may go without a completed touch."""
+
+    name: str
+    tiers: tuple[str, ...]
+    caps: CapSet = CapSet()
+    cadence_days: int | None = None
+
+    @property
+    def clause_name(self) -> str:
+        return f"levels.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +175,8 @@ class ContactPolicy:
     caps: Cap = Cap()
     category_caps: dict[Category, Cap] = field(default_factory=dict)
     channel_caps: dict[Channel, Cap] = field(default_factory=dict)
+    # Service levels by name; each tier belongs to at most one (``level_of``).
+    levels: dict[str, ServiceLevel] = field(default_factory=dict)
     # Consents a category needs besides the channel's own; marketing always needs marketing.
     consent: dict[Category, frozenset[str]] = field(
         default_factory=lambda: {Category.MARKETING: frozenset({"marketing"})}
@@ -114,12 +192,51 @@ class ContactPolicy:
     file_hash: str = ""
     # Where each clause stands in the file, for `care plan --explain`.
     clauses: dict[str, Location] = field(default_factory=dict)
+    _caps_cache: dict[tuple[str | None, Category, Channel | None], list[Cap]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def clause(self, name: str, value: object = None) -> str:
         """``caps.per_day=1 (care_rules/policy.yaml:8:3)``; ``(default)`` when not in the file."""
         where = self.clauses.get(name)
         shown = name if value is None else f"{name}={value}"
         return f"{shown} ({where})" if where else f"{shown} (default)"
+
+    def level_of(self, tier: str | None) -> ServiceLevel | None:
+        """The service level that serves ``tier``; None when no level names it."""
+        for level in self.levels.values():
+            if tier in level.tiers:
+                return level
+        return None
+
+    @property
+    def longest_cap_days(self) -> int:
+        """The most local days any cap counts over (the history the planner must read)."""
+        caps = [self.caps, *self.category_caps.values(), *self.channel_caps.values()]
+        for level in self.levels.values():
+            caps += level.caps.applying_all()
+        return max((days for cap in caps for _, _, days in cap.limits()), default=1)
+
+    def caps_for(self, tier: str | None, category: Category, channel: Channel | None) -> list[Cap]:
+        """The caps one more touch of ``category`` on ``channel`` to a customer of ``tier``
+        must stay within: the top-level ones, less each limit the tier's service level gives
+        instead, and the level's. Worked out once per (tier, category, channel)."""
+        found = self._caps_cache.get((tier, category, channel))
+        if found is not None:
+            return found
+        top = CapSet(self.caps, self.category_caps, self.channel_caps)
+        level = self.level_of(tier)
+        caps = top.applying(category, channel)
+        if level is not None:
+            own = level.caps.applying(category, channel)
+            # The level's cap of the same scope replaces the top-level limits it gives.
+            replaced = {
+                (cap.category, cap.channel): {name for name, _, _ in cap.limits()} for cap in own
+            }
+            caps = [c.without(replaced.get((c.category, c.channel), set())) for c in caps]
+            caps = [c for c in caps if c.limits()] + [c for c in own if c.limits()]
+        self._caps_cache[(tier, category, channel)] = caps
+        return caps
 
     def needs_marketing(self, category: Category) -> bool:
         return "marketing" in self.consent.get(category, frozenset()) or (
@@ -154,6 +271,33 @@ class ContactPolicy:
             if channel is Channel.EMAIL and consent_email and email_is_valid(email):
                 return channel
         return None
+
+
+def _levels(
+    data: dict[str, Any], pos: Any
+) -> tuple[dict[str, ServiceLevel], list[ValidationError]]:
+    """The service levels of ``levels:``, and an error for each tier named by two of them."""
+    levels: dict[str, ServiceLevel] = {}
+    errors: list[ValidationError] = []
+    served: dict[str, str] = {}
+    for name, body in data.items():
+        for i, tier in enumerate(body["tiers"]):
+            if tier in served:
+                errors.append(
+                    ValidationError(
+                        f"tier {tier} is in levels {served[tier]} and {name}: a tier belongs "
+                        "to one service level",
+                        location=pos.at(("levels", name, "tiers", i)),
+                    )
+                )
+            served.setdefault(tier, name)
+        levels[name] = ServiceLevel(
+            name,
+            tuple(body["tiers"]),
+            CapSet.read(body.get("caps"), f"levels.{name}.caps"),
+            body.get("cadence_days"),
+        )
+    return levels, errors
 
 
 def load_policy(path: str | Path) -> ContactPolicy:
@@ -191,8 +335,11 @@ def load_policy(path: str | Path) -> ContactPolicy:
                     f"{text!r} is not a real date", location=pos.at(("blackout", "dates", i))
                 )
             )
+    levels, level_errors = _levels(data.get("levels") or {}, pos)
+    errors += level_errors
     if errors:
         raise ValidationFailed(errors)
+    top = CapSet.read(caps)
     # Each clause's location is where its key stands, e.g. "caps.per_day" -> policy.yaml:11:3.
     clauses = {
         ".".join((*path[:-2], path[-1])): Location(pos.file, *mark)
@@ -209,15 +356,10 @@ def load_policy(path: str | Path) -> ContactPolicy:
         quiet_hours=QuietHours(
             _parse_time(quiet.get("start", "21:00")), _parse_time(quiet.get("end", "08:00"))
         ),
-        caps=Cap(caps.get("per_day"), caps.get("per_7_days"), "caps"),
-        category_caps={
-            Category(name): Cap(c.get("per_day"), c.get("per_7_days"), f"caps.categories.{name}")
-            for name, c in (caps.get("categories") or {}).items()
-        },
-        channel_caps={
-            Channel(name): Cap(c.get("per_day"), c.get("per_7_days"), f"caps.channels.{name}")
-            for name, c in (caps.get("channels") or {}).items()
-        },
+        caps=top.whole,
+        category_caps=top.categories,
+        channel_caps=top.channels,
+        levels=levels,
         consent=consent,
         blackout=Blackout(
             categories=frozenset(Category(c) for c in blackout.get("categories", [])),

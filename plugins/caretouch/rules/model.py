@@ -31,6 +31,8 @@ class TriggerKind(str, Enum):
     DAYS_AFTER = "days_after"
     EVENT = "event"
     CALENDAR = "calendar"
+    # Due when a customer's service level's cadence runs out (plan.cadence).
+    CADENCE = "cadence"
 
 
 class FieldType(str, Enum):
@@ -174,7 +176,7 @@ class Trigger:
         """What one occurrence of this trigger is about (the idempotency key's subject)."""
         if self.kind is TriggerKind.EVENT:
             return SubjectKind.EVENT
-        if self.kind is TriggerKind.CALENDAR:
+        if self.kind in (TriggerKind.CALENDAR, TriggerKind.CADENCE):
             return SubjectKind.CUSTOMER
         assert self.field is not None
         if self.field.table == "policy":
@@ -188,7 +190,7 @@ class Trigger:
         """Tables whose fields a rule with this trigger may use."""
         if self.kind is TriggerKind.EVENT:
             return ("customer", "event", "policy")
-        if self.kind is not TriggerKind.CALENDAR and self.subject is SubjectKind.POLICY:
+        if self.field is not None and self.subject is SubjectKind.POLICY:
             return ("customer", "policy")
         if self.kind is not TriggerKind.CALENDAR and self.subject is SubjectKind.RELATION:
             return ("customer", "relation")
@@ -272,6 +274,8 @@ def template_variables(trigger: Trigger) -> dict[str, frozenset[str] | None]:
         variables["days"] = None
     if trigger.kind is TriggerKind.CALENDAR:
         variables["holiday"] = None
+    if trigger.kind is TriggerKind.CADENCE:
+        variables.update(level=None, cadence_days=None, last_contact=None)
     return variables
 
 
@@ -315,6 +319,8 @@ def sample_contexts(trigger: Trigger, event_type: EventType | None = None) -> li
         base["days"] = 7
     if trigger.kind is TriggerKind.CALENDAR:
         base["holiday"] = trigger.holidays[0] if trigger.holidays else None
+    if trigger.kind is TriggerKind.CADENCE:
+        base.update(level="premium", cadence_days=30, last_contact=dt.date(2025, 12, 16))
     samples = [dict(base, _sample="typical values")]
     nullable = {
         "customer": ("birth_date", "timezone"),
@@ -328,6 +334,8 @@ def sample_contexts(trigger: Trigger, event_type: EventType | None = None) -> li
                 # The trigger's own date is never empty on a touch it made.
                 if trigger.field is None or trigger.field.name != f"{table}.{column}":
                     empty[table][column] = None
+    if trigger.kind is TriggerKind.CADENCE:
+        empty["last_contact"] = None  # never contacted
     if "event" in empty:
         empty["event"]["payload"] = (
             event_type.example_payload(required_only=True) if event_type else None

@@ -35,6 +35,51 @@ _CAP: dict[str, Any] = {
     "properties": {
         "per_day": {"type": "integer", "minimum": 0},
         "per_7_days": {"type": "integer", "minimum": 0},
+        "per_30_days": {"type": "integer", "minimum": 0},
+    },
+}
+
+_CAPS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Touches per customer per local day, per rolling 7 and 30 local days.",
+    "properties": {
+        **_CAP["properties"],
+        "categories": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {c.value: _CAP for c in Category},
+        },
+        "channels": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {c.value: _CAP for c in Channel},
+        },
+    },
+}
+
+_LEVEL: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["tiers"],
+    "description": "A service level: the tiers it serves, its caps (each replaces the same "
+    "cap of the top-level `caps` for its customers) and its cadence.",
+    "properties": {
+        "tiers": {
+            "type": "array",
+            "items": {"enum": [t.value for t in Tier]},
+            "uniqueItems": True,
+            "minItems": 1,
+        },
+        "caps": _CAPS,
+        "cadence_days": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 3660,
+            "description": "The longest a customer of this level may go without a completed "
+            "touch (a sent message or a completed task); `cadence` rules plan a check-in "
+            "when it runs out. Absent: no cadence.",
+        },
     },
 }
 
@@ -96,7 +141,7 @@ def trigger_variants() -> list[tuple[dict[str, str], Trigger]]:
             variants.append(
                 ({"kind": kind.value, "field": name}, Trigger(kind, field=FIELDS[name]))
             )
-    for kind in (TriggerKind.EVENT, TriggerKind.CALENDAR):
+    for kind in (TriggerKind.EVENT, TriggerKind.CALENDAR, TriggerKind.CADENCE):
         variants.append(({"kind": kind.value}, Trigger(kind)))
     return variants
 
@@ -196,6 +241,7 @@ _TRIGGER: dict[str, Any] = {
             },
             ["type", "delay_days"],
         ),
+        _trigger_branch("cadence", {}, []),
         _trigger_branch(
             "calendar",
             {
@@ -318,23 +364,13 @@ POLICY_FILE_SCHEMA: dict[str, Any] = {
             "required": ["start", "end"],
             "properties": {"start": _TIME, "end": _TIME},
         },
-        "caps": {
+        "caps": _CAPS,
+        "levels": {
             "type": "object",
-            "additionalProperties": False,
-            "description": "Touches per customer per local day and per rolling 7 local days.",
-            "properties": {
-                **_CAP["properties"],
-                "categories": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {c.value: _CAP for c in Category},
-                },
-                "channels": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {c.value: _CAP for c in Channel},
-                },
-            },
+            "description": "Service levels by name (e.g. premium, value_added, basic): each "
+            "tier belongs to at most one.",
+            "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,31}$"},
+            "additionalProperties": _LEVEL,
         },
         "consent": {
             "type": "object",

@@ -101,6 +101,11 @@ def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
         )
         return [stmt]
 
+    if trig.kind is TriggerKind.CADENCE:
+        # Everyone in the audience; the planner keeps the tiers with a cadence and decides,
+        # from the ledger's last contacts, who is due (plan.cadence).
+        return [select(*_columns(("customer",))).select_from(customers).where(audience)]
+
     if trig.kind is TriggerKind.CALENDAR:
         # A greeting day touches everyone in the audience: the due set is the audience.
         if not trig.calendar_match(day)[0]:

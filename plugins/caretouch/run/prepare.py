@@ -52,6 +52,7 @@ def planned_send(state: TouchState) -> PlannedSend:
         timezone=state.row.timezone,
         send_at=state.send_at,
         occurrence=state.row.occurrence,
+        tier=state.row.tier,
     )
 
 
