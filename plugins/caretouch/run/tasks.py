@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
+
+from sqlalchemy import select
 
 from ..errors import TaskError
-from ..ledger import ClaimedAttempt, StatusChange, TouchState
+from ..ledger import ClaimedAttempt, Ledger, StatusChange, TouchState
 from ..ledger.tasks import AGENT, DUE, EXPIRES, KIND, Task, find_task, tasks
+from ..mask import mask_phone, scrub
 from ..rules.loader import RuleSet
+from ..store.db import Store, among
+from ..store.models import Customer
 from ..vocab import Channel, TaskOutcome, TouchStatus
 from .engine import CareEngine
 
@@ -72,7 +78,7 @@ def assigned_change(
 
 
 def complete_task(
-    engine: CareEngine,
+    store: Store,
     ref: str,
     outcome: TaskOutcome,
     *,
@@ -91,7 +97,7 @@ def complete_task(
         raise TaskError(f"the note is {len(note)} characters; at most {MAX_NOTE}")
     if not by.strip() or len(by) > MAX_BY:
         raise TaskError(f"who recorded it (--by) must be 1 to {MAX_BY} characters")
-    touch_id, status, found = find_task(engine.store, ref)
+    touch_id, status, found = find_task(store, ref)
     if touch_id is None or not found:
         raise TaskError(f"no task {ref!r} (a task's id is its touch id: see care task list)")
     task = found[0]
@@ -101,7 +107,7 @@ def complete_task(
     if satisfaction is not None:
         detail["satisfaction"] = satisfaction
     if note:
-        detail["note"] = note
+        detail["note"] = scrub(note)  # a phone or an address in it is masked
     change = StatusChange(
         task.touch_id,
         OUTCOME_STATUS[outcome],
@@ -110,7 +116,7 @@ def complete_task(
         detail=detail,
         expected=TouchStatus.ASSIGNED,
     )
-    if engine.ledger.append_many([change], run_id=run_id, now=engine.stamp(now)):
+    if Ledger(store).append_many([change], run_id=run_id, now=now):
         raise TaskError(f"task {task.touch_id} was closed by someone else meanwhile; not recorded")
     return task
 
@@ -133,3 +139,34 @@ def expire_tasks(engine: CareEngine, day: dt.date, *, run_id: str, now: dt.datet
     if changes:
         log.info("tasks expired: %d (%d closed meanwhile)", len(changes) - len(stale), len(stale))
     return len(changes) - len(stale)
+
+
+def open_tasks(
+    store: Store,
+    today: dt.date,
+    *,
+    agent_id: str | None = None,
+    due_before: dt.date | None = None,
+) -> list[dict[str, Any]]:
+    """The open (``assigned``) tasks, by due day: each with the customer's phone masked
+    (as every listing shows it) and whether it is overdue on ``today``."""
+    found = tasks(store, agent_id=agent_id, due_before=due_before)
+    phones: dict[str, str | None] = {}
+    ids = sorted({t.customer_id for t in found})
+    with store.read_session() as session:
+        for start in range(0, len(ids), 500):
+            wanted = ids[start : start + 500]
+            for customer_id, phone in session.execute(
+                select(Customer.customer_id, Customer.phone).where(
+                    among(session, Customer.customer_id, wanted)
+                )
+            ):
+                phones[customer_id] = phone
+    return [
+        {
+            **t.as_dict(),
+            "phone": mask_phone(phones.get(t.customer_id)),
+            "overdue": t.due < today,
+        }
+        for t in found
+    ]
