@@ -102,7 +102,7 @@ def task_list(
         click.echo("no open task", err=True)
         return
     click.echo(
-        f"{'TASK':>6}  {'DUE':10}  {'KIND':5}  {'AGENT':12}  {'CUSTOMER':12}  {'PHONE':16}  BRIEF"
+        f"{'TASK':>6}  {'DUE':12}  {'KIND':5}  {'AGENT':12}  {'CUSTOMER':12}  {'PHONE':16}  BRIEF"
     )
     for row in rows:
         brief = " ".join(row["brief"].split())
@@ -110,7 +110,7 @@ def task_list(
             brief = brief[: _BRIEF_IN_TABLE - 1] + "…"
         due = row["due"] + (" !" if row["overdue"] else "")
         click.echo(
-            f"{row['task']:>6}  {due:10}  {row['kind']:5}  {row['agent_id']:12}  "
+            f"{row['task']:>6}  {due:12}  {row['kind']:5}  {row['agent_id']:12}  "
             f"{row['customer_id']:12}  {row['phone'] or '-':16}  {brief}"
         )
     overdue = sum(r["overdue"] for r in rows)
