@@ -4,10 +4,11 @@ customer's agent; the agent's outcome and the expiry close it, chained in the le
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from agent_tasks import add_agents, task_dirs, task_rule
 
 from caretouch.config import CareConfig
 from caretouch.errors import TaskError
@@ -20,63 +21,11 @@ from caretouch.run.day import run_day
 from caretouch.run.engine import CareEngine, open_engine
 from caretouch.run.tasks import complete_task, open_tasks
 from caretouch.store.db import Store
-from caretouch.store.models import Agent
 from caretouch.vocab import Channel, TaskOutcome, TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
+from conftest import customer_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)
 NOON = utc(2026, 11, 23, 12, 0)  # 20:00 in Shanghai
-
-BRIEF = {
-    "zh-CN": "给{{ customer.name }}打电话，祝生日快乐（{{ occurrence }}）。",
-    "zh-TW": "給{{ customer.name }}打電話，祝生日快樂（{{ occurrence }}）。",
-    "en": "Call {{ customer.name }} to wish a happy birthday ({{ occurrence }}).",
-}
-
-
-def task_rule(kind: str = "call", channels: str = "[agent_task]", extra: str = "") -> str:
-    return f"""version: 1
-rules:
-  - id: birthday-task
-    description: The agent greets the customer on their birthday.
-    trigger:
-      kind: anniversary
-      field: customer.birth_date
-    channels: {channels}
-    task:
-      kind: {kind}
-      brief: birthday_brief
-    category: care
-    priority: 30
-{extra}"""
-
-
-def task_dirs(tmp_path: Path, rule_text: str) -> tuple[Path, Path]:
-    """A rules directory with the contact policy, the event types and ``rule_text``, and the
-    shipped templates plus the brief ``birthday_brief``."""
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    for name in ("policy.yaml", "events.yaml"):
-        shutil.copy(RULES_DIR / name, rules / name)
-    (rules / "task.yaml").write_text(rule_text, encoding="utf-8")
-    templates = tmp_path / "templates"
-    shutil.copytree(TEMPLATES_DIR, templates)
-    (templates / "birthday_brief").mkdir()
-    for locale, text in BRIEF.items():
-        (templates / "birthday_brief" / f"agent_task.{locale}.txt").write_text(
-            text, encoding="utf-8"
-        )
-    return rules, templates
-
-
-def add_agents(store: Store, *agent_ids: str) -> None:
-    with store.session() as session:
-        for agent_id in agent_ids:
-            session.add(
-                Agent(
-                    agent_id=agent_id, name="李娜", phone="+8613900000001", timezone="Asia/Shanghai"
-                )
-            )
 
 
 def engine_for(store: Store, tmp_path: Path, rule_text: str) -> CareEngine:
@@ -340,3 +289,43 @@ def test_validate_refuses_a_brief_using_an_unknown_variable(tmp_path: Path) -> N
     ruleset = load_rules(rules, TemplateStore(templates))
     assert any("agent_task.en.txt" in str(e) for e in ruleset.errors), ruleset.errors
     assert Channel.AGENT_TASK.value == "agent_task"
+
+
+# -- two agents' desks at once (PostgreSQL, separate processes) -----------------------------
+
+
+def _completer(url: str, schema: str | None, ref: str, outcome: str, go: Any, out: Any) -> None:
+    from ledger_processes import open_store_at
+
+    store = open_store_at(url, schema)
+    go.wait(30)
+    try:
+        complete_task(
+            store, ref, TaskOutcome(outcome), by=outcome, run_id=f"cli:{outcome}", now=NOON
+        )
+        out.put((outcome, "recorded"))
+    except TaskError as exc:
+        out.put((outcome, f"refused: {exc}"))
+
+
+def test_two_processes_completing_one_task_record_one_outcome(
+    pg_store: Store, tmp_path: Path
+) -> None:
+    from ledger_processes import run_processes, where
+
+    add_agents(pg_store, "A1")
+    load_rows(pg_store, customers=[customer_row("C1", agent_id="A1")])
+    run_day(engine_for(pg_store, tmp_path, task_rule("visit")), DAY, run_id="t1", now=NOON)
+    [task] = tasks(pg_store)
+    url, schema = where(pg_store)
+    results, codes = run_processes(
+        _completer,
+        [(url, schema, str(task.touch_id), o) for o in ("visited", "declined", "no_answer")],
+    )
+    assert codes == [0, 0, 0]
+    recorded = [name for name, value in results.items() if value == "recorded"]
+    assert len(recorded) == 1, results
+    closing = [e for e in Ledger(pg_store).history(task.touch_id) if e.status != "assigned"]
+    closing = [e for e in closing if e.reason in ("visited", "declined", "no_answer")]
+    assert [e.reason for e in closing] == recorded
+    assert verify(pg_store).ok
