@@ -329,3 +329,28 @@ def test_two_processes_completing_one_task_record_one_outcome(
     closing = [e for e in closing if e.reason in ("visited", "declined", "no_answer")]
     assert [e.reason for e in closing] == recorded
     assert verify(pg_store).ok
+
+
+def test_a_task_left_in_sending_by_a_crash_is_assigned_once_after_recovery(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    from caretouch.run.day import plan_and_record
+    from caretouch.run.prepare import prepare_chunk
+    from caretouch.run.recover import SENDING_LEASE, recover_in_flight
+
+    add_agents(sqlite_store, "A1")
+    load_rows(sqlite_store, customers=[customer_row("C1", agent_id="A1")])
+    engine = engine_for(sqlite_store, tmp_path, task_rule("visit"))
+    ids = plan_and_record(engine, DAY, run_id="plan", now=NOON)
+    # Claimed (``sending``), then the process died before the channel's answer was recorded.
+    chunk = prepare_chunk(engine, ids, now=NOON, capacity_use={})
+    assert len(engine.ledger.claim_many(chunk.claims, run_id="dead", now=NOON)) == 1
+    assert tasks(sqlite_store) == []  # claimed, not assigned: no task yet
+    later = NOON + SENDING_LEASE + dt.timedelta(minutes=1)
+    assert recover_in_flight(engine, run_id="recover", now=later).retry == 1
+    assert run_day(engine, DAY, run_id="again", now=later).assigned == 1
+    [task] = tasks(sqlite_store)
+    assert [a.attempt_no for a in Ledger(sqlite_store).attempts(task.touch_id)] == [1, 2]
+    statuses = [e.status for e in Ledger(sqlite_store).history(task.touch_id)]
+    assert statuses.count("assigned") == 1
+    assert verify(sqlite_store).ok
