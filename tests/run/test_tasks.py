@@ -4,6 +4,7 @@ customer's agent; the agent's outcome and the expiry close it, chained in the le
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from caretouch.run.engine import CareEngine, open_engine
 from caretouch.run.tasks import complete_task, open_tasks
 from caretouch.store.db import Store
 from caretouch.vocab import Channel, TaskOutcome, TouchStatus
-from conftest import customer_row, load_rows, utc
+from conftest import RULES_DIR, customer_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)
 NOON = utc(2026, 11, 23, 12, 0)  # 20:00 in Shanghai
@@ -354,3 +355,27 @@ def test_a_task_left_in_sending_by_a_crash_is_assigned_once_after_recovery(
     statuses = [e.status for e in Ledger(sqlite_store).history(task.touch_id)]
     assert statuses.count("assigned") == 1
     assert verify(sqlite_store).ok
+
+
+def test_a_task_counts_against_the_caps_like_a_message(sqlite_store: Store, tmp_path: Path) -> None:
+    add_agents(sqlite_store, "A1")
+    load_rows(sqlite_store, customers=[customer_row("C1", agent_id="A1")])
+    rule = task_rule("visit").replace("priority: 30", "priority: 40")
+    rules, templates = task_dirs(tmp_path, rule)
+    shutil.copy(RULES_DIR / "birthday.yaml", rules / "birthday.yaml")  # an SMS, priority 30
+    engine = open_engine(
+        CareConfig(sqlite_store.url, rules, templates, tmp_path / "outbox"), store=sqlite_store
+    )
+    report = run_day(engine, DAY, run_id="t1", now=NOON)
+    assert (report.assigned, report.sent) == (1, 0)
+    by_rule = {s.row.rule_id: s for s in Ledger(sqlite_store).states_for_day(DAY)}
+    assert by_rule["birthday-task"].status is TouchStatus.ASSIGNED
+    assert (by_rule["birthday"].status, by_rule["birthday"].reason) == (
+        TouchStatus.SUPPRESSED,
+        "frequency_cap",
+    )
+    # What later plans count against the caps (per day, per 7 days) holds the task.
+    contacts = Ledger(sqlite_store).contacts(["C1"], DAY, DAY)
+    assert [(c.channel, c.handled) for c in contacts if c.key.startswith("birthday-task")] == [
+        ("agent_task", True)
+    ]
