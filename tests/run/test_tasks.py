@@ -379,3 +379,17 @@ def test_a_task_counts_against_the_caps_like_a_message(sqlite_store: Store, tmp_
     assert [(c.channel, c.handled) for c in contacts if c.key.startswith("birthday-task")] == [
         ("agent_task", True)
     ]
+
+
+def test_preview_shows_the_agents_brief(sqlite_store: Store, tmp_path: Path) -> None:
+    from caretouch.reports.preview import preview_touch
+
+    add_agents(sqlite_store, "A1")
+    load_rows(sqlite_store, customers=[customer_row("C1", agent_id="A1"), customer_row("C2")])
+    rule = task_rule("gift", channels="[agent_task, sms]", extra="    template: birthday\n")
+    engine = engine_for(sqlite_store, tmp_path, rule)
+    text = preview_touch(engine, "birthday-task", "C1", DAY, None)
+    assert "channel: agent_task, locale zh-CN, to agent A1" in text
+    assert text.endswith("给王芳打电话，祝生日快乐（2026-11-23）。")
+    sms = preview_touch(engine, "birthday-task", "C2", DAY, None)
+    assert "channel: sms" in sms and "+86 138****8000" in sms
