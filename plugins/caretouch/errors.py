@@ -85,3 +85,8 @@ class RenderError(CareError):
 class RateLimiterUnavailable(CareError):
     """The shared rate limiter (``CARE_RATE_LIMIT_URL``) cannot be reached: nothing is sent
     rather than sent unlimited. The message names the URL, never its password."""
+
+
+class TaskError(CareError):
+    """A task for an agent cannot be completed as asked: unknown, or no longer open
+    (``care task done``)."""

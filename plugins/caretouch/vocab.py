@@ -21,6 +21,30 @@ class Channel(StrEnum):
 
     SMS = "sms"
     EMAIL = "email"
+    # Not a message: a task for the customer's agent (a call, a visit, a gift), assigned in
+    # the ledger by the in-process ``channels.agent_task`` (docs/rules.md, "Tasks for agents").
+    AGENT_TASK = "agent_task"
+
+
+# The channels that carry a message to the customer through a provider (or the outbox).
+MESSAGE_CHANNELS = (Channel.SMS, Channel.EMAIL)
+
+
+class TaskKind(StrEnum):
+    """What an ``agent_task`` asks the agent to do (a rule's ``task.kind``)."""
+
+    CALL = "call"  # a phone call: needs the customer's phone and SMS consent
+    VISIT = "visit"
+    GIFT = "gift"
+
+
+class TaskOutcome(StrEnum):
+    """What the agent reports when a task is done (``care task done --outcome``)."""
+
+    REACHED = "reached"
+    NO_ANSWER = "no_answer"
+    DECLINED = "declined"
+    VISITED = "visited"
 
 
 class Category(StrEnum):
@@ -110,6 +134,12 @@ class TouchStatus(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     UNKNOWN = "unknown"
+    # An ``agent_task`` touch: assigned to the agent, then one of the four that close it.
+    ASSIGNED = "assigned"
+    DONE = "done"
+    DECLINED = "declined"
+    NO_ANSWER = "no_answer"
+    EXPIRED = "expired"
 
 
 class Outcome(StrEnum):

@@ -1,4 +1,5 @@
-"""Which transport serves each channel: the real provider when it is configured, else the outbox.
+"""Which transport serves each channel: the real provider when it is configured, else the outbox;
+``agent_task`` always by ``agent_task.AgentTaskTransport`` (tasks are assigned in the ledger).
 
 Without credentials the outbox stays the default (demos, tests); with them, ``care run``
 sends for real. The CLI reads the environment; the Airflow glue passes the credentials of
@@ -16,7 +17,8 @@ from typing import Any
 
 from ..config import CareConfig
 from ..storage import Location, at
-from ..vocab import Channel
+from ..vocab import MESSAGE_CHANNELS, Channel
+from .agent_task import AgentTaskTransport
 from .base import Transport
 from .credentials import (
     SendGridCredentials,
@@ -41,7 +43,11 @@ def build_transports(
     every process (each provider gets the whole rate of its account, and the processes share
     it). Without it, ``share``: how many senders split each provider's rate (the slots of the
     Airflow pool that runs send tasks side by side)."""
-    transports: dict[Channel, Transport] = {ch: OutboxTransport(ch, outbox_dir) for ch in Channel}
+    transports: dict[Channel, Transport] = {
+        ch: OutboxTransport(ch, outbox_dir) for ch in MESSAGE_CHANNELS
+    }
+    # Tasks for agents are assigned in the ledger, never written to the outbox or sent.
+    transports[Channel.AGENT_TASK] = AgentTaskTransport()
     providers: list[ProviderTransport[Any, Any]] = []
     if twilio is not None:
         from .twilio import TwilioTransport

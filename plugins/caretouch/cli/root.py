@@ -19,7 +19,7 @@ import click
 
 from ..config import CareConfig
 from ..errors import CareError, ConfigurationError
-from . import audit, campaign, consent, demo, events, plan, reports, rules, serve, store
+from . import audit, campaign, consent, demo, events, plan, reports, rules, serve, store, task
 from .common import EXIT_PARTIAL, GLOBALS, RULE_ERRORS, engine_error, fail
 
 
@@ -186,6 +186,7 @@ COMMANDS: tuple[click.Command, ...] = (
     reports.forecast,
     reports.report,
     serve.serve,
+    task.task,
 )
 for command in COMMANDS:
     main.add_command(command)

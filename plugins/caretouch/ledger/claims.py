@@ -72,7 +72,7 @@ def claim_in(
                 "channel": c.channel,
                 "transport": c.transport,
                 "recipient": c.recipient,
-                "template_id": c.state.row.template_id,
+                "template_id": c.template_id or c.state.row.template_id,
                 "template_hash": c.template_hash,
                 "content_hash": chain.content_hash(
                     message.channel.value, message.subject, message.body, message.html

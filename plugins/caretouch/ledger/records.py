@@ -174,6 +174,8 @@ class Claim(Generic[M]):
     recipient: str
     template_hash: str
     message: M
+    # The template rendered, when not the touch's own (an agent task's brief).
+    template_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,16 @@ from __future__ import annotations
 from ..vocab import SendReason, TouchStatus
 
 # ``Ledger.run_counts``: what a run recorded, in the order summaries print it.
-RUN_COUNTS = ("planned", "suppressed", "sent", "failed", "unknown", "retry", "in_flight")
+RUN_COUNTS = (
+    "planned",
+    "suppressed",
+    "sent",
+    "assigned",
+    "failed",
+    "unknown",
+    "retry",
+    "in_flight",
+)
 # Statuses after which a rerun leaves the touch alone: it was (or may have been) sent.
 HANDLED = frozenset(
     {
@@ -23,6 +32,13 @@ HANDLED = frozenset(
         TouchStatus.UNKNOWN,
     }
 )
+# An ``agent_task`` touch once assigned to the agent, and the statuses that close it: handled
+# (a rerun leaves it alone) and counted against the caps like a message sent.
+TASK_OPEN = TouchStatus.ASSIGNED
+TASK_CLOSED = frozenset(
+    {TouchStatus.DONE, TouchStatus.DECLINED, TouchStatus.NO_ANSWER, TouchStatus.EXPIRED}
+)
+HANDLED = HANDLED | {TASK_OPEN} | TASK_CLOSED
 
 
 # Touches that count against the contact policy's caps: sent or about to be.

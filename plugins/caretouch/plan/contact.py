@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..addresses import email_is_valid, phone_is_valid
-from ..rules.contact_policy import Cap, ContactPolicy, ServiceLevel
+from ..rules.contact_policy import Cap, ContactPolicy, ServiceLevel, agent_problem
 from ..rules.model import Rule
 from ..store.models import Customer
 from ..touch_history import PastContact
@@ -54,6 +54,8 @@ def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> 
         consent_sms=bool(c.get("consent_sms")),
         consent_email=bool(c.get("consent_email")),
         consent_marketing=bool(c.get("consent_marketing")),
+        agent_id=c.get("agent_id"),
+        task_kind=rule.task.kind if rule.task else None,
     )
     if channel is not None:
         touch.channel = channel
@@ -73,6 +75,19 @@ def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> 
             + (": withdrawn" if "marketing" in opted_out else ": not given")
         )
     for ch in rule.channels:
+        if ch is Channel.AGENT_TASK:
+            problem = agent_problem(
+                c.get("agent_id"),
+                rule.task.kind if rule.task else None,
+                phone=c.get("phone"),
+                consent_sms=bool(c.get("consent_sms")),
+            )
+            why.append(f"{ch.value}: {problem or 'usable'}")
+            # A call the customer withdrew phone consent for (consent_sms) was opted out of.
+            withdrawn = withdrawn or bool(
+                problem and c.get("agent_id") and not c.get("consent_sms") and "sms" in opted_out
+            )
+            continue
         consent = bool(c.get(f"consent_{ch.value}"))
         address = c.get("phone") if ch is Channel.SMS else c.get("email")
         if not consent:
@@ -535,6 +550,8 @@ def recipient(
         consent_sms=customer.consent_sms,
         consent_email=customer.consent_email,
         consent_marketing=customer.consent_marketing,
+        agent_id=customer.agent_id,
+        task_kind=rule.task.kind if rule.task else None,
     )
     if channel is None:
         return Recipient(
@@ -554,5 +571,10 @@ def recipient(
             f"planned for {wanted.value}, now only {channel.value} is usable: "
             "the next plan decides on the new channel",
         )
-    address = customer.phone if channel is Channel.SMS else customer.email
-    return Recipient(channel, address, None, "")
+    # A task's "address" is the agent it is assigned to.
+    addresses = {
+        Channel.SMS: customer.phone,
+        Channel.EMAIL: customer.email,
+        Channel.AGENT_TASK: customer.agent_id,
+    }
+    return Recipient(channel, addresses[channel], None, "")

@@ -1,7 +1,8 @@
 """Message templates: where they live and how one message is rendered for its channel.
 
 Layout: ``templates/<template_id>/<channel>.<locale>.<part>`` where the parts are
-``txt`` for SMS and ``subject.txt``, ``html`` and ``txt`` for email; folders whose name starts
+``txt`` for SMS and an agent task's brief (``agent_task``), ``subject.txt``, ``html`` and
+``txt`` for email; folders whose name starts
 with ``_`` are shared, not templates (``_layout/email.html``, the HTML shell every email
 template extends). Templates render in Jinja's sandbox (``sandbox.py``) with
 ``StrictUndefined`` (a missing variable is an error, never an empty string) and HTML
@@ -37,6 +38,8 @@ from .validate import DeclaredPayload, check_template
 PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.SMS: ("txt",),
     Channel.EMAIL: ("subject.txt", "html", "txt"),
+    # The agent's script or brief of an ``agent_task`` (the rule's ``task.brief``).
+    Channel.AGENT_TASK: ("txt",),
 }
 _PART_NAMES = {"txt": "message text", "subject.txt": "subject", "html": "HTML part"}
 
@@ -174,7 +177,7 @@ class TemplateStore:
                     f"cannot render: the {_PART_NAMES[part]} is empty",
                     location=Location(str(self.root / name)),
                 )
-        if channel is Channel.SMS:
+        if channel is not Channel.EMAIL:  # an SMS, an agent's brief: the text only
             return RenderedMessage(channel, body=rendered["txt"])
         subject = " ".join(rendered["subject.txt"].split())
         return RenderedMessage(

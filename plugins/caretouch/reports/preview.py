@@ -55,10 +55,17 @@ def preview_touch(
         chosen = touch.rule.channels[0]
         lines.append(f"(no usable channel; showing {chosen.value})")
     locale = touch.customer.get("locale") or "zh-CN"
-    message = engine.templates.render(touch.rule.template, chosen, locale, touch.template_context())
-    address = touch.customer.get("phone") if chosen is Channel.SMS else touch.customer.get("email")
+    template = touch.rule.template
+    if chosen is Channel.AGENT_TASK:
+        # A task for the customer's agent: its brief, "to" the agent (no personal data).
+        template = touch.rule.task.brief if touch.rule.task else template
+        to = f"agent {touch.customer.get('agent_id') or '(none)'}"
+    else:
+        address = touch.customer.get("phone" if chosen is Channel.SMS else "email")
+        to = mask_recipient(address)
+    message = engine.templates.render(template, chosen, locale, touch.template_context())
     lines += [
-        f"channel: {chosen.value}, locale {locale}, to {mask_recipient(address)}",
+        f"channel: {chosen.value}, locale {locale}, to {to}",
         f"send at: {touch.send_at:%Y-%m-%d %H:%M}Z ({touch.timezone})",
         "",
     ]

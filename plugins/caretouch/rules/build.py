@@ -11,7 +11,7 @@ from ..dates import LeapDayPolicy
 from ..errors import Location, ValidationError
 from ..render.templates import TemplateStore
 from ..suggest import did_you_mean
-from ..vocab import Category, Channel, Locale
+from ..vocab import MESSAGE_CHANNELS, Category, Channel, Locale, TaskKind
 from .checks import schema_errors
 from .contact_policy import ContactPolicy
 from .event_types import EVENTS_FILE, EventTypes
@@ -28,6 +28,7 @@ from .model import (
     Not,
     Op,
     Rule,
+    TaskSpec,
     Trigger,
     TriggerKind,
     sample_contexts,
@@ -95,31 +96,46 @@ def build_rule(
         )
 
     channels = tuple(Channel(c) for c in item["channels"])
-    template_id = item["template"]
-    known_templates = templates.template_ids()
-    if template_id not in known_templates:
-        errors.append(
-            ValidationError(
-                f"unknown template {template_id!r}{did_you_mean(template_id, known_templates)}; "
-                f"templates live in {templates.root}/<template>/",
-                location=pos.at((*path, "template")),
-                rule_id=rule_id,
-            )
-        )
-    else:
-        variables = template_variables(trigger)
-        for channel in channels:
-            errors.extend(
-                templates.check(
-                    template_id,
-                    channel,
-                    [loc.value for loc in Locale],
-                    variables,
-                    sample_contexts(trigger, event_type),
-                    payload=event_type,
-                    sms_warn_segments=policy.sms_warn_segments,
+    task, task_errors = _build_task(item, path, pos, channels)
+    errors.extend(task_errors)
+    template_id = item.get("template")
+    messages = [c for c in channels if c in MESSAGE_CHANNELS]
+    if template_id is None:
+        if messages:
+            errors.append(
+                ValidationError(
+                    f"a rule with channel {messages[0].value} needs a template "
+                    "(only a rule whose one channel is agent_task goes without)",
+                    location=pos.at(path),
+                    rule_id=rule_id,
                 )
             )
+        template_id = task.brief if task is not None else ""
+    else:
+        errors.extend(
+            _template_errors(
+                templates,
+                template_id,
+                messages,
+                (*path, "template"),
+                pos,
+                trigger,
+                event_type,
+                policy.sms_warn_segments,
+            )
+        )
+    if task is not None:
+        errors.extend(
+            _template_errors(
+                templates,
+                task.brief,
+                [Channel.AGENT_TASK],
+                (*path, "task", "brief"),
+                pos,
+                trigger,
+                event_type,
+            )
+        )
     occasion = item.get("occasion")
     if occasion == HOLIDAY_OCCASION and not (
         trigger.kind is TriggerKind.CALENDAR and trigger.holidays
@@ -149,8 +165,73 @@ def build_rule(
         defer_days=item.get("defer_days", 0),
         resend_unknown=bool(item.get("resend_unknown", False)),
         occasion=occasion,
+        task=task,
     )
     return rule, errors
+
+
+def _build_task(
+    item: dict[str, Any], path: YPath, pos: Positions, channels: tuple[Channel, ...]
+) -> tuple[TaskSpec | None, list[ValidationError]]:
+    """The rule's ``task:``, which ``agent_task`` among its channels needs and nothing else
+    may have."""
+    data = item.get("task")
+    if Channel.AGENT_TASK in channels and data is None:
+        kinds = ", ".join(k.value for k in TaskKind)
+        return None, [
+            ValidationError(
+                "channel agent_task needs a task: {kind: " + kinds + ", brief: <template>}",
+                location=pos.at((*path, "channels")),
+            )
+        ]
+    if data is None:
+        return None, []
+    if Channel.AGENT_TASK not in channels:
+        return None, [
+            ValidationError(
+                "task: is for the agent_task channel, which this rule's channels do not list",
+                location=pos.at((*path, "task")),
+            )
+        ]
+    return TaskSpec(TaskKind(data["kind"]), data["brief"], data.get("expires_days", 7)), []
+
+
+def _template_errors(
+    templates: TemplateStore,
+    template_id: str,
+    channels: list[Channel],
+    where: YPath,
+    pos: Positions,
+    trigger: Trigger,
+    event_type: Any,
+    sms_warn_segments: int | None = None,
+) -> list[ValidationError]:
+    """That ``template_id`` is a template, and renders for each of ``channels`` in every
+    locale with the rule's sample contexts."""
+    known = templates.template_ids()
+    if template_id not in known:
+        return [
+            ValidationError(
+                f"unknown template {template_id!r}{did_you_mean(template_id, known)}; "
+                f"templates live in {templates.root}/<template>/",
+                location=pos.at(where),
+            )
+        ]
+    errors: list[ValidationError] = []
+    variables = template_variables(trigger)
+    for channel in channels:
+        errors.extend(
+            templates.check(
+                template_id,
+                channel,
+                [loc.value for loc in Locale],
+                variables,
+                sample_contexts(trigger, event_type),
+                payload=event_type,
+                sms_warn_segments=sms_warn_segments,
+            )
+        )
+    return errors
 
 
 def _field(name: Any, where: Location, allowed_tables: tuple[str, ...]) -> FieldSpec:

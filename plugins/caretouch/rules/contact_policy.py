@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from ..addresses import email_is_valid, find_zone, phone_is_valid, timezone_is_valid
 from ..errors import Location, ValidationError, ValidationFailed
-from ..vocab import Category, Channel
+from ..vocab import Category, Channel, TaskKind
 from .checks import schema_errors
 from .schema import POLICY_FILE_SCHEMA
 from .yamlpos import KEY, load_with_positions, read_yaml_bytes
@@ -261,11 +261,22 @@ class ContactPolicy:
         consent_sms: bool,
         consent_email: bool,
         consent_marketing: bool,
+        agent_id: str | None = None,
+        task_kind: TaskKind | None = None,
     ) -> Channel | None:
-        """The first channel in ``preference`` with a valid address and consent, or None."""
+        """The first channel in ``preference`` with a valid address and consent, or None.
+
+        ``agent_task`` (a task of ``task_kind``) is usable when the customer has an agent
+        (``agent_id``); a call also needs what an SMS needs, a valid phone and SMS consent
+        (the customer's consent to be contacted by phone is ``consent_sms``)."""
         if self.needs_marketing(category) and not consent_marketing:
             return None
         for channel in preference:
+            if (
+                channel is Channel.AGENT_TASK
+                and agent_problem(agent_id, task_kind, phone=phone, consent_sms=consent_sms) is None
+            ):
+                return channel
             if channel is Channel.SMS and consent_sms and phone_is_valid(phone):
                 return channel
             if channel is Channel.EMAIL and consent_email and email_is_valid(email):
@@ -298,6 +309,20 @@ def _levels(
             body.get("cadence_days"),
         )
     return levels, errors
+
+
+def agent_problem(
+    agent_id: str | None, task_kind: TaskKind | None, *, phone: str | None, consent_sms: bool
+) -> str | None:
+    """Why an ``agent_task`` of ``task_kind`` cannot be given for this customer, or None."""
+    if not agent_id:
+        return "no agent"
+    if task_kind is TaskKind.CALL:
+        if not consent_sms:
+            return "a call needs phone consent (consent_sms): not given"
+        if not phone_is_valid(phone):
+            return "a call needs the customer's phone: missing or not valid E.164"
+    return None
 
 
 def load_policy(path: str | Path) -> ContactPolicy:

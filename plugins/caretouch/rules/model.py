@@ -18,6 +18,7 @@ from ..vocab import (
     PolicyStatus,
     RelationKind,
     SubjectKind,
+    TaskKind,
     Tier,
 )
 
@@ -198,6 +199,15 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class TaskSpec:
+    """What an ``agent_task`` channel assigns to the customer's agent (a rule's ``task:``)."""
+
+    kind: TaskKind
+    brief: str  # the template of the agent's script: templates/<brief>/agent_task.<locale>.txt
+    expires_days: int = 7  # an assigned task not done this many days after its due day expires
+
+
+@dataclass(frozen=True)
 class Rule:
     id: str
     description: str
@@ -216,6 +226,8 @@ class Rule:
     # One greeting per customer per occasion and year: a name (``spring_festival``), or
     # HOLIDAY_OCCASION for "the festival the calendar trigger matched".
     occasion: str | None = None
+    # With ``agent_task`` among the channels: the task the agent is given.
+    task: TaskSpec | None = None
 
     def __str__(self) -> str:
         return f"rule {self.id} ({self.source})"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..dates import HOLIDAYS
-from ..vocab import Category, Channel, Tier
+from ..vocab import Category, Channel, TaskKind, Tier
 from .model import DATE_TRIGGER_FIELDS, FIELDS, Op, Trigger, TriggerKind
 
 _TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
@@ -276,7 +276,35 @@ RULE_PROPERTIES: dict[str, Any] = {
         "minItems": 1,
         "uniqueItems": True,
     },
-    "template": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]*$"},
+    "template": {
+        "type": "string",
+        "pattern": r"^[a-z][a-z0-9_-]*$",
+        "description": "The message template (templates/<template>/); required unless the "
+        "only channel is agent_task.",
+    },
+    "task": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["kind", "brief"],
+        "description": "The task an agent_task channel assigns to the customer's agent: "
+        "required with agent_task among the channels, refused without it.",
+        "properties": {
+            "kind": {"enum": [k.value for k in TaskKind]},
+            "brief": {
+                "type": "string",
+                "pattern": r"^[a-z][a-z0-9_-]*$",
+                "description": "The template of the agent's script or brief: "
+                "templates/<brief>/agent_task.<locale>.txt.",
+            },
+            "expires_days": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 90,
+                "default": 7,
+                "description": "Days after its due day an assigned task not done expires.",
+            },
+        },
+    },
     "category": {"enum": [c.value for c in Category]},
     "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
     "send_time": {**_TIME, "default": "09:00", "description": "Local time of day, HH:MM."},
@@ -336,7 +364,6 @@ RULE_FILE_SCHEMA: dict[str, Any] = {
                     "description",
                     "trigger",
                     "channels",
-                    "template",
                     "category",
                     "priority",
                 ],

@@ -24,6 +24,7 @@ from .records import planned_touches, take_planned
 from .recover import recover_in_flight
 from .report import SendReport
 from .send import send_due, send_touches
+from .tasks import expire_tasks
 
 log = logging.getLogger("caretouch.run")
 
@@ -117,13 +118,17 @@ def pending_ids(
 def prepare_day(
     engine: CareEngine, day: dt.date, *, run_id: str, now: dt.datetime, report: SendReport
 ) -> list[int]:
-    """The first half of a day's run: settle the crashed sends of ``day``, plan it and record
+    """The first half of a day's run: settle the crashed sends of ``day``, expire the tasks
+    for agents past their expiry day, plan it and record
     the plan; returns the touches to send, the day's own and those deferred to it from
     earlier days (their occurrence is the earlier day). ``report`` counts what was done.
 
     ``run_day`` goes on to send them in the same process; the Airflow DAGs (``care_daily``,
     campaigns) leave them to mapped send tasks, each taking a shard of the planned touches."""
     report.merge(recover_in_flight(engine, run_id=run_id, now=now, day=day))
+    # Tasks for agents left open past their expiry day (``run.tasks``): expired, before the
+    # plan reads the history.
+    expire_tasks(engine, day, run_id=run_id, now=now)
     planned = plan_and_record(
         engine, day, run_id=run_id, now=now, retry_render_errors=True, report=report
     )

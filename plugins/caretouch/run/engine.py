@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..channels.agent_task import AgentTaskTransport
 from ..channels.base import Transport
 from ..channels.registry import transports_from_env
 from ..config import CareConfig, is_local_url
@@ -98,6 +99,9 @@ def open_engine(
         store = open_store(config.store_url)
     if transports is None:
         transports = transports_from_env(config.outbox_dir)
+    if Channel.AGENT_TASK not in transports:
+        # Tasks are assigned in the ledger whatever sends the messages (tests' fakes too).
+        transports = {**transports, Channel.AGENT_TASK: AgentTaskTransport()}
     check_outbox(config, transports, workers=workers)
     require_current_schema(store)
     engine = CareEngine(config, store, templates, ruleset, transports, clock, unsubscribe_key)

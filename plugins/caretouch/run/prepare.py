@@ -19,7 +19,7 @@ from ..ledger import WAIT_UNTIL, Claim, StatusChange, TouchState
 from ..plan import contact
 from ..plan.contact import CapacityUse, PlannedSend, SendTimeHold
 from ..store.db import among
-from ..store.models import Customer
+from ..store.models import Agent, Customer
 from ..vocab import Category, Channel, SendReason, SuppressionReason, TouchStatus
 from .engine import CareEngine
 from .report import SendReport
@@ -105,6 +105,7 @@ _RECIPIENT_COLUMNS = (
     Customer.consent_sms,
     Customer.consent_email,
     Customer.consent_marketing,
+    Customer.agent_id,
 )
 
 
@@ -134,6 +135,19 @@ def prepare_chunk(
                 select(*_RECIPIENT_COLUMNS).where(among(session, Customer.customer_id, wanted))
             ):
                 customers[c.customer_id] = c
+        # The agents the chunk's tasks would go to, and which of them are in the store.
+        wanted_agents = sorted(
+            {c.agent_id for c in customers.values() if c.agent_id}
+            if any(s.channel == Channel.AGENT_TASK.value for s in states)
+            else set()
+        )
+        agents = set(
+            session.scalars(
+                select(Agent.agent_id).where(among(session, Agent.agent_id, wanted_agents))
+            )
+            if wanted_agents
+            else ()
+        )
     templates = engine.templates
     changes: list[StatusChange] = []
     claims: list[Claim] = []
@@ -173,6 +187,10 @@ def prepare_chunk(
             due,
             customers.get(state.row.customer_id),
         )
+        if to.channel is Channel.AGENT_TASK and to.address not in agents:
+            to = contact.Recipient(
+                None, None, SuppressionReason.NO_CONTACT, f"agent {to.address} is not in the store"
+            )
         if to.channel is None or to.address is None:
             reason = to.reason or SuppressionReason.NO_CONTACT
             changes.append(
@@ -188,10 +206,12 @@ def prepare_chunk(
             continue
         channel = to.channel
         locale = state.row.locale
+        template_id = state.row.template_id
+        if channel is Channel.AGENT_TASK:  # the agent's brief, not the customer's message
+            task = engine.ruleset.by_id(state.row.rule_id).task
+            template_id = task.brief if task is not None else template_id
         try:
-            rendered = templates.render(
-                state.row.template_id, channel, locale, _send_context(state.context)
-            )
+            rendered = templates.render(template_id, channel, locale, _send_context(state.context))
         except RenderError as exc:
             changes.append(
                 StatusChange(
@@ -212,8 +232,9 @@ def prepare_chunk(
                 channel=channel.value,
                 transport=engine.transports[channel].name,
                 recipient=to.address,
-                template_hash=templates.template_hash(state.row.template_id, channel, locale),
+                template_hash=templates.template_hash(template_id, channel, locale),
                 message=rendered,
+                template_id=template_id,
             )
         )
     keys = {s.id: s.row.touch_key for s in states}

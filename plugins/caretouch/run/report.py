@@ -10,6 +10,7 @@ from ..vocab import TouchStatus
 # The counter a status change is counted in when it is made (``planned`` again: a retry).
 _COUNTED_AS = {
     TouchStatus.SENT: "sent",
+    TouchStatus.ASSIGNED: "assigned",
     TouchStatus.FAILED: "failed",
     TouchStatus.SUPPRESSED: "suppressed",
     TouchStatus.UNKNOWN: "unknown",
@@ -23,7 +24,7 @@ class SendReport:
 
     ``planned`` and ``suppressed`` include the decisions recorded by the plan of the run
     (``day.plan_and_record`` with this report), so they match the ledger. Recorded in the ledger:
-    planned, sent, failed, suppressed, unknown, retry (back to ``planned`` after a retryable
+    planned, sent, assigned, failed, suppressed, unknown, retry (back to ``planned`` after a retryable
     failure) and in_flight (left ``sending``: the provider's answer was unclear). Not
     recorded (the touch is left as it was): waiting (its time has not come), held (its rule
     is not loaded) and skipped (handled by someone else meanwhile, including a change that
@@ -31,6 +32,7 @@ class SendReport:
     """
 
     sent: int = 0
+    assigned: int = 0  # agent tasks assigned to the customer's agent (``channels.agent_task``)
     failed: int = 0
     suppressed: int = 0
     waiting: int = 0
@@ -46,6 +48,7 @@ class SendReport:
         "planned",
         "suppressed",
         "sent",
+        "assigned",
         "failed",
         "unknown",
         "retry",

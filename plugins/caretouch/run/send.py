@@ -25,6 +25,7 @@ from .message import may_resend, outbound_message
 from .outcome import record_opt_out, result_change
 from .prepare import Prepared, prepare_chunk
 from .report import SendReport
+from .tasks import assigned_change, is_task
 
 log = logging.getLogger("caretouch.run")
 
@@ -227,6 +228,13 @@ def _record_chunk(
                 claim.state.row.touch_key,
                 scrub(result.detail),
             )
+            continue
+        if is_task(claim.channel) and result.outcome is Outcome.SENT:
+            # A task the agent_task channel took is assigned to the agent, due on its day.
+            zone = engine.policy.zone(claim.state.row.timezone)
+            day = claim.state.send_at.astimezone(zone).date()
+            results.append(assigned_change(engine.ruleset, claim.state, attempt, day))
+            report.assigned += 1
             continue
         results.append(result_change(claim.state, attempt, result, report))
         if result.outcome is Outcome.REJECTED_OPTED_OUT:

@@ -1,0 +1,167 @@
+"""``care task``: the tasks for agents (calls, visits, gifts) that ``agent_task`` rules
+assign: list the open ones, record what came of one (docs/operations.md, "The agents' day")."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+import click
+
+from ..errors import TaskError
+from ..vocab import TaskOutcome
+from .common import (
+    EXIT_USAGE,
+    anchor_ledger,
+    cli_actor,
+    cli_run_id,
+    config_of,
+    fail,
+    friendly_errors,
+)
+
+# The columns of ``care task list`` (table and CSV), in order.
+COLUMNS = ("task", "due", "kind", "agent_id", "customer_id", "phone", "rule_id", "brief")
+_BRIEF_IN_TABLE = 40
+
+
+@click.group()
+def task() -> None:
+    """Tasks for agents: list the open ones, record their outcome."""
+
+
+def _open_store(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from ..schema import require_current_schema
+    from ..store.db import open_store
+
+    store = open_store(config_of(ctx).store_url)
+    require_current_schema(store)
+    return store
+
+
+def _date(value: str | None, hint: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=hint) from None
+
+
+@task.command("list")
+@click.option("--agent", "agent_id", help="Only this agent's tasks (agents.agent_id).")
+@click.option("--due-before", metavar="YYYY-MM-DD", help="Only tasks due before this local date.")
+@click.option(
+    "--date",
+    "day_text",
+    metavar="YYYY-MM-DD",
+    help="Today, to mark overdue tasks (default: today in UTC).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.pass_context
+@friendly_errors
+def task_list(
+    ctx: click.Context,
+    agent_id: str | None,
+    due_before: str | None,
+    day_text: str | None,
+    fmt: str,
+) -> None:
+    """The open (assigned) tasks, by due day; customers' phones masked."""
+    from ..ledger.audit import csv_cell
+    from ..run.tasks import open_tasks
+
+    # clock: the CLI is where "today" enters, to mark what is overdue
+    today = _date(day_text, "--date") or dt.datetime.now(dt.timezone.utc).date()
+    rows = open_tasks(
+        _open_store(ctx),
+        today,
+        agent_id=agent_id,
+        due_before=_date(due_before, "--due-before"),
+    )
+    if fmt == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*COLUMNS, "overdue"])
+        for row in rows:
+            writer.writerow([csv_cell(row[c]) for c in COLUMNS] + [row["overdue"]])
+        click.echo(out.getvalue(), nl=False)
+        return
+    if not rows:
+        click.echo("no open task", err=True)
+        return
+    click.echo(
+        f"{'TASK':>6}  {'DUE':12}  {'KIND':5}  {'AGENT':12}  {'CUSTOMER':12}  {'PHONE':16}  BRIEF"
+    )
+    for row in rows:
+        brief = " ".join(row["brief"].split())
+        if len(brief) > _BRIEF_IN_TABLE:
+            brief = brief[: _BRIEF_IN_TABLE - 1] + "…"
+        due = row["due"] + (" !" if row["overdue"] else "")
+        click.echo(
+            f"{row['task']:>6}  {due:12}  {row['kind']:5}  {row['agent_id']:12}  "
+            f"{row['customer_id']:12}  {row['phone'] or '-':16}  {brief}"
+        )
+    overdue = sum(r["overdue"] for r in rows)
+    click.echo(f"{len(rows)} open task(s)" + (f", {overdue} overdue (!)" if overdue else ""))
+
+
+@task.command("done")
+@click.argument("task_ref", metavar="TASK")
+@click.option(
+    "--outcome",
+    type=click.Choice([o.value for o in TaskOutcome]),
+    required=True,
+    help="reached, visited: done; no_answer; declined.",
+)
+@click.option("--satisfaction", type=click.IntRange(1, 5), help="The customer's satisfaction, 1-5.")
+@click.option("--note", help="A line for the record (at most 1000 characters).")
+@click.option(
+    "--by",
+    help="Who records the outcome (default: cli:<OS user>@<host>, from the login name).",
+)
+@click.pass_context
+@friendly_errors
+def task_done(
+    ctx: click.Context,
+    task_ref: str,
+    outcome: str,
+    satisfaction: int | None,
+    note: str | None,
+    by: str | None,
+) -> None:
+    """Record what came of TASK (its id in care task list, or its touch key): appended to the
+    ledger, chained, from assigned only. A task no longer open: exit 2, nothing written."""
+    from ..run.tasks import OUTCOME_STATUS, complete_task
+
+    store = _open_store(ctx)
+    now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI records when the outcome was given
+    run_id = cli_run_id()
+    try:
+        done = complete_task(
+            store,
+            task_ref,
+            TaskOutcome(outcome),
+            by=by if by is not None else f"cli:{cli_actor()}",
+            run_id=run_id,
+            now=now,
+            satisfaction=satisfaction,
+            note=note,
+        )
+    except TaskError as exc:
+        fail(f"error: {exc}; nothing was recorded", EXIT_USAGE)
+        return
+    anchor_ledger(config_of(ctx), store, run_id, now)
+    status = OUTCOME_STATUS[TaskOutcome(outcome)].value
+    click.echo(f"task {done.touch_id} ({done.kind}, customer {done.customer_id}): {status}")
