@@ -32,6 +32,15 @@ from .common import (
     show_default=True,
 )
 @click.option(
+    "--by",
+    "by",
+    type=click.Choice(["rule", "tier", "agent"]),
+    default="rule",
+    show_default=True,
+    help="csv: which table (by day and rule; by tier and service level; tasks per agent). "
+    "table and html show all three.",
+)
+@click.option(
     "--output",
     type=OutputPath(),
     help="File to write (default: stdout for table and csv, forecast-FROM-Nd.png|html); "
@@ -45,14 +54,15 @@ def forecast(
     days: int,
     rule_ids: tuple[str, ...],
     fmt: str,
+    by: str,
     output: Path | None,
 ) -> None:
     """Per local date, how many touches each rule and campaign would plan, send and suppress
-    (by reason). Computed as `care plan` does, against the ledger; writes nothing."""
+    (by reason); per tier and service level, the messages and tasks; the tasks per agent.
+    Computed as `care plan` does, against the ledger; writes nothing."""
     from ..config import unwritable
     from ..ledger import Ledger
     from ..reports import forecast as fc_module
-    from ..reports.day_summary import text_table
 
     first = parse_day(first_text)
     target = output or Path(f"forecast-{first}-{days}d.{fmt}")
@@ -73,10 +83,9 @@ def forecast(
         )
     if fmt in ("table", "csv") and output is None:
         if fmt == "csv":
-            click.echo(fc_module.to_csv(result), nl=False)
+            click.echo(fc_module.to_csv(result, by), nl=False)
             return
-        header, body = fc_module.table_rows(result)
-        for line in text_table(header, body):
+        for line in _forecast_tables(result):
             click.echo(line)
         click.echo(
             f"\n{result.total('candidates')} candidate(s) over {days} day(s) from {first}: "
@@ -89,11 +98,26 @@ def forecast(
     elif fmt == "html":
         target.write_text(fc_module.to_html(result), encoding="utf-8")
     elif fmt == "csv":
-        target.write_text(fc_module.to_csv(result), encoding="utf-8")
+        target.write_text(fc_module.to_csv(result, by), encoding="utf-8")
     else:
-        header, body = fc_module.table_rows(result)
-        target.write_text("\n".join(text_table(header, body)) + "\n", encoding="utf-8")
+        lines = _forecast_tables(result)
+        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     click.echo(f"wrote {target}")
+
+
+def _forecast_tables(result: Any) -> list[str]:
+    """The forecast's three tables as text: by day and rule, by tier and service level, and
+    the tasks per agent (when there are tasks)."""
+    from ..reports import forecast as fc_module
+    from ..reports.day_summary import text_table
+
+    lines = list(text_table(*fc_module.table_rows(result)))
+    lines += ["", "By tier and service level"]
+    lines += text_table(*fc_module.tier_rows(result))
+    if result.agents:
+        lines += ["", "Tasks per agent"]
+        lines += text_table(*fc_module.agent_rows(result))
+    return lines
 
 
 # -- report --------------------------------------------------------------------------------

@@ -16,6 +16,17 @@ final suppressions are missed. For event-triggered ones, the rule's own candidat
 (``plan.due_touches``: trigger and audience) also finds the touches due in the period that
 were never planned: missed too. Customers the rule does not apply to (inactive, outside its
 audience) are not counted.
+
+The service delivered per tier and service level (``TierService``, ``service_by_tier``):
+touches due in the period split into messages and tasks (a task: a touch on the
+``agent_task`` channel), the share of the tier's active customers whose last completed
+contact (a message that went out, ``CONTACT_MADE``, on the local day of its send time; a task
+done, on the local day its outcome was recorded) falls within their level's ``cadence_days``
+at the end of the period, the tasks overdue then (their status as of the end of the period's
+last local day is ``assigned`` and their due day is on or before it: what ``care task list
+--date <the next day>`` would mark overdue), and the group-client coverage
+(``GroupCoverage``): the active customers of segment ``group`` with a completed contact in
+the period, against ``GROUP_COVERAGE_TARGET``.
 """
 
 from __future__ import annotations
@@ -30,12 +41,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, func, select
 
 from ..dates import aware_utc
+from ..ledger.codec import decode
 from ..ledger.models import TouchCurrent, TouchEvent, TouchRow
+from ..ledger.records import zone
+from ..ledger.statuses import CONTACT_MADE, MAX_DEFER_DAYS, TASK_CLOSED, TASK_OPEN
+from ..ledger.tasks import DUE
+from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
 from ..store.db import Store
-from ..store.models import ConsentEvent
-from ..vocab import SuppressionReason, TouchStatus
+from ..store.models import ConsentEvent, Customer
+from ..vocab import Channel, CustomerStatus, SuppressionReason, Tier, TouchStatus
 
 # Current statuses that mean the message reached the provider.
 SENT_LIKE = tuple(
@@ -59,6 +75,66 @@ OUTCOME_LABELS = {
     "waiting": "still waiting (planned or deferred)",
 }
 _UNREACHABLE = (SuppressionReason.NO_CONTACT.value, SuppressionReason.OPTED_OUT.value)
+
+# The seed practice's target for group clients (SPEC section 1): at least 30 % of the group
+# clients contacted each month. A constant of the report, not a policy setting: nothing
+# plans to it (the contact policy decides what may be sent, not what should be), so it only
+# sets where the report's coverage line is flagged. Move it to the contact policy when
+# planning ever has to act on it.
+GROUP_SEGMENT = "group"
+GROUP_COVERAGE_TARGET = 0.30
+TASK = Channel.AGENT_TASK.value
+# The statuses of a task that reached its agent (assigned, then closed some way).
+TASK_STATUSES = tuple(s.value for s in (TASK_OPEN, *sorted(TASK_CLOSED)))
+# A message that went out: a completed contact (a task done is read from its own event).
+MESSAGE_CONTACT = tuple(s.value for s in CONTACT_MADE - TASK_CLOSED - {TASK_OPEN})
+# How far before the period a task's touch may have been due and still be open or done in
+# it: the longest expiry (rules.schema: task.expires_days at most 90) plus a deferral.
+TASK_LOOKBACK_DAYS = 90 + MAX_DEFER_DAYS + 1
+
+
+@dataclass
+class TierService:
+    """The service one tier got in the period, under its service level."""
+
+    tier: str
+    level: str | None  # the contact policy's level serving the tier (None: none)
+    cadence_days: int | None  # the level's cadence (None: no cadence)
+    customers: int = 0  # active customers of the tier (now)
+    messages: int = 0  # message touches due in the period, any status
+    messages_sent: int = 0  # of those, sent (SENT_LIKE)
+    messages_delivered: int = 0
+    tasks: int = 0  # task touches (agent_task) due in the period, any status
+    tasks_assigned: int = 0  # of those, assigned to the agent (open or closed since)
+    tasks_done: int = 0
+    within_cadence: int = 0  # active customers contacted within the cadence at the end
+    tasks_overdue: int = 0  # tasks open past their due day at the end of the period
+
+    @property
+    def cadence_kept(self) -> float | None:
+        """Active customers contacted within the cadence, among the tier's active
+        customers; None without a cadence or without customers."""
+        if not self.cadence_days or not self.customers:
+            return None
+        return self.within_cadence / self.customers
+
+
+@dataclass
+class GroupCoverage:
+    """Group clients (segment ``GROUP_SEGMENT``) contacted in the period."""
+
+    clients: int = 0  # active customers of the segment
+    contacted: int = 0  # of those, with a completed contact in the period
+    target: float = GROUP_COVERAGE_TARGET
+
+    @property
+    def rate(self) -> float | None:
+        return self.contacted / self.clients if self.clients else None
+
+    @property
+    def below(self) -> bool:
+        """Below the target (a segment without clients is not flagged)."""
+        return self.rate is not None and self.rate < self.target
 
 
 @dataclass
@@ -137,6 +213,8 @@ class Figures:
     sent_per_day: Counter[dt.date] = field(default_factory=Counter)
     opt_outs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (purpose, source)
     obligations: list[Obligation] = field(default_factory=list)
+    service: list[TierService] = field(default_factory=list)  # per tier, A to D
+    group: GroupCoverage = field(default_factory=GroupCoverage)
 
     def count(self, *, statuses: tuple[str, ...] | None = None, **match: Any) -> int:
         index = {"rule_id": 0, "channel": 1, "tier": 2, "status": 3, "reason": 4}
@@ -268,7 +346,155 @@ def compute(store: Store, period: Period, ruleset: RuleSet | None = None) -> Fig
             figures.opt_outs[(purpose, _source_kind(source))] += n
     if ruleset is not None:
         figures.obligations = obligations(store, period, ruleset)
+    figures.service, figures.group = service_by_tier(
+        store, period, ruleset.policy if ruleset is not None else None, figures.touches
+    )
     return figures
+
+
+def service_by_tier(
+    store: Store,
+    period: Period,
+    policy: ContactPolicy | None,
+    touches: Counter[tuple[Any, ...]],
+) -> tuple[list[TierService], GroupCoverage]:
+    """Per tier (A to D, and any other tier the ledger holds), the service delivered under
+    its level, and the group-client coverage (see the module doc). ``touches`` are the
+    period's touches by (rule, channel, tier, status, reason), as ``Figures.touches``.
+
+    Bulk reads: the active customers counted by tier and segment, the messages that went out
+    and the task events of the window the cadences reach back to, with their customers'
+    current tier and segment; nothing is read customer by customer."""
+    tiers: dict[str, TierService] = {}
+
+    def of(tier: str) -> TierService:
+        if tier not in tiers:
+            level = policy.level_of(tier) if policy is not None else None
+            tiers[tier] = TierService(
+                tier,
+                level.name if level is not None else None,
+                level.cadence_days if level is not None else None,
+            )
+        return tiers[tier]
+
+    for t in Tier:
+        of(t.value)
+    for (_, channel, tier, status, _), n in touches.items():
+        row = of(str(tier))
+        if channel == TASK:
+            row.tasks += n
+            row.tasks_assigned += n if status in TASK_STATUSES else 0
+            row.tasks_done += n if status == TouchStatus.DONE.value else 0
+        else:
+            row.messages += n
+            row.messages_sent += n if status in SENT_LIKE else 0
+            row.messages_delivered += n if status == TouchStatus.DELIVERED.value else 0
+
+    group = GroupCoverage()
+    customers = Customer.__table__
+    active = customers.c.status == CustomerStatus.ACTIVE.value
+    longest = max((r.cadence_days or 0 for r in tiers.values()), default=0)
+    since = min(period.first, period.last - dt.timedelta(days=longest))
+    # Per active customer: (current tier, segment, last completed contact day <= period.last).
+    last: dict[str, tuple[str, str | None, dt.date]] = {}
+
+    def contact(customer_id: str, tier: str, segment: str | None, day: dt.date) -> None:
+        if since <= day <= period.last and day > last.get(customer_id, ("", None, dt.date.min))[2]:
+            last[customer_id] = (tier, segment, day)
+
+    rows = TouchRow.__table__
+    current = TouchCurrent.__table__
+    events = TouchEvent.__table__
+    end = period.last
+    with store.read_session() as session:
+        for tier, segment, n in session.execute(
+            select(customers.c.tier, customers.c.segment, func.count())
+            .where(active)
+            .group_by(customers.c.tier, customers.c.segment)
+        ):
+            of(str(tier)).customers += n
+            if segment == GROUP_SEGMENT:
+                group.clients += n
+        # Messages that went out, on the local day of their send time (as the cadence
+        # trigger counts them, ``Ledger.last_contacts``): sent at most a deferral and a
+        # day after their occurrence.
+        for customer_id, tier, segment, tz, sent_at, planned_at in session.execute(
+            select(
+                rows.c.customer_id,
+                customers.c.tier,
+                customers.c.segment,
+                rows.c.timezone,
+                current.c.send_at,
+                rows.c.send_at,
+            )
+            .select_from(
+                rows.join(current, current.c.touch_id == rows.c.id).join(
+                    customers, customers.c.customer_id == rows.c.customer_id
+                )
+            )
+            .where(
+                active,
+                current.c.status.in_(MESSAGE_CONTACT),
+                rows.c.occurrence >= since - dt.timedelta(days=MAX_DEFER_DAYS + 1),
+                rows.c.occurrence <= end,
+            )
+        ):
+            day = aware_utc(sent_at or planned_at).astimezone(zone(tz)).date()
+            contact(customer_id, tier, segment, day)
+        # Tasks: every event of the tasks due in the window (and before it, as long as a
+        # task can stay open), oldest first, to read each one's status at the period's end.
+        history: dict[int, list[tuple[str, dt.date, Any]]] = {}
+        who: dict[int, tuple[str, str, str | None, str | None]] = {}
+        for touch_id, status, at, detail, tz, touch_tier, customer_id, tier, segment in (
+            session.execute(
+                select(
+                    events.c.touch_id,
+                    events.c.status,
+                    events.c.at,
+                    events.c.detail,
+                    rows.c.timezone,
+                    rows.c.tier,
+                    rows.c.customer_id,
+                    customers.c.tier,
+                    customers.c.segment,
+                )
+                .select_from(
+                    events.join(rows, rows.c.id == events.c.touch_id).outerjoin(
+                        customers,
+                        and_(customers.c.customer_id == rows.c.customer_id, active),
+                    )
+                )
+                .where(
+                    events.c.status.in_(TASK_STATUSES),
+                    rows.c.occurrence >= since - dt.timedelta(days=TASK_LOOKBACK_DAYS),
+                    rows.c.occurrence <= end,
+                )
+                .order_by(events.c.id)
+            )
+        ):
+            day = aware_utc(at).astimezone(zone(tz)).date()
+            history.setdefault(touch_id, []).append((status, day, detail))
+            who[touch_id] = (str(touch_tier), customer_id, tier, segment)
+    for touch_id, changes in history.items():
+        touch_tier, customer_id, tier, segment = who[touch_id]
+        status, due = None, None
+        for event_status, day, detail in changes:
+            if day > end:
+                break  # recorded after the period: not its status at the end
+            status = event_status
+            if event_status == TouchStatus.ASSIGNED.value:
+                due = _as_date((decode(detail) if detail else {}).get(DUE, day))
+            if event_status == TouchStatus.DONE.value and tier is not None:
+                contact(customer_id, tier, segment, day)
+        if status == TouchStatus.ASSIGNED.value and due is not None and due <= end:
+            of(touch_tier).tasks_overdue += 1
+    for tier, segment, day in last.values():
+        row = of(str(tier))
+        if row.cadence_days and (end - day).days <= row.cadence_days:
+            row.within_cadence += 1
+        if segment == GROUP_SEGMENT and day >= period.first:
+            group.contacted += 1
+    return [tiers[t] for t in sorted(tiers)], group
 
 
 def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligation]:

@@ -8,6 +8,12 @@ Each day is forecast on its own, against the ledger as it is now: the touches th
 sends on day D are not in the ledger when day D+1 is forecast. A rolling 7-day cap can
 therefore stop more touches in reality than the forecast of a later day shows; the first day
 of a forecast is exact.
+
+Besides the rows by day and rule, the forecast counts per tier (and the contact policy's
+service level serving it) the messages and the tasks (touches on the ``agent_task`` channel)
+it expects (``TierForecast``), and the tasks per agent (``AgentLoad``: the customer's
+``agent_id``, with the agent's name from the ``agents`` table), so that a manager sees an
+agent's load before a festival; tasks of customers without an agent are a line of their own.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from ..plan import plan_day
 from ..plan.history import History
+from ..plan.touch import Touch
 from ..rules.loader import RuleSet
-from ..store.db import Store
-from ..vocab import Decision, SuppressionReason
+from ..store.db import Store, among
+from ..store.models import Agent
+from ..vocab import Channel, Decision, SuppressionReason, Tier
 
 REASONS = tuple(r.value for r in SuppressionReason)
 
@@ -59,10 +69,67 @@ class DayForecast:
 
 
 @dataclass
+class TierForecast:
+    """The messages and tasks the forecast expects for one tier, under its service level."""
+
+    tier: str
+    level: str | None  # the level serving the tier (None: none)
+    messages: int = 0  # message candidates
+    messages_send: int = 0  # of those, to send
+    tasks: int = 0  # task candidates (agent_task)
+    tasks_assign: int = 0  # of those, to assign to an agent
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "level": self.level or "",
+            "messages": self.messages,
+            "messages_send": self.messages_send,
+            "tasks": self.tasks,
+            "tasks_assign": self.tasks_assign,
+        }
+
+
+# The line of ``Forecast.agents`` for the customers without an agent.
+NO_AGENT = ""
+
+
+@dataclass
+class AgentLoad:
+    """The tasks one agent would be given over the forecast's days."""
+
+    agent_id: str  # NO_AGENT: the customers without one
+    name: str | None = None  # from ``agents``; None when not there (or no agent)
+    tasks: int = 0  # task candidates of the agent's customers
+    assign: int = 0  # of those, to assign (the agent's load)
+    by_kind: Counter[str] = field(default_factory=Counter)  # to assign, by task kind
+
+    @property
+    def label(self) -> str:
+        if self.agent_id == NO_AGENT:
+            return "(no agent)"
+        return f"{self.agent_id} {self.name}" if self.name else f"{self.agent_id} (not in agents)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "name": self.name or "",
+            "tasks": self.tasks,
+            "assign": self.assign,
+            **{f"assign_{k}": self.by_kind.get(k, 0) for k in TASK_KINDS},
+        }
+
+
+TASK_KINDS = ("call", "visit", "gift")
+
+
+@dataclass
 class Forecast:
     first: dt.date
     days: int
     rows: list[DayForecast]
+    tiers: list[TierForecast] = field(default_factory=list)
+    agents: list[AgentLoad] = field(default_factory=list)
 
     @property
     def dates(self) -> list[dt.date]:
@@ -95,10 +162,22 @@ def forecast(
     wanted = set(rule_ids) if rule_ids is not None else None
     campaigns = {c.id for c in ruleset.campaigns}
     rows: list[DayForecast] = []
+    tiers: dict[str, TierForecast] = {}
+    agents: dict[str, AgentLoad] = {}
+
+    def tier_of(tier: str) -> TierForecast:
+        if tier not in tiers:
+            level = ruleset.policy.level_of(tier)
+            tiers[tier] = TierForecast(tier, level.name if level is not None else None)
+        return tiers[tier]
+
+    for t in Tier:
+        tier_of(t.value)
     for n in range(days):
         day = first + dt.timedelta(days=n)
         by_rule: dict[str, DayForecast] = {}
         for touch in plan_day(store, ruleset, day, rule_ids=wanted, history=history):
+            _count_service(touch, tier_of(str(touch.customer.get("tier"))), agents)
             rule_id = touch.rule.id
             row = by_rule.get(rule_id)
             if row is None:
@@ -112,7 +191,55 @@ def forecast(
         rows += [by_rule[k] for k in sorted(by_rule)]
         if progress is not None:
             progress(day)
-    return Forecast(first, days, rows)
+    _name_agents(store, agents)
+    return Forecast(
+        first,
+        days,
+        rows,
+        [tiers[k] for k in sorted(tiers)],
+        sorted(agents.values(), key=lambda a: (a.agent_id == NO_AGENT, -a.assign, a.agent_id)),
+    )
+
+
+def is_task(touch: Touch) -> bool:
+    """A task: planned on the ``agent_task`` channel, or, suppressed before a channel was
+    chosen, of a rule whose first channel is ``agent_task``."""
+    if touch.channel is not None:
+        return touch.channel is Channel.AGENT_TASK
+    return bool(touch.rule.channels) and touch.rule.channels[0] is Channel.AGENT_TASK
+
+
+def _count_service(touch: Touch, tier: TierForecast, agents: dict[str, AgentLoad]) -> None:
+    send = touch.decision is Decision.SEND
+    if not is_task(touch):
+        tier.messages += 1
+        tier.messages_send += send
+        return
+    tier.tasks += 1
+    tier.tasks_assign += send
+    agent_id = str(touch.customer.get("agent_id") or NO_AGENT)
+    load = agents.get(agent_id)
+    if load is None:
+        load = agents[agent_id] = AgentLoad(agent_id)
+    load.tasks += 1
+    if send:
+        load.assign += 1
+        task = touch.rule.task
+        load.by_kind[task.kind.value if task is not None else "call"] += 1
+
+
+def _name_agents(store: Store, agents: dict[str, AgentLoad]) -> None:
+    """The agents' names, from ``agents``: one read per 500 agents."""
+    ids = sorted(a for a in agents if a != NO_AGENT)
+    table = Agent.__table__
+    with store.read_session() as session:
+        for start in range(0, len(ids), 500):
+            for agent_id, name in session.execute(
+                select(table.c.agent_id, table.c.name).where(
+                    among(session, table.c.agent_id, ids[start : start + 500])
+                )
+            ):
+                agents[agent_id].name = name
 
 
 # -- output --------------------------------------------------------------------------------
@@ -147,16 +274,46 @@ def table_rows(fc: Forecast) -> tuple[list[str], list[list[Any]]]:
     return header, body
 
 
-def to_csv(fc: Forecast) -> str:
+def tier_rows(fc: Forecast) -> tuple[list[str], list[list[Any]]]:
+    """The table of messages and tasks by tier and service level."""
+    header = ["tier", "level", "messages", "to send", "tasks", "to assign"]
+    body: list[list[Any]] = [
+        [t.tier, t.level or "none", t.messages, t.messages_send, t.tasks, t.tasks_assign]
+        for t in fc.tiers
+    ]
+    return header, body
+
+
+def agent_rows(fc: Forecast) -> tuple[list[str], list[list[Any]]]:
+    """The table of tasks per agent, the heaviest load first; no agent last."""
+    header = ["agent", "tasks", "to assign", *TASK_KINDS]
+    body: list[list[Any]] = [
+        [a.label, a.tasks, a.assign, *[a.by_kind.get(k, 0) for k in TASK_KINDS]]
+        for a in fc.agents
+    ]
+    return header, body
+
+
+# ``care forecast --format csv --by``: one table per CSV.
+CSV_TABLES = ("rule", "tier", "agent")
+
+
+def to_csv(fc: Forecast, by: str = "rule") -> str:
+    """One of the forecast's tables as CSV: by day and rule (``rule``), by tier and level
+    (``tier``), or tasks per agent (``agent``)."""
     out = io.StringIO()
-    writer = csv.DictWriter(
-        out,
-        fieldnames=["day", "rule_id", "kind", "candidates", "send", "suppressed", *REASONS],
-        lineterminator="\n",
-    )
+    if by == "tier":
+        fields = list(TierForecast("", None).as_dict())
+        rows = [t.as_dict() for t in fc.tiers]
+    elif by == "agent":
+        fields = list(AgentLoad(NO_AGENT).as_dict())
+        rows = [a.as_dict() for a in fc.agents]
+    else:
+        fields = ["day", "rule_id", "kind", "candidates", "send", "suppressed", *REASONS]
+        rows = [r.as_dict() for r in fc.rows]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for row in fc.rows:
-        writer.writerow(row.as_dict())
+    writer.writerows(rows)
     return out.getvalue()
 
 
@@ -256,6 +413,13 @@ def to_html(fc: Forecast) -> str:
         + "</tr>\n"
         for row in body
     )
+    service = "".join(
+        f'<h2>{title}</h2>\n<table id="{key}">\n' + _html_table(*table) + "</table>\n"
+        for key, title, table in (
+            ("by-tier", "By tier and service level", tier_rows(fc)),
+            ("by-agent", "Tasks per agent", agent_rows(fc)),
+        )
+    )
     last = fc.first + dt.timedelta(days=fc.days - 1)
     return f"""<!doctype html>
 <html lang="en">
@@ -283,6 +447,15 @@ Each day is planned as <code>care plan</code> would plan it today, against the l
 <tbody>
 {rows}</tbody>
 </table>
-</body>
+{service}</body>
 </html>
 """
+
+
+def _html_table(header: list[str], body: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>\n"
+        for row in body
+    )
+    return f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n"

@@ -24,7 +24,16 @@ from ..storage import Location, at
 from ..store.db import Store
 from ..vocab import Channel
 from .charts import draw_charts
-from .figures import OUTCOME_LABELS, OUTCOMES, SENT_LIKE, Figures, Period, compute
+from .figures import (
+    OUTCOME_LABELS,
+    OUTCOMES,
+    SENT_LIKE,
+    Figures,
+    GroupCoverage,
+    Period,
+    TierService,
+    compute,
+)
 
 _PAGES = jinja2.Environment(
     loader=jinja2.PackageLoader("caretouch.reports", "templates"),
@@ -116,7 +125,55 @@ def render_html(report: Report, *, generated_at: dt.datetime) -> str:
         ],
         missed=missed[:MISSED_LISTED],
         more=f"{len(missed) - MISSED_LISTED:,}" if len(missed) > MISSED_LISTED else "",
+        service=[_service_row(t) for t in now.service],
+        group=_group_line(now.group, before.group, period),
+        period_end=period.last.isoformat(),
     )
+
+
+def _kept(t: TierService) -> str:
+    """Cadence kept as the report prints it: "66.7% (2 of 3)", or why there is none."""
+    if not t.cadence_days:
+        return "no cadence"
+    if not t.customers:
+        return "no customers"
+    return f"{_pct(t.cadence_kept)} ({t.within_cadence:,} of {t.customers:,})"
+
+
+def _service_row(t: TierService) -> dict[str, str]:
+    return {
+        "tier": t.tier,
+        "level": t.level or "none",
+        "cadence": f"{t.cadence_days} days" if t.cadence_days else "no cadence",
+        "customers": f"{t.customers:,}",
+        "messages": f"{t.messages:,}",
+        "sent": f"{t.messages_sent:,}",
+        "delivered": f"{t.messages_delivered:,}",
+        "tasks": f"{t.tasks:,}",
+        "assigned": f"{t.tasks_assigned:,}",
+        "done": f"{t.tasks_done:,}",
+        "kept": _kept(t),
+        "overdue": f"{t.tasks_overdue:,}",
+    }
+
+
+def _group_verdict(group: GroupCoverage, period: Period) -> str:
+    if group.rate is None:
+        return "no group clients"
+    if period.kind != "month":
+        return f"the target (≥ {100 * group.target:.0f}%) is a month's: not compared"
+    if group.below:
+        return f"BELOW the target of ≥ {100 * group.target:.0f}%"
+    return f"meets the target of ≥ {100 * group.target:.0f}%"
+
+
+def _group_line(now: GroupCoverage, before: GroupCoverage, period: Period) -> dict[str, Any]:
+    return {
+        "value": f"{_pct(now.rate)} ({now.contacted:,} of {now.clients:,})",
+        "verdict": _group_verdict(now, period),
+        "below": now.below and period.kind == "month",
+        "change": _change(now.rate, before.rate, rate=True),
+    }
 
 
 def _kpis(now: Figures, before: Figures) -> list[dict[str, str]]:
@@ -224,12 +281,28 @@ def write_report(
 def summary_line(result: Report) -> str:
     """One line of the period's key numbers (the CLI, the DAG log, the email's text part)."""
     n = result.now
-    return (
+    kept = ", ".join(
+        f"{t.tier} {_pct(t.cadence_kept)}" for t in n.service if t.cadence_kept is not None
+    )
+    tasks = sum(t.tasks for t in n.service)
+    line = (
         f"{result.period.kind} {result.period.label}: {n.total:,} touches, {n.sent:,} sent, "
         f"{n.failed:,} failed, {n.suppressed:,} suppressed, {n.opt_out_total:,} opt-out(s), "
         f"{n.follow_ups_on_time}/{n.follow_ups_settled} complaint follow-up(s) on time, "
         f"{sum(o.outcomes['missed'] for o in n.obligations):,} service obligation(s) missed"
     )
+    if tasks:
+        line += (
+            f", {tasks:,} task(s) ({sum(t.tasks_done for t in n.service):,} done, "
+            f"{sum(t.tasks_overdue for t in n.service):,} overdue)"
+        )
+    if kept:
+        line += f", cadence kept {kept}"
+    if n.group.clients:
+        line += f", group clients contacted {_pct(n.group.rate)}"
+        if n.group.below and result.period.kind == "month":
+            line += f" (below {100 * n.group.target:.0f}%)"
+    return line
 
 
 def email_report(
