@@ -85,7 +85,9 @@ def _without_service(html: str) -> str:
     """The page but for what issue 15 added (the service per tier and level, the group
     coverage line, and their style), which main's page did not have."""
     html = html.replace(".below { color: #b00020; font-weight: bold; }\n", "")
-    return re.sub(r"<h2>Service per tier and level</h2>.*?</p>\n(?=<h2>)", "", html, count=1, flags=re.S)
+    return re.sub(
+        r"<h2>Service per tier and level</h2>.*?</p>\n(?=<h2>)", "", html, count=1, flags=re.S
+    )
 
 
 @pytest.mark.parametrize(("with_obligations", "name"), [(True, "obligations"), (False, "no-rules")])

@@ -445,32 +445,40 @@ def service_by_tier(
         # task can stay open), oldest first, to read each one's status at the period's end.
         history: dict[int, list[tuple[str, dt.date, Any]]] = {}
         who: dict[int, tuple[str, str, str | None, str | None]] = {}
-        for touch_id, status, at, detail, tz, touch_tier, customer_id, tier, segment in (
-            session.execute(
-                select(
-                    events.c.touch_id,
-                    events.c.status,
-                    events.c.at,
-                    events.c.detail,
-                    rows.c.timezone,
-                    rows.c.tier,
-                    rows.c.customer_id,
-                    customers.c.tier,
-                    customers.c.segment,
-                )
-                .select_from(
-                    events.join(rows, rows.c.id == events.c.touch_id).outerjoin(
-                        customers,
-                        and_(customers.c.customer_id == rows.c.customer_id, active),
-                    )
-                )
-                .where(
-                    events.c.status.in_(TASK_STATUSES),
-                    rows.c.occurrence >= since - dt.timedelta(days=TASK_LOOKBACK_DAYS),
-                    rows.c.occurrence <= end,
-                )
-                .order_by(events.c.id)
+        for (
+            touch_id,
+            status,
+            at,
+            detail,
+            tz,
+            touch_tier,
+            customer_id,
+            tier,
+            segment,
+        ) in session.execute(
+            select(
+                events.c.touch_id,
+                events.c.status,
+                events.c.at,
+                events.c.detail,
+                rows.c.timezone,
+                rows.c.tier,
+                rows.c.customer_id,
+                customers.c.tier,
+                customers.c.segment,
             )
+            .select_from(
+                events.join(rows, rows.c.id == events.c.touch_id).outerjoin(
+                    customers,
+                    and_(customers.c.customer_id == rows.c.customer_id, active),
+                )
+            )
+            .where(
+                events.c.status.in_(TASK_STATUSES),
+                rows.c.occurrence >= since - dt.timedelta(days=TASK_LOOKBACK_DAYS),
+                rows.c.occurrence <= end,
+            )
+            .order_by(events.c.id)
         ):
             day = aware_utc(at).astimezone(zone(tz)).date()
             history.setdefault(touch_id, []).append((status, day, detail))

@@ -288,8 +288,7 @@ def agent_rows(fc: Forecast) -> tuple[list[str], list[list[Any]]]:
     """The table of tasks per agent, the heaviest load first; no agent last."""
     header = ["agent", "tasks", "to assign", *TASK_KINDS]
     body: list[list[Any]] = [
-        [a.label, a.tasks, a.assign, *[a.by_kind.get(k, 0) for k in TASK_KINDS]]
-        for a in fc.agents
+        [a.label, a.tasks, a.assign, *[a.by_kind.get(k, 0) for k in TASK_KINDS]] for a in fc.agents
     ]
     return header, body
 
@@ -455,7 +454,6 @@ Each day is planned as <code>care plan</code> would plan it today, against the l
 def _html_table(header: list[str], body: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>\n"
-        for row in body
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>\n" for row in body
     )
     return f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n"
