@@ -178,6 +178,13 @@ def test_service_per_tier_and_level(served: tuple[Store, CareEngine]) -> None:
     assert (october.group.clients, october.group.contacted) == (3, 0)
     assert october.group.below
 
+    # The cadence's edge: B1, last contacted on 3 October, is within B's 90 days up to
+    # 1 January (90 days later) and out of it from the 2nd.
+    for end, within in ((dt.date(2027, 1, 1), 1), (dt.date(2027, 1, 2), 0)):
+        period = Period("week", f"to {end}", end - dt.timedelta(days=6), end)
+        [b] = [t for t in compute(store, period, engine.ruleset).service if t.tier == "B"]
+        assert b.within_cadence == within, end
+
 
 def test_the_report_shows_the_service_and_the_coverage(served: tuple[Store, CareEngine]) -> None:
     store, engine = served
