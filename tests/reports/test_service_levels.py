@@ -287,3 +287,7 @@ def test_forecast_cli_shows_the_agents_load(
     assert "Tasks per agent" in lines and "By tier and service level" in lines
     assert any(line.split() == ["AG1", "张伟", "3", "3", "3", "0", "0"] for line in lines), lines
     assert any(line.split() == ["(no", "agent)", "1", "0", "0", "0", "0"] for line in lines)
+    page = tmp_path / "forecast.html"
+    assert care(*args, "--format", "html", "--output", str(page)).exit_code == 0
+    agents = page.read_text(encoding="utf-8").split('<table id="by-agent">', 1)[1]
+    assert "<tr><td>AG2 李娜</td><td>1</td><td>1</td><td>1</td><td>0</td><td>0</td></tr>" in agents
