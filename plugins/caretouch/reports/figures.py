@@ -3,9 +3,10 @@ plain data (``Figures``, ``Obligation``); the page is ``service_report``, its ch
 
 Every number is read from the ledger (touches by their occurrence, the customer-local date
 they were due; each touch counted at its current status), except opt-outs, which are the
-consent withdrawals recorded in the store (``consent_events``) in the period. Each figure is
-shown with its change from the previous period of the same kind (month on month, week on
-week). Reading only: the report writes nothing but its HTML file.
+consent withdrawals recorded in the store (``consent_events``) in the period, and the
+customers of each tier and segment (their tier, segment and status now, in ``customers``).
+Each figure is shown with its change from the previous period of the same kind (month on
+month, week on week). Reading only: the report writes nothing but its HTML file.
 
 Service obligations (the touches of ``service`` rules, among them the complaint follow-up)
 are measured the way their rule defines them, from the loaded rules: a touch is due on its
@@ -22,9 +23,10 @@ touches due in the period split into messages and tasks (a task: a touch on the
 ``agent_task`` channel), the share of the tier's active customers whose last completed
 contact (a message that went out, ``CONTACT_MADE``, on the local day of its send time; a task
 done, on the local day its outcome was recorded) falls within their level's ``cadence_days``
-at the end of the period, the tasks overdue then (their status as of the end of the period's
-last local day is ``assigned`` and their due day is on or before it: what ``care task list
---date <the next day>`` would mark overdue), and the group-client coverage
+on the period's last day (contacted on or after that day minus ``cadence_days``), the tasks
+overdue then (their status as of the end of the period's last local day is ``assigned`` and
+their due day is on or before it: what ``care task list --date <the next day>`` would mark
+overdue), and the group-client coverage
 (``GroupCoverage``): the active customers of segment ``group`` with a completed contact in
 the period, against ``GROUP_COVERAGE_TARGET``.
 """
