@@ -10,6 +10,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from hypothesis import given
 from hypothesis import strategies as st
 from test_contact_policy import (
@@ -346,3 +347,52 @@ def test_a_cadence_rule_without_a_level_cadence_is_refused(tmp_path: Path) -> No
     shown = [str(e) for e in load_rules(rules, TemplateStore(TEMPLATES_DIR)).errors]
     assert len(shown) == 1 and "no level of tiers C has one" in shown[0], shown
     assert "(tiers with one: A, B)" in shown[0]
+
+
+# --- the shipped check-in: a call task, and a task done counts as contact ----------------------
+
+
+def test_the_shipped_check_in_is_a_call_and_a_task_done_is_contact(
+    store: Store, tmp_path: Path
+) -> None:
+    """Tier A with an agent: the shipped check-in rule assigns a call; the agent records it
+    done five days later, and the next check-in is due 30 days after that day."""
+    from agent_tasks import add_agents
+
+    from caretouch.run.tasks import complete_task
+    from caretouch.vocab import TaskOutcome
+
+    add_agents(store, "A1")
+    load_rows(store, customers=[customer_row("C1", tier="A", birth_date="1990-06-15")])
+    with store.session() as session:
+        session.execute(text("UPDATE customers SET agent_id = 'A1' WHERE customer_id = 'C1'"))
+    rules = make_rules(tmp_path, shipped=("check-in",))
+    first = _due_day("C1", 30, D(2026, 10, 1))
+    touch = the(plan(store, rules, first), "check-in")
+    assert_sent(touch)
+    assert touch.channel is Channel.AGENT_TASK
+    engine = engine_for(store, rules, tmp_path)
+    run_day(engine, first, run_id="r1", now=at_11_shanghai(first))
+    done_day = first + dt.timedelta(days=5)
+    complete_task(
+        store,
+        touch.key,
+        TaskOutcome.REACHED,
+        by="A1",
+        run_id="done-1",
+        now=at_11_shanghai(done_day),
+    )
+    # Due 30 days after the call was done, not 30 days after it was assigned.
+    assert plan(store, rules, first + dt.timedelta(days=30)) == []
+    again = the(plan(store, rules, done_day + dt.timedelta(days=30)), "check-in")
+    assert again.template_context()["last_contact"] == done_day
+
+
+def test_the_shipped_check_in_without_an_agent_is_a_message(store: Store, tmp_path: Path) -> None:
+    load_rows(store, customers=[customer_row("C1", tier="B", birth_date="1990-06-15")])
+    rules = make_rules(tmp_path, shipped=("check-in",))
+    day = _due_day("C1", 90, D(2026, 10, 1))
+    touch = the(plan(store, rules, day), "check-in")
+    assert_sent(touch)
+    assert touch.channel is Channel.SMS
+    assert_mentions(explain(touch), "channel sms: first usable of agent_task, sms, email")

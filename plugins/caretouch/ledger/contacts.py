@@ -19,7 +19,7 @@ from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
 from .readers import states_of
 from .records import zone
 from .sql import CHUNK
-from .statuses import CONTACT_MADE, COUNTED, HANDLED, MAX_DEFER_DAYS, WAIT_UNTIL
+from .statuses import CONTACT_MADE, COUNTED, HANDLED, MAX_DEFER_DAYS, TASK_DONE, WAIT_UNTIL
 
 
 def contacts(
@@ -71,26 +71,35 @@ def contacts(
 
 
 def last_contacts(store: Store, customer_ids: Iterable[str], day: dt.date) -> dict[str, dt.date]:
-    """Per customer, the local day of the last completed contact (``CONTACT_MADE``: a
-    message that went out) on or before ``day``; customers never contacted are left out.
+    """Per customer, the local day of the last completed contact (``CONTACT_MADE``) on or
+    before ``day``; customers never contacted are left out.
 
-    A touch's day is the local date of its current send time, as the caps count it (a
-    message sent late, past its planned day, counts on its planned day here: a day's
-    difference does not matter for a cadence of weeks)."""
+    A message's day is the local date of its current send time, as the caps count it (one
+    sent late, past its planned day, counts on its planned day here: a day's difference does
+    not matter for a cadence of weeks). A task's is the local date it was recorded done."""
     made = [s.value for s in CONTACT_MADE]
     found: dict[str, dt.date] = {}
     wanted = sorted(set(customer_ids))
     query = (
-        select(TouchRow.customer_id, TouchRow.timezone, TouchCurrent.send_at, TouchRow.send_at)
+        select(
+            TouchRow.customer_id,
+            TouchRow.timezone,
+            TouchCurrent.status,
+            TouchCurrent.send_at,
+            TouchRow.send_at,
+            TouchEvent.at,
+        )
         .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
+        .join(TouchEvent, TouchEvent.id == TouchCurrent.event_id)
         .where(TouchCurrent.status.in_(made))
     )
     with store.read_session() as session:
         for start in range(0, len(wanted), CHUNK):
             chunk = wanted[start : start + CHUNK]
             rows = session.execute(query.where(among(session, TouchRow.customer_id, chunk)))
-            for customer_id, tz, current, planned in rows:
-                local = aware_utc(current or planned).astimezone(zone(tz)).date()
+            for customer_id, tz, status, current, planned, recorded in rows:
+                instant = recorded if status == TASK_DONE.value else (current or planned)
+                local = aware_utc(instant).astimezone(zone(tz)).date()
                 if local <= day and local > found.get(customer_id, dt.date.min):
                     found[customer_id] = local
     return found

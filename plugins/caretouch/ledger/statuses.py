@@ -43,9 +43,10 @@ HANDLED = HANDLED | {TASK_OPEN} | TASK_CLOSED
 
 # Touches that count against the contact policy's caps: sent or about to be.
 COUNTED = HANDLED - {TouchStatus.FAILED} | {TouchStatus.PLANNED}
-# Touches that completed a contact, for a service level's cadence: a message that went out
-# (a completed agent task counts too, once tasks are recorded).
-CONTACT_MADE = frozenset({TouchStatus.SENT, TouchStatus.DELIVERED})
+# Touches that completed a contact, for a service level's cadence: a message that went out,
+# or an agent's task done (``TASK_DONE``, counted on the day it was recorded done).
+TASK_DONE = TouchStatus.DONE
+CONTACT_MADE = frozenset({TouchStatus.SENT, TouchStatus.DELIVERED, TASK_DONE})
 # The longest deferral a rule may ask for (rules.schema: defer_days maximum).
 MAX_DEFER_DAYS = 14
 
