@@ -10,9 +10,9 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import text
 from test_contact_policy import (
     DAY,
     Clause,
