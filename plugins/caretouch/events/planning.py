@@ -143,6 +143,9 @@ class _OwnCustomersHistory:
     def deferred(self, rule_ids: Any, first: dt.date, last: dt.date) -> list[Any]:
         return self.ledger.deferred(rule_ids, first, last, customer_ids=self.customers)
 
+    def last_contacts(self, customer_ids: Any, day: dt.date) -> dict[str, dt.date]:
+        return self.ledger.last_contacts(customer_ids, day)
+
     def occasion_contacts(
         self, customer_ids: Any, rule_ids: Any, first: dt.date, last: dt.date
     ) -> list[Any]:

@@ -147,7 +147,9 @@ class TemplateStore:
         for part in PARTS[channel]:
             name = self.relpath(template_id, channel, locale, part)
             try:
-                text = self._render_part(name, {**context, "locale": locale})
+                # ``agent`` is in every context, None for a customer without one (and for a
+                # context recorded before agents were part of it).
+                text = self._render_part(name, {"agent": None, **context, "locale": locale})
             except jinja2.TemplateNotFound as exc:
                 # The missing file may be the template or one it extends (the layout).
                 raise RenderError(f"template not found: {self.root / (exc.name or name)}") from exc

@@ -86,7 +86,8 @@ class Cap:
 
     def without(self, names: set[str]) -> Cap:
         """This cap less the limits ``names`` (which a service level gives instead)."""
-        return replace(self, **{n: None for n in names})
+        cleared: dict[str, Any] = dict.fromkeys(names)
+        return replace(self, **cleared)
 
 
 def _cap(data: dict[str, Any] | None, name: str, **scope: str) -> Cap:

@@ -88,13 +88,6 @@ def _held(
     return contact.held_at_send_time(engine.policy, rule, due, now, cause, why, days=days)
 
 
-def _send_context(context: dict[str, Any]) -> dict[str, Any]:
-    """The context a touch renders from at send time: the one its plan recorded, facts
-    frozen when it was planned (the customer's agent among them). A touch planned before
-    agents were part of the context renders as for a customer without one."""
-    return context if "agent" in context else {**context, "agent": None}
-
-
 # What the send-time checks read of a customer (``contact.recipient``): plain rows of these
 # columns, not ``Customer`` objects.
 _RECIPIENT_COLUMNS = (
@@ -211,7 +204,7 @@ def prepare_chunk(
             task = engine.ruleset.by_id(state.row.rule_id).task
             template_id = task.brief if task is not None else template_id
         try:
-            rendered = templates.render(template_id, channel, locale, _send_context(state.context))
+            rendered = templates.render(template_id, channel, locale, state.context)
         except RenderError as exc:
             changes.append(
                 StatusChange(
