@@ -24,7 +24,7 @@ from caretouch.run.engine import CareEngine, open_engine
 from caretouch.run.prepare import prepare_chunk
 from caretouch.run.send import CHUNK, MAX_CHUNK, chunk_for
 from caretouch.store.db import Store
-from caretouch.vocab import Channel, TouchStatus
+from caretouch.vocab import MESSAGE_CHANNELS, Channel, TouchStatus
 from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, load_rows, utc
 
 DAY = dt.date(2026, 11, 23)
@@ -120,7 +120,7 @@ def test_claimed_attempts_are_the_attempts_written(store: Store, tmp_path: Path)
             message.html,
         )
         assert stored.content_hash == message.content_hash()
-    assert {message.channel for message in messages.values()} == set(Channel)
+    assert {message.channel for message in messages.values()} == set(MESSAGE_CHANNELS)
     states = ledger.states(ids)
     assert {s.status for s in states} == {TouchStatus.SENDING}
     assert verify(store).ok

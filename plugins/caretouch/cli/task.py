@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +23,9 @@ from .common import (
     friendly_errors,
 )
 
+if TYPE_CHECKING:
+    from ..store.db import Store
+
 # The columns of ``care task list`` (table and CSV), in order.
 COLUMNS = ("task", "due", "kind", "agent_id", "customer_id", "phone", "rule_id", "brief")
 _BRIEF_IN_TABLE = 40
@@ -32,7 +36,7 @@ def task() -> None:
     """Tasks for agents: list the open ones, record their outcome."""
 
 
-def _open_store(ctx: click.Context):  # type: ignore[no-untyped-def]
+def _open_store(ctx: click.Context) -> Store:
     from ..schema import require_current_schema
     from ..store.db import open_store
 
