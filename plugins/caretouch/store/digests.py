@@ -24,6 +24,7 @@ from .db import Store, among
 from .models import AgentDigest, TaskEscalation
 
 MAX_DETAIL = 300
+MAX_RUN_ID = 128
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def claim_new(
                 day=day,
                 status=DigestStatus.CLAIMED.value,
                 attempts=1,
-                run_id=run_id,
+                run_id=run_id[:MAX_RUN_ID],
                 claimed_at=now,
                 tasks=tasks,
                 overdue=overdue,
@@ -127,7 +128,7 @@ def claim_again(
             .values(
                 status=DigestStatus.CLAIMED.value,
                 attempts=record.attempts + 1,
-                run_id=run_id,
+                run_id=run_id[:MAX_RUN_ID],
                 claimed_at=now,
                 settled_at=None,
             )
