@@ -31,7 +31,7 @@ def test_the_digest_day_is_the_logical_date_in_the_policy_zone() -> None:
     from caretouch.airflow.digest import digest_day_of
 
     class Engine:  # what digest_day reads of the engine
-        class policy:  # noqa: N801
+        class policy:
             default_timezone = "Asia/Shanghai"
 
     at_0730_shanghai = utc(2026, 11, 23, 23, 30)
@@ -73,7 +73,9 @@ def test_care_agent_digest_runs_with_dag_test(
         customers=[customer_row("C1", agent_id="A1"), customer_row("C2", agent_id="A2")],
     )
     engine = open_engine(CareConfig(store_url, rules, templates, tmp_path / "outbox"), store=store)
-    assert run_day(engine, dt.date(2026, 11, 23), run_id="d", now=utc(2026, 11, 23, 12)).assigned == 2
+    assert (
+        run_day(engine, dt.date(2026, 11, 23), run_id="d", now=utc(2026, 11, 23, 12)).assigned == 2
+    )
     for key, value in {
         "CARE_STORE_URL": store_url,
         "CARE_RULES_DIR": str(rules),

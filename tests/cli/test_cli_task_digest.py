@@ -65,9 +65,7 @@ def test_digest_summary_and_outbox(tasked: Care, caplog: pytest.LogCaptureFixtur
         "digest 2026-11-24: 2 agent(s) with open tasks, 2 digest(s) due, sent 2, already sent 0"
     )
     assert lines[1] == "skipped (no email): 1 (A2)"
-    assert lines[2] == (
-        "escalations (overdue ≥ 3 day(s)): 1 to managers (1 new), 1 unescalated"
-    )
+    assert lines[2] == ("escalations (overdue ≥ 3 day(s)): 1 to managers (1 new), 1 unescalated")
     assert re.fullmatch(
         r"  unescalated: task \d+ of agent A2, 4 day\(s\) overdue: the agent has no manager",
         lines[3],
@@ -88,9 +86,7 @@ def test_digest_summary_and_outbox(tasked: Care, caplog: pytest.LogCaptureFixtur
 
 
 def test_the_escalation_threshold_is_a_setting(tasked: Care) -> None:
-    result = tasked(
-        "task", "digest", "--date", "2026-11-24", env={"CARE_ESCALATE_AFTER_DAYS": "5"}
-    )
+    result = tasked("task", "digest", "--date", "2026-11-24", env={"CARE_ESCALATE_AFTER_DAYS": "5"})
     assert result.exit_code == 0, result.output
     assert "escalations (overdue ≥ 5 day(s)): 0 to managers (0 new), 0 unescalated" in result.output
     assert [m["to"] for m in outbox_mails(tasked)] == ["li.na@agency.example"]

@@ -171,9 +171,7 @@ def test_no_open_task_no_digest_and_a_closed_task_leaves_it(
 ) -> None:
     engine = with_tasks(sqlite_store, tmp_path)
     [ann] = tasks(sqlite_store, agent_id="A2")
-    complete_task(
-        sqlite_store, str(ann.touch_id), TaskOutcome.REACHED, by="t", run_id="t", now=NOW
-    )
+    complete_task(sqlite_store, str(ann.touch_id), TaskOutcome.REACHED, by="t", run_id="t", now=NOW)
     summary = digest(engine)
     assert "ann.lee@agency.example" not in mails(tmp_path)
     assert summary.agents == 2 and summary.unescalated == []
@@ -205,9 +203,7 @@ def test_a_crash_between_claim_and_send_is_not_lost(sqlite_store: Store, tmp_pat
     m1 = _claim(sqlite_store, "M1", NOW - LEASE - dt.timedelta(minutes=1))
     from caretouch.run.digest import collect, render
 
-    [m1_digest] = [
-        d for d in collect(sqlite_store, DAY, escalate_after=3)[0] if d.agent_id == "M1"
-    ]
+    [m1_digest] = [d for d in collect(sqlite_store, DAY, escalate_after=3)[0] if d.agent_id == "M1"]
     outbox = engine.transports[Channel.EMAIL]
     outbox.send(render(engine.templates, m1_digest, DAY, escalate_after=3, attempt=m1.attempts))
 
@@ -290,7 +286,9 @@ def test_a_digest_taken_over_meanwhile_is_not_settled_twice(
     assert not applied
 
 
-def _digest_process(url: str, schema: str | None, workdir: str, name: str, go: Any, out: Any) -> None:
+def _digest_process(
+    url: str, schema: str | None, workdir: str, name: str, go: Any, out: Any
+) -> None:
     from ledger_processes import open_store_at
 
     from caretouch.config import CareConfig
