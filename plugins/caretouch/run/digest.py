@@ -38,7 +38,7 @@ import datetime as dt
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -452,8 +452,8 @@ def _one(
         else:
             summary.sent += 1
         return
-    # Render before claiming: a template error must not leave a claim behind.
-    render(templates, digest, day, escalate_after=escalate_after, attempt=1)
+    # Rendered before the claim: a template error must not leave a claim behind.
+    message = render(templates, digest, day, escalate_after=escalate_after, attempt=1)
     got = records.claim_new(
         store,
         digest.agent_id,
@@ -465,12 +465,12 @@ def _one(
         escalations=len(digest.escalated),
     )
     if isinstance(got, records.DigestRecord):
-        claimed = _take_over(store, templates, transport, digest, day, summary, got, run_id, clock)
+        claimed = _take_over(store, transport, digest, message, summary, got, run_id, clock)
         if claimed is None:
             return
     else:
         claimed = got
-    message = render(templates, digest, day, escalate_after=escalate_after, attempt=claimed.attempt)
+    message = replace(message, attempt_no=claimed.attempt)
     result = transport.send(message)
     status = _status_of(result)
     applied, recorded = records.settle(
@@ -502,10 +502,9 @@ def _one(
 
 def _take_over(
     store: Store,
-    templates: TemplateStore,
     transport: Transport,
     digest: Digest,
-    day: dt.date,
+    message: OutboundMessage,
     summary: DigestSummary,
     record: records.DigestRecord,
     run_id: str,
@@ -528,11 +527,8 @@ def _take_over(
             summary.in_progress += 1
             return None
         # The run that claimed it died between claim and answer: did the channel take it?
-        earlier = render(
-            templates, digest, day, escalate_after=summary.escalate_after, attempt=record.attempts
-        )
         try:
-            answer = transport.reconcile(earlier)
+            answer = transport.reconcile(replace(message, attempt_no=record.attempts))
         except Exception as exc:  # the provider could not be asked: leave it for later
             summary.failed.append(
                 (agent_id, f"a crashed send could not be checked: {type(exc).__name__}")
