@@ -317,3 +317,46 @@ def test_two_processes_send_one_digest_per_agent(pg_store: Store, tmp_path: Path
     assert len(mails(tmp_path)) == 3  # one file per agent: no recipient twice
     with pg_store.read_session() as session:
         assert session.scalars(select(TaskEscalation.touch_id)).all().__len__() == 1
+
+
+def test_the_digest_is_in_the_locale_most_of_the_agents_customers_have(
+    sqlite_store: Store,
+) -> None:
+    from caretouch.run.digest import agent_locales
+
+    customers = {
+        "TW": ["en", "en", "zh-TW", "zh-TW", "zh-TW"],
+        "TIE": ["en", "zh-TW"],  # a tie: the first of zh-CN, zh-TW, en
+        "CN": ["zh-CN", "en"],
+        "EN": ["en"],
+    }
+    load_rows(
+        sqlite_store,
+        customers=[
+            customer_row(f"{agent}{i}", agent_id=agent, locale=locale)
+            for agent, locales in customers.items()
+            for i, locale in enumerate(locales)
+        ],
+    )
+    assert agent_locales(sqlite_store, ["TW", "TIE", "CN", "EN", "NONE"]) == {
+        "TW": "zh-TW",
+        "TIE": "zh-TW",
+        "CN": "zh-CN",
+        "EN": "en",
+        "NONE": "zh-CN",  # no customers: the default
+    }
+
+
+@pytest.mark.parametrize(
+    ("brief", "expected"),
+    [
+        ("\n\n  Call  Wang Fang\ttoday.\nBring the card.", "Call Wang Fang today."),
+        ("", "birthday-task"),
+        ("   \n", "birthday-task"),
+        ("x" * 200, "x" * 119 + "…"),
+    ],
+)
+def test_each_task_is_summed_up_by_the_brief_s_first_line(brief: str, expected: str) -> None:
+    from caretouch.run.digest import first_line
+
+    assert first_line(brief, "birthday-task") == expected

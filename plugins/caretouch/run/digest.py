@@ -62,6 +62,7 @@ DEFAULT_LOCALE = Locale.ZH_CN.value
 LEASE = dt.timedelta(minutes=10)
 MAX_SUMMARY = 120
 _BATCH = 500
+_LOCALES = frozenset(loc.value for loc in Locale)
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def agent_locales(store: Store, agent_ids: Iterable[str]) -> dict[str, str]:
                 .group_by(Customer.agent_id, Customer.locale)
             )
             for agent_id, locale, n in session.execute(query):
-                if locale in Locale._value2member_map_:
+                if locale in _LOCALES:
                     counts[agent_id][locale] += n
     order = [loc.value for loc in Locale]
     chosen = {}
