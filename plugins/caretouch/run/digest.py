@@ -244,7 +244,7 @@ def agent_locales(store: Store, agent_ids: Iterable[str]) -> dict[str, str]:
                 .group_by(Customer.agent_id, Customer.locale)
             )
             for agent_id, locale, n in session.execute(query):
-                if locale in _LOCALES:
+                if agent_id is not None and locale in _LOCALES:
                     counts[agent_id][locale] += n
     order = [loc.value for loc in Locale]
     chosen = {}

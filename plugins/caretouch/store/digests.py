@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ..dates import aware_utc
 from ..vocab import DigestStatus
@@ -51,6 +53,11 @@ class Claimed:
     @property
     def attempt(self) -> int:
         return self.record.attempts
+
+
+def _changed(session: Session, statement: Any) -> int:
+    """How many rows an UPDATE changed (its compare-and-set applied when 1)."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def _record(row: AgentDigest) -> DigestRecord:
@@ -118,7 +125,8 @@ def claim_again(
     compare-and-set from its status and claim number; None when another run changed it
     first."""
     with store.session() as session:
-        done = session.execute(
+        done = _changed(
+            session,
             update(AgentDigest)
             .where(
                 AgentDigest.id == record.id,
@@ -131,9 +139,9 @@ def claim_again(
                 run_id=run_id[:MAX_RUN_ID],
                 claimed_at=now,
                 settled_at=None,
-            )
+            ),
         )
-        if done.rowcount != 1:
+        if done != 1:
             return None
     again = find(store, record.agent_id, record.day)
     assert again is not None
@@ -165,7 +173,8 @@ def settle(
     were not recorded before, in the same transaction. Returns (applied, escalations newly
     recorded)."""
     with store.session() as session:
-        done = session.execute(
+        done = _changed(
+            session,
             update(AgentDigest)
             .where(
                 AgentDigest.id == record.id,
@@ -177,9 +186,9 @@ def settle(
                 settled_at=now,
                 provider_message_id=provider_message_id,
                 detail=(detail or None) and detail[:MAX_DETAIL],
-            )
+            ),
         )
-        if done.rowcount != 1:
+        if done != 1:
             return False, 0
         recorded = 0
         if status is DigestStatus.SENT and escalations:
