@@ -314,6 +314,9 @@ def test_two_processes_send_one_digest_per_agent(pg_store: Store, tmp_path: Path
     sent = sum(r["sent"] for r in results.values())
     assert sent == 3
     assert all(r["failed"] == [] for r in results.values())
+    # Each saw the three digests due, and each was sent, found sent or in progress.
+    for r in results.values():
+        assert r["digests"] == 3 and r["sent"] + r["already_sent"] + r["in_progress"] == 3
     assert len(mails(tmp_path)) == 3  # one file per agent: no recipient twice
     with pg_store.read_session() as session:
         assert session.scalars(select(TaskEscalation.touch_id)).all().__len__() == 1
