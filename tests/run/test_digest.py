@@ -363,3 +363,30 @@ def test_each_task_is_summed_up_by_the_brief_s_first_line(brief: str, expected: 
     from caretouch.run.digest import first_line
 
     assert first_line(brief, "birthday-task") == expected
+
+
+def test_why_an_overdue_task_is_not_escalated(sqlite_store: Store, tmp_path: Path) -> None:
+    from caretouch.store.models import Agent
+
+    engine = with_tasks(sqlite_store, tmp_path)
+    [old] = [t.touch_id for t in tasks(sqlite_store) if t.customer_id == "C-OLD"]
+
+    def reasons(day: dt.date) -> dict[int, str]:
+        summary = run_digests(engine, day, run_id=str(day), now=NOW, dry_run=True)
+        return {u.task: u.reason for u in summary.unescalated if u.agent_id == "A1"}
+
+    with sqlite_store.session() as session:
+        session.execute(update(Agent).where(Agent.agent_id == "A1").values(manager_id="GONE"))
+    assert reasons(DAY) == {old: "manager GONE is not in the agents table"}
+    with sqlite_store.session() as session:
+        session.execute(update(Agent).where(Agent.agent_id == "A1").values(manager_id="A1"))
+    assert reasons(DAY) == {old: "the agent has no manager"}
+    with sqlite_store.session() as session:
+        session.execute(update(Agent).where(Agent.agent_id == "A1").values(manager_id="M1"))
+        session.execute(update(Agent).where(Agent.agent_id == "M1").values(email=None))
+    summary = run_digests(engine, DAY, run_id="r", now=NOW)
+    assert "M1" in summary.skipped_no_email and summary.ok
+    assert {u.task: u.reason for u in summary.unescalated if u.agent_id == "A1"} == {
+        old: "manager M1 has no email"
+    }
+    assert summary.escalations_recorded == 0

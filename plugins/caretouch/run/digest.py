@@ -94,7 +94,6 @@ class EscalatedLine:
     kind: str
     due: dt.date
     days_overdue: int
-    first_escalated: dt.date | None  # None: escalated by this digest
 
 
 @dataclass
@@ -268,8 +267,6 @@ def collect(
     managers = _agents(store, {a.manager_id for a in agents.values() if a.manager_id} - set(agents))
     everyone = {**agents, **managers}
     customers = _customers(store, {t.customer_id for t in open_tasks})
-    late = [t for t in open_tasks if (day - t.due).days >= escalate_after]
-    first = records.escalated(store, [t.touch_id for t in late])
     digests: dict[str, Digest] = {}
 
     def digest_of(agent_id: str) -> Digest:
@@ -295,11 +292,9 @@ def collect(
         )
         if agent is None:
             # Assigned to an agent since removed from ``agents``: nobody to mail.
-            unescalated_reason = "the agent is not in the agents table"
             if days_overdue >= escalate_after:
-                unescalated.append(
-                    Unescalated(t.touch_id, t.agent_id, days_overdue, unescalated_reason)
-                )
+                why = "the agent is not in the agents table"
+                unescalated.append(Unescalated(t.touch_id, t.agent_id, days_overdue, why))
             continue
         digest_of(t.agent_id).lines.append(line)
         if days_overdue < escalate_after:
@@ -322,7 +317,6 @@ def collect(
                 t.kind,
                 t.due,
                 days_overdue,
-                first.get(t.touch_id),
             )
         )
     locales = agent_locales(store, list(digests))

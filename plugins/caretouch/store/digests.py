@@ -217,18 +217,3 @@ def settle(
                 )
                 recorded += 1
         return True, recorded
-
-
-def escalated(store: Store, touch_ids: Sequence[int]) -> dict[int, dt.date]:
-    """The day each of ``touch_ids`` was first escalated, for those that were."""
-    if not touch_ids:
-        return {}
-    with store.read_session() as session:
-        return {
-            touch_id: day
-            for touch_id, day in session.execute(
-                select(TaskEscalation.touch_id, TaskEscalation.day).where(
-                    among(session, TaskEscalation.touch_id, list(touch_ids))
-                )
-            )
-        }
