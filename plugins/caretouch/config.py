@@ -401,6 +401,13 @@ class CareConfig(BaseSettings):
         "comma-separated staff addresses the reports are emailed to "
         "([operations.md](operations.md#the-monthly-and-weekly-reports))",
     )
+    escalate_after_days: int = _field(
+        "CARE_ESCALATE_AFTER_DAYS",
+        3,
+        "an integer ≥ 1",
+        "days overdue after which an agent's open task goes to their manager's daily digest "
+        "([operations.md](operations.md#the-daily-digest-and-escalation))",
+    )
 
     @field_validator("sms_rate", "email_rate", mode="after")
     @classmethod
@@ -422,6 +429,7 @@ class CareConfig(BaseSettings):
         "send_pool_slots",
         "workers",
         "plan_shards",
+        "escalate_after_days",
         mode="after",
     )
     @classmethod

@@ -206,3 +206,13 @@ class PayloadType(StrEnum):
     INT = "int"
     DATE = "date"
     BOOL = "bool"
+
+
+class DigestStatus(StrEnum):
+    """Where an agent's daily digest of one day stands (``agent_digests.status``)."""
+
+    CLAIMED = "claimed"  # taken by a run, being sent (or that run crashed: see run.digest)
+    SENT = "sent"
+    FAILED = "failed"  # the provider refused for now: a later run of the day tries again
+    REJECTED = "rejected"  # refused for good (a bad address): not tried again that day
+    UNKNOWN = "unknown"  # a crashed send the provider cannot tell about: for a person

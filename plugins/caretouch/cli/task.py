@@ -14,6 +14,7 @@ import click
 from ..errors import TaskError
 from ..vocab import TaskOutcome
 from .common import (
+    EXIT_INVALID,
     EXIT_USAGE,
     anchor_ledger,
     cli_actor,
@@ -33,7 +34,7 @@ _BRIEF_IN_TABLE = 40
 
 @click.group()
 def task() -> None:
-    """Tasks for agents: list the open ones, record their outcome."""
+    """Tasks for agents: list the open ones, record their outcome, email the daily digest."""
 
 
 def _open_store(ctx: click.Context) -> Store:
@@ -169,3 +170,38 @@ def task_done(
     anchor_ledger(config_of(ctx), store, run_id, now)
     status = OUTCOME_STATUS[TaskOutcome(outcome)].value
     click.echo(f"task {done.touch_id} ({done.kind}, customer {done.customer_id}): {status}")
+
+
+@task.command("digest")
+@click.option(
+    "--date",
+    "day_text",
+    metavar="YYYY-MM-DD",
+    help="The digest's day (default: today in the policy's default time zone).",
+)
+@click.option("--dry-run", is_flag=True, help="Render every digest; claim and send nothing.")
+@click.option("--agent", "agents", multiple=True, help="Only this agent's digest (repeatable).")
+@click.pass_context
+@friendly_errors
+def task_digest(
+    ctx: click.Context, day_text: str | None, dry_run: bool, agents: tuple[str, ...]
+) -> None:
+    """Email each agent the digest of their open and overdue tasks, and each manager the
+    tasks of their agents overdue for $CARE_ESCALATE_AFTER_DAYS days; once per agent and day
+    (for cron; the care_agent_digest DAG does the same). Exit 1 when a digest failed."""
+    from ..run.digest import run_digests
+    from .common import open_engine
+
+    config = config_of(ctx)
+    engine = open_engine(config, live_clock=True, writes=not dry_run)
+    summary = run_digests(
+        engine,
+        _date(day_text, "--date"),
+        run_id=cli_run_id(),
+        dry_run=dry_run,
+        agent_ids=frozenset(agents) or None,
+    )
+    for line in summary.lines():
+        click.echo(line)
+    if not summary.ok:
+        fail(f"error: {len(summary.failed)} digest(s) failed", EXIT_INVALID)

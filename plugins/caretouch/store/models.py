@@ -23,6 +23,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -251,3 +252,48 @@ class CallbackIntake(Base):
     error: Mapped[str | None] = mapped_column(String(300))
 
     __table_args__ = (Index("ix_callback_intake_pending", "failures", "id"),)
+
+
+class AgentDigest(Base):
+    """An agent's daily digest of one day (``run.digest``): the row is the claim, inserted
+    before the email is sent, so that (agent, day) is sent once by whichever run or worker
+    inserts it first (``UNIQUE (agent_id, day)``), and its ``status`` says what came of it,
+    a send left ``claimed`` by a crash included. Not a ledger table: a digest is staff mail,
+    not a touch of a customer."""
+
+    __tablename__ = "agent_digests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    day: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # How many times it was claimed (a retry after a failure or a crash claims it again).
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    run_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    settled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    tasks: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    overdue: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    escalations: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[str | None] = mapped_column(String(300))
+
+    __table_args__ = (UniqueConstraint("agent_id", "day", name="uq_agent_digest_day"),)
+
+
+class TaskEscalation(Base):
+    """A task overdue long enough to go to its agent's manager (``run.digest``): recorded
+    once per task (``touch_id`` is UNIQUE), on the day it first went into the manager's
+    digest (``digest_id``)."""
+
+    __tablename__ = "task_escalations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    touch_id: Mapped[int] = mapped_column(Integer, unique=True, nullable=False)
+    agent_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    manager_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    day: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    days_overdue: Mapped[int] = mapped_column(Integer, nullable=False)
+    digest_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    run_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
