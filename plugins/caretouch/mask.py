@@ -52,7 +52,11 @@ def mask_email(email: str | None) -> str:
     return (local[:1] or "*") + "***@" + (domain or "***")
 
 
-def mask_recipient(recipient: str | None) -> str:
+def mask_recipient(recipient: str | None, channel: str | None = None) -> str:
+    """A phone or an address, masked. A task's recipient (``channel`` ``agent_task``) is the
+    agent's id, shown as it is: it names a member of staff, not a customer's contact."""
+    if channel == "agent_task" and recipient:
+        return recipient
     if recipient and "@" in recipient:
         return mask_email(recipient)
     return mask_phone(recipient)

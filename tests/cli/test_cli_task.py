@@ -98,3 +98,7 @@ def test_done_records_once_and_the_ledger_verifies(tasked: Care) -> None:
     history = tasked("audit", "show", first["touch_key"])
     assert history.exit_code == 0, history.output
     assert "done" in history.output and "agent:A1" in history.output
+    # The audit view lists the task like a message: assigned to the agent (an id, in clear),
+    # then the outcome with who recorded it and the satisfaction.
+    assert "attempt 1: agent_task via agent_task to A1 at " in history.output
+    assert '"outcome": "reached", "satisfaction": 4' in history.output

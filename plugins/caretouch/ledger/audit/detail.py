@@ -107,7 +107,7 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
                 "attempt_no": a.attempt_no,
                 "channel": a.channel,
                 "transport": a.transport,
-                "recipient": mask_recipient(a.recipient),
+                "recipient": mask_recipient(a.recipient, a.channel),
                 "template_id": a.template_id,
                 "template_hash": a.template_hash,
                 "content_hash": a.content_hash,
