@@ -331,22 +331,29 @@ def test_any_message_that_went_out_counts_as_contact(store: Store, tmp_path: Pat
     assert touches[0].template_context()["last_contact"] == DAY
 
 
-def test_a_cadence_rule_without_a_level_cadence_is_refused(tmp_path: Path) -> None:
+def test_a_cadence_rule_without_a_level_cadence_is_warned_about(tmp_path: Path) -> None:
+    """The rule is right; the policy gives it nothing to do: a warning at the rule, not an
+    error (removing the levels must not stop the other rules)."""
     rules = make_rules(tmp_path, "version: 1\n", {"check-in.yaml": CADENCE_RULE}, shipped=())
     ruleset = load_rules(rules, TemplateStore(TEMPLATES_DIR))
-    shown = [str(e) for e in ruleset.errors]
-    line = CADENCE_RULE.splitlines().index("      kind: cadence") + 1
+    assert ruleset.errors == []
+    shown = [str(w) for w in ruleset.warnings]
+    line = CADENCE_RULE.splitlines().index("  - id: check-in") + 1
     assert len(shown) == 1, shown
     assert shown[0].startswith(f"{rules / 'check-in.yaml'}:{line}:")
     assert "no level of any tier has one in the contact policy" in shown[0]
     # Tiers that have none: named.
     only_c = CADENCE_RULE.replace(
-        '    send_time: "10:00"\n', '    send_time: "10:00"\n    tiers: [C]\n'
+        '    send_time: "10:00"\n', '    send_time: "10:00"\n    tiers: [C, D]\n'
     )
     rules = make_rules(tmp_path, LEVELS, {"check-in.yaml": only_c}, shipped=(), name="rules2")
-    shown = [str(e) for e in load_rules(rules, TemplateStore(TEMPLATES_DIR)).errors]
-    assert len(shown) == 1 and "no level of tiers C has one" in shown[0], shown
-    assert "(tiers with one: A, B)" in shown[0]
+    ruleset = load_rules(rules, TemplateStore(TEMPLATES_DIR))
+    shown = [str(w) for w in ruleset.warnings]
+    assert ruleset.errors == [] and len(shown) == 1, shown
+    assert "no level of tiers C, D has one" in shown[0] and "(tiers with one: A, B)" in shown[0]
+    # With a level of a cadence among its tiers: no warning.
+    rules = make_rules(tmp_path, LEVELS, {"check-in.yaml": CADENCE_RULE}, shipped=(), name="r3")
+    assert load_rules(rules, TemplateStore(TEMPLATES_DIR)).warnings == []
 
 
 # --- the shipped check-in: a call task, and a task done counts as contact ----------------------

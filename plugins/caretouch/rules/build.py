@@ -71,9 +71,6 @@ def build_rule(
             return None, errors
         event_type = types.types[str(trigger.event_type)]
 
-    if trigger.kind is TriggerKind.CADENCE:
-        errors.extend(_cadence_problems(item, path, pos, policy))
-
     audience: Condition | None = None
     if "audience" in item:
         audience = _build_condition(item["audience"], (*path, "audience"), pos, trigger, errors)
@@ -251,27 +248,6 @@ def _field(name: Any, where: Location, allowed_tables: tuple[str, ...]) -> Field
             location=where,
         )
     return spec
-
-
-def _cadence_problems(
-    item: dict[str, Any], path: YPath, pos: Positions, policy: ContactPolicy
-) -> list[ValidationError]:
-    """A cadence rule needs a service level with a cadence for some of its tiers."""
-    with_cadence = sorted(
-        t for level in policy.levels.values() if level.cadence_days for t in level.tiers
-    )
-    tiers = set(item.get("tiers") or with_cadence)
-    if tiers & set(with_cadence):
-        return []
-    where = f"tiers {', '.join(sorted(tiers))}" if item.get("tiers") else "any tier"
-    served = f" (tiers with one: {', '.join(with_cadence)})" if with_cadence else ""
-    return [
-        ValidationError(
-            f"a cadence trigger plans by the service level's cadence_days, and no level of "
-            f"{where} has one in the contact policy{served}: the rule would never fire",
-            location=pos.at((*path, "trigger", "kind")),
-        )
-    ]
 
 
 def _build_trigger(

@@ -24,6 +24,7 @@ from .model import (
     Compare,
     Op,
     Rule,
+    TriggerKind,
 )
 from .schema import RULE_FILE_SCHEMA
 from .yamlpos import load_with_positions, read_yaml_bytes
@@ -119,8 +120,35 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
         seen[campaign.id] = campaign.rule.source
         result.rules.append(campaign.rule)
         result.campaigns.append(campaign)
-    result.warnings = templates.take_warnings()
+    result.warnings = templates.take_warnings() + _cadence_warnings(result)
     return result
+
+
+def _cadence_warnings(ruleset: RuleSet) -> list[ValidationError]:
+    """A warning for each cadence rule that would never fire: no service level of its tiers
+    has a cadence (a policy without levels, say). A warning, not an error: the rule is right,
+    the policy gives it nothing to do."""
+    with_cadence = sorted(
+        t for level in ruleset.policy.levels.values() if level.cadence_days for t in level.tiers
+    )
+    warnings = []
+    for rule in ruleset.rules:
+        if rule.trigger.kind is not TriggerKind.CADENCE:
+            continue
+        tiers = set(rule.tiers or with_cadence)
+        if tiers & set(with_cadence):
+            continue
+        where = f"tiers {', '.join(sorted(tiers))}" if rule.tiers else "any tier"
+        served = f" (tiers with one: {', '.join(with_cadence)})" if with_cadence else ""
+        warnings.append(
+            ValidationError(
+                f"a cadence trigger plans by the service level's cadence_days, and no level of "
+                f"{where} has one in the contact policy{served}: the rule will never fire",
+                location=rule.source,
+                rule_id=rule.id,
+            )
+        )
+    return warnings
 
 
 def load_rule_file(
