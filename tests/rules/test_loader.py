@@ -56,12 +56,16 @@ def test_shipped_rules_are_valid(shipped_rules) -> None:
     assert sorted(r.id for r in shipped_rules.rules if not shipped_rules.is_campaign(r.id)) == [
         "annual-review",
         "birthday",
+        "check-in",
         "claim-settled",
         "complaint-follow-up",
+        "complaint-follow-up-call",
         "holiday-greeting",
+        "premium-festival-care",
         "renewal-reminder",
         "thank-you",
     ]
+    assert shipped_rules.warnings == []
 
 
 def test_published_schemas_are_current() -> None:

@@ -80,8 +80,8 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("customer", "consent_sms", FieldType.BOOL, in_templates=False),
         FieldSpec("customer", "consent_email", FieldType.BOOL, in_templates=False),
         FieldSpec("customer", "consent_marketing", FieldType.BOOL, in_templates=False),
-        FieldSpec("customer", "agent_id", FieldType.TEXT),
-        FieldSpec("customer", "segment", FieldType.TEXT),
+        FieldSpec("customer", "agent_id", FieldType.TEXT, in_templates=False),
+        FieldSpec("customer", "segment", FieldType.TEXT, in_templates=False),
         # A member of the customer's family: the subject of a ``relation.birth_date`` trigger.
         FieldSpec("relation", "relation_id", FieldType.TEXT),
         FieldSpec("relation", "kind", FieldType.TEXT, _enum_values(RelationKind)),
