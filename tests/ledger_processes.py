@@ -70,7 +70,10 @@ def planned_sms_day(store: Store, day: Any, now: Any, customers: int, workdir: P
     load_rows(
         store,
         customers=[
-            customer_row(f"C{i:03d}", phone=f"+86138{i:08d}", email="", consent_email="false")
+            # Tier C: no shipped cadence check-in falls on their day.
+            customer_row(
+                f"C{i:03d}", phone=f"+86138{i:08d}", email="", consent_email="false", tier="C"
+            )
             for i in range(customers)
         ],
     )

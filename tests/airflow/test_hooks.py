@@ -50,7 +50,12 @@ def test_no_connection_and_no_environment_means_outbox(tmp_path) -> None:
     assert twilio_credentials() is None
     assert sendgrid_credentials() is None
     transports = task_transports(tmp_path)
-    assert all(isinstance(t, OutboxTransport) for t in transports.values())
+    # Every message channel writes to the outbox; a task is assigned in the ledger.
+    assert {c: type(t).__name__ for c, t in transports.items()} == {
+        Channel.SMS: "OutboxTransport",
+        Channel.EMAIL: "OutboxTransport",
+        Channel.AGENT_TASK: "AgentTaskTransport",
+    }
 
 
 def test_twilio_connection_gives_credentials_and_hides_the_token(monkeypatch) -> None:

@@ -45,8 +45,10 @@ def outbox_files(tmp_path: Path) -> list[Path]:
 
 
 def birthday_customers(n: int, zones: tuple[str, ...] = ("Asia/Shanghai",)) -> list[dict[str, str]]:
+    """``n`` customers born on DAY, of tier C: no shipped cadence check-in falls on their day
+    (the tests count the birthdays)."""
     return [
-        customer_row(f"C{i:05d}", timezone=zones[i % len(zones)], phone=f"+86138{i:08d}")
+        customer_row(f"C{i:05d}", timezone=zones[i % len(zones)], phone=f"+86138{i:08d}", tier="C")
         for i in range(n)
     ]
 
