@@ -15,7 +15,6 @@ from caretouch.airflow.hooks import (
     task_transports,
     twilio_credentials,
 )
-from caretouch.channels.outbox import OutboxTransport
 from caretouch.channels.sendgrid import SendGridTransport
 from caretouch.channels.shared_limits import SharedRateLimiter
 from caretouch.channels.twilio import TwilioTransport
