@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 # airflow.sdk.EventsTimetable does not survive serialization in Airflow 3.3.2 (its encoder
 # leaves out the "_summary" the scheduler-side class reads back: KeyError); the core class
@@ -42,6 +42,7 @@ from .daily import (
     DEFAULT_ARGS,
     _engine,
     _now,
+    day_param,
     later_try,
     plan_shards,
     planned_day,
@@ -116,12 +117,8 @@ def build_campaign_dag(campaign_id: str) -> Any:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         params={
-            "day": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                description="Local date to run (YYYY-MM-DD); default: the day after the "
-                "logical date.",
+            "day": day_param(
+                "Local date to run (YYYY-MM-DD); default: the day after the logical date."
             ),
         },
         tags=["caretouch", "campaign"],

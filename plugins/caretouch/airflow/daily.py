@@ -33,6 +33,11 @@ MAX_SEND_SHARDS = 64
 DEFAULT_ARGS = {"retries": 2, "retry_delay": dt.timedelta(minutes=1)}
 
 
+def day_param(description: str) -> Param:
+    """The ``day`` parameter of a DAG run: an optional local date (YYYY-MM-DD)."""
+    return Param(None, type=["null", "string"], format="date", description=description)
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)  # clock: the glue is where "now" enters a task
 
@@ -302,11 +307,8 @@ def build_care_daily() -> Any:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         params={
-            "day": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                description="Local date to plan (YYYY-MM-DD); default: the day after the logical date.",
+            "day": day_param(
+                "Local date to plan (YYYY-MM-DD); default: the day after the logical date."
             ),
         },
         tags=["caretouch"],

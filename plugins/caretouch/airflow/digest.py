@@ -15,9 +15,9 @@ import datetime as dt
 import logging
 from typing import Any
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import CronTriggerTimetable, dag, task
 
-from .daily import DEFAULT_ARGS, _engine, _now, task_run_id
+from .daily import DEFAULT_ARGS, _engine, _now, day_param, task_run_id
 from .hooks import SEND_POOL
 
 log = logging.getLogger("caretouch.airflow")
@@ -46,11 +46,8 @@ def build_care_agent_digest() -> Any:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         params={
-            "day": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                description="The digest's day (YYYY-MM-DD); default: the logical date's, in the policy's zone.",
+            "day": day_param(
+                "The digest's day (YYYY-MM-DD); default: the logical date's, in the policy's zone."
             ),
         },
         tags=["caretouch"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..ledger.statuses import RUN_COUNTS
 from ..vocab import TouchStatus
 
 # The counter a status change is counted in when it is made (``planned`` again: a retry).
@@ -44,19 +45,8 @@ class SendReport:
     in_flight: int = 0
     failures: list[str] = field(default_factory=list)
 
-    COUNTS = (
-        "planned",
-        "suppressed",
-        "sent",
-        "assigned",
-        "failed",
-        "unknown",
-        "retry",
-        "in_flight",
-        "waiting",
-        "held",
-        "skipped",
-    )
+    # The ledger's run counts, then what only a send run tells.
+    COUNTS = (*RUN_COUNTS, "waiting", "held", "skipped")
 
     def stale(self, status: TouchStatus, key: str) -> None:
         """A change counted as ``status`` turned out stale (compare-and-set: the touch moved

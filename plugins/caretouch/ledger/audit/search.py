@@ -177,7 +177,9 @@ def touches(
                 "channel": attempt.channel if attempt else row.channel,
                 "status": state.status.value,
                 "reason": state.reason,
-                "recipient": mask_recipient(attempt.recipient, attempt.channel) if attempt else None,
+                "recipient": mask_recipient(attempt.recipient, attempt.channel)
+                if attempt
+                else None,
                 "template_id": row.template_id,
                 "template_hash": attempt.template_hash if attempt else None,
                 "content_hash": attempt.content_hash if attempt else None,
