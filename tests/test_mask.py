@@ -119,3 +119,19 @@ def test_scrubbed_text_holds_no_nul() -> None:
     # Providers' free text is scrubbed before it is recorded; the store cannot hold a NUL.
     out = scrub("error\x00 for +8613812348000\x00")
     assert "\x00" not in out and out == "error\\u0000 for +86 138****8000\\u0000"
+
+
+def test_scrub_keeps_the_agents_own_details_and_masks_the_rest() -> None:
+    """A care message gives the customer their agent's phone: the audit view shows it as the
+    customer read it, and still masks any other number or address in the text."""
+    from caretouch.ledger.audit.detail import agent_details
+
+    context = {"agent": {"name": "李娜", "phone": "+8613900000001", "email": "li.na@agency.cn"}}
+    keep = agent_details(context)
+    text = "Your agent 李娜 is on +8613900000001 (li.na@agency.cn); you: +8613812348000"
+    shown = scrub(text, keep)
+    assert "+8613900000001" in shown and "li.na@agency.cn" in shown
+    assert "+8613812348000" not in shown and "8000" in shown  # masked, last digits kept
+    assert scrub(text).count("+8613900000001") == 0  # without keep: masked as before
+    assert agent_details({"agent": None}) == frozenset()
+    assert agent_details({}) == frozenset()

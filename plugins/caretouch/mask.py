@@ -62,11 +62,19 @@ def mask_recipient(recipient: str | None, channel: str | None = None) -> str:
     return mask_phone(recipient)
 
 
-def scrub(text: str) -> str:
-    """Mask every phone number and email address found in free text (e.g. an error message).
+def scrub(text: str, keep: frozenset[str] = frozenset()) -> str:
+    """Mask every phone number and email address found in free text (e.g. an error message),
+    except those in ``keep`` (an agent's own business phone and address in a message the
+    customer was sent: the agent's, not the customer's, and meant to be read).
 
     Scrubbed text is what providers' free text becomes before it is logged or recorded, so a
     NUL in it is written ``\\u0000`` too: the store cannot hold one (nul.py).
     """
-    text = _EMAIL_RX.sub(lambda m: mask_email(m.group(0)), escape_nul(text))
-    return _PHONE_RX.sub(lambda m: mask_phone(m.group(0)), text)
+
+    def email(m: re.Match[str]) -> str:
+        return m.group(0) if m.group(0) in keep else mask_email(m.group(0))
+
+    def phone(m: re.Match[str]) -> str:
+        return m.group(0) if m.group(0) in keep else mask_phone(m.group(0))
+
+    return _PHONE_RX.sub(phone, _EMAIL_RX.sub(email, escape_nul(text)))

@@ -14,6 +14,15 @@ from ..readers import states_of
 from .search import find_touch_id, iso
 
 
+def agent_details(context: Any) -> frozenset[str]:
+    """The agent's phone and address a touch's message may give the customer (its context's
+    ``agent``): shown as written, not masked, in the message's content."""
+    agent = context.get("agent") if isinstance(context, dict) else None
+    if not isinstance(agent, dict):
+        return frozenset()
+    return frozenset(str(v) for k in ("phone", "email") if (v := agent.get(k)))
+
+
 def _scrubbed(value: Any) -> Any:
     if isinstance(value, str):
         return scrub(value)
@@ -82,6 +91,7 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
         (h for h in reversed(history) if h["why"] or h["consent"] is not None),
         {"why": [], "consent": None},
     )
+    agent = agent_details(row.context)
     return {
         "touch_id": row.id,
         "touch_key": row.touch_key,
@@ -111,9 +121,9 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
                 "template_id": a.template_id,
                 "template_hash": a.template_hash,
                 "content_hash": a.content_hash,
-                "subject": scrub(a.subject) if a.subject is not None else None,
-                "body": scrub(a.body) if a.body is not None else None,
-                "html": scrub(a.html) if a.html is not None else None,
+                "subject": scrub(a.subject, agent) if a.subject is not None else None,
+                "body": scrub(a.body, agent) if a.body is not None else None,
+                "html": scrub(a.html, agent) if a.html is not None else None,
                 "created_at": iso(a.created_at),
                 "run_id": a.run_id,
             }
