@@ -15,6 +15,11 @@ from ..vocab import TouchStatus
 STATUS_ORDER = (
     TouchStatus.SENT,
     TouchStatus.DELIVERED,
+    TouchStatus.ASSIGNED,  # a task given to the customer's agent, then how it ended:
+    TouchStatus.DONE,
+    TouchStatus.NO_ANSWER,
+    TouchStatus.DECLINED,
+    TouchStatus.EXPIRED,
     TouchStatus.PLANNED,
     TouchStatus.SENDING,
     TouchStatus.SUPPRESSED,
