@@ -22,6 +22,7 @@ from .common import (
     config_of,
     fail,
     friendly_errors,
+    parse_now,
 )
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ def task_list(
     from ..ledger.audit import csv_cell
     from ..run.tasks import open_tasks
 
-    # clock: the CLI is where "today" enters, to mark what is overdue
-    today = _date(day_text, "--date") or dt.datetime.now(dt.timezone.utc).date()
+    # The CLI's one entry of real time (common.parse_now), to mark what is overdue.
+    today = _date(day_text, "--date") or parse_now(None).date()
     rows = open_tasks(
         _open_store(ctx),
         today,
@@ -151,7 +152,7 @@ def task_done(
     from ..run.tasks import OUTCOME_STATUS, complete_task
 
     store = _open_store(ctx)
-    now = dt.datetime.now(dt.timezone.utc)  # clock: the CLI records when the outcome was given
+    now = parse_now(None)  # when the outcome was given: the CLI's entry of real time
     run_id = cli_run_id()
     try:
         done = complete_task(
