@@ -38,6 +38,13 @@ class TaskKind(StrEnum):
     GIFT = "gift"
 
 
+class TaskAssignee(StrEnum):
+    """Who an ``agent_task`` goes to (a rule's ``task.assignee``)."""
+
+    AGENT = "agent"  # the customer's own agent
+    MANAGER = "manager"  # that agent's manager (an escalation)
+
+
 class TaskOutcome(StrEnum):
     """What the agent reports when a task is done (``care task done --outcome``)."""
 
@@ -79,6 +86,31 @@ class PolicyStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class PaymentFrequency(StrEnum):
+    """How often a policy's premium falls due (``policies.payment_frequency``)."""
+
+    ANNUAL = "annual"
+    SEMI_ANNUAL = "semi-annual"
+    QUARTERLY = "quarterly"
+    MONTHLY = "monthly"
+    SINGLE = "single"  # paid once: no premium falls due after the first
+
+    @property
+    def months(self) -> int:
+        """Months from one due date to the next (0: single premium, no next)."""
+        return {"annual": 12, "semi-annual": 6, "quarterly": 3, "monthly": 1, "single": 0}[
+            self.value
+        ]
+
+
+class ReplyKind(StrEnum):
+    """What a customer's reply to a touch says (``webhooks.replies``)."""
+
+    SATISFIED = "satisfied"  # a satisfaction answer of 4-5, 满意, Y
+    UNSATISFIED = "unsatisfied"  # 1-3, 不满意, N
+    MESSAGE = "message"  # anything else: for the agent to read ("customer wrote")
+
+
 class BirthdayCalendar(StrEnum):
     GREGORIAN = "gregorian"
     LUNAR = "lunar"
@@ -103,6 +135,12 @@ class SuppressionReason(StrEnum):
     OCCASION_TAKEN = "occasion_taken"  # the customer is (being) greeted for this occasion already
     # A service obligation that could not go out by the last day of its window (plan or send).
     OBLIGATION_MISSED = "obligation_missed"
+    # A premium reminder whose premium was paid (``paid_through`` reached its due date): at
+    # planning, or at sending for one already planned.
+    PAID = "paid"
+    # A complaint's touch that waits for the case to stay open (an escalation) when the case
+    # was resolved or closed meanwhile (``complaint_resolved`` / ``complaint_closed``).
+    CASE_CLOSED = "case_closed"
     # Decided when sending:
     QUIET_HOURS = "quiet_hours"  # quiet hours last beyond the touch's sending window
     TOO_LATE = "too_late"  # the sending window passed before the touch could go out

@@ -21,11 +21,25 @@ SHIPPED_EVENT_RULES = {
     "complaint-follow-up": "complaint_resolved",
     "claim-settled": "claim_settled",
 }
+# Declared types no shipped rule names yet (issue 16 adds their rules one by one).
+NO_RULE_EVENT_TYPES = {
+    "complaint_received",
+    "complaint_closed",
+    "complaint_reopened",
+    "premium_paid",
+    "reply_satisfied",
+    "reply_unsatisfied",
+    "reply_message",
+}
 
 
 def test_the_shipped_declaration_covers_every_shipped_event_rule(shipped_rules) -> None:
     declared = shipped_rules.event_types
-    assert declared.available and sorted(declared.types) == sorted(SHIPPED_EVENT_RULES.values())
+    # Every event a shipped rule names is declared; the declared types no rule names are the
+    # ones that act on the store or the ledger only (a payment, a case closed, a reply).
+    assert declared.available
+    assert set(declared.types) - set(SHIPPED_EVENT_RULES.values()) <= NO_RULE_EVENT_TYPES
+    assert set(SHIPPED_EVENT_RULES.values()) <= set(declared.types)
     for rule_id, event_type in SHIPPED_EVENT_RULES.items():
         assert shipped_rules.by_id(rule_id).trigger.event_type == event_type
     # Case numbers are required: a claim or complaint message always shows one.
@@ -122,7 +136,8 @@ def test_a_misspelt_event_type_is_refused_with_a_suggestion(
     assert errors_for(rules_dir, templates_dir, event_rule("claim_setled")) == [
         f"{rules_dir / 'r.yaml'}:5:34: unknown event type 'claim_setled' (did you mean "
         f"'claim_settled'?); {rules_dir / 'events.yaml'} declares policy_purchased, "
-        "claim_settled, complaint_resolved"
+        "claim_settled, complaint_received, complaint_resolved, complaint_closed, "
+        "complaint_reopened, premium_paid, reply_satisfied, reply_unsatisfied, reply_message"
     ]
     assert errors_for(rules_dir, templates_dir, event_rule("claim_settled")) == []
 

@@ -15,9 +15,11 @@ from ..vocab import (
     Channel,
     CustomerStatus,
     Locale,
+    PaymentFrequency,
     PolicyStatus,
     RelationKind,
     SubjectKind,
+    TaskAssignee,
     TaskKind,
     Tier,
 )
@@ -95,6 +97,9 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("policy", "renewal_date", FieldType.DATE),
         FieldSpec("policy", "status", FieldType.TEXT, _enum_values(PolicyStatus)),
         FieldSpec("policy", "premium", FieldType.NUMBER),
+        FieldSpec("policy", "premium_due_date", FieldType.DATE),
+        FieldSpec("policy", "payment_frequency", FieldType.TEXT, _enum_values(PaymentFrequency)),
+        FieldSpec("policy", "paid_through", FieldType.DATE),
         FieldSpec("event", "event_id", FieldType.TEXT),
         FieldSpec("event", "type", FieldType.TEXT),
         FieldSpec("event", "customer_id", FieldType.TEXT),
@@ -108,8 +113,12 @@ FIELDS: dict[str, FieldSpec] = {
 # stays an index lookup (an anniversary by the month-day key, an offset by the date itself).
 DATE_TRIGGER_FIELDS: dict[TriggerKind, tuple[str, ...]] = {
     TriggerKind.ANNIVERSARY: ("customer.birth_date", "policy.start_date", "relation.birth_date"),
-    TriggerKind.DAYS_BEFORE: ("policy.renewal_date", "policy.start_date"),
-    TriggerKind.DAYS_AFTER: ("policy.start_date", "policy.renewal_date"),
+    TriggerKind.DAYS_BEFORE: (
+        "policy.renewal_date",
+        "policy.start_date",
+        "policy.premium_due_date",
+    ),
+    TriggerKind.DAYS_AFTER: ("policy.start_date", "policy.renewal_date", "policy.premium_due_date"),
 }
 
 
@@ -207,6 +216,7 @@ class TaskSpec:
     kind: TaskKind
     brief: str  # the template of the agent's script: templates/<brief>/agent_task.<locale>.txt
     expires_days: int = 7  # an assigned task not done this many days after its due day expires
+    assignee: TaskAssignee = TaskAssignee.AGENT  # the customer's agent, or that agent's manager
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,12 @@ class InsurancePolicy(Base):
     )
     premium: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
     start_md: Mapped[int | None] = mapped_column(Integer, index=True)
+    # Premiums kept in force (schema 0005): the next premium's due date, how often one falls
+    # due (``vocab.PaymentFrequency``) and the day up to which the policy is paid. A premium
+    # is unpaid while ``paid_through`` is before ``premium_due_date`` (or missing).
+    premium_due_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
+    payment_frequency: Mapped[str | None] = mapped_column(String(16))
+    paid_through: Mapped[dt.date | None] = mapped_column(Date)
 
 
 class Event(Base):
