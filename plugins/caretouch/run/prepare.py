@@ -23,6 +23,7 @@ from ..store.models import Agent, Customer
 from ..vocab import Category, Channel, SendReason, SuppressionReason, TouchStatus
 from .engine import CareEngine
 from .report import SendReport
+from .stops import stopped
 
 log = logging.getLogger("caretouch.run")
 
@@ -144,9 +145,23 @@ def prepare_chunk(
     templates = engine.templates
     changes: list[StatusChange] = []
     claims: list[Claim] = []
+    no_longer_owed = stopped(engine, [s for s in states if s.status is TouchStatus.PLANNED])
     for state in states:
         if state.status is not TouchStatus.PLANNED:
             report.skipped += 1
+            continue
+        stop = no_longer_owed.get(state.id)
+        if stop is not None:
+            changes.append(
+                StatusChange(
+                    state.id,
+                    TouchStatus.SUPPRESSED,
+                    stop.reason.value,
+                    detail={"final": True, "explain": [stop.why]},
+                    expected=TouchStatus.PLANNED,
+                )
+            )
+            report.suppressed += 1
             continue
         loaded = state.row.rule_id in loaded_rules
         due = planned_send(state)
