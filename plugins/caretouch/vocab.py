@@ -111,6 +111,26 @@ class ReplyKind(StrEnum):
     MESSAGE = "message"  # anything else: for the agent to read ("customer wrote")
 
 
+class ChurnSignal(StrEnum):
+    """A sign that a customer may leave (``events.churn``; docs/operations.md, "Customers at
+    risk of leaving")."""
+
+    PREMIUM_OVERDUE = "premium_overdue"  # a premium past its due date and not paid
+    OPEN_COMPLAINT = "open_complaint"  # a complaint received (or reopened), not resolved
+    UNSATISFIED = "unsatisfied"  # answered a touch unsatisfied lately
+    OPTED_OUT = "opted_out"  # withdrew a consent lately
+    OUT_OF_CADENCE = "out_of_cadence"  # no completed contact within their level's cadence
+
+
+class RiskLevel(StrEnum):
+    """How likely a customer is to leave, from the weight of their signals."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
 class BirthdayCalendar(StrEnum):
     GREGORIAN = "gregorian"
     LUNAR = "lunar"

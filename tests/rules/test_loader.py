@@ -63,6 +63,7 @@ def test_shipped_rules_are_valid(shipped_rules) -> None:
         "holiday-greeting",
         "premium-festival-care",
         "renewal-reminder",
+        "retention-call",
         "thank-you",
     ]
     assert shipped_rules.warnings == []

@@ -156,12 +156,15 @@ def prepare_planners(engine: Any, day: dt.date, run_id: str, planners: int) -> l
     (``run.recover.recover_in_flight``), expire the open tasks for agents past their expiry
     day (``run.tasks.expire_tasks``) and return the planners' shards ``[k, n]``, one per
     ``CARE_PLAN_SHARDS``."""
+    from ..events.churn import raise_for_day
     from ..run.recover import recover_in_flight
     from ..run.tasks import expire_tasks
 
     report = recover_in_flight(engine, run_id=run_id, now=_now(), day=day)
     # As ``run.day.prepare_day``: tasks for agents past their expiry day, before the plan.
     expire_tasks(engine, day, run_id=run_id, now=_now())
+    # As ``care run``: customers at high risk of leaving get their retention calls planned.
+    raise_for_day(engine, day, now=_now())
     log.info("day %s: recovered %s; %d planner(s)", day, report.as_dict(), planners)
     return [[k, planners] for k in range(planners)]
 

@@ -223,11 +223,14 @@ def run_demo(
             return 1
         echo(f"airflow: care_daily run state {state}; full log: {log_path}")
     else:
+        from ..events.churn import raise_for_day
         from ..run.day import run_day
         from ..run.engine import open_engine
 
         engine = open_engine(config)
-        run_day(engine, day, run_id="cli:demo", now=dt.datetime.now(dt.timezone.utc))  # clock: demo
+        now = dt.datetime.now(dt.timezone.utc)  # clock: demo
+        raise_for_day(engine, day, now=now)
+        run_day(engine, day, run_id="cli:demo", now=now)
 
     store = open_store(config.store_url)
     from ..ledger import Ledger

@@ -118,6 +118,7 @@ def plan(
 @friendly_errors
 def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
     """Plan, render, send and record a day's touches. Idempotent: rerunning sends nothing twice."""
+    from ..events.churn import raise_for_day
     from ..reports.run_summary import RunSummary
     from ..run.day import run_day
 
@@ -137,6 +138,8 @@ def run(ctx: click.Context, day_text: str | None, now_text: str | None) -> None:
             ).__enter__()
         bar.update(done - bar.pos)
 
+    # Customers at high risk of leaving: their agents' retention calls, planned with the day.
+    raise_for_day(engine, day, now=now)
     try:
         report = run_day(engine, day, run_id=run_id, now=now, progress=progress)
     finally:

@@ -19,7 +19,20 @@ import click
 
 from ..config import CareConfig
 from ..errors import CareError, ConfigurationError
-from . import audit, campaign, consent, demo, events, plan, reports, rules, serve, store, task
+from . import (
+    audit,
+    campaign,
+    consent,
+    customer,
+    demo,
+    events,
+    plan,
+    reports,
+    rules,
+    serve,
+    store,
+    task,
+)
 from .common import EXIT_PARTIAL, GLOBALS, RULE_ERRORS, engine_error, fail
 
 
@@ -187,6 +200,7 @@ COMMANDS: tuple[click.Command, ...] = (
     reports.report,
     serve.serve,
     task.task,
+    customer.customer,
 )
 for command in COMMANDS:
     main.add_command(command)
