@@ -11,17 +11,12 @@ import pytest
 from agent_tasks import add_agents
 from sqlalchemy import func, select, update
 
-from caretouch.events.churn import (
-    EVENT_TYPE,
-    assess,
-    open_complaints,
-    period_of,
-    raise_retention_events,
-)
+from caretouch.events.churn import EVENT_TYPE, period_of, raise_retention_events
 from caretouch.ledger.consent import record_consent
 from caretouch.ledger.models import TouchRow
 from caretouch.rules.event_types import load_event_types
 from caretouch.schema.migrate import upgrade
+from caretouch.signals.churn import assess, open_complaints
 from caretouch.store.consent import Purpose
 from caretouch.store.db import Store, open_store
 from caretouch.store.models import Event, InsurancePolicy

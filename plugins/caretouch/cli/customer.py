@@ -62,9 +62,9 @@ def customer_show(
     churn risk with the signals it rests on. Phone and email are shown masked."""
     from sqlalchemy import select
 
-    from ..events.churn import assess
     from ..ledger import Ledger
     from ..mask import mask_recipient
+    from ..signals.churn import assess
     from ..store.models import Agent, Customer, InsurancePolicy
 
     day = _today(day_text, ctx)
@@ -181,7 +181,7 @@ def customer_at_risk(
     """The customers at risk of leaving, for each agent, highest score first, with their
     signals (a premium overdue, an open complaint, unsatisfied answers, an opt-out, no contact
     within the level's cadence)."""
-    from ..events.churn import assess, by_agent
+    from ..signals.churn import assess, by_agent
 
     day = _today(day_text, ctx)
     store = _store(ctx)

@@ -1,0 +1,1 @@
+"""What the store and the ledger say about customers, read only: the churn-risk signals."""
