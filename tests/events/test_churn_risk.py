@@ -91,9 +91,10 @@ def fill(store: Store) -> None:
 
 
 @pytest.fixture
-def filled(sqlite_store: Store) -> Store:
-    fill(sqlite_store)
-    return sqlite_store
+def filled(store: Store) -> Store:
+    """``fill`` on SQLite and on PostgreSQL."""
+    fill(store)
+    return store
 
 
 def test_the_signals_of_each_customer(filled: Store, shipped_rules) -> None:
