@@ -23,9 +23,16 @@ from caretouch.run.engine import CareEngine, open_engine
 from caretouch.run.tasks import complete_task
 from caretouch.store import digests as records
 from caretouch.store.db import Store
-from caretouch.store.models import AgentDigest, TaskEscalation
+from caretouch.store.models import AgentDigest, InsurancePolicy, TaskEscalation
 from caretouch.vocab import Channel, DigestStatus, Outcome, TaskOutcome
-from conftest import customer_row, insert_agents_and_relations, load_rows, utc
+from conftest import (
+    customer_row,
+    event_row,
+    insert_agents_and_relations,
+    load_rows,
+    policy_row,
+    utc,
+)
 
 DAY = dt.date(2026, 11, 24)
 NOW = utc(2026, 11, 23, 23, 30)  # 07:30 on the 24th in Shanghai
@@ -390,3 +397,44 @@ def test_why_an_overdue_task_is_not_escalated(sqlite_store: Store, tmp_path: Pat
         old: "manager M1 has no email"
     }
     assert summary.escalations_recorded == 0
+
+
+def test_the_agent_s_customers_at_risk_of_leaving_are_listed(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """A4 has no task but a customer with a premium overdue and an open complaint (high
+    risk): A4 gets a digest listing them, with the signals; a customer at low risk (out of
+    cadence only) is not listed."""
+    engine = with_tasks(sqlite_store, tmp_path)
+    load_rows(
+        sqlite_store,
+        customers=[
+            customer_row("C-RISK", agent_id="A4", name="孙丽", birth_date="1980-03-01"),
+            customer_row("C-CALM", agent_id="A4", name="周平", birth_date="1980-03-02"),
+        ],
+        policies=[policy_row("P-RISK", "C-RISK")],
+        events=[
+            event_row(
+                "K-RISK",
+                "C-RISK",
+                type="complaint_received",
+                occurred_at="2026-11-20T10:00:00+08:00",
+                payload=json.dumps({"case_id": "CS9"}),
+            )
+        ],
+    )
+    with sqlite_store.session() as session:
+        session.execute(
+            update(InsurancePolicy)
+            .where(InsurancePolicy.policy_id == "P-RISK")
+            .values(premium_due_date=dt.date(2026, 11, 1), payment_frequency="annual")
+        )
+    summary = digest(engine)
+    assert summary.ok, summary.lines()
+    a4 = mails(tmp_path)["zhou.jie@agency.example"]
+    body = a4["body"]
+    assert "今天您本人没有待办任务" in body
+    assert "您的客户中有1位有流失风险" in body
+    assert "孙丽（C-RISK，B类） · 高风险（7分） · 保费逾期未缴、投诉未结、超期未联系" in body
+    assert "C-CALM" not in body + a4["html"]
+    assert "孙丽" in a4["html"] and "保费逾期未缴" in a4["html"]

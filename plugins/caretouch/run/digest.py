@@ -2,15 +2,19 @@
 the tasks overdue for ``escalate_after`` days in their manager's digest
 (docs/operations.md, "The daily digest and escalation").
 
-- **Who gets one**: every agent with an open (``assigned``) task, and every manager with an
-  escalated task of one of their agents. An agent without an email address is skipped and
-  counted; an agent with nothing open gets nothing.
+- **Who gets one**: every agent with an open (``assigned``) task or a customer at risk of
+  leaving, and every manager with an escalated task of one of their agents. An agent without
+  an email address is skipped and counted; an agent with nothing open and nobody at risk gets
+  nothing.
 - **What it says**: per task the customer (id and name, the phone masked as ``care task
   list`` shows it: the agent calls their own customer, whose name the brief gives anyway),
   the kind, the due day, the days overdue and the brief's first line (the rule's id when the
   brief is empty); overdue first, the most overdue at the top. The manager's section lists
   the agent, the customer's id (not the name: the manager follows up with the agent), the
   task and the days overdue.
+- **Customers at risk of leaving**: with the contact policy given, the agent's customers at
+  ``medium`` or ``high`` churn risk on the day (``signals.churn``; docs/operations.md,
+  "Customers at risk of leaving"), highest score first, with their signals.
 - **The language**: agents have no locale; a digest is written in the locale most of the
   agent's customers have (``customers.locale``), ``zh-CN`` when they have none or on a tie
   with it; ``templates/_agent_digest/email.<locale>.*`` (a shared folder: no rule may name it).
@@ -48,10 +52,12 @@ from ..errors import RenderError
 from ..ledger.tasks import Task, tasks
 from ..mask import mask_phone, scrub
 from ..render.templates import TemplateStore
+from ..rules.contact_policy import ContactPolicy
+from ..signals.churn import assess
 from ..store import digests as records
 from ..store.db import Store, among
 from ..store.models import Agent, Customer
-from ..vocab import Channel, DigestStatus, Locale, Outcome
+from ..vocab import Channel, DigestStatus, Locale, Outcome, RiskLevel
 from .engine import CareEngine
 
 log = logging.getLogger("caretouch.run")
@@ -96,6 +102,22 @@ class EscalatedLine:
     days_overdue: int
 
 
+@dataclass(frozen=True)
+class AtRiskLine:
+    """One of the agent's customers at risk of leaving (``signals.churn``)."""
+
+    customer_id: str
+    customer_name: str
+    tier: str | None
+    level: str
+    score: int
+    signals: tuple[str, ...]
+
+
+# The risk levels an agent's digest lists.
+LISTED_RISK = (RiskLevel.HIGH, RiskLevel.MEDIUM)
+
+
 @dataclass
 class Digest:
     """One agent's digest of one day."""
@@ -106,6 +128,7 @@ class Digest:
     locale: str
     lines: list[DigestLine] = field(default_factory=list)
     escalated: list[EscalatedLine] = field(default_factory=list)
+    at_risk: list[AtRiskLine] = field(default_factory=list)
 
     @property
     def overdue(self) -> int:
@@ -257,16 +280,24 @@ def agent_locales(store: Store, agent_ids: Iterable[str]) -> dict[str, str]:
 
 
 def collect(
-    store: Store, day: dt.date, *, escalate_after: int
+    store: Store, day: dt.date, *, escalate_after: int, policy: ContactPolicy | None = None
 ) -> tuple[list[Digest], list[Unescalated], int]:
     """The digests due on ``day`` (by agent id), the overdue tasks no manager can be told
-    of, and how many agents have open tasks. Reads only."""
+    of, and how many agents have open tasks. With ``policy`` (the levels' cadences), each
+    agent's customers at risk of leaving too. Reads only."""
     open_tasks: list[Task] = tasks(store)
+    risks = (
+        [r for r in assess(store, policy, day).values() if r.level in LISTED_RISK and r.agent_id]
+        if policy is not None
+        else []
+    )
     agent_ids = {t.agent_id for t in open_tasks}
-    agents = _agents(store, agent_ids)
+    agents = _agents(store, agent_ids | {str(r.agent_id) for r in risks})
     managers = _agents(store, {a.manager_id for a in agents.values() if a.manager_id} - set(agents))
     everyone = {**agents, **managers}
-    customers = _customers(store, {t.customer_id for t in open_tasks})
+    customers = _customers(
+        store, {t.customer_id for t in open_tasks} | {r.customer_id for r in risks}
+    )
     digests: dict[str, Digest] = {}
 
     def digest_of(agent_id: str) -> Digest:
@@ -319,8 +350,22 @@ def collect(
                 days_overdue,
             )
         )
+    for risk in risks:
+        if risk.agent_id not in agents:
+            continue  # an agent since removed from ``agents``: nobody to mail
+        digest_of(str(risk.agent_id)).at_risk.append(
+            AtRiskLine(
+                risk.customer_id,
+                customers.get(risk.customer_id, ("", None))[0],
+                risk.tier,
+                risk.level.value,
+                risk.score,
+                tuple(s.value for s in risk.signals),
+            )
+        )
     locales = agent_locales(store, list(digests))
     for digest in digests.values():
+        digest.at_risk.sort(key=lambda x: (-x.score, x.customer_id))
         digest.locale = locales[digest.agent_id]
         digest.lines.sort(key=lambda x: (-x.days_overdue, x.due, x.task))
         digest.escalated.sort(key=lambda x: (-x.days_overdue, x.agent_id, x.task))
@@ -346,6 +391,7 @@ def render(
         "overdue": digest.overdue,
         "escalated": digest.escalated,
         "escalate_after": escalate_after,
+        "at_risk": digest.at_risk,
     }
     rendered = templates.render(TEMPLATE, Channel.EMAIL, digest.locale, context)
     return OutboundMessage(
@@ -382,13 +428,15 @@ def send_digests(
     escalate_after: int,
     dry_run: bool = False,
     agent_ids: frozenset[str] | None = None,
+    policy: ContactPolicy | None = None,
 ) -> DigestSummary:
     """Send the digests of ``day`` through ``transport`` (the engine's email channel), each
     once (see the module); ``agent_ids``: only these agents' digests. ``clock``: when each
-    claim and answer happened. ``dry_run``: render every digest, claim and send nothing."""
+    claim and answer happened. ``dry_run``: render every digest, claim and send nothing.
+    ``policy``: list each agent's customers at risk of leaving as well."""
     if escalate_after < 1:
         raise ValueError("escalate_after must be at least 1 day")
-    digests, unescalated, agents = collect(store, day, escalate_after=escalate_after)
+    digests, unescalated, agents = collect(store, day, escalate_after=escalate_after, policy=policy)
     summary = DigestSummary(day, escalate_after, dry_run=dry_run, agents=agents)
     summary.unescalated.extend(unescalated)
     for digest in digests:
@@ -596,4 +644,5 @@ def run_digests(
         escalate_after=engine.config.escalate_after_days,
         dry_run=dry_run,
         agent_ids=agent_ids,
+        policy=engine.policy,
     )
