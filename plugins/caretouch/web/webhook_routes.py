@@ -172,7 +172,9 @@ def create_webhook_router(
             form = await _form(request)
             _check_twilio(resolved, request, form)
             await run_in_threadpool(
-                twilio.twilio_inbound, resolved.store, dict(form), now=resolved.now()
+                lambda: twilio.twilio_inbound(
+                    resolved.store, dict(form), now=resolved.now(), replies=resolved.replies()
+                )
             )
         except SignatureRefused as exc:
             return forbidden(request, str(exc))
