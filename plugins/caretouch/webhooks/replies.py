@@ -138,6 +138,8 @@ def read_reply(body: str | None) -> ReadReply:
     sign, number, _, rest = found.groups()
     if rest and rest not in SATISFIED_WORDS | UNSATISFIED_WORDS:
         return MESSAGE
+    if number not in unicodedata.normalize("NFKC", body or ""):
+        return MESSAGE  # digits apart ("1 2 3"): several numbers, not one
     whole = number.split(".")[0]
     if len(whole) > _SCORE_DIGITS:
         return MESSAGE
