@@ -60,10 +60,12 @@ def test_shipped_rules_are_valid(shipped_rules) -> None:
         "claim-settled",
         "complaint-follow-up",
         "complaint-follow-up-call",
+        "customer-wrote",
         "holiday-greeting",
         "premium-festival-care",
         "renewal-reminder",
         "thank-you",
+        "unsatisfied-call-back",
     ]
     assert shipped_rules.warnings == []
 
