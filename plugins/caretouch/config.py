@@ -421,8 +421,8 @@ class CareConfig(BaseSettings):
         None,
         None,
         "secret (≥ 16 characters) in the path of the URL SendGrid's Inbound Parse posts "
-        "customers' emails to (`/care/hooks/sendgrid/inbound/<token>`); unset, that route "
-        "answers 503 ([webhooks.md](webhooks.md#customers-replies))",
+        "customers' emails to (`/care/hooks/sendgrid/inbound/<token>`); unset (or shorter), "
+        "that route answers 404 ([webhooks.md](webhooks.md#customers-replies))",
     )
 
     @field_validator("sms_rate", "email_rate", mode="after")

@@ -17,7 +17,6 @@ from sqlalchemy import select
 from webhook_helpers import (
     LATER,
     NOON,
-    engine_for,
     new_keys,
     provider_events,
     sent_touch,
@@ -26,9 +25,9 @@ from webhook_helpers import (
     twilio_post,
 )
 
+from caretouch.config import CareConfig
 from caretouch.events.inbox import Incoming, submit
 from caretouch.events.planning import plan_new_events
-from caretouch.config import CareConfig
 from caretouch.ledger import Ledger
 from caretouch.ledger.audit import verify
 from caretouch.ledger.replies import latest_scores, replies_between, touch_scores
@@ -61,9 +60,7 @@ def app_at(store: Store, when: dt.datetime = LATER) -> TestClient:
     return TestClient(app, base_url="http://testserver")
 
 
-def reply(
-    http: TestClient, body: str, *, sid: str = "SM" + "c" * 32, sender: str = PHONE
-) -> Any:
+def reply(http: TestClient, body: str, *, sid: str = "SM" + "c" * 32, sender: str = PHONE) -> Any:
     params = {
         "MessageSid": sid,
         "SmsSid": sid,
@@ -212,14 +209,13 @@ def assigned(store: Store, tmp_path: Path) -> list[Any]:
     return tasks(store)
 
 
-def test_an_unsatisfied_answer_gives_the_agent_a_call_back(
-    store: Store, tmp_path: Path
-) -> None:
+def test_an_unsatisfied_answer_gives_the_agent_a_call_back(store: Store, tmp_path: Path) -> None:
     add_agents(store, "A1")
     touch_id, _, _ = sent_touch(store, tmp_path, tier_c(agent_id="A1"))
     assert reply(app_at(store), "N").status_code == 200
     (business,) = events(store)
-    assert (business.type, business.payload["score"]) == ("reply_unsatisfied", 1)
+    assert business.type == "reply_unsatisfied"
+    assert business.payload == {"score": 1, "touch_id": touch_id, "rule_id": "birthday"}
     (task,) = assigned(store, tmp_path)
     assert (task.rule_id, task.agent_id, task.customer_id, task.kind) == (
         "unsatisfied-call-back",

@@ -213,6 +213,7 @@ def hear_reply(
     now: dt.datetime,
     window: dt.timedelta,
     status: str | None = None,
+    text: str | None = None,
 ) -> HeardReply:
     """Read ``body``, find the touch it answers, and make its business events.
 
@@ -220,7 +221,8 @@ def hear_reply(
     within the window, it is a message for the agent (what it rates is for them to ask).
     Several customers on one address: the one whose touch was sent last; with no touch, each
     of them gets the message (their agent reads it). ``status`` overrides the recorded status
-    (``possible-stop``)."""
+    (``possible-stop``); ``text`` is the message for the agent when it is more than ``body``
+    (an email's reply, whose first line is read)."""
     read = read_reply(body)
     touch = (
         answered_touch(store, channel, owners, address, since=now - window, until=now)
@@ -240,7 +242,8 @@ def hear_reply(
     for customer_id in customers:
         base = {"customer_id": customer_id, "occurred_at": now.isoformat()}
         if read.kind is ReplyKind.MESSAGE:
-            payload: dict[str, Any] = {"text": clip(body or ""), **about}
+            payload: dict[str, Any] = {"text": clip(text if text is not None else body or "")}
+            payload.update(about)
         else:
             payload = {"score": read.score, **about}
             if case:

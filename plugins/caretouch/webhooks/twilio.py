@@ -18,7 +18,6 @@ from ..store.consent import Purpose, withdrawn_consents
 from ..store.db import Store
 from ..vocab import Channel, Provider, TouchStatus
 from .keywords import keyword, mentions_opt_out
-from .replies import DEFAULT_REPLY_WINDOW, ReplyIntake, hear_reply
 from .recording import (
     Received,
     attempt_id_of,
@@ -29,6 +28,7 @@ from .recording import (
     record,
     refuse_nul,
 )
+from .replies import DEFAULT_REPLY_WINDOW, ReplyIntake, hear_reply
 
 log = logging.getLogger("caretouch.webhooks")
 
