@@ -38,10 +38,12 @@ from caretouch.store.db import Store
 from caretouch.store.models import Event, EventDeadLetter
 from caretouch.vocab import ReplyKind, TouchStatus
 from caretouch.web.app import create_standalone_app
-from conftest import RULES_DIR, TEMPLATES_DIR, load_rows, utc
+from caretouch.web.auth import AuditAuth, AuditTokens
+from conftest import RULES_DIR, TEMPLATES_DIR, Care, load_rows, utc
 
 PHONE = "+8613812348000"
 OTHER = "+8613912345678"
+AUDITOR = "auditor-token-0123456789abcdef"
 NEXT_DAY = dt.date(2026, 11, 24)
 NEXT_MORNING = utc(2026, 11, 24, 1, 5)  # 09:05 in Shanghai
 
@@ -399,3 +401,36 @@ def test_an_event_the_inbox_refuses_is_dead_lettered_with_its_reason(
     assert letter.source == "webhook"
     assert "unknown event type 'reply_satisfied'" in letter.reason
     assert json.loads(letter.raw)["type"] == "reply_satisfied"
+
+
+def test_care_audit_shows_the_replies_and_the_customer_s_satisfaction(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    touch_id, _, _ = sent_touch(sqlite_store, tmp_path, tier_c())
+    http = app_at(sqlite_store)
+    assert reply(http, "2").status_code == 200
+    assert reply(http, "我的秘密问题", sid="SM" + "d" * 32).status_code == 200
+    shown = Care(tmp_path, store_url=sqlite_store.url)("audit", "show", str(touch_id))
+    assert shown.exit_code == 0, shown.output
+    assert "satisfaction  2 of 5, the customer's latest answer" in shown.output
+    assert "unsatisfied 2  (twilio)" in shown.output
+    assert "message  (twilio)" in shown.output
+    assert "我的秘密问题" not in shown.output  # the text is the agent's, in their task
+    # The audit view's touch page shows them too, to a signed-in auditor.
+    web = TestClient(
+        create_standalone_app(
+            store_url=sqlite_store.url,
+            anchor_file=tmp_path / "anchors.jsonl",
+            auth=AuditAuth(tokens=AuditTokens({"auditor": AUDITOR})),
+            secrets=sources(new_keys()),
+            webhook_store=sqlite_store,
+            clock=lambda: LATER,
+        )
+    )
+    page = web.get(
+        f"/care/audit/touches/{touch_id}", headers={"Authorization": f"Bearer {AUDITOR}"}
+    )
+    assert page.status_code == 200
+    assert "2 of 5, their latest answer" in page.text
+    assert "<td>unsatisfied</td><td>2</td>" in page.text
+    assert "我的秘密问题" not in page.text

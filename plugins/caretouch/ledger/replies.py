@@ -193,3 +193,8 @@ def touch_scores(store: Store, touch_ids: Iterable[int]) -> dict[int, Reply]:
             if reply.touch_id is not None and reply.score is not None:
                 latest[reply.touch_id] = reply
     return latest
+
+
+def touch_replies(store: Store, touch_id: int) -> list[Reply]:
+    """Every reply recorded against one touch, oldest first."""
+    return _replies(store, ProviderEventRow.touch_id == touch_id)
