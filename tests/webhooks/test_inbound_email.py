@@ -221,3 +221,29 @@ def test_emails_that_cannot_be_recorded_are_400_and_write_nothing(
 )
 def test_the_reply_is_the_text_above_the_quote(text: str, written: str) -> None:
     assert reply_part(text) == written
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", "&".join(f"f{i}=1" for i in range(500))),
+        ("application/x-www-form-urlencoded", "from=%00&text=5"),
+        ("application/x-www-form-urlencoded", b"from=\xff\xfe&text=\xff"),
+        ("application/json", "[" * 100_000 + "]" * 100_000),
+        ("text/plain", b"\x00" * 1000),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nnot a part\r\n"),
+        ("multipart/form-data", b"--xyz\r\n"),  # no boundary
+        ("multipart/form-data; boundary=xyz", b"\xff" * 5000),
+    ],
+)
+def test_hostile_bodies_are_4xx_and_write_nothing(
+    sqlite_store: Store, content_type: str, body: str | bytes
+) -> None:
+    http = app_at(sqlite_store)
+    answer = http.post(
+        f"/care/hooks/sendgrid/inbound/{TOKEN}",
+        content=body,
+        headers={"Content-Type": content_type},
+    )
+    assert 400 <= answer.status_code < 500, answer.status_code
+    assert provider_events(sqlite_store) == [] and events(sqlite_store) == []
