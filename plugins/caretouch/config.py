@@ -408,6 +408,22 @@ class CareConfig(BaseSettings):
         "days overdue after which an agent's open task goes to their manager's daily digest "
         "([operations.md](operations.md#the-daily-digest-and-escalation))",
     )
+    reply_window_days: int = _field(
+        "CARE_REPLY_WINDOW_DAYS",
+        7,
+        "an integer ≥ 1",
+        "a customer's reply (an inbound SMS, an inbound email) answers the latest touch sent "
+        "to them on that channel and address within that many days; a score with no such "
+        "touch goes to their agent as a message ([webhooks.md](webhooks.md#customers-replies))",
+    )
+    inbound_email_token: SecretStr | None = _field(
+        "CARE_INBOUND_EMAIL_TOKEN",
+        None,
+        None,
+        "secret (≥ 16 characters) in the path of the URL SendGrid's Inbound Parse posts "
+        "customers' emails to (`/care/hooks/sendgrid/inbound/<token>`); unset (or shorter), "
+        "that route answers 404 ([webhooks.md](webhooks.md#customers-replies))",
+    )
 
     @field_validator("sms_rate", "email_rate", mode="after")
     @classmethod
@@ -430,6 +446,7 @@ class CareConfig(BaseSettings):
         "workers",
         "plan_shards",
         "escalate_after_days",
+        "reply_window_days",
         mode="after",
     )
     @classmethod

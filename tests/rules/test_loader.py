@@ -60,11 +60,13 @@ def test_shipped_rules_are_valid(shipped_rules) -> None:
         "claim-settled",
         "complaint-follow-up",
         "complaint-follow-up-call",
+        "customer-wrote",
         "holiday-greeting",
         "premium-festival-care",
         "renewal-reminder",
         "retention-call",
         "thank-you",
+        "unsatisfied-call-back",
     ]
     assert shipped_rules.warnings == []
 

@@ -149,6 +149,16 @@ def audit_show(ctx: click.Context, touch: str) -> None:
         click.echo(f"{'why' if n == 0 else '':13} {line}")
     click.echo(f"{'consent':13} {detail['consent'] or '-'} (when decided)")
     click.echo(f"{'run_id':13} {detail['run_id']}")
+    latest = detail["customer_satisfaction"]
+    click.echo(
+        f"{'satisfaction':13} "
+        + (
+            f"{latest['score']} of 5, the customer's latest answer "
+            f"({latest['received_at']}, touch {latest['touch_id']})"
+            if latest
+            else "-"
+        )
+    )
     for a in detail["attempts"]:
         click.echo(
             f"\nattempt {a['attempt_no']}: {a['channel']} via {a['transport']} to {a['recipient']} at {a['created_at']} ({a['run_id']})"
@@ -174,6 +184,11 @@ def audit_show(ctx: click.Context, touch: str) -> None:
             click.echo(
                 f"      detail: {json.dumps(e['other'], ensure_ascii=False, sort_keys=True)}"
             )
+    if detail["replies"]:
+        click.echo("\nreplies:")
+        for r in detail["replies"]:
+            score = f" {r['score']}" if r["score"] is not None else ""
+            click.echo(f"  {r['received_at']}  {r['kind']}{score}  ({r['provider']})")
 
 
 @audit.command("export")

@@ -6,6 +6,7 @@ docs/webhooks.md). HTTP only: reading bodies, answering status codes.
 | ``POST /hooks/twilio/status?attempt=N`` | Twilio status callbacks | ``X-Twilio-Signature`` |
 | ``POST /hooks/twilio/inbound`` | Twilio, for SMS sent to our number | ``X-Twilio-Signature`` |
 | ``POST /hooks/sendgrid/events`` | SendGrid's signed Event Webhook | ECDSA signature |
+| ``POST /hooks/sendgrid/inbound/TOKEN`` | SendGrid's Inbound Parse (customers' emails) | the secret token in the URL |
 | ``GET/POST /hooks/unsubscribe?t=TOKEN`` | the customer (link, RFC 8058 one-click) | HMAC token |
 
 Not behind the auditor's authentication: each request proves where it comes from by its
@@ -19,22 +20,28 @@ The store and the secrets are read on the first request, not at import (``webhoo
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import ImmutableMultiDict
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..errors import CareError
 from ..store.db import Store
-from ..webhooks import sendgrid, twilio
+from ..webhooks import inbound_email, sendgrid, twilio
 from ..webhooks import unsubscribe as unsubscribe_link
 from ..webhooks.verify import (
     MAX_EVENTS,
     MAX_FORM,
+    MAX_FORM_FIELDS,
+    MAX_INBOUND_EMAIL,
+    MAX_INBOUND_FIELD,
     SENDGRID_SIGNATURE,
     SENDGRID_TIMESTAMP,
     TWILIO_SIGNATURE,
@@ -43,6 +50,7 @@ from ..webhooks.verify import (
     check_twilio,
     form_pairs,
     sendgrid_batch,
+    storable,
 )
 from .unsubscribe_page import DEFAULT_LOCALE, unsubscribe_page
 from .webhook_context import WebhookContext, WebhookSecrets
@@ -78,6 +86,39 @@ async def _body(request: Request, limit: int) -> bytes:
 async def _form(request: Request) -> ImmutableMultiDict[str, str]:
     body = await _body(request, MAX_FORM)
     return ImmutableMultiDict(form_pairs(request.headers.get("content-type", ""), body))
+
+
+async def _email_fields(request: Request) -> dict[str, str]:
+    """The text fields of SendGrid's Inbound Parse post (multipart, as SendGrid sends it, or a
+    urlencoded form), each once; attachments are left aside (not kept)."""
+    body = await _body(request, MAX_INBOUND_EMAIL)
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        return dict(form_pairs(content_type, body))
+
+    async def stream() -> Any:
+        yield body
+
+    parser = MultiPartParser(
+        request.headers,
+        stream(),
+        max_files=1000,
+        max_fields=MAX_FORM_FIELDS,
+        max_part_size=MAX_INBOUND_FIELD,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise CareError(f"the inbound email is not a readable form: {exc.message}") from None
+    try:
+        fields: dict[str, str] = {}
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                storable(name + value, "the inbound email")
+                fields.setdefault(name, value)
+        return fields
+    finally:
+        await form.close()
 
 
 def twilio_url(request: Request, public_url: str | None) -> str:
@@ -172,7 +213,9 @@ def create_webhook_router(
             form = await _form(request)
             _check_twilio(resolved, request, form)
             await run_in_threadpool(
-                twilio.twilio_inbound, resolved.store, dict(form), now=resolved.now()
+                lambda: twilio.twilio_inbound(
+                    resolved.store, dict(form), now=resolved.now(), replies=resolved.replies()
+                )
             )
         except SignatureRefused as exc:
             return forbidden(request, str(exc))
@@ -199,6 +242,36 @@ def create_webhook_router(
         except CareError as exc:
             return bad_request(request, str(exc))
         return JSONResponse({"received": done.events, "new": done.new})
+
+    @router.post("/sendgrid/inbound/{token}")
+    async def sendgrid_inbound(request: Request, token: str) -> Response:
+        """An email a customer sent us (SendGrid's Inbound Parse): a reply, heard like an
+        inbound SMS. Logs never show the URL: its token is the route's only guard."""
+        where = "/hooks/sendgrid/inbound/…"
+        expected = resolved.inbound_email_token()
+        if expected is None:
+            log.warning("webhook %s: not found (404): CARE_INBOUND_EMAIL_TOKEN is not set", where)
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        try:
+            if not hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8")):
+                raise SignatureRefused("the URL's token is not CARE_INBOUND_EMAIL_TOKEN")
+            fields = await _email_fields(request)
+            await run_in_threadpool(
+                lambda: inbound_email.sendgrid_inbound(
+                    resolved.store, fields, now=resolved.now(), replies=resolved.replies()
+                )
+            )
+        except SignatureRefused as exc:
+            client = request.client.host if request.client else "?"
+            log.warning("webhook %s refused (403) from %s: %s", where, client, exc)
+            return Response("forbidden\n", status_code=403, media_type="text/plain")
+        except _TooLarge as exc:
+            log.warning("webhook %s: refused (413): %s", where, exc)
+            return Response(f"{exc}\n", status_code=413, media_type="text/plain")
+        except CareError as exc:
+            log.warning("webhook %s: bad request (400): %s", where, exc)
+            return Response(f"{exc}\n", status_code=400, media_type="text/plain")
+        return Response(status_code=200)
 
     @router.get("/unsubscribe")
     async def unsubscribe_form(request: Request) -> Response:

@@ -28,6 +28,7 @@ from .recording import (
     record,
     refuse_nul,
 )
+from .replies import DEFAULT_REPLY_WINDOW, ReplyIntake, hear_reply
 
 log = logging.getLogger("caretouch.webhooks")
 
@@ -149,8 +150,17 @@ def record_status_callbacks(
     return received
 
 
-def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime) -> Received:
-    """An inbound SMS: STOP words withdraw SMS consent, START words give it back."""
+def twilio_inbound(
+    store: Store,
+    params: Mapping[str, str],
+    *,
+    now: dt.datetime,
+    replies: ReplyIntake | None = None,
+) -> Received:
+    """An inbound SMS: STOP words withdraw SMS consent, START words give it back; any other
+    message is a reply (``webhooks.replies``): matched to the latest SMS touch sent to that
+    number within the reply window, read as a satisfaction score or a message, and, with
+    ``replies``, turned into business events submitted to the inbox before it is recorded."""
     refuse_nul(params, "the inbound message's")
     received = Received(events=1)
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
@@ -162,7 +172,8 @@ def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime)
     # Twilio's Advanced Opt-Out names the keyword it recognised; else our own list.
     opt = (params.get("OptOutType") or "").upper() or None
     word = opt if opt in ("STOP", "START") else keyword(params.get("Body"))
-    owners = customers_by_phone(store, params.get("From", ""))
+    sender = params.get("From", "")
+    owners = customers_by_phone(store, sender)
     if word == "STOP":
         change_consent(
             store,
@@ -188,29 +199,52 @@ def twilio_inbound(store: Store, params: Mapping[str, str], *, now: dt.datetime)
             now=now,
             received=received,
         )
-    status = word.lower() if word else "message"
-    if word is None and mentions_opt_out(params.get("Body")):
-        # Not a keyword, so consent is left alone; but someone should read it and, if it asks
-        # to stop, record it (``care consent set``).
-        status = "possible-stop"
-        log.warning(
-            "webhook: inbound SMS %s from %s mentions an opt-out word but is not a keyword: "
-            "consent unchanged, review it",
-            sid,
-            mask_recipient(params.get("From")),
+    payload = masked(params)
+    customer_id = owners[0] if len(owners) == 1 else None
+    touch = None
+    if word is None:
+        possible_stop = mentions_opt_out(params.get("Body"))
+        if possible_stop:
+            # Not a keyword, so consent is left alone; but someone should read it and, if it
+            # asks to stop, record it (``care consent set``). It goes to the agent as well.
+            log.warning(
+                "webhook: inbound SMS %s from %s mentions an opt-out word but is not a "
+                "keyword: consent unchanged, review it",
+                sid,
+                mask_recipient(sender),
+            )
+        heard = hear_reply(
+            store,
+            provider=Provider.TWILIO.value,
+            message_id=sid,
+            channel=Channel.SMS.value,
+            address=sender,
+            owners=owners,
+            body=params.get("Body"),
+            now=now,
+            window=replies.window if replies is not None else DEFAULT_REPLY_WINDOW,
+            status="possible-stop" if possible_stop else None,
         )
+        if replies is not None and heard.events:
+            replies.submit(heard.events, now)
+        status = heard.read.status
+        payload.update(heard.detail)
+        customer_id = heard.customer_id
+        touch = heard.touch
+    else:
+        status = word.lower()
     event = ProviderEvent(
         provider=Provider.TWILIO.value,
         provider_event_id=sid,
         kind="inbound",
-        payload=masked(params),
+        payload=payload,
         provider_status=status,
         provider_message_id=sid,
-        customer_id=owners[0] if len(owners) == 1 else None,
+        customer_id=customer_id,
+        touch_id=touch.touch_id if touch is not None else None,
+        attempt_id=touch.attempt_id if touch is not None else None,
     )
     if not owners:
-        log.info(
-            "webhook: inbound SMS from an unknown number %s", mask_recipient(params.get("From"))
-        )
+        log.info("webhook: inbound SMS from an unknown number %s", mask_recipient(sender))
     record(ledger, [event], received, now)
     return received

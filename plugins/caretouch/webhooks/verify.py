@@ -34,6 +34,10 @@ SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 MAX_FORM = 64 * 1024
 MAX_FORM_FIELDS = 200
 MAX_EVENTS = 8 * 1024 * 1024
+# SendGrid's Inbound Parse posts the whole email, attachments included (it takes up to 30 MB);
+# a text field (the email's text or HTML) is taken up to 4 MB, what it says is cut far shorter.
+MAX_INBOUND_EMAIL = 32 * 1024 * 1024
+MAX_INBOUND_FIELD = 4 * 1024 * 1024
 # A SendGrid batch: an array of flat event objects (categories and custom arguments one level
 # further down). Checked before it is parsed: a deeper body would exhaust the recursion limit.
 SENDGRID_LIMITS = Limits(max_bytes=MAX_EVENTS, max_depth=8, max_items=1_000_000)

@@ -11,6 +11,7 @@ from ...mask import mask_recipient, scrub
 from ...store.db import Store
 from ..models import Attempt, TouchEvent, TouchRow
 from ..readers import states_of
+from ..replies import Reply, latest_scores, touch_replies
 from .search import find_touch_id, iso
 
 
@@ -92,6 +93,7 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
         {"why": [], "consent": None},
     )
     agent = agent_details(row.context)
+    latest = latest_scores(store, [row.customer_id]).get(row.customer_id)
     return {
         "touch_id": row.id,
         "touch_key": row.touch_key,
@@ -130,4 +132,18 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
             for a in attempts
         ],
         "history": history,
+        # The customer's replies to this touch (what they wrote is not shown here: it is in
+        # the agent's task), and their latest satisfaction answer to any touch.
+        "replies": [_reply(r) for r in touch_replies(store, row.id)],
+        "customer_satisfaction": _reply(latest) if latest is not None else None,
+    }
+
+
+def _reply(reply: Reply) -> dict[str, Any]:
+    return {
+        "received_at": iso(reply.received_at),
+        "provider": reply.provider,
+        "kind": reply.kind.value,
+        "score": reply.score,
+        "touch_id": reply.touch_id,
     }
