@@ -21,6 +21,8 @@ SHIPPED_EVENT_RULES = {
     "complaint-follow-up": "complaint_resolved",
     "claim-settled": "claim_settled",
     "retention-call": "churn_risk_high",
+    "unsatisfied-call-back": "reply_unsatisfied",
+    "customer-wrote": "reply_message",
 }
 # Declared types no shipped rule names yet (issue 16 adds their rules one by one).
 NO_RULE_EVENT_TYPES = {
@@ -29,8 +31,6 @@ NO_RULE_EVENT_TYPES = {
     "complaint_reopened",
     "premium_paid",
     "reply_satisfied",
-    "reply_unsatisfied",
-    "reply_message",
 }
 
 
