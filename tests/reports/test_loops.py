@@ -774,7 +774,7 @@ def test_every_table_is_a_csv_equal_to_the_page(scenario: Scenario, tmp_path: Pa
     assert all(f.is_file() for f in files.values())
     grid = _Grid()
     grid.feed(out.read_text(encoding="utf-8"))
-    loops = report.now.loops
+    loops = report.loops
     assert loops is not None
     for name in (
         "satisfaction",
@@ -829,7 +829,7 @@ def test_care_report_quarter_writes_the_page_and_its_csvs(tmp_path: Path) -> Non
     result = care("report", "--quarter", "2026Q4", "--output", str(out))
     assert result.exit_code == 0, result.output
     report = build_report(store, Period.quarter("2026Q4"), s.engine.ruleset)
-    loops = report.now.loops
+    loops = report.loops
     assert loops is not None
     assert result.output.startswith("quarter 2026Q4: ")
     assert (

@@ -40,7 +40,7 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, func, select
@@ -57,9 +57,6 @@ from ..rules.model import Rule, TriggerKind
 from ..store.db import Store
 from ..store.models import ConsentEvent, Customer
 from ..vocab import Channel, CustomerStatus, SuppressionReason, Tier, TouchStatus
-
-if TYPE_CHECKING:
-    from .loops import Loops
 
 # Current statuses that mean the message reached the provider.
 SENT_LIKE = tuple(
@@ -244,9 +241,6 @@ class Figures:
     obligations: list[Obligation] = field(default_factory=list)
     service: list[TierService] = field(default_factory=list)  # per tier, A to D
     group: GroupCoverage = field(default_factory=GroupCoverage)
-    # The closed loops (satisfaction, complaints, premiums, tasks per agent, problem
-    # customers: ``loops``), computed with the rules.
-    loops: Loops | None = None
 
     def count(self, *, statuses: tuple[str, ...] | None = None, **match: Any) -> int:
         index = {"rule_id": 0, "channel": 1, "tier": 2, "status": 3, "reason": 4}
@@ -328,17 +322,9 @@ class Figures:
         return sorted({k[index] for k in self.touches}, key=lambda v: (v is None, str(v)))
 
 
-def compute(
-    store: Store,
-    period: Period,
-    ruleset: RuleSet | None = None,
-    *,
-    grace_days: int | None = None,
-) -> Figures:
+def compute(store: Store, period: Period, ruleset: RuleSet | None = None) -> Figures:
     """The period's figures, read from the ledger and the store; with ``ruleset``, also how
-    its service rules' touches ended (``obligations``) and the closed loops (``loops``;
-    ``grace_days``: how long an unpaid premium stays in force, default
-    ``loops.GRACE_DAYS_DEFAULT``)."""
+    its service rules' touches ended (``obligations``). The closed loops are ``loops``'."""
     figures = Figures(period)
     touches = TouchRow.__table__
     current = TouchCurrent.__table__
@@ -385,15 +371,7 @@ def compute(
         for purpose, source, n in session.execute(stmt):
             figures.opt_outs[(purpose, _source_kind(source))] += n
     if ruleset is not None:
-        from .loops import GRACE_DAYS_DEFAULT, compute_loops
-
         figures.obligations = obligations(store, period, ruleset)
-        figures.loops = compute_loops(
-            store,
-            period,
-            ruleset,
-            grace_days=GRACE_DAYS_DEFAULT if grace_days is None else grace_days,
-        )
     figures.service, figures.group = service_by_tier(
         store, period, ruleset.policy if ruleset is not None else None, figures.touches
     )

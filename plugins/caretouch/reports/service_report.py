@@ -38,7 +38,7 @@ from .figures import (
     TierService,
     compute,
 )
-from .loops import PROBLEMS_LISTED, TASK_COLUMNS, Loops
+from .loops import GRACE_DAYS_DEFAULT, PROBLEMS_LISTED, TASK_COLUMNS, Loops, compute_loops
 
 _PAGES = jinja2.Environment(
     loader=jinja2.PackageLoader("caretouch.reports", "templates"),
@@ -57,6 +57,9 @@ class Report:
     period: Period
     now: Figures
     before: Figures
+    # The closed loops of the period and of the previous one (computed with the rules).
+    loops: Loops | None = None
+    loops_before: Loops | None = None
     # The CSV files ``write_report`` wrote next to the page, one per table.
     csv_files: list[Location] = field(default_factory=list)
 
@@ -74,11 +77,14 @@ def build_report(
     """The period's report and the previous period's figures; ``ruleset`` (the loaded rules)
     defines the service obligations, the complaint figures and the closed loops
     (``grace_days``: an unpaid premium's grace, ``loops.GRACE_DAYS_DEFAULT`` when None)."""
-    return Report(
-        period,
-        compute(store, period, ruleset, grace_days=grace_days),
-        compute(store, period.previous(), ruleset, grace_days=grace_days),
+    report = Report(
+        period, compute(store, period, ruleset), compute(store, period.previous(), ruleset)
     )
+    if ruleset is not None:
+        grace = GRACE_DAYS_DEFAULT if grace_days is None else grace_days
+        report.loops = compute_loops(store, period, ruleset, grace_days=grace)
+        report.loops_before = compute_loops(store, period.previous(), ruleset, grace_days=grace)
+    return report
 
 
 def _pct(value: float | None) -> str:
@@ -106,7 +112,7 @@ def render_html(report: Report, *, generated_at: dt.datetime) -> str:
         word=word,
         previous=before.period,
         generated=f"{generated_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M}",
-        kpis=_kpis(now, before),
+        kpis=_kpis(now, before, report.loops, report.loops_before),
         charts=draw_charts(now, before, period, word),
         tables={
             dimension: _table(now, before, dimension, title)
@@ -144,7 +150,7 @@ def render_html(report: Report, *, generated_at: dt.datetime) -> str:
         service=[_service_row(t) for t in now.service],
         group=_group_line(now.group, before.group, period),
         period_end=period.last.isoformat(),
-        loops=_loops_page(report) if now.loops is not None else None,
+        loops=_loops_page(report) if report.loops is not None else None,
     )
 
 
@@ -164,7 +170,7 @@ def _cell(column: str, value: Any) -> str:
 
 def _loops_page(report: Report) -> dict[str, Any]:
     """The closed-loop sections: each table as CSV-shaped rows, formatted for the page."""
-    loops = report.now.loops
+    loops = report.loops
     assert loops is not None
     every = tables(report)
     shown = {}
@@ -232,7 +238,9 @@ def _group_line(now: GroupCoverage, before: GroupCoverage, period: Period) -> di
     }
 
 
-def _kpis(now: Figures, before: Figures) -> list[dict[str, str]]:
+def _kpis(
+    now: Figures, before: Figures, loops: Loops | None = None, loops_before: Loops | None = None
+) -> list[dict[str, str]]:
     missed_now = sum(o.outcomes["missed"] for o in now.obligations)
     missed_before = sum(o.outcomes["missed"] for o in before.obligations)
     kpis = [
@@ -275,8 +283,8 @@ def _kpis(now: Figures, before: Figures) -> list[dict[str, str]]:
             _change(missed_now, missed_before),
         ),
     ]
-    if now.loops is not None:
-        kpis += _loop_kpis(now.loops, before.loops)
+    if loops is not None:
+        kpis += _loop_kpis(loops, loops_before)
     return [dict(zip(("key", "label", "value", "change"), k, strict=True)) for k in kpis]
 
 
@@ -396,7 +404,10 @@ def tables(report: Report) -> dict[str, Table]:
     found: dict[str, Table] = {
         "kpis": (
             ["key", "label", "value", "change"],
-            [[k["key"], k["label"], k["value"], k["change"]] for k in _kpis(now, before)],
+            [
+                [k["key"], k["label"], k["value"], k["change"]]
+                for k in _kpis(now, before, report.loops, report.loops_before)
+            ],
         )
     }
     for dimension, name in (("rule_id", "by-rule"), ("channel", "by-channel"), ("tier", "by-tier")):
@@ -481,8 +492,8 @@ def tables(report: Report) -> dict[str, Table]:
         ["touch_key", "due", "why"],
         [list(m) for o in now.obligations for m in o.missed],
     )
-    if now.loops is not None:
-        found.update(_loop_tables(now.loops))
+    if report.loops is not None:
+        found.update(_loop_tables(report.loops))
     return found
 
 
@@ -693,8 +704,8 @@ def summary_line(result: Report) -> str:
         line += f", group clients contacted {_pct(n.group.rate)}"
         if n.group.below and result.period.kind == "month":
             line += f" (below {100 * n.group.target:.0f}%)"
-    if n.loops is not None:
-        sat, comp = n.loops.satisfaction, n.loops.complaints
+    if result.loops is not None:
+        sat, comp = result.loops.satisfaction, result.loops.complaints
         if sat.answers:
             average = "–" if sat.average is None else f"{sat.average:.2f}"
             line += (
