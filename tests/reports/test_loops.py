@@ -823,6 +823,7 @@ def test_every_table_is_a_csv_equal_to_the_page(scenario: Scenario, tmp_path: Pa
 def test_care_report_quarter_writes_the_page_and_its_csvs(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'care.db'}")
     upgrade(store)
+    (tmp_path / "home").mkdir()
     s = fill(store, tmp_path / "home")
     care = Care(tmp_path, store_url=cli_url(store), rules=s.rules, templates=s.templates)
     out = tmp_path / "q" / "care-report-2026Q4.html"

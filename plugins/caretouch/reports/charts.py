@@ -144,6 +144,7 @@ def _timeliness(ax: Any, loops: Loops) -> None:
     ax.invert_yaxis()
     ax.legend(fontsize=8, frameon=False)
     ax.set_xlabel("complaints")
+    _whole_numbers(ax)
 
 
 def _agents(ax: Any, loops: Loops) -> None:
@@ -159,3 +160,10 @@ def _agents(ax: Any, loops: Loops) -> None:
         ax.legend(fontsize=8, frameon=False)
     ax.invert_yaxis()
     ax.set_xlabel("tasks due in the period")
+    _whole_numbers(ax)
+
+
+def _whole_numbers(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))

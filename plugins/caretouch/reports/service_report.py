@@ -154,9 +154,9 @@ def render_html(report: Report, *, generated_at: dt.datetime) -> str:
     )
 
 
-def _cell(column: str, value: Any) -> str:
-    """A CSV value as the page shows it: counts with thousands separators, percentages
-    (columns ``*_pct``) with a %, nothing as a dash."""
+def _cell(column: str, value: Any, label: Any = "") -> str:
+    """A CSV value as the page shows it: counts with thousands separators, percentages (a
+    column ``*_pct``, or a row whose label ends with ``%``) with a %, nothing as a dash."""
     if value is None or value == "":
         return "–"
     if isinstance(value, bool):
@@ -164,7 +164,8 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.1f}%" if column.endswith("_pct") else f"{value:,.2f}"
+        percent = column.endswith("_pct") or str(label).endswith("%")
+        return f"{value:,.1f}%" if percent else f"{value:,.2f}"
     return str(value)
 
 
@@ -179,7 +180,9 @@ def _loops_page(report: Report) -> dict[str, Any]:
         shown[name] = {
             "name": name,
             "columns": columns,
-            "rows": [[_cell(c, v) for c, v in zip(columns, row, strict=True)] for row in rows],
+            "rows": [
+                [_cell(c, v, row[0]) for c, v in zip(columns, row, strict=True)] for row in rows
+            ],
         }
     more = loops.problems_total - len(loops.problems)
     return {
@@ -511,10 +514,10 @@ def _loop_tables(loops: Loops) -> dict[str, Table]:
                 ["with a score", sat.scored],
                 ["average score (1-5)", average],
                 ["satisfied (4-5)", sat.satisfied],
-                ["satisfied_pct", _pct_value(sat.share_satisfied)],
+                ["satisfied, %", _pct_value(sat.share_satisfied)],
                 ["SMS that went out", sat.asked],
                 ["of those, answered", sat.answered],
-                ["response_pct", _pct_value(sat.response_rate)],
+                ["response rate, %", _pct_value(sat.response_rate)],
             ],
         ),
         "nps": (
@@ -525,7 +528,8 @@ def _loop_tables(loops: Loops) -> dict[str, Table]:
                 ["passives (7-8)", nps.passives],
                 ["detractors (0-6)", nps.detractors],
                 ["ignored (outside 0-10)", nps.ignored],
-                ["nps", None if nps.score is None else round(nps.score, 1)],
+                # Whole points, as NPS is quoted (the figure itself is ``Nps.score``).
+                ["NPS (-100 to +100)", None if nps.score is None else round(nps.score)],
             ],
         ),
         "complaints": (
