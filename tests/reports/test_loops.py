@@ -30,7 +30,7 @@ from caretouch.config import CareConfig
 from caretouch.events.inbox import Incoming, submit
 from caretouch.ledger.models import Attempt, TouchCurrent, TouchEvent, TouchRow
 from caretouch.ledger.tasks import tasks
-from caretouch.reports.figures import Period, compute
+from caretouch.reports.figures import Period, TaskLife, compute
 from caretouch.reports.loops import GRACE_DAYS_DEFAULT, PROBLEMS_LISTED, compute_loops
 from caretouch.reports.service_report import build_report, csv_path, tables, write_report
 from caretouch.run.day import run_day
@@ -849,3 +849,40 @@ def test_care_report_quarter_writes_the_page_and_its_csvs(tmp_path: Path) -> Non
     both = care("report", "--quarter", "2026Q4", "--month", "2026-11")
     assert both.exit_code == 2 and "give one of" in both.output
     store.dispose()
+
+
+def test_a_task_is_kept_when_closed_by_its_expiry_day() -> None:
+    """The window of a task is its due day to its expiry day, local: closed on the expiry
+    day it is on time; the day after (before the run expired it), late; never, not kept."""
+    due, expires = nov(10), nov(13)
+
+    def life(*changes: tuple[str, dt.date]) -> TaskLife:
+        found = TaskLife(1, "r", "C1", "E1", due, "AG1", due, expires)
+        found.changes = [(s, d, {}, utc(d.year, d.month, d.day)) for s, d in changes]
+        return found
+
+    assert life(("assigned", due), ("no_answer", expires)).closed_in_window
+    assert not life(("assigned", due), ("done", expires + dt.timedelta(days=1))).closed_in_window
+    assert not life(("assigned", due), ("expired", expires + dt.timedelta(days=1))).closed_in_window
+    still = life(("assigned", due), ("done", nov(20)))
+    assert (still.status_at(nov(19)), still.status_at(nov(20)), still.status) == (
+        "assigned",
+        "done",
+        "done",
+    )
+
+
+def test_problem_customers_past_the_limit_are_counted(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import caretouch.reports.loops as loops_module
+
+    everyone = compute_loops(scenario.store, NOVEMBER, scenario.engine.ruleset)
+    monkeypatch.setattr(loops_module, "PROBLEMS_LISTED", 2)
+    report = build_report(scenario.store, NOVEMBER, scenario.engine.ruleset)
+    loops = report.loops
+    assert loops is not None
+    assert [p.customer_id for p in loops.problems] == [p.customer_id for p in everyone.problems[:2]]
+    assert loops.problems_total == everyone.problems_total > 2
+    more = loops.problems_total - 2
+    assert f"... and {more:,} more." in report.html(generated_at=utc(2026, 12, 5, 6))
