@@ -72,12 +72,12 @@ COMPLAINT_EVENT = "complaint_resolved"
 # How a service obligation ended, in the order the report shows them.
 OUTCOMES = ("on_time", "late", "missed", "failed", "unreachable", "waiting")
 OUTCOME_LABELS = {
-    "on_time": "on time (sent by the due date)",
-    "late": "late (sent after the due date, within its window)",
-    "missed": "missed (window over, or never planned)",
+    "on_time": "on time (sent by the due date; a task closed by its expiry day)",
+    "late": "late (sent after the due date, within its window; a task closed after its expiry day)",
+    "missed": "missed (window over, never planned, or a task expired)",
     "failed": "failed or unknown at the provider",
     "unreachable": "no usable channel (no_contact, opted_out)",
-    "waiting": "still waiting (planned or deferred)",
+    "waiting": "still waiting (planned, deferred, or a task still assigned)",
 }
 _UNREACHABLE = (SuppressionReason.NO_CONTACT.value, SuppressionReason.OPTED_OUT.value)
 
