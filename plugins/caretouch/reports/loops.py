@@ -338,21 +338,25 @@ def compute_loops(
             period.first,
             period.last,
         )
-        # Every reply since the period began: the ones naming a touch due in it.
-        replies = _business_events(session, policy, REPLY_TYPES, period.first, None)
-        asked = {
-            touch_id
-            for (touch_id,) in session.execute(
-                select(touches.c.id)
-                .select_from(touches.join(current, current.c.touch_id == touches.c.id))
-                .where(
-                    touches.c.occurrence >= period.first,
-                    touches.c.occurrence <= period.last,
-                    channel == SMS,
-                    current.c.status.in_(SENT_LIKE),
-                )
+        # The SMS due in the period that went out, and those a reply names (replies are few;
+        # the SMS may be millions: counted in the database, never held here).
+        went_out = (
+            select(func.count())
+            .select_from(touches.join(current, current.c.touch_id == touches.c.id))
+            .where(
+                touches.c.occurrence >= period.first,
+                touches.c.occurrence <= period.last,
+                channel == SMS,
+                current.c.status.in_(SENT_LIKE),
             )
-        }
+        )
+        loops.satisfaction.asked = session.execute(went_out).scalar_one()
+        replies = _business_events(session, policy, REPLY_TYPES, period.first, None)
+        named = sorted({t for e in replies if (t := _int(e.payload.get("touch_id"))) is not None})
+        for start in range(0, len(named), CHUNK):
+            loops.satisfaction.answered += session.execute(
+                went_out.where(touches.c.id.in_(named[start : start + CHUNK]))
+            ).scalar_one()
         # Tasks that may have been due, or closed, in the period.
         lives = task_lives(
             session,
@@ -364,7 +368,7 @@ def compute_loops(
         ).scalar_one()
         everyone = session.execute(select(func.count()).select_from(Customer)).scalar_one()
 
-    _satisfaction(loops.satisfaction, in_period, replies, asked, lives, period)
+    _satisfaction(loops.satisfaction, in_period, lives, period)
     _nps(loops.nps, in_period)
     loops.agents = _agents(lives, period)
     complaints = loops.complaints
@@ -384,8 +388,6 @@ def compute_loops(
 def _satisfaction(
     found: Satisfaction,
     in_period: list[_BusinessEvent],
-    replies: list[_BusinessEvent],
-    asked: set[int],
     lives: dict[int, TaskLife],
     period: Period,
 ) -> None:
@@ -404,9 +406,6 @@ def _satisfaction(
     for score in _task_scores(lives, period).values():
         found.from_tasks += 1
         answer(score, False)
-    replied = {_int(e.payload.get("touch_id")) for e in replies}
-    found.asked = len(asked)
-    found.answered = len(asked & {t for t in replied if t is not None})
 
 
 def _task_scores(lives: dict[int, TaskLife], period: Period) -> dict[int, int]:
@@ -655,25 +654,29 @@ def _premiums(
     end = period.last
     overdue: dict[str, list[str]] = defaultdict(list)
     lapsed: dict[str, list[str]] = defaultdict(list)
+    scheduled = and_(
+        p.c.premium_due_date.is_not(None),
+        p.c.status.in_((PolicyStatus.ACTIVE.value, PolicyStatus.LAPSED.value)),
+    )
     with store.read_session() as session:
-        for customer_id, policy_id, status, due, is_unpaid in session.execute(
-            select(
-                p.c.customer_id,
-                p.c.policy_id,
-                p.c.status,
-                p.c.premium_due_date,
-                and_(unpaid, p.c.premium_due_date <= end),
-            ).where(
-                p.c.premium_due_date.is_not(None),
-                p.c.status.in_((PolicyStatus.ACTIVE.value, PolicyStatus.LAPSED.value)),
+        found.scheduled = session.execute(
+            select(func.count()).select_from(p).where(scheduled)
+        ).scalar_one()
+        # Only the unpaid ones due by the end, and those marked lapsed, are read.
+        for customer_id, policy_id, status, due in session.execute(
+            select(p.c.customer_id, p.c.policy_id, p.c.status, p.c.premium_due_date).where(
+                scheduled,
+                or_(
+                    p.c.status == PolicyStatus.LAPSED.value,
+                    and_(unpaid, p.c.premium_due_date <= end),
+                ),
             )
         ):
-            found.scheduled += 1
             due = due if isinstance(due, dt.date) else dt.date.fromisoformat(str(due))
-            if status == PolicyStatus.LAPSED.value or (is_unpaid and (end - due).days > grace_days):
+            if status == PolicyStatus.LAPSED.value or (end - due).days > grace_days:
                 found.lapsed += 1
                 lapsed[customer_id].append(policy_id)
-            elif is_unpaid:
+            else:
                 found.overdue += 1
                 overdue[customer_id].append(policy_id)
     return dict(overdue), dict(lapsed)
