@@ -6,7 +6,9 @@ they were due; each touch counted at its current status), except opt-outs, which
 consent withdrawals recorded in the store (``consent_events``) in the period, and the
 customers of each tier and segment (their tier, segment and status now, in ``customers``).
 Each figure is shown with its change from the previous period of the same kind (month on
-month, week on week). Reading only: the report writes nothing but its HTML file.
+month, week on week, quarter on quarter). Reading only: the report writes nothing but its
+files (the page and its CSVs). The closed loops (satisfaction, complaints, premiums, tasks
+per agent, problem customers) are ``loops``'.
 
 Service obligations (the touches of ``service`` rules, among them the complaint follow-up)
 are measured the way their rule defines them, from the loaded rules: a touch is due on its
