@@ -27,11 +27,15 @@ def airflow_db() -> Path:
     [
         (dt.datetime(2026, 12, 5, 6), {}, ["2026-11"]),  # a Saturday
         (dt.datetime(2026, 11, 23, 6), {}, ["2026-W47"]),  # a Monday
-        (dt.datetime(2027, 4, 5, 6), {}, ["2027-03", "2027-W13"]),  # the 5th and a Monday
-        (dt.datetime(2027, 1, 5, 6), {}, ["2026-12"]),
+        # The 5th of a quarter's first month and a Monday: the month, the quarter, the week.
+        (dt.datetime(2027, 4, 5, 6), {}, ["2027-03", "2027Q1", "2027-W13"]),
+        (dt.datetime(2027, 1, 5, 6), {}, ["2026-12", "2026Q4"]),
+        (dt.datetime(2026, 10, 5, 6), {}, ["2026-09", "2026Q3", "2026-W40"]),
+        (dt.datetime(2026, 11, 5, 6), {}, ["2026-10"]),  # not a quarter's first month
         (dt.datetime(2026, 11, 24, 6), {}, []),
         (None, {"month": "2026-10"}, ["2026-10"]),
         (dt.datetime(2026, 11, 24, 6), {"week": "2026-W01"}, ["2026-W01"]),
+        (None, {"quarter": "2026Q4"}, ["2026Q4"]),
     ],
 )
 def test_periods_due(logical: dt.datetime | None, params: dict, expected: list[str]) -> None:
@@ -39,6 +43,13 @@ def test_periods_due(logical: dt.datetime | None, params: dict, expected: list[s
 
     when = logical.replace(tzinfo=dt.timezone.utc) if logical else None
     assert [p.label for p in periods_due(when, params)] == expected
+
+
+def test_a_bad_quarter_param_is_refused() -> None:
+    from caretouch.airflow.reports import periods_due
+
+    with pytest.raises(ValueError, match="not a quarter"):
+        periods_due(None, {"quarter": "2026Q5"})
 
 
 @pytest.mark.slow
@@ -66,7 +77,12 @@ def test_care_reports_runs_with_dag_test(
     assert sorted(p.name for p in (tmp_path / "reports").glob("*.html")) == [
         "care-report-2027-03.html",
         "care-report-2027-W13.html",
+        "care-report-2027Q1.html",
     ]
+    # A CSV file of each table next to each page.
+    for label in ("2027-03", "2027Q1", "2027-W13"):
+        for table in ("kpis", "complaints", "tasks-per-agent", "problem-customers"):
+            assert (tmp_path / "reports" / f"care-report-{label}-{table}.csv").is_file()
     # Each report was emailed to both recipients through the email channel (the outbox here).
     mails = [
         json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "outbox").rglob("*.json")
@@ -74,5 +90,5 @@ def test_care_reports_runs_with_dag_test(
     assert sorted((m["to"], m["subject"]) for m in mails) == sorted(
         (to, f"Caretouch {kind} report {label}")
         for to in ("ops.lead@example.com", "audit@example.com")
-        for kind, label in (("month", "2027-03"), ("week", "2027-W13"))
+        for kind, label in (("month", "2027-03"), ("quarter", "2027Q1"), ("week", "2027-W13"))
     )

@@ -223,7 +223,8 @@ def test_care_report_cli_writes_the_page(care: Care, sqlite_history: Store, tmp_
     assert f"{figures.sent:,} sent" in result.output
     # The CLI reads the rules of --rules (the shipped ones here): the same definition.
     assert "1/3 complaint follow-up(s) on time" in result.output
-    assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 4
+    # Four charts of the touches, two of the closed loops (complaints, tasks per agent).
+    assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 6
     usage = care("report")
     assert usage.exit_code == 2
 
@@ -305,7 +306,7 @@ def test_report_renders_in_chromium(sqlite_history: Store, tmp_path: Path, chrom
             sizes = page.eval_on_selector_all(
                 "img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])"
             )
-            assert len(sizes) == 4 and all(ok and width > 200 for ok, width in sizes)
+            assert len(sizes) == 6 and all(ok and width > 200 for ok, width in sizes)
             assert re.search(r"follow-ups due .*\s+3", page.inner_text("#complaints"))
         finally:
             browser.close()

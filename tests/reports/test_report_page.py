@@ -4,6 +4,7 @@ main showed, and whatever the ledger holds is printed as text, never as markup.
 ``report_page_before-*.html`` are the pages main's ``render_html`` made for the figures
 below (charts replaced by ``IMG``); the template's page equals them but for the entity
 Jinja's escaping writes for a quote (``&#39;`` for ``&#x27;``, ``&#34;`` for ``&quot;``).
+The outcome labels in them were since reworded to say how a task counts (issue 16).
 """
 
 from __future__ import annotations

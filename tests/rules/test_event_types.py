@@ -138,7 +138,8 @@ def test_a_misspelt_event_type_is_refused_with_a_suggestion(
         f"{rules_dir / 'r.yaml'}:5:34: unknown event type 'claim_setled' (did you mean "
         f"'claim_settled'?); {rules_dir / 'events.yaml'} declares policy_purchased, "
         "claim_settled, complaint_received, complaint_resolved, complaint_closed, "
-        "complaint_reopened, premium_paid, churn_risk_high, reply_satisfied, reply_unsatisfied, reply_message"
+        "complaint_reopened, premium_paid, churn_risk_high, reply_satisfied, reply_unsatisfied, reply_message, "
+        "nps_recorded"
     ]
     assert errors_for(rules_dir, templates_dir, event_rule("claim_settled")) == []
 

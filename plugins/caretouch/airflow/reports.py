@@ -1,11 +1,14 @@
-"""``care_reports``: the monthly report on the 5th, the weekly one on Mondays (06:00 UTC).
+"""``care_reports``: the monthly report on the 5th, the quarterly one on the 5th of January,
+April, July and October, the weekly one on Mondays (06:00 UTC).
 
 The monthly run reports the previous calendar month (by the 5th, late delivery reports and
-the complaint follow-ups of the month's last days are in); the Monday run reports the ISO week
-that ended the day before. A run can be pointed at any period with the ``month`` or ``week``
-param (``airflow dags trigger care_reports -c '{"month": "2026-11"}'``). Reports are written to
-``CARE_REPORTS_DIR`` (default ``reports/``) as ``care-report-<period>.html``, the same files
-``care report`` writes; running one again rewrites it.
+the complaint follow-ups of the month's last days are in); on the 5th of a quarter's first
+month it also reports the previous quarter; the Monday run reports the ISO week that ended the
+day before. A run can be pointed at any period with the ``month``, ``week`` or ``quarter``
+param (``airflow dags trigger care_reports -c '{"quarter": "2026Q4"}'``). Reports are written
+to ``CARE_REPORTS_DIR`` (default ``reports/``) as ``care-report-<period>.html`` with a CSV file
+of each table next to it (``care-report-<period>-<table>.csv``), the same files ``care
+report`` writes; running one again rewrites them.
 """
 
 from __future__ import annotations
@@ -25,23 +28,31 @@ log = logging.getLogger("caretouch.airflow")
 
 MONTHLY = "0 6 5 * *"
 WEEKLY = "0 6 * * 1"
+# The quarterly report runs with the monthly one on the 5th of a quarter's first month.
+QUARTER_STARTS = (1, 4, 7, 10)
 
 
 def periods_due(logical_date: dt.datetime | None, params: dict[str, Any]) -> list[Period]:
     """The periods a run reports: the params' ones, else those the logical date calls for."""
-    if params.get("month") or params.get("week"):
+    if params.get("month") or params.get("week") or params.get("quarter"):
         chosen = []
         if params.get("month"):
             chosen.append(Period.month(str(params["month"])))
         if params.get("week"):
             chosen.append(Period.week(str(params["week"])))
+        if params.get("quarter"):
+            chosen.append(Period.quarter(str(params["quarter"])))
         return chosen
     if logical_date is None:
-        raise ValueError("care_reports needs a logical date or a 'month' or 'week' param")
+        raise ValueError(
+            "care_reports needs a logical date or a 'month', 'week' or 'quarter' param"
+        )
     day = logical_date.astimezone(dt.timezone.utc).date()
     due = []
     if day.day == 5:
         due.append(Period.of_month(day.replace(day=1) - dt.timedelta(days=1)))
+        if day.month in QUARTER_STARTS:
+            due.append(Period.of_quarter(day.replace(day=1) - dt.timedelta(days=1)))
     if day.weekday() == 0:
         due.append(Period.of_week(day - dt.timedelta(days=7)))
     return due
@@ -77,7 +88,8 @@ def _email(result: Any, path: Any, config: Any) -> None:
 def build_care_reports() -> Any:
     @dag(
         dag_id="care_reports",
-        description="The monthly (5th) and weekly (Monday) care reports, as HTML.",
+        description="The monthly (5th), quarterly (5th of Jan, Apr, Jul, Oct) and weekly "
+        "(Monday) care reports, as HTML and CSV.",
         schedule=MultipleCronTriggerTimetable(MONTHLY, WEEKLY, timezone="UTC"),
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
         catchup=False,
@@ -86,6 +98,9 @@ def build_care_reports() -> Any:
         params={
             "month": Param(None, type=["null", "string"], description="A month, YYYY-MM."),
             "week": Param(None, type=["null", "string"], description="An ISO week, YYYY-Www."),
+            "quarter": Param(
+                None, type=["null", "string"], description="A calendar quarter, YYYYQn."
+            ),
         },
         tags=["caretouch"],
     )
@@ -116,8 +131,20 @@ def build_care_reports() -> Any:
                     store, period, storage.reports(config), generated_at=_now(), ruleset=ruleset
                 )
                 n = result.now
-                log.info("%s; wrote %s", summary_line(result), path)
-                done.append({"period": period.label, "path": str(path), "sent": n.sent})
+                log.info(
+                    "%s; wrote %s and %d CSV table(s) next to it",
+                    summary_line(result),
+                    path,
+                    len(result.csv_files),
+                )
+                done.append(
+                    {
+                        "period": period.label,
+                        "path": str(path),
+                        "csv": [str(c) for c in result.csv_files],
+                        "sent": n.sent,
+                    }
+                )
                 _email(result, path, config)
             return done
 

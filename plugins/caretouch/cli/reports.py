@@ -1,5 +1,5 @@
 """``care forecast`` and ``care report``: what the rules would plan over the coming days, and
-the monthly or weekly service report from the ledger."""
+the weekly, monthly or quarterly service report from the ledger."""
 
 from __future__ import annotations
 
@@ -126,10 +126,12 @@ def _forecast_tables(result: Any) -> list[str]:
 @click.command()
 @click.option("--month", metavar="YYYY-MM", help="A calendar month, e.g. 2026-11.")
 @click.option("--week", metavar="YYYY-Www", help="An ISO week, e.g. 2026-W47.")
+@click.option("--quarter", metavar="YYYYQn", help="A calendar quarter, e.g. 2026Q4.")
 @click.option(
     "--output",
     type=OutputPath(),
-    help="HTML file (default: REPORTS_DIR/care-report-<period>.html); missing folders are created.",
+    help="HTML file (default: REPORTS_DIR/care-report-<period>.html); missing folders are "
+    "created. A CSV file of each table is written next to it (<file>-<table>.csv).",
 )
 @click.option(
     "--email-to",
@@ -145,10 +147,12 @@ def report(
     ctx: click.Context,
     month: str | None,
     week: str | None,
+    quarter: str | None,
     output: Path | None,
     email_to: tuple[str, ...],
 ) -> None:
-    """The monthly or weekly service report (HTML with charts), from the ledger."""
+    """The weekly, monthly or quarterly service report (HTML with charts, and a CSV file of
+    each table), from the ledger and the store."""
     import datetime as dt
 
     from ..render.templates import TemplateStore
@@ -159,13 +163,18 @@ def report(
     from ..storage import reports
     from ..store.db import open_store
 
-    if bool(month) == bool(week):
-        raise click.UsageError("give one of --month YYYY-MM or --week YYYY-Www")
+    chosen = [
+        (o, v) for o, v in (("--month", month), ("--week", week), ("--quarter", quarter)) if v
+    ]
+    if len(chosen) != 1:
+        raise click.UsageError("give one of --month YYYY-MM, --week YYYY-Www or --quarter YYYYQn")
     _check_addresses(email_to)
+    option, text = chosen[0]
+    parse = {"--month": Period.month, "--week": Period.week, "--quarter": Period.quarter}[option]
     try:
-        period = Period.month(month) if month else Period.week(week or "")
+        period = parse(text)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--month" if month else "--week") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
     config = config_of(ctx)
     _check_report_destinations(config, period, output, bool(email_to))
     store = open_store(config.store_url)
@@ -178,6 +187,8 @@ def report(
     )
     click.echo(summary_line(result))
     click.echo(f"wrote {path}")
+    for table in result.csv_files:
+        click.echo(f"wrote {table}")
     if email_to:
         _email_report(config, result, path, list(email_to))
 

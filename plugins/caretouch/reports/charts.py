@@ -6,9 +6,12 @@ import base64
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .figures import SENT_LIKE, Figures, Period
+
+if TYPE_CHECKING:
+    from .loops import Loops
 
 _STATUS_GROUPS = (
     ("sent", SENT_LIKE, "#0072B2"),
@@ -97,4 +100,70 @@ def _per_day(ax: Any, now: Figures, before: Figures, period: Period, word: str) 
     )
     ax.legend(fontsize=8, frameon=False)
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    if len(days) > 40:  # a quarter: one label a week
+        for n, label in enumerate(ax.get_xticklabels()):
+            label.set_visible(n % 7 == 0)
     ax.set_ylabel("sent")
+
+
+@dataclass(frozen=True)
+class LoopCharts:
+    """The closed loops' charts: complaint timeliness, tasks per agent (base64 PNG)."""
+
+    complaints: str
+    agents: str
+
+
+_TASK_GROUPS = (
+    ("done", "#009E73"),
+    ("no_answer", "#E69F00"),
+    ("declined", "#CC79A7"),
+    ("expired", "#D55E00"),
+    ("open", "#56B4E9"),
+)
+
+
+def draw_loop_charts(loops: Loops) -> LoopCharts:
+    return LoopCharts(
+        complaints=chart(lambda ax: _timeliness(ax, loops), width=6.0, height=2.6),
+        agents=chart(lambda ax: _agents(ax, loops), height=max(2.5, 0.4 * len(loops.agents) + 1.2)),
+    )
+
+
+def _timeliness(ax: Any, loops: Loops) -> None:
+    c = loops.complaints
+    measures = [
+        ("acknowledged", c.acknowledged),
+        ("called back in time", c.called_back),
+        ("second follow-up", c.followed_up),
+    ]
+    names = [m for m, _ in measures]
+    kept = [t.kept for _, t in measures]
+    ax.barh(names, [t.owed for _, t in measures], color="#BBBBBB", label="owed")
+    ax.barh(names, kept, color="#0072B2", label="kept")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_xlabel("complaints")
+    _whole_numbers(ax)
+
+
+def _agents(ax: Any, loops: Loops) -> None:
+    names = [a.agent_id for a in loops.agents]
+    base = [0] * len(names)
+    for group, colour in _TASK_GROUPS:
+        values = [a.counts[group] for a in loops.agents]
+        if not any(values):
+            continue
+        ax.barh(names, values, left=base, label=group, color=colour)
+        base = [b + v for b, v in zip(base, values, strict=True)]
+    if any(base):
+        ax.legend(fontsize=8, frameon=False)
+    ax.invert_yaxis()
+    ax.set_xlabel("tasks due in the period")
+    _whole_numbers(ax)
+
+
+def _whole_numbers(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -6,14 +6,19 @@ they were due; each touch counted at its current status), except opt-outs, which
 consent withdrawals recorded in the store (``consent_events``) in the period, and the
 customers of each tier and segment (their tier, segment and status now, in ``customers``).
 Each figure is shown with its change from the previous period of the same kind (month on
-month, week on week). Reading only: the report writes nothing but its HTML file.
+month, week on week, quarter on quarter). Reading only: the report writes nothing but its
+files (the page and its CSVs). The closed loops (satisfaction, complaints, premiums, tasks
+per agent, problem customers) are ``loops``'.
 
 Service obligations (the touches of ``service`` rules, among them the complaint follow-up)
 are measured the way their rule defines them, from the loaded rules: a touch is due on its
 occurrence (for the complaint follow-up: the local date of the resolution + the rule's
 ``delay_days``, at its ``send_time``) and on time when it was sent on or before that local
 date; sent later (deferred within its window) it is late; ``obligation_missed`` and other
-final suppressions are missed. For event-triggered ones, the rule's own candidate query
+final suppressions are missed. A touch that became a task (``agent_task``) is on time when its
+agent closed it (done, no answer, declined) by its expiry day (the rule's
+``task.expires_days`` after its due day), late when closed after that day (before the run
+expired it), waiting while assigned, and missed once expired. For event-triggered ones, the rule's own candidate query
 (``plan.due_touches``: trigger and audience) also finds the touches due in the period that
 were never planned: missed too. Customers the rule does not apply to (inactive, outside its
 audience) are not counted.
@@ -47,7 +52,7 @@ from ..ledger.codec import decode
 from ..ledger.models import TouchCurrent, TouchEvent, TouchRow
 from ..ledger.records import zone
 from ..ledger.statuses import CONTACT_MADE, MAX_DEFER_DAYS, TASK_CLOSED, TASK_OPEN
-from ..ledger.tasks import DUE
+from ..ledger.tasks import AGENT, DUE, EXPIRES
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
@@ -69,12 +74,12 @@ COMPLAINT_EVENT = "complaint_resolved"
 # How a service obligation ended, in the order the report shows them.
 OUTCOMES = ("on_time", "late", "missed", "failed", "unreachable", "waiting")
 OUTCOME_LABELS = {
-    "on_time": "on time (sent by the due date)",
-    "late": "late (sent after the due date, within its window)",
-    "missed": "missed (window over, or never planned)",
+    "on_time": "on time (sent by the due date; a task closed by its expiry day)",
+    "late": "late (sent after the due date, within its window; a task closed after its expiry day)",
+    "missed": "missed (window over, never planned, or a task expired)",
     "failed": "failed or unknown at the provider",
     "unreachable": "no usable channel (no_contact, opted_out)",
-    "waiting": "still waiting (planned or deferred)",
+    "waiting": "still waiting (planned, deferred, or a task still assigned)",
 }
 _UNREACHABLE = (SuppressionReason.NO_CONTACT.value, SuppressionReason.OPTED_OUT.value)
 
@@ -88,6 +93,10 @@ GROUP_COVERAGE_TARGET = 0.30
 TASK = Channel.AGENT_TASK.value
 # The statuses of a task that reached its agent (assigned, then closed some way).
 TASK_STATUSES = tuple(s.value for s in (TASK_OPEN, *sorted(TASK_CLOSED)))
+# The statuses of a task its agent closed (``care task done``); ``expired`` is the run's.
+AGENT_CLOSED = tuple(
+    s.value for s in (TouchStatus.DONE, TouchStatus.NO_ANSWER, TouchStatus.DECLINED)
+)
 # A message that went out: a completed contact (a task done is read from its own event).
 MESSAGE_CONTACT = tuple(s.value for s in CONTACT_MADE - TASK_CLOSED - {TASK_OPEN})
 # How far before the period a task's touch may have been due and still be open or done in
@@ -161,8 +170,8 @@ class Obligation:
 
 @dataclass(frozen=True)
 class Period:
-    kind: str  # "month" or "week"
-    label: str  # 2026-11 or 2026-W47
+    kind: str  # "month", "week" or "quarter"
+    label: str  # 2026-11, 2026-W47 or 2026Q4
     first: dt.date
     last: dt.date
 
@@ -187,6 +196,21 @@ class Period:
         return cls("week", text, first, first + dt.timedelta(days=6))
 
     @classmethod
+    def quarter(cls, text: str) -> Period:
+        """A calendar quarter, ``2026Q4`` (October to December)."""
+        m = re.fullmatch(r"(\d{4})Q([1-4])", text)
+        if not m:
+            raise ValueError(f"{text!r} is not a quarter (YYYYQn, n 1 to 4, e.g. 2026Q4)")
+        year, n = int(m.group(1)), int(m.group(2))
+        first = dt.date(year, 3 * n - 2, 1)
+        following = dt.date(year + 1, 1, 1) if n == 4 else dt.date(year, 3 * n + 1, 1)
+        return cls("quarter", text, first, following - dt.timedelta(days=1))
+
+    @classmethod
+    def of_quarter(cls, day: dt.date) -> Period:
+        return cls.quarter(f"{day.year}Q{(day.month - 1) // 3 + 1}")
+
+    @classmethod
     def of_week(cls, day: dt.date) -> Period:
         year, week, _ = day.isocalendar()
         return cls.week(f"{year}-W{week:02d}")
@@ -198,6 +222,8 @@ class Period:
     def previous(self) -> Period:
         if self.kind == "month":
             return Period.of_month(self.first - dt.timedelta(days=1))
+        if self.kind == "quarter":
+            return Period.of_quarter(self.first - dt.timedelta(days=1))
         return Period.of_week(self.first - dt.timedelta(days=7))
 
     @property
@@ -300,7 +326,7 @@ class Figures:
 
 def compute(store: Store, period: Period, ruleset: RuleSet | None = None) -> Figures:
     """The period's figures, read from the ledger and the store; with ``ruleset``, also how
-    its service rules' touches ended (``obligations``)."""
+    its service rules' touches ended (``obligations``). The closed loops are ``loops``'."""
     figures = Figures(period)
     touches = TouchRow.__table__
     current = TouchCurrent.__table__
@@ -549,11 +575,27 @@ def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligati
                 # The provider's acceptance ("sent"); the claim ("sending") if not recorded.
                 if status == TouchStatus.SENT.value or touch_id not in first_sent:
                     first_sent[touch_id] = aware_utc(at)
+        task_ids = [r.id for r in rows if r.status in TASK_STATUSES]
+        lives: dict[int, TaskLife] = {}
+        for start in range(0, len(task_ids), 500):
+            lives.update(task_lives(session, touches.c.id.in_(task_ids[start : start + 500])))
     for r in rows:
         seen.add(r.touch_key)
         o = found[r.rule_id]
         occurrence = _as_date(r.occurrence)
-        if r.status in SENT_LIKE:
+        if r.status in TASK_STATUSES:
+            # A task: on time when its agent closed it within its window (due day to expiry
+            # day), late when closed after (before the daily run expired it); still
+            # assigned, it is waiting; expired, missed.
+            life = lives.get(r.id)
+            if r.status == TouchStatus.ASSIGNED.value:
+                o.outcomes["waiting"] += 1
+            elif r.status in AGENT_CLOSED and life is not None:
+                o.outcomes["on_time" if life.closed_in_window else "late"] += 1
+            else:
+                o.outcomes["missed"] += 1
+                o.missed.append((r.touch_key, occurrence.isoformat(), str(r.status)))
+        elif r.status in SENT_LIKE:
             at = first_sent.get(r.id)
             sent_day = at.astimezone(_zone(r.timezone)).date() if at else occurrence
             o.outcomes["on_time" if sent_day <= occurrence else "late"] += 1
@@ -587,6 +629,100 @@ def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligati
     return [found[r.id] for r in rules]
 
 
+@dataclass
+class TaskLife:
+    """One task's life in the ledger: whose it is, its window, and its status changes, each
+    on the local day (the touch's time zone) it was recorded."""
+
+    touch_id: int
+    rule_id: str
+    customer_id: str
+    event_id: str | None
+    occurrence: dt.date
+    agent_id: str | None = None
+    due: dt.date | None = None
+    expires: dt.date | None = None
+    # (status, local day, detail, instant), oldest first.
+    changes: list[tuple[str, dt.date, dict[str, Any], dt.datetime]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str | None:
+        """Its status now (the latest change)."""
+        return self.changes[-1][0] if self.changes else None
+
+    def status_at(self, day: dt.date) -> str | None:
+        """Its status at the end of local ``day`` (None: not assigned by then)."""
+        found = None
+        for status, on, *_ in self.changes:
+            if on > day:
+                break
+            found = status
+        return found
+
+    @property
+    def closing(self) -> tuple[str, dt.date, dict[str, Any], dt.datetime] | None:
+        """The agent's outcome (done, no_answer, declined): status, day, detail, instant."""
+        for change in self.changes:
+            if change[0] in AGENT_CLOSED:
+                return change
+        return None
+
+    @property
+    def closed_in_window(self) -> bool:
+        """Closed by its agent on or before its expiry day."""
+        closing = self.closing
+        return closing is not None and (self.expires is None or closing[1] <= self.expires)
+
+
+def task_lives(session: Any, *where: Any) -> dict[int, TaskLife]:
+    """The tasks among the touches ``where`` selects (conditions on ``touches`` and
+    ``touch_events``), each with its task status changes, oldest first."""
+    rows = TouchRow.__table__
+    events = TouchEvent.__table__
+    found: dict[int, TaskLife] = {}
+    for (
+        touch_id,
+        status,
+        at,
+        detail,
+        tz,
+        rule_id,
+        customer_id,
+        event_id,
+        occurrence,
+    ) in session.execute(
+        select(
+            events.c.touch_id,
+            events.c.status,
+            events.c.at,
+            events.c.detail,
+            rows.c.timezone,
+            rows.c.rule_id,
+            rows.c.customer_id,
+            rows.c.event_id,
+            rows.c.occurrence,
+        )
+        .select_from(events.join(rows, rows.c.id == events.c.touch_id))
+        .where(events.c.status.in_(TASK_STATUSES), *where)
+        .order_by(events.c.id)
+    ):
+        life = found.get(touch_id)
+        if life is None:
+            life = found[touch_id] = TaskLife(
+                touch_id, rule_id, customer_id, event_id, _as_date(occurrence)
+            )
+        info = decode(detail) if detail else {}
+        info = info if isinstance(info, dict) else {}
+        if status == TouchStatus.ASSIGNED.value:
+            life.agent_id = str(info.get(AGENT) or "") or None
+            day = aware_utc(at).astimezone(zone(tz)).date()
+            life.due = _as_date(info.get(DUE, day))
+            life.expires = _as_date(info[EXPIRES]) if info.get(EXPIRES) else None
+        instant = aware_utc(at)
+        life.changes.append((status, instant.astimezone(zone(tz)).date(), info, instant))
+    return found
+
+
 def _obligation(rule: Rule) -> Obligation:
     trig = rule.trigger
     if trig.kind is TriggerKind.EVENT:
@@ -607,6 +743,12 @@ def _obligation(rule: Rule) -> Obligation:
         if rule.defer_days
         else ""
     )
+    if rule.task is not None:
+        window += (
+            f"; as a task, on time when the agent closes it (done, no answer, declined) "
+            f"by its expiry ({rule.task.expires_days} day(s) after its due day), waiting "
+            f"while assigned, missed once expired"
+        )
     return Obligation(
         rule.id,
         f"{due}, on time if sent by that local date{window}",

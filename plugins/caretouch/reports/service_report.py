@@ -1,18 +1,22 @@
-"""``care report``: the monthly and weekly service report, as one self-contained HTML page.
+"""``care report``: the weekly, monthly and quarterly service report, as one self-contained
+HTML page and a CSV file of each of its tables.
 
-The figures come from ``figures`` (SQL into plain data), the charts from ``charts``; the page
-is ``templates/service_report.html``, a Jinja template rendered with autoescape, so whatever
-the ledger holds (rule ids, tiers, reasons, touch keys) is printed as text, never as markup.
-Reading only: the report writes nothing but its HTML file.
+The figures come from ``figures`` and ``loops`` (SQL into plain data), the charts from
+``charts``; the page is ``templates/service_report.html``, a Jinja template rendered with
+autoescape, so whatever the ledger holds (rule ids, tiers, reasons, touch keys) is printed as
+text, never as markup. The CSVs (``tables``) hold the same rows as the page's tables, the
+numbers unformatted. Reading only: the report writes nothing but its files.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from ..rules.loader import RuleSet
 from ..storage import Location, at
 from ..store.db import Store
 from ..vocab import Channel
-from .charts import draw_charts
+from .charts import draw_charts, draw_loop_charts
 from .figures import (
     OUTCOME_LABELS,
     OUTCOMES,
@@ -34,6 +38,7 @@ from .figures import (
     TierService,
     compute,
 )
+from .loops import GRACE_DAYS_DEFAULT, PROBLEMS_LISTED, TASK_COLUMNS, Loops, compute_loops
 
 _PAGES = jinja2.Environment(
     loader=jinja2.PackageLoader("caretouch.reports", "templates"),
@@ -52,17 +57,34 @@ class Report:
     period: Period
     now: Figures
     before: Figures
+    # The closed loops of the period and of the previous one (computed with the rules).
+    loops: Loops | None = None
+    loops_before: Loops | None = None
+    # The CSV files ``write_report`` wrote next to the page, one per table.
+    csv_files: list[Location] = field(default_factory=list)
 
     def html(self, *, generated_at: dt.datetime) -> str:
         return render_html(self, generated_at=generated_at)
 
 
-def build_report(store: Store, period: Period, ruleset: RuleSet | None = None) -> Report:
+def build_report(
+    store: Store,
+    period: Period,
+    ruleset: RuleSet | None = None,
+    *,
+    grace_days: int | None = None,
+) -> Report:
     """The period's report and the previous period's figures; ``ruleset`` (the loaded rules)
-    defines the service obligations and the complaint follow-up figure."""
-    return Report(
+    defines the service obligations, the complaint figures and the closed loops
+    (``grace_days``: an unpaid premium's grace, ``loops.GRACE_DAYS_DEFAULT`` when None)."""
+    report = Report(
         period, compute(store, period, ruleset), compute(store, period.previous(), ruleset)
     )
+    if ruleset is not None:
+        grace = GRACE_DAYS_DEFAULT if grace_days is None else grace_days
+        report.loops = compute_loops(store, period, ruleset, grace_days=grace)
+        report.loops_before = compute_loops(store, period.previous(), ruleset, grace_days=grace)
+    return report
 
 
 def _pct(value: float | None) -> str:
@@ -83,14 +105,14 @@ def _change(now: float | None, before: float | None, *, rate: bool = False) -> s
 def render_html(report: Report, *, generated_at: dt.datetime) -> str:
     """The page: the figures of the period and of the one before, as text for the template."""
     now, before, period = report.now, report.before, report.period
-    word = "month" if period.kind == "month" else "week"
+    word = period.kind
     missed = [m for o in now.obligations for m in o.missed]
     return _PAGES.get_template("service_report.html").render(
         title=f"Care report, {word} {period.label} ({period.first} to {period.last})",
         word=word,
         previous=before.period,
         generated=f"{generated_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M}",
-        kpis=_kpis(now, before),
+        kpis=_kpis(now, before, report.loops, report.loops_before),
         charts=draw_charts(now, before, period, word),
         tables={
             dimension: _table(now, before, dimension, title)
@@ -128,7 +150,50 @@ def render_html(report: Report, *, generated_at: dt.datetime) -> str:
         service=[_service_row(t) for t in now.service],
         group=_group_line(now.group, before.group, period),
         period_end=period.last.isoformat(),
+        loops=_loops_page(report) if report.loops is not None else None,
     )
+
+
+def _cell(column: str, value: Any, label: Any = "") -> str:
+    """A CSV value as the page shows it: counts with thousands separators, percentages (a
+    column ``*_pct``, or a row whose label ends with ``%``) with a %, nothing as a dash."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        percent = column.endswith("_pct") or str(label).endswith("%")
+        return f"{value:,.1f}%" if percent else f"{value:,.2f}"
+    return str(value)
+
+
+def _loops_page(report: Report) -> dict[str, Any]:
+    """The closed-loop sections: each table as CSV-shaped rows, formatted for the page."""
+    loops = report.loops
+    assert loops is not None
+    every = tables(report)
+    shown = {}
+    for name in LOOP_TABLES:
+        columns, rows = every[name]
+        shown[name] = {
+            "name": name,
+            "columns": columns,
+            "rows": [
+                [_cell(c, v, row[0]) for c, v in zip(columns, row, strict=True)] for row in rows
+            ],
+        }
+    more = loops.problems_total - len(loops.problems)
+    return {
+        "tables": shown,
+        "charts": draw_loop_charts(loops),
+        "nps_collected": loops.nps.answers > 0,
+        "problems_more": f"{more:,}" if more > 0 else "",
+        "problems_listed": PROBLEMS_LISTED,
+        "grace_days": loops.premiums.grace_days,
+        "definitions": loops.complaints.definitions,
+    }
 
 
 def _kept(t: TierService) -> str:
@@ -176,7 +241,9 @@ def _group_line(now: GroupCoverage, before: GroupCoverage, period: Period) -> di
     }
 
 
-def _kpis(now: Figures, before: Figures) -> list[dict[str, str]]:
+def _kpis(
+    now: Figures, before: Figures, loops: Loops | None = None, loops_before: Loops | None = None
+) -> list[dict[str, str]]:
     missed_now = sum(o.outcomes["missed"] for o in now.obligations)
     missed_before = sum(o.outcomes["missed"] for o in before.obligations)
     kpis = [
@@ -219,7 +286,62 @@ def _kpis(now: Figures, before: Figures) -> list[dict[str, str]]:
             _change(missed_now, missed_before),
         ),
     ]
+    if loops is not None:
+        kpis += _loop_kpis(loops, loops_before)
     return [dict(zip(("key", "label", "value", "change"), k, strict=True)) for k in kpis]
+
+
+def _of(part: int, whole: int) -> str:
+    return f"{part:,} of {whole:,}"
+
+
+def _loop_kpis(now: Loops, before: Loops | None) -> list[tuple[str, str, str, str]]:
+    sat, was = now.satisfaction, before.satisfaction if before is not None else None
+    comp = now.complaints
+    prev = before.complaints if before is not None else None
+    average = "–" if sat.average is None else f"{sat.average:.2f}"
+    return [
+        (
+            "satisfaction",
+            f"average satisfaction (1-5, {sat.answers:,} answer(s))",
+            average,
+            _change(sat.average, was.average if was else None),
+        ),
+        (
+            "satisfied",
+            "satisfied (4-5)",
+            _pct(sat.share_satisfied),
+            _change(sat.share_satisfied, was.share_satisfied if was else None, rate=True),
+        ),
+        (
+            "complaints",
+            "complaints received",
+            f"{comp.received:,}",
+            _change(comp.received, prev.received if prev else None),
+        ),
+        (
+            "acknowledged",
+            "complaints acknowledged",
+            _of(comp.acknowledged.kept, comp.acknowledged.owed),
+            _change(comp.acknowledged.rate, prev.acknowledged.rate if prev else None, rate=True),
+        ),
+        (
+            "called-back",
+            "complaints called back in time",
+            _of(comp.called_back.kept, comp.called_back.owed),
+            _change(comp.called_back.rate, prev.called_back.rate if prev else None, rate=True),
+        ),
+        (
+            "lapse-rate",
+            "premium lapse rate",
+            _pct(now.premiums.lapse_rate),
+            _change(
+                now.premiums.lapse_rate,
+                before.premiums.lapse_rate if before is not None else None,
+                rate=True,
+            ),
+        ),
+    ]
 
 
 def _table(now: Figures, before: Figures, dimension: str, title: str) -> dict[str, Any]:
@@ -256,6 +378,284 @@ def _suppressed_by_reason(figures: Figures) -> Counter[str]:
     return reasons
 
 
+# -- the tables, as CSV ----------------------------------------------------------------
+
+Table = tuple[list[str], list[list[Any]]]
+# The closed-loop tables, in the page's order (the page shows them from these rows).
+LOOP_TABLES = (
+    "satisfaction",
+    "nps",
+    "complaints",
+    "premiums-churn",
+    "tasks-per-agent",
+    "problem-customers",
+)
+
+
+def _pct_value(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 1)
+
+
+def _measure(name: str, count: int, of: int | None = None, pct: float | None = None) -> list[Any]:
+    return [name, count, of, _pct_value(pct) if of is not None else None]
+
+
+def tables(report: Report) -> dict[str, Table]:
+    """Every table of the page as (columns, rows), the numbers unformatted: the CSV files,
+    and the rows the page's closed-loop sections show."""
+    now, before = report.now, report.before
+    found: dict[str, Table] = {
+        "kpis": (
+            ["key", "label", "value", "change"],
+            [
+                [k["key"], k["label"], k["value"], k["change"]]
+                for k in _kpis(now, before, report.loops, report.loops_before)
+            ],
+        )
+    }
+    for dimension, name in (("rule_id", "by-rule"), ("channel", "by-channel"), ("tier", "by-tier")):
+        labels = sorted(
+            set(now.values(dimension)) | set(before.values(dimension)),
+            key=lambda v: (v is None, str(v)),
+        )
+        found[name] = (
+            [dimension, "touches", "sent", "suppressed", "failed", "sent_previous"],
+            [
+                [
+                    v,
+                    now.count(**{dimension: v}),
+                    now.count(statuses=SENT_LIKE, **{dimension: v}),
+                    now.count(status="suppressed", **{dimension: v}),
+                    now.count(status="failed", **{dimension: v}),
+                    before.count(statuses=SENT_LIKE, **{dimension: v}),
+                ]
+                for v in labels
+            ],
+        )
+    found["service-per-tier"] = (
+        [
+            "tier",
+            "level",
+            "cadence_days",
+            "customers",
+            "messages",
+            "sent",
+            "delivered",
+            "tasks",
+            "assigned",
+            "done",
+            "within_cadence",
+            "tasks_overdue",
+        ],
+        [
+            [
+                t.tier,
+                t.level,
+                t.cadence_days,
+                t.customers,
+                t.messages,
+                t.messages_sent,
+                t.messages_delivered,
+                t.tasks,
+                t.tasks_assigned,
+                t.tasks_done,
+                t.within_cadence,
+                t.tasks_overdue,
+            ]
+            for t in now.service
+        ],
+    )
+    found["delivery"] = (
+        ["measure", "count"],
+        [
+            ["sent", now.sent],
+            ["delivery_reported", now.delivery_reported],
+            ["delivered", now.delivered],
+            ["failed", now.failed],
+            ["unknown", now.unknown],
+            ["suppressed", now.suppressed],
+        ],
+    )
+    found["suppressed-by-reason"] = (
+        ["reason", "touches"],
+        [[r, n] for r, n in _suppressed_by_reason(now).most_common()],
+    )
+    found["opt-outs"] = (
+        ["purpose", "source", "withdrawals"],
+        [[p, src, n] for (p, src), n in sorted(now.opt_outs.items())],
+    )
+    found["obligations"] = (
+        ["rule_id", "due", *OUTCOMES, "definition"],
+        [
+            [o.rule_id, o.due, *(o.outcomes[k] for k in OUTCOMES), o.definition]
+            for o in now.obligations
+        ],
+    )
+    found["obligations-missed"] = (
+        ["touch_key", "due", "why"],
+        [list(m) for o in now.obligations for m in o.missed],
+    )
+    if report.loops is not None:
+        found.update(_loop_tables(report.loops))
+    return found
+
+
+def _loop_tables(loops: Loops) -> dict[str, Table]:
+    sat, nps, comp, prem = loops.satisfaction, loops.nps, loops.complaints, loops.premiums
+    average = None if sat.average is None else round(sat.average, 2)
+    measures = ["measure", "count", "of", "rate_pct"]
+    return {
+        "satisfaction": (
+            ["measure", "value"],
+            [
+                ["answers", sat.answers],
+                ["from customers' replies", sat.from_replies],
+                ["from agents' tasks", sat.from_tasks],
+                ["with a score", sat.scored],
+                ["average score (1-5)", average],
+                ["satisfied (4-5)", sat.satisfied],
+                ["satisfied, %", _pct_value(sat.share_satisfied)],
+                ["SMS that went out", sat.asked],
+                ["of those, answered", sat.answered],
+                ["response rate, %", _pct_value(sat.response_rate)],
+            ],
+        ),
+        "nps": (
+            ["measure", "value"],
+            [
+                ["answers", nps.answers],
+                ["promoters (9-10)", nps.promoters],
+                ["passives (7-8)", nps.passives],
+                ["detractors (0-6)", nps.detractors],
+                ["ignored (outside 0-10)", nps.ignored],
+                # Whole points, as NPS is quoted (the figure itself is ``Nps.score``).
+                ["NPS (-100 to +100)", None if nps.score is None else round(nps.score)],
+            ],
+        ),
+        "complaints": (
+            measures,
+            [
+                _measure("received", comp.received),
+                [
+                    f"received per {1000:,} active customers",
+                    None if comp.rate is None else round(comp.rate, 2),
+                    comp.active_customers,
+                    None,
+                ],
+                _measure(
+                    "acknowledged",
+                    comp.acknowledged.kept,
+                    comp.acknowledged.owed,
+                    comp.acknowledged.rate,
+                ),
+                _measure(
+                    "called back within the task's window",
+                    comp.called_back.kept,
+                    comp.called_back.owed,
+                    comp.called_back.rate,
+                ),
+                _measure(
+                    "reached (call-back done)",
+                    comp.reached,
+                    comp.called_back.owed,
+                    comp.reached / comp.called_back.owed if comp.called_back.owed else None,
+                ),
+                _measure("received from customers without an agent", comp.no_agent),
+                _measure("resolved", comp.resolved),
+                _measure(
+                    "second follow-up done",
+                    comp.followed_up.kept,
+                    comp.followed_up.owed,
+                    comp.followed_up.rate,
+                ),
+                _measure("cases open at the end", comp.open_cases),
+                _measure("customers with an open case at the end", comp.open_customers),
+            ],
+        ),
+        "premiums-churn": (
+            measures,
+            [
+                _measure("policies with a premium schedule", prem.scheduled),
+                _measure(
+                    "premium overdue",
+                    prem.overdue,
+                    prem.scheduled,
+                    _ratio(prem.overdue, prem.scheduled),
+                ),
+                _measure(
+                    f"lapsed (unpaid over {prem.grace_days} days, or marked lapsed)",
+                    prem.lapsed,
+                    prem.scheduled,
+                    prem.lapse_rate,
+                ),
+                _measure(
+                    "customers at high churn risk at the end",
+                    prem.high_risk,
+                    prem.active_customers,
+                    prem.high_risk_share,
+                ),
+                _measure(
+                    "customers who left (status not active, now)",
+                    prem.left,
+                    prem.customers,
+                    prem.left_share,
+                ),
+            ],
+        ),
+        "tasks-per-agent": (
+            ["agent_id", *TASK_COLUMNS],
+            [[a.agent_id, *(a.counts[c] for c in TASK_COLUMNS)] for a in loops.agents],
+        ),
+        "problem-customers": (
+            [
+                "customer_id",
+                "tier",
+                "agent_id",
+                "risk_score",
+                "why",
+                "what_was_done",
+                "latest_score",
+                "cases",
+            ],
+            [
+                [
+                    p.customer_id,
+                    p.tier,
+                    p.agent_id,
+                    p.risk_score,
+                    "; ".join(p.why),
+                    "; ".join(p.done),
+                    p.latest_score,
+                    "; ".join(p.cases),
+                ]
+                for p in loops.problems
+            ],
+        ),
+    }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def to_csv(table: Table) -> str:
+    """One table as CSV (RFC 4180, header first; nothing is an empty field)."""
+    columns, rows = table
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return out.getvalue()
+
+
+def csv_path(page: Location, name: str) -> Location:
+    """Where table ``name`` of the report at ``page`` goes: next to it,
+    ``<page without .html>-<name>.csv``."""
+    url = page.url[: -len(".html")] if page.url.endswith(".html") else page.url
+    return Location(f"{url}-{name}.csv", page.options)
+
+
 def report_path(reports_dir: Location | str | Path, period: Period) -> Location:
     """Where a period's report goes in the reports folder (a folder or a URL)."""
     return at(reports_dir).child(f"care-report-{period.label}.html")
@@ -269,12 +669,18 @@ def write_report(
     generated_at: dt.datetime,
     output: Location | str | Path | None = None,
     ruleset: RuleSet | None = None,
+    grace_days: int | None = None,
 ) -> tuple[Location, Report]:
     """Compute the period's report and write its HTML (``care report`` and ``care_reports``)
-    to ``output``, else ``report_path`` (``storage.Location``: a path or a URL)."""
-    result = build_report(store, period, ruleset)
+    to ``output``, else ``report_path`` (``storage.Location``: a path or a URL), and a CSV
+    file of each of its tables next to it (``csv_path``; listed in ``csv_files``)."""
+    result = build_report(store, period, ruleset, grace_days=grace_days)
     place = at(output) if output is not None else report_path(reports_dir, period)
     place.write_text(result.html(generated_at=generated_at))
+    for name, table in tables(result).items():
+        target = csv_path(place, name)
+        target.write_text(to_csv(table))
+        result.csv_files.append(target)
     return place, result
 
 
@@ -302,6 +708,22 @@ def summary_line(result: Report) -> str:
         line += f", group clients contacted {_pct(n.group.rate)}"
         if n.group.below and result.period.kind == "month":
             line += f" (below {100 * n.group.target:.0f}%)"
+    if result.loops is not None:
+        sat, comp = result.loops.satisfaction, result.loops.complaints
+        if sat.answers:
+            average = "–" if sat.average is None else f"{sat.average:.2f}"
+            line += (
+                f", satisfaction {average} ({_pct(sat.share_satisfied)} satisfied of "
+                f"{sat.answers:,} answer(s))"
+            )
+        owed = comp.acknowledged.owed + comp.called_back.owed + comp.followed_up.owed
+        if comp.received or owed:
+            line += (
+                f", {comp.received:,} complaint(s): "
+                f"{comp.acknowledged.kept}/{comp.acknowledged.owed} acknowledged, "
+                f"{comp.called_back.kept}/{comp.called_back.owed} called back in time, "
+                f"{comp.followed_up.kept}/{comp.followed_up.owed} second follow-up(s) done"
+            )
     return line
 
 
