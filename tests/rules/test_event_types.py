@@ -31,6 +31,7 @@ NO_RULE_EVENT_TYPES = {
     "complaint_reopened",
     "premium_paid",
     "reply_satisfied",
+    "nps_recorded",
 }
 
 
@@ -134,12 +135,12 @@ def errors_for(rules_dir: Path, templates_dir: Path, text: str) -> list[str]:
 def test_a_misspelt_event_type_is_refused_with_a_suggestion(
     rules_dir: Path, templates_dir: Path
 ) -> None:
+    # The declared types are named in the file's order.
+    declared = list(load_event_types(rules_dir)[0].types)
+    assert declared[:3] == ["policy_purchased", "claim_settled", "complaint_received"]
     assert errors_for(rules_dir, templates_dir, event_rule("claim_setled")) == [
         f"{rules_dir / 'r.yaml'}:5:34: unknown event type 'claim_setled' (did you mean "
-        f"'claim_settled'?); {rules_dir / 'events.yaml'} declares policy_purchased, "
-        "claim_settled, complaint_received, complaint_resolved, complaint_closed, "
-        "complaint_reopened, premium_paid, churn_risk_high, reply_satisfied, reply_unsatisfied, reply_message, "
-        "nps_recorded"
+        f"'claim_settled'?); {rules_dir / 'events.yaml'} declares {', '.join(declared)}"
     ]
     assert errors_for(rules_dir, templates_dir, event_rule("claim_settled")) == []
 
