@@ -5,7 +5,6 @@ manager's ``care task list``."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

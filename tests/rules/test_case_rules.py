@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from caretouch.render.templates import TemplateStore
-from caretouch.rules.loader import load_rules
+from caretouch.rules.loader import RuleSet, load_rules
 from caretouch.vocab import TaskAssignee
 from conftest import RULES_DIR, TEMPLATES_DIR
 
@@ -42,7 +42,7 @@ def rules_dir(tmp_path: Path) -> Path:
     return d
 
 
-def load(rules_dir: Path, text: str):  # noqa: ANN201 - a RuleSet
+def load(rules_dir: Path, text: str) -> RuleSet:
     (rules_dir / "r.yaml").write_text(text, encoding="utf-8")
     return load_rules(rules_dir, TemplateStore(TEMPLATES_DIR))
 
