@@ -5,6 +5,7 @@ is open (``trigger.until``), resolved → the second follow-up, reopened → a c
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from caretouch.events.planning import plan_new_events
 from caretouch.ledger import Ledger
 from caretouch.ledger.tasks import tasks
 from caretouch.run.day import dispatch
+from caretouch.run.digest import run_digests
 from caretouch.run.engine import CareEngine, open_engine
 from caretouch.run.send import send_touches
 from caretouch.run.tasks import open_tasks
@@ -56,7 +58,12 @@ def engine(store: Store, tmp_path: Path) -> CareEngine:
         store,
         agents=[
             {"agent_id": "A1", "name": "李娜", "phone": "+8613900000001", "manager_id": "M1"},
-            {"agent_id": "M1", "name": "张伟", "phone": "+8613900000009"},
+            {
+                "agent_id": "M1",
+                "name": "张伟",
+                "phone": "+8613900000009",
+                "email": "zhang.wei@agency.example",
+            },
             {"agent_id": "A2", "name": "王强", "phone": "+8613900000002"},  # no manager
             {"agent_id": "A3", "name": "赵敏", "manager_id": "M9"},  # M9 is not in the store
         ],
@@ -154,7 +161,7 @@ def test_a_customer_without_an_agent_is_acknowledged_and_told_the_service_team_c
 
 
 def test_the_escalation_goes_to_the_agents_manager_while_the_case_is_open(
-    engine: CareEngine,
+    engine: CareEngine, tmp_path: Path
 ) -> None:
     emit(engine, NOW, ev("K1", "complaint_received", "C1", RECEIVED_AT, **CASE))
     escalation = by_rule(engine)["complaint-escalation"]
@@ -171,6 +178,15 @@ def test_the_escalation_goes_to_the_agents_manager_while_the_case_is_open(
     )
     assert "CS-42" in task["brief"] and "李娜" in task["brief"]  # the case and the agent
     assert open_tasks(engine.store, dt.date(2026, 11, 25), agent_id="A1") == []
+    # The manager's daily digest lists it among their own open tasks.
+    summary = run_digests(engine, dt.date(2026, 11, 25), run_id="g25", now=utc(2026, 11, 25, 2))
+    assert summary.ok, summary.lines()
+    [mail] = [
+        json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((tmp_path / "outbox").rglob("digest_*.json"))
+    ]
+    assert mail["to"] == "zhang.wei@agency.example"
+    assert f"#{task['task']} " in mail["body"] and "CS-42" in mail["body"]
 
 
 @pytest.mark.parametrize("closing", ["complaint_resolved", "complaint_closed"])
