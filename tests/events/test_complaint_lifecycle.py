@@ -323,3 +323,26 @@ def test_a_lifecycle_event_without_a_case_number_is_dead_lettered_with_the_reaso
         [letter] = session.query(EventDeadLetter).all()
     assert letter.event_id == "BAD"
     assert "payload field 'case_id' is required for complaint_received" in letter.reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "shown"),
+    [
+        ({"case_id": "CS-42", "category": "refund", "severity": "low"}, "，refund）"),
+        ({"case_id": "CS-42", "topic": "billing"}, "，billing）"),  # the earlier name
+        ({"case_id": "CS-42", "category": "refund", "topic": "billing"}, "，refund）"),
+    ],
+)
+def test_the_second_follow_up_call_shows_the_category_or_the_topic(
+    engine: CareEngine, payload: dict[str, str], shown: str
+) -> None:
+    emit(
+        engine,
+        utc(2026, 11, 20, 3),
+        ev("R1", "complaint_resolved", "C1", "2026-11-20T10:00:00+08:00", **payload),
+    )
+    # Three local days later, C1 (tier B, with an agent) is called by their agent.
+    assert dispatch(engine, run_id="d23", now=utc(2026, 11, 23, 2, 5)).assigned == 1
+    [task] = tasks(engine.store)
+    assert (task.rule_id, task.agent_id) == ("complaint-follow-up-call", "A1")
+    assert f"（工单号CS-42{shown}" in task.brief
