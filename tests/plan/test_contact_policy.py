@@ -31,7 +31,16 @@ from caretouch.run.send import send_touches
 from caretouch.store.consent import Purpose
 from caretouch.store.db import Store
 from caretouch.vocab import Decision, SuppressionReason, TouchStatus
-from conftest import RULES_DIR, TEMPLATES_DIR, customer_row, event_row, load_rows, policy_row, utc
+from conftest import (
+    RULES_DIR,
+    TEMPLATES_DIR,
+    customer_row,
+    event_row,
+    insert_agents_and_relations,
+    load_rows,
+    policy_row,
+    utc,
+)
 
 D = dt.date
 DAY = D(2026, 11, 23)  # C1's birthday (customer_row: born 1990-11-23, Asia/Shanghai)
@@ -893,6 +902,87 @@ def test_tiers_shorthand(
     assert run_day(engine, DAY, run_id="r1", now=at_11_shanghai(DAY)).sent == len(expected)
 
 
+# --- case_closed: a touch owed only while its case is open (trigger.until) -------------------
+
+RECEIVED_K1 = {
+    "event_id": "K1",
+    "type": "complaint_received",
+    "occurred_at": "2026-11-18T10:00:00+08:00",  # the escalation is due 5 days later: DAY
+    "payload": '{"case_id": "CS-1"}',
+}
+
+
+@pytest.mark.parametrize(
+    ("later", "closed_by"),
+    [
+        ([], None),
+        ([("R1", "complaint_resolved", "C1", "2026-11-20T10:00:00+08:00", "CS-1")], "R1"),
+        ([("R1", "complaint_closed", "C1", "2026-11-23T08:59:00+08:00", "CS-1")], "R1"),
+        # Not this case, not since the receipt, not before the send time, not this customer,
+        # not a type the rule waits for:
+        ([("R1", "complaint_resolved", "C1", "2026-11-20T10:00:00+08:00", "CS-2")], None),
+        ([("R1", "complaint_closed", "C1", "2026-11-10T10:00:00+08:00", "CS-1")], None),
+        ([("R1", "complaint_resolved", "C1", "2026-11-23T09:30:00+08:00", "CS-1")], None),
+        ([("R1", "complaint_resolved", "C2", "2026-11-20T10:00:00+08:00", "CS-1")], None),
+        ([("R1", "complaint_reopened", "C1", "2026-11-20T10:00:00+08:00", "CS-1")], None),
+        (
+            [
+                ("R1", "complaint_resolved", "C1", "2026-11-19T10:00:00+08:00", "CS-2"),
+                ("R2", "complaint_closed", "C1", "2026-11-21T10:00:00+08:00", "CS-1"),
+            ],
+            "R2",
+        ),
+    ],
+)
+def test_case_closed(
+    store: Store,
+    tmp_path: Path,
+    later: list[tuple[str, str, str, str, str]],
+    closed_by: str | None,
+) -> None:
+    insert_agents_and_relations(
+        store,
+        agents=[
+            {"agent_id": "A1", "name": "李娜", "manager_id": "M1"},
+            {"agent_id": "M1", "name": "张伟"},
+        ],
+    )
+    load_rows(
+        store,
+        customers=[
+            customer_row("C1", agent_id="A1", birth_date=NOT_A_BIRTHDAY),
+            customer_row("C2", agent_id="A1", birth_date=NOT_A_BIRTHDAY, phone="+8613812348002"),
+        ],
+        events=[
+            event_row(**RECEIVED_K1),
+            *(
+                event_row(
+                    event_id,
+                    customer,
+                    type=kind,
+                    occurred_at=at,
+                    payload=f'{{"case_id": "{case}"}}',
+                )
+                for event_id, kind, customer, at, case in later
+            ),
+        ],
+    )
+    rules = make_rules(tmp_path, shipped=("complaint-escalation",))
+    touch = the(plan(store, rules, DAY), "complaint-escalation")
+    if closed_by is None:
+        assert_sent(touch)
+        assert "task for M1, the manager of agent A1" in explain(touch)
+        return
+    [(_, kind, _, _, _)] = [row for row in later if row[0] == closed_by]
+    assert_suppressed(
+        touch, SuppressionReason.CASE_CLOSED, f"case CS-1 is no longer open: {kind} {closed_by}"
+    )
+    engine = engine_for(store, rules, tmp_path)
+    assert run_day(engine, DAY, run_id="r1", now=at_11_shanghai(DAY)).assigned == 0
+    state = state_of(store, touch.key, DAY)
+    assert (state.status, state.reason) == (TouchStatus.SUPPRESSED, "case_closed")
+
+
 # --- the reason words are all covered ------------------------------------------------------------
 
 
@@ -912,6 +1002,7 @@ def test_every_reason_word_has_a_table_test() -> None:
         "capacity": test_capacity_serves_higher_tiers_first,
         "deferred": test_deferred_then_sent_next_day,
         "already_sent": test_already_sent,
+        "case_closed": test_case_closed,
         "quiet_hours": test_quiet_hours_outlast_the_window,
         "too_late": test_too_late,
     }

@@ -106,7 +106,7 @@ def _render(store: TemplateStore, template_id: str, locale: str, case: str) -> s
 
 def test_every_email_template_has_its_snapshots() -> None:
     emails = [(t, locale) for t in _template_ids() for locale in LOCALES]
-    assert len(emails) == 30
+    assert len(emails) == 33
     for t, locale in emails:
         assert _snapshot(t, locale, "full").is_file() and _snapshot(t, locale, "bare").is_file()
 

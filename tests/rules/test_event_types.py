@@ -23,12 +23,14 @@ SHIPPED_EVENT_RULES = {
     "retention-call": "churn_risk_high",
     "unsatisfied-call-back": "reply_unsatisfied",
     "customer-wrote": "reply_message",
+    "complaint-acknowledge": "complaint_received",
+    "complaint-call-back": "complaint_received",
+    "complaint-escalation": "complaint_received",
+    "complaint-reopened-call-back": "complaint_reopened",
 }
 # Declared types no shipped rule names yet (issue 16 adds their rules one by one).
 NO_RULE_EVENT_TYPES = {
-    "complaint_received",
     "complaint_closed",
-    "complaint_reopened",
     "premium_paid",
     "reply_satisfied",
     "nps_recorded",

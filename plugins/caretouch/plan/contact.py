@@ -29,13 +29,17 @@ from ..rules.contact_policy import Cap, ContactPolicy, ServiceLevel, agent_probl
 from ..rules.model import Rule
 from ..store.models import Customer
 from ..touch_history import PastContact
-from ..vocab import Category, Channel, Decision, SuppressionReason
+from ..vocab import Category, Channel, Decision, SuppressionReason, TaskAssignee
 from .history import History
 from .touch import Touch
 
 DEFERRABLE = frozenset(
     {SuppressionReason.FREQUENCY_CAP, SuppressionReason.BLACKOUT, SuppressionReason.CAPACITY}
 )
+
+# Per agent: their manager (``agents.manager_id``, or None) and whether that manager is in
+# the store (``store.lookup.agent_managers``).
+Managers = Mapping[str, tuple[str | None, bool]]
 
 
 def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> None:
@@ -102,6 +106,21 @@ def choose_channel(touch: Touch, policy: ContactPolicy, opted_out: set[str]) -> 
         why.append(f"{ch.value}: {state}")
     reason = SuppressionReason.OPTED_OUT if withdrawn else SuppressionReason.NO_CONTACT
     touch.suppress(reason, "; ".join(why))
+
+
+def assign_tasks(touches: Iterable[Touch], managers: Managers) -> None:
+    """A task for the agent's manager (``task.assignee: manager``) needs one in the store:
+    else it is suppressed ``no_contact``, with why (the send step checks again)."""
+    for t in touches:
+        if t.decision is not Decision.SEND or t.channel is not Channel.AGENT_TASK:
+            continue
+        if t.rule.task is None or t.rule.task.assignee is not TaskAssignee.MANAGER:
+            continue
+        assignee, why = task_assignee(t.rule, t.customer.get("agent_id"), managers)
+        if assignee is None:
+            t.suppress(SuppressionReason.NO_CONTACT, why)
+        else:
+            t.explain.append(why)
 
 
 def apply_blackout(touches: Iterable[Touch], policy: ContactPolicy, day: dt.date) -> None:
@@ -530,10 +549,39 @@ def late_cap_problem(
     return f"sent late, on {today}: {problem}" if problem else None
 
 
+def task_assignee(rule: Rule, agent_id: str | None, managers: Managers) -> tuple[str | None, str]:
+    """Who an ``agent_task`` of ``rule`` for a customer of agent ``agent_id`` goes to: the
+    agent, or for ``task.assignee: manager`` the agent's manager; None and why when there is
+    no one to give it to."""
+    if rule.task is None or rule.task.assignee is not TaskAssignee.MANAGER:
+        return agent_id, f"task for agent {agent_id}"
+    if not agent_id:
+        return None, "task.assignee manager: the customer has no agent"
+    if agent_id not in managers:
+        return None, f"task.assignee manager: agent {agent_id} is not in the store"
+    manager_id, present = managers[agent_id]
+    if manager_id is None:
+        return None, f"task.assignee manager: agent {agent_id} has no manager (agents.manager_id)"
+    if not present:
+        return None, (
+            f"task.assignee manager: {manager_id}, the manager of agent {agent_id}, "
+            "is not in the store"
+        )
+    return manager_id, f"task for {manager_id}, the manager of agent {agent_id}"
+
+
 def recipient(
-    policy: ContactPolicy, rule: Rule, due: PlannedSend, customer: Customer | None
+    policy: ContactPolicy,
+    rule: Rule,
+    due: PlannedSend,
+    customer: Customer | None,
+    managers: Managers | None = None,
 ) -> Recipient:
-    """The channel and address to use now, re-checked against the customer's current data."""
+    """The channel and address to use now, re-checked against the customer's current data.
+
+    A task's "address" is who it is assigned to: the customer's agent, or their manager for
+    a rule with ``task.assignee: manager`` (``managers``: ``store.lookup.agent_managers`` of
+    the customer's agent)."""
     if customer is None:
         return Recipient(
             None, None, SuppressionReason.NO_CONTACT, "customer no longer in the store"
@@ -571,10 +619,10 @@ def recipient(
             f"planned for {wanted.value}, now only {channel.value} is usable: "
             "the next plan decides on the new channel",
         )
-    # A task's "address" is the agent it is assigned to.
-    addresses = {
-        Channel.SMS: customer.phone,
-        Channel.EMAIL: customer.email,
-        Channel.AGENT_TASK: customer.agent_id,
-    }
-    return Recipient(channel, addresses[channel], None, "")
+    if channel is Channel.AGENT_TASK:
+        assignee, why = task_assignee(rule, customer.agent_id, managers or {})
+        if assignee is None:
+            return Recipient(None, None, SuppressionReason.NO_CONTACT, why)
+        return Recipient(channel, assignee, None, "")
+    address = customer.phone if channel is Channel.SMS else customer.email
+    return Recipient(channel, address, None, "")

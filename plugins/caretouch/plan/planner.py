@@ -29,12 +29,27 @@ from ..rules.model import AGENT_TEMPLATE_COLUMNS, Rule, TriggerKind
 from ..rules.sql import TABLES, candidate_selects, row_splitter
 from ..store.consent import withdrawn_consents
 from ..store.db import Store, among
-from ..store.lookup import customer_row_ids
+from ..store.lookup import agent_managers, customer_row_ids
 from ..store.models import Agent
 from ..touch_history import DeferredTouch, PastContact
-from ..vocab import BirthdayCalendar, Decision, SubjectKind, SuppressionReason
+from ..vocab import (
+    BirthdayCalendar,
+    Channel,
+    Decision,
+    SubjectKind,
+    SuppressionReason,
+    TaskAssignee,
+)
 from .cadence import is_due, levels_with_cadence
-from .contact import apply_blackout, apply_capacity, apply_caps, apply_deferral, choose_channel
+from .cases import CaseWait, closed_cases
+from .contact import (
+    apply_blackout,
+    apply_capacity,
+    apply_caps,
+    apply_deferral,
+    assign_tasks,
+    choose_channel,
+)
 from .history import History
 from .touch import Touch
 
@@ -371,6 +386,41 @@ def _attach_agents(store: Store, touches: list[Touch]) -> None:
             touch.agent = found.get(touch.customer.get("agent_id") or "")
 
 
+def _stop_closed_cases(store: Store, touches: list[Touch]) -> None:
+    """Suppress ``case_closed`` the touches of rules with ``trigger.until`` whose case was
+    resolved or closed before their send time (``plan.cases``)."""
+    waits = [
+        CaseWait(t.key, str(t.event["event_id"]), t.rule.trigger.until, t.send_at)
+        for t in touches
+        if t.decision is Decision.SEND and t.rule.trigger.until and t.event is not None
+    ]
+    if not waits:
+        return
+    closed = closed_cases(store, waits)
+    for touch in touches:
+        why = closed.get(touch.key) if touch.decision is Decision.SEND else None
+        if why is not None:
+            touch.suppress(SuppressionReason.CASE_CLOSED, why)
+
+
+def _assign_to_managers(store: Store, sending: list[Touch]) -> None:
+    """Check that tasks for an agent's manager (``task.assignee: manager``) have one."""
+    escalations = [
+        t
+        for t in sending
+        if t.decision is Decision.SEND
+        and t.channel is Channel.AGENT_TASK
+        and t.rule.task is not None
+        and t.rule.task.assignee is TaskAssignee.MANAGER
+    ]
+    if not escalations:
+        return
+    agent_ids = {str(t.customer.get("agent_id")) for t in escalations if t.customer.get("agent_id")}
+    with store.read_session() as session:
+        managers = agent_managers(session, agent_ids)
+    assign_tasks(escalations, managers)
+
+
 def _occasion_contacts(
     touches: list[Touch], ruleset: RuleSet, history: History | None
 ) -> list[PastContact]:
@@ -463,11 +513,13 @@ def plan_day(
                     SuppressionReason.DEFERRED,
                     f"the send step deferred it to {held[touch.key]}: it competes again then",
                 )
+    _stop_closed_cases(store, touches)
     _attach_agents(store, touches)
     sending = [t for t in touches if t.decision is Decision.SEND]
     opted_out = withdrawn_consents(store, {t.customer_id for t in sending})
     for touch in sending:
         choose_channel(touch, policy, opted_out.get(touch.customer_id, set()))
+    _assign_to_managers(store, sending)
     apply_blackout(touches, policy, day)
     # Every window of the longest cap (7 days, or 30 with a per_30_days cap) around the day.
     span = dt.timedelta(days=policy.longest_cap_days - 1)

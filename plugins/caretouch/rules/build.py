@@ -11,7 +11,7 @@ from ..dates import LeapDayPolicy
 from ..errors import Location, ValidationError
 from ..render.templates import TemplateStore
 from ..suggest import did_you_mean
-from ..vocab import MESSAGE_CHANNELS, Category, Channel, Locale, TaskKind
+from ..vocab import MESSAGE_CHANNELS, Category, Channel, Locale, TaskAssignee, TaskKind
 from .checks import schema_errors
 from .contact_policy import ContactPolicy
 from .event_types import EVENTS_FILE, EventTypes
@@ -70,6 +70,7 @@ def build_rule(
             errors.append(ValidationError(unknown, location=pos.at((*path, "trigger", "type"))))
             return None, errors
         event_type = types.types[str(trigger.event_type)]
+        errors.extend(_until_errors(trigger, types, (*path, "trigger"), pos))
 
     audience: Condition | None = None
     if "audience" in item:
@@ -190,7 +191,51 @@ def _build_task(
                 location=pos.at((*path, "task")),
             )
         ]
-    return TaskSpec(TaskKind(data["kind"]), data["brief"], data.get("expires_days", 7)), []
+    return (
+        TaskSpec(
+            TaskKind(data["kind"]),
+            data["brief"],
+            data.get("expires_days", 7),
+            TaskAssignee(data.get("assignee", TaskAssignee.AGENT.value)),
+        ),
+        [],
+    )
+
+
+# The payload field ``trigger.until`` matches events on: the case they are about.
+CASE_FIELD = "case_id"
+
+
+def _until_errors(
+    trigger: Trigger, types: EventTypes, path: YPath, pos: Positions
+) -> list[ValidationError]:
+    """That each ``until`` type is declared, and that it and the trigger's own type carry
+    the ``case_id`` the stop is matched on (else it could never match)."""
+    if not trigger.until:
+        return []
+    errors: list[ValidationError] = []
+    own = types.types[str(trigger.event_type)]
+    if CASE_FIELD not in own.fields:
+        errors.append(
+            ValidationError(
+                f"until: matches events on payload {CASE_FIELD}, which {own.name} does not "
+                f"declare in {types.source}",
+                location=pos.at((*path, "until")),
+            )
+        )
+    for i, name in enumerate(trigger.until):
+        unknown = types.unknown_type(name)
+        if unknown:
+            errors.append(ValidationError(unknown, location=pos.at((*path, "until", i))))
+        elif CASE_FIELD not in types.types[name].fields:
+            errors.append(
+                ValidationError(
+                    f"until: {name} declares no payload {CASE_FIELD} in {types.source}, so it "
+                    "can never match a case",
+                    location=pos.at((*path, "until", i)),
+                )
+            )
+    return errors
 
 
 def _template_errors(
@@ -255,7 +300,15 @@ def _build_trigger(
 ) -> tuple[Trigger | None, list[ValidationError]]:
     kind = TriggerKind(data["kind"])
     if kind is TriggerKind.EVENT:
-        return Trigger(kind, event_type=data["type"], delay_days=data["delay_days"]), []
+        return (
+            Trigger(
+                kind,
+                event_type=data["type"],
+                delay_days=data["delay_days"],
+                until=tuple(data.get("until", ())),
+            ),
+            [],
+        )
     if kind is TriggerKind.CALENDAR:
         return _calendar_trigger(data, path, pos)
     if kind is TriggerKind.CADENCE:

@@ -168,6 +168,9 @@ class Trigger:
     leap_day: LeapDayPolicy = LeapDayPolicy.FEB28  # anniversary
     event_type: str | None = None  # event
     delay_days: int = 0  # event
+    # event: event types that stop its touches, matched on the same customer and payload
+    # ``case_id`` (occurring from the triggering event on): "only while the case is open".
+    until: tuple[str, ...] = ()
     dates: tuple[tuple[int | None, int, int], ...] = ()  # calendar: (year or None, month, day)
     holidays: tuple[str, ...] = ()  # calendar: names from dates.HOLIDAYS
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..dates import HOLIDAYS
-from ..vocab import Category, Channel, TaskKind, Tier
+from ..vocab import Category, Channel, TaskAssignee, TaskKind, Tier
 from .model import DATE_TRIGGER_FIELDS, FIELDS, Op, Trigger, TriggerKind
 
 _TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
@@ -238,6 +238,17 @@ _TRIGGER: dict[str, Any] = {
                     "maximum": 365,
                     "description": "Local days after the event's local date (1 = next day).",
                 },
+                "until": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1},
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "examples": [["complaint_resolved", "complaint_closed"]],
+                    "description": "Only while the case is open: an event of one of these "
+                    "types for the same customer with the same payload case_id, occurring "
+                    "from the triggering event on, stops the touch (suppressed case_closed, "
+                    "at planning or at sending). The types must declare case_id.",
+                },
             },
             ["type", "delay_days"],
         ),
@@ -302,6 +313,13 @@ RULE_PROPERTIES: dict[str, Any] = {
                 "maximum": 90,
                 "default": 7,
                 "description": "Days after its due day an assigned task not done expires.",
+            },
+            "assignee": {
+                "enum": [a.value for a in TaskAssignee],
+                "default": TaskAssignee.AGENT.value,
+                "description": "Who is given the task: the customer's agent, or that agent's "
+                "manager (agents.manager_id; an escalation). No manager, or one not in the "
+                "store: suppressed no_contact.",
             },
         },
     },

@@ -19,8 +19,9 @@ from ..ledger import WAIT_UNTIL, Claim, StatusChange, TouchState
 from ..plan import contact
 from ..plan.contact import CapacityUse, PlannedSend, SendTimeHold
 from ..store.db import among
+from ..store.lookup import agent_managers
 from ..store.models import Agent, Customer
-from ..vocab import Category, Channel, SendReason, SuppressionReason, TouchStatus
+from ..vocab import Category, Channel, SendReason, SuppressionReason, TaskAssignee, TouchStatus
 from .engine import CareEngine
 from .report import SendReport
 from .stops import stopped
@@ -103,6 +104,17 @@ _RECIPIENT_COLUMNS = (
 )
 
 
+def _for_manager(engine: CareEngine, state: TouchState) -> bool:
+    """Whether ``state`` is a task for the agent's manager (``task.assignee: manager``)."""
+    if state.channel != Channel.AGENT_TASK.value:
+        return False
+    try:
+        task = engine.ruleset.by_id(state.row.rule_id).task
+    except KeyError:
+        return False
+    return task is not None and task.assignee is TaskAssignee.MANAGER
+
+
 def prepare_chunk(
     engine: CareEngine,
     ids: list[int],
@@ -142,6 +154,13 @@ def prepare_chunk(
             if wanted_agents
             else ()
         )
+        # Escalations go to the agent's manager (``task.assignee: manager``): theirs too.
+        managers = (
+            agent_managers(session, wanted_agents)
+            if any(_for_manager(engine, s) for s in states)
+            else {}
+        )
+        agents |= {m for m, present in managers.values() if m and present}
     templates = engine.templates
     changes: list[StatusChange] = []
     claims: list[Claim] = []
@@ -194,6 +213,7 @@ def prepare_chunk(
             engine.ruleset.by_id(state.row.rule_id),
             due,
             customers.get(state.row.customer_id),
+            managers,
         )
         if to.channel is Channel.AGENT_TASK and to.address not in agents:
             to = contact.Recipient(
