@@ -141,13 +141,15 @@ def _grace_warnings(ruleset: RuleSet) -> list[ValidationError]:
             continue
         if trig.field.name != "policy.premium_due_date":
             continue
-        late = [o for o in trig.offsets if o > grace]
+        # A deferred touch may go out up to defer_days later: that day must be in grace too.
+        late = [o for o in trig.offsets if o + rule.defer_days > grace]
         if late:
+            deferred = f" (plus defer_days {rule.defer_days})" if rule.defer_days else ""
             warnings.append(
                 ValidationError(
-                    f"days_after policy.premium_due_date offset(s) {', '.join(map(str, late))} "
-                    f"fall beyond the grace period ({clause}): by then an unpaid premium has "
-                    "lapsed the policy",
+                    f"days_after policy.premium_due_date offset(s) {', '.join(map(str, late))}"
+                    f"{deferred} fall beyond the grace period ({clause}): by then an unpaid "
+                    "premium has lapsed the policy",
                     location=rule.source,
                     rule_id=rule.id,
                 )
