@@ -39,7 +39,7 @@ class PaymentRefused(Exception):
 
 def policy_owners(session: Session, policy_ids: Iterable[str]) -> dict[str, str]:
     """The customer of each stored policy among ``policy_ids``: policy id -> customer id."""
-    wanted = sorted(set(policy_ids))
+    wanted = sorted({p for p in policy_ids if p})
     owners: dict[str, str] = {}
     table = InsurancePolicy.__table__
     for start in range(0, len(wanted), _CHUNK):
