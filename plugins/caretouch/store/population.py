@@ -517,6 +517,15 @@ def local_time(day: dt.date, hour: int, minute: int, zone: str) -> dt.datetime:
 # --- the generator ---------------------------------------------------------------------------
 
 
+def _on_or_before(start: dt.date, months: int, day: dt.date) -> dt.date:
+    """The last due date of the schedule from ``start`` (every ``months``) on or before
+    ``day`` (``start`` itself when ``day`` is before the first after it)."""
+    periods = ((day.year - start.year) * 12 + day.month - start.month) // months * months
+    while periods > 0 and add_months(start, periods) > day:
+        periods -= months
+    return add_months(start, max(periods, 0))
+
+
 class Population:
     """Makes customers, policies and events; keeps what it made in ``customers``,
     ``policies`` and ``events`` (a caller streaming a large population may clear them)."""
@@ -741,10 +750,10 @@ class Population:
         due = upcoming
         roll = rng.random()
         if p.status == "lapsed":
-            # The premium it missed, before the grace period of today.
+            # The premium it missed, before the grace period of today (the first one, at the
+            # start, for a policy that lapsed at once).
             back = today - dt.timedelta(days=GRACE_DAYS + 1 + rng.randint(0, 300))
-            due = next_due_date(None, max(back, p.start_date), freq.value, p.start_date) or due
-            due = min(due, upcoming)
+            due = _on_or_before(p.start_date, months, max(back, p.start_date))
         elif last is not None and roll < 0.08:
             behind = (today - last).days
             if roll < 0.06 and 0 < behind <= GRACE_DAYS:
