@@ -19,7 +19,16 @@ shipped rule fire on ``today``:
 * 6 ``policy_purchased`` events on the customer's local yesterday, from 00:20 to 23:50 local
   time in several time zones;
 * a customer with both a birthday and a renewal reminder today (the per-day cap decides), and
-  a ``complaint_resolved`` event three local days ago.
+  a ``complaint_resolved`` event three local days ago;
+* long-term policies with an unpaid premium due today + 30 and + 7 (premium-due-reminder),
+  today - 7 and - 30 (premium-grace-reminder), twice today - 45 (premium-lapse-warning: the
+  agent's task) and one today - 75, beyond the grace period (``PREMIUM_OFFSETS``), each of a
+  tier C or D customer nothing else is due for today.
+
+Every long-term policy (life, annuity, education) has a premium schedule
+(``Population.premium_schedule``): mostly annual, some semi-annual, quarterly or monthly, some
+annuities a single premium; paid up to the day before the next due date, a few in their grace
+period and fewer beyond it.
 
 The guaranteed customers are active and reachable (a valid address with consent on at least
 one channel) unless stated otherwise, and sit at random places among the ids.
@@ -226,8 +235,7 @@ class _Demo(Population):
             for c in self.customers
             if c.customer_id not in taken and self._quiet_today(c)
             for p in c.policies
-            if p.payment_frequency
-            and p.payment_frequency != "single"
+            if p.payment_frequency == "annual"
             and p.status == "active"
             and p.start_date <= today - dt.timedelta(days=400)
         ]
@@ -241,7 +249,6 @@ class _Demo(Population):
                 continue
             used.add(c.customer_id)
             due = today + dt.timedelta(days=offsets.pop(0))
-            p.payment_frequency = "annual"
             p.premium_due_date = due
             p.paid_through = due - dt.timedelta(days=1)
             years = max(1, (due - p.start_date).days // 365)

@@ -739,6 +739,10 @@ class Population:
             return
         freq = PaymentFrequency(_FREQUENCIES.pick(rng))
         p.payment_frequency = freq.value
+        if p.premium and freq.months < 12:
+            # ``premium`` is one premium as it falls due: a share of the year's.
+            share = Decimal(p.premium) * freq.months / 12
+            p.premium = str(share.quantize(Decimal("0.01")))
         if p.status == "cancelled":
             return  # nothing falls due on a cancelled policy
         today = self.today
