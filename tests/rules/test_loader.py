@@ -61,7 +61,10 @@ def test_shipped_rules_are_valid(shipped_rules) -> None:
         "complaint-follow-up",
         "complaint-follow-up-call",
         "holiday-greeting",
+        "premium-due-reminder",
         "premium-festival-care",
+        "premium-grace-reminder",
+        "premium-lapse-warning",
         "renewal-reminder",
         "thank-you",
     ]
