@@ -26,7 +26,7 @@ from ..errors import ValidationFailed
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
 from ..rules.model import AGENT_TEMPLATE_COLUMNS, Rule, TriggerKind
-from ..rules.sql import TABLES, candidate_selects, row_splitter
+from ..rules.sql import PREMIUM_DUE_FIELD, TABLES, candidate_selects, row_splitter
 from ..store.consent import withdrawn_consents
 from ..store.db import Store, among
 from ..store.lookup import customer_row_ids
@@ -149,6 +149,12 @@ def _due(
     touch.explain.append(
         f"{trig.field.name} {origin} is {touch.days} day(s) {'after' if trig.kind is TriggerKind.DAYS_BEFORE else 'before'} {day}"
     )
+    if trig.field.name == PREMIUM_DUE_FIELD:
+        # Only an unpaid premium is a candidate (rules.sql.premium_unpaid): say so.
+        through = table_row.get("paid_through")
+        touch.explain.append(
+            f"premium due {origin} unpaid: paid through {through or 'nothing recorded'}"
+        )
     return touch
 
 
