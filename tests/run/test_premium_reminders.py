@@ -197,3 +197,50 @@ def test_the_grace_reminder_names_the_agents_phone(sqlite_store: Store, tmp_path
     assert report.sent == 1
     text = outbox_texts(tmp_path)
     assert "+8613900001111" in text and "5,200.00" in text and "2026年10月24日" in text
+
+
+# (due date from DAY, paid through before planning (from the due date), paid through by the
+# send step (None: no payment), the touch's rule, its status after the send step, reason)
+PAID_STOP_ROWS = [
+    (30, -1, 0, "premium-due-reminder", TouchStatus.SUPPRESSED, "paid"),
+    (30, -1, None, "premium-due-reminder", TouchStatus.SENT, None),
+    (7, -1, 364, "premium-due-reminder", TouchStatus.SUPPRESSED, "paid"),
+    (-7, -1, 0, "premium-grace-reminder", TouchStatus.SUPPRESSED, "paid"),
+    (-7, -1, None, "premium-grace-reminder", TouchStatus.SENT, None),
+    # An arrear paid in part: the premium the reminder is about is still unpaid.
+    (-30, -100, -1, "premium-grace-reminder", TouchStatus.SENT, None),
+    (-45, -1, 364, "premium-lapse-warning", TouchStatus.SUPPRESSED, "paid"),
+    (-45, -1, None, "premium-lapse-warning", TouchStatus.ASSIGNED, None),
+]
+
+
+def test_the_paid_stop_table(sqlite_store: Store, tmp_path: Path) -> None:
+    """Planned reminders, payments recorded between planning and sending, and what the send
+    step decides: suppressed ``paid`` exactly when the payment reached the due date."""
+    from caretouch.store.payments import apply_payment
+
+    insert_agents_and_relations(
+        sqlite_store, agents=[{"agent_id": "A1", "name": "李娜", "phone": "+8613900001111"}]
+    )
+    customers, policies = [], []
+    for i, (due_in, before, _, _, _, _) in enumerate(PAID_STOP_ROWS):
+        due = DAY + dt.timedelta(days=due_in)
+        customers.append(customer(f"C{i}", agent_id="A1", phone=f"+86138{i:08d}"))
+        through = (due + dt.timedelta(days=before)).isoformat()
+        policies.append(life_policy(f"P{i}", f"C{i}", due_in, paid_through=through))
+    load_rows(sqlite_store, customers=customers, policies=policies)
+    engine = engine_for(sqlite_store, tmp_path)
+    plan_and_record(engine, DAY, run_id="t1", now=NOON)
+    planned = premium_touches(sqlite_store)
+    assert {c: t[1] for c, t in planned.items()} == {
+        f"C{i}": TouchStatus.PLANNED for i in range(len(PAID_STOP_ROWS))
+    }
+    with sqlite_store.session() as session:
+        for i, (due_in, _, after, _, _, _) in enumerate(PAID_STOP_ROWS):
+            if after is not None:
+                due = DAY + dt.timedelta(days=due_in)
+                apply_payment(session, f"P{i}", due + dt.timedelta(days=after))
+    send_touches(engine, pending_ids(engine, DAY), run_id="t2", now=NOON)
+    touches = premium_touches(sqlite_store)
+    for i, (_, _, _, rule, status, reason) in enumerate(PAID_STOP_ROWS):
+        assert touches[f"C{i}"][:3] == (rule, status, reason), PAID_STOP_ROWS[i]
