@@ -223,3 +223,24 @@ def test_concurrent_payments_keep_the_latest(policies: Store) -> None:
     assert failures == []
     assert schedule(policies, "P1") == (D(2032, 12, 22), D(2032, 12, 23))
     assert len(events(policies)) == len(throughs)
+
+
+def test_a_payment_of_a_policy_imported_with_it(store: Store, tmp_path: Path) -> None:
+    """Policies and their payments in one store import: the policies are written first, so
+    the payments move them; a refused import moves nothing and reports only real problems."""
+    load_rows(store, customers=[customer_row("C1")])
+    policies = tmp_path / "policies.csv"
+    policies.write_text(
+        "policy_id,customer_id,product,start_date,premium_due_date,payment_frequency,paid_through\n"
+        "P7,C1,平安福终身寿险,2020-12-23,2026-12-23,quarterly,2026-12-22\n",
+        encoding="utf-8",
+    )
+    events_csv = tmp_path / "events.csv"
+    events_csv.write_text(
+        "event_id,type,customer_id,policy_id,occurred_at,payload\n"
+        'R-7,premium_paid,C1,P7,2026-11-22T10:00:00+08:00,"{""paid_through"": ""2027-03-22""}"\n',
+        encoding="utf-8",
+    )
+    report = import_csv(store, {"policy": policies, "event": events_csv})
+    assert report.written and report.rejected == []
+    assert schedule(store, "P7") == (D(2027, 3, 22), D(2027, 3, 23))

@@ -831,7 +831,7 @@ class _Import:
         valid = _check_references(session, self, table, valid)
         payments: list[tuple[str, dt.date]] = []
         if table == "event":
-            valid, payments = _payments(session, valid, rejected)
+            valid, payments = _payments(session, valid, rejected, set(self.seen.get("policy", {})))
         if table == "agent":
             self.agents.extend((where, raw, row, row[key] in stored) for where, raw, row in valid)
             return
@@ -906,10 +906,13 @@ def _payments(
     session: Session,
     valid: list[tuple[Location, dict[str, str], dict[str, Any]]],
     rejected: list[Problem],
+    imported: set[str],
 ) -> tuple[list[tuple[Location, dict[str, str], dict[str, Any]]], list[tuple[str, dt.date]]]:
     """The ``premium_paid`` rows among an events chunk's ``valid`` ones as payments
     (policy id, paid through); a payment that cannot move its policy (no policy, another
-    customer's, no ``payload.paid_through``) is rejected with the reason instead."""
+    customer's, no ``payload.paid_through``) is rejected with the reason instead.
+    ``imported``: the policies of this import's policies file, stored already unless the
+    import is refused anyway (then their payments are not checked: nothing is written)."""
     paying = [row for _, _, row in valid if row["type"] == PREMIUM_PAID]
     if not paying:
         return valid, []
@@ -917,7 +920,8 @@ def _payments(
     kept = []
     payments = []
     for where, raw, row in valid:
-        if row["type"] == PREMIUM_PAID:
+        unwritten = row["policy_id"] in imported and row["policy_id"] not in owners
+        if row["type"] == PREMIUM_PAID and not unwritten:
             try:
                 payments.append((row["policy_id"], paid_through_of(row, owners)))
             except PaymentRefused as exc:
