@@ -131,7 +131,7 @@ def test_validate_reports_positions_and_exit_1(care: Care, tmp_path: Path) -> No
 
 def test_good_rules_validate(care: Care) -> None:
     result = care("validate")
-    assert result.exit_code == 0 and "10 rule(s) valid" in result.output
+    assert result.exit_code == 0 and "13 rule(s) valid" in result.output
 
 
 def test_usage_errors_exit_2(care: Care) -> None:
