@@ -244,3 +244,49 @@ def test_a_payment_of_a_policy_imported_with_it(store: Store, tmp_path: Path) ->
     report = import_csv(store, {"policy": policies, "event": events_csv})
     assert report.written and report.rejected == []
     assert schedule(store, "P7") == (D(2027, 3, 22), D(2027, 3, 23))
+
+
+def test_a_policy_the_database_will_not_update_dead_letters_the_payment(
+    policies: Store,
+) -> None:
+    """The database refuses the update (here a trigger; in a deployment, a view it cannot
+    update): the payment is dead-lettered with the reason, the rest of the batch goes in."""
+    from sqlalchemy import text
+
+    with policies.session() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(
+                text(
+                    "CREATE TRIGGER policies_read_only BEFORE UPDATE ON policies "
+                    "BEGIN SELECT RAISE(ABORT, 'policies are read-only here'); END"
+                )
+            )
+        else:
+            session.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'policies are read-only here'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            session.execute(
+                text(
+                    "CREATE TRIGGER policies_read_only BEFORE UPDATE ON policies "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+    other = {
+        "event_id": "BUY1",
+        "type": "policy_purchased",
+        "customer_id": "C2",
+        "policy_id": "P2",
+        "occurred_at": "2026-11-22T10:00:00+08:00",
+        "payload": {"channel": "agent"},
+    }
+    report = submit(policies, [Incoming(paid(), "api:1"), Incoming(other)], source="api", now=NOW)
+    assert report.accepted == ["BUY1"]
+    assert [ref for ref, _ in report.dead] == ["api:1"]
+    (letter,) = letters(policies)
+    assert letter.startswith("the payment could not be recorded on its policy:")
+    assert "read-only" in letter
+    assert events(policies) == ["BUY1"]
+    assert schedule(policies, "P1") == (D(2026, 12, 22), D(2026, 12, 23))
