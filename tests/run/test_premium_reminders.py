@@ -244,3 +244,37 @@ def test_the_paid_stop_table(sqlite_store: Store, tmp_path: Path) -> None:
     touches = premium_touches(sqlite_store)
     for i, (_, _, _, rule, status, reason) in enumerate(PAID_STOP_ROWS):
         assert touches[f"C{i}"][:3] == (rule, status, reason), PAID_STOP_ROWS[i]
+
+
+def test_a_deferred_reminder_whose_premium_was_paid_is_not_planned_again(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """Held back by the day's cap (a renewal reminder of higher priority), the premium
+    reminder is deferred; paid the same day, the next day's plan suppresses it ``paid``
+    instead of planning it again."""
+    from caretouch.store.payments import apply_payment
+
+    load_rows(
+        sqlite_store,
+        customers=[customer("C1"), customer("C2")],
+        policies=[
+            life_policy("P1", "C1", 30),
+            policy_row("T1", "C1", start_date="2025-11-30", renewal_date="2026-11-30"),
+            life_policy("P2", "C2", 30),
+            policy_row("T2", "C2", start_date="2025-11-30", renewal_date="2026-11-30"),
+        ],
+    )
+    engine = engine_for(sqlite_store, tmp_path)
+    plan_and_record(engine, DAY, run_id="t1", now=NOON)
+    first = premium_touches(sqlite_store)
+    assert {c: t[1:3] for c, t in first.items()} == {
+        "C1": (TouchStatus.SUPPRESSED, "deferred"),
+        "C2": (TouchStatus.SUPPRESSED, "deferred"),
+    }
+    with sqlite_store.session() as session:
+        apply_payment(session, "P1", DAY + dt.timedelta(days=30 + 364))
+    next_day = DAY + dt.timedelta(days=1)
+    plan_and_record(engine, next_day, run_id="t2", now=NOON + dt.timedelta(days=1))
+    after = premium_touches(sqlite_store)
+    assert after["C1"][1:3] == (TouchStatus.SUPPRESSED, "paid")
+    assert after["C2"][1] is TouchStatus.PLANNED  # unpaid: it competes again and goes

@@ -13,17 +13,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import select
-
 from ..ledger import TouchState
 from ..premiums import due_date_of
 from ..rules.model import Rule, TriggerKind
 from ..rules.sql import PREMIUM_DUE_FIELD
-from ..store.db import among
-from ..store.models import InsurancePolicy
+from ..store.payments import paid_through, paid_why
 from .engine import CareEngine
-
-_CHUNK = 500
 
 
 def _premium_rule(engine: CareEngine, rule_id: str) -> Rule | None:
@@ -68,22 +63,11 @@ def paid_touches(engine: CareEngine, states: Sequence[TouchState]) -> dict[int, 
             due[state.id] = (state.row.policy_id, day)
     if not due:
         return {}
-    policy_ids = sorted({policy_id for policy_id, _ in due.values()})
-    paid: dict[str, dt.date | None] = {}
-    table = InsurancePolicy.__table__
     with engine.store.read_session() as session:
-        for start in range(0, len(policy_ids), _CHUNK):
-            wanted = policy_ids[start : start + _CHUNK]
-            stmt = select(table.c.policy_id, table.c.paid_through).where(
-                among(session, table.c.policy_id, wanted)
-            )
-            paid.update({r.policy_id: r.paid_through for r in session.execute(stmt)})
+        paid = paid_through(session, (policy_id for policy_id, _ in due.values()))
     stops: dict[int, str] = {}
     for touch_id, (policy_id, day) in due.items():
-        through = paid.get(policy_id)
-        if through is not None and through >= day:
-            stops[touch_id] = (
-                f"policy {policy_id} is paid through {through}: the premium due {day} "
-                "this reminder is about is paid"
-            )
+        why = paid_why(policy_id, paid.get(policy_id), day)
+        if why is not None:
+            stops[touch_id] = why
     return stops

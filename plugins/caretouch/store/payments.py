@@ -50,6 +50,30 @@ def policy_owners(session: Session, policy_ids: Iterable[str]) -> dict[str, str]
     return owners
 
 
+def paid_through(session: Session, policy_ids: Iterable[str]) -> dict[str, dt.date | None]:
+    """How far each stored policy among ``policy_ids`` is paid: policy id -> ``paid_through``."""
+    wanted = sorted({p for p in policy_ids if p})
+    found: dict[str, dt.date | None] = {}
+    table = InsurancePolicy.__table__
+    for start in range(0, len(wanted), _CHUNK):
+        stmt = select(table.c.policy_id, table.c.paid_through).where(
+            table.c.policy_id.in_(wanted[start : start + _CHUNK])
+        )
+        found.update({r.policy_id: r.paid_through for r in session.execute(stmt)})
+    return found
+
+
+def paid_why(policy_id: str, through: dt.date | None, due: dt.date) -> str | None:
+    """Why a reminder of the premium due on ``due`` is no longer owed, or None while that
+    premium is unpaid (``paid_through`` before it, or nothing recorded)."""
+    if through is None or through < due:
+        return None
+    return (
+        f"policy {policy_id} is paid through {through}: the premium due {due} this reminder "
+        "is about is paid"
+    )
+
+
 def paid_through_of(row: Mapping[str, Any], owners: Mapping[str, str]) -> dt.date:
     """The day a ``premium_paid`` event row (``events`` columns, parsed) pays its policy
     through; ``PaymentRefused`` saying why when it cannot move one: no policy named, a policy
