@@ -158,6 +158,9 @@ def policy_row(policy_id: str = "P1", customer_id: str = "C1", **overrides: Any)
         "renewal_date": "",
         "status": "active",
         "premium": "1200.00",
+        "premium_due_date": "",
+        "payment_frequency": "",
+        "paid_through": "",
     }
     row.update(overrides)
     return row

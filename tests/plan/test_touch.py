@@ -45,6 +45,9 @@ def test_the_context_holds_the_template_fields_only(store: Store, shipped_rules:
         "renewal_date": dt.date(2026, 11, 30),
         "status": "active",
         "premium": Decimal("1200.00"),
+        "premium_due_date": None,
+        "payment_frequency": None,
+        "paid_through": None,
     }
     # The touch's own rows keep every column: only the context leaves some out.
     assert {"phone", "email", "birth_md"} <= set(touches["birthday"].customer)

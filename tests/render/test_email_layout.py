@@ -52,6 +52,9 @@ _FULL: dict[str, Any] = {
         "renewal_date": dt.date(2026, 11, 30),
         "premium": Decimal("12345.5"),
         "status": "active",
+        "premium_due_date": dt.date(2026, 12, 23),
+        "payment_frequency": "annual",
+        "paid_through": dt.date(2025, 12, 22),
     },
     "event": {
         "type": "claim_settled",
@@ -106,7 +109,7 @@ def _render(store: TemplateStore, template_id: str, locale: str, case: str) -> s
 
 def test_every_email_template_has_its_snapshots() -> None:
     emails = [(t, locale) for t in _template_ids() for locale in LOCALES]
-    assert len(emails) == 33
+    assert len(emails) == 39
     for t, locale in emails:
         assert _snapshot(t, locale, "full").is_file() and _snapshot(t, locale, "bare").is_file()
 

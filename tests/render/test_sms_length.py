@@ -173,7 +173,7 @@ def test_validate_warns_above_the_policys_segments_and_the_number_is_configurabl
     policy.write_text(policy.read_text("utf-8") + "sms:\n  warn_segments: 5\n", "utf-8")
     ruleset = load_rules(rules, TemplateStore(templates))
     assert ruleset.errors == [] and ruleset.warnings == []
-    assert "warning" not in validate(rules, templates)[1]
+    assert "warning:" not in validate(rules, templates)[1]
 
 
 def test_shipped_templates_need_no_warning(shipped_rules) -> None:

@@ -211,7 +211,11 @@ def test_policy_values_follow_the_store_contract(store) -> None:
         assert p["status"] in ("active", "lapsed", "cancelled")
         if p["premium"]:
             assert re.fullmatch(r"\d+\.\d\d", p["premium"])
-            assert 200 <= float(p["premium"]) <= 20000
+            # One premium as it falls due: the year's, or its share for a shorter period.
+            months = {"semi-annual": 6, "quarterly": 3, "monthly": 1}.get(
+                p["payment_frequency"], 12
+            )
+            assert 200 <= round(float(p["premium"]) * 12 / months) <= 20000
     assert any(not p["renewal_date"] for p in rows["policies"])
     assert any(p["renewal_date"] for p in rows["policies"])
     assert {p["status"] for p in rows["policies"]} == {"active", "lapsed", "cancelled"}
@@ -566,3 +570,61 @@ def test_agents_leave_the_customers_policies_and_events_as_they_were() -> None:
         {k: v for k, v in c.items() if k not in strip} for c in before["customers"]
     ]
     assert before["agents"] == before["relations"] == []
+
+
+def test_long_term_policies_carry_a_consistent_premium_schedule(store) -> None:
+    """Every life, annuity and education policy has a payment frequency; one with regular
+    premiums has a due date on its schedule and is paid up to the day before it; a few active
+    ones are behind (in the grace period or beyond); term policies renew instead."""
+    from caretouch.premiums import add_months
+    from caretouch.store.population import GRACE_DAYS
+    from caretouch.vocab import PaymentFrequency
+
+    today, rows = store
+    long_term = [p for p in rows["policies"] if not p["renewal_date"]]
+    assert long_term and all(p["payment_frequency"] for p in long_term)
+    assert all(
+        not (p["premium_due_date"] or p["payment_frequency"] or p["paid_through"])
+        for p in rows["policies"]
+        if p["renewal_date"]
+    )
+    frequencies = Counter(p["payment_frequency"] for p in long_term)
+    assert frequencies.most_common(1)[0][0] == "annual" and len(frequencies) >= 3
+    behind = 0
+    for p in long_term:
+        freq = PaymentFrequency(p["payment_frequency"])
+        if freq is PaymentFrequency.SINGLE or p["status"] == "cancelled":
+            assert not p["premium_due_date"]
+            continue
+        due = dt.date.fromisoformat(p["premium_due_date"])
+        start = dt.date.fromisoformat(p["start_date"])
+        assert dt.date.fromisoformat(p["paid_through"]) == due - dt.timedelta(days=1)
+        periods = (due.year - start.year) * 12 + due.month - start.month
+        assert periods >= 0 and periods % freq.months == 0 and add_months(start, periods) == due
+        if p["status"] == "lapsed":
+            assert due < today - dt.timedelta(days=GRACE_DAYS) or due == start
+            continue
+        assert periods > 0
+        if due <= today:
+            behind += 1
+    assert 0 < behind < len(long_term) / 5
+
+
+def test_premium_reminders_are_due_today(store) -> None:
+    """Each premium rule has reachable customers today: 30 and 7 days before the due date,
+    7 and 30 after, the lapse warning's 45 after, and one beyond the grace period."""
+    from caretouch.store.demo import PREMIUM_OFFSETS
+
+    today, rows = store
+    customers = {c["customer_id"]: c for c in rows["customers"]}
+    due = Counter(
+        (dt.date.fromisoformat(p["premium_due_date"]) - today).days
+        for p in rows["policies"]
+        if p["status"] == "active"
+        and p["premium_due_date"]
+        and p["paid_through"] < p["premium_due_date"]
+        and customers[p["customer_id"]]["tier"] in "CD"
+        and reachable(customers[p["customer_id"]])
+    )
+    for offset in PREMIUM_OFFSETS:
+        assert due[offset] >= PREMIUM_OFFSETS.count(offset), offset

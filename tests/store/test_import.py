@@ -363,6 +363,30 @@ BAD_ROWS = [
         {"premium": "-5"},
         "premium: '-5' must be a non-negative amount",
     ),
+    (
+        "frequency-not-in-vocabulary",
+        "policy",
+        {"payment_frequency": "yearly"},
+        "payment_frequency: 'yearly' is not one of annual, semi-annual, quarterly, monthly, single",
+    ),
+    (
+        "paid-through-not-a-date",
+        "policy",
+        {"paid_through": "2026-02-30"},
+        "paid_through: '2026-02-30' is not a real date (YYYY-MM-DD)",
+    ),
+    (
+        "premium-due-not-a-date",
+        "policy",
+        {"premium_due_date": "next month"},
+        "premium_due_date: 'next month' is not a real date (YYYY-MM-DD)",
+    ),
+    (
+        "premium-due-before-start",
+        "policy",
+        {"start_date": "2020-01-15", "premium_due_date": "2019-01-15"},
+        "premium_due_date 2019-01-15 is before start_date 2020-01-15",
+    ),
     ("policy-unknown-customer", "policy", {"customer_id": "C404"}, "unknown customer_id 'C404'"),
     ("event-unknown-customer", "event", {"customer_id": "C404"}, "unknown customer_id 'C404'"),
     ("event-unknown-policy", "event", {"policy_id": "P404"}, "unknown policy_id 'P404'"),
@@ -1223,3 +1247,43 @@ def test_without_temporary_tables_postgresql_imports_with_the_plain_upsert(
     assert report.written and report.inserted == {"customer": 7} and copied == []
     stored = table_rows(pg_store, Customer, "customer_id")
     assert [stored[f"C{n}"]["name"] for n in range(1, 8)] == [f"名{n}" for n in range(1, 8)]
+
+
+def test_a_premium_schedule_is_imported_and_updated_alone(store: Store, tmp_path: Path) -> None:
+    """premium_due_date, payment_frequency and paid_through: optional; a file of
+    ``policy_id,paid_through`` moves paid_through and keeps the rest (docs/store.md)."""
+    paths = files(
+        tmp_path,
+        customers=[customer_row("C1")],
+        policies=[
+            policy_row(
+                "P1",
+                "C1",
+                product="平安福终身寿险",
+                premium_due_date="2027-01-15",
+                payment_frequency="semi-annual",
+                paid_through="2027-01-14",
+            ),
+            policy_row("P2", "C1"),
+        ],
+    )
+    assert import_csv(store, paths).written
+    policies = table_rows(store, InsurancePolicy, "policy_id")
+    assert (
+        policies["P1"]["premium_due_date"],
+        policies["P1"]["payment_frequency"],
+        policies["P1"]["paid_through"],
+    ) == (dt.date(2027, 1, 15), "semi-annual", dt.date(2027, 1, 14))
+    assert (
+        policies["P2"]["premium_due_date"],
+        policies["P2"]["payment_frequency"],
+        policies["P2"]["paid_through"],
+    ) == (None, None, None)
+    update = write_csv(tmp_path / "paid.csv", [{"policy_id": "P1", "paid_through": "2027-07-14"}])
+    assert import_csv(store, {"policy": update}).written
+    after = table_rows(store, InsurancePolicy, "policy_id")["P1"]
+    assert (after["premium_due_date"], after["payment_frequency"], after["paid_through"]) == (
+        dt.date(2027, 1, 15),
+        "semi-annual",
+        dt.date(2027, 7, 14),
+    )

@@ -5,8 +5,12 @@
   time received, not yet planned);
 - replays of an event already recorded with the same content: nothing (they are counted);
 - everything else to ``event_dead_letters`` with the reason and the raw text: malformed
-  events, events naming an unknown customer or policy, and a replay of an ``event_id`` with
-  different content (the inbox keeps the first version; a replay never changes anything).
+  events, events naming an unknown customer or policy, a ``premium_paid`` without a policy or
+  naming another customer's, and a replay of an ``event_id`` with different content (the
+  inbox keeps the first version; a replay never changes anything).
+
+A new ``premium_paid`` moves its policy's ``paid_through`` and ``premium_due_date`` in the
+same transaction (``store.payments``).
 
 Only after ``submit`` returns may an intake path acknowledge what it received (a Redis Stream
 entry, an API call): a crash before that re-delivers, and re-delivery is harmless.
@@ -26,6 +30,7 @@ from typing import Any
 from sqlalchemy import insert as insert_rows
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..bounds import Limits, OutOfBounds, check_size, check_value, preview
@@ -43,6 +48,13 @@ from ..store.models import (
     EventDeadLetter,
     EventReceipt,
     InsurancePolicy,
+)
+from ..store.payments import (
+    PREMIUM_PAID,
+    PaymentRefused,
+    apply_payment,
+    paid_through_of,
+    policy_owners,
 )
 from ..suggest import did_you_mean
 
@@ -306,6 +318,7 @@ def submit(
         )
         new_events: list[dict[str, Any]] = []
         receipts: list[dict[str, Any]] = []
+        owners: dict[str, str] | None = None  # of the policies payments name, once needed
         for item, row in parsed:
             event_id = row["event_id"]
             first = stored.get(event_id)
@@ -326,6 +339,23 @@ def submit(
             if row["policy_id"] and row["policy_id"] not in policies:
                 refuse(item, f"unknown policy_id {row['policy_id']!r}", event_id)
                 continue
+            if row["type"] == PREMIUM_PAID:
+                # The payment moves its policy in this transaction (store.payments): stored
+                # with its effect, or dead-lettered with the reason, never half of it.
+                if owners is None:
+                    owners = policy_owners(
+                        session, (r["policy_id"] for _, r in parsed if r["type"] == PREMIUM_PAID)
+                    )
+                try:
+                    with session.begin_nested():
+                        apply_payment(session, row["policy_id"], paid_through_of(row, owners))
+                except PaymentRefused as exc:
+                    refuse(item, str(exc), event_id)
+                    continue
+                except SQLAlchemyError as exc:  # e.g. policies is a view that cannot be updated
+                    reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
+                    refuse(item, f"the payment could not be recorded on its policy: {reason}")
+                    continue
             stored[event_id] = row
             new_events.append(row)
             receipts.append(

@@ -23,14 +23,16 @@ from ..dates import (
     lunar_years_between,
 )
 from ..errors import ValidationFailed
+from ..premiums import due_date_of
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
 from ..rules.model import AGENT_TEMPLATE_COLUMNS, Rule, TriggerKind
-from ..rules.sql import TABLES, candidate_selects, row_splitter
+from ..rules.sql import PREMIUM_DUE_FIELD, TABLES, candidate_selects, row_splitter
 from ..store.consent import withdrawn_consents
 from ..store.db import Store, among
 from ..store.lookup import agent_managers, customer_row_ids
 from ..store.models import Agent
+from ..store.payments import paid_through, paid_why
 from ..touch_history import DeferredTouch, PastContact
 from ..vocab import (
     BirthdayCalendar,
@@ -164,6 +166,12 @@ def _due(
     touch.explain.append(
         f"{trig.field.name} {origin} is {touch.days} day(s) {'after' if trig.kind is TriggerKind.DAYS_BEFORE else 'before'} {day}"
     )
+    if trig.field.name == PREMIUM_DUE_FIELD:
+        # Only an unpaid premium is a candidate (rules.sql.premium_unpaid): say so.
+        through = table_row.get("paid_through")
+        touch.explain.append(
+            f"premium due {origin} unpaid: paid through {through or 'nothing recorded'}"
+        )
     return touch
 
 
@@ -304,6 +312,10 @@ def _deferred_touches(
             )
             for row in session.execute(stmt):
                 rows[row.customer_id] = dict(row._mapping)
+        # A premium reminder deferred before its premium was paid is owed no more.
+        paid = paid_through(
+            session, (w.policy_id for w, _ in competing if _premium_due(rules[w.rule_id], w))
+        )
     touches = []
     for w, over in competing:
         customer = rows.get(w.customer_id)
@@ -328,7 +340,11 @@ def _deferred_touches(
                     f"relation {touch.relation['relation_id']} ({touch.relation.get('kind')})"
                 )
             )
-        if over:
+        due = _premium_due(rule, w)
+        why = paid_why(w.policy_id, paid.get(w.policy_id), due) if due and w.policy_id else None
+        if why is not None:
+            touch.suppress(SuppressionReason.PAID, why)
+        elif over:
             touch.suppress(
                 SuppressionReason.OBLIGATION_MISSED,
                 f"deferred from {w.occurrence}, but no plan of its window (ended "
@@ -342,6 +358,18 @@ def _deferred_touches(
             touch.explain.append(f"deferred from {w.occurrence}; competes again on {day}")
         touches.append(touch)
     return touches, held
+
+
+def _premium_due(rule: Rule, w: DeferredTouch) -> dt.date | None:
+    """The due date of the premium a deferred premium reminder is about (its occurrence and
+    the offset its frozen context holds); None for a touch of another rule."""
+    trig = rule.trigger
+    if trig.field is None or trig.field.name != PREMIUM_DUE_FIELD or not w.policy_id:
+        return None
+    days = w.context.get("days")
+    if not isinstance(days, int):
+        return None
+    return due_date_of(w.occurrence, days, before=trig.kind is TriggerKind.DAYS_BEFORE)
 
 
 def _deferred_relation(rule: Rule, w: DeferredTouch) -> dict[str, Any] | None:

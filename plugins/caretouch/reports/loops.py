@@ -70,6 +70,7 @@ from sqlalchemy import and_, func, or_, select
 
 from ..dates import aware_utc
 from ..ledger.models import TouchCurrent, TouchRow
+from ..premiums import DEFAULT_GRACE_DAYS
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
@@ -85,9 +86,9 @@ from .figures import (
     task_lives,
 )
 
-# Until the contact policy carries it (``premiums: grace_days``), the days an unpaid premium
-# stays in force after its due date; then the policy's setting is passed in.
-GRACE_DAYS_DEFAULT = 60
+# The days an unpaid premium stays in force after its due date when none is passed in (the
+# report passes the contact policy's ``premiums.grace_days``).
+GRACE_DAYS_DEFAULT = DEFAULT_GRACE_DAYS
 NPS_TYPE = "nps_recorded"
 SATISFIED = "reply_satisfied"
 UNSATISFIED = "reply_unsatisfied"

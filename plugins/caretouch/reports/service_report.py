@@ -38,7 +38,7 @@ from .figures import (
     TierService,
     compute,
 )
-from .loops import GRACE_DAYS_DEFAULT, PROBLEMS_LISTED, TASK_COLUMNS, Loops, compute_loops
+from .loops import PROBLEMS_LISTED, TASK_COLUMNS, Loops, compute_loops
 
 _PAGES = jinja2.Environment(
     loader=jinja2.PackageLoader("caretouch.reports", "templates"),
@@ -76,12 +76,13 @@ def build_report(
 ) -> Report:
     """The period's report and the previous period's figures; ``ruleset`` (the loaded rules)
     defines the service obligations, the complaint figures and the closed loops
-    (``grace_days``: an unpaid premium's grace, ``loops.GRACE_DAYS_DEFAULT`` when None)."""
+    (``grace_days``: an unpaid premium's grace; None: the contact policy's
+    ``premiums.grace_days``)."""
     report = Report(
         period, compute(store, period, ruleset), compute(store, period.previous(), ruleset)
     )
     if ruleset is not None:
-        grace = GRACE_DAYS_DEFAULT if grace_days is None else grace_days
+        grace = ruleset.policy.grace_days if grace_days is None else grace_days
         report.loops = compute_loops(store, period, ruleset, grace_days=grace)
         report.loops_before = compute_loops(store, period.previous(), ruleset, grace_days=grace)
     return report

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from ..addresses import email_is_valid, find_zone, phone_is_valid, timezone_is_valid
 from ..errors import Location, ValidationError, ValidationFailed
+from ..premiums import DEFAULT_GRACE_DAYS
 from ..vocab import Category, Channel, TaskKind
 from .checks import schema_errors
 from .schema import POLICY_FILE_SCHEMA
@@ -189,6 +190,8 @@ class ContactPolicy:
     sending_window_hours: int = 24
     # `care validate` warns about an SMS template of more segments than this (sms.py).
     sms_warn_segments: int = 3
+    # Days after a premium's due date the policy stays in force unpaid (``premiums``).
+    grace_days: int = DEFAULT_GRACE_DAYS
     source: Location | None = None
     file_hash: str = ""
     # Where each clause stands in the file, for `care plan --explain`.
@@ -396,6 +399,7 @@ def load_policy(path: str | Path) -> ContactPolicy:
         tier_order=tuple(data.get("tier_order", ("A", "B", "C", "D"))),
         sending_window_hours=data.get("sending_window_hours", 24),
         sms_warn_segments=(data.get("sms") or {}).get("warn_segments", 3),
+        grace_days=(data.get("premiums") or {}).get("grace_days", DEFAULT_GRACE_DAYS),
         source=Location(str(path)),
         file_hash=hashlib.sha256(raw).hexdigest(),
         clauses=clauses,

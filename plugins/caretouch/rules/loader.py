@@ -120,8 +120,41 @@ def load_rules(rules_dir: str | Path, templates: TemplateStore) -> RuleSet:
         seen[campaign.id] = campaign.rule.source
         result.rules.append(campaign.rule)
         result.campaigns.append(campaign)
-    result.warnings = templates.take_warnings() + _cadence_warnings(result)
+    result.warnings = (
+        templates.take_warnings() + _cadence_warnings(result) + _grace_warnings(result)
+    )
     return result
+
+
+def _grace_warnings(ruleset: RuleSet) -> list[ValidationError]:
+    """A warning for each offset of a ``days_after`` rule on ``policy.premium_due_date``
+    beyond the contact policy's grace period (``premiums.grace_days``): by then an unpaid
+    premium has lapsed the policy, so a reminder to pay "within the grace period", or a lapse
+    warning meant to leave the agent time, comes too late. A warning: the rule may mean it
+    (a reinstatement offer), and the policy may be what is wrong."""
+    grace = ruleset.policy.grace_days
+    clause = ruleset.policy.clause("premiums.grace_days", grace)
+    warnings = []
+    for rule in ruleset.rules:
+        trig = rule.trigger
+        if trig.kind is not TriggerKind.DAYS_AFTER or trig.field is None:
+            continue
+        if trig.field.name != "policy.premium_due_date":
+            continue
+        # A deferred touch may go out up to defer_days later: that day must be in grace too.
+        late = [o for o in trig.offsets if o + rule.defer_days > grace]
+        if late:
+            deferred = f" (plus defer_days {rule.defer_days})" if rule.defer_days else ""
+            warnings.append(
+                ValidationError(
+                    f"days_after policy.premium_due_date offset(s) {', '.join(map(str, late))}"
+                    f"{deferred} fall beyond the grace period ({clause}): by then an unpaid "
+                    "premium has lapsed the policy",
+                    location=rule.source,
+                    rule_id=rule.id,
+                )
+            )
+    return warnings
 
 
 def _cadence_warnings(ruleset: RuleSet) -> list[ValidationError]:

@@ -489,6 +489,23 @@ POLICY_FILE_SCHEMA: dict[str, Any] = {
                 }
             },
         },
+        "premiums": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": 'Premiums kept in force (docs/rules.md, "Premium reminders").',
+            "properties": {
+                "grace_days": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 366,
+                    "default": 60,
+                    "description": "Days after a premium's due date the policy stays in force "
+                    "unpaid (60 for long-term life policies in mainland China); later it has "
+                    "lapsed. `care validate` warns about a days_after premium_due_date rule "
+                    "whose offsets go beyond it.",
+                }
+            },
+        },
         "tier_order": {
             "type": "array",
             "items": {"enum": [t.value for t in Tier]},

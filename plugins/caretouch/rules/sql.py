@@ -161,7 +161,24 @@ def candidate_selects(rule: Rule, day: dt.date) -> list[Select[Any]]:
 
     sign = 1 if trig.kind is TriggerKind.DAYS_BEFORE else -1
     dates = [day + dt.timedelta(days=sign * o) for o in trig.offsets]
+    if field.name == PREMIUM_DUE_FIELD:
+        # A premium reminder is owed only for a premium not yet paid (premiums.unpaid).
+        return [base.where(col.in_(dates), premium_unpaid(), audience)]
     return [base.where(col.in_(dates), audience)]
+
+
+PREMIUM_DUE_FIELD = "policy.premium_due_date"
+"""The trigger field of premium reminders: they plan, and go out, only while it is unpaid."""
+
+
+def premium_unpaid() -> ColumnElement[bool]:
+    """The policies whose premium due on ``premium_due_date`` is unpaid: nothing paid, or
+    paid through a day before it (``premiums.unpaid`` in SQL)."""
+    policies = TABLES["policy"]
+    return or_(
+        policies.c.paid_through.is_(None),
+        policies.c.paid_through < policies.c.premium_due_date,
+    )
 
 
 def row_splitter(

@@ -19,7 +19,16 @@ shipped rule fire on ``today``:
 * 6 ``policy_purchased`` events on the customer's local yesterday, from 00:20 to 23:50 local
   time in several time zones;
 * a customer with both a birthday and a renewal reminder today (the per-day cap decides), and
-  a ``complaint_resolved`` event three local days ago.
+  a ``complaint_resolved`` event three local days ago;
+* long-term policies with an unpaid premium due today + 30 and + 7 (premium-due-reminder),
+  today - 7 and - 30 (premium-grace-reminder), twice today - 45 (premium-lapse-warning: the
+  agent's task) and one today - 75, beyond the grace period (``PREMIUM_OFFSETS``), each of a
+  tier C or D customer nothing else is due for today.
+
+Every long-term policy (life, annuity, education) has a premium schedule
+(``Population.premium_schedule``): mostly annual, some semi-annual, quarterly or monthly, some
+annuities a single premium; paid up to the day before the next due date, a few in their grace
+period and fewer beyond it.
 
 The guaranteed customers are active and reachable (a valid address with consent on at least
 one channel) unless stated otherwise, and sit at random places among the ids.
@@ -67,6 +76,10 @@ TABLE_OF_FILE = {
 """The importer's table (``import_csv``) of each demo file."""
 
 RENEWAL_OFFSETS = (30, 7, 1)
+# Days from today to the due date of the guaranteed premiums (``_Demo.premiums_due``): the
+# premium-due-reminder's 30 and 7 days before, premium-grace-reminder's 7 and 30 after,
+# premium-lapse-warning's 45 after (twice), and one 75 days after, beyond the grace period.
+PREMIUM_OFFSETS = (30, 7, -7, -30, -45, -45, -75)
 
 # Guaranteed customers, one role each (see the module docstring). The template-looking names
 # belong to birthday customers so that a demo run renders them.
@@ -206,6 +219,65 @@ class _Demo(Population):
                 self.complaint(c, day, (rng.randint(9, 18), rng.choice((0, 20, 40))))
         self.agents_and_relations()
         self.family_birthdays([c for c, role, _ in roles if role == "renewal"])
+        self.premiums_due({c.customer_id for c, _, _ in roles})
+
+    def premiums_due(self, taken: set[str]) -> None:
+        """Long-term policies whose premium reminders are due today (``PREMIUM_OFFSETS``:
+        before the due date, in the grace period, the agent's lapse warning, one beyond the
+        grace period that nothing reminds of), each of a customer nothing else is due for
+        today: active, tier C or D (no check-in), reachable by SMS and email, no birthday,
+        renewal, review or event. Drawn apart (``Population.schedules``): everything else is
+        as it was. The policy's start date moves to an anniversary of its new due date."""
+        today = self.today
+        rng = self.schedules
+        candidates = [
+            (c, p)
+            for c in self.customers
+            if c.customer_id not in taken and self._quiet_today(c)
+            for p in c.policies
+            if p.payment_frequency == "annual"
+            and p.status == "active"
+            and p.start_date <= today - dt.timedelta(days=400)
+        ]
+        rng.shuffle(candidates)
+        used: set[str] = set()
+        offsets = list(PREMIUM_OFFSETS)
+        for c, p in candidates:
+            if not offsets:
+                break
+            if c.customer_id in used:
+                continue
+            used.add(c.customer_id)
+            due = today + dt.timedelta(days=offsets.pop(0))
+            p.premium_due_date = due
+            p.paid_through = due - dt.timedelta(days=1)
+            years = max(1, (due - p.start_date).days // 365)
+            p.start_date = add_years(due, -years)
+
+    def _quiet_today(self, c: Person) -> bool:
+        """Whether nothing but a premium reminder could be due for ``c`` today."""
+        today = self.today
+        if c.status != "active" or c.tier not in ("C", "D"):
+            return False
+        if not (c.phone and c.phone not in BAD_PHONES and c.consent_sms):
+            return False
+        if not (c.email and c.consent_email) or c.email not in self.emails:
+            return False
+        if c.birth_date is not None and (c.birth_date.month, c.birth_date.day) in (
+            (today.month, today.day),
+            (2, 29),
+        ):
+            return False
+        if c.birthday_calendar == "lunar":
+            return False
+        if any(e.customer is c for e in self.events):
+            return False
+        for p in c.policies:
+            if p.renewal_date is not None and abs((p.renewal_date - today).days) <= 31:
+                return False
+            if (p.start_date.month, p.start_date.day) == (today.month, today.day):
+                return False
+        return True
 
     def family_birthdays(self, reachable: list[Person]) -> None:
         """A child, a spouse and a parent whose birthday is today, of the first three of

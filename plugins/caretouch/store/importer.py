@@ -41,10 +41,19 @@ from ..dates import LUNAR_FIRST_DAY, LUNAR_LAST_DAY, in_lunar_range, lunar_month
 from ..errors import Location
 from ..nul import NUL, escape_nul, find_nul, nul_reason
 from ..suggest import did_you_mean
-from ..vocab import BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, RelationKind, Tier
+from ..vocab import (
+    BirthdayCalendar,
+    CustomerStatus,
+    Locale,
+    PaymentFrequency,
+    PolicyStatus,
+    RelationKind,
+    Tier,
+)
 from .consent import ConsentChange, Purpose, imported_consent_changes
 from .db import Store, bulk_page_cache
 from .models import CANONICAL_COLUMNS, Agent, Customer, Event, InsurancePolicy, Relation
+from .payments import PREMIUM_PAID, PaymentRefused, apply_payment, paid_through_of, policy_owners
 from .write import bulk_upsert
 
 # An event's payload holds what templates may show (docs/events.md, "Limits"). Bounded before
@@ -55,7 +64,15 @@ _FALSE = {"false", "0", "no", "n", "f", ""}
 # The allowed words of each vocabulary, listed once (not on every row of a large file).
 _WORDS: dict[Any, tuple[str, ...]] = {
     enum: tuple(m.value for m in enum)
-    for enum in (BirthdayCalendar, CustomerStatus, Locale, PolicyStatus, RelationKind, Tier)
+    for enum in (
+        BirthdayCalendar,
+        CustomerStatus,
+        Locale,
+        PaymentFrequency,
+        PolicyStatus,
+        RelationKind,
+        Tier,
+    )
 }
 _LUNAR = BirthdayCalendar.LUNAR.value
 _GREGORIAN = BirthdayCalendar.GREGORIAN.value
@@ -424,8 +441,25 @@ def parse_policy(raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
         "renewal_date": renewal,
         "status": _choice(raw.get("status", ""), "status", PolicyStatus, "active"),
         "premium": premium,
+        **_premium_schedule(raw, start),
     }
     return with_derived_policy(row), []
+
+
+def _premium_schedule(raw: dict[str, str], start: dt.date) -> dict[str, Any]:
+    """A policy's premium schedule (``premium_due_date``, ``payment_frequency``,
+    ``paid_through``): each optional; a frequency outside the vocabulary, a date that does
+    not parse, a due date before the start or a paid_through before the day before the start
+    is refused."""
+    due = _date(raw.get("premium_due_date", "").strip(), "premium_due_date")
+    paid = _date(raw.get("paid_through", "").strip(), "paid_through")
+    word = raw.get("payment_frequency", "").strip()
+    frequency = _choice(word, "payment_frequency", PaymentFrequency, "") or None
+    if due is not None and due < start:
+        raise RowError(f"premium_due_date {due} is before start_date {start}")
+    if paid is not None and paid < start - dt.timedelta(days=1):
+        raise RowError(f"paid_through {paid} is before start_date {start}")
+    return {"premium_due_date": due, "payment_frequency": frequency, "paid_through": paid}
 
 
 def parse_instant(value: str, column: str = "occurred_at") -> dt.datetime:
@@ -795,10 +829,17 @@ class _Import:
             self.report.warnings.extend(Problem(where, w, warning=True) for w in warnings)
             valid.append((where, raw, row))
         valid = _check_references(session, self, table, valid)
+        payments: list[tuple[str, dt.date]] = []
+        if table == "event":
+            valid, payments = _payments(session, valid, rejected, set(self.seen.get("policy", {})))
         if table == "agent":
             self.agents.extend((where, raw, row, row[key] in stored) for where, raw, row in valid)
             return
         self.write(session, table, path, [row for _, _, row in valid], stored, missing, consents)
+        if self.may_write():
+            # Recorded with the events, in the same transaction (store.payments).
+            for policy_id, paid_through in payments:
+                apply_payment(session, policy_id, paid_through)
 
     def import_agents(self, session: Session) -> None:
         """Check the managers of the agents file's valid rows, then write those whose manager
@@ -859,6 +900,35 @@ class _Import:
             self.report.consent_changes.extend(
                 imported_consent_changes(before, rows, source=f"import:{path.name}")
             )
+
+
+def _payments(
+    session: Session,
+    valid: list[tuple[Location, dict[str, str], dict[str, Any]]],
+    rejected: list[Problem],
+    imported: set[str],
+) -> tuple[list[tuple[Location, dict[str, str], dict[str, Any]]], list[tuple[str, dt.date]]]:
+    """The ``premium_paid`` rows among an events chunk's ``valid`` ones as payments
+    (policy id, paid through); a payment that cannot move its policy (no policy, another
+    customer's, no ``payload.paid_through``) is rejected with the reason instead.
+    ``imported``: the policies of this import's policies file, stored already unless the
+    import is refused anyway (then their payments are not checked: nothing is written)."""
+    paying = [row for _, _, row in valid if row["type"] == PREMIUM_PAID]
+    if not paying:
+        return valid, []
+    owners = policy_owners(session, (r["policy_id"] for r in paying if r["policy_id"]))
+    kept = []
+    payments = []
+    for where, raw, row in valid:
+        unwritten = row["policy_id"] in imported and row["policy_id"] not in owners
+        if row["type"] == PREMIUM_PAID and not unwritten:
+            try:
+                payments.append((row["policy_id"], paid_through_of(row, owners)))
+            except PaymentRefused as exc:
+                rejected.append(Problem(where, str(exc), row=raw))
+                continue
+        kept.append((where, raw, row))
+    return kept, payments
 
 
 def _manager_problem(

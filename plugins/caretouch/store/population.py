@@ -40,6 +40,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from lunardate import LunarDate
 
 from ..dates import in_lunar_range, is_leap_year
+from ..premiums import add_months, next_due_date
+from ..vocab import PaymentFrequency
 from .importer import with_derived_birthday, with_derived_customer, with_derived_policy
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -205,6 +207,11 @@ _PRODUCTS: dict[str, tuple[tuple[str, bool, tuple[int, int]], ...]] = {
         ("Whole Life Advantage", True, (2000, 15000)),
     ),
 }
+_LONG_TERM = frozenset(name for ps in _PRODUCTS.values() for name, long, _ in ps if long)
+# The payment frequencies of long-term policies' premiums (besides an annuity's single one).
+_FREQ_WEIGHTS = (("annual", 70), ("semi-annual", 10), ("quarterly", 8), ("monthly", 12))
+GRACE_DAYS = 60
+"""The grace period the demo's premiums are drawn against (care_rules/policy.yaml's)."""
 _PURCHASE_CHANNELS = ("agent", "online", "app", "branch", "bancassurance")
 _COMPLAINT_TOPICS = ("claim_delay", "billing", "service_attitude", "policy_change", "refund")
 _COMPLAINT_CHANNELS = ("hotline", "wechat", "branch", "email")
@@ -380,6 +387,11 @@ class Holding:
     status: str
     premium: str
     policy_id: str = ""
+    # A long-term policy's premium schedule (``Population.premium_schedule``); none for a term
+    # policy, which renews instead.
+    premium_due_date: dt.date | None = None
+    payment_frequency: str = ""
+    paid_through: dt.date | None = None
 
     def csv_row(self) -> dict[str, str]:
         return {
@@ -390,6 +402,9 @@ class Holding:
             "renewal_date": _date(self.renewal_date),
             "status": self.status,
             "premium": self.premium,
+            "premium_due_date": _date(self.premium_due_date),
+            "payment_frequency": self.payment_frequency,
+            "paid_through": _date(self.paid_through),
         }
 
     def values(self) -> dict[str, Any]:
@@ -403,6 +418,9 @@ class Holding:
                 "renewal_date": self.renewal_date,
                 "status": self.status,
                 "premium": Decimal(self.premium) if self.premium else None,
+                "premium_due_date": self.premium_due_date,
+                "payment_frequency": self.payment_frequency or None,
+                "paid_through": self.paid_through,
             }
         )
 
@@ -468,6 +486,7 @@ class _Weighted:
 
 _TIERS = _Weighted((("A", 10), ("B", 20), ("C", 50), ("D", 20)))
 _POLICY_STATUS = _Weighted((("active", 85), ("lapsed", 9), ("cancelled", 6)))
+_FREQUENCIES = _Weighted(_FREQ_WEIGHTS)
 
 
 def _digits(rng: random.Random, count: int) -> str:
@@ -498,6 +517,15 @@ def local_time(day: dt.date, hour: int, minute: int, zone: str) -> dt.datetime:
 # --- the generator ---------------------------------------------------------------------------
 
 
+def _on_or_before(start: dt.date, months: int, day: dt.date) -> dt.date:
+    """The last due date of the schedule from ``start`` (every ``months``) on or before
+    ``day`` (``start`` itself when ``day`` is before the first after it)."""
+    periods = ((day.year - start.year) * 12 + day.month - start.month) // months * months
+    while periods > 0 and add_months(start, periods) > day:
+        periods -= months
+    return add_months(start, max(periods, 0))
+
+
 class Population:
     """Makes customers, policies and events; keeps what it made in ``customers``,
     ``policies`` and ``events`` (a caller streaming a large population may clear them)."""
@@ -509,6 +537,8 @@ class Population:
         # Agents, segments and families are drawn from a generator of their own, so that
         # adding them left every customer, policy and event of a seed as it was.
         self.family = random.Random(f"agents-and-relations:{seed}")
+        # Premium schedules too: they came after the rest, and leave it as it was.
+        self.schedules = random.Random(f"premiums:{seed}")
         self.emails: set[str] = set()
         self.customers: list[Person] = []
         self.policies: list[Holding] = []
@@ -689,7 +719,53 @@ class Population:
     def _keep(self, p: Holding) -> Holding:
         self.policies.append(p)
         p.customer.policies.append(p)
+        self.premium_schedule(p)
         return p
+
+    def premium_schedule(self, p: Holding) -> None:
+        """The premium schedule of a long-term policy (a term policy renews instead).
+
+        Mostly annual, some semi-annual, quarterly or monthly, some annuities paid with a
+        single premium (no due date). Due dates fall on the schedule from the start date; an
+        active policy is paid up to the day before its next due date, except a few in their
+        grace period (the last due date unpaid, at most ``GRACE_DAYS`` ago) and fewer beyond
+        it (not yet marked lapsed); a lapsed policy is paid up to the due date it missed.
+        """
+        if p.renewal_date is not None or p.product not in _LONG_TERM:
+            return
+        rng = self.schedules
+        if "年金" in p.product and rng.random() < 0.3:
+            p.payment_frequency = PaymentFrequency.SINGLE.value
+            return
+        freq = PaymentFrequency(_FREQUENCIES.pick(rng))
+        p.payment_frequency = freq.value
+        if p.premium and freq.months < 12:
+            # ``premium`` is one premium as it falls due: a share of the year's.
+            share = Decimal(p.premium) * freq.months / 12
+            p.premium = str(share.quantize(Decimal("0.01")))
+        if p.status == "cancelled":
+            return  # nothing falls due on a cancelled policy
+        today = self.today
+        months = freq.months
+        upcoming = next_due_date(None, today, freq.value, p.start_date)
+        assert upcoming is not None
+        periods = ((upcoming.year - p.start_date.year) * 12 + upcoming.month) - p.start_date.month
+        last = add_months(p.start_date, periods - months) if periods >= 2 * months else None
+        due = upcoming
+        roll = rng.random()
+        if p.status == "lapsed":
+            # The premium it missed, before the grace period of today (the first one, at the
+            # start, for a policy that lapsed at once).
+            back = today - dt.timedelta(days=GRACE_DAYS + 1 + rng.randint(0, 300))
+            due = _on_or_before(p.start_date, months, max(back, p.start_date))
+        elif last is not None and roll < 0.08:
+            behind = (today - last).days
+            if roll < 0.06 and 0 < behind <= GRACE_DAYS:
+                due = last  # in its grace period
+            elif roll >= 0.06 and behind > GRACE_DAYS:
+                due = last  # beyond it, not yet marked lapsed
+        p.premium_due_date = due
+        p.paid_through = due - dt.timedelta(days=1)
 
     def product(self, locale: str) -> tuple[str, bool, tuple[int, int]]:
         """A product of the market of ``locale``: (name, long_term, premium bounds)."""
