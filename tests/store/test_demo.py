@@ -221,29 +221,30 @@ def test_policy_values_follow_the_store_contract(store) -> None:
     assert {p["status"] for p in rows["policies"]} == {"active", "lapsed", "cancelled"}
 
 
+TYPES = ("policy_purchased", "complaint_received", "complaint_resolved", "claim_settled")
+
+
 def test_event_values_follow_the_store_contract(store) -> None:
     today, rows = store
     customers = {c["customer_id"]: c for c in rows["customers"]}
     declared, errors = load_event_types(RULES_DIR)
     assert errors == []
     for e in rows["events"]:
-        assert e["type"] in ("policy_purchased", "complaint_resolved", "claim_settled")
+        assert e["type"] in TYPES
         # The payload is as care_rules/events.yaml declares it (the keys templates read).
         assert declared.problems(e["type"], json.loads(e["payload"] or "null")) == []
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00[+-]\d\d:\d\d", e["occurred_at"])
         when = local_time(e, customers[e["customer_id"]])
-        assert today - dt.timedelta(days=31) <= when.date() < today
+        # Before today, but a complaint just received (00:01 today: acknowledged today).
+        assert today - dt.timedelta(days=31) <= when.date() <= today
+        assert when.date() < today or e["type"] == "complaint_received"
         if e["payload"]:
             payload = json.loads(e["payload"])
             assert isinstance(payload, dict) and payload
             assert e["payload"] == json.dumps(
                 payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True
             )
-    assert {e["type"] for e in rows["events"]} == {
-        "policy_purchased",
-        "complaint_resolved",
-        "claim_settled",
-    }
+    assert {e["type"] for e in rows["events"]} == set(TYPES)
     # Events are numbered in the order they happened.
     instants = [dt.datetime.fromisoformat(e["occurred_at"]) for e in rows["events"]]
     assert instants == sorted(instants)
@@ -562,7 +563,10 @@ def test_agents_leave_the_customers_policies_and_events_as_they_were() -> None:
     plain.family_birthdays = lambda reachable: None  # type: ignore[method-assign]
     plain.build()
     before = plain.csv_rows()
-    after = demo_rows(today)
+    with_agents = _Demo(today, 240, 7)
+    with_agents.complaints_open = lambda taken: None  # type: ignore[method-assign]
+    with_agents.build()
+    after = with_agents.csv_rows()
     for table in ("policies", "events"):
         assert after[table] == before[table]
     strip = ("agent_id", "segment")
@@ -628,3 +632,55 @@ def test_premium_reminders_are_due_today(store) -> None:
     )
     for offset in PREMIUM_OFFSETS:
         assert due[offset] >= PREMIUM_OFFSETS.count(offset), offset
+
+
+def test_the_complaint_lifecycle_today(store) -> None:
+    """A complaint received just after midnight today, one received five days ago and still
+    open, one received five days ago and resolved two days ago: customers in the default
+    zone whose agent has a manager."""
+    today, rows = store
+    customers = {c["customer_id"]: c for c in rows["customers"]}
+    managers = {a["agent_id"]: a["manager_id"] for a in rows["agents"]}
+    received = {
+        json.loads(e["payload"])["case_id"]: e
+        for e in rows["events"]
+        if e["type"] == "complaint_received"
+    }
+    resolved = {
+        json.loads(e["payload"])["case_id"]: e
+        for e in rows["events"]
+        if e["type"] in ("complaint_resolved", "complaint_closed")
+    }
+    days = Counter(
+        (today - local_time(e, customers[e["customer_id"]]).date()).days for e in received.values()
+    )
+    assert days == Counter({0: 1, 5: 2})
+    for case, e in received.items():
+        customer = customers[e["customer_id"]]
+        assert managers[customer["agent_id"]], case
+        assert set(json.loads(e["payload"])) == {"case_id", "channel", "category", "severity"}
+    # Of the two received five days ago, one was resolved since; the other is open.
+    [case] = [c for c in received if c in resolved]
+    age = (today - local_time(received[case], customers[received[case]["customer_id"]]).date()).days
+    assert age == 5
+    when = local_time(resolved[case], customers[resolved[case]["customer_id"]]).date()
+    assert when == today - dt.timedelta(days=2)
+
+
+def test_the_complaint_cases_leave_the_rest_as_it_was() -> None:
+    from caretouch.store.demo import _Demo
+
+    today = dt.date(2026, 11, 23)
+    plain = _Demo(today, 240, 7)
+    plain.complaints_open = lambda taken: None  # type: ignore[method-assign]
+    plain.build()
+    before = plain.csv_rows()
+    after = demo_rows(today)
+    for table in ("customers", "policies", "agents", "relations"):
+        assert after[table] == before[table]
+
+    def strip(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
+        return [(e["type"], e["customer_id"], e["occurred_at"]) for e in rows]
+
+    extra = [e for e in strip(after["events"]) if e not in strip(before["events"])]
+    assert len(after["events"]) == len(before["events"]) + 4 == len(before["events"]) + len(extra)

@@ -23,7 +23,12 @@ shipped rule fire on ``today``:
 * long-term policies with an unpaid premium due today + 30 and + 7 (premium-due-reminder),
   today - 7 and - 30 (premium-grace-reminder), twice today - 45 (premium-lapse-warning: the
   agent's task) and one today - 75, beyond the grace period (``PREMIUM_OFFSETS``), each of a
-  tier C or D customer nothing else is due for today.
+  tier C or D customer nothing else is due for today;
+* the complaint lifecycle (``complaints_open``): a ``complaint_received`` just after local
+  midnight today (acknowledged today, the agent's call-back), one received five local days
+  ago and still open (the escalation to the agent's manager today), and one received five
+  days ago and resolved two days ago (its escalation suppressed ``case_closed``), each of a
+  customer in the default time zone nothing else is due for today, whose agent has a manager.
 
 Every long-term policy (life, annuity, education) has a premium schedule
 (``Population.premium_schedule``): mostly annual, some semi-annual, quarterly or monthly, some
@@ -49,7 +54,7 @@ from pathlib import Path
 
 from ..dates import LUNAR_MAX_YEAR, is_leap_year, lunar_anniversary_keys
 from .models import CANONICAL_COLUMNS
-from .population import BAD_PHONES, Person, Population, add_years
+from .population import BAD_PHONES, DEFAULT_TIMEZONE, Person, Population, add_years
 
 # The CSV headers are exactly the store's canonical column names (SPEC section 4).
 CUSTOMER_COLUMNS = CANONICAL_COLUMNS["customer"]
@@ -219,9 +224,11 @@ class _Demo(Population):
                 self.complaint(c, day, (rng.randint(9, 18), rng.choice((0, 20, 40))))
         self.agents_and_relations()
         self.family_birthdays([c for c, role, _ in roles if role == "renewal"])
-        self.premiums_due({c.customer_id for c, _, _ in roles})
+        taken = {c.customer_id for c, _, _ in roles}
+        taken |= self.premiums_due(taken)
+        self.complaints_open(taken)
 
-    def premiums_due(self, taken: set[str]) -> None:
+    def premiums_due(self, taken: set[str]) -> set[str]:
         """Long-term policies whose premium reminders are due today (``PREMIUM_OFFSETS``:
         before the due date, in the grace period, the agent's lapse warning, one beyond the
         grace period that nothing reminds of), each of a customer nothing else is due for
@@ -253,11 +260,49 @@ class _Demo(Population):
             p.paid_through = due - dt.timedelta(days=1)
             years = max(1, (due - p.start_date).days // 365)
             p.start_date = add_years(due, -years)
+        return used
 
-    def _quiet_today(self, c: Person) -> bool:
-        """Whether nothing but a premium reminder could be due for ``c`` today."""
+    def complaints_open(self, taken: set[str]) -> None:
+        """The three complaint cases of the module docstring, drawn apart (their own random
+        generator: everything else is as it was)."""
         today = self.today
-        if c.status != "active" or c.tier not in ("C", "D"):
+        rng = self.cases
+        managed = {a.agent_id for a in self.agents if a.manager_id}
+        candidates = [
+            c
+            for c in self.customers
+            if c.customer_id not in taken
+            and self._quiet_today(c, ("A", "B", "C", "D"))
+            and c.agent_id in managed
+            and (c.timezone or DEFAULT_TIMEZONE) == DEFAULT_TIMEZONE
+            and not any(
+                p.premium_due_date
+                and -75 <= (p.premium_due_date - today).days <= 30  # a premium reminder
+                for p in c.policies
+            )
+        ]
+        rng.shuffle(candidates)
+        if len(candidates) < 3:
+            return  # a tiny store: the lifecycle is left out
+        fresh, still_open, resolved = candidates[:3]
+        before = today - dt.timedelta(days=5)
+        self.complaint(fresh, today, (0, 1), "complaint_received", rng=rng)
+        self.complaint(still_open, before, (10, 30), "complaint_received", rng=rng)
+        case = self.complaint(resolved, before, (11, 0), "complaint_received", rng=rng)
+        self.complaint(
+            resolved,
+            today - dt.timedelta(days=2),
+            (15, 0),
+            "complaint_resolved",
+            rng=rng,
+            case_id=str(case.payload["case_id"]),
+        )
+
+    def _quiet_today(self, c: Person, tiers: tuple[str, ...] = ("C", "D")) -> bool:
+        """Whether nothing but a premium reminder could be due for ``c`` today (of ``tiers``:
+        C and D have no cadence check-in)."""
+        today = self.today
+        if c.status != "active" or c.tier not in tiers:
             return False
         if not (c.phone and c.phone not in BAD_PHONES and c.consent_sms):
             return False

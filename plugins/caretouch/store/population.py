@@ -539,6 +539,8 @@ class Population:
         self.family = random.Random(f"agents-and-relations:{seed}")
         # Premium schedules too: they came after the rest, and leave it as it was.
         self.schedules = random.Random(f"premiums:{seed}")
+        # And the demo's complaint cases (``store.demo``).
+        self.cases = random.Random(f"complaints:{seed}")
         self.emails: set[str] = set()
         self.customers: list[Person] = []
         self.policies: list[Holding] = []
@@ -945,19 +947,35 @@ class Population:
         }
         return self._event(Happening("claim_settled", p.customer, p, when, payload))
 
-    def complaint(self, c: Person, day: dt.date, at: tuple[int, int]) -> Happening:
-        """A ``complaint_resolved`` event on the customer's local ``day``, about one of their
-        policies half of the time."""
-        rng = self.rng
+    def complaint(
+        self,
+        c: Person,
+        day: dt.date,
+        at: tuple[int, int],
+        kind: str = "complaint_resolved",
+        *,
+        rng: random.Random | None = None,
+        case_id: str | None = None,
+    ) -> Happening:
+        """A complaint event (``kind``: by default ``complaint_resolved``) on the customer's
+        local ``day``, about one of their policies half of the time; ``rng``: the generator
+        to draw from (the population's by default)."""
+        rng = rng or self.rng
         own = c.policies
         policy = rng.choice(own) if own and rng.random() < 0.5 else None
         payload = {
-            "case_id": f"CS{day:%Y%m%d}{rng.randint(1, 999):03d}",
+            "case_id": case_id or f"CS{day:%Y%m%d}{rng.randint(1, 999):03d}",
             "channel": rng.choice(_COMPLAINT_CHANNELS),
             "topic": rng.choice(_COMPLAINT_TOPICS),
         }
+        if kind != "complaint_resolved":  # ``topic`` is the resolution's older word
+            payload["category"] = payload.pop("topic")
+            if kind == "complaint_received":
+                payload["severity"] = rng.choice(("low", "medium", "high"))
+            else:
+                payload.pop("channel")
         when = local_time(day, *at, c.timezone)
-        return self._event(Happening("complaint_resolved", c, policy, when, payload))
+        return self._event(Happening(kind, c, policy, when, payload))
 
     def _event(self, e: Happening) -> Happening:
         self.events.append(e)
