@@ -86,3 +86,16 @@ def test_the_escalation_is_in_the_managers_task_list(filled: Care) -> None:
     assert "CS-1" in row["brief"] and "high" in row["brief"]
     mine = filled("task", "list", "--agent", "A1", "--date", "2026-11-25", "--format", "json")
     assert json.loads(mine.output) == []  # the agent's list does not show their manager's
+
+
+def test_preview_names_the_manager_an_escalation_goes_to(filled: Care) -> None:
+    filled(
+        *("event", "emit", "--type", "complaint_received", "--customer", "C1", "--id", "K1"),
+        *("--at", "2026-11-20T08:30:00+08:00", "--now", "2026-11-20T00:35:00Z"),
+        *("--payload", '{"case_id": "CS-1", "category": "billing", "severity": "high"}'),
+    )
+    shown = filled("preview", "complaint-escalation", "--customer", "C1", "--date", "2026-11-25")
+    assert shown.exit_code == 0, shown.output
+    assert "channel: agent_task, locale zh-CN, to manager M1 (of agent A1)" in shown.output
+    called = filled("preview", "complaint-call-back", "--customer", "C1", "--date", "2026-11-20")
+    assert "to agent A1" in called.output

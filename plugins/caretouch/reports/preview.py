@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from ..errors import CareError
 from ..mask import mask_recipient
 from ..plan import Touch, plan_day
-from ..vocab import Channel
+from ..store.lookup import agent_managers
+from ..vocab import Channel, TaskAssignee
 
 if TYPE_CHECKING:
     from ..run.engine import CareEngine
@@ -28,6 +29,21 @@ def _find_touch(engine: CareEngine, rule_id: str, customer_id: str, day: dt.date
         if touch.customer_id == customer_id:
             return touch
     return None
+
+
+def _assignee(engine: CareEngine, touch: Touch) -> str:
+    """Who a task would go to: ``agent A1``, or ``manager M1 (of agent A1)``."""
+    agent_id = touch.customer.get("agent_id")
+    task = touch.rule.task
+    if not agent_id:
+        return "agent (none)"
+    if task is None or task.assignee is not TaskAssignee.MANAGER:
+        return f"agent {agent_id}"
+    with engine.store.read_session() as session:
+        manager, known = agent_managers(session, [agent_id]).get(agent_id, (None, False))
+    if manager is None:
+        return f"manager (none: agent {agent_id} has no manager)"
+    return f"manager {manager} (of agent {agent_id})" + ("" if known else ", not in the store")
 
 
 def preview_touch(
@@ -57,9 +73,10 @@ def preview_touch(
     locale = touch.customer.get("locale") or "zh-CN"
     template = touch.rule.template
     if chosen is Channel.AGENT_TASK:
-        # A task for the customer's agent: its brief, "to" the agent (no personal data).
+        # A task for the customer's agent (or that agent's manager: ``task.assignee``): its
+        # brief, "to" the agent (no personal data).
         template = touch.rule.task.brief if touch.rule.task else template
-        to = f"agent {touch.customer.get('agent_id') or '(none)'}"
+        to = _assignee(engine, touch)
     else:
         address = touch.customer.get("phone" if chosen is Channel.SMS else "email")
         to = mask_recipient(address)
