@@ -38,7 +38,8 @@ def _complaint(event_id: str, customer: str, type_: str, case: str, at: str) -> 
 
 
 def fill(store: Store) -> None:
-    """C1: a premium overdue and an open complaint (high). C2: a complaint resolved, its
+    """C1: a premium overdue (28 days: no premium reminder falls on 1 December, which would
+    take the day's cap) and an open complaint (high). C2: a complaint resolved, its
     premium paid (none). C3: answered unsatisfied and withdrew SMS consent (high). C4: tier
     A, never contacted (out of cadence only: low). C5: inactive, premium overdue (left out
     of the store-wide list)."""
@@ -75,7 +76,7 @@ def fill(store: Store) -> None:
                 update(InsurancePolicy)
                 .where(InsurancePolicy.policy_id == policy_id)
                 .values(
-                    premium_due_date=dt.date(2026, 11, 1)
+                    premium_due_date=dt.date(2026, 11, 3)
                     if policy_id == "P1"
                     else dt.date(2027, 11, 1),
                     payment_frequency="annual",
@@ -108,7 +109,7 @@ def test_the_signals_of_each_customer(filled: Store, shipped_rules) -> None:
         ChurnSignal.OUT_OF_CADENCE,
     }
     assert c1.score == 7 and c1.level is RiskLevel.HIGH and c1.agent_id == "A1"
-    assert "policy P1: premium due 2026-11-01, 30 day(s) unpaid" in c1.signals.values()
+    assert "policy P1: premium due 2026-11-03, 28 day(s) unpaid" in c1.signals.values()
     assert c1.signals[ChurnSignal.OPEN_COMPLAINT] == "open case(s) CS1"
     # Tier D's level (minimal) has no cadence.
     assert set(c3.signals) == {ChurnSignal.UNSATISFIED, ChurnSignal.OPTED_OUT}
@@ -210,7 +211,7 @@ def test_customer_show_and_at_risk(care_filled: Care) -> None:
     shown = care_filled("customer", "show", "C1", "--date", "2026-12-01")
     assert shown.exit_code == 0, shown.output
     assert "churn risk on 2026-12-01: high (score 7)" in shown.output
-    assert "premium_overdue: policy P1: premium due 2026-11-01" in shown.output
+    assert "premium_overdue: policy P1: premium due 2026-11-03" in shown.output
     assert "+8613812348000" not in shown.output and "wang.fang@example.com" not in shown.output
     data = json.loads(
         care_filled("customer", "show", "C4", "--date", "2026-12-01", "--json").output

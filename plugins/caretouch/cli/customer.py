@@ -16,6 +16,7 @@ from .common import (
     fail,
     friendly_errors,
     load_ruleset,
+    parse_day,
     parse_now,
 )
 
@@ -28,14 +29,8 @@ def customer() -> None:
 
 
 def _today(day_text: str | None, ctx: click.Context) -> dt.date:
-    if day_text is None:
-        return parse_now(None).date()
-    try:
-        return dt.date.fromisoformat(day_text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{day_text!r} is not a date (YYYY-MM-DD)", param_hint="--date"
-        ) from None
+    """``--date``, else today (in UTC)."""
+    return parse_now(None).date() if day_text is None else parse_day(day_text)
 
 
 def _store(ctx: click.Context) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -161,38 +162,34 @@ def replies_between(store: Store, start: dt.datetime, end: dt.datetime) -> list[
     )
 
 
-def latest_scores(store: Store, customer_ids: Iterable[str]) -> dict[str, Reply]:
-    """Each customer's latest satisfaction answer (a reply with a score), if any."""
-    ids = sorted(set(customer_ids))
-    latest: dict[str, Reply] = {}
+def _latest_scored(store: Store, column: Any, ids: list[Any], key: str) -> dict[Any, Reply]:
+    """The latest satisfaction answer (a reply with a score) per value of ``column`` among
+    ``ids``; ``key``: the ``Reply`` attribute holding that value."""
+    latest: dict[Any, Reply] = {}
     for start in range(0, len(ids), CHUNK):
         for reply in _replies(
             store,
-            ProviderEventRow.customer_id.in_(ids[start : start + CHUNK]),
+            column.in_(ids[start : start + CHUNK]),
             ProviderEventRow.provider_status.in_(
                 (ReplyKind.SATISFIED.value, ReplyKind.UNSATISFIED.value)
             ),
         ):
-            if reply.customer_id is not None and reply.score is not None:
-                latest[reply.customer_id] = reply  # oldest first: the last one wins
+            value = getattr(reply, key)
+            if value is not None and reply.score is not None:
+                latest[value] = reply  # oldest first: the last one wins
     return latest
+
+
+def latest_scores(store: Store, customer_ids: Iterable[str]) -> dict[str, Reply]:
+    """Each customer's latest satisfaction answer (a reply with a score), if any."""
+    ids = sorted(set(customer_ids))
+    return _latest_scored(store, ProviderEventRow.customer_id, ids, "customer_id")
 
 
 def touch_scores(store: Store, touch_ids: Iterable[int]) -> dict[int, Reply]:
     """Each touch's latest satisfaction answer, if any."""
     ids = sorted(set(touch_ids))
-    latest: dict[int, Reply] = {}
-    for start in range(0, len(ids), CHUNK):
-        for reply in _replies(
-            store,
-            ProviderEventRow.touch_id.in_(ids[start : start + CHUNK]),
-            ProviderEventRow.provider_status.in_(
-                (ReplyKind.SATISFIED.value, ReplyKind.UNSATISFIED.value)
-            ),
-        ):
-            if reply.touch_id is not None and reply.score is not None:
-                latest[reply.touch_id] = reply
-    return latest
+    return _latest_scored(store, ProviderEventRow.touch_id, ids, "touch_id")
 
 
 def touch_replies(store: Store, touch_id: int) -> list[Reply]:
