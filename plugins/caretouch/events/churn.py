@@ -77,7 +77,7 @@ def raise_retention_events(
     # inbox never changes an event (its score may have moved since).
     with store.read_session() as session:
         ids = [str(e["event_id"]) for e in events]
-        raised = set()
+        raised: set[str] = set()
         for start in range(0, len(ids), CHUNK):
             raised.update(
                 session.scalars(

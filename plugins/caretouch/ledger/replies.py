@@ -97,6 +97,8 @@ def answered_touch(
                 )
             )
             for touch_id, attempt_id, at, event_row_id, customer, rule, event, to in rows:
+                if attempt_id is None:  # a sent event names its attempt; never otherwise
+                    continue
                 if not _same_address(to, wanted):
                     continue
                 sent_at = aware_utc(at)

@@ -314,7 +314,12 @@ def _deferred_touches(
                 rows[row.customer_id] = dict(row._mapping)
         # A premium reminder deferred before its premium was paid is owed no more.
         paid = paid_through(
-            session, (w.policy_id for w, _ in competing if _premium_due(rules[w.rule_id], w))
+            session,
+            (
+                w.policy_id
+                for w, _ in competing
+                if w.policy_id and _premium_due(rules[w.rule_id], w)
+            ),
         )
     touches = []
     for w, over in competing:

@@ -121,6 +121,7 @@ def _overdue_premiums(
                 else query.where(among(session, InsurancePolicy.customer_id, chunk))
             )
             for customer_id, policy_id, due in session.execute(q):
+                assert due is not None  # the WHERE compares it
                 if customer_id not in found or due < found[customer_id][0]:
                     found[customer_id] = (due, policy_id)
     return {
@@ -145,7 +146,7 @@ def _events(
     with store.read_session() as session:
         for chunk in _chunks(customer_ids):
             q = query if chunk is None else query.where(among(session, Event.customer_id, chunk))
-            rows.extend(tuple(r) for r in session.execute(q))  # type: ignore[misc]
+            rows.extend((c, t, at, p) for c, t, at, p in session.execute(q))
     return rows
 
 

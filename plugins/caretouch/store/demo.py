@@ -295,7 +295,7 @@ class _Demo(Population):
             (15, 0),
             "complaint_resolved",
             rng=rng,
-            case_id=str(case.payload["case_id"]),
+            case_id=str((case.payload or {})["case_id"]),
         )
 
     def _quiet_today(self, c: Person, tiers: tuple[str, ...] = ("C", "D")) -> bool:

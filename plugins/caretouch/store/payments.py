@@ -18,7 +18,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from ..premiums import next_due_date
@@ -108,8 +108,7 @@ def apply_payment(session: Session, policy_id: str, paid_through: dt.date) -> bo
     ``premium_due_date`` to the first due date after it. True if the policy changed; False
     if it was already paid that far (a replay, a late or duplicate payment) or is not
     stored. Compare-and-set, in the caller's transaction."""
-    table = InsurancePolicy.__table__
-    c = table.c
+    c = InsurancePolicy
     for _ in range(_ATTEMPTS):
         current = session.execute(
             select(c.paid_through, c.premium_due_date, c.payment_frequency, c.start_date).where(
@@ -123,8 +122,8 @@ def apply_payment(session: Session, policy_id: str, paid_through: dt.date) -> bo
         due = next_due_date(
             current.premium_due_date, paid_through, current.payment_frequency, current.start_date
         )
-        moved = session.execute(
-            update(table)
+        moved: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(InsurancePolicy)
             .where(
                 c.policy_id == policy_id,
                 c.paid_through.is_not_distinct_from(current.paid_through),
