@@ -30,8 +30,14 @@ $(PRISM):
 	    --prefix .tools/prism @stoplight/prism-cli@5.16.0; \
 	else echo "npm not found: the Prism contract tests will be skipped (they fail under CI=true)"; fi
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test module in one of them
+# (--dist loadfile: a module's fixtures and its tests stay together); TEST_WORKERS=0 runs it in
+# one process. Every test isolates what it shares (its own PostgreSQL schema, Redis keys,
+# ports, folders), so the workers do not meet.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser prism
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins dags tests bench deploy
