@@ -108,9 +108,22 @@ def test_preview_renders_for_a_real_customer(care: Care, filled: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "Subject:" in result.output and "王芳" in result.output
+    assert "\nsms: " not in result.output  # an email has no segments
     assert "w***@example.com" in result.output and "wang.fang@example.com" not in result.output
     missing = care("preview", "birthday", "--customer", "C1", "--date", "2026-11-24")
     assert missing.exit_code == 1 and "has no touch for customer C1" in missing.output
+
+
+def test_preview_shows_an_sms_s_encoding_and_segments(care: Care, filled: Path) -> None:
+    from caretouch.sms import sms_size
+
+    result = care("preview", "birthday", "--customer", "C1", "--date", "2026-11-23")
+    assert result.exit_code == 0, result.output
+    assert "channel: sms" in result.output
+    body = result.output.split("\n\n", 1)[1].rstrip("\n")
+    size = sms_size(body)
+    assert size.encoding == "UCS-2" and size.segments >= 1  # Chinese text
+    assert f"sms: {size}" in result.output
 
 
 def test_validate_reports_positions_and_exit_1(care: Care, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ..errors import CareError
 from ..mask import mask_recipient
 from ..plan import Touch, plan_day
+from ..sms import sms_size
 from ..store.lookup import agent_managers
 from ..vocab import Channel, TaskAssignee
 
@@ -86,6 +87,9 @@ def preview_touch(
         f"send at: {touch.send_at:%Y-%m-%d %H:%M}Z ({touch.timezone})",
         "",
     ]
+    if chosen is Channel.SMS:
+        # What the carrier counts and bills (``sms``): before anyone sends it.
+        lines[-1:-1] = [f"sms: {sms_size(message.body)}"]
     if message.subject is not None:
         lines += [f"Subject: {message.subject}", ""]
     lines.append(message.body)
