@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..errors import CareError
-from .common import F, check_rule_ids, config_of, fail, friendly_errors
+from .common import F, check_rule_ids, config_of, fail, friendly_errors, open_current_store
 
 
 @click.group()
@@ -46,11 +46,7 @@ def _filters(first: str | None, last: str | None, **kw: Any) -> Any:
 def _audit_store(ctx: click.Context, rule_id: str | None = None) -> Any:
     """The store, after checking ``--rule``: a rule the ledger has touches of, or one that is
     defined now (the rules are read only to know their ids)."""
-    from ..schema import require_current_schema
-    from ..store.db import open_store
-
-    store = open_store(config_of(ctx).store_url)
-    require_current_schema(store)
+    store = open_current_store(ctx)
     if rule_id is not None:
         from ..ledger.audit import rule_ids_in_ledger
         from ..render.templates import TemplateStore

@@ -133,6 +133,17 @@ def cli_run_id() -> str:
     return f"cli:{cli_actor()}/{uuid.uuid4().hex[:12]}"
 
 
+def open_current_store(ctx: click.Context) -> Any:
+    """The configured store, refused (``schema.require_current_schema``) unless its schema is
+    the current one: the commands that read or write it without the rules."""
+    from ..schema import require_current_schema
+    from ..store.db import open_store
+
+    store = open_store(config_of(ctx).store_url)
+    require_current_schema(store)
+    return store
+
+
 def anchor_ledger(config: CareConfig, store: Any, run_id: str, now: dt.datetime) -> None:
     """Anchor the ledger after a command that wrote to it (``ledger.anchors.anchor_run``)."""
     from ..ledger.anchors import anchor_run

@@ -16,6 +16,7 @@ from .common import (
     fail,
     friendly_errors,
     load_ruleset,
+    open_current_store,
     parse_day,
     parse_now,
 )
@@ -31,15 +32,6 @@ def customer() -> None:
 def _today(day_text: str | None, ctx: click.Context) -> dt.date:
     """``--date``, else today (in UTC)."""
     return parse_now(None).date() if day_text is None else parse_day(day_text)
-
-
-def _store(ctx: click.Context) -> Any:
-    from ..schema import require_current_schema
-    from ..store.db import open_store
-
-    store = open_store(config_of(ctx).store_url)
-    require_current_schema(store)
-    return store
 
 
 @customer.command("show")
@@ -63,7 +55,7 @@ def customer_show(
     from ..store.models import Agent, Customer, InsurancePolicy
 
     day = _today(day_text, ctx)
-    store = _store(ctx)
+    store = open_current_store(ctx)
     policy = load_ruleset(config_of(ctx), strict=False).policy
     with store.read_session() as session:
         row = session.scalars(select(Customer).where(Customer.customer_id == customer_id)).first()
@@ -179,7 +171,7 @@ def customer_at_risk(
     from ..signals.churn import assess, by_agent
 
     day = _today(day_text, ctx)
-    store = _store(ctx)
+    store = open_current_store(ctx)
     policy = load_ruleset(config_of(ctx), strict=False).policy
     floor = _LEVELS.index(min_level)
     risks = [

@@ -22,6 +22,7 @@ from .common import (
     config_of,
     fail,
     friendly_errors,
+    open_current_store,
     open_engine,
     parse_now,
 )
@@ -226,11 +227,8 @@ def drain(ctx: click.Context, consumer: str | None, now_text: str | None) -> Non
 def dead_letters_cmd(ctx: click.Context, limit: int, fmt: str) -> None:
     """Events the inbox refused, with the reason and where they came from."""
     from ..events.inbox import dead_letters
-    from ..schema import require_current_schema
-    from ..store.db import open_store
 
-    store = open_store(config_of(ctx).store_url)
-    require_current_schema(store)
+    store = open_current_store(ctx)
     for letter in dead_letters(store, limit=limit):
         if fmt == "json":
             click.echo(

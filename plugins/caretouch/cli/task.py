@@ -22,11 +22,12 @@ from .common import (
     config_of,
     fail,
     friendly_errors,
+    open_current_store,
     parse_now,
 )
 
 if TYPE_CHECKING:
-    from ..store.db import Store
+    pass
 
 # The columns of ``care task list`` (table and CSV), in order.
 COLUMNS = ("task", "due", "kind", "agent_id", "customer_id", "phone", "rule_id", "brief")
@@ -36,15 +37,6 @@ _BRIEF_IN_TABLE = 40
 @click.group()
 def task() -> None:
     """Tasks for agents: list the open ones, record their outcome, email the daily digest."""
-
-
-def _open_store(ctx: click.Context) -> Store:
-    from ..schema import require_current_schema
-    from ..store.db import open_store
-
-    store = open_store(config_of(ctx).store_url)
-    require_current_schema(store)
-    return store
 
 
 def _date(value: str | None, hint: str) -> dt.date | None:
@@ -88,7 +80,7 @@ def task_list(
     # The CLI's one entry of real time (common.parse_now), to mark what is overdue.
     today = _date(day_text, "--date") or parse_now(None).date()
     rows = open_tasks(
-        _open_store(ctx),
+        open_current_store(ctx),
         today,
         agent_id=agent_id,
         due_before=_date(due_before, "--due-before"),
@@ -151,7 +143,7 @@ def task_done(
     ledger, chained, from assigned only. A task no longer open: exit 2, nothing written."""
     from ..run.tasks import OUTCOME_STATUS, complete_task
 
-    store = _open_store(ctx)
+    store = open_current_store(ctx)
     now = parse_now(None)  # when the outcome was given: the CLI's entry of real time
     run_id = cli_run_id()
     try:
