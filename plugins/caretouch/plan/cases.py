@@ -58,7 +58,8 @@ class _Stored:
     case_id: str | None
 
 
-def _case_of(payload: Any) -> str | None:
+def case_of(payload: Any) -> str | None:
+    """The case a lifecycle event's payload names (``case_id``), None when none."""
     # An unreadable payload (``bounds.Unreadable``) or one without a case names no case.
     if isinstance(payload, dict) and payload.get(CASE_FIELD) not in (None, ""):
         return str(payload[CASE_FIELD])
@@ -72,7 +73,7 @@ def _read(session: Any, where: Any) -> list[_Stored]:
         .order_by(Event.occurred_at, Event.id)
     )
     return [
-        _Stored(r.event_id, r.type, r.customer_id, aware_utc(r.occurred_at), _case_of(r.payload))
+        _Stored(r.event_id, r.type, r.customer_id, aware_utc(r.occurred_at), case_of(r.payload))
         for r in rows
     ]
 

@@ -70,10 +70,13 @@ from sqlalchemy import and_, func, or_, select
 
 from ..dates import aware_utc
 from ..ledger.models import TouchCurrent, TouchRow
+from ..plan.cases import case_of
 from ..premiums import DEFAULT_GRACE_DAYS
+from ..premiums import lapsed as is_lapsed
 from ..rules.contact_policy import ContactPolicy
 from ..rules.loader import RuleSet
 from ..rules.model import Rule, TriggerKind
+from ..rules.sql import premium_unpaid
 from ..signals.churn import assess, open_complaints
 from ..store.db import Store, among
 from ..store.models import Customer, Event, InsurancePolicy
@@ -651,7 +654,7 @@ def _premiums(
     """Count the policies with a premium schedule, overdue and lapsed; customer -> the
     overdue policies and the lapsed ones."""
     p = InsurancePolicy.__table__
-    unpaid = or_(p.c.paid_through.is_(None), p.c.paid_through < p.c.premium_due_date)
+    unpaid = premium_unpaid()
     end = period.last
     overdue: dict[str, list[str]] = defaultdict(list)
     lapsed: dict[str, list[str]] = defaultdict(list)
@@ -664,8 +667,14 @@ def _premiums(
             select(func.count()).select_from(p).where(scheduled)
         ).scalar_one()
         # Only the unpaid ones due by the end, and those marked lapsed, are read.
-        for customer_id, policy_id, status, due in session.execute(
-            select(p.c.customer_id, p.c.policy_id, p.c.status, p.c.premium_due_date).where(
+        for row in session.execute(
+            select(
+                p.c.customer_id,
+                p.c.policy_id,
+                p.c.status,
+                p.c.premium_due_date,
+                p.c.paid_through,
+            ).where(
                 scheduled,
                 or_(
                     p.c.status == PolicyStatus.LAPSED.value,
@@ -673,13 +682,12 @@ def _premiums(
                 ),
             )
         ):
-            due = due if isinstance(due, dt.date) else dt.date.fromisoformat(str(due))
-            if status == PolicyStatus.LAPSED.value or (end - due).days > grace_days:
+            if is_lapsed(row._mapping, end, grace_days):
                 found.lapsed += 1
-                lapsed[customer_id].append(policy_id)
+                lapsed[row.customer_id].append(row.policy_id)
             else:
                 found.overdue += 1
-                overdue[customer_id].append(policy_id)
+                overdue[row.customer_id].append(row.policy_id)
     return dict(overdue), dict(lapsed)
 
 
@@ -701,7 +709,7 @@ def _problems(
     cases: dict[str, list[str]] = defaultdict(list)
     for e in in_period:
         if e.type == COMPLAINT_RECEIVED:
-            case = str(e.payload.get("case_id") or e.event_id)
+            case = case_of(e.payload) or e.event_id
             why[e.customer_id].append(f"complaint {case} received {e.day.isoformat()}")
             cases[e.customer_id].append(case)
         elif e.type == UNSATISFIED:

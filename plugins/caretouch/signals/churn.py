@@ -29,10 +29,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from ..ledger import Ledger
+from ..plan.cases import case_of
 from ..rules.contact_policy import ContactPolicy
+from ..rules.sql import premium_unpaid
 from ..store.db import Store, among
 from ..store.models import ConsentEvent, Customer, Event, InsurancePolicy
 from ..vocab import ChurnSignal, CustomerStatus, PolicyStatus, RiskLevel
@@ -107,10 +109,7 @@ def _overdue_premiums(
     ).where(
         InsurancePolicy.premium_due_date < day,
         InsurancePolicy.status == PolicyStatus.ACTIVE.value,
-        or_(
-            InsurancePolicy.paid_through.is_(None),
-            InsurancePolicy.paid_through < InsurancePolicy.premium_due_date,
-        ),
+        premium_unpaid(),
     )
     found: dict[str, tuple[dt.date, str]] = {}
     with store.read_session() as session:
@@ -161,7 +160,7 @@ def open_complaints(
     )
     state: dict[tuple[str, str], bool] = {}
     for customer_id, type_, _at, payload in rows:  # in time order: the last word counts
-        case = str((payload or {}).get("case_id") or "")
+        case = case_of(payload)
         if case:
             state[(customer_id, case)] = type_ in OPENING
     found: dict[str, list[str]] = defaultdict(list)
