@@ -64,6 +64,11 @@ class TouchRow(LedgerBase):
     context: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     run_id: Mapped[str] = mapped_column(String(250), nullable=False)
+    # The message variant the touch was given (a rule's ``variants:``), NULL without any; and
+    # TRUE on a test send (``care send-test``), NULL on every touch of a customer. NULL is
+    # left out of a row's hash, so both leave the rows chained before them as they were.
+    variant: Mapped[str | None] = mapped_column(String(64))
+    test: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (
         # A customer's recent touches (caps over 7 days) and a rule's deferred ones.

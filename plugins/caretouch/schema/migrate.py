@@ -74,8 +74,10 @@ def upgrade(store: Store, *, app_role: str | None = None) -> tuple[str | None, s
 
 
 # Columns that later revisions add to baseline tables: a store from before migrations lacks
-# them rightly (0003: the customer's agent and segment).
-_ADDED_LATER = frozenset({"customers.agent_id", "customers.segment"})
+# them rightly (0003: the customer's agent and segment; 0006: a touch's variant and test mark).
+_ADDED_LATER = frozenset(
+    {"customers.agent_id", "customers.segment", "touches.variant", "touches.test"}
+)
 
 
 def _check_adoptable(store: Store) -> None:
