@@ -154,7 +154,6 @@ class FixtureRunner:
 
     def run_case(self, case: Case, results: Results) -> list[Failure]:
         """Run one test; its failures are added to ``results`` and returned."""
-        results.tests += 1
         before = len(results.failures)
         with self.stores.store() as (store, folder):
             problems = write_rows(store, case, self.ruleset)
@@ -163,9 +162,10 @@ class FixtureRunner:
             if not problems:
                 history, found = write_history(store, case, self.ruleset)
                 problems += found
-            if problems:
+            if problems:  # an error of the fixture: the test is not run
                 results.errors += problems
                 return []
+            results.tests += 1
             engine = CareEngine(
                 self.config.model_copy(
                     update={"outbox_dir": str(folder / "outbox"), "anchor_file": str(folder)}
