@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from ..channels.agent_task import AgentTaskTransport
@@ -168,7 +169,12 @@ class FixtureRunner:
             results.tests += 1
             engine = CareEngine(
                 self.config.model_copy(
-                    update={"outbox_dir": str(folder / "outbox"), "anchor_file": str(folder)}
+                    update={
+                        "outbox_dir": str(folder / "outbox"),
+                        "anchor_file": str(folder / "anchors.jsonl"),
+                        # The scratch ledger's anchors are signed with a scratch key.
+                        "anchor_key": SecretStr(_TEST_KEY.decode()),
+                    }
                 ),
                 store,
                 self.templates,
