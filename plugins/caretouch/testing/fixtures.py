@@ -270,7 +270,7 @@ def load_fixture_file(path: Path, ruleset: RuleSet) -> tuple[list[Case], list[Va
     errors = schema_errors(data, FIXTURE_FILE_SCHEMA, pos)
     if not isinstance(data, dict) or not isinstance(data.get("tests"), list):
         return [], errors or [
-            ValidationError("a fixture file is a mapping with a 'tests' list", pos.at(()))
+            ValidationError("a fixture file is a mapping with a 'tests' list", location=pos.at(()))
         ]
     cases: list[Case] = []
     names: dict[str, Location] = {}

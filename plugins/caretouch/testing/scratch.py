@@ -227,8 +227,8 @@ def write_history(
         keys.add(touch.key)
         if touch.decision is not Decision.SEND:
             continue
-        (touch_id,) = record.planned_ids or [None]
-        if touch_id is None:
+        ids = record.planned_ids or []
+        if len(ids) != 1:
             errors.append(
                 ValidationError(
                     f"history entry {entry.rule} for {entry.customer} on {entry.day} is "
@@ -237,6 +237,7 @@ def write_history(
                 )
             )
             continue
+        touch_id = ids[0]
         steps = _STEPS[entry.status]
         if entry.status == "done" and touch.channel is not Channel.AGENT_TASK:
             errors.append(
