@@ -79,6 +79,8 @@ def test_passing_fixtures_exit_zero_and_say_what_they_checked(care: Care, rules:
     assert "birthday for C1: suppress (frequency_cap) on sms at 2027-06-15 09:00 local" in (
         result.output
     )
+    # What the carrier will bill, shown for each SMS an expectation names.
+    assert "send on sms at 2027-06-15 09:00 local; sms: 1 segment(s), " in result.output
 
 
 @pytest.mark.parametrize(

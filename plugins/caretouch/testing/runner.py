@@ -187,7 +187,8 @@ class FixtureRunner:
                 None,
                 _TEST_KEY,
             )
-            wants_text = {(e.rule, e.customer) for e in case.expect if _needs_text(e)}
+            # Every touch an expectation names is rendered: its SMS size is shown (-v).
+            wants_text = {(e.rule, e.customer) for e in case.expect if e.decision != "none"}
             if case.now is None:
                 observed = self._planned(engine, case, wants_text)
             else:
@@ -340,7 +341,10 @@ class FixtureRunner:
         if _needs_text(exp):
             self._check_text(case, exp, obs, fail, results)
         if len(results.failures) == before:
-            results.lines.append((exp.where, case.name, f"{exp.label}: {obs.describe()}"))
+            line = f"{exp.label}: {obs.describe()}"
+            if obs.channel == Channel.SMS.value and obs.body is not None:
+                line += f"; sms: {sms_size(obs.body)}"  # what the carrier will bill
+            results.lines.append((exp.where, case.name, line))
 
     def _check_text(
         self,
