@@ -149,6 +149,7 @@ TEST_SCHEMA: dict[str, Any] = {
                     "status": {"enum": list(HISTORY_STATUSES)},
                     "channel": {"enum": [c.value for c in Channel]},
                     "reason": {"enum": [r.value for r in SuppressionReason]},
+                    "context": {"type": "object"},
                 },
             },
         },
@@ -205,6 +206,9 @@ class HistoryEntry:
     channel: str | None = None
     reason: str | None = None
     subject: str | None = None
+    # Facts the touch was planned with that the test's rows no longer show (``days: 30`` of
+    # a premium reminder whose premium has since been paid): they win over the planner's.
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -418,6 +422,7 @@ def _case(
                 raw.get("channel"),
                 raw.get("reason"),
                 raw.get("subject"),
+                dict(raw.get("context") or {}),
             )
         )
     expect = []

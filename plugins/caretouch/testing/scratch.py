@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from ..errors import ValidationError
 from ..ledger import Ledger
 from ..ledger.consent import record_consent
+from ..plan import plan_day
 from ..plan.touch import Touch
 from ..rules.loader import RuleSet
 from ..rules.model import Rule
@@ -200,12 +202,34 @@ def _history_touch(store: Store, ruleset: RuleSet, entry: HistoryEntry) -> Touch
         channel=channel,
         relation=rows["relation"],
     )
+    # Where the rule's trigger matched that day, the touch the planner made then: with the
+    # facts it was planned with (a festival's name, the days before a due date, the years),
+    # which a touch deferred from it keeps.
+    planned = _planned_then(store, ruleset, rule, touch.key, entry.day)
+    if planned is not None:
+        planned.channel, planned.decision, planned.reason = channel, Decision.SEND, None
+        planned.explain = []
+        touch = planned
+    if entry.context:
+        touch.frozen_context = {**touch.template_context(), **entry.context}
     if entry.status == "suppressed":
         reason = SuppressionReason(entry.reason or SuppressionReason.FREQUENCY_CAP.value)
         touch.suppress(reason, "history of the test")
     elif entry.status == "deferred":
         touch.suppress(SuppressionReason.DEFERRED, "history of the test")
     return touch
+
+
+def _planned_then(
+    store: Store, ruleset: RuleSet, rule: Rule, key: str, day: dt.date
+) -> Touch | None:
+    """The touch of ``key`` as ``plan_day`` plans ``day`` for ``rule`` alone (no history:
+    only its facts are wanted), or None when the trigger does not match that day."""
+    alone = replace(ruleset, rules=[rule], campaigns=[])
+    for touch in plan_day(store, alone, day):
+        if touch.key == key:
+            return touch
+    return None
 
 
 def write_history(
