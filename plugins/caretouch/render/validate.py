@@ -6,7 +6,6 @@ with sample data, and make an SMS providers take.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from difflib import get_close_matches
 from pathlib import Path
