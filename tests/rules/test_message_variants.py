@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from variants_env import variant_rules, variant_templates
 
 from caretouch.render.templates import TemplateStore
 from caretouch.rules.loader import load_rules
 from caretouch.rules.variants import assign
 from caretouch.vocab import VariantMetric, VariantThen
-from variants_env import variant_rules, variant_templates
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from variants_env import variant_rules, variant_templates
 
 from caretouch.config import CareConfig
 from caretouch.ledger import Ledger, ProviderEvent
@@ -30,7 +31,6 @@ from caretouch.run.engine import CareEngine, open_engine
 from caretouch.store.consent import Purpose
 from caretouch.store.db import Store
 from conftest import Care, cli_url, customer_row, load_rows, utc
-from variants_env import variant_rules, variant_templates
 
 DAY = dt.date(2026, 11, 23)
 NOON = utc(2026, 11, 23, 12)
@@ -219,7 +219,7 @@ def _seed(store: Store, tmp_path: Path, clicks: dict[str, int], test: str = SEND
 
 
 def test_outcomes_per_variant_come_from_the_ledger(store: Store, tmp_path: Path) -> None:
-    engine, by_variant = _seed(store, tmp_path, {"warm": 7, "short": 3})
+    _, by_variant = _seed(store, tmp_path, {"warm": 7, "short": 3})
     found = {o.variant: o for o in Ledger(store).variant_outcomes(["birthday-ab"], opt_outs=True)}
     for variant, clicked in (("warm", 7), ("short", 3)):
         o = found[variant]
@@ -291,7 +291,7 @@ def test_no_winner_when_the_difference_is_not_significant(store: Store, tmp_path
 
 
 def test_send_winner_gives_new_touches_the_winner(store: Store, tmp_path: Path) -> None:
-    engine, by_variant = _seed(store, tmp_path, {"warm": 3, "short": 30})
+    engine, _ = _seed(store, tmp_path, {"warm": 3, "short": 30})
     before = {r.customer_id: r.variant for r in _rows(store)}
     load_rows(store, customers=born(NEXT, 40, prefix="N"))
     planned = [
