@@ -39,7 +39,7 @@ def _status(status: TouchStatus) -> ColumnElement[bool]:
 
 
 def _counted(condition: ColumnElement[bool]) -> ColumnElement[int]:
-    return func.count().filter(condition)  # type: ignore[no-any-return]
+    return func.count().filter(condition)
 
 
 def variant_outcomes(
@@ -92,12 +92,12 @@ def variant_outcomes(
         found.append(
             VariantOutcomes(
                 rule_id,
-                variant,
+                str(variant),  # never NULL: the query asks for variants
                 int(sent),
                 int(delivered),
                 int(clicks),
                 int(replies),
-                withdrawn.get((rule_id, variant), 0),
+                withdrawn.get((rule_id, str(variant)), 0),
             )
         )
     return found
@@ -129,5 +129,6 @@ def _opted_out(session: Session, where: list[ColumnElement[bool]]) -> dict[tuple
     for rule_id, variant, customer_id, sent_at in sent:
         began = aware_utc(sent_at)
         if any(began <= at <= began + window for at in withdrawals.get(customer_id, ())):
-            counts[(rule_id, variant)] = counts.get((rule_id, variant), 0) + 1
+            key = (rule_id, str(variant))
+            counts[key] = counts.get(key, 0) + 1
     return counts

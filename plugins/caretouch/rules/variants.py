@@ -128,9 +128,9 @@ def verdict(outcomes: Sequence[VariantOutcomes], metric: VariantMetric, min_samp
         return Verdict(metric, rates, best.variant, p_values, alpha, None, why)
     worst_p = max(p_values.values())
     if worst_p >= alpha:
-        why = f"no significant difference (p = {worst_p:.4f} >= {alpha:g})"
+        why = f"no significant difference (p = {worst_p:.3g} >= {alpha:g})"
         return Verdict(metric, rates, best.variant, p_values, alpha, None, why)
     why = (
-        f"{best.variant} is significantly better on {metric.value} (p = {worst_p:.4f} < {alpha:g})"
+        f"{best.variant} is significantly better on {metric.value} (p = {worst_p:.3g} < {alpha:g})"
     )
     return Verdict(metric, rates, best.variant, p_values, alpha, best.variant, why)
