@@ -357,3 +357,41 @@ def test_statuses_counted_as_sent_are_the_sent_events(store: Store, tmp_path: Pa
     assert (
         next(r for r in rows if r.customer_id == "X1").variant is not None
     )  # recorded all the same
+
+
+def test_a_deferred_touch_keeps_the_variant_it_was_given(store: Store, tmp_path: Path) -> None:
+    """Held back by the day's cap (the shipped birthday greeting, same priority, goes first
+    by rule id), the touch is deferred with its variant; planned again the next day after
+    the weights changed, it keeps that variant, not the one the new weights would give."""
+    customers = born(DAY, 20)
+    load_rows(store, customers=customers)
+    rules = variant_rules(tmp_path, only=False)
+    path = rules / "birthday-ab.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("priority: 30", "priority: 10\n    defer_days: 2"),
+        encoding="utf-8",
+    )
+    engine = open_engine(_config(store, tmp_path, rules, variant_templates(tmp_path)), store=store)
+    run_day(engine, DAY, run_id="t1", now=NOON)
+    deferred = {r.customer_id: r.variant for r in _rows(store) if r.rule_id == "birthday-ab"}
+    assert len(deferred) == 20 and set(deferred.values()) == {"warm", "short"}
+    path.write_text(
+        path.read_text(encoding="utf-8").replace(
+            "{id: warm, template: birthday, weight: 50}",
+            "{id: warm, template: birthday, weight: 1}",
+        ),
+        encoding="utf-8",
+    )
+    engine = open_engine(_config(store, tmp_path, rules, tmp_path / "templates"), store=store)
+    rule = engine.ruleset.by_id("birthday-ab")
+    moved = [c for c, v in deferred.items() if v == "warm" and rule.variant_for(c).id == "short"]  # type: ignore[union-attr]
+    assert moved  # the new weights would give them short
+    again = {
+        t.customer_id: t
+        for t in plan_day(store, engine.ruleset, NEXT, history=Ledger(store))
+        if t.rule.id == "birthday-ab"
+    }
+    for customer in moved:
+        touch = again[customer]
+        assert touch.variant is not None and touch.variant.id == "warm"
+        assert "variant warm: given when first planned" in touch.explain

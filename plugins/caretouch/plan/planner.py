@@ -339,6 +339,8 @@ def _deferred_touches(
             timezone=zone.key,
             frozen_context=w.context,
             relation=_deferred_relation(rule, w),
+            # The variant it was given keeps it (plan.variants leaves it as recorded).
+            variant=rule.variant(w.variant) if w.variant else None,
         )
         if touch.relation is not None:
             touch.explain.append(

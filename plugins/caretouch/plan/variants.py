@@ -49,6 +49,11 @@ def give_variants(touches: Sequence[Touch], rules: Sequence[Rule], history: Hist
         rule = touch.rule
         if not rule.variants:
             continue
+        if touch.variant is not None:  # deferred: the variant recorded when first planned
+            touch.explain.append(
+                sys.intern(f"variant {touch.variant.id}: given when first planned")
+            )
+            continue
         test = tests.get(rule.id)
         if test is not None and test.winner is not None:
             touch.variant = rule.variant(test.winner)
