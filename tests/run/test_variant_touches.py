@@ -395,3 +395,48 @@ def test_a_deferred_touch_keeps_the_variant_it_was_given(store: Store, tmp_path:
         touch = again[customer]
         assert touch.variant is not None and touch.variant.id == "warm"
         assert "variant warm: given when first planned" in touch.explain
+
+
+def test_event_planning_gives_event_touches_their_variant(store: Store, tmp_path: Path) -> None:
+    """Events planned as they arrive (``plan_new_events``) ask the whole ledger about a
+    send_winner test, as the daily plan does, and record the touch's variant."""
+    from sqlalchemy import text
+
+    from caretouch.events.planning import plan_new_events
+    from conftest import event_row
+
+    rules = variant_rules(tmp_path)
+    (rules / "birthday-ab.yaml").unlink()
+    (rules / "thanks-ab.yaml").write_text(
+        "version: 1\nrules:\n  - id: thanks-ab\n    description: Thanks, two wordings.\n"
+        "    trigger: {kind: event, type: policy_purchased, delay_days: 1}\n"
+        "    channels: [email, sms]\n    variants:\n"
+        "      - {id: long, template: thank_you, weight: 1}\n"
+        "      - {id: short, template: birthday_short, weight: 1}\n"
+        "    variant_test: {metric: clicked, min_sample: 10, then: send_winner}\n"
+        "    category: care\n    priority: 70\n    send_time: '10:00'\n",
+        encoding="utf-8",
+    )
+    engine = open_engine(_config(store, tmp_path, rules, variant_templates(tmp_path)), store=store)
+    load_rows(
+        store, customers=born(DAY, 4), events=[event_row(f"E{i}", f"C{i:04d}") for i in range(4)]
+    )
+    with store.session() as session:
+        for i in range(4):
+            session.execute(
+                text(
+                    "INSERT INTO event_receipts (event_id, source, received_at) "
+                    "VALUES (:e, 'stream', :at)"
+                ),
+                {"e": f"E{i}", "at": dt.datetime(2026, 11, 22, 2, 1)},
+            )
+    report = plan_new_events(engine, run_id="t-events", now=utc(2026, 11, 22, 3))
+    assert report.planned == 4
+    rule = engine.ruleset.by_id("thanks-ab")
+    rows = {r.customer_id: r for r in _rows(store)}
+    for customer, row in rows.items():
+        variant = rule.variant_for(customer)
+        assert variant is not None and (row.variant, row.template_id) == (
+            variant.id,
+            variant.template,
+        )
