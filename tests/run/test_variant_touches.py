@@ -333,7 +333,10 @@ def test_send_winner_waits_for_the_sample(store: Store, tmp_path: Path) -> None:
     ]
     assert {t.variant.id for t in planned if t.variant} == {"warm", "short"}
     assert all(
-        any("send_winner: not yet: warm, short below min_sample 400 sent" in w for w in t.explain)
+        any(
+            "send_winner: too few sent: warm, short below min_sample 400 sent" in w
+            for w in t.explain
+        )
         for t in planned
     )
 

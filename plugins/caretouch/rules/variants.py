@@ -124,7 +124,7 @@ def verdict(outcomes: Sequence[VariantOutcomes], metric: VariantMetric, min_samp
     }
     short = [r.variant for r in rates if r.sent < min_sample]
     if short:
-        why = f"not yet: {', '.join(short)} below min_sample {min_sample} sent"
+        why = f"too few sent: {', '.join(short)} below min_sample {min_sample} sent"
         return Verdict(metric, rates, best.variant, p_values, alpha, None, why)
     worst_p = max(p_values.values())
     if worst_p >= alpha:
