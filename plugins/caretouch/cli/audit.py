@@ -141,6 +141,8 @@ def audit_show(ctx: click.Context, touch: str) -> None:
         "reason",
     ):
         click.echo(f"{key:13} {detail[key] if detail[key] is not None else '-'}")
+        if key == "rule_hash" and detail["variant"] is not None:
+            click.echo(f"{'variant':13} {detail['variant']}")
     for n, line in enumerate(detail["why"] or ["-"]):
         click.echo(f"{'why' if n == 0 else '':13} {line}")
     click.echo(f"{'consent':13} {detail['consent'] or '-'} (when decided)")

@@ -72,7 +72,7 @@ def preview_touch(
         chosen = touch.rule.channels[0]
         lines.append(f"(no usable channel; showing {chosen.value})")
     locale = touch.customer.get("locale") or "zh-CN"
-    template = touch.rule.template
+    template = touch.template  # its variant's, when the rule has variants
     if chosen is Channel.AGENT_TASK:
         # A task for the customer's agent (or that agent's manager: ``task.assignee``): its
         # brief, "to" the agent (no personal data).
@@ -82,6 +82,9 @@ def preview_touch(
         address = touch.customer.get("phone" if chosen is Channel.SMS else "email")
         to = mask_recipient(address)
     message = engine.templates.render(template, chosen, locale, touch.template_context())
+    if touch.variant is not None:
+        total = sum(v.weight for v in touch.rule.variants)
+        lines.append(f"variant: {touch.variant.id} (weight {touch.variant.weight} of {total})")
     lines += [
         f"channel: {chosen.value}, locale {locale}, to {to}",
         f"send at: {touch.send_at:%Y-%m-%d %H:%M}Z ({touch.timezone})",
