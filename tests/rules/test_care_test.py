@@ -351,3 +351,42 @@ def test_the_pytest_plugin_runs_fixtures_as_tests(rules: Path, tmp_path: Path) -
     assert done.returncode == 1, out
     assert "1 failed, 3 passed" in out
     assert "wrong.yaml:7:" in out and "expected channel email, got sms" in out
+
+
+def test_a_variant_is_expected_and_its_template_rendered(care: Care, tmp_path: Path) -> None:
+    from caretouch.render.templates import TemplateStore
+    from caretouch.rules.loader import load_rules
+    from variants_env import variant_rules, variant_templates
+
+    rules, templates = variant_rules(tmp_path, channels="sms"), variant_templates(tmp_path)
+    rule = load_rules(rules, TemplateStore(templates)).by_id("birthday-ab")
+    given = rule.variant_for("C1").id
+    other = next(v.id for v in rule.variants if v.id != given)
+    text = {"short": "生日快乐！回T退订", "warm": "阖家幸福"}
+    (rules / "tests").mkdir()
+    path = write(
+        rules,
+        f"""\
+        version: 1
+        tests:
+          - name: the customer's variant
+            date: 2027-06-15
+            customers: [{{customer_id: C1, birth_date: 1980-06-15}}]
+            expect:
+              - {{rule: birthday-ab, variant: {given}, contains: ["{text[given]}"]}}
+          - name: the other variant
+            date: 2027-06-15
+            customers: [{{customer_id: C1, birth_date: 1980-06-15}}]
+            expect:
+              - {{rule: birthday-ab, variant: {other}}}
+        """,
+    )
+    result = care("test", "--coverage", rules=rules, templates=templates)
+    assert result.exit_code == 1
+    assert f"{path}:12:" in result.output
+    assert f"expected variant {other}, got {given}" in result.output
+    assert "2 expectation(s) in 1 file(s): 1 met, 1 failed" in result.output
+    # The variant checked is covered; the other one's template is not.
+    shown = {"short": "birthday_short", "warm": "birthday"}
+    assert f"templates/{shown[other]}/sms.zh-CN.* (zh-CN)" in result.output
+    assert f"templates/{shown[given]}/sms.zh-CN.* (zh-CN)" not in result.output

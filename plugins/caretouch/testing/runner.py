@@ -228,7 +228,7 @@ class FixtureRunner:
 
     def _render(self, touch: Touch, obs: Observed) -> None:
         assert touch.channel is not None
-        template = _template_of(touch.rule, touch.channel)
+        template = _template_of(touch, touch.channel)
         obs.template = template
         try:
             message = self.templates.render(
@@ -274,10 +274,12 @@ class FixtureRunner:
                         timezone=touch.timezone,
                         locale=touch.locale,
                         template=(
-                            _template_of(rule, Channel(channel)) if rule and channel else None
+                            rule.task.brief
+                            if rule and rule.task and channel == Channel.AGENT_TASK.value
+                            else touch.template_id
                         ),
                         status=status,
-                        variant=getattr(touch, "variant", None),
+                        variant=touch.variant,
                         subject=attempt.subject if attempt else None,
                         body=attempt.body if attempt else None,
                     )
@@ -429,11 +431,19 @@ def _compare(
         fail(key, f"expected {key} {wanted}, got {got} ({obs.describe()})")
 
 
-def _template_of(rule: Rule, channel: Channel) -> str:
-    """The template a touch of ``rule`` renders on ``channel``: a task's brief for an agent."""
+def _template_of(touch: Touch, channel: Channel) -> str:
+    """The template a touch renders on ``channel``: a task's brief for an agent, else its
+    variant's template (``Touch.template``)."""
+    if channel is Channel.AGENT_TASK and touch.rule.task is not None:
+        return touch.rule.task.brief
+    return touch.template
+
+
+def _rule_templates(rule: Rule, channel: Channel) -> list[str]:
+    """Every template a rule's touches may render on ``channel`` (each variant's)."""
     if channel is Channel.AGENT_TASK and rule.task is not None:
-        return rule.task.brief
-    return rule.template
+        return [rule.task.brief]
+    return [v.template for v in rule.variants] or [rule.template]
 
 
 def _observed(touch: Touch) -> Observed:
@@ -447,8 +457,8 @@ def _observed(touch: Touch) -> Observed:
         send_at=touch.send_at,
         timezone=touch.timezone,
         locale=touch.customer.get("locale") or "zh-CN",
-        template=_template_of(touch.rule, touch.channel) if touch.channel else None,
-        variant=getattr(touch, "variant", None),
+        template=_template_of(touch, touch.channel) if touch.channel else None,
+        variant=touch.variant.id if touch.variant is not None else None,
     )
 
 
@@ -460,8 +470,9 @@ def uncovered(ruleset: RuleSet, templates: TemplateStore, coverage: Coverage) ->
     ]
     seen: set[tuple[str, str, str]] = set()
     for rule in ruleset.rules:
-        for channel in rule.channels:
-            template = _template_of(rule, channel)
+        for channel, template in (
+            (ch, t) for ch in rule.channels for t in _rule_templates(rule, ch)
+        ):
             for locale in _locales(templates, template, channel):
                 key = (template, channel.value, locale)
                 if key in seen or key in coverage.templates:
