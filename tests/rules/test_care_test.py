@@ -354,9 +354,10 @@ def test_the_pytest_plugin_runs_fixtures_as_tests(rules: Path, tmp_path: Path) -
 
 
 def test_a_variant_is_expected_and_its_template_rendered(care: Care, tmp_path: Path) -> None:
+    from variants_env import variant_rules, variant_templates
+
     from caretouch.render.templates import TemplateStore
     from caretouch.rules.loader import load_rules
-    from variants_env import variant_rules, variant_templates
 
     rules, templates = variant_rules(tmp_path, channels="sms"), variant_templates(tmp_path)
     rule = load_rules(rules, TemplateStore(templates)).by_id("birthday-ab")
