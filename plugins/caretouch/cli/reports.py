@@ -119,7 +119,10 @@ def _forecast_tables(result: Any) -> list[str]:
         lines += ["", "Tasks per agent"]
         lines += text_table(*fc_module.agent_rows(result))
     if result.sms_counted:
-        lines += ["", "SMS segments per day (each SMS to send, rendered; the carrier bills segments)"]
+        lines += [
+            "",
+            "SMS segments per day (each SMS to send, rendered; the carrier bills segments)",
+        ]
         lines += text_table(*fc_module.sms_rows(result))
     return lines
 
