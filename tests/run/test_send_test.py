@@ -203,3 +203,27 @@ def test_reports_and_the_audit_view(store: Store, tmp_path: Path) -> None:
     assert listed[done.touch_id]["recipient"] != TESTER_PHONE  # masked
     detail = touch_detail(store, done.touch_id)
     assert detail is not None and detail["test"] is True
+
+
+def test_the_web_audit_view_marks_a_test_send(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from caretouch.web.app import create_audit_app
+
+    token = "carol-audit-token-0123456789"
+    monkeypatch.setenv("CARE_AUDIT_TOKENS", f"carol:{token}")
+    load_rows(sqlite_store, customers=[customer_row("C1")])
+    engine = engine_for(sqlite_store, tmp_path)
+    done = send_test(engine, "birthday", "C1", DAY, TESTER_PHONE, run_id="t", now=NOON)
+    run_day(engine, DAY, run_id="run-1", now=NOON)
+    bearer = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_audit_app(sqlite_store.url, tmp_path / "anchors.jsonl")) as client:
+        page = client.get(f"/audit/touches/{done.touch_id}", headers=bearer)
+        assert page.status_code == 200 and "test send" in page.text
+        assert TESTER_PHONE not in page.text  # masked
+        real = client.get(f"/audit/touches/{done.touch_id + 1}", headers=bearer)
+        assert real.status_code == 200 and "test send" not in real.text
+        listing = client.get("/audit", headers=bearer).text
+        assert listing.count('<span class="test"') == 1
