@@ -227,3 +227,29 @@ def test_the_web_audit_view_marks_a_test_send(
         assert real.status_code == 200 and "test send" not in real.text
         listing = client.get("/audit", headers=bearer).text
         assert listing.count('<span class="test"') == 1
+
+
+def test_through_twilio_and_sendgrid(sqlite_store: Store, tmp_path: Path, provider_sim) -> None:  # type: ignore[no-untyped-def]
+    """The real channel: the official SDKs against the provider simulator."""
+    from provider_sim import SENDGRID, TWILIO
+    from sim_channels import UNSUBSCRIBE_SECRET, fast_backoff, sendgrid_transport, twilio_transport
+
+    load_rows(sqlite_store, customers=[customer_row("C1")])
+    transports = {
+        Channel.SMS: twilio_transport(provider_sim, backoff=fast_backoff()),
+        Channel.EMAIL: sendgrid_transport(provider_sim, backoff=fast_backoff()),
+    }
+    engine = engine_for(
+        sqlite_store, tmp_path, transports=transports, unsubscribe_key=UNSUBSCRIBE_SECRET
+    )
+    sms = send_test(engine, "birthday", "C1", DAY, TESTER_PHONE, run_id="t1", now=NOON)
+    mail = send_test(engine, "birthday", "C1", DAY, TESTER_EMAIL, run_id="t2", now=NOON)
+    assert (sms.status, mail.status) == (TouchStatus.SENT, TouchStatus.SENT)
+    assert (sms.transport, mail.transport) == ("twilio", "sendgrid")
+    assert [m.to for m in provider_sim.accepted(TWILIO)] == [TESTER_PHONE]
+    assert [m.to for m in provider_sim.accepted(SENDGRID)] == [TESTER_EMAIL]
+    sent = [e for e in Ledger(sqlite_store).history(sms.touch_id) if e.status == "sent"]
+    assert sent[0].provider_message_id == provider_sim.accepted(TWILIO)[0].id
+    # The customer's own SMS goes out too, through the same provider.
+    assert run_day(engine, DAY, run_id="run-1", now=NOON).sent == 1
+    assert sorted(m.to for m in provider_sim.accepted(TWILIO)) == ["+8613812348000", TESTER_PHONE]
