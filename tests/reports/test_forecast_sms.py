@@ -16,7 +16,7 @@ from caretouch.errors import ValidationFailed
 from caretouch.ledger import Ledger
 from caretouch.plan import plan_day
 from caretouch.render.templates import TemplateStore
-from caretouch.reports.forecast import forecast, sms_rows
+from caretouch.reports.forecast import forecast, sms_rows, to_html
 from caretouch.rules.contact_policy import load_policy
 from caretouch.rules.loader import load_rules
 from caretouch.schema.migrate import upgrade
@@ -213,3 +213,4 @@ def test_forecast_without_templates_or_price(filled: Path) -> None:
     header, body = sms_rows(counted)
     assert header == ["day", "sms", "segments"]  # no cost column without a price
     assert body[0][:2] == ["2026-11-24", 2] and body[0][2] >= 3
+    assert 'id="sms-per-day"' in to_html(counted) and 'id="sms-per-day"' not in to_html(bare)
