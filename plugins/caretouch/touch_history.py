@@ -42,3 +42,5 @@ class DeferredTouch:
     wait_until: dt.date | None = None
     # What the touch is about (its key's subject id): a relation touch needs it back.
     subject_id: str | None = None
+    # The message variant it was given when first planned (a rule's ``variants:``), if any.
+    variant: str | None = None

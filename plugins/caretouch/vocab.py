@@ -274,3 +274,19 @@ class DigestStatus(StrEnum):
     FAILED = "failed"  # the provider refused for now: a later run of the day tries again
     REJECTED = "rejected"  # refused for good (a bad address): not tried again that day
     UNKNOWN = "unknown"  # a crashed send the provider cannot tell about: for a person
+
+
+class VariantMetric(StrEnum):
+    """What decides a rule's message variant test (a rule's ``variant_test: metric``): the
+    share of a variant's sent touches that were delivered, clicked or replied to."""
+
+    DELIVERED = "delivered"
+    CLICKED = "clicked"  # an email link clicked (SendGrid click events)
+    REPLIED = "replied"  # a reply matched to the touch (webhooks.replies)
+
+
+class VariantThen(StrEnum):
+    """What a variant test does once it has a winner (``variant_test: then``)."""
+
+    REPORT = "report"  # name the winner in `care report`, keep sending every variant
+    SEND_WINNER = "send_winner"  # new touches all get the winner

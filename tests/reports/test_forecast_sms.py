@@ -150,7 +150,7 @@ def expected_segments(store: Store, rules: Path, day: dt.date) -> tuple[int, int
     segments = sum(
         sms_size(
             templates.render(
-                t.rule.template, Channel.SMS, t.customer["locale"], t.template_context()
+                t.template, Channel.SMS, t.customer["locale"], t.template_context()
             ).body
         ).segments
         for t in sms

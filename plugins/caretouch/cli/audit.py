@@ -141,6 +141,8 @@ def audit_show(ctx: click.Context, touch: str) -> None:
         "reason",
     ):
         click.echo(f"{key:13} {detail[key] if detail[key] is not None else '-'}")
+        if key == "rule_hash" and detail["variant"] is not None:
+            click.echo(f"{'variant':13} {detail['variant']}")
     if detail["test"]:
         click.echo(
             f"{'test':13} yes: a test send (care send-test) to an internal address; "

@@ -165,6 +165,7 @@ def report(
     from ..render.templates import TemplateStore
     from ..reports.figures import Period
     from ..reports.service_report import summary_line, write_report
+    from ..reports.variants import text_lines
     from ..rules.loader import load_rules
     from ..schema import require_current_schema
     from ..storage import reports
@@ -193,6 +194,8 @@ def report(
         store, period, reports(config), generated_at=now, output=output, ruleset=ruleset
     )
     click.echo(summary_line(result))
+    for line in text_lines(result.variants):
+        click.echo(line)
     click.echo(f"wrote {path}")
     for table in result.csv_files:
         click.echo(f"wrote {table}")

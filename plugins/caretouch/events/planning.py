@@ -151,6 +151,10 @@ class _OwnCustomersHistory:
     ) -> list[Any]:
         return self.ledger.occasion_contacts(customer_ids, rule_ids, first, last)
 
+    def variant_outcomes(self, rule_ids: Any) -> list[Any]:
+        # The whole ledger's, not these customers': every planner decides a test alike.
+        return self.ledger.variant_outcomes(rule_ids)
+
 
 def _unplanned(engine: CareEngine, limit: int) -> list[Any]:
     stmt = (

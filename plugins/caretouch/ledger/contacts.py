@@ -268,6 +268,7 @@ def deferred(
                 context=decode(r.context),
                 wait_until=dt.date.fromisoformat(wait) if wait else None,
                 subject_id=r.subject_id,
+                variant=r.variant,
             )
         )
     return result

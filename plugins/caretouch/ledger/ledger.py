@@ -15,10 +15,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ..rules.variants import VariantOutcomes
 from ..store.db import Store
 from ..touch_history import DeferredTouch, PastContact
 from ..vocab import TouchStatus
-from . import chain, contacts, matching, projection, readers, reconcile, summaries
+from . import chain, contacts, matching, projection, readers, reconcile, summaries, variants
 from .changes import append_many
 from .claims import claim_many
 from .models import Attempt, TouchEvent
@@ -93,6 +94,12 @@ class Ledger:
         self, customer_ids: Iterable[str], rule_ids: Iterable[str], first: dt.date, last: dt.date
     ) -> list[PastContact]:
         return contacts.occasion_contacts(self.store, customer_ids, rule_ids, first, last)
+
+    def variant_outcomes(
+        self, rule_ids: Iterable[str], *, last: dt.date | None = None, opt_outs: bool = False
+    ) -> list[VariantOutcomes]:
+        """What each message variant of these rules came to (``ledger.variants``)."""
+        return variants.variant_outcomes(self.store, rule_ids, last=last, opt_outs=opt_outs)
 
     def deferred(
         self,

@@ -352,6 +352,7 @@ def touch_row(t: PlannedTouch, run_id: str, now: dt.datetime) -> dict[str, Any]:
         "tier": t.tier,
         "channel": t.channel.value if t.channel else None,
         "template_id": t.template_id,
+        "variant": t.variant,
         "context": encode(t.context),
         "created_at": now,
         "run_id": run_id,

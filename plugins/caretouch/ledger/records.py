@@ -63,6 +63,7 @@ class PlannedTouch:
     reason: SuppressionReason | None = None
     explain: list[str] = field(default_factory=list)
     consent: dict[str, bool] = field(default_factory=dict)
+    variant: str | None = None  # the message variant (a rule's ``variants:``), if any
 
 
 @dataclass(frozen=True)

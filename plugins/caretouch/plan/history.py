@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Protocol
 
+from ..rules.variants import VariantOutcomes
 from ..touch_history import DeferredTouch, PastContact
 
 
@@ -43,4 +44,9 @@ class History(Protocol):
     ) -> list[PastContact]:
         """Counted touches (planned, sent, ...) of these customers and rules with an
         occurrence in [first, last]: who was, or is about to be, greeted for an occasion."""
+        ...
+
+    def variant_outcomes(self, rule_ids: Iterable[str]) -> list[VariantOutcomes]:
+        """What the touches of these rules came to, per rule and variant, over the whole
+        ledger (test sends left out): one aggregate query, whatever the number of rules."""
         ...

@@ -54,6 +54,7 @@ from .contact import (
 )
 from .history import History
 from .touch import Touch
+from .variants import give_variants
 
 log = logging.getLogger("caretouch.plan")
 
@@ -338,6 +339,8 @@ def _deferred_touches(
             timezone=zone.key,
             frozen_context=w.context,
             relation=_deferred_relation(rule, w),
+            # The variant it was given keeps it (plan.variants leaves it as recorded).
+            variant=rule.variant(w.variant) if w.variant else None,
         )
         if touch.relation is not None:
             touch.explain.append(
@@ -548,6 +551,7 @@ def plan_day(
                 )
     _stop_closed_cases(store, touches)
     _attach_agents(store, touches)
+    give_variants(touches, ruleset.rules, history)
     sending = [t for t in touches if t.decision is Decision.SEND]
     opted_out = withdrawn_consents(store, {t.customer_id for t in sending})
     for touch in sending:

@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..rules.model import FIELDS, Rule, TriggerKind
+from ..rules.model import FIELDS, Rule, TriggerKind, Variant
 from ..vocab import Channel, Decision, SubjectKind, SuppressionReason
 
 # The columns of each table its templates see (``FieldSpec.in_templates``): not the personal
@@ -49,6 +49,8 @@ class Touch:
     # goes to the customer), and the customer's agent as templates see it (``agent``).
     relation: dict[str, Any] | None = None
     agent: dict[str, Any] | None = None
+    # The message variant this touch is given (``plan.variants``); None without variants.
+    variant: Variant | None = None
 
     @property
     def subject(self) -> SubjectKind:
@@ -93,6 +95,11 @@ class Touch:
     def last_chance(self, day: dt.date) -> bool:
         """A service obligation on the last day of its window: it competes first."""
         return self.rule.obligation and self.last_day <= day
+
+    @property
+    def template(self) -> str:
+        """The template its message is rendered from: its variant's, else the rule's."""
+        return self.variant.template if self.variant is not None else self.rule.template
 
     def suppress(self, reason: SuppressionReason, why: str) -> None:
         self.decision = Decision.SUPPRESS
@@ -144,7 +151,7 @@ class Touch:
 
     def as_json(self) -> dict[str, Any]:
         """The ``care plan --format json`` line (SPEC section 10); a relation's touch adds
-        its ``relation_id``."""
+        its ``relation_id``, and a rule with variants the touch's ``variant``."""
         line = {
             "rule_id": self.rule.id,
             "customer_id": self.customer_id,
@@ -158,4 +165,6 @@ class Touch:
         }
         if self.relation is not None:
             line["relation_id"] = self.relation["relation_id"]
+        if self.rule.variants:
+            line["variant"] = self.variant.id if self.variant is not None else None
         return line

@@ -5,6 +5,7 @@ with sample data, and make an SMS providers take.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from difflib import get_close_matches
 from pathlib import Path
@@ -102,6 +103,22 @@ def check_template(
                     )
                 )
                 break
+            printed = _printed_none(message)
+            if printed is not None:
+                part = "txt" if printed != "subject" else "subject.txt"
+                if printed == "html":
+                    part = "html"
+                errors.append(
+                    ValidationError(
+                        f"the {printed} prints 'None' with sample data ({described}): an "
+                        "empty value is printed as it is; guard it ({% if x is not none %}…"
+                        "{% endif %}) or give a default (x | default('…'))",
+                        location=Location(
+                            str(store.root / store.relpath(template_id, channel, locale, part))
+                        ),
+                    )
+                )
+                break
             if channel is Channel.SMS:
                 size = sms_size(message.body)
                 if longest is None or len(message.body) > longest[1]:
@@ -112,6 +129,22 @@ def check_template(
             errors.extend(error)
             warnings.extend(warning)
     return errors, warnings
+
+
+# Python's None as a template prints it: a word no message of ours means to say.
+_NONE_WORD = re.compile(r"(?<![A-Za-z0-9_])None(?![A-Za-z0-9_])")
+
+
+def _printed_none(message: Any) -> str | None:
+    """Which part of a rendered message shows ``None`` (an empty value printed), if any."""
+    for part, text in (
+        ("subject", message.subject),
+        ("text", message.body),
+        ("html", message.html),
+    ):
+        if text and _NONE_WORD.search(text):
+            return part
+    return None
 
 
 def _check_sms_size(

@@ -252,9 +252,7 @@ def _count_sms(templates: TemplateStore, touch: Touch, row: DayForecast) -> None
     """Render the SMS as the send step would and add its segments to ``row``."""
     locale = touch.customer.get("locale") or DEFAULT_LOCALE
     try:
-        body = templates.render(
-            touch.rule.template, Channel.SMS, locale, touch.template_context()
-        ).body
+        body = templates.render(touch.template, Channel.SMS, locale, touch.template_context()).body
     except RenderError:
         row.sms_unrendered += 1  # the send would fail it (render_error); nothing to bill
         return

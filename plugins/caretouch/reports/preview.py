@@ -55,6 +55,9 @@ def preview_touch(
         to = mask_recipient(address)
     # The same rendering as a test send's (``run.test_send``) and the send step's.
     message = render_touch(engine, touch, chosen)
+    if touch.variant is not None:
+        total = sum(v.weight for v in touch.rule.variants)
+        lines.append(f"variant: {touch.variant.id} (weight {touch.variant.weight} of {total})")
     lines += [
         f"channel: {chosen.value}, locale {locale}, to {to}",
         f"send at: {touch.send_at:%Y-%m-%d %H:%M}Z ({touch.timezone})",

@@ -39,6 +39,7 @@ from .figures import (
     compute,
 )
 from .loops import PROBLEMS_LISTED, TASK_COLUMNS, Loops, compute_loops
+from .variants import SIGNIFICANCE, RuleVariants, compute_variants, page_sections, variant_table
 
 _PAGES = jinja2.Environment(
     loader=jinja2.PackageLoader("caretouch.reports", "templates"),
@@ -60,6 +61,8 @@ class Report:
     # The closed loops of the period and of the previous one (computed with the rules).
     loops: Loops | None = None
     loops_before: Loops | None = None
+    # The message variant tests of the loaded rules with variants (``reports.variants``).
+    variants: list[RuleVariants] = field(default_factory=list)
     # The CSV files ``write_report`` wrote next to the page, one per table.
     csv_files: list[Location] = field(default_factory=list)
 
@@ -85,6 +88,7 @@ def build_report(
         grace = ruleset.policy.grace_days if grace_days is None else grace_days
         report.loops = compute_loops(store, period, ruleset, grace_days=grace)
         report.loops_before = compute_loops(store, period.previous(), ruleset, grace_days=grace)
+        report.variants = compute_variants(store, ruleset, period)
     return report
 
 
@@ -152,6 +156,8 @@ def render_html(report: Report, *, generated_at: dt.datetime) -> str:
         group=_group_line(now.group, before.group, period),
         period_end=period.last.isoformat(),
         loops=_loops_page(report) if report.loops is not None else None,
+        variants=page_sections(report.variants),
+        significance=SIGNIFICANCE,
     )
 
 
@@ -498,6 +504,8 @@ def tables(report: Report) -> dict[str, Table]:
     )
     if report.loops is not None:
         found.update(_loop_tables(report.loops))
+    if report.variants:
+        found["message-variants"] = variant_table(report.variants)
     return found
 
 

@@ -11,7 +11,16 @@ from ..dates import LeapDayPolicy
 from ..errors import Location, ValidationError
 from ..render.templates import TemplateStore
 from ..suggest import did_you_mean
-from ..vocab import MESSAGE_CHANNELS, Category, Channel, Locale, TaskAssignee, TaskKind
+from ..vocab import (
+    MESSAGE_CHANNELS,
+    Category,
+    Channel,
+    Locale,
+    TaskAssignee,
+    TaskKind,
+    VariantMetric,
+    VariantThen,
+)
 from .checks import schema_errors
 from .contact_policy import ContactPolicy
 from .event_types import EVENTS_FILE, EventTypes
@@ -31,6 +40,8 @@ from .model import (
     TaskSpec,
     Trigger,
     TriggerKind,
+    Variant,
+    VariantTest,
     sample_contexts,
     template_variables,
 )
@@ -98,7 +109,24 @@ def build_rule(
     errors.extend(task_errors)
     template_id = item.get("template")
     messages = [c for c in channels if c in MESSAGE_CHANNELS]
-    if template_id is None:
+    variants, variant_test, variant_errors = _build_variants(item, path, pos, messages)
+    errors.extend(variant_errors)
+    for i, variant in enumerate(variants):
+        errors.extend(
+            _template_errors(
+                templates,
+                variant.template,
+                messages,
+                (*path, "variants", i, "template"),
+                pos,
+                trigger,
+                event_type,
+                policy.sms_warn_segments,
+            )
+        )
+    if variants:
+        template_id = variants[0].template
+    elif template_id is None:
         if messages:
             errors.append(
                 ValidationError(
@@ -164,8 +192,71 @@ def build_rule(
         resend_unknown=bool(item.get("resend_unknown", False)),
         occasion=occasion,
         task=task,
+        variants=variants,
+        variant_test=variant_test,
     )
     return rule, errors
+
+
+def _build_variants(
+    item: dict[str, Any], path: YPath, pos: Positions, messages: list[Channel]
+) -> tuple[tuple[Variant, ...], VariantTest | None, list[ValidationError]]:
+    """The rule's ``variants:`` and ``variant_test:``. Variants replace ``template:`` (a rule
+    has one or the other), their ids are unique, and a test needs variants to compare."""
+    data = item.get("variants")
+    errors: list[ValidationError] = []
+    if data is None:
+        if "variant_test" in item:
+            errors.append(
+                ValidationError(
+                    "variant_test: compares a rule's variants, and this rule has none",
+                    location=pos.at((*path, "variant_test")),
+                )
+            )
+        return (), None, errors
+    if "template" in item:
+        errors.append(
+            ValidationError(
+                "a rule with variants takes its templates from them: remove template: "
+                "(or the variants)",
+                location=pos.at((*path, "template")),
+            )
+        )
+    if not messages:
+        errors.append(
+            ValidationError(
+                "variants are wordings of a message: this rule has no sms or email channel",
+                location=pos.at((*path, "variants")),
+            )
+        )
+    seen: set[str] = set()
+    for i, v in enumerate(data):
+        if v["id"] in seen:
+            errors.append(
+                ValidationError(
+                    f"variant id {v['id']!r} is listed twice: each variant needs its own id",
+                    location=pos.at((*path, "variants", i, "id")),
+                )
+            )
+        seen.add(v["id"])
+    variants = tuple(Variant(v["id"], v["template"], int(v["weight"])) for v in data)
+    test = item.get("variant_test", {})
+    first = messages[0] if messages else Channel.SMS
+    default_metric = VariantMetric.CLICKED if first is Channel.EMAIL else VariantMetric.REPLIED
+    variant_test = VariantTest(
+        metric=VariantMetric(test.get("metric", default_metric.value)),
+        min_sample=int(test.get("min_sample", 100)),
+        then=VariantThen(test.get("then", VariantThen.REPORT.value)),
+    )
+    if variant_test.metric is VariantMetric.CLICKED and Channel.EMAIL not in messages:
+        errors.append(
+            ValidationError(
+                "metric clicked counts email link clicks (SendGrid click events); this rule "
+                "sends no email, and SMS clicks are not counted: use replied or delivered",
+                location=pos.at((*path, "variant_test", "metric")),
+            )
+        )
+    return variants, variant_test, errors
 
 
 def _build_task(

@@ -22,7 +22,10 @@ from ..vocab import (
     TaskAssignee,
     TaskKind,
     Tier,
+    VariantMetric,
+    VariantThen,
 )
+from .variants import assign
 
 if TYPE_CHECKING:
     from .event_types import EventType
@@ -223,6 +226,26 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One wording of a rule's message (a rule's ``variants:``): its template and its share
+    of the customers (``weight`` out of the variants' total)."""
+
+    id: str
+    template: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class VariantTest:
+    """How a rule's variants are compared (``variant_test:``): the metric that decides, the
+    sent touches each variant needs before a winner may be named, and what then happens."""
+
+    metric: VariantMetric
+    min_sample: int = 100
+    then: VariantThen = VariantThen.REPORT
+
+
+@dataclass(frozen=True)
 class Rule:
     id: str
     description: str
@@ -243,9 +266,24 @@ class Rule:
     occasion: str | None = None
     # With ``agent_task`` among the channels: the task the agent is given.
     task: TaskSpec | None = None
+    # Message variants (docs/rules.md, "Message variants"): each customer is given one, for
+    # good; ``template`` is then the first variant's. Empty: one message, ``template``.
+    variants: tuple[Variant, ...] = ()
+    variant_test: VariantTest | None = None  # set whenever there are variants
 
     def __str__(self) -> str:
         return f"rule {self.id} ({self.source})"
+
+    def variant_for(self, customer_id: str) -> Variant | None:
+        """The variant this customer is given (``rules.variants.assign``); None without
+        variants."""
+        if not self.variants:
+            return None
+        return self.variants[assign(self.id, customer_id, [v.weight for v in self.variants])]
+
+    def variant(self, variant_id: str) -> Variant | None:
+        """The variant of that id, if the rule has it."""
+        return next((v for v in self.variants if v.id == variant_id), None)
 
     @property
     def obligation(self) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..dates import HOLIDAYS
-from ..vocab import Category, Channel, TaskAssignee, TaskKind, Tier
+from ..vocab import Category, Channel, TaskAssignee, TaskKind, Tier, VariantMetric, VariantThen
 from .model import DATE_TRIGGER_FIELDS, FIELDS, Op, Trigger, TriggerKind
 
 _TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
@@ -292,6 +292,42 @@ RULE_PROPERTIES: dict[str, Any] = {
         "pattern": r"^[a-z][a-z0-9_-]*$",
         "description": "The message template (templates/<template>/); required unless the "
         "only channel is agent_task.",
+    },
+    "variants": {
+        "type": "array",
+        "minItems": 2,
+        "maxItems": 10,
+        "description": "Message variants: each customer is given one (by a hash of the rule "
+        "id and customer id onto the weights, the same on every run), recorded on the touch. "
+        "They replace `template` (a rule has one or the other). Ids unique.",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "template", "weight"],
+            "properties": {
+                "id": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,63}$"},
+                "template": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]*$"},
+                "weight": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 10000,
+                    "description": "This variant's share: weight out of the variants' total.",
+                },
+            },
+        },
+    },
+    "variant_test": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "How the variants are compared (only with variants): the metric that "
+        "decides (default clicked when the first message channel is email, replied for sms), "
+        "the sent touches each variant needs before a winner is named, and then: report (name "
+        "it in `care report`) or send_winner (new touches all get it).",
+        "properties": {
+            "metric": {"enum": [m.value for m in VariantMetric]},
+            "min_sample": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 100},
+            "then": {"enum": [t.value for t in VariantThen], "default": VariantThen.REPORT.value},
+        },
     },
     "task": {
         "type": "object",

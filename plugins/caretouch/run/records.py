@@ -36,7 +36,8 @@ def planned_touch(touch: Touch) -> PlannedTouch:
         locale=touch.customer.get("locale") or DEFAULT_LOCALE,
         tier=touch.customer.get("tier") or DEFAULT_TIER,
         channel=touch.channel,
-        template_id=touch.rule.template,
+        # A variant's template: the send step renders what the touch row names.
+        template_id=touch.template,
         context=touch.template_context(),
         decision=touch.decision,
         reason=touch.reason,
@@ -44,6 +45,7 @@ def planned_touch(touch: Touch) -> PlannedTouch:
         consent={
             p: bool(touch.customer.get(f"consent_{p}")) for p in ("sms", "email", "marketing")
         },
+        variant=touch.variant.id if touch.variant is not None else None,
     )
 
 

@@ -71,7 +71,7 @@ def touch_locale(touch: Touch) -> str:
 def render_touch(engine: CareEngine, touch: Touch, channel: Channel) -> RenderedMessage:
     """The customer's message of ``touch`` on ``channel`` (an agent task: the agent's brief),
     rendered from the facts the send would render it from."""
-    template = touch.rule.template
+    template = touch.template  # its variant's, when the rule has variants
     if channel is Channel.AGENT_TASK and touch.rule.task is not None:
         template = touch.rule.task.brief
     return engine.templates.render(template, channel, touch_locale(touch), touch.template_context())
@@ -162,7 +162,7 @@ def send_test(
         channel=chosen.value,
         transport=transport.name,
         recipient=to.strip(),
-        template_hash=engine.templates.template_hash(touch.rule.template, chosen, locale),
+        template_hash=engine.templates.template_hash(touch.template, chosen, locale),
         message=message,
     )
     attempt = ledger.claim_many([claim], run_id=run_id, now=stamp)[touch_id]

@@ -99,6 +99,7 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
         "touch_key": row.touch_key,
         "rule_id": row.rule_id,
         "rule_hash": row.rule_hash,
+        "variant": row.variant,  # the message variant (a rule's variants:), or None
         "category": row.category,
         "priority": row.priority,
         "customer_id": row.customer_id,

@@ -24,6 +24,7 @@ EXPORT_COLUMNS = (
     "reason",
     "recipient",
     "template_id",
+    "variant",
     "template_hash",
     "content_hash",
     "locale",

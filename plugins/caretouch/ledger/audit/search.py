@@ -181,6 +181,7 @@ def touches(
                 if attempt
                 else None,
                 "template_id": row.template_id,
+                "variant": row.variant,
                 "template_hash": attempt.template_hash if attempt else None,
                 "content_hash": attempt.content_hash if attempt else None,
                 "locale": row.locale,
