@@ -7,11 +7,15 @@ switches the whole message to UCS-2: 70 UTF-16 code units single, 67 per part. A
 never split across two parts. Providers bill per part, and refuse bodies over their limit:
 Twilio takes at most 1,600 characters (``SMS_MAX_CHARS``; its channel declares it as
 ``max_body``).
+
+What a message costs (``sms_cost``) is the contact policy's ``sms.cost_per_segment`` times its
+segments, in ``sms.currency`` (``SmsPricing``); without the key there is no estimate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 # Twilio's Messages API takes a body "up to 1,600 characters in length".
 SMS_MAX_CHARS = 1600
@@ -60,3 +64,33 @@ def sms_size(text: str) -> SmsSize:
             used = 0
         used += cost
     return SmsSize(encoding, units, segments)
+
+
+@dataclass(frozen=True)
+class SmsPricing:
+    """What the provider bills per segment (the contact policy's ``sms.cost_per_segment``)
+    and in which currency (``sms.currency``)."""
+
+    cost_per_segment: Decimal
+    currency: str
+
+    def format(self, cost: Decimal) -> str:
+        """``0.0158 USD``: the cost as the policy gives prices (no float rounding)."""
+        return f"{cost.normalize():f} {self.currency}"
+
+
+def sms_cost(size: SmsSize, policy_sms: SmsPricing | None) -> Decimal | None:
+    """The estimated cost of sending ``size``: its segments times the price per segment;
+    None when the contact policy gives no price (``sms.cost_per_segment``)."""
+    if policy_sms is None:
+        return None
+    return policy_sms.cost_per_segment * size.segments
+
+
+def describe(size: SmsSize, policy_sms: SmsPricing | None) -> str:
+    """``2 segment(s), 140 UTF-16 units in UCS-2, est. cost 0.0158 USD`` (the cost only
+    when the contact policy prices a segment): what ``care preview`` prints."""
+    cost = sms_cost(size, policy_sms)
+    if cost is None or policy_sms is None:
+        return str(size)
+    return f"{size}, est. cost {policy_sms.format(cost)}"

@@ -61,7 +61,17 @@ def forecast_counts(rows: list[dict[str, str]], day: str) -> Counter[tuple[str, 
         [
             k
             for k in rows[0]
-            if k not in ("day", "rule_id", "kind", "candidates", "send", "suppressed")
+            if k
+            not in (
+                "day",
+                "rule_id",
+                "kind",
+                "candidates",
+                "send",
+                "suppressed",
+                "sms",
+                "sms_segments",
+            )
         ]
         if rows
         else []

@@ -90,7 +90,7 @@ def audit_list(
         [
             r["touch_id"],
             r["occurrence"],
-            r["rule_id"],
+            r["rule_id"] + (" [test]" if r["test"] else ""),
             r["customer_id"],
             r["channel"] or "-",
             r["recipient"] or "-",
@@ -143,6 +143,11 @@ def audit_show(ctx: click.Context, touch: str) -> None:
         click.echo(f"{key:13} {detail[key] if detail[key] is not None else '-'}")
         if key == "rule_hash" and detail["variant"] is not None:
             click.echo(f"{'variant':13} {detail['variant']}")
+    if detail["test"]:
+        click.echo(
+            f"{'test':13} yes: a test send (care send-test) to an internal address; "
+            "it never counts as a contact of the customer"
+        )
     for n, line in enumerate(detail["why"] or ["-"]):
         click.echo(f"{'why' if n == 0 else '':13} {line}")
     click.echo(f"{'consent':13} {detail['consent'] or '-'} (when decided)")

@@ -34,11 +34,11 @@ from .common import (
 @click.option(
     "--by",
     "by",
-    type=click.Choice(["rule", "tier", "agent"]),
+    type=click.Choice(["rule", "tier", "agent", "sms"]),
     default="rule",
     show_default=True,
-    help="csv: which table (by day and rule; by tier and service level; tasks per agent). "
-    "table and html show all three.",
+    help="csv: which table (by day and rule; by tier and service level; tasks per agent; "
+    "SMS segments and estimated cost per day). table and html show them all.",
 )
 @click.option(
     "--output",
@@ -80,6 +80,7 @@ def forecast(
             history=Ledger(engine.store),
             rule_ids=rule_ids or None,
             progress=lambda _day: bar.update(1),
+            templates=engine.templates,  # render each SMS: its segments
         )
     if fmt in ("table", "csv") and output is None:
         if fmt == "csv":
@@ -117,6 +118,12 @@ def _forecast_tables(result: Any) -> list[str]:
     if result.agents:
         lines += ["", "Tasks per agent"]
         lines += text_table(*fc_module.agent_rows(result))
+    if result.sms_counted:
+        lines += [
+            "",
+            "SMS segments per day (each SMS to send, rendered; the carrier bills segments)",
+        ]
+        lines += text_table(*fc_module.sms_rows(result))
     return lines
 
 

@@ -15,7 +15,7 @@ from ..store.db import Store, among
 from ..touch_history import DeferredTouch, PastContact
 from ..vocab import SuppressionReason, TouchStatus
 from .codec import decode
-from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
+from .models import REAL_TOUCH, Attempt, TouchCurrent, TouchEvent, TouchRow
 from .readers import states_of
 from .records import zone
 from .sql import CHUNK
@@ -32,7 +32,10 @@ def contacts(
     """
     # Deferral moves a touch at most MAX_DEFER_DAYS forward, a late send one more day.
     lo = first - dt.timedelta(days=MAX_DEFER_DAYS + 1)
-    query = select(TouchRow).where(TouchRow.occurrence >= lo, TouchRow.occurrence <= last)
+    # Test sends (``care send-test``) never count against a customer's caps.
+    query = select(TouchRow).where(
+        TouchRow.occurrence >= lo, TouchRow.occurrence <= last, REAL_TOUCH
+    )
     found: list[PastContact] = []
     with store.read_session() as session:
         batches: list[list[TouchRow]] = []
@@ -91,7 +94,7 @@ def last_contacts(store: Store, customer_ids: Iterable[str], day: dt.date) -> di
         )
         .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
         .join(TouchEvent, TouchEvent.id == TouchCurrent.event_id)
-        .where(TouchCurrent.status.in_(made))
+        .where(TouchCurrent.status.in_(made), REAL_TOUCH)  # a test send is no contact
     )
     with store.read_session() as session:
         for start in range(0, len(wanted), CHUNK):
@@ -132,6 +135,7 @@ def occasion_contacts(
                     TouchRow.occurrence >= first,
                     TouchRow.occurrence <= last,
                     TouchCurrent.status.in_(counted),
+                    REAL_TOUCH,  # a test send greets nobody
                 )
             )
             for row, status in session.execute(query):

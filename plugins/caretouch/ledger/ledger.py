@@ -62,10 +62,12 @@ class Ledger:
         day: dt.date | None = None,
         shard: tuple[int, int] | None = None,
         rule_ids: Sequence[str] | None = None,
+        tests: bool = False,
     ) -> list[int]:
-        """Ids of touches whose latest status is one of ``statuses`` (``readers``)."""
+        """Ids of touches whose latest status is one of ``statuses`` (``readers``); test
+        sends only with ``tests``."""
         return readers.touch_ids_in_status(
-            self.store, statuses, day=day, shard=shard, rule_ids=rule_ids
+            self.store, statuses, day=day, shard=shard, rule_ids=rule_ids, tests=tests
         )
 
     def final_keys(self, keys: list[str]) -> dict[str, str]:

@@ -213,3 +213,8 @@ class AnchorRow(LedgerBase):
     hmac: Mapped[str | None] = mapped_column(String(64))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     run_id: Mapped[str] = mapped_column(String(250), nullable=False)
+
+
+# The touches of customers, not test sends (``care send-test``: ``test`` TRUE; NULL on every
+# customer touch): what the readers that count contacts, the reports and the send queue take.
+REAL_TOUCH = TouchRow.test.is_not(True)

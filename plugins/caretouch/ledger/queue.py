@@ -25,7 +25,7 @@ from ..store.db import Store, among
 from ..vocab import TouchStatus
 from .changes import append_in
 from .claims import claim_in
-from .models import TouchCurrent, TouchRow
+from .models import REAL_TOUCH, TouchCurrent, TouchRow
 from .readers import held_states, narrowed
 from .records import Claim, ClaimedAttempt, StatusChange, TouchState
 from .writer import write
@@ -112,7 +112,11 @@ class WorkQueue:
         query = narrowed(
             select(TouchRow.id)
             .join(TouchCurrent, TouchCurrent.touch_id == TouchRow.id)
-            .where(TouchCurrent.status == TouchStatus.PLANNED.value, TouchRow.id > self._after),
+            .where(
+                TouchCurrent.status == TouchStatus.PLANNED.value,
+                TouchRow.id > self._after,
+                REAL_TOUCH,  # a test send is never sent to the customer
+            ),
             day=due.day,
             shard=due.shard,
             rule_ids=due.rule_ids,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ..dates import aware_utc
 from ..store.db import Store, among
 from ..vocab import SuppressionReason, TouchStatus
-from .models import Attempt, TouchCurrent, TouchEvent, TouchRow
+from .models import REAL_TOUCH, Attempt, TouchCurrent, TouchEvent, TouchRow
 from .records import TouchState
 from .sql import CHUNK
 from .statuses import is_handled
@@ -161,7 +161,9 @@ def states_for_day(store: Store, occurrence: dt.date) -> list[TouchState]:
     with store.read_session() as session:
         rows = list(
             session.scalars(
-                select(TouchRow).where(TouchRow.occurrence == occurrence).order_by(TouchRow.id)
+                select(TouchRow)
+                .where(TouchRow.occurrence == occurrence, REAL_TOUCH)  # not test sends
+                .order_by(TouchRow.id)
             )
         )
         return states_of(session, rows)
@@ -197,18 +199,19 @@ def touch_ids_in_status(
     day: dt.date | None = None,
     shard: tuple[int, int] | None = None,
     rule_ids: Sequence[str] | None = None,
+    tests: bool = False,
 ) -> list[int]:
     """Ids of touches whose latest status is one of ``statuses`` (of one day, or all).
 
     ``shard`` ``(k, n)``: only the touches whose id is ``k`` modulo ``n`` (the share of one
-    of ``n`` senders); ``rule_ids``: only the touches of these rules."""
+    of ``n`` senders); ``rule_ids``: only the touches of these rules. Test sends (``care
+    send-test``) only with ``tests`` (recovery settles them): no sender ever takes one, which
+    would send it to the customer."""
     wanted = [s.value for s in statuses]
-    query = narrowed(
-        select(TouchCurrent.touch_id).where(TouchCurrent.status.in_(wanted)),
-        day=day,
-        shard=shard,
-        rule_ids=rule_ids,
-    )
+    query = select(TouchCurrent.touch_id).where(TouchCurrent.status.in_(wanted))
+    if not tests:
+        query = query.join(TouchRow, TouchRow.id == TouchCurrent.touch_id).where(REAL_TOUCH)
+    query = narrowed(query, day=day, shard=shard, rule_ids=rule_ids, joined=not tests)
     with store.read_session() as session:
         return list(session.scalars(query.order_by(TouchCurrent.touch_id)))
 

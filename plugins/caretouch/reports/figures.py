@@ -330,7 +330,12 @@ def compute(store: Store, period: Period, ruleset: RuleSet | None = None) -> Fig
     figures = Figures(period)
     touches = TouchRow.__table__
     current = TouchCurrent.__table__
-    in_period = and_(touches.c.occurrence >= period.first, touches.c.occurrence <= period.last)
+    # Test sends (``care send-test``) are no touch of the period's figures.
+    in_period = and_(
+        touches.c.occurrence >= period.first,
+        touches.c.occurrence <= period.last,
+        touches.c.test.is_not(True),
+    )
     channel = func.coalesce(current.c.channel, touches.c.channel)
     with store.read_session() as session:
         stmt = (
@@ -465,6 +470,7 @@ def service_by_tier(
                 current.c.status.in_(MESSAGE_CONTACT),
                 rows.c.occurrence >= since - dt.timedelta(days=MAX_DEFER_DAYS + 1),
                 rows.c.occurrence <= end,
+                rows.c.test.is_not(True),  # a test send is no contact
             )
         ):
             day = aware_utc(sent_at or planned_at).astimezone(zone(tz)).date()
@@ -559,6 +565,7 @@ def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligati
                 touches.c.rule_id.in_(list(found)),
                 touches.c.occurrence >= period.first,
                 touches.c.occurrence <= period.last,
+                touches.c.test.is_not(True),
             )
         ).all()
         sent_ids = [r.id for r in rows if r.status in SENT_LIKE]

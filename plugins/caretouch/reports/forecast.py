@@ -14,6 +14,12 @@ service level serving it) the messages and the tasks (touches on the ``agent_tas
 it expects (``TierForecast``), and the tasks per agent (``AgentLoad``: the customer's
 ``agent_id``, with the agent's name from the ``agents`` table), so that a manager sees an
 agent's load before a festival; tasks of customers without an agent are a line of their own.
+
+Given the templates, the forecast also renders every SMS it would send, exactly as the send
+step would (the rule's template, the customer's locale, the touch's facts), and totals their
+segments per day (``sms.sms_size``: what the carrier bills) and, when the contact policy
+prices a segment (``sms.cost_per_segment``), their estimated cost. Rendering costs about as
+much as planning (docs/operations.md, "Forecast"), so a forecast without templates skips it.
 """
 
 from __future__ import annotations
@@ -26,14 +32,19 @@ import io
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 
+from ..errors import RenderError
 from ..plan import plan_day
 from ..plan.history import History
 from ..plan.touch import Touch
+from ..render.templates import TemplateStore
 from ..rules.loader import RuleSet
+from ..run.records import DEFAULT_LOCALE
+from ..sms import SmsPricing, sms_size
 from ..store.db import Store, among
 from ..store.models import Agent
 from ..vocab import Channel, Decision, SuppressionReason, Tier
@@ -51,6 +62,9 @@ class DayForecast:
     candidates: int = 0
     send: int = 0
     suppressed: Counter[str] = field(default_factory=Counter)
+    sms: int = 0  # SMS to send, rendered (forecast with templates)
+    sms_segments: int = 0  # their segments, as the carrier bills them
+    sms_unrendered: int = 0  # SMS to send whose template failed to render
 
     @property
     def suppressed_total(self) -> int:
@@ -65,7 +79,21 @@ class DayForecast:
             "send": self.send,
             "suppressed": self.suppressed_total,
             **{reason: self.suppressed.get(reason, 0) for reason in REASONS},
+            "sms": self.sms,
+            "sms_segments": self.sms_segments,
         }
+
+
+@dataclass(frozen=True)
+class SmsDay:
+    """The SMS the forecast would send on one local date: how many, their segments, and
+    (when the policy prices a segment) their estimated cost."""
+
+    day: dt.date
+    sms: int
+    segments: int
+    cost: Decimal | None
+    unrendered: int = 0
 
 
 @dataclass
@@ -130,6 +158,9 @@ class Forecast:
     rows: list[DayForecast]
     tiers: list[TierForecast] = field(default_factory=list)
     agents: list[AgentLoad] = field(default_factory=list)
+    # The SMS were rendered and their segments counted (a forecast given the templates).
+    sms_counted: bool = False
+    pricing: SmsPricing | None = None  # the policy's price of a segment, if any
 
     @property
     def dates(self) -> list[dt.date]:
@@ -142,6 +173,16 @@ class Forecast:
         return sum(
             getattr(r, attr) for r in self.rows if all(getattr(r, k) == v for k, v in match.items())
         )
+
+    def sms_days(self) -> list[SmsDay]:
+        """Per local date: the SMS to send, their segments and estimated cost."""
+        days = []
+        for day in self.dates:
+            sms = self.total("sms", day=day)
+            segments = self.total("sms_segments", day=day)
+            cost = self.pricing.cost_per_segment * segments if self.pricing is not None else None
+            days.append(SmsDay(day, sms, segments, cost, self.total("sms_unrendered", day=day)))
+        return days
 
     def reasons_used(self) -> list[str]:
         used = set().union(*(r.suppressed for r in self.rows)) if self.rows else set()
@@ -157,8 +198,10 @@ def forecast(
     history: History | None,
     rule_ids: Iterable[str] | None = None,
     progress: Callable[[dt.date], None] | None = None,
+    templates: TemplateStore | None = None,
 ) -> Forecast:
-    """Plan each local date of ``[first, first + days)`` without writing; count by rule."""
+    """Plan each local date of ``[first, first + days)`` without writing; count by rule.
+    With ``templates``, render each SMS to send and count its segments (module doc)."""
     wanted = set(rule_ids) if rule_ids is not None else None
     campaigns = {c.id for c in ruleset.campaigns}
     rows: list[DayForecast] = []
@@ -186,6 +229,8 @@ def forecast(
             row.candidates += 1
             if touch.decision is Decision.SEND:
                 row.send += 1
+                if templates is not None and touch.channel is Channel.SMS:
+                    _count_sms(templates, touch, row)
             elif touch.reason is not None:
                 row.suppressed[touch.reason.value] += 1
         rows += [by_rule[k] for k in sorted(by_rule)]
@@ -198,7 +243,21 @@ def forecast(
         rows,
         [tiers[k] for k in sorted(tiers)],
         sorted(agents.values(), key=lambda a: (a.agent_id == NO_AGENT, -a.assign, a.agent_id)),
+        sms_counted=templates is not None,
+        pricing=ruleset.policy.sms_pricing,
     )
+
+
+def _count_sms(templates: TemplateStore, touch: Touch, row: DayForecast) -> None:
+    """Render the SMS as the send step would and add its segments to ``row``."""
+    locale = touch.customer.get("locale") or DEFAULT_LOCALE
+    try:
+        body = templates.render(touch.template, Channel.SMS, locale, touch.template_context()).body
+    except RenderError:
+        row.sms_unrendered += 1  # the send would fail it (render_error); nothing to bill
+        return
+    row.sms += 1
+    row.sms_segments += sms_size(body).segments
 
 
 def is_task(touch: Touch) -> bool:
@@ -274,6 +333,29 @@ def table_rows(fc: Forecast) -> tuple[list[str], list[list[Any]]]:
     return header, body
 
 
+def sms_rows(fc: Forecast) -> tuple[list[str], list[list[Any]]]:
+    """The table of SMS per day: how many, their segments, their estimated cost (a column
+    only when the policy prices a segment), and a total line."""
+    priced = fc.pricing is not None
+    header = ["day", "sms", "segments"] + (
+        [f"est. cost ({fc.pricing.currency})"] if fc.pricing is not None else []
+    )
+    days = fc.sms_days()
+    body: list[list[Any]] = [
+        [d.day.isoformat(), d.sms, d.segments] + ([_money(d.cost)] if priced else []) for d in days
+    ]
+    total_cost = sum((d.cost for d in days if d.cost is not None), Decimal(0))
+    body.append(
+        ["total", sum(d.sms for d in days), sum(d.segments for d in days)]
+        + ([_money(total_cost)] if priced else [])
+    )
+    return header, body
+
+
+def _money(value: Decimal | None) -> str:
+    return "" if value is None else f"{value.normalize():f}"
+
+
 def tier_rows(fc: Forecast) -> tuple[list[str], list[list[Any]]]:
     """The table of messages and tasks by tier and service level."""
     header = ["tier", "level", "messages", "to send", "tasks", "to assign"]
@@ -294,21 +376,43 @@ def agent_rows(fc: Forecast) -> tuple[list[str], list[list[Any]]]:
 
 
 # ``care forecast --format csv --by``: one table per CSV.
-CSV_TABLES = ("rule", "tier", "agent")
+CSV_TABLES = ("rule", "tier", "agent", "sms")
 
 
 def to_csv(fc: Forecast, by: str = "rule") -> str:
     """One of the forecast's tables as CSV: by day and rule (``rule``), by tier and level
-    (``tier``), or tasks per agent (``agent``)."""
+    (``tier``), tasks per agent (``agent``), or SMS segments and cost per day (``sms``)."""
     out = io.StringIO()
-    if by == "tier":
+    if by == "sms":
+        fields = ["day", "sms", "segments", "est_cost", "currency"]
+        rows = [
+            {
+                "day": d.day.isoformat(),
+                "sms": d.sms,
+                "segments": d.segments,
+                "est_cost": _money(d.cost),
+                "currency": fc.pricing.currency if fc.pricing is not None else "",
+            }
+            for d in fc.sms_days()
+        ]
+    elif by == "tier":
         fields = list(TierForecast("", None).as_dict())
         rows = [t.as_dict() for t in fc.tiers]
     elif by == "agent":
         fields = list(AgentLoad(NO_AGENT).as_dict())
         rows = [a.as_dict() for a in fc.agents]
     else:
-        fields = ["day", "rule_id", "kind", "candidates", "send", "suppressed", *REASONS]
+        fields = [
+            "day",
+            "rule_id",
+            "kind",
+            "candidates",
+            "send",
+            "suppressed",
+            *REASONS,
+            "sms",
+            "sms_segments",
+        ]
         rows = [r.as_dict() for r in fc.rows]
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -417,6 +521,7 @@ def to_html(fc: Forecast) -> str:
         for key, title, table in (
             ("by-tier", "By tier and service level", tier_rows(fc)),
             ("by-agent", "Tasks per agent", agent_rows(fc)),
+            *((("sms-per-day", "SMS segments per day", sms_rows(fc)),) if fc.sms_counted else ()),
         )
     )
     last = fc.first + dt.timedelta(days=fc.days - 1)

@@ -350,6 +350,7 @@ def compute_loops(
             .where(
                 touches.c.occurrence >= period.first,
                 touches.c.occurrence <= period.last,
+                touches.c.test.is_not(True),  # test sends ask nobody
                 channel == SMS,
                 current.c.status.in_(SENT_LIKE),
             )
@@ -612,6 +613,7 @@ def _rule_touches(
                 touches.c.rule_id.in_([r.id for r in rules]),
                 touches.c.occurrence >= period.first + dt.timedelta(days=min(delays)),
                 touches.c.occurrence <= period.last + dt.timedelta(days=max(delays)),
+                touches.c.test.is_not(True),
             )
         ):
             if event_id:
@@ -796,6 +798,7 @@ def _their_touches(
                     touches.c.customer_id.in_(ids[start : start + CHUNK]),
                     touches.c.occurrence >= period.first,
                     touches.c.occurrence <= period.last,
+                    touches.c.test.is_not(True),
                 )
                 .order_by(touches.c.occurrence, touches.c.id)
             ):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 from ..addresses import email_is_valid, find_zone, phone_is_valid, timezone_is_valid
 from ..errors import Location, ValidationError, ValidationFailed
 from ..premiums import DEFAULT_GRACE_DAYS
+from ..sms import SmsPricing
 from ..vocab import Category, Channel, TaskKind
 from .checks import schema_errors
 from .schema import POLICY_FILE_SCHEMA
@@ -190,6 +192,11 @@ class ContactPolicy:
     sending_window_hours: int = 24
     # `care validate` warns about an SMS template of more segments than this (sms.py).
     sms_warn_segments: int = 3
+    # What an SMS segment costs (``sms.cost_per_segment``, ``sms.currency``); None: no estimate.
+    sms_pricing: SmsPricing | None = None
+    # The internal addresses `care send-test` may send to (``test_recipients``): phone
+    # numbers in E.164 and email addresses, as written in the file.
+    test_recipients: tuple[str, ...] = ()
     # Days after a premium's due date the policy stays in force unpaid (``premiums``).
     grace_days: int = DEFAULT_GRACE_DAYS
     source: Location | None = None
@@ -365,6 +372,7 @@ def load_policy(path: str | Path) -> ContactPolicy:
                 )
             )
     levels, level_errors = _levels(data.get("levels") or {}, pos)
+    errors += _test_recipient_errors(data.get("test_recipients") or [], pos)
     errors += level_errors
     if errors:
         raise ValidationFailed(errors)
@@ -399,8 +407,30 @@ def load_policy(path: str | Path) -> ContactPolicy:
         tier_order=tuple(data.get("tier_order", ("A", "B", "C", "D"))),
         sending_window_hours=data.get("sending_window_hours", 24),
         sms_warn_segments=(data.get("sms") or {}).get("warn_segments", 3),
+        sms_pricing=_sms_pricing(data.get("sms") or {}),
+        test_recipients=tuple(str(a) for a in data.get("test_recipients") or []),
         grace_days=(data.get("premiums") or {}).get("grace_days", DEFAULT_GRACE_DAYS),
         source=Location(str(path)),
         file_hash=hashlib.sha256(raw).hexdigest(),
         clauses=clauses,
     )
+
+
+def _sms_pricing(sms: dict[str, Any]) -> SmsPricing | None:
+    """``sms.cost_per_segment`` in ``sms.currency`` (the schema requires both together);
+    read through ``str`` so that 0.0079 stays exactly 0.0079."""
+    if sms.get("cost_per_segment") is None:
+        return None
+    return SmsPricing(Decimal(str(sms["cost_per_segment"])), str(sms["currency"]))
+
+
+def _test_recipient_errors(addresses: list[Any], pos: Any) -> list[ValidationError]:
+    """Each of ``test_recipients`` must be a phone number in E.164 or an email address."""
+    return [
+        ValidationError(
+            f"{address!r} is neither a phone number in E.164 (+8613800000000) nor an email address",
+            location=pos.at(("test_recipients", i)),
+        )
+        for i, address in enumerate(addresses)
+        if not (phone_is_valid(str(address)) or email_is_valid(str(address)))
+    ]

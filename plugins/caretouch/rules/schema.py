@@ -522,8 +522,30 @@ POLICY_FILE_SCHEMA: dict[str, Any] = {
                     "to more segments than this (160 GSM-7 or 70 UCS-2 characters single, "
                     "153 or 67 per part; each part is billed). Over 1,600 characters, the "
                     "provider's limit, is an error.",
-                }
+                },
+                "cost_per_segment": {
+                    "type": "number",
+                    "minimum": 0,
+                    "description": "What the provider bills per segment (e.g. 0.0079): "
+                    "`care preview` and `care forecast` then estimate each message's cost "
+                    "(segments x this). Without it, no cost is shown.",
+                },
+                "currency": {
+                    "type": "string",
+                    "pattern": "^[A-Z]{3}$",
+                    "description": "The currency of cost_per_segment (ISO 4217, e.g. USD).",
+                },
             },
+            "dependentRequired": {"cost_per_segment": ["currency"]},
+        },
+        "test_recipients": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 3, "maxLength": 320},
+            "uniqueItems": True,
+            "maxItems": 100,
+            "description": "The internal addresses `care send-test` may send a rule's "
+            "message to: phone numbers in E.164 (+8613800000000) and email addresses. "
+            "Any other address is refused.",
         },
         "premiums": {
             "type": "object",

@@ -40,7 +40,8 @@ def recover_in_flight(
     """
     report = SendReport()
     ledger = engine.ledger
-    ids = ledger.touch_ids_in_status({TouchStatus.SENDING}, day=day)
+    # Test sends too (``care send-test``): settled like any touch, never sent by a sender.
+    ids = ledger.touch_ids_in_status({TouchStatus.SENDING}, day=day, tests=True)
     for state in ledger.states(ids):
         if state.status is not TouchStatus.SENDING:
             continue

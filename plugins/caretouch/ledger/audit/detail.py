@@ -115,6 +115,8 @@ def touch_detail(store: Store, ref: int | str) -> dict[str, Any] | None:
         "why": decided["why"],
         "consent": decided["consent"],
         "run_id": row.run_id,
+        # A test send (``care send-test``) to an internal address, not the customer.
+        "test": bool(row.test),
         "attempts": [
             {
                 "attempt_no": a.attempt_no,

@@ -30,6 +30,7 @@ EXPORT_COLUMNS = (
     "locale",
     "sent_at",
     "run_id",
+    "test",  # True: a test send (care send-test), never a contact of the customer
 )
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection),
 # a masked phone number "+86 138****8000" included; the full-width forms too, which

@@ -187,6 +187,8 @@ def touches(
                 "locale": row.locale,
                 "sent_at": iso(sent_at.get(row.id)),
                 "run_id": row.run_id,
+                # A test send (``care send-test``): never counted as a contact.
+                "test": bool(row.test),
             }
             yielded += 1
             if limit is not None and yielded >= limit:
