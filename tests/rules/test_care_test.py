@@ -391,3 +391,19 @@ def test_a_variant_is_expected_and_its_template_rendered(care: Care, tmp_path: P
     shown = {"short": "birthday_short", "warm": "birthday"}
     assert f"templates/{shown[other]}/sms.zh-CN.* (zh-CN)" in result.output
     assert f"templates/{shown[given]}/sms.zh-CN.* (zh-CN)" not in result.output
+
+
+def test_verbose_shows_the_cost_of_each_sms_where_the_policy_prices_it(
+    care: Care, rules: Path
+) -> None:
+    policy = rules / "policy.yaml"
+    text = policy.read_text(encoding="utf-8")
+    assert "\nsms:" not in text  # the shipped policy prices nothing
+    policy.write_text(
+        text + "\nsms:\n  cost_per_segment: 0.0079\n  currency: USD\n", encoding="utf-8"
+    )
+    write(rules, PASSING)
+    result = care("test", "-v", rules=rules)
+    assert result.exit_code == 0, result.output
+    assert "sms: 1 segment(s), " in result.output
+    assert "in UCS-2, est. cost 0.0079 USD" in result.output

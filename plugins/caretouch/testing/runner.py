@@ -34,7 +34,7 @@ from ..rules.loader import RuleSet
 from ..rules.model import Rule
 from ..run.day import run_day
 from ..run.engine import CareEngine
-from ..sms import sms_size
+from ..sms import describe, sms_size
 from ..vocab import Channel, Decision
 from .fixtures import Case, Expectation, fixture_files, load_fixture_file, snapshot_path
 from .scratch import ScratchStores, withdraw_consents, write_history, write_rows
@@ -345,7 +345,8 @@ class FixtureRunner:
         if len(results.failures) == before:
             line = f"{exp.label}: {obs.describe()}"
             if obs.channel == Channel.SMS.value and obs.body is not None:
-                line += f"; sms: {sms_size(obs.body)}"  # what the carrier will bill
+                # What the carrier will bill: segments, and the cost where the policy prices one.
+                line += f"; sms: {describe(sms_size(obs.body), self.ruleset.policy.sms_pricing)}"
             results.lines.append((exp.where, case.name, line))
 
     def _check_text(
