@@ -30,7 +30,7 @@ from ..run.records import planned_touches
 from ..schema.migrate import upgrade
 from ..store.consent import Purpose
 from ..store.db import Store, open_store
-from ..store.importer import ID_COLUMN, MODELS, PARSERS, RowError
+from ..store.importer import ID_COLUMN, MODELS, PARSERS, REFERENCES, TABLES, RowError
 from ..store.write import upsert
 from ..vocab import Channel, Decision, SubjectKind, SuppressionReason, TouchStatus
 from .fixtures import Case, HistoryEntry
@@ -97,7 +97,7 @@ def write_rows(store: Store, case: Case, ruleset: RuleSet) -> list[ValidationErr
     errors: list[ValidationError] = []
     parsed: dict[str, list[dict[str, Any]]] = {}
     known: dict[str, set[str]] = {}
-    for table in ("agent", "customer", "policy", "event", "relation"):
+    for table in TABLES:  # each after the tables its rows name
         for where, cells in case.rows.get(table, []):
             try:
                 row, _warnings = PARSERS[table](cells)
@@ -122,13 +122,8 @@ def write_rows(store: Store, case: Case, ruleset: RuleSet) -> list[ValidationErr
 
 
 def _reference_problem(table: str, row: dict[str, Any], known: dict[str, set[str]]) -> str | None:
-    references = {
-        "customer": (("agent_id", "agent"),),
-        "policy": (("customer_id", "customer"),),
-        "event": (("customer_id", "customer"), ("policy_id", "policy")),
-        "relation": (("customer_id", "customer"),),
-    }.get(table, ())
-    for column, other in references:
+    """What a row names that the test does not hold (the importer's references)."""
+    for column, other in REFERENCES[table]:
         value = row.get(column)
         if value and str(value) not in known.get(other, set()):
             return f"{column} {value!r} names no {other} of this test"
