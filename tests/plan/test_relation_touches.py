@@ -38,7 +38,7 @@ AGENT = {"agent_id": "AG1", "name": "李娜", "phone": "+8613900001111", "email"
 
 CHILD_TEXT = (
     "{{ customer.name }}, happy {{ years }} to {{ relation.name }} ({{ relation.kind }}, "
-    "{{ relation.birth_date }})!{% if agent %} {{ agent.name }} {{ agent.phone }}{% endif %}"
+    "{{ relation.birth_date }})!{% if agent %} {{ agent.name }} {{ agent.phone or '' }}{% endif %}"
 )
 
 

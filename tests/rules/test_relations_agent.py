@@ -41,7 +41,8 @@ rules:
 GUARDED = (
     "{{ customer.name }}: happy {{ years }}th birthday to {{ relation.name }} "
     "({{ relation.kind }}, born {{ relation.birth_date }})!"
-    "{% if agent %} Your agent {{ agent.name }}, {{ agent.phone }}.{% endif %}"
+    "{% if agent %} Your agent {{ agent.name }}"
+    "{% if agent.phone %}, {{ agent.phone }}{% endif %}.{% endif %}"
 )
 
 

@@ -91,6 +91,7 @@ def check_template(
         if not complete:
             continue
         longest: tuple[SmsSize, int, str] | None = None
+        shown_none = False
         for sample in samples:
             described = sample.get("_sample", "typical values")
             try:
@@ -104,7 +105,8 @@ def check_template(
                 )
                 break
             printed = _printed_none(message)
-            if printed is not None:
+            if printed is not None and not shown_none:
+                shown_none = True  # once per locale; the other samples are still rendered
                 part = "txt" if printed != "subject" else "subject.txt"
                 if printed == "html":
                     part = "html"
@@ -118,7 +120,6 @@ def check_template(
                         ),
                     )
                 )
-                break
             if channel is Channel.SMS:
                 size = sms_size(message.body)
                 if longest is None or len(message.body) > longest[1]:
