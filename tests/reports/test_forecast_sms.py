@@ -73,7 +73,11 @@ def test_policy_reads_the_price_exactly_and_the_test_recipients(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("text", "where", "message"),
     [
-        ("sms:\n  cost_per_segment: 0.01\n", ":3:3:", "'currency' is a dependency"),
+        (
+            "sms:\n  cost_per_segment: 0.01\n",
+            ":3:3:",
+            "'cost_per_segment' needs 'currency' beside it",
+        ),
         ("sms:\n  cost_per_segment: 0.01\n  currency: usd\n", ":4:13:", "has the wrong form"),
         ("sms:\n  cost_per_segment: -1\n  currency: USD\n", ":3:21:", "minimum"),
         ('test_recipients: ["+86 139", "qa@example.com"]\n', ":2:19:", "neither a phone"),

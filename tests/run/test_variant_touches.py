@@ -97,6 +97,11 @@ def test_plan_preview_send_and_audit_show_the_variant(store: Store, tmp_path: Pa
 
     short = next(c for c, v in expected.items() if v is not None and v.id == "short")
     warm = next(c for c, v in expected.items() if v is not None and v.id == "warm")
+    table = care("plan", "--date", DAY.isoformat()).output.splitlines()
+    assert table[0].split()[-1] == "variant"
+    for customer, variant in ((short, "short"), (warm, "warm")):
+        (line,) = [x for x in table if f" {customer} " in x]
+        assert line.split()[-1] == variant
     shown = care("preview", "birthday-ab", "--customer", short, "--date", DAY.isoformat())
     assert shown.exit_code == 0, shown.output
     assert "variant: short (weight 50 of 100)" in shown.output.splitlines()
@@ -137,6 +142,7 @@ def test_a_rule_without_variants_says_nothing_of_them(store: Store, tmp_path: Pa
     plan = care("plan", "--date", DAY.isoformat(), "--format", "json")
     lines = [json.loads(x) for x in plan.output.splitlines() if x.startswith("{")]
     assert lines and all("variant" not in line for line in lines)
+    assert "variant" not in care("plan", "--date", DAY.isoformat()).output
     engine = open_engine(_config(store, tmp_path, care.rules, care.templates), store=store)
     run_day(engine, DAY, run_id="t1", now=NOON)
     rows = _rows(store)

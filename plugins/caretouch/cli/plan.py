@@ -86,6 +86,10 @@ def plan(
         for t in touches
     ]
     header = ["rule", "customer", "policy/event", "channel", "send_at (UTC)", "decision", "reason"]
+    if any(t.rule.variants for t in touches):  # a column only when some rule has variants
+        header.append("variant")
+        for row, t in zip(rows, touches, strict=True):
+            row.append(t.variant.id if t.variant is not None else "")
     for text_line in text_table(header, rows):
         click.echo(text_line)
     if explain:

@@ -74,6 +74,18 @@ def _translate(
     if v == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [ValidationError(f"missing required field {missing!r}", location=where)]
+    if v == "dependentRequired":
+        # {"a": ["b"]}: a mapping that gives ``a`` must give ``b`` too.
+        given = [k for k in error.validator_value if k in error.instance]
+        return [
+            ValidationError(
+                f"{k!r} needs {needed!r} beside it (missing)",
+                location=pos.at((*path, k), key=True),
+            )
+            for k in given
+            for needed in error.validator_value[k]
+            if needed not in error.instance
+        ]
     if v == "enum":
         choices = [str(c) for c in error.validator_value]
         return [
