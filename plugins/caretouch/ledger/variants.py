@@ -24,7 +24,7 @@ from ..rules.variants import VariantOutcomes
 from ..store.db import Store, among
 from ..store.models import ConsentEvent
 from ..vocab import Provider, TouchStatus
-from .models import ProviderEventRow, TouchEvent, TouchRow
+from .models import REAL_TOUCH, ProviderEventRow, TouchEvent, TouchRow
 from .replies import _REPLY_STATUSES, INBOUND
 from .sql import CHUNK
 
@@ -69,7 +69,7 @@ def variant_outcomes(
         where = [
             among(session, TouchRow.rule_id, ids),
             TouchRow.variant.is_not(None),
-            TouchRow.test.is_(None),
+            REAL_TOUCH,  # test sends left out
             _status(TouchStatus.SENT),
         ]
         if last is not None:

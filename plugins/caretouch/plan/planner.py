@@ -77,7 +77,8 @@ def in_shard(shard: Shard | None) -> ColumnElement[bool]:
     return TABLES["customer"].c.id % n == k
 
 
-def _local_send_at(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
+def local_send_at(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
+    """The instant (UTC) of local time ``at`` on ``day`` in ``zone``."""
     local = dt.datetime.combine(day, at, tzinfo=zone)
     # Round-trip through UTC so a time in a DST gap lands on a real instant.
     return local.astimezone(dt.timezone.utc)
@@ -105,7 +106,7 @@ def _due(
         policy=rows.get("policy"),
         event=rows.get("event"),
         occurrence=day,
-        send_at=_local_send_at(day, rule.send_time, zone),
+        send_at=local_send_at(day, rule.send_time, zone),
         timezone=tz_name,
         relation=rows.get("relation"),
     )
@@ -335,7 +336,7 @@ def _deferred_touches(
             policy={"policy_id": w.policy_id} if w.policy_id else None,
             event={"event_id": w.event_id} if w.event_id else None,
             occurrence=w.occurrence,
-            send_at=_local_send_at(day, rule.send_time, zone),
+            send_at=local_send_at(day, rule.send_time, zone),
             timezone=zone.key,
             frozen_context=w.context,
             relation=_deferred_relation(rule, w),

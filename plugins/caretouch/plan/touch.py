@@ -6,11 +6,17 @@ import datetime as dt
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from ..rules.model import FIELDS, Rule, TriggerKind, Variant
-from ..vocab import Channel, Decision, SubjectKind, SuppressionReason
+from ..vocab import Channel, Decision, Locale, SubjectKind, SuppressionReason
+
+if TYPE_CHECKING:
+    from ..render.templates import RenderedMessage, TemplateStore
+
+# What a customer without a locale is written to (and recorded with).
+DEFAULT_LOCALE = Locale.ZH_CN.value
 
 # The columns of each table its templates see (``FieldSpec.in_templates``): not the personal
 # contact data, nor the store's own columns (``birth_md``, ...) that are not fields at all.
@@ -100,6 +106,25 @@ class Touch:
     def template(self) -> str:
         """The template its message is rendered from: its variant's, else the rule's."""
         return self.variant.template if self.variant is not None else self.rule.template
+
+    @property
+    def locale(self) -> str:
+        """The locale its message is written in: the customer's, else ``DEFAULT_LOCALE``."""
+        return self.customer.get("locale") or DEFAULT_LOCALE
+
+    def template_on(self, channel: Channel) -> str:
+        """The template its message on ``channel`` is rendered from: for an agent's task the
+        rule's brief, else its variant's template or the rule's (``template``)."""
+        if channel is Channel.AGENT_TASK and self.rule.task is not None:
+            return self.rule.task.brief
+        return self.template
+
+    def render(self, templates: TemplateStore, channel: Channel) -> RenderedMessage:
+        """Its message on ``channel``, from the facts it was planned with: what ``care
+        preview``, ``care send-test``, the forecast and ``care test`` show."""
+        return templates.render(
+            self.template_on(channel), channel, self.locale, self.template_context()
+        )
 
     def suppress(self, reason: SuppressionReason, why: str) -> None:
         self.decision = Decision.SUPPRESS

@@ -49,7 +49,7 @@ from sqlalchemy import and_, func, select
 
 from ..dates import aware_utc
 from ..ledger.codec import decode
-from ..ledger.models import TouchCurrent, TouchEvent, TouchRow
+from ..ledger.models import REAL_TOUCH, TouchCurrent, TouchEvent, TouchRow
 from ..ledger.records import zone
 from ..ledger.statuses import CONTACT_MADE, MAX_DEFER_DAYS, TASK_CLOSED, TASK_OPEN
 from ..ledger.tasks import AGENT, DUE, EXPIRES
@@ -334,7 +334,7 @@ def compute(store: Store, period: Period, ruleset: RuleSet | None = None) -> Fig
     in_period = and_(
         touches.c.occurrence >= period.first,
         touches.c.occurrence <= period.last,
-        touches.c.test.is_not(True),
+        REAL_TOUCH,
     )
     channel = func.coalesce(current.c.channel, touches.c.channel)
     with store.read_session() as session:
@@ -470,7 +470,7 @@ def service_by_tier(
                 current.c.status.in_(MESSAGE_CONTACT),
                 rows.c.occurrence >= since - dt.timedelta(days=MAX_DEFER_DAYS + 1),
                 rows.c.occurrence <= end,
-                rows.c.test.is_not(True),  # a test send is no contact
+                REAL_TOUCH,  # a test send is no contact
             )
         ):
             day = aware_utc(sent_at or planned_at).astimezone(zone(tz)).date()
@@ -565,7 +565,7 @@ def obligations(store: Store, period: Period, ruleset: RuleSet) -> list[Obligati
                 touches.c.rule_id.in_(list(found)),
                 touches.c.occurrence >= period.first,
                 touches.c.occurrence <= period.last,
-                touches.c.test.is_not(True),
+                REAL_TOUCH,
             )
         ).all()
         sent_ids = [r.id for r in rows if r.status in SENT_LIKE]

@@ -43,7 +43,6 @@ from ..plan.history import History
 from ..plan.touch import Touch
 from ..render.templates import TemplateStore
 from ..rules.loader import RuleSet
-from ..run.records import DEFAULT_LOCALE
 from ..sms import SmsPricing, sms_size
 from ..store.db import Store, among
 from ..store.models import Agent
@@ -250,9 +249,8 @@ def forecast(
 
 def _count_sms(templates: TemplateStore, touch: Touch, row: DayForecast) -> None:
     """Render the SMS as the send step would and add its segments to ``row``."""
-    locale = touch.customer.get("locale") or DEFAULT_LOCALE
     try:
-        body = templates.render(touch.template, Channel.SMS, locale, touch.template_context()).body
+        body = touch.render(templates, Channel.SMS).body
     except RenderError:
         row.sms_unrendered += 1  # the send would fail it (render_error); nothing to bill
         return

@@ -69,7 +69,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 
 from ..dates import aware_utc
-from ..ledger.models import TouchCurrent, TouchRow
+from ..ledger.models import REAL_TOUCH, TouchCurrent, TouchRow
 from ..plan.cases import case_of
 from ..premiums import DEFAULT_GRACE_DAYS
 from ..premiums import lapsed as is_lapsed
@@ -350,7 +350,7 @@ def compute_loops(
             .where(
                 touches.c.occurrence >= period.first,
                 touches.c.occurrence <= period.last,
-                touches.c.test.is_not(True),  # test sends ask nobody
+                REAL_TOUCH,  # test sends ask nobody
                 channel == SMS,
                 current.c.status.in_(SENT_LIKE),
             )
@@ -613,7 +613,7 @@ def _rule_touches(
                 touches.c.rule_id.in_([r.id for r in rules]),
                 touches.c.occurrence >= period.first + dt.timedelta(days=min(delays)),
                 touches.c.occurrence <= period.last + dt.timedelta(days=max(delays)),
-                touches.c.test.is_not(True),
+                REAL_TOUCH,
             )
         ):
             if event_id:
@@ -798,7 +798,7 @@ def _their_touches(
                     touches.c.customer_id.in_(ids[start : start + CHUNK]),
                     touches.c.occurrence >= period.first,
                     touches.c.occurrence <= period.last,
-                    touches.c.test.is_not(True),
+                    REAL_TOUCH,
                 )
                 .order_by(touches.c.occurrence, touches.c.id)
             ):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..mask import mask_recipient
 from ..plan import Touch
-from ..run.test_send import customer_touch, render_touch, touch_locale
+from ..run.test_send import customer_touch
 from ..sms import describe, sms_size
 from ..store.lookup import agent_managers
 from ..vocab import Channel, TaskAssignee
@@ -45,7 +45,7 @@ def preview_touch(
     if chosen is None:
         chosen = touch.rule.channels[0]
         lines.append(f"(no usable channel; showing {chosen.value})")
-    locale = touch_locale(touch)
+    locale = touch.locale
     if chosen is Channel.AGENT_TASK:
         # A task for the customer's agent (or that agent's manager: ``task.assignee``): its
         # brief, "to" the agent (no personal data).
@@ -54,7 +54,7 @@ def preview_touch(
         address = touch.customer.get("phone" if chosen is Channel.SMS else "email")
         to = mask_recipient(address)
     # The same rendering as a test send's (``run.test_send``) and the send step's.
-    message = render_touch(engine, touch, chosen)
+    message = touch.render(engine.templates, chosen)
     if touch.variant is not None:
         total = sum(v.weight for v in touch.rule.variants)
         lines.append(f"variant: {touch.variant.id} (weight {touch.variant.weight} of {total})")

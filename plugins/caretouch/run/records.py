@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from ..ledger import PlannedTouch
 from ..plan.touch import Touch
 
-# What a customer without a locale or a tier is recorded with.
-DEFAULT_LOCALE = "zh-CN"
+# What a customer without a tier is recorded with (without a locale: ``DEFAULT_LOCALE``).
 DEFAULT_TIER = "C"
 
 
@@ -33,7 +32,7 @@ def planned_touch(touch: Touch) -> PlannedTouch:
         occurrence=touch.occurrence,
         send_at=touch.send_at,
         timezone=touch.timezone,
-        locale=touch.customer.get("locale") or DEFAULT_LOCALE,
+        locale=touch.locale,
         tier=touch.customer.get("tier") or DEFAULT_TIER,
         channel=touch.channel,
         # A variant's template: the send step renders what the touch row names.

@@ -34,7 +34,7 @@ from ..vocab import Channel, Decision, SendReason, TouchStatus
 from .engine import CareEngine
 from .message import outbound_message
 from .outcome import result_change
-from .records import DEFAULT_LOCALE, planned_touch
+from .records import planned_touch
 from .report import SendReport
 
 # The policy key that lists the addresses a test may go to.
@@ -62,19 +62,6 @@ def customer_touch(engine: CareEngine, rule_id: str, customer_id: str, day: dt.d
         f"rule {rule_id} has no touch for customer {customer_id} on {day}: "
         "the trigger or the audience does not match (see `care plan --explain`)"
     )
-
-
-def touch_locale(touch: Touch) -> str:
-    return touch.customer.get("locale") or DEFAULT_LOCALE
-
-
-def render_touch(engine: CareEngine, touch: Touch, channel: Channel) -> RenderedMessage:
-    """The customer's message of ``touch`` on ``channel`` (an agent task: the agent's brief),
-    rendered from the facts the send would render it from."""
-    template = touch.template  # its variant's, when the rule has variants
-    if channel is Channel.AGENT_TASK and touch.rule.task is not None:
-        template = touch.rule.task.brief
-    return engine.templates.render(template, channel, touch_locale(touch), touch.template_context())
 
 
 def recipient_channel(policy: ContactPolicy, address: str, channel: Channel | None) -> Channel:
@@ -135,7 +122,7 @@ def send_test(
     transport, and record it as a test touch (see the module doc)."""
     chosen = recipient_channel(engine.policy, to, channel)
     touch = customer_touch(engine, rule_id, customer_id, day)
-    message = render_touch(engine, touch, chosen)  # before anything is written
+    message = touch.render(engine.templates, chosen)  # before anything is written
     transport = engine.transports.get(chosen)
     if transport is None:
         raise ConfigurationError(f"no transport for the {chosen.value} channel")
@@ -156,13 +143,12 @@ def send_test(
     stamp = engine.stamp(now)
     touch_id = record_test_touch(engine.store, record, run_id=run_id, now=stamp)
     (state,) = ledger.states([touch_id])
-    locale = touch_locale(touch)
     claim = Claim(
         state=state,
         channel=chosen.value,
         transport=transport.name,
         recipient=to.strip(),
-        template_hash=engine.templates.template_hash(touch.template, chosen, locale),
+        template_hash=engine.templates.template_hash(touch.template, chosen, touch.locale),
         message=message,
     )
     attempt = ledger.claim_many([claim], run_id=run_id, now=stamp)[touch_id]

@@ -445,16 +445,15 @@ def _case(
                     location=pos.at((*here, "status")),
                 )
             )
-        if raw.get("decision") == "none" and len(raw) > 3 - ("customer" not in raw):
-            extra = sorted(set(raw) - {"rule", "customer", "decision", "subject"})
-            if extra:
-                problems.append(
-                    ValidationError(
-                        f"`decision: none` expects no touch at all: {', '.join(extra)} "
-                        "would be about a touch",
-                        location=pos.at((*here, "decision")),
-                    )
+        extra = sorted(set(raw) - {"rule", "customer", "decision", "subject"})
+        if raw.get("decision") == "none" and extra:
+            problems.append(
+                ValidationError(
+                    f"`decision: none` expects no touch at all: {', '.join(extra)} "
+                    "would be about a touch",
+                    location=pos.at((*here, "decision")),
                 )
+            )
         expect.append(
             Expectation(
                 where=pos.at(here),

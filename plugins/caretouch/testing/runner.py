@@ -228,12 +228,8 @@ class FixtureRunner:
 
     def _render(self, touch: Touch, obs: Observed) -> None:
         assert touch.channel is not None
-        template = _template_of(touch, touch.channel)
-        obs.template = template
         try:
-            message = self.templates.render(
-                template, touch.channel, obs.locale, touch.template_context()
-            )
+            message = touch.render(self.templates, touch.channel)
         except CareError as exc:
             obs.render_error = str(exc)
             return
@@ -432,14 +428,6 @@ def _compare(
         fail(key, f"expected {key} {wanted}, got {got} ({obs.describe()})")
 
 
-def _template_of(touch: Touch, channel: Channel) -> str:
-    """The template a touch renders on ``channel``: a task's brief for an agent, else its
-    variant's template (``Touch.template``)."""
-    if channel is Channel.AGENT_TASK and touch.rule.task is not None:
-        return touch.rule.task.brief
-    return touch.template
-
-
 def _rule_templates(rule: Rule, channel: Channel) -> list[str]:
     """Every template a rule's touches may render on ``channel`` (each variant's)."""
     if channel is Channel.AGENT_TASK and rule.task is not None:
@@ -457,8 +445,8 @@ def _observed(touch: Touch) -> Observed:
         channel=touch.channel.value if touch.channel else None,
         send_at=touch.send_at,
         timezone=touch.timezone,
-        locale=touch.customer.get("locale") or "zh-CN",
-        template=_template_of(touch, touch.channel) if touch.channel else None,
+        locale=touch.locale,
+        template=touch.template_on(touch.channel) if touch.channel else None,
         variant=touch.variant.id if touch.variant is not None else None,
     )
 

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -23,6 +22,7 @@ from ..errors import ValidationError
 from ..ledger import Ledger
 from ..ledger.consent import record_consent
 from ..plan import plan_day
+from ..plan.planner import local_send_at
 from ..plan.touch import Touch
 from ..rules.loader import RuleSet
 from ..rules.model import Rule
@@ -182,9 +182,7 @@ def _history_touch(store: Store, ruleset: RuleSet, entry: HistoryEntry) -> Touch
                 (p for p in policies if p["policy_id"] == candidates[0]["policy_id"]), None
             )
     zone = ruleset.policy.zone(customer.get("timezone"))
-    send_at = dt.datetime.combine(entry.day, rule.send_time, tzinfo=zone).astimezone(
-        dt.timezone.utc
-    )
+    send_at = local_send_at(entry.day, rule.send_time, zone)
     channel = Channel(entry.channel) if entry.channel else rule.channels[0]
     touch = Touch(
         rule=rule,
@@ -277,7 +275,3 @@ def write_history(
             )
             before = status
     return keys, errors
-
-
-def local(instant: dt.datetime, zone: str) -> dt.datetime:
-    return instant.astimezone(ZoneInfo(zone))
